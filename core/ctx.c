@@ -1,0 +1,595 @@
+/* The host side of a context: the function table handed to plugins, the
+ * error message, logging, and atomic outputs. */
+#include "config.h"
+
+#include "ctx.h"
+#include "dtype.h"
+#include "params.h"
+#include "registry.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct hvq_output {
+    char *final_path;
+    char *tmp_path;
+    int fd;
+    uint64_t pos;
+    struct hvq_output *next;
+};
+
+struct hvq_sink_handle {
+    const hvq_loaded_plugin *plugin;
+    void *state;
+    int finished;
+};
+
+typedef struct ctx_private {
+    hvq_ctx pub;
+    hvq_ctx_opts opts;
+    hvq_status status;
+    char msg[4096];
+    hvq_output *outputs;
+    const hvq_registry *registry;
+    int line_dirty; /* a progress line is on the terminal */
+} ctx_private;
+
+static ctx_private *priv(const hvq_ctx *ctx) { return (ctx_private *)ctx->host_private; }
+
+/* ---- errors and logging ------------------------------------------------ */
+
+static hvq_status verror(hvq_ctx *ctx, hvq_status st, const char *fmt, va_list ap)
+{
+    ctx_private *p = priv(ctx);
+    vsnprintf(p->msg, sizeof p->msg, fmt, ap);
+    p->status = st;
+    return st;
+}
+
+static hvq_status host_error(hvq_ctx *ctx, hvq_status st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror(ctx, st, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+hvq_status hvq_error(hvq_ctx *ctx, hvq_status st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror(ctx, st, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+void hvq_error_prefix(hvq_ctx *ctx, const char *fmt, ...)
+{
+    ctx_private *p = priv(ctx);
+    char pre[1024], old[sizeof p->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    memcpy(old, p->msg, sizeof old);
+    size_t n = strlen(pre);
+    if (n + 2 >= sizeof p->msg)
+        n = sizeof p->msg - 3;
+    memcpy(p->msg, pre, n);
+    memcpy(p->msg + n, ": ", 2);
+    size_t rest = sizeof p->msg - n - 3;
+    size_t m = strlen(old);
+    if (m > rest)
+        m = rest;
+    memcpy(p->msg + n + 2, old, m);
+    p->msg[n + 2 + m] = '\0';
+}
+
+const char *hvq_ctx_error(const hvq_ctx *ctx) { return priv(ctx)->msg; }
+hvq_status hvq_ctx_status(const hvq_ctx *ctx) { return priv(ctx)->status; }
+const hvq_ctx_opts *hvq_ctx_options(const hvq_ctx *ctx) { return &priv(ctx)->opts; }
+
+void hvq_ctx_clear_error(hvq_ctx *ctx)
+{
+    priv(ctx)->msg[0] = '\0';
+    priv(ctx)->status = HVQ_OK;
+}
+
+void hvq_ctx_set_registry(hvq_ctx *ctx, const hvq_registry *reg) { priv(ctx)->registry = reg; }
+const hvq_registry *hvq_ctx_registry(const hvq_ctx *ctx) { return priv(ctx)->registry; }
+
+void hvq_ctx_line_dirty(hvq_ctx *ctx, int dirty) { priv(ctx)->line_dirty = dirty; }
+
+static void vlog(hvq_ctx *ctx, hvq_log_level lvl, const char *fmt, va_list ap)
+{
+    ctx_private *p = priv(ctx);
+    if (lvl == HVQ_LOG_INFO && p->opts.quiet)
+        return;
+    if (lvl == HVQ_LOG_DEBUG && !p->opts.verbose)
+        return;
+    if (p->line_dirty) {
+        fputs("\r\033[K", stderr);
+        p->line_dirty = 0;
+    }
+    static const char *const tag[] = {"error: ", "warning: ", "", "debug: "};
+    fprintf(stderr, "hvqconv: %s", tag[lvl <= HVQ_LOG_DEBUG ? lvl : 3]);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+static void host_log(hvq_ctx *ctx, hvq_log_level lvl, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(ctx, lvl, fmt, ap);
+    va_end(ap);
+}
+
+void hvq_log(hvq_ctx *ctx, hvq_log_level lvl, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(ctx, lvl, fmt, ap);
+    va_end(ap);
+}
+
+static void host_progress(hvq_ctx *ctx, uint64_t done, uint64_t total)
+{
+    (void)ctx; (void)done; (void)total; /* the driver shows per-tensor progress */
+}
+
+static int host_threads(hvq_ctx *ctx) { return priv(ctx)->opts.threads > 0 ? priv(ctx)->opts.threads : 1; }
+
+/* ---- memory ------------------------------------------------------------ */
+
+void *hvq_alloc(hvq_ctx *ctx, size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p && ctx)
+        hvq_error(ctx, HVQ_E_NOMEM, "out of memory (allocating %zu bytes)", n);
+    return p;
+}
+
+void *hvq_calloc(hvq_ctx *ctx, size_t count, size_t size)
+{
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p && ctx)
+        hvq_error(ctx, HVQ_E_NOMEM, "out of memory (allocating %zu x %zu bytes)",
+                  count, size);
+    return p;
+}
+
+static void *host_realloc(hvq_ctx *ctx, void *old, size_t n)
+{
+    void *p = realloc(old, n ? n : 1);
+    if (!p && ctx)
+        hvq_error(ctx, HVQ_E_NOMEM, "out of memory (allocating %zu bytes)", n);
+    return p;
+}
+
+static void host_free(void *p) { free(p); }
+
+char *hvq_strdup(hvq_ctx *ctx, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = hvq_alloc(ctx, n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* ---- atomic outputs ---------------------------------------------------- */
+
+hvq_output *hvq_output_open(hvq_ctx *ctx, const char *final_path)
+{
+    ctx_private *p = priv(ctx);
+    struct stat st;
+    for (hvq_output *o = p->outputs; o; o = o->next)
+        if (strcmp(o->final_path, final_path) == 0) {
+            hvq_error(ctx, HVQ_E_INTERNAL, "%s: opened twice for writing", final_path);
+            return NULL;
+        }
+    if (!p->opts.force && stat(final_path, &st) == 0) {
+        hvq_error(ctx, HVQ_E_INPUT,
+                  "%s: already exists (use --force to replace it)", final_path);
+        return NULL;
+    }
+    char *dcopy = hvq_strdup(ctx, final_path), *bcopy = hvq_strdup(ctx, final_path);
+    hvq_output *o = hvq_calloc(ctx, 1, sizeof *o);
+    if (!dcopy || !bcopy || !o)
+        goto fail;
+    const char *dir = dirname(dcopy), *base = basename(bcopy);
+    size_t n = strlen(dir) + strlen(base) + 32;
+    o->tmp_path = hvq_alloc(ctx, n);
+    o->final_path = hvq_strdup(ctx, final_path);
+    if (!o->tmp_path || !o->final_path)
+        goto fail;
+    snprintf(o->tmp_path, n, "%s/.%s.tmp-XXXXXX", dir, base);
+    o->fd = mkstemp(o->tmp_path);
+    if (o->fd < 0) {
+        hvq_error(ctx, HVQ_E_IO, "%s: cannot create a file in '%s': %s",
+                  final_path, dir, strerror(errno));
+        goto fail;
+    }
+    mode_t mask = umask(0);
+    umask(mask);
+    fchmod(o->fd, 0666 & ~mask);
+    o->next = p->outputs;
+    p->outputs = o;
+    free(dcopy);
+    free(bcopy);
+    return o;
+fail:
+    free(dcopy);
+    free(bcopy);
+    if (o) {
+        free(o->tmp_path);
+        free(o->final_path);
+        free(o);
+    }
+    return NULL;
+}
+
+static hvq_status host_output_write(hvq_ctx *ctx, hvq_output *o, const void *buf, size_t n)
+{
+    const char *b = buf;
+    while (n > 0) {
+        ssize_t w = write(o->fd, b, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return hvq_error(ctx, HVQ_E_IO, "%s: write failed: %s", o->final_path,
+                             strerror(errno));
+        }
+        b += w;
+        n -= (size_t)w;
+        o->pos += (uint64_t)w;
+    }
+    return HVQ_OK;
+}
+
+static hvq_status host_output_pwrite(hvq_ctx *ctx, hvq_output *o, const void *buf,
+                                     size_t n, uint64_t off)
+{
+    const char *b = buf;
+    while (n > 0) {
+        ssize_t w = pwrite(o->fd, b, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return hvq_error(ctx, HVQ_E_IO, "%s: write failed: %s", o->final_path,
+                             strerror(errno));
+        }
+        b += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return HVQ_OK;
+}
+
+static uint64_t host_output_tell(hvq_output *o) { return o->pos; }
+
+static void output_free(hvq_output *o)
+{
+    free(o->final_path);
+    free(o->tmp_path);
+    free(o);
+}
+
+static void fsync_dir_of(const char *path)
+{
+    char *d = strdup(path);
+    if (!d)
+        return;
+    int fd = open(dirname(d), O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(d);
+}
+
+hvq_status hvq_outputs_commit(hvq_ctx *ctx)
+{
+    ctx_private *p = priv(ctx);
+    hvq_status st = HVQ_OK;
+    for (hvq_output *o = p->outputs; o; o = o->next) {
+        if (fsync(o->fd) != 0 && errno != EINVAL) {
+            st = hvq_error(ctx, HVQ_E_IO, "%s: fsync failed: %s", o->final_path,
+                           strerror(errno));
+            break;
+        }
+        if (close(o->fd) != 0) {
+            o->fd = -1;
+            st = hvq_error(ctx, HVQ_E_IO, "%s: close failed: %s", o->final_path,
+                           strerror(errno));
+            break;
+        }
+        o->fd = -1;
+    }
+    if (st != HVQ_OK) {
+        hvq_outputs_abort(ctx);
+        return st;
+    }
+    while (p->outputs) {
+        hvq_output *o = p->outputs;
+        struct stat sb;
+        if (!p->opts.force && stat(o->final_path, &sb) == 0) {
+            st = hvq_error(ctx, HVQ_E_INPUT,
+                           "%s: already exists (use --force to replace it)",
+                           o->final_path);
+            hvq_outputs_abort(ctx);
+            return st;
+        }
+        if (rename(o->tmp_path, o->final_path) != 0) {
+            st = hvq_error(ctx, HVQ_E_IO, "%s: cannot rename into place: %s",
+                           o->final_path, strerror(errno));
+            hvq_outputs_abort(ctx);
+            return st;
+        }
+        fsync_dir_of(o->final_path);
+        p->outputs = o->next;
+        output_free(o);
+    }
+    return HVQ_OK;
+}
+
+uint64_t hvq_outputs_size(hvq_ctx *ctx)
+{
+    uint64_t total = 0;
+    for (hvq_output *o = priv(ctx)->outputs; o; o = o->next) {
+        struct stat st;
+        if (o->fd >= 0 && fstat(o->fd, &st) == 0)
+            total += (uint64_t)st.st_size;
+    }
+    return total;
+}
+
+void hvq_outputs_abort(hvq_ctx *ctx)
+{
+    ctx_private *p = priv(ctx);
+    while (p->outputs) {
+        hvq_output *o = p->outputs;
+        if (o->fd >= 0)
+            close(o->fd);
+        unlink(o->tmp_path);
+        p->outputs = o->next;
+        output_free(o);
+    }
+}
+
+/* ---- sinks for writers ------------------------------------------------- */
+
+static hvq_sink_handle *host_sink_open(hvq_ctx *ctx, const char *format, const char *path,
+                                       const hvq_meta *meta, size_t n_meta,
+                                       const hvq_tensor_info *tensors, size_t n)
+{
+    const hvq_registry *reg = priv(ctx)->registry;
+    const hvq_loaded_plugin *pl;
+    if (!reg) {
+        hvq_error(ctx, HVQ_E_INTERNAL, "no plugin registry on this context");
+        return NULL;
+    }
+    if (format && *format) {
+        pl = hvq_registry_find(reg, HVQ_KIND_SINK, format);
+        if (!pl) {
+            hvq_error(ctx, HVQ_E_INPUT, "%s: no such output format '%s'", path, format);
+            return NULL;
+        }
+    } else {
+        pl = hvq_registry_sink_for(reg, ctx, path);
+        if (!pl)
+            return NULL;
+    }
+    hvq_sink_handle *h = hvq_calloc(ctx, 1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->plugin = pl;
+    if (pl->desc.sink_create(ctx, path, meta, n_meta, tensors, n, &h->state) != HVQ_OK) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+static hvq_status host_sink_write(hvq_ctx *ctx, hvq_sink_handle *h, const hvq_tensor *t)
+{
+    return h->plugin->desc.sink_write(ctx, h->state, t);
+}
+
+static hvq_status host_sink_finish(hvq_ctx *ctx, hvq_sink_handle *h)
+{
+    hvq_status st = h->plugin->desc.sink_finish(ctx, h->state);
+    if (st == HVQ_OK)
+        h->finished = 1;
+    return st;
+}
+
+static void host_sink_close(hvq_ctx *ctx, hvq_sink_handle *h)
+{
+    (void)ctx;
+    if (!h)
+        return;
+    h->plugin->desc.sink_close(ctx, h->state);
+    free(h);
+}
+
+/* ---- encoded components ------------------------------------------------ */
+
+void hvq_encoded_init(hvq_encoded *enc) { memset(enc, 0, sizeof *enc); }
+
+void hvq_encoded_clear(hvq_encoded *enc)
+{
+    for (size_t i = 0; i < enc->n_components; i++)
+        free(enc->components[i].data);
+    for (size_t i = 0; i < enc->n_attrs; i++) {
+        free((char *)enc->attrs[i].key);
+        free((char *)enc->attrs[i].value);
+    }
+    free(enc->components);
+    free(enc->attrs);
+    memset(enc, 0, sizeof *enc);
+}
+
+static hvq_component *host_enc_add(hvq_ctx *ctx, hvq_encoded *enc, const char *name,
+                                   hvq_dtype dtype, int ndim, const int64_t *shape,
+                                   uint64_t paper_bits)
+{
+    if (!name || strlen(name) >= sizeof enc->components[0].name || ndim < 0 ||
+        ndim > HVQ_MAX_DIMS || hvq_dtype_size(dtype) == 0) {
+        hvq_error(ctx, HVQ_E_INTERNAL, "invalid component '%s'", name ? name : "(null)");
+        return NULL;
+    }
+    for (size_t i = 0; i < enc->n_components; i++)
+        if (strcmp(enc->components[i].name, name) == 0) {
+            hvq_error(ctx, HVQ_E_INTERNAL, "component '%s' added twice", name);
+            return NULL;
+        }
+    uint64_t nbytes = hvq_dtype_size(dtype);
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] < 0 || !hvq_mul_u64(nbytes, (uint64_t)shape[d], &nbytes)) {
+            hvq_error(ctx, HVQ_E_INTERNAL, "component '%s': bad shape", name);
+            return NULL;
+        }
+    if (nbytes > SIZE_MAX) {
+        hvq_error(ctx, HVQ_E_NOMEM, "component '%s' too large", name);
+        return NULL;
+    }
+    if (enc->n_components == enc->cap_components) {
+        size_t cap = enc->cap_components ? enc->cap_components * 2 : 4;
+        hvq_component *c = host_realloc(ctx, enc->components, cap * sizeof *c);
+        if (!c)
+            return NULL;
+        enc->components = c;
+        enc->cap_components = cap;
+    }
+    void *data = hvq_calloc(ctx, 1, (size_t)nbytes);
+    if (!data)
+        return NULL;
+    hvq_component *c = &enc->components[enc->n_components++];
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->dtype = dtype;
+    c->ndim = ndim;
+    for (int d = 0; d < ndim; d++)
+        c->shape[d] = shape[d];
+    c->data = data;
+    c->nbytes = nbytes;
+    c->paper_bits = paper_bits;
+    return c;
+}
+
+static hvq_status host_enc_attr(hvq_ctx *ctx, hvq_encoded *enc, const char *key,
+                                const char *value)
+{
+    for (size_t i = 0; i < enc->n_attrs; i++)
+        if (strcmp(enc->attrs[i].key, key) == 0) {
+            char *v = hvq_strdup(ctx, value);
+            if (!v)
+                return HVQ_E_NOMEM;
+            free((char *)enc->attrs[i].value);
+            enc->attrs[i].value = v;
+            return HVQ_OK;
+        }
+    if (enc->n_attrs == enc->cap_attrs) {
+        size_t cap = enc->cap_attrs ? enc->cap_attrs * 2 : 4;
+        hvq_meta *a = host_realloc(ctx, enc->attrs, cap * sizeof *a);
+        if (!a)
+            return HVQ_E_NOMEM;
+        enc->attrs = a;
+        enc->cap_attrs = cap;
+    }
+    char *k = hvq_strdup(ctx, key), *v = hvq_strdup(ctx, value);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        return HVQ_E_NOMEM;
+    }
+    enc->attrs[enc->n_attrs].key = k;
+    enc->attrs[enc->n_attrs].value = v;
+    enc->n_attrs++;
+    return HVQ_OK;
+}
+
+static const hvq_component *host_enc_get(const hvq_encoded *enc, const char *name)
+{
+    for (size_t i = 0; enc && i < enc->n_components; i++)
+        if (strcmp(enc->components[i].name, name) == 0)
+            return &enc->components[i];
+    return NULL;
+}
+
+static const char *host_enc_attr_get(const hvq_encoded *enc, const char *key)
+{
+    for (size_t i = 0; enc && i < enc->n_attrs; i++)
+        if (strcmp(enc->attrs[i].key, key) == 0)
+            return enc->attrs[i].value;
+    return NULL;
+}
+
+/* ---- the table --------------------------------------------------------- */
+
+static hvq_output *host_output_open(hvq_ctx *ctx, const char *path) { return hvq_output_open(ctx, path); }
+
+static const hvq_host host_table = {
+    .abi_version = HVQ_ABI_VERSION,
+    .struct_size = sizeof(hvq_host),
+    .alloc = hvq_alloc,
+    .calloc = hvq_calloc,
+    .realloc = host_realloc,
+    .free = host_free,
+    .strdup = hvq_strdup,
+    .error = host_error,
+    .log = host_log,
+    .progress = host_progress,
+    .threads = host_threads,
+    .output_open = host_output_open,
+    .output_write = host_output_write,
+    .output_pwrite = host_output_pwrite,
+    .output_tell = host_output_tell,
+    .convert = hvq_convert,
+    .dtype_size = hvq_dtype_size,
+    .dtype_name = hvq_dtype_name,
+    .sink_open = host_sink_open,
+    .sink_write = host_sink_write,
+    .sink_finish = host_sink_finish,
+    .sink_close = host_sink_close,
+    .param = hvq_param_lookup,
+    .enc_add = host_enc_add,
+    .enc_attr = host_enc_attr,
+    .enc_get = host_enc_get,
+    .enc_attr_get = host_enc_attr_get,
+};
+
+const hvq_host *hvq_host_table(void) { return &host_table; }
+
+hvq_ctx *hvq_ctx_new(const hvq_ctx_opts *opts)
+{
+    ctx_private *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->pub.host = &host_table;
+    p->pub.host_private = p;
+    if (opts)
+        p->opts = *opts;
+    if (p->opts.threads < 1)
+        p->opts.threads = 1;
+    return &p->pub;
+}
+
+void hvq_ctx_free(hvq_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    hvq_outputs_abort(ctx);
+    free(priv(ctx));
+}

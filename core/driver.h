@@ -1,0 +1,64 @@
+/* The driver: runs a validated pipeline over a model, one tensor at a time. */
+#ifndef HVQ_CORE_DRIVER_H
+#define HVQ_CORE_DRIVER_H
+
+#include "pipeline.h"
+#include "registry.h"
+
+#include <signal.h>
+
+/* What happened to one tensor. */
+typedef struct hvq_tensor_report {
+    char *name;
+    char dtype[16];
+    int ndim;
+    int64_t shape[HVQ_MAX_DIMS];
+    uint64_t params;         /* elements */
+    int compressed;
+    const char *why_passed;  /* static text, for pass-through tensors */
+    /* Compressed tensors only: */
+    char clusterer[64], residual[64], hessian[64], importance[64];
+    uint64_t rows, cols, n_sparse;
+    double paper_bits;       /* components + row scales, paper accounting */
+    double rel_fro;          /* ||W - W_hat||_F / ||W||_F */
+    double rel_hessian;      /* sum_j H_j sum_i err^2 / sum_j H_j sum_i W^2 */
+    double sqnr_db;          /* 10 log10(||W||^2 / ||err||^2); INFINITY if exact */
+    double max_abs_err_sparse; /* max |err| at the sparse positions (0 if none) */
+    double seconds;
+} hvq_tensor_report;
+
+typedef struct hvq_run_report {
+    const hvq_pipeline *pipeline;
+    char *source_format;
+    char *writer;
+    int threads;
+    hvq_tensor_report *t;
+    size_t n;
+    uint64_t total_params, compressed_params;
+    uint64_t output_bytes;   /* bytes of every file written (report excluded) */
+    double paper_bits_compressed;
+    double seconds;
+} hvq_run_report;
+
+/* Set to nonzero (e.g. by a signal handler) to stop a run between tensors;
+ * the run then fails with "interrupted" and leaves no output. */
+extern volatile sig_atomic_t hvq_interrupted;
+
+/* Runs p (already validated against reg). On success every output is in
+ * place and rep is filled; on failure no output exists and ctx holds the
+ * message. rep must be freed with hvq_run_report_free either way. */
+hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg,
+                            const hvq_pipeline *p, hvq_run_report *rep);
+void hvq_run_report_free(hvq_run_report *rep);
+
+/* The seed of one tensor: the pipeline seed mixed with the tensor name, so
+ * results do not depend on order or thread count. */
+uint64_t hvq_tensor_seed(uint64_t seed, const char *name);
+
+/* Selects the k entries of highest score (ties: lower flat index first) and
+ * writes their positions to pos in ascending order. Scalar reference code;
+ * HVQ_E_INPUT when a score is NaN. */
+hvq_status hvq_top_k(hvq_ctx *ctx, const float *score, uint64_t n, uint64_t k,
+                     uint64_t *pos);
+
+#endif

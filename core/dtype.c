@@ -1,0 +1,197 @@
+/* Element types: sizes, names, and conversion to and from float32. */
+#include "config.h"
+
+#include "dtype.h"
+#include "ctx.h"
+
+#include <math.h>
+#include <string.h>
+#include <strings.h>
+
+size_t hvq_dtype_size(hvq_dtype t)
+{
+    switch (t) {
+    case HVQ_DTYPE_F32: case HVQ_DTYPE_I32: case HVQ_DTYPE_U32: return 4;
+    case HVQ_DTYPE_F16: case HVQ_DTYPE_BF16: case HVQ_DTYPE_I16:
+    case HVQ_DTYPE_U16: return 2;
+    case HVQ_DTYPE_F64: case HVQ_DTYPE_I64: case HVQ_DTYPE_U64: return 8;
+    case HVQ_DTYPE_I8: case HVQ_DTYPE_U8: case HVQ_DTYPE_BOOL: return 1;
+    case HVQ_DTYPE_OPAQUE: break;
+    }
+    return 0;
+}
+
+const char *hvq_dtype_name(hvq_dtype t)
+{
+    static const char *const names[] = {
+        "OPAQUE", "F32", "F16", "BF16", "F64", "I8", "U8",
+        "I16", "U16", "I32", "U32", "I64", "U64", "BOOL"};
+    if ((unsigned)t < sizeof names / sizeof names[0])
+        return names[t];
+    return "OPAQUE";
+}
+
+hvq_dtype hvq_dtype_parse_float(const char *s)
+{
+    static const struct { const char *name; hvq_dtype t; } tab[] = {
+        {"f32", HVQ_DTYPE_F32}, {"float32", HVQ_DTYPE_F32},
+        {"f16", HVQ_DTYPE_F16}, {"float16", HVQ_DTYPE_F16},
+        {"half", HVQ_DTYPE_F16}, {"fp16", HVQ_DTYPE_F16},
+        {"bf16", HVQ_DTYPE_BF16}, {"bfloat16", HVQ_DTYPE_BF16},
+        {"f64", HVQ_DTYPE_F64}, {"float64", HVQ_DTYPE_F64},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (strcasecmp(s, tab[i].name) == 0)
+            return tab[i].t;
+    return HVQ_DTYPE_OPAQUE;
+}
+
+int hvq_dtype_is_float(hvq_dtype t)
+{
+    return t == HVQ_DTYPE_F32 || t == HVQ_DTYPE_F16 || t == HVQ_DTYPE_BF16 ||
+           t == HVQ_DTYPE_F64;
+}
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t hvq_f32_to_f16(float f)
+{
+    uint32_t x = f32_bits(f);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t exp = (x >> 23) & 0xffu;
+    uint32_t man = x & 0x7fffffu;
+    if (exp == 0xffu) /* Inf or NaN (keep a quiet NaN bit) */
+        return (uint16_t)(sign | 0x7c00u | (man ? 0x200u | (man >> 13) : 0));
+    int32_t e = (int32_t)exp - 127 + 15;
+    if (e >= 31)
+        return (uint16_t)(sign | 0x7c00u);
+    if (e <= 0) { /* subnormal or zero in f16 */
+        if (e < -10)
+            return (uint16_t)sign;
+        man |= 0x800000u;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t h = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1u)))
+            h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)e << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
+        h++; /* may carry into the exponent, up to Inf: correct */
+    return (uint16_t)(sign | h);
+}
+
+float hvq_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    if (exp == 0) {
+        if (man == 0)
+            return bits_f32(sign);
+        /* subnormal: man * 2^-24 */
+        float v = (float)man * 5.9604644775390625e-8f;
+        return sign ? -v : v;
+    }
+    if (exp == 31)
+        return bits_f32(sign | 0x7f800000u | (man << 13));
+    return bits_f32(sign | ((exp - 15 + 127) << 23) | (man << 13));
+}
+
+uint16_t hvq_f32_to_bf16(float f)
+{
+    uint32_t x = f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it quiet */
+        return (uint16_t)((x >> 16) | 0x40u);
+    uint32_t lsb = (x >> 16) & 1u;
+    x += 0x7fffu + lsb;
+    return (uint16_t)(x >> 16);
+}
+
+float hvq_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+
+hvq_status hvq_convert(hvq_ctx *ctx, hvq_dtype dt, void *dst, hvq_dtype st,
+                       const void *src, size_t n)
+{
+    if (dt == st && hvq_dtype_is_float(dt)) {
+        memmove(dst, src, n * hvq_dtype_size(dt));
+        return HVQ_OK;
+    }
+    if (dt == HVQ_DTYPE_F32) {
+        float *d = dst;
+        switch (st) {
+        case HVQ_DTYPE_F16: {
+            const uint8_t *s = src;
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h;
+                memcpy(&h, s + 2 * i, 2);
+                d[i] = hvq_f16_to_f32(h);
+            }
+            return HVQ_OK;
+        }
+        case HVQ_DTYPE_BF16: {
+            const uint8_t *s = src;
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h;
+                memcpy(&h, s + 2 * i, 2);
+                d[i] = hvq_bf16_to_f32(h);
+            }
+            return HVQ_OK;
+        }
+        case HVQ_DTYPE_F64: {
+            const uint8_t *s = src;
+            for (size_t i = 0; i < n; i++) {
+                double v;
+                memcpy(&v, s + 8 * i, 8);
+                d[i] = (float)v;
+            }
+            return HVQ_OK;
+        }
+        default: break;
+        }
+    } else if (st == HVQ_DTYPE_F32) {
+        const float *s = src;
+        uint8_t *d = dst;
+        switch (dt) {
+        case HVQ_DTYPE_F16:
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h = hvq_f32_to_f16(s[i]);
+                memcpy(d + 2 * i, &h, 2);
+            }
+            return HVQ_OK;
+        case HVQ_DTYPE_BF16:
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h = hvq_f32_to_bf16(s[i]);
+                memcpy(d + 2 * i, &h, 2);
+            }
+            return HVQ_OK;
+        case HVQ_DTYPE_F64:
+            for (size_t i = 0; i < n; i++) {
+                double v = s[i];
+                memcpy(d + 8 * i, &v, 8);
+            }
+            return HVQ_OK;
+        default: break;
+        }
+    }
+    if (ctx)
+        return hvq_error(ctx, HVQ_E_UNSUPPORTED,
+                         "no conversion from %s to %s", hvq_dtype_name(st),
+                         hvq_dtype_name(dt));
+    return HVQ_E_UNSUPPORTED;
+}

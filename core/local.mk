@@ -1,0 +1,22 @@
+# The core: host table, registry, pipelines, driver, report; and the CLI.
+noinst_LTLIBRARIES += libhvqcore.la
+libhvqcore_la_SOURCES = \
+	core/plugin.h \
+	core/ctx.c core/ctx.h \
+	core/registry.c core/registry.h \
+	core/params.c core/params.h \
+	core/pipeline.c core/pipeline.h \
+	core/dtype.c core/dtype.h \
+	core/driver.c core/driver.h \
+	core/report.c core/report.h \
+	core/util.c core/util.h
+libhvqcore_la_CFLAGS = $(AM_CFLAGS) $(YAML_CFLAGS)
+libhvqcore_la_LIBADD = $(YAML_LIBS)
+
+bin_PROGRAMS += hvqconv
+hvqconv_SOURCES = core/main.c
+hvqconv_LDADD = libhvqcore.la
+
+# The public contract, installed as <hvqconv/plugin.h>.
+hvqconvincludedir = $(includedir)/hvqconv
+hvqconvinclude_HEADERS = core/plugin.h

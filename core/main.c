@@ -1,0 +1,424 @@
+/* hvqconv: the command-line interface. */
+#include "config.h"
+
+#include "ctx.h"
+#include "driver.h"
+#include "params.h"
+#include "pipeline.h"
+#include "registry.h"
+#include "report.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Exit statuses. */
+enum { EXIT_OK = 0, EXIT_FAILURE_OTHER = 1, EXIT_BAD_INPUT = 2 };
+
+static int exit_for(hvq_status st)
+{
+    switch (st) {
+    case HVQ_OK: case HVQ_WARN: return EXIT_OK;
+    case HVQ_E_INPUT: case HVQ_E_UNSUPPORTED: case HVQ_E_NOTFOUND: return EXIT_BAD_INPUT;
+    default: return EXIT_FAILURE_OTHER;
+    }
+}
+
+typedef struct cli {
+    const char **plugin_dirs;
+    size_t n_plugin_dirs;
+    hvq_ctx_opts opts;
+} cli;
+
+static void usage_main(FILE *f)
+{
+    fputs("Usage: hvqconv [OPTION]... COMMAND [ARG]...\n"
+          "Compress the weights of a large language model with HAS-VQ (Hessian-adaptive\n"
+          "sparse vector quantization) or a baseline, as a YAML pipeline describes.\n"
+          "\n"
+          "Commands:\n"
+          "  run PIPELINE        run a pipeline (compress a model)\n"
+          "  list-plugins        list the plugins found, with kind, version and origin\n"
+          "  describe NAME       show a plugin's parameters (type, default, range, help)\n"
+          "\n"
+          "Options for every command:\n"
+          "      --plugin-dir DIR  load plugins from DIR before the others (repeatable)\n"
+          "  -q, --quiet           no progress or informational messages\n"
+          "  -v, --verbose         debugging messages\n"
+          "  -h, --help            this help (or COMMAND --help)\n"
+          "  -V, --version         the version\n"
+          "\n"
+          "Plugins are loaded from --plugin-dir, then each directory of $HVQ_PLUGIN_PATH\n"
+          "(colon-separated), then the build tree when run uninstalled, else " HVQ_PLUGINDIR
+          ".\n"
+          "\n"
+          "Exit status: 0 on success, 2 for bad input (a file, a pipeline, an argument),\n"
+          "1 for any other failure.\n",
+          f);
+}
+
+static void usage_run(FILE *f)
+{
+    fputs("Usage: hvqconv run PIPELINE.yaml [OPTION]...\n"
+          "Run a pipeline: read the input model, compress the selected tensors, pass the\n"
+          "others through, write the output atomically and print a report.\n"
+          "\n"
+          "  -i, --input PATH      the model to read (overrides input:)\n"
+          "  -o, --output PATH     the file to write (overrides output:)\n"
+          "  -r, --report PATH     also write the report as JSON (overrides report:)\n"
+          "  -s, --set KEY=VALUE   override any pipeline value, validated like the file:\n"
+          "                        seed=7, stages.clusterer.group_size=128,\n"
+          "                        stages.hessian.plugin=uniform (repeatable)\n"
+          "  -t, --threads N       worker threads (default: all cores)\n"
+          "  -f, --force           replace existing output files\n"
+          "      --plugin-dir DIR, -q, -v, -h as for every command\n",
+          f);
+}
+
+static void usage_list(FILE *f)
+{
+    fputs("Usage: hvqconv list-plugins [--plugin-dir DIR]...\n"
+          "List every plugin found: kind, name, version, summary and the file it came from.\n"
+          "Plugins that were refused are reported on stderr with the reason.\n",
+          f);
+}
+
+static void usage_describe(FILE *f)
+{
+    fputs("Usage: hvqconv describe NAME [--plugin-dir DIR]...\n"
+          "Show a plugin's kind, version, licence, origin and every parameter with its\n"
+          "type, default, range or choices, and help.\n",
+          f);
+}
+
+static hvq_registry *load_registry(hvq_ctx *ctx, const cli *c)
+{
+    hvq_registry *reg = hvq_registry_new();
+    if (!reg) {
+        fprintf(stderr, "hvqconv: error: out of memory\n");
+        return NULL;
+    }
+    if (hvq_registry_load_default(reg, ctx, c->plugin_dirs, c->n_plugin_dirs) != HVQ_OK) {
+        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        hvq_registry_free(reg);
+        return NULL;
+    }
+    hvq_ctx_set_registry(ctx, reg);
+    return reg;
+}
+
+static int add_plugin_dir(cli *c, const char *dir)
+{
+    const char **d = realloc(c->plugin_dirs, (c->n_plugin_dirs + 1) * sizeof *d);
+    if (!d)
+        return 0;
+    d[c->n_plugin_dirs++] = dir;
+    c->plugin_dirs = d;
+    return 1;
+}
+
+static int default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)(n > 256 ? 256 : n) : 1;
+}
+
+enum { OPT_PLUGIN_DIR = 1000 };
+
+/* Parses the options common to every command plus the command's own.
+ * Returns -1 to continue, else an exit status. */
+static int parse_common(int c, cli *cl, const char *cmd, void (*usage)(FILE *))
+{
+    switch (c) {
+    case OPT_PLUGIN_DIR:
+        if (!add_plugin_dir(cl, optarg))
+            return EXIT_FAILURE_OTHER;
+        return -1;
+    case 'q': cl->opts.quiet = 1; return -1;
+    case 'v': cl->opts.verbose = 1; return -1;
+    case 'h': usage(stdout); return EXIT_OK;
+    case 'V': printf("hvqconv %s (plugin ABI %d)\n", PACKAGE_VERSION, HVQ_ABI_VERSION); return EXIT_OK;
+    default:
+        fprintf(stderr, "Try 'hvqconv %s --help'.\n", cmd);
+        return EXIT_BAD_INPUT;
+    }
+}
+
+static void on_signal(int sig)
+{
+    if (hvq_interrupted) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+    hvq_interrupted = 1;
+}
+
+static int cmd_run(int argc, char **argv, cli *cl)
+{
+    static const struct option lo[] = {
+        {"input", required_argument, 0, 'i'},   {"output", required_argument, 0, 'o'},
+        {"report", required_argument, 0, 'r'},  {"set", required_argument, 0, 's'},
+        {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
+        {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
+        {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},          {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0}};
+    const char *input = NULL, *output = NULL, *report = NULL;
+    const char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    size_t n_sets = 0;
+    int c, rc = -1;
+    if (!sets)
+        return EXIT_FAILURE_OTHER;
+    cl->opts.threads = 0;
+    while (rc < 0 && (c = getopt_long(argc, argv, "+i:o:r:s:t:fqvhV", lo, NULL)) != -1) {
+        switch (c) {
+        case 'i': input = optarg; break;
+        case 'o': output = optarg; break;
+        case 'r': report = optarg; break;
+        case 's': sets[n_sets++] = optarg; break;
+        case 'f': cl->opts.force = 1; break;
+        case 't': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 1024) {
+                fprintf(stderr, "hvqconv: error: --threads %s: expected a number from 1 to 1024\n",
+                        optarg);
+                rc = EXIT_BAD_INPUT;
+            } else {
+                cl->opts.threads = (int)v;
+            }
+            break;
+        }
+        default: rc = parse_common(c, cl, "run", usage_run);
+        }
+    }
+    if (rc >= 0) {
+        free(sets);
+        return rc;
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "hvqconv: error: run needs a pipeline file\nTry 'hvqconv run --help'.\n");
+        free(sets);
+        return EXIT_BAD_INPUT;
+    }
+    if (optind + 1 < argc) {
+        fprintf(stderr, "hvqconv: error: unexpected argument '%s'\nTry 'hvqconv run --help'.\n",
+                argv[optind + 1]);
+        free(sets);
+        return EXIT_BAD_INPUT;
+    }
+    if (!cl->opts.threads)
+        cl->opts.threads = default_threads();
+    const char *path = argv[optind];
+
+    hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
+    if (!ctx) {
+        free(sets);
+        return EXIT_FAILURE_OTHER;
+    }
+    hvq_registry *reg = load_registry(ctx, cl);
+    hvq_pipeline *p = NULL;
+    hvq_status st = reg ? HVQ_OK : HVQ_E_INTERNAL;
+    if (st == HVQ_OK)
+        st = hvq_pipeline_load(ctx, path, &p);
+    char buf[4096];
+    if (st == HVQ_OK && input) {
+        snprintf(buf, sizeof buf, "input=%s", input);
+        st = hvq_pipeline_set(ctx, p, buf);
+    }
+    if (st == HVQ_OK && output) {
+        snprintf(buf, sizeof buf, "output=%s", output);
+        st = hvq_pipeline_set(ctx, p, buf);
+    }
+    if (st == HVQ_OK && report) {
+        snprintf(buf, sizeof buf, "report=%s", report);
+        st = hvq_pipeline_set(ctx, p, buf);
+    }
+    for (size_t i = 0; st == HVQ_OK && i < n_sets; i++)
+        st = hvq_pipeline_set(ctx, p, sets[i]);
+    if (st == HVQ_OK)
+        st = hvq_pipeline_validate(ctx, p, reg);
+    hvq_run_report rep;
+    memset(&rep, 0, sizeof rep);
+    if (st == HVQ_OK) {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        st = hvq_run_pipeline(ctx, reg, p, &rep);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        if (st == HVQ_OK)
+            hvq_report_print(stdout, &rep);
+    }
+    if (st != HVQ_OK && reg)
+        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+    hvq_run_report_free(&rep);
+    hvq_pipeline_free(p);
+    hvq_ctx_free(ctx);
+    hvq_registry_free(reg);
+    free(sets);
+    return exit_for(st);
+}
+
+static int cmd_list(int argc, char **argv, cli *cl)
+{
+    static const struct option lo[] = {
+        {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR}, {"quiet", no_argument, 0, 'q'},
+        {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    int c, rc = -1;
+    while (rc < 0 && (c = getopt_long(argc, argv, "+qvhV", lo, NULL)) != -1)
+        rc = parse_common(c, cl, "list-plugins", usage_list);
+    if (rc >= 0)
+        return rc;
+    if (optind < argc) {
+        fprintf(stderr, "hvqconv: error: unexpected argument '%s'\n", argv[optind]);
+        return EXIT_BAD_INPUT;
+    }
+    hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
+    if (!ctx)
+        return EXIT_FAILURE_OTHER;
+    hvq_registry *reg = load_registry(ctx, cl);
+    if (!reg) {
+        hvq_ctx_free(ctx);
+        return EXIT_FAILURE_OTHER;
+    }
+    printf("%-12s %-14s %-8s %-58s %s\n", "KIND", "NAME", "VERSION", "SUMMARY", "FROM");
+    static const uint32_t order[] = {HVQ_KIND_SOURCE, HVQ_KIND_SINK, HVQ_KIND_HESSIAN,
+                                     HVQ_KIND_IMPORTANCE, HVQ_KIND_CLUSTERER,
+                                     HVQ_KIND_RESIDUAL, HVQ_KIND_WRITER};
+    for (size_t o = 0; o < sizeof order / sizeof order[0]; o++)
+        for (size_t i = 0; i < hvq_registry_count(reg); i++) {
+            const hvq_loaded_plugin *lp = hvq_registry_at(reg, i);
+            /* list each plugin once, under its lowest kind */
+            if (!(lp->desc.kinds & order[o]) || (lp->desc.kinds & (order[o] - 1)))
+                continue;
+            char kinds[64];
+            printf("%-12s %-14s %-8s %-58s %s\n", hvq_kind_names(lp->desc.kinds, kinds, sizeof kinds),
+                   lp->desc.name, lp->desc.version, lp->desc.summary, lp->path);
+        }
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+    return EXIT_OK;
+}
+
+static void describe_one(const hvq_loaded_plugin *lp)
+{
+    char kinds[64];
+    printf("%s (%s) %s\n  %s\n  licence: %s\n  loaded from: %s\n", lp->desc.name,
+           hvq_kind_names(lp->desc.kinds, kinds, sizeof kinds), lp->desc.version,
+           lp->desc.summary, lp->desc.license ? lp->desc.license : "unknown", lp->path);
+    if (lp->desc.kinds & HVQ_KIND_SINK && lp->desc.extensions)
+        printf("  extensions: %s\n", lp->desc.extensions);
+    if (lp->desc.flags & HVQ_CLUSTERER_RAW)
+        printf("  works on raw weights: no row normalization, no sparse residual\n");
+    const hvq_param_spec *ps = lp->desc.params;
+    if (!ps || !ps[0].name) {
+        printf("  parameters: none\n");
+        return;
+    }
+    printf("  parameters:\n");
+    for (size_t i = 0; ps[i].name; i++) {
+        const hvq_param_spec *s = &ps[i];
+        printf("    %-14s %-7s default: %s", s->name, hvq_param_type_name(s->type),
+               s->default_value ? (*s->default_value ? s->default_value : "\"\"")
+                                : "(required)");
+        if ((s->type == HVQ_PARAM_INT || s->type == HVQ_PARAM_FLOAT) &&
+            !(s->min == 0 && s->max == 0))
+            printf(s->type == HVQ_PARAM_INT ? "  range: %.0f..%.0f" : "  range: %g..%g",
+                   s->min, s->max);
+        if (s->type == HVQ_PARAM_CHOICE) {
+            printf("  choices:");
+            for (size_t k = 0; s->choices[k]; k++)
+                printf("%s%s", k ? "|" : " ", s->choices[k]);
+        }
+        printf("\n        %s\n", s->help ? s->help : "");
+    }
+}
+
+static int cmd_describe(int argc, char **argv, cli *cl)
+{
+    static const struct option lo[] = {
+        {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR}, {"quiet", no_argument, 0, 'q'},
+        {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    int c, rc = -1;
+    while (rc < 0 && (c = getopt_long(argc, argv, "+qvhV", lo, NULL)) != -1)
+        rc = parse_common(c, cl, "describe", usage_describe);
+    if (rc >= 0)
+        return rc;
+    if (optind + 1 != argc) {
+        fprintf(stderr, "hvqconv: error: describe needs one plugin name\n"
+                        "Try 'hvqconv describe --help'.\n");
+        return EXIT_BAD_INPUT;
+    }
+    const char *name = argv[optind];
+    hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
+    if (!ctx)
+        return EXIT_FAILURE_OTHER;
+    hvq_registry *reg = load_registry(ctx, cl);
+    if (!reg) {
+        hvq_ctx_free(ctx);
+        return EXIT_FAILURE_OTHER;
+    }
+    int found = 0;
+    for (size_t i = 0; i < hvq_registry_count(reg); i++) {
+        const hvq_loaded_plugin *lp = hvq_registry_at(reg, i);
+        if (strcmp(lp->desc.name, name) == 0) {
+            if (found++)
+                putchar('\n');
+            describe_one(lp);
+        }
+    }
+    if (!found) {
+        const char *near = hvq_registry_suggest(reg, ~0u, name);
+        fprintf(stderr, "hvqconv: error: no plugin named '%s'%s%s%s (see hvqconv list-plugins)\n",
+                name, near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+    }
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+    return found ? EXIT_OK : EXIT_BAD_INPUT;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR}, {"quiet", no_argument, 0, 'q'},
+        {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    cli cl;
+    memset(&cl, 0, sizeof cl);
+    int c, rc = -1;
+    while (rc < 0 && (c = getopt_long(argc, argv, "+qvhV", lo, NULL)) != -1) {
+        if (c == 'h') {
+            usage_main(stdout);
+            rc = EXIT_OK;
+        } else {
+            rc = parse_common(c, &cl, "", usage_main);
+        }
+    }
+    if (rc < 0 && optind >= argc) {
+        usage_main(stderr);
+        rc = EXIT_BAD_INPUT;
+    }
+    if (rc < 0) {
+        const char *cmd = argv[optind];
+        int sub_argc = argc - optind;
+        char **sub_argv = argv + optind;
+        optind = 1; /* rescan from the command's own arguments */
+        if (strcmp(cmd, "run") == 0)
+            rc = cmd_run(sub_argc, sub_argv, &cl);
+        else if (strcmp(cmd, "list-plugins") == 0)
+            rc = cmd_list(sub_argc, sub_argv, &cl);
+        else if (strcmp(cmd, "describe") == 0)
+            rc = cmd_describe(sub_argc, sub_argv, &cl);
+        else {
+            fprintf(stderr, "hvqconv: error: unknown command '%s'\nTry 'hvqconv --help'.\n", cmd);
+            rc = EXIT_BAD_INPUT;
+        }
+    }
+    free(cl.plugin_dirs);
+    return rc;
+}

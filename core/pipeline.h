@@ -1,0 +1,112 @@
+/* Pipelines: the YAML file, command-line overrides, and validation against
+ * the plugins' declared parameters. */
+#ifndef HVQ_CORE_PIPELINE_H
+#define HVQ_CORE_PIPELINE_H
+
+#include "plugin.h"
+#include "registry.h"
+
+#include <stdint.h>
+
+/* Where a value came from: a file position (1-based line and column) or,
+ * when file is NULL, the command-line --set text in origin. */
+typedef struct hvq_mark {
+    const char *file;   /* points at the pipeline's path; NULL for --set */
+    const char *origin; /* the --set argument, when file is NULL */
+    int line, col;
+} hvq_mark;
+
+enum {
+    HVQ_STAGE_HESSIAN = 0,
+    HVQ_STAGE_IMPORTANCE,
+    HVQ_STAGE_CLUSTERER,
+    HVQ_STAGE_RESIDUAL,
+    HVQ_STAGE_WRITER,
+    HVQ_STAGE_COUNT
+};
+
+/* "hessian", "importance", ... and the plugin kind of each stage. */
+const char *hvq_stage_name(int stage);
+uint32_t hvq_stage_kind(int stage);
+
+/* One `key: value` inside a stage mapping. */
+typedef struct hvq_setting {
+    char *key;
+    char *value;            /* scalar text */
+    hvq_mark key_mark, value_mark;
+} hvq_setting;
+
+typedef struct hvq_stage_cfg {
+    int present;            /* the stage appears (in the file or by --set) */
+    char *plugin;           /* NULL when not given */
+    hvq_mark mark;          /* of the stage key (or of plugin:) */
+    hvq_setting *settings;  /* parameters other than plugin */
+    size_t n_settings;
+    /* Filled by hvq_pipeline_validate: */
+    const hvq_loaded_plugin *resolved;
+    hvq_value *values;      /* one per declared parameter */
+    size_t n_values;
+} hvq_stage_cfg;
+
+typedef struct hvq_override {
+    char *match;            /* glob on tensor names */
+    hvq_mark mark;
+    hvq_stage_cfg stages[HVQ_STAGE_COUNT]; /* writer may not be overridden */
+} hvq_override;
+
+typedef struct hvq_pipeline {
+    char *path;             /* the YAML file ("<none>" when built in code) */
+    char *dir;              /* its directory, for relative paths */
+    char *name;
+    char *input, *output, *report;
+    hvq_mark input_mark, output_mark, report_mark;
+    uint64_t seed;
+    char **include; size_t n_include;
+    char **exclude; size_t n_exclude;
+    hvq_stage_cfg stages[HVQ_STAGE_COUNT];
+    hvq_override *overrides; size_t n_overrides;
+    char **set_args; size_t n_set_args; /* copies of the --set arguments;
+                                           --set marks point into them */
+} hvq_pipeline;
+
+/* An empty pipeline built in code (path "<none>"), to be filled with
+ * hvq_pipeline_set. */
+hvq_status hvq_pipeline_new(hvq_ctx *ctx, hvq_pipeline **out);
+
+/* Parses the YAML file. Structural errors (YAML syntax, unknown top-level
+ * or select keys, wrong node types, unknown stage names, a bad seed) fail
+ * here with "FILE:LINE:COL: message" and HVQ_E_INPUT. */
+hvq_status hvq_pipeline_load(hvq_ctx *ctx, const char *path,
+                             hvq_pipeline **out);
+
+/* Applies one --set KEY=VALUE, KEY being a dotted path: input, output,
+ * report, seed, name, stages.STAGE.plugin, stages.STAGE.PARAM. */
+hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
+                            const char *assignment);
+
+/* Resolves every stage's plugin (defaults: hessian uniform, importance
+ * magnitude, residual none; clusterer and writer are required) and checks
+ * every parameter of stages and overrides against the declared specs.
+ * Errors read: "FILE:LINE:COL: stage 'clusterer' (plugin 'rtn'): unknown
+ * parameter 'group_sise'; did you mean 'group_size'?" */
+hvq_status hvq_pipeline_validate(hvq_ctx *ctx, hvq_pipeline *p,
+                                 const hvq_registry *reg);
+
+/* The effective plugin and parameters of stage for one tensor, with
+ * overrides applied (first match wins). values points into storage owned
+ * by the pipeline; valid until hvq_pipeline_free. */
+hvq_status hvq_pipeline_stage_for(hvq_ctx *ctx, const hvq_pipeline *p,
+                                  int stage, const char *tensor,
+                                  const hvq_loaded_plugin **plugin,
+                                  hvq_params *params);
+
+/* Whether a tensor is selected for compression: matches an include glob
+ * (all tensors when there is none) and no exclude glob. */
+int hvq_pipeline_selects(const hvq_pipeline *p, const char *tensor);
+
+/* The effective pipeline as YAML text (malloc'd), recorded in outputs. */
+char *hvq_pipeline_to_yaml(const hvq_pipeline *p);
+
+void hvq_pipeline_free(hvq_pipeline *p);
+
+#endif

@@ -1,0 +1,542 @@
+/* hvqconv plugin contract.
+ *
+ * This header is the whole interface between hvqconv and its plugins. A
+ * plugin includes it alone, links against nothing from hvqconv, and exports
+ * one function, hvq_plugin_entry(), that returns a pointer to a constant
+ * descriptor (struct hvq_plugin). Everything the plugin needs from the host
+ * (memory, error reporting, logging, progress, output files, dtype
+ * conversion, other plugins) comes through the function table reachable
+ * from every context: ctx->host.
+ *
+ * Versioning
+ *   HVQ_ABI_VERSION changes when an existing field changes meaning or
+ *   position; the host refuses plugins built for another ABI version. Within
+ *   one ABI version, structs only grow at the end: the host copies as many
+ *   bytes of the descriptor as the plugin declares in struct_size and treats
+ *   every field past that as absent (zero). Status codes, kinds, dtypes and
+ *   parameter types only ever get new values appended.
+ *
+ * Ownership, in one sentence per rule:
+ *   - Strings and arrays in a descriptor are the plugin's, static, and must
+ *     live as long as the shared object is loaded.
+ *   - Pointers the host passes into a callback are the host's and are valid
+ *     only for the duration of that call unless the field says otherwise.
+ *   - Memory a plugin hands to the host (component arrays, metadata) is
+ *     allocated with ctx->host->alloc and becomes the host's to free.
+ *   - Per-instance state (void *state) is the plugin's; the host passes it
+ *     back untouched and calls the matching close callback exactly once,
+ *     also after a failed call, so close must free a half-built state.
+ *
+ * Threads: callbacks of one instance are never called concurrently. A
+ * plugin may run its own threads inside a callback, up to
+ * ctx->host->threads(ctx), and must give the same result whatever the count.
+ *
+ * This header is C99 and C++ compatible and has no dependency beyond the
+ * C standard headers below.
+ */
+#ifndef HVQ_PLUGIN_H
+#define HVQ_PLUGIN_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ABI version of this header. A plugin whose descriptor carries another
+ * value is refused with a message naming both numbers. */
+#define HVQ_ABI_VERSION 1
+
+/* The one symbol a plugin exports. */
+#define HVQ_PLUGIN_ENTRY_SYMBOL "hvq_plugin_entry"
+
+/* The largest number of dimensions a tensor may have. */
+#define HVQ_MAX_DIMS 8
+
+/* ------------------------------------------------------------------------
+ * Status codes. Zero is success; the ladder follows libarchive: a warning
+ * still produced a result, an error in "this item" lets a caller carry on
+ * with the next item, the rest abort the operation. Values only grow.
+ * ---------------------------------------------------------------------- */
+typedef enum hvq_status {
+    HVQ_OK = 0,
+    HVQ_WARN = 1,        /* done, but something was adapted; logged */
+    HVQ_E_INPUT = 2,     /* bad input: a file, a pipeline, an argument */
+    HVQ_E_NOMEM = 3,     /* out of memory */
+    HVQ_E_IO = 4,        /* a read or write failed (disk full, EIO, ...) */
+    HVQ_E_UNSUPPORTED = 5, /* valid input this plugin cannot handle */
+    HVQ_E_NOTFOUND = 6,  /* a looked-up item does not exist */
+    HVQ_E_INTERNAL = 7   /* a bug or an impossible state */
+} hvq_status;
+
+/* ------------------------------------------------------------------------
+ * Plugin kinds. A descriptor declares one or more kinds as a bit set; only
+ * SOURCE and SINK may be combined (a file format usually reads and writes).
+ * ---------------------------------------------------------------------- */
+typedef enum hvq_kind {
+    HVQ_KIND_SOURCE = 1u << 0,     /* reads a model file or directory */
+    HVQ_KIND_SINK = 1u << 1,       /* writes a model file */
+    HVQ_KIND_HESSIAN = 1u << 2,    /* gives the Hessian diagonal of a tensor */
+    HVQ_KIND_IMPORTANCE = 1u << 3, /* scores the entries of a tensor */
+    HVQ_KIND_CLUSTERER = 1u << 4,  /* quantizes the dense body */
+    HVQ_KIND_RESIDUAL = 1u << 5,   /* encodes the sparse correction */
+    HVQ_KIND_WRITER = 1u << 6      /* writes the result of a pipeline */
+} hvq_kind;
+
+/* ------------------------------------------------------------------------
+ * Element types. Values only grow. HVQ_DTYPE_OPAQUE is any type the host
+ * does not interpret; such tensors carry their format's type name in
+ * hvq_tensor_info.dtype_name and are copied byte for byte.
+ * ---------------------------------------------------------------------- */
+typedef enum hvq_dtype {
+    HVQ_DTYPE_OPAQUE = 0,
+    HVQ_DTYPE_F32 = 1,
+    HVQ_DTYPE_F16 = 2,
+    HVQ_DTYPE_BF16 = 3,
+    HVQ_DTYPE_F64 = 4,
+    HVQ_DTYPE_I8 = 5,
+    HVQ_DTYPE_U8 = 6,
+    HVQ_DTYPE_I16 = 7,
+    HVQ_DTYPE_U16 = 8,
+    HVQ_DTYPE_I32 = 9,
+    HVQ_DTYPE_U32 = 10,
+    HVQ_DTYPE_I64 = 11,
+    HVQ_DTYPE_U64 = 12,
+    HVQ_DTYPE_BOOL = 13
+} hvq_dtype;
+
+typedef enum hvq_log_level {
+    HVQ_LOG_ERROR = 0,
+    HVQ_LOG_WARN = 1,
+    HVQ_LOG_INFO = 2,
+    HVQ_LOG_DEBUG = 3
+} hvq_log_level;
+
+/* ------------------------------------------------------------------------
+ * Parameters. A plugin declares its parameters as a NULL-name-terminated
+ * array of hvq_param_spec. The host validates every pipeline value against
+ * the spec before any work starts, applies defaults, and hands the plugin
+ * resolved values in declaration order (hvq_params.values[i] belongs to
+ * params[i]). Unknown keys are errors, never ignored.
+ * ---------------------------------------------------------------------- */
+typedef enum hvq_param_type {
+    HVQ_PARAM_INT = 1,    /* int64, bounded by [min, max] */
+    HVQ_PARAM_FLOAT = 2,  /* double, bounded by [min, max], finite */
+    HVQ_PARAM_BOOL = 3,   /* true/false, yes/no, on/off, 1/0 */
+    HVQ_PARAM_STRING = 4, /* any string */
+    HVQ_PARAM_CHOICE = 5, /* one of choices[] */
+    HVQ_PARAM_PATH = 6    /* a file path; relative paths are relative to
+                             the current directory, like input: */
+} hvq_param_type;
+
+typedef struct hvq_param_spec {
+    const char *name;           /* [a-z][a-z0-9_]*; NULL ends the list */
+    hvq_param_type type;
+    const char *default_value;  /* in the same text form a user writes;
+                                   NULL means the parameter is required */
+    double min, max;            /* INT and FLOAT: inclusive bounds; both
+                                   0 means unbounded */
+    const char *const *choices; /* CHOICE: NULL-terminated list */
+    const char *help;           /* one line, shown by `hvqconv describe` */
+} hvq_param_spec;
+
+typedef struct hvq_value {
+    hvq_param_type type; /* copy of the spec's type */
+    int64_t i;           /* INT, BOOL (0/1) */
+    double f;            /* FLOAT (INT values are mirrored here too) */
+    const char *s;       /* STRING, CHOICE, PATH; the text for every type */
+    int is_default;      /* 1 when no pipeline value was given */
+} hvq_value;
+
+/* Resolved parameters of one stage for one tensor. Owned by the host, valid
+ * for the duration of the callback (or of the instance, for open calls). */
+typedef struct hvq_params {
+    size_t count;             /* number of declared parameters */
+    const hvq_value *values;  /* values[i] belongs to the plugin's params[i] */
+    const hvq_param_spec *specs; /* the plugin's params (for lookups) */
+} hvq_params;
+
+/* ------------------------------------------------------------------------
+ * Tensors and metadata.
+ * ---------------------------------------------------------------------- */
+typedef struct hvq_tensor_info {
+    const char *name;       /* unique within a model */
+    hvq_dtype dtype;
+    const char *dtype_name; /* the format's own name, e.g. "F32", "F8_E4M3" */
+    int ndim;               /* 0..HVQ_MAX_DIMS; 0 is a scalar */
+    int64_t shape[HVQ_MAX_DIMS]; /* outermost first: a weight is
+                                    [out, in], rows are outputs */
+    uint64_t nbytes;        /* size of the data in bytes */
+} hvq_tensor_info;
+
+typedef struct hvq_tensor {
+    hvq_tensor_info info;
+    const void *data;       /* little-endian, C order, info.nbytes long */
+} hvq_tensor;
+
+/* One metadata entry. A format stores its own metadata as strings (e.g.
+ * safetensors' __metadata__); typed formats encode values as JSON text. */
+typedef struct hvq_meta {
+    const char *key;
+    const char *value;
+} hvq_meta;
+
+/* ------------------------------------------------------------------------
+ * Opaque handles and the context.
+ * ---------------------------------------------------------------------- */
+typedef struct hvq_host hvq_host;
+typedef struct hvq_output hvq_output;   /* a file being written atomically */
+typedef struct hvq_sink_handle hvq_sink_handle; /* an opened sink plugin */
+typedef struct hvq_component hvq_component;     /* defined below */
+typedef struct hvq_encoded hvq_encoded;         /* defined below */
+
+/* The context passed to every callback. Created and owned by the host; a
+ * plugin must not keep it past the call that received it (an instance may
+ * keep the ctx given to its open call until its close call). */
+typedef struct hvq_ctx {
+    const hvq_host *host;   /* the host function table; never NULL */
+    void *host_private;     /* the host's; plugins must not touch it */
+} hvq_ctx;
+
+/* The host function table. Functions are appended, never reordered. */
+struct hvq_host {
+    uint32_t abi_version;   /* HVQ_ABI_VERSION of the host */
+    uint32_t struct_size;   /* sizeof(hvq_host) in the host */
+
+    /* Memory. alloc/calloc/realloc set an HVQ_E_NOMEM error on the ctx and
+     * return NULL on failure. free(NULL) is a no-op. */
+    void *(*alloc)(hvq_ctx *ctx, size_t n);
+    void *(*calloc)(hvq_ctx *ctx, size_t count, size_t size);
+    void *(*realloc)(hvq_ctx *ctx, void *p, size_t n);
+    void (*free)(void *p);
+    char *(*strdup)(hvq_ctx *ctx, const char *s);
+
+    /* Errors. Sets the ctx's error message (printf format) and returns
+     * status, so a plugin writes: return ctx->host->error(ctx, HVQ_E_INPUT,
+     * "%s: bad header", path). Messages name the file and the problem. */
+    hvq_status (*error)(hvq_ctx *ctx, hvq_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+        __attribute__((format(printf, 3, 4)))
+#endif
+        ;
+    /* Logging to the user (stderr); ERROR and WARN always shown, INFO unless
+     * --quiet, DEBUG with --verbose. */
+    void (*log)(hvq_ctx *ctx, hvq_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+        __attribute__((format(printf, 3, 4)))
+#endif
+        ;
+    /* Progress inside a long callback: done out of total units. */
+    void (*progress)(hvq_ctx *ctx, uint64_t done, uint64_t total);
+
+    /* Worker threads a plugin may use inside a callback (>= 1). */
+    int (*threads)(hvq_ctx *ctx);
+
+    /* Atomic output files. output_open creates a temporary file next to
+     * final_path; the host renames every output of the run into place only
+     * after the whole run succeeded (after fsync), and deletes them all on
+     * any failure. The handle is the host's; plugins never close it. */
+    hvq_output *(*output_open)(hvq_ctx *ctx, const char *final_path);
+    hvq_status (*output_write)(hvq_ctx *ctx, hvq_output *out, const void *buf,
+                               size_t n);
+    hvq_status (*output_pwrite)(hvq_ctx *ctx, hvq_output *out, const void *buf,
+                                size_t n, uint64_t offset);
+    uint64_t (*output_tell)(hvq_output *out);
+
+    /* dtype conversion of n elements; F32 <-> F16/BF16/F64 in both
+     * directions (round to nearest even). Returns HVQ_E_UNSUPPORTED for
+     * other pairs. */
+    hvq_status (*convert)(hvq_ctx *ctx, hvq_dtype dst_type, void *dst,
+                          hvq_dtype src_type, const void *src, size_t n);
+    size_t (*dtype_size)(hvq_dtype t);      /* 0 for OPAQUE */
+    const char *(*dtype_name)(hvq_dtype t); /* "F32", "F16", ... */
+
+    /* Sinks for writers: open the sink plugin `format` (NULL: chosen from
+     * the extension of path) to write path. tensors[] declares every tensor
+     * in write order; sink_write must then be called once per tensor in
+     * that order. sink_finish completes the file; sink_close releases the
+     * handle (and, without a finish, abandons the output). */
+    hvq_sink_handle *(*sink_open)(hvq_ctx *ctx, const char *format,
+                                  const char *path, const hvq_meta *meta,
+                                  size_t n_meta, const hvq_tensor_info *tensors,
+                                  size_t n_tensors);
+    hvq_status (*sink_write)(hvq_ctx *ctx, hvq_sink_handle *h,
+                             const hvq_tensor *t);
+    hvq_status (*sink_finish)(hvq_ctx *ctx, hvq_sink_handle *h);
+    void (*sink_close)(hvq_ctx *ctx, hvq_sink_handle *h);
+
+    /* Parameter lookup by name (NULL when the plugin declares no such
+     * parameter). values[] in declaration order is the fast path. */
+    const hvq_value *(*param)(const hvq_params *p, const char *name);
+
+    /* Encoded components. enc_add appends a component named name with the
+     * given type and shape, allocates its zero-filled data (returned in
+     * ->data) and records paper_bits; NULL on failure (error set). enc_attr
+     * records a string attribute (copied). The getters return NULL when
+     * absent. */
+    hvq_component *(*enc_add)(hvq_ctx *ctx, hvq_encoded *enc, const char *name,
+                              hvq_dtype dtype, int ndim, const int64_t *shape,
+                              uint64_t paper_bits);
+    hvq_status (*enc_attr)(hvq_ctx *ctx, hvq_encoded *enc, const char *key,
+                           const char *value);
+    const hvq_component *(*enc_get)(const hvq_encoded *enc, const char *name);
+    const char *(*enc_attr_get)(const hvq_encoded *enc, const char *key);
+};
+
+/* ------------------------------------------------------------------------
+ * Stage inputs and outputs.
+ * ---------------------------------------------------------------------- */
+
+/* A named array a clusterer or residual coder produces: what the container
+ * stores for a tensor (codebook, indices, scales, ...). data is allocated
+ * with host->alloc and is the host's after the callback returns. */
+struct hvq_component {
+    char name[32];          /* e.g. "codebook", "indices"; unique per stage */
+    hvq_dtype dtype;        /* element type of data */
+    int ndim;
+    int64_t shape[HVQ_MAX_DIMS];
+    void *data;
+    uint64_t nbytes;
+    uint64_t paper_bits;    /* this component's size in the paper's
+                               accounting (e.g. ceil(log2 K) bits per index
+                               even when stored in whole bytes) */
+};
+
+/* Output of a clusterer or residual coder: components and string
+ * attributes (e.g. "block_size" = "4") a decoder needs. The arrays are
+ * the host's; a plugin appends through host->enc_add and host->enc_attr
+ * and reads through host->enc_get and host->enc_attr_get. */
+struct hvq_encoded {
+    hvq_component *components; /* host-owned array, grown by add_component */
+    size_t n_components;
+    hvq_meta *attrs;           /* host-owned; keys and values host->strdup'd */
+    size_t n_attrs;
+    size_t cap_components, cap_attrs; /* host bookkeeping */
+};
+
+/* What a clusterer gets for one tensor. The matrix is rows x cols,
+ * row-major float32. Unless the clusterer sets HVQ_CLUSTERER_RAW, x is the
+ * normalized body B (W / s with the sparse entries set to 0) and the
+ * reconstruction is in the normalized domain too; with HVQ_CLUSTERER_RAW it
+ * is the original W and the reconstruction is W_hat itself. */
+typedef struct hvq_cluster_input {
+    const char *tensor_name;
+    const float *x;          /* rows * cols values; host-owned */
+    uint64_t rows, cols;
+    const float *hessian;    /* cols values (H_j), never NULL (1 if none) */
+    const float *row_scale;  /* rows values s_i (NULL with RAW) */
+    const uint64_t *sparse_pos; /* sorted flat positions removed into the
+                                   residual (n_sparse of them) */
+    uint64_t n_sparse;
+    uint64_t seed;           /* derived from the pipeline seed and the
+                                tensor name; use it for every random draw */
+} hvq_cluster_input;
+
+/* What a residual coder gets for one tensor: the positions chosen by the
+ * importance stage (sorted ascending, flat row-major), the exact target
+ * values there (normalized W), and the clusterer's reconstruction, which the
+ * coder must update in place at those positions to exactly what its
+ * decoder will produce. */
+typedef struct hvq_residual_input {
+    const char *tensor_name;
+    uint64_t rows, cols;
+    const uint64_t *pos;     /* n positions, ascending */
+    const float *target;     /* n values: W_norm at pos */
+    uint64_t n;
+    float *recon;            /* rows * cols, in/out */
+} hvq_residual_input;
+
+/* What the writer gets for each tensor, in source order. */
+typedef struct hvq_result {
+    hvq_tensor original;     /* as read from the source; data valid for the
+                                call */
+    int compressed;          /* 0: pass-through; 1: compressed */
+    /* For compressed tensors only: */
+    const float *recon;      /* rows * cols, the reconstruction W_hat the
+                                report measured */
+    uint64_t rows, cols;     /* the matrix view: rows = shape[0] */
+    const float *row_scale;  /* fp16-representable s_i (NULL with RAW) */
+    const char *clusterer, *residual; /* plugin names */
+    const char *clusterer_version, *residual_version;
+    const hvq_encoded *cluster_enc;   /* components of the clusterer */
+    const hvq_encoded *residual_enc;  /* components of the residual coder */
+} hvq_result;
+
+/* What the writer is told before the first tensor. */
+typedef struct hvq_writer_setup {
+    const char *output_path;        /* final path; open via output_open or
+                                       sink_open */
+    const char *source_path;
+    const char *source_format;      /* name of the source plugin */
+    const hvq_meta *source_meta;    /* the model's metadata, as read */
+    size_t n_source_meta;
+    const hvq_tensor_info *tensors; /* every tensor, in the order writer_tensor
+                                       will receive them */
+    const unsigned char *compressed;/* per tensor: 1 if it will be compressed */
+    size_t n_tensors;
+    const char *pipeline_yaml;      /* the effective pipeline, as text */
+} hvq_writer_setup;
+
+/* Descriptor flags. */
+#define HVQ_CLUSTERER_RAW (1u << 0) /* works on the raw weights: no row
+                                       normalization, no sparse split */
+
+/* ------------------------------------------------------------------------
+ * The descriptor. Fields are grouped by kind; a plugin fills the header,
+ * the metadata and the callbacks of its kind(s). Mandatory callbacks per
+ * kind are marked [M]; the host refuses a plugin that lacks one.
+ * ---------------------------------------------------------------------- */
+typedef struct hvq_plugin {
+    /* Header, stamped by HVQ_PLUGIN_HEADER. */
+    uint32_t abi_version;       /* HVQ_ABI_VERSION the plugin was built with */
+    uint32_t struct_size;       /* sizeof(hvq_plugin) the plugin was built
+                                   with */
+
+    /* Metadata. */
+    uint32_t kinds;             /* bit set of hvq_kind */
+    uint32_t flags;             /* HVQ_CLUSTERER_RAW, ... */
+    const char *name;           /* [a-z][a-z0-9_-]*, unique per kind */
+    const char *version;        /* the plugin's own version, e.g. "1.0.0" */
+    const char *summary;        /* one line */
+    const char *license;        /* SPDX identifier, e.g. "MIT" */
+    const hvq_param_spec *params; /* NULL-name-terminated, or NULL */
+
+    /* SOURCE. probe returns 0..100: how sure it is that path (a file, whose
+     * first head_len bytes are head, or a directory, head_len == 0) is its
+     * format. */
+    int (*probe)(const char *path, const unsigned char *head, size_t head_len);
+    hvq_status (*source_open)(hvq_ctx *ctx, const char *path,
+                              void **state);                        /* [M] */
+    size_t (*source_count)(void *state);                            /* [M] */
+    /* Info of tensor i; the pointers in *info stay valid until close. */
+    hvq_status (*source_info)(void *state, size_t i,
+                              hvq_tensor_info *info);               /* [M] */
+    /* Data of tensor i; t->data stays valid until the next source_read or
+     * source_close of this instance (mmap-backed sources: until close). */
+    hvq_status (*source_read)(hvq_ctx *ctx, void *state, size_t i,
+                              hvq_tensor *t);                       /* [M] */
+    /* The model's metadata; valid until close. */
+    void (*source_meta)(void *state, const hvq_meta **meta, size_t *n);
+    void (*source_close)(hvq_ctx *ctx, void *state); /* [M] */
+
+    /* SINK. Declares every tensor (and the order of writes) up front, so a
+     * format can write its header first and stream the data. Writes go
+     * through host->output_open so they are atomic. */
+    hvq_status (*sink_create)(hvq_ctx *ctx, const char *path,
+                              const hvq_meta *meta, size_t n_meta,
+                              const hvq_tensor_info *tensors, size_t n,
+                              void **state);                        /* [M] */
+    hvq_status (*sink_write)(hvq_ctx *ctx, void *state,
+                             const hvq_tensor *t);                  /* [M] */
+    hvq_status (*sink_finish)(hvq_ctx *ctx, void *state);           /* [M] */
+    void (*sink_close)(hvq_ctx *ctx, void *state); /* [M] */
+    const char *extensions;     /* e.g. ".safetensors" (space-separated) */
+
+    /* HESSIAN. get fills h[0..cols) with the diagonal for a tensor whose
+     * matrix view is rows x cols; HVQ_E_NOTFOUND when it has none. */
+    hvq_status (*hessian_open)(hvq_ctx *ctx, const hvq_params *params,
+                               const char *model_path, void **state); /* [M] */
+    hvq_status (*hessian_get)(hvq_ctx *ctx, void *state,
+                              const hvq_tensor_info *t, uint64_t rows,
+                              uint64_t cols, float *h);             /* [M] */
+    void (*hessian_close)(hvq_ctx *ctx, void *state); /* [M] */
+
+    /* IMPORTANCE. score[i*cols+j] for the normalized matrix w, given the
+     * Hessian diagonal h (cols values). Higher means more important. */
+    hvq_status (*importance_score)(hvq_ctx *ctx, const hvq_params *params,
+                                   const float *w, uint64_t rows,
+                                   uint64_t cols, const float *h,
+                                   float *score);                   /* [M] */
+
+    /* CLUSTERER. Fills recon (rows * cols) with the decoded body and
+     * appends its components to enc. */
+    hvq_status (*cluster_encode)(hvq_ctx *ctx, const hvq_params *params,
+                                 const hvq_cluster_input *in, float *recon,
+                                 hvq_encoded *enc);                 /* [M] */
+    /* Rebuilds recon from components alone (used by decode). */
+    hvq_status (*cluster_decode)(hvq_ctx *ctx, const hvq_encoded *enc,
+                                 uint64_t rows, uint64_t cols,
+                                 float *recon);                     /* [M] */
+
+    /* RESIDUAL. count: how many entries this coder keeps for a tensor of
+     * numel entries (e.g. floor(sparsity * numel)). */
+    uint64_t (*residual_count)(const hvq_params *params,
+                               uint64_t numel);                     /* [M] */
+    hvq_status (*residual_encode)(hvq_ctx *ctx, const hvq_params *params,
+                                  hvq_residual_input *in,
+                                  hvq_encoded *enc);                /* [M] */
+    /* Applies the stored correction to recon (used by decode). */
+    hvq_status (*residual_decode)(hvq_ctx *ctx, const hvq_encoded *enc,
+                                  uint64_t rows, uint64_t cols,
+                                  float *recon);                    /* [M] */
+
+    /* WRITER. */
+    hvq_status (*writer_open)(hvq_ctx *ctx, const hvq_params *params,
+                              const hvq_writer_setup *setup,
+                              void **state);                        /* [M] */
+    hvq_status (*writer_tensor)(hvq_ctx *ctx, void *state,
+                                const hvq_result *r);               /* [M] */
+    hvq_status (*writer_finish)(hvq_ctx *ctx, void *state);         /* [M] */
+    void (*writer_close)(hvq_ctx *ctx, void *state); /* [M] */
+
+    /* New fields are appended here. */
+} hvq_plugin;
+
+/* The smallest descriptor the host accepts for ABI 1: up to and including
+ * writer_close. */
+#define HVQ_PLUGIN_MIN_SIZE                                                   \
+    (offsetof(hvq_plugin, writer_close) + sizeof(void (*)(hvq_ctx *, void *)))
+
+/* Put first in a descriptor's initializer. */
+#define HVQ_PLUGIN_HEADER                                                     \
+    HVQ_ABI_VERSION, (uint32_t)sizeof(hvq_plugin)
+
+#if defined(_WIN32)
+#define HVQ_EXPORT __declspec(dllexport)
+#elif defined(__GNUC__)
+#define HVQ_EXPORT __attribute__((visibility("default")))
+#else
+#define HVQ_EXPORT
+#endif
+
+/* The entry point's type and the registration macro:
+ *   static const hvq_plugin my_plugin = { HVQ_PLUGIN_HEADER, ... };
+ *   HVQ_REGISTER_PLUGIN(my_plugin)
+ */
+typedef const hvq_plugin *(*hvq_plugin_entry_fn)(void);
+
+#ifdef __cplusplus
+#define HVQ_REGISTER_PLUGIN(desc)                                             \
+    extern "C" HVQ_EXPORT const hvq_plugin *hvq_plugin_entry(void);           \
+    extern "C" HVQ_EXPORT const hvq_plugin *hvq_plugin_entry(void)            \
+    {                                                                         \
+        return &(desc);                                                       \
+    }
+#else
+#define HVQ_REGISTER_PLUGIN(desc)                                             \
+    HVQ_EXPORT const hvq_plugin *hvq_plugin_entry(void);                      \
+    HVQ_EXPORT const hvq_plugin *hvq_plugin_entry(void) { return &(desc); }
+#endif
+
+/* ------------------------------------------------------------------------
+ * Small helpers (header-only, no host state).
+ * ---------------------------------------------------------------------- */
+
+/* Number of elements of a tensor (1 for a scalar). The caller has
+ * validated the shape (the host does so for every source). */
+static inline uint64_t hvq_numel(const hvq_tensor_info *t)
+{
+    uint64_t n = 1;
+    int d;
+    for (d = 0; d < t->ndim; d++)
+        n *= (uint64_t)t->shape[d];
+    return n;
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HVQ_PLUGIN_H */

@@ -1,0 +1,153 @@
+/* The report of a run: a table for people, JSON for programs. */
+#include "config.h"
+
+#include "report.h"
+
+#include <math.h>
+#include <string.h>
+
+double hvq_report_bpp_paper(const hvq_run_report *rep)
+{
+    return rep->compressed_params ? rep->paper_bits_compressed / (double)rep->compressed_params
+                                  : 0.0;
+}
+
+double hvq_report_bpp_paper_model(const hvq_run_report *rep)
+{
+    if (!rep->total_params)
+        return 0.0;
+    double passthrough = (double)(rep->total_params - rep->compressed_params) * 16.0;
+    return (rep->paper_bits_compressed + passthrough) / (double)rep->total_params;
+}
+
+double hvq_report_bpp_file(const hvq_run_report *rep)
+{
+    return rep->total_params ? (double)rep->output_bytes * 8.0 / (double)rep->total_params : 0.0;
+}
+
+static void shape_text(const hvq_tensor_report *t, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int d = 0; d < t->ndim && used < len; d++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%lld", d ? "x" : "",
+                                 (long long)t->shape[d]);
+    if (t->ndim == 0)
+        snprintf(buf, len, "scalar");
+}
+
+void hvq_report_print(FILE *f, const hvq_run_report *rep)
+{
+    const hvq_pipeline *p = rep->pipeline;
+    fprintf(f, "%-44s %-10s %-10s %8s %9s %9s %8s %8s\n", "tensor", "shape", "method",
+            "bpp", "rel.err", "H-err", "SQNR dB", "time s");
+    size_t passed = 0;
+    for (size_t i = 0; i < rep->n; i++) {
+        const hvq_tensor_report *t = &rep->t[i];
+        if (!t->compressed) {
+            passed++;
+            continue;
+        }
+        char shape[64];
+        shape_text(t, shape, sizeof shape);
+        fprintf(f, "%-44s %-10s %-10s %8.4f %9.3e %9.3e %8.2f %8.3f\n", t->name, shape,
+                t->clusterer, t->paper_bits / (double)t->params, t->rel_fro, t->rel_hessian,
+                t->sqnr_db, t->seconds);
+    }
+    fprintf(f, "\n%s: %s -> %s (%s, writer %s)\n", p->name ? p->name : p->path, p->input,
+            p->output, rep->source_format, rep->writer);
+    fprintf(f, "  tensors: %zu compressed, %zu passed through; parameters: %llu of %llu "
+               "compressed\n",
+            rep->n - passed, passed, (unsigned long long)rep->compressed_params,
+            (unsigned long long)rep->total_params);
+    fprintf(f, "  bits per parameter: %.4f paper accounting (compressed tensors), %.4f "
+               "paper accounting (whole model, pass-through at 16), %.4f file (%llu bytes)\n",
+            hvq_report_bpp_paper(rep), hvq_report_bpp_paper_model(rep),
+            hvq_report_bpp_file(rep), (unsigned long long)rep->output_bytes);
+    fprintf(f, "  time: %.2f s\n", rep->seconds);
+}
+
+static void json_num(hvq_buf *b, double v)
+{
+    if (isfinite(v))
+        hvq_buf_printf(b, "%.9g", v);
+    else
+        hvq_buf_puts(b, "null");
+}
+
+void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
+{
+    const hvq_pipeline *p = rep->pipeline;
+    hvq_buf_puts(b, "{\n  \"hvqconv\": \"" PACKAGE_VERSION "\",\n  \"pipeline\": ");
+    hvq_buf_json_string(b, p->name ? p->name : "");
+    hvq_buf_puts(b, ",\n  \"pipeline_file\": ");
+    hvq_buf_json_string(b, p->path);
+    hvq_buf_puts(b, ",\n  \"input\": ");
+    hvq_buf_json_string(b, p->input);
+    hvq_buf_puts(b, ",\n  \"output\": ");
+    hvq_buf_json_string(b, p->output);
+    hvq_buf_puts(b, ",\n  \"source_format\": ");
+    hvq_buf_json_string(b, rep->source_format ? rep->source_format : "");
+    hvq_buf_puts(b, ",\n  \"writer\": ");
+    hvq_buf_json_string(b, rep->writer ? rep->writer : "");
+    hvq_buf_printf(b, ",\n  \"seed\": %llu,\n  \"threads\": %d,\n  \"tensors\": [",
+                   (unsigned long long)p->seed, rep->threads);
+    for (size_t i = 0; i < rep->n; i++) {
+        const hvq_tensor_report *t = &rep->t[i];
+        hvq_buf_puts(b, i ? ",\n    {" : "\n    {");
+        hvq_buf_puts(b, "\"name\": ");
+        hvq_buf_json_string(b, t->name);
+        hvq_buf_puts(b, ", \"dtype\": ");
+        hvq_buf_json_string(b, t->dtype);
+        hvq_buf_puts(b, ", \"shape\": [");
+        for (int d = 0; d < t->ndim; d++)
+            hvq_buf_printf(b, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        hvq_buf_printf(b, "], \"params\": %llu, \"compressed\": %s",
+                       (unsigned long long)t->params, t->compressed ? "true" : "false");
+        if (!t->compressed) {
+            hvq_buf_puts(b, ", \"passed_through\": ");
+            hvq_buf_json_string(b, t->why_passed ? t->why_passed : "");
+            hvq_buf_puts(b, "}");
+            continue;
+        }
+        hvq_buf_puts(b, ", \"hessian\": ");
+        hvq_buf_json_string(b, t->hessian);
+        hvq_buf_puts(b, ", \"importance\": ");
+        hvq_buf_json_string(b, t->importance);
+        hvq_buf_puts(b, ", \"clusterer\": ");
+        hvq_buf_json_string(b, t->clusterer);
+        hvq_buf_puts(b, ", \"residual\": ");
+        hvq_buf_json_string(b, t->residual);
+        hvq_buf_printf(b, ", \"rows\": %llu, \"cols\": %llu, \"sparse_entries\": %llu",
+                       (unsigned long long)t->rows, (unsigned long long)t->cols,
+                       (unsigned long long)t->n_sparse);
+        hvq_buf_puts(b, ", \"paper_bits\": ");
+        json_num(b, t->paper_bits);
+        hvq_buf_puts(b, ", \"bpp_paper\": ");
+        json_num(b, t->paper_bits / (double)t->params);
+        hvq_buf_puts(b, ", \"rel_frobenius_error\": ");
+        json_num(b, t->rel_fro);
+        hvq_buf_puts(b, ", \"rel_hessian_error\": ");
+        json_num(b, t->rel_hessian);
+        hvq_buf_puts(b, ", \"sqnr_db\": ");
+        json_num(b, t->sqnr_db);
+        hvq_buf_puts(b, ", \"max_abs_error_sparse\": ");
+        json_num(b, t->max_abs_err_sparse);
+        hvq_buf_puts(b, ", \"seconds\": ");
+        json_num(b, t->seconds);
+        hvq_buf_puts(b, "}");
+    }
+    hvq_buf_printf(b, "\n  ],\n  \"totals\": {\"params\": %llu, \"compressed_params\": %llu, "
+                      "\"output_bytes\": %llu, \"bpp_paper\": ",
+                   (unsigned long long)rep->total_params,
+                   (unsigned long long)rep->compressed_params,
+                   (unsigned long long)rep->output_bytes);
+    json_num(b, hvq_report_bpp_paper(rep));
+    hvq_buf_puts(b, ", \"bpp_paper_model\": ");
+    json_num(b, hvq_report_bpp_paper_model(rep));
+    hvq_buf_puts(b, ", \"bpp_file\": ");
+    json_num(b, hvq_report_bpp_file(rep));
+    hvq_buf_puts(b, ", \"seconds\": ");
+    json_num(b, rep->seconds);
+    hvq_buf_puts(b, "}\n}\n");
+}

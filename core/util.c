@@ -1,0 +1,234 @@
+/* Small utilities shared by the core. */
+#include "config.h"
+
+#include "util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int class_match(const char **pp, char c)
+{
+    const char *p = *pp + 1; /* past '[' */
+    int neg = 0, hit = 0;
+    if (*p == '!' || *p == '^') {
+        neg = 1;
+        p++;
+    }
+    const char *start = p;
+    while (*p && (*p != ']' || p == start)) {
+        if (p[1] == '-' && p[2] && p[2] != ']') {
+            if (c >= p[0] && c <= p[2])
+                hit = 1;
+            p += 3;
+        } else {
+            if (c == *p)
+                hit = 1;
+            p++;
+        }
+    }
+    if (*p != ']')
+        return -1; /* unterminated: treat '[' literally */
+    *pp = p + 1;
+    return hit != neg;
+}
+
+int hvq_glob_match(const char *pat, const char *s)
+{
+    const char *star_p = NULL, *star_s = NULL;
+    while (*s) {
+        if (*pat == '*') {
+            star_p = ++pat;
+            star_s = s;
+            continue;
+        }
+        if (*pat == '[') {
+            const char *q = pat;
+            int m = class_match(&q, *s);
+            if (m == 1) {
+                pat = q;
+                s++;
+                continue;
+            }
+            if (m == -1 && *s == '[') {
+                pat++;
+                s++;
+                continue;
+            }
+        } else if (*pat && (*pat == '?' || *pat == *s)) {
+            pat++;
+            s++;
+            continue;
+        }
+        if (!star_p)
+            return 0;
+        pat = star_p;
+        s = ++star_s;
+    }
+    while (*pat == '*')
+        pat++;
+    return *pat == '\0';
+}
+
+size_t hvq_edit_distance(const char *a, const char *b, size_t cap)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > lb ? la - lb > cap : lb - la > cap)
+        return cap + 1;
+    size_t *row = malloc((lb + 1) * sizeof *row);
+    if (!row)
+        return cap + 1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        size_t best = row[0];
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+            size_t v = diag + cost;
+            if (up + 1 < v)
+                v = up + 1;
+            if (row[j - 1] + 1 < v)
+                v = row[j - 1] + 1;
+            row[j] = v;
+            diag = up;
+            if (v < best)
+                best = v;
+        }
+        if (best > cap) {
+            free(row);
+            return cap + 1;
+        }
+    }
+    size_t d = row[lb];
+    free(row);
+    return d;
+}
+
+const char *hvq_nearest(const char *word, const char *const *cand, size_t n)
+{
+    size_t limit = strlen(word) / 3;
+    if (limit < 2)
+        limit = 2;
+    const char *best = NULL;
+    size_t best_d = limit + 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!cand[i])
+            continue;
+        size_t d = hvq_edit_distance(word, cand[i], limit);
+        if (d < best_d) {
+            best_d = d;
+            best = cand[i];
+        }
+    }
+    return best;
+}
+
+void hvq_buf_init(hvq_buf *b)
+{
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->oom = 0;
+}
+
+void hvq_buf_free(hvq_buf *b)
+{
+    free(b->data);
+    hvq_buf_init(b);
+}
+
+static int buf_reserve(hvq_buf *b, size_t extra)
+{
+    if (b->oom)
+        return 0;
+    if (b->len + extra + 1 <= b->cap)
+        return 1;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + extra + 1) {
+        if (cap > SIZE_MAX / 2) {
+            b->oom = 1;
+            return 0;
+        }
+        cap *= 2;
+    }
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        b->oom = 1;
+        return 0;
+    }
+    b->data = d;
+    b->cap = cap;
+    return 1;
+}
+
+void hvq_buf_append(hvq_buf *b, const char *s, size_t n)
+{
+    if (!buf_reserve(b, n))
+        return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void hvq_buf_puts(hvq_buf *b, const char *s) { hvq_buf_append(b, s, strlen(s)); }
+
+void hvq_buf_printf(hvq_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !buf_reserve(b, (size_t)n))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void hvq_buf_json_string(hvq_buf *b, const char *s)
+{
+    hvq_buf_append(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': hvq_buf_append(b, "\\\"", 2); break;
+        case '\\': hvq_buf_append(b, "\\\\", 2); break;
+        case '\n': hvq_buf_append(b, "\\n", 2); break;
+        case '\r': hvq_buf_append(b, "\\r", 2); break;
+        case '\t': hvq_buf_append(b, "\\t", 2); break;
+        default:
+            if (*p < 0x20)
+                hvq_buf_printf(b, "\\u%04x", *p);
+            else
+                hvq_buf_append(b, (const char *)p, 1);
+        }
+    }
+    hvq_buf_append(b, "\"", 1);
+}
+
+int hvq_mul_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (a != 0 && b > UINT64_MAX / a)
+        return 0;
+    *out = a * b;
+    return 1;
+}
+
+int hvq_add_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (b > UINT64_MAX - a)
+        return 0;
+    *out = a + b;
+    return 1;
+}
+
+double hvq_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

@@ -1,0 +1,221 @@
+/* Test harness shared by the Check test programs. */
+#include "config.h"
+
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+hvq_ctx *th_ctx(void)
+{
+    hvq_ctx_opts o = {.quiet = 1, .threads = 1};
+    hvq_ctx *ctx = hvq_ctx_new(&o);
+    ck_assert_ptr_nonnull(ctx);
+    return ctx;
+}
+
+const char *th_srcdir(void)
+{
+    const char *s = getenv("HVQ_TOP_SRCDIR");
+    return s && *s ? s : HVQ_BUILDDIR; /* srcdir == builddir outside make check */
+}
+
+const char *th_builddir(void)
+{
+    const char *s = getenv("HVQ_TOP_BUILDDIR");
+    return s && *s ? s : HVQ_BUILDDIR;
+}
+
+const char *th_src(const char *rel)
+{
+    static char bufs[8][PATH_MAX];
+    static int k;
+    char *b = bufs[k++ % 8];
+    snprintf(b, PATH_MAX, "%s/%s", th_srcdir(), rel);
+    return b;
+}
+
+hvq_registry *th_registry(hvq_ctx *ctx)
+{
+    hvq_registry *reg = hvq_registry_new();
+    ck_assert_ptr_nonnull(reg);
+    static const char *const sub[] = {"formats/.libs", "plugins/.libs"};
+    for (int i = 0; i < 2; i++) {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s/%s", th_builddir(), sub[i]);
+        ck_assert_int_eq(hvq_registry_load_dir(reg, ctx, dir), HVQ_OK);
+    }
+    ck_assert_msg(hvq_registry_count(reg) > 0, "no plugin found in the build tree %s",
+                  th_builddir());
+    hvq_ctx_set_registry(ctx, reg);
+    return reg;
+}
+
+const char *th_shared_data(void)
+{
+    static char path[PATH_MAX];
+    const char *env = getenv("HVQ_SHARED_DATA");
+    if (env && *env)
+        snprintf(path, sizeof path, "%s", env);
+    else
+        snprintf(path, sizeof path, "%s/../shared/data", th_srcdir());
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return NULL;
+    return path;
+}
+
+char *th_tmpdir(const char *tag)
+{
+    char base[PATH_MAX];
+    snprintf(base, sizeof base, "%s/tests/tmp", th_builddir());
+    mkdir(base, 0755);
+    char *path = malloc(PATH_MAX);
+    ck_assert_ptr_nonnull(path);
+    snprintf(path, PATH_MAX, "%s/%s-XXXXXX", base, tag);
+    ck_assert_msg(mkdtemp(path) != NULL, "mkdtemp %s: %s", path, strerror(errno));
+    return path;
+}
+
+void th_rmtree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char sub[PATH_MAX];
+            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+            struct stat st;
+            if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode)) {
+                chmod(sub, 0755);
+                th_rmtree(sub);
+            } else {
+                unlink(sub);
+            }
+        }
+        closedir(d);
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+void th_write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot write %s: %s", path, strerror(errno));
+    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+char *th_read_file(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap + 1);
+    ck_assert_ptr_nonnull(buf);
+    size_t r;
+    while ((r = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += r;
+        if (len == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+            ck_assert_ptr_nonnull(buf);
+        }
+    }
+    fclose(f);
+    buf[len] = '\0';
+    if (n)
+        *n = len;
+    return buf;
+}
+
+int th_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static char *slurp_fd(int fd)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap + 1);
+    ck_assert_ptr_nonnull(buf);
+    for (;;) {
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        if (len == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+            ck_assert_ptr_nonnull(buf);
+        }
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+int th_run(char **out, char **err, const char *const *args)
+{
+    char exe[PATH_MAX];
+    snprintf(exe, sizeof exe, "%s/hvqconv", th_builddir());
+    char outp[PATH_MAX], errp[PATH_MAX];
+    snprintf(outp, sizeof outp, "%s/tests/tmp-run-out-XXXXXX", th_builddir());
+    snprintf(errp, sizeof errp, "%s/tests/tmp-run-err-XXXXXX", th_builddir());
+    int ofd = mkstemp(outp), efd = mkstemp(errp);
+    ck_assert_msg(ofd >= 0 && efd >= 0, "mkstemp: %s", strerror(errno));
+    size_t n = 0;
+    while (args[n])
+        n++;
+    char **argv = calloc(n + 2, sizeof *argv);
+    ck_assert_ptr_nonnull(argv);
+    argv[0] = exe;
+    for (size_t i = 0; i < n; i++)
+        argv[i + 1] = (char *)args[i];
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(ofd, 1);
+        dup2(efd, 2);
+        int nul = open("/dev/null", O_RDONLY);
+        if (nul >= 0)
+            dup2(nul, 0);
+        execv(exe, argv);
+        _exit(127);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    free(argv);
+    lseek(ofd, 0, SEEK_SET);
+    lseek(efd, 0, SEEK_SET);
+    if (out)
+        *out = slurp_fd(ofd);
+    if (err)
+        *err = slurp_fd(efd);
+    close(ofd);
+    close(efd);
+    unlink(outp);
+    unlink(errp);
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return 255;
+}

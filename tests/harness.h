@@ -1,0 +1,55 @@
+/* Test harness shared by the Check test programs: a quiet context, the
+ * build tree's plugins, temporary directories, fixture paths, and a way to
+ * run the real binary. */
+#ifndef HVQ_TEST_HARNESS_H
+#define HVQ_TEST_HARNESS_H
+
+#include "ctx.h"
+#include "registry.h"
+
+#include <check.h>
+#include <stddef.h>
+
+/* A new quiet context (threads 1); free with hvq_ctx_free. */
+hvq_ctx *th_ctx(void);
+
+/* A registry with every plugin of the build tree (formats/ and plugins/);
+ * aborts the test when none loads. Free with hvq_registry_free. The ctx's
+ * registry is set to it. */
+hvq_registry *th_registry(hvq_ctx *ctx);
+
+/* $HVQ_TOP_SRCDIR and $HVQ_TOP_BUILDDIR (set by make check), falling back
+ * to the configure-time paths. */
+const char *th_srcdir(void);
+const char *th_builddir(void);
+
+/* "SRCDIR/rel" in a static rotating buffer (valid for the next 8 calls). */
+const char *th_src(const char *rel);
+
+/* The shared data folder (../shared/data beside the source tree), or NULL
+ * when it is not there: tests that use it skip cleanly. */
+const char *th_shared_data(void);
+
+/* A fresh empty directory under the build tree (malloc'd path); removed
+ * with everything in it by th_rmtree. */
+char *th_tmpdir(const char *tag);
+void th_rmtree(const char *path);
+
+/* Writes n bytes to path; aborts the test on failure. */
+void th_write_file(const char *path, const void *data, size_t n);
+/* Reads a whole file (malloc'd, NUL-terminated); NULL when missing. */
+char *th_read_file(const char *path, size_t *n);
+int th_exists(const char *path);
+
+/* Runs the built hvqconv with args (NULL-terminated), capturing stdout and
+ * stderr (malloc'd, NUL-terminated, may be NULL to discard). Returns the
+ * exit status (or 128+signal). */
+int th_run(char **out, char **err, const char *const *args);
+
+/* ck_assert that haystack contains needle, printing both on failure. */
+#define th_assert_contains(haystack, needle)                                  \
+    ck_assert_msg((haystack) != NULL && strstr((haystack), (needle)) != NULL, \
+                  "expected to find \"%s\" in:\n%s", (needle),                \
+                  (haystack) ? (haystack) : "(null)")
+
+#endif
