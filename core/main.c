@@ -173,7 +173,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
     if (!sets)
         return EXIT_FAILURE_OTHER;
     cl->opts.threads = 0;
-    while (rc < 0 && (c = getopt_long(argc, argv, "+i:o:r:s:t:fqvhV", lo, NULL)) != -1) {
+    while (rc < 0 && (c = getopt_long(argc, argv, "i:o:r:s:t:fqvhV", lo, NULL)) != -1) {
         switch (c) {
         case 'i': input = optarg; break;
         case 'o': output = optarg; break;
@@ -269,7 +269,7 @@ static int cmd_list(int argc, char **argv, cli *cl)
         {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     int c, rc = -1;
-    while (rc < 0 && (c = getopt_long(argc, argv, "+qvhV", lo, NULL)) != -1)
+    while (rc < 0 && (c = getopt_long(argc, argv, "qvhV", lo, NULL)) != -1)
         rc = parse_common(c, cl, "list-plugins", usage_list);
     if (rc >= 0)
         return rc;
@@ -345,7 +345,7 @@ static int cmd_describe(int argc, char **argv, cli *cl)
         {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     int c, rc = -1;
-    while (rc < 0 && (c = getopt_long(argc, argv, "+qvhV", lo, NULL)) != -1)
+    while (rc < 0 && (c = getopt_long(argc, argv, "qvhV", lo, NULL)) != -1)
         rc = parse_common(c, cl, "describe", usage_describe);
     if (rc >= 0)
         return rc;
@@ -407,7 +407,7 @@ int main(int argc, char **argv)
         const char *cmd = argv[optind];
         int sub_argc = argc - optind;
         char **sub_argv = argv + optind;
-        optind = 1; /* rescan from the command's own arguments */
+        optind = 0; /* reinitialize getopt for the command's own arguments */
         if (strcmp(cmd, "run") == 0)
             rc = cmd_run(sub_argc, sub_argv, &cl);
         else if (strcmp(cmd, "list-plugins") == 0)
