@@ -404,12 +404,22 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, work *wk,
     tr->rel_hessian = hw2 > 0 ? he2 / hw2 : (he2 > 0 ? INFINITY : 0.0);
     tr->sqnr_db = e2 > 0 ? 10.0 * log10(w2 / e2) : INFINITY;
     tr->max_abs_err_sparse = maxs;
+    tr->err2 = e2;
+    tr->w2 = w2;
+    tr->herr2 = he2;
+    tr->hw2 = hw2;
     double bits = raw ? 0.0 : 16.0 * (double)rows;
-    for (size_t i = 0; i < cenc->n_components; i++)
+    uint64_t bytes = raw ? 0 : 2 * rows;
+    for (size_t i = 0; i < cenc->n_components; i++) {
         bits += (double)cenc->components[i].paper_bits;
-    for (size_t i = 0; i < renc->n_components; i++)
+        bytes += cenc->components[i].nbytes;
+    }
+    for (size_t i = 0; i < renc->n_components; i++) {
         bits += (double)renc->components[i].paper_bits;
+        bytes += renc->components[i].nbytes;
+    }
     tr->paper_bits = bits;
+    tr->stored_bytes = bytes;
     tr->seconds = hvq_now() - t0;
 
     res->compressed = 1;
@@ -582,6 +592,11 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
                 rep->t[i].compressed = 1;
                 rep->compressed_params += rep->t[i].params;
                 rep->paper_bits_compressed += rep->t[i].paper_bits;
+                rep->stored_bytes_compressed += rep->t[i].stored_bytes;
+                rep->err2 += rep->t[i].err2;
+                rep->w2 += rep->t[i].w2;
+                rep->herr2 += rep->t[i].herr2;
+                rep->hw2 += rep->t[i].hw2;
                 pg.done_units += rep->t[i].params;
             }
         }

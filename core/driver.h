@@ -20,10 +20,13 @@ typedef struct hvq_tensor_report {
     char clusterer[64], residual[64], hessian[64], importance[64];
     uint64_t rows, cols, n_sparse;
     double paper_bits;       /* components + row scales, paper accounting */
+    uint64_t stored_bytes;   /* bytes of the components + fp16 row scales as
+                                a container stores them */
     double rel_fro;          /* ||W - W_hat||_F / ||W||_F */
     double rel_hessian;      /* sum_j H_j sum_i err^2 / sum_j H_j sum_i W^2 */
     double sqnr_db;          /* 10 log10(||W||^2 / ||err||^2); INFINITY if exact */
     double max_abs_err_sparse; /* max |err| at the sparse positions (0 if none) */
+    double err2, w2, herr2, hw2; /* sums behind the ratios above */
     double seconds;
 } hvq_tensor_report;
 
@@ -37,6 +40,8 @@ typedef struct hvq_run_report {
     uint64_t total_params, compressed_params;
     uint64_t output_bytes;   /* bytes of every file written (report excluded) */
     double paper_bits_compressed;
+    uint64_t stored_bytes_compressed;
+    double err2, w2, herr2, hw2; /* sums over the compressed tensors */
     double seconds;
 } hvq_run_report;
 

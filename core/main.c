@@ -8,6 +8,7 @@
 #include "registry.h"
 #include "report.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -41,6 +42,7 @@ static void usage_main(FILE *f)
           "\n"
           "Commands:\n"
           "  run PIPELINE        run a pipeline (compress a model)\n"
+          "  compare PIPELINE... run several pipelines on one input, one table\n"
           "  list-plugins        list the plugins found, with kind, version and origin\n"
           "  describe NAME       show a plugin's parameters (type, default, range, help)\n"
           "\n"
@@ -74,6 +76,24 @@ static void usage_run(FILE *f)
           "                        stages.hessian.plugin=uniform (repeatable)\n"
           "  -t, --threads N       worker threads (default: all cores)\n"
           "  -f, --force           replace existing output files\n"
+          "      --plugin-dir DIR, -q, -v, -h as for every command\n",
+          f);
+}
+
+static void usage_compare(FILE *f)
+{
+    fputs("Usage: hvqconv compare PIPELINE.yaml... [OPTION]...\n"
+          "Run several pipelines on the same input and print their sizes and errors side\n"
+          "by side. Every pipeline is validated before the first one starts. Outputs go\n"
+          "to a temporary directory and are deleted afterwards (their sizes are measured\n"
+          "first) unless --keep DIR is given.\n"
+          "\n"
+          "  -i, --input PATH      the model every pipeline reads (default: each one's input:)\n"
+          "  -s, --set KEY=VALUE   override a value in every pipeline (repeatable)\n"
+          "  -r, --report PATH     also write every run's report as one JSON document\n"
+          "  -k, --keep DIR        write the outputs into DIR (an existing directory) and keep them\n"
+          "  -t, --threads N       worker threads (default: all cores)\n"
+          "  -f, --force           replace existing files (with --keep, --report)\n"
           "      --plugin-dir DIR, -q, -v, -h as for every command\n",
           f);
 }
@@ -156,6 +176,18 @@ static void on_signal(int sig)
     hvq_interrupted = 1;
 }
 
+static int parse_threads(const char *arg, int *out)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (*end || v < 1 || v > 1024) {
+        fprintf(stderr, "hvqconv: error: --threads %s: expected a number from 1 to 1024\n", arg);
+        return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
 static int cmd_run(int argc, char **argv, cli *cl)
 {
     static const struct option lo[] = {
@@ -180,18 +212,10 @@ static int cmd_run(int argc, char **argv, cli *cl)
         case 'r': report = optarg; break;
         case 's': sets[n_sets++] = optarg; break;
         case 'f': cl->opts.force = 1; break;
-        case 't': {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (*end || v < 1 || v > 1024) {
-                fprintf(stderr, "hvqconv: error: --threads %s: expected a number from 1 to 1024\n",
-                        optarg);
+        case 't':
+            if (!parse_threads(optarg, &cl->opts.threads))
                 rc = EXIT_BAD_INPUT;
-            } else {
-                cl->opts.threads = (int)v;
-            }
             break;
-        }
         default: rc = parse_common(c, cl, "run", usage_run);
         }
     }
@@ -259,6 +283,158 @@ static int cmd_run(int argc, char **argv, cli *cl)
     hvq_ctx_free(ctx);
     hvq_registry_free(reg);
     free(sets);
+    return exit_for(st);
+}
+
+/* Removes a directory of run outputs made by compare (files only). */
+static void remove_outputs(const char *dir, hvq_pipeline *const *ps, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ps[i] && ps[i]->output)
+            unlink(ps[i]->output);
+    rmdir(dir);
+}
+
+static int cmd_compare(int argc, char **argv, cli *cl)
+{
+    static const struct option lo[] = {
+        {"input", required_argument, 0, 'i'},   {"set", required_argument, 0, 's'},
+        {"report", required_argument, 0, 'r'},  {"keep", required_argument, 0, 'k'},
+        {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
+        {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
+        {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},          {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0}};
+    const char *input = NULL, *report = NULL, *keep = NULL;
+    const char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    size_t n_sets = 0;
+    int c, rc = -1;
+    if (!sets)
+        return EXIT_FAILURE_OTHER;
+    cl->opts.threads = 0;
+    while (rc < 0 && (c = getopt_long(argc, argv, "i:s:r:k:t:fqvhV", lo, NULL)) != -1) {
+        switch (c) {
+        case 'i': input = optarg; break;
+        case 's': sets[n_sets++] = optarg; break;
+        case 'r': report = optarg; break;
+        case 'k': keep = optarg; break;
+        case 'f': cl->opts.force = 1; break;
+        case 't':
+            if (!parse_threads(optarg, &cl->opts.threads))
+                rc = EXIT_BAD_INPUT;
+            break;
+        default: rc = parse_common(c, cl, "compare", usage_compare);
+        }
+    }
+    if (rc >= 0) {
+        free(sets);
+        return rc;
+    }
+    size_t n = (size_t)(argc - optind);
+    if (n == 0) {
+        fprintf(stderr, "hvqconv: error: compare needs at least one pipeline file\n"
+                        "Try 'hvqconv compare --help'.\n");
+        free(sets);
+        return EXIT_BAD_INPUT;
+    }
+    if (!cl->opts.threads)
+        cl->opts.threads = default_threads();
+    hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
+    hvq_pipeline **ps = calloc(n, sizeof *ps);
+    hvq_run_report *reps = calloc(n, sizeof *reps);
+    const hvq_run_report **rp = calloc(n, sizeof *rp);
+    if (!ctx || !ps || !reps || !rp) {
+        free(sets); free(ps); free(reps); free(rp);
+        hvq_ctx_free(ctx);
+        return EXIT_FAILURE_OTHER;
+    }
+    char dir[4096] = "";
+    int made_dir = 0;
+    hvq_registry *reg = load_registry(ctx, cl);
+    hvq_status st = reg ? HVQ_OK : HVQ_E_INTERNAL;
+    if (st == HVQ_OK) {
+        if (keep) {
+            snprintf(dir, sizeof dir, "%s", keep);
+        } else {
+            const char *tmp = getenv("TMPDIR");
+            snprintf(dir, sizeof dir, "%s/hvqconv-compare-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+            if (!mkdtemp(dir))
+                st = hvq_error(ctx, HVQ_E_IO, "%s: cannot create: %s", dir, strerror(errno));
+            else
+                made_dir = 1;
+        }
+    }
+    /* Load, override and validate every pipeline before running any. */
+    char buf[8192];
+    for (size_t i = 0; st == HVQ_OK && i < n; i++) {
+        st = hvq_pipeline_load(ctx, argv[optind + i], &ps[i]);
+        if (st == HVQ_OK && input) {
+            snprintf(buf, sizeof buf, "input=%s", input);
+            st = hvq_pipeline_set(ctx, ps[i], buf);
+        }
+        for (size_t k = 0; st == HVQ_OK && k < n_sets; k++)
+            st = hvq_pipeline_set(ctx, ps[i], sets[k]);
+        if (st == HVQ_OK) {
+            const char *out = ps[i]->output && *ps[i]->output ? ps[i]->output : "out";
+            const char *base = strrchr(out, '/');
+            base = base ? base + 1 : out;
+            snprintf(buf, sizeof buf, "output=%s/%zu-%s", dir, i + 1, base);
+            st = hvq_pipeline_set(ctx, ps[i], buf);
+        }
+        if (st == HVQ_OK)
+            st = hvq_pipeline_set(ctx, ps[i], "report=");
+        if (st == HVQ_OK)
+            st = hvq_pipeline_validate(ctx, ps[i], reg);
+    }
+    if (st == HVQ_OK) {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+    }
+    for (size_t i = 0; st == HVQ_OK && i < n; i++) {
+        if (!cl->opts.quiet)
+            fprintf(stderr, "hvqconv: [%zu/%zu] %s\n", i + 1, n, ps[i]->path);
+        st = hvq_run_pipeline(ctx, reg, ps[i], &reps[i]);
+        rp[i] = &reps[i];
+    }
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (st == HVQ_OK && report && *report) {
+        hvq_output *o = hvq_output_open(ctx, report);
+        if (!o) {
+            st = hvq_ctx_status(ctx);
+        } else {
+            hvq_buf b;
+            hvq_buf_init(&b);
+            hvq_buf_puts(&b, "{\"runs\": [\n");
+            for (size_t i = 0; i < n; i++) {
+                if (i)
+                    hvq_buf_puts(&b, ",\n");
+                hvq_report_json(&b, &reps[i]);
+            }
+            hvq_buf_puts(&b, "]}\n");
+            st = b.oom ? hvq_error(ctx, HVQ_E_NOMEM, "out of memory")
+                       : ctx->host->output_write(ctx, o, b.data, b.len);
+            hvq_buf_free(&b);
+            if (st == HVQ_OK)
+                st = hvq_outputs_commit(ctx);
+        }
+    }
+    if (st == HVQ_OK)
+        hvq_report_compare(stdout, rp, n);
+    else if (reg)
+        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+    if (made_dir)
+        remove_outputs(dir, ps, n);
+    for (size_t i = 0; i < n; i++) {
+        hvq_run_report_free(&reps[i]);
+        hvq_pipeline_free(ps[i]);
+    }
+    free(ps);
+    free(reps);
+    free(rp);
+    free(sets);
+    hvq_ctx_free(ctx);
+    hvq_registry_free(reg);
     return exit_for(st);
 }
 
@@ -410,6 +586,8 @@ int main(int argc, char **argv)
         optind = 0; /* reinitialize getopt for the command's own arguments */
         if (strcmp(cmd, "run") == 0)
             rc = cmd_run(sub_argc, sub_argv, &cl);
+        else if (strcmp(cmd, "compare") == 0)
+            rc = cmd_compare(sub_argc, sub_argv, &cl);
         else if (strcmp(cmd, "list-plugins") == 0)
             rc = cmd_list(sub_argc, sub_argv, &cl);
         else if (strcmp(cmd, "describe") == 0)

@@ -20,6 +20,28 @@ double hvq_report_bpp_paper_model(const hvq_run_report *rep)
     return (rep->paper_bits_compressed + passthrough) / (double)rep->total_params;
 }
 
+double hvq_report_rel_fro(const hvq_run_report *rep)
+{
+    return rep->w2 > 0 ? sqrt(rep->err2 / rep->w2) : 0.0;
+}
+
+double hvq_report_rel_hessian(const hvq_run_report *rep)
+{
+    return rep->hw2 > 0 ? rep->herr2 / rep->hw2 : 0.0;
+}
+
+double hvq_report_sqnr_db(const hvq_run_report *rep)
+{
+    return rep->err2 > 0 ? 10.0 * log10(rep->w2 / rep->err2) : INFINITY;
+}
+
+double hvq_report_bpp_stored(const hvq_run_report *rep)
+{
+    return rep->compressed_params
+               ? (double)rep->stored_bytes_compressed * 8.0 / (double)rep->compressed_params
+               : 0.0;
+}
+
 double hvq_report_bpp_file(const hvq_run_report *rep)
 {
     return rep->total_params ? (double)rep->output_bytes * 8.0 / (double)rep->total_params : 0.0;
@@ -60,10 +82,17 @@ void hvq_report_print(FILE *f, const hvq_run_report *rep)
                "compressed\n",
             rep->n - passed, passed, (unsigned long long)rep->compressed_params,
             (unsigned long long)rep->total_params);
-    fprintf(f, "  bits per parameter: %.4f paper accounting (compressed tensors), %.4f "
-               "paper accounting (whole model, pass-through at 16), %.4f file (%llu bytes)\n",
-            hvq_report_bpp_paper(rep), hvq_report_bpp_paper_model(rep),
-            hvq_report_bpp_file(rep), (unsigned long long)rep->output_bytes);
+    fprintf(f, "  bits per parameter, compressed tensors: %.4f paper accounting, %.4f as "
+               "stored (%llu bytes of components and scales)\n",
+            hvq_report_bpp_paper(rep), hvq_report_bpp_stored(rep),
+            (unsigned long long)rep->stored_bytes_compressed);
+    fprintf(f, "  bits per parameter, whole model: %.4f paper accounting (pass-through at "
+               "16 bits), %.4f file written (%llu bytes)\n",
+            hvq_report_bpp_paper_model(rep), hvq_report_bpp_file(rep),
+            (unsigned long long)rep->output_bytes);
+    fprintf(f, "  errors, compressed tensors: relative Frobenius %.4e, Hessian-weighted %.4e, "
+               "SQNR %.2f dB\n",
+            hvq_report_rel_fro(rep), hvq_report_rel_hessian(rep), hvq_report_sqnr_db(rep));
     fprintf(f, "  time: %.2f s\n", rep->seconds);
 }
 
@@ -125,6 +154,9 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
         json_num(b, t->paper_bits);
         hvq_buf_puts(b, ", \"bpp_paper\": ");
         json_num(b, t->paper_bits / (double)t->params);
+        hvq_buf_printf(b, ", \"stored_bytes\": %llu, \"bpp_stored\": ",
+                       (unsigned long long)t->stored_bytes);
+        json_num(b, (double)t->stored_bytes * 8.0 / (double)t->params);
         hvq_buf_puts(b, ", \"rel_frobenius_error\": ");
         json_num(b, t->rel_fro);
         hvq_buf_puts(b, ", \"rel_hessian_error\": ");
@@ -143,11 +175,49 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
                    (unsigned long long)rep->compressed_params,
                    (unsigned long long)rep->output_bytes);
     json_num(b, hvq_report_bpp_paper(rep));
+    hvq_buf_printf(b, ", \"stored_bytes_compressed\": %llu, \"bpp_stored\": ",
+                   (unsigned long long)rep->stored_bytes_compressed);
+    json_num(b, hvq_report_bpp_stored(rep));
     hvq_buf_puts(b, ", \"bpp_paper_model\": ");
     json_num(b, hvq_report_bpp_paper_model(rep));
     hvq_buf_puts(b, ", \"bpp_file\": ");
     json_num(b, hvq_report_bpp_file(rep));
+    hvq_buf_puts(b, ", \"rel_frobenius_error\": ");
+    json_num(b, hvq_report_rel_fro(rep));
+    hvq_buf_puts(b, ", \"rel_hessian_error\": ");
+    json_num(b, hvq_report_rel_hessian(rep));
+    hvq_buf_puts(b, ", \"sqnr_db\": ");
+    json_num(b, hvq_report_sqnr_db(rep));
     hvq_buf_puts(b, ", \"seconds\": ");
     json_num(b, rep->seconds);
     hvq_buf_puts(b, "}\n}\n");
+}
+
+void hvq_report_compare(FILE *f, const hvq_run_report *const *reps, size_t n)
+{
+    fprintf(f, "%-22s %-10s %9s %9s %9s %9s %10s %10s %8s %8s\n", "pipeline", "clusterer",
+            "bpp", "bpp", "bpp", "bpp", "rel.err", "H-err", "SQNR", "time");
+    fprintf(f, "%-22s %-10s %9s %9s %9s %9s %10s %10s %8s %8s\n", "", "",
+            "paper", "stored", "model", "file", "", "", "dB", "s");
+    for (size_t i = 0; i < n; i++) {
+        const hvq_run_report *r = reps[i];
+        const hvq_pipeline *p = r->pipeline;
+        /* the clusterer most tensors used */
+        const char *clus = "-";
+        for (size_t t = 0; t < r->n; t++)
+            if (r->t[t].compressed) {
+                clus = r->t[t].clusterer;
+                break;
+            }
+        fprintf(f, "%-22.22s %-10.10s %9.4f %9.4f %9.4f %9.4f %10.3e %10.3e %8.2f %8.2f\n",
+                p->name && *p->name ? p->name : p->path, clus, hvq_report_bpp_paper(r),
+                hvq_report_bpp_stored(r), hvq_report_bpp_paper_model(r),
+                hvq_report_bpp_file(r), hvq_report_rel_fro(r), hvq_report_rel_hessian(r),
+                hvq_report_sqnr_db(r), r->seconds);
+    }
+    fputs("\nbpp paper: the paper's accounting over the compressed tensors; stored: their\n"
+          "components and scales as written; model: the paper's accounting over every\n"
+          "tensor, pass-through ones at 16 bits; file: bytes written * 8 / parameters.\n"
+          "Errors are over all compressed tensors together (H-err weights columns by H).\n",
+          f);
 }

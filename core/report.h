@@ -18,6 +18,15 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep);
  * counts its fp16 lm_head and embeddings), and of the files written. */
 double hvq_report_bpp_paper(const hvq_run_report *rep);
 double hvq_report_bpp_paper_model(const hvq_run_report *rep);
+double hvq_report_bpp_stored(const hvq_run_report *rep);
+
+/* Errors over all compressed tensors together. */
+double hvq_report_rel_fro(const hvq_run_report *rep);
+double hvq_report_rel_hessian(const hvq_run_report *rep);
+double hvq_report_sqnr_db(const hvq_run_report *rep);
+
+/* One table, one row per run, for `hvqconv compare`. */
+void hvq_report_compare(FILE *f, const hvq_run_report *const *reps, size_t n);
 double hvq_report_bpp_file(const hvq_run_report *rep);
 
 #endif

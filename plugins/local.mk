@@ -6,7 +6,6 @@ plugin_LTLIBRARIES += \
 	plugins/residual_none.la \
 	plugins/writer_dequant.la
 
-PLUGIN_CPPFLAGS = -I$(top_srcdir)/core
 
 plugins_hessian_uniform_la_SOURCES = plugins/hessian-uniform/uniform.c
 plugins_hessian_uniform_la_LDFLAGS = $(PLUGIN_LDFLAGS)
@@ -24,3 +23,19 @@ plugins_residual_none_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 
 plugins_writer_dequant_la_SOURCES = plugins/writer-dequant/dequant.c
 plugins_writer_dequant_la_LDFLAGS = $(PLUGIN_LDFLAGS)
+
+plugin_LTLIBRARIES += \
+	plugins/importance_hasvq.la \
+	plugins/importance_obd.la \
+	plugins/residual_coo16.la
+
+plugins_importance_hasvq_la_SOURCES = plugins/importance-hasvq/hasvq.c
+plugins_importance_hasvq_la_LDFLAGS = $(PLUGIN_LDFLAGS)
+plugins_importance_hasvq_la_LIBADD = -lm
+
+plugins_importance_obd_la_SOURCES = plugins/importance-obd/obd.c
+plugins_importance_obd_la_LDFLAGS = $(PLUGIN_LDFLAGS)
+
+plugins_residual_coo16_la_SOURCES = plugins/residual-coo16/coo16.c
+plugins_residual_coo16_la_LDFLAGS = $(PLUGIN_LDFLAGS)
+plugins_residual_coo16_la_LIBADD = -lm
