@@ -5,3 +5,10 @@ tests_libharness_la_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 
 HVQ_TEST_LIBS = tests/libharness.la libhvqcore.la $(CHECK_LIBS)
 HVQ_TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) -I$(top_srcdir)/tests
+
+# The small stage plugins against scalar reference code.
+check_PROGRAMS += tests/test_stages
+tests_test_stages_SOURCES = tests/test_stages.c
+tests_test_stages_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_stages_LDADD = $(HVQ_TEST_LIBS)
+TESTS += tests/test_stages

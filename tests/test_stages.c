@@ -1,0 +1,357 @@
+/* Unit tests of the small stage plugins against scalar reference code:
+ * importance (magnitude, hasvq, obd), residual (none, coo16) and the rtn
+ * clusterer (per row, per group, asymmetric), each loaded from the build
+ * tree and run on fixture matrices. */
+#include "config.h"
+
+#include "dtype.h"
+#include "harness.h"
+#include "params.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Resolved parameters of a plugin: defaults, then "key=value" overrides. */
+typedef struct tparams {
+    hvq_value v[16];
+    hvq_params p;
+} tparams;
+
+static void make_params(tparams *tp, const hvq_plugin *d, const char *const *kv)
+{
+    char why[256];
+    size_t n = hvq_param_count(d->params);
+    ck_assert_uint_le(n, 16);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(hvq_param_parse(&d->params[i], d->params[i].default_value, &tp->v[i], why,
+                                      sizeof why) == HVQ_OK,
+                      "default of %s: %s", d->params[i].name, why);
+    for (size_t k = 0; kv && kv[k]; k++) {
+        const char *eq = strchr(kv[k], '=');
+        char key[64];
+        snprintf(key, sizeof key, "%.*s", (int)(eq - kv[k]), kv[k]);
+        long idx = hvq_param_index(d->params, key);
+        ck_assert_int_ge(idx, 0);
+        ck_assert_int_eq(hvq_param_parse(&d->params[idx], eq + 1, &tp->v[idx], why, sizeof why),
+                         HVQ_OK);
+    }
+    tp->p.count = n;
+    tp->p.values = tp->v;
+    tp->p.specs = d->params;
+}
+
+/* Deterministic heavy-tailed test data (ratio of normals has heavy tails;
+ * clipped to stay finite and within fp16 range). */
+static uint64_t rng_state;
+static double urand(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return ((rng_state >> 11) + 0.5) / 9007199254740992.0;
+}
+static float heavy(void)
+{
+    double u1 = urand(), u2 = urand(), u3 = urand(), u4 = urand();
+    double z = sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
+    double w = sqrt(-2 * log(u3)) * cos(6.283185307179586 * u4);
+    double v = z / (0.5 + fabs(w)) * 0.02;
+    return (float)(v > 1 ? 1 : v < -1 ? -1 : v);
+}
+static void fill(float *x, size_t n, uint64_t seed)
+{
+    rng_state = seed;
+    for (size_t i = 0; i < n; i++)
+        x[i] = heavy();
+}
+
+static hvq_ctx *ctx;
+static hvq_registry *reg;
+
+static void setup(void)
+{
+    ctx = th_ctx();
+    reg = th_registry(ctx);
+}
+
+static void teardown(void)
+{
+    hvq_ctx_free(ctx);
+    hvq_registry_free(reg);
+}
+
+static const hvq_plugin *plugin(uint32_t kind, const char *name)
+{
+    const hvq_loaded_plugin *lp = hvq_registry_find(reg, kind, name);
+    ck_assert_msg(lp != NULL, "plugin %s not found in the build tree", name);
+    return &lp->desc;
+}
+
+/* ---- importance ---------------------------------------------------------- */
+
+START_TEST(importance_matches_reference)
+{
+    enum { R = 7, C = 13 };
+    float w[R * C], h[C], s[R * C];
+    fill(w, R * C, 1);
+    for (int j = 0; j < C; j++)
+        h[j] = j == 3 ? 0.0f : (float)(0.25 * (j + 1)); /* one column below the floor */
+    const char *names[] = {"magnitude", "hasvq", "obd"};
+    for (int k = 0; k < 3; k++) {
+        const hvq_plugin *d = plugin(HVQ_KIND_IMPORTANCE, names[k]);
+        tparams tp;
+        make_params(&tp, d, NULL);
+        ck_assert_int_eq(d->importance_score(ctx, &tp.p, w, R, C, h, s), HVQ_OK);
+        for (int i = 0; i < R * C; i++) {
+            float hj = h[i % C] > 1e-6f ? h[i % C] : 1e-6f; /* the default h_floor */
+            float ref = k == 0 ? fabsf(w[i]) : k == 1 ? fabsf(w[i]) * sqrtf(hj) : hj * w[i] * w[i];
+            ck_assert_msg(s[i] == ref, "%s[%d]: %g != reference %g", names[k], i, s[i], ref);
+        }
+    }
+}
+END_TEST
+
+/* ---- residual ------------------------------------------------------------ */
+
+START_TEST(coo16_count_is_floor_of_rho_numel)
+{
+    const hvq_plugin *d = plugin(HVQ_KIND_RESIDUAL, "coo16");
+    tparams tp;
+    const char *mid[] = {"sparsity=0.015", NULL}, *high[] = {"sparsity=2%", NULL};
+    make_params(&tp, d, mid);
+    ck_assert_uint_eq(d->residual_count(&tp.p, 2048ull * 2048), 62914); /* 62914.56 */
+    ck_assert_uint_eq(d->residual_count(&tp.p, 4096), 61);              /* 61.44 */
+    make_params(&tp, d, high);
+    ck_assert_uint_eq(d->residual_count(&tp.p, 2048ull * 2048), 83886); /* 83886.08 */
+    ck_assert_uint_eq(d->residual_count(&tp.p, 10), 0);
+    const hvq_plugin *none = plugin(HVQ_KIND_RESIDUAL, "none");
+    make_params(&tp, none, NULL);
+    ck_assert_uint_eq(none->residual_count(&tp.p, 1000000), 0);
+}
+END_TEST
+
+/* The tolerance for "equals W_norm to fp16 precision": the correction S is
+ * one fp16 value, so the error is at most half an fp16 ulp of S: |S| * 2^-11
+ * for normal values, 2^-25 absolute in fp16's subnormal range; plus float32
+ * rounding of the addition (2^-24 relative to the result). */
+static double coo16_tolerance(float s, float target)
+{
+    return fabs(s) * 0x1p-11 + 0x1p-25 + fabs(target) * 0x1p-23;
+}
+
+START_TEST(coo16_reconstructs_targets_and_decodes_identically)
+{
+    enum { R = 16, C = 24, N = R * C, K = 40 };
+    float recon[N], body[N], target[K];
+    uint64_t pos[K];
+    fill(body, N, 2);
+    memcpy(recon, body, sizeof recon);
+    rng_state = 99;
+    for (int i = 0; i < K; i++) {
+        pos[i] = (uint64_t)i * 9 + (uint64_t)(urand() * 8); /* ascending, distinct */
+        target[i] = (float)(urand() * 2 - 1);
+    }
+    target[0] = recon[pos[0]];        /* a zero correction */
+    target[1] = recon[pos[1]] + 1e-7f; /* a tiny one (fp16 subnormal range) */
+    const hvq_plugin *d = plugin(HVQ_KIND_RESIDUAL, "coo16");
+    tparams tp;
+    make_params(&tp, d, NULL);
+    hvq_encoded enc;
+    hvq_encoded_init(&enc);
+    hvq_residual_input in = {.tensor_name = "t", .rows = R, .cols = C, .pos = pos,
+                             .target = target, .n = K, .recon = recon};
+    ck_assert_int_eq(d->residual_encode(ctx, &tp.p, &in, &enc), HVQ_OK);
+    for (int i = 0; i < K; i++) {
+        float s = target[i] - body[pos[i]];
+        double err = fabs((double)recon[pos[i]] - target[i]);
+        ck_assert_msg(err <= coo16_tolerance(s, target[i]),
+                      "entry %d: |recon - target| = %g > tolerance %g", i, err,
+                      coo16_tolerance(s, target[i]));
+    }
+    for (int i = 0, k = 0; i < N; i++) { /* untouched elsewhere */
+        if (k < K && (uint64_t)i == pos[k]) {
+            k++;
+            continue;
+        }
+        ck_assert(recon[i] == body[i]);
+    }
+    const hvq_component *pc = ctx->host->enc_get(&enc, "positions");
+    ck_assert_ptr_nonnull(pc);
+    ck_assert_uint_eq(pc->paper_bits + ctx->host->enc_get(&enc, "values")->paper_bits, 48 * K);
+    float dec[N];
+    memcpy(dec, body, sizeof dec);
+    ck_assert_int_eq(d->residual_decode(ctx, &enc, R, C, dec), HVQ_OK);
+    ck_assert_int_eq(memcmp(dec, recon, sizeof dec), 0);
+    /* A corrupt stream is bad input, not a crash. */
+    uint32_t *p32 = ctx->host->enc_get(&enc, "positions")->data;
+    p32[5] = p32[4];
+    ck_assert_int_eq(d->residual_decode(ctx, &enc, R, C, dec), HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(ctx), "not ascending");
+    p32[5] = N + 1;
+    ck_assert_int_eq(d->residual_decode(ctx, &enc, R, C, dec), HVQ_E_INPUT);
+    hvq_encoded_clear(&enc);
+}
+END_TEST
+
+/* ---- rtn ----------------------------------------------------------------- */
+
+/* Scalar reference of the rtn clusterer (see plugins/clusterer-rtn/rtn.c). */
+static void rtn_ref(const float *w, size_t rows, size_t cols, size_t g, int asym, float *out)
+{
+    size_t gs = g == 0 || g >= cols ? cols : g;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c0 = 0; c0 < cols; c0 += gs) {
+            size_t c1 = c0 + gs < cols ? c0 + gs : cols;
+            float lo = w[r * cols + c0], hi = lo, amax = 0;
+            for (size_t c = c0; c < c1; c++) {
+                float v = w[r * cols + c];
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+                amax = fabsf(v) > amax ? fabsf(v) : amax;
+            }
+            float m = asym ? hvq_f16_to_f32(hvq_f32_to_f16(lo)) : 0.0f;
+            float scale = hvq_f16_to_f32(hvq_f32_to_f16(asym ? (hi - m) / 15.0f : amax / 7.0f));
+            for (size_t c = c0; c < c1; c++) {
+                float q = 0;
+                if (scale > 0) {
+                    q = roundf((w[r * cols + c] - m) / scale);
+                    float qlo = asym ? 0 : -7, qhi = asym ? 15 : 7;
+                    q = q < qlo ? qlo : q > qhi ? qhi : q;
+                }
+                out[r * cols + c] = q * scale + m;
+            }
+        }
+}
+
+START_TEST(rtn_matches_reference_and_decodes_identically)
+{
+    enum { R = 9, C = 172 };
+    static float w[R * C], recon[R * C], ref[R * C], dec[R * C];
+    fill(w, R * C, 3);
+    for (int c = 0; c < C; c++)
+        w[4 * C + c] = 0.0f; /* an all-zero row */
+    const hvq_plugin *d = plugin(HVQ_KIND_CLUSTERER, "rtn");
+    ck_assert(d->flags & HVQ_CLUSTERER_RAW);
+    struct { const char *g, *mode; size_t gs; int asym; uint64_t groups; } cases[] = {
+        {"0", "symmetric", 0, 0, 1},      {"32", "symmetric", 32, 0, 6},
+        {"128", "symmetric", 128, 0, 2},  {"32", "asymmetric", 32, 1, 6},
+        {"1000", "symmetric", 1000, 0, 1}, {"1", "asymmetric", 1, 1, C},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char gkv[32], mkv[32];
+        snprintf(gkv, sizeof gkv, "group_size=%s", cases[k].g);
+        snprintf(mkv, sizeof mkv, "mode=%s", cases[k].mode);
+        const char *kv[] = {gkv, mkv, NULL};
+        tparams tp;
+        make_params(&tp, d, kv);
+        float ones[C];
+        for (int c = 0; c < C; c++)
+            ones[c] = 1.0f;
+        hvq_cluster_input in = {.tensor_name = "t", .x = w, .rows = R, .cols = C,
+                                .hessian = ones, .seed = 1};
+        hvq_encoded enc;
+        hvq_encoded_init(&enc);
+        ck_assert_int_eq(d->cluster_encode(ctx, &tp.p, &in, recon, &enc), HVQ_OK);
+        rtn_ref(w, R, C, cases[k].gs, cases[k].asym, ref);
+        ck_assert_msg(memcmp(recon, ref, sizeof ref) == 0, "case %zu differs from reference", k);
+        for (int c = 0; c < C; c++)
+            ck_assert(recon[4 * C + c] == 0.0f);
+        uint64_t bits = 0;
+        for (size_t i = 0; i < enc.n_components; i++)
+            bits += enc.components[i].paper_bits;
+        /* 4 bits per weight + 16 per scale (and per min) per group per row */
+        ck_assert_uint_eq(bits, 4ull * R * C + 16ull * R * cases[k].groups * (cases[k].asym ? 2 : 1));
+        memset(dec, 0xff, sizeof dec);
+        ck_assert_int_eq(d->cluster_decode(ctx, &enc, R, C, dec), HVQ_OK);
+        ck_assert_int_eq(memcmp(dec, recon, sizeof dec), 0);
+        hvq_encoded_clear(&enc);
+    }
+}
+END_TEST
+
+START_TEST(rtn_levels_are_symmetric_minus7_to_7)
+{
+    /* A row 0..7 * 0.5 must map to levels 0..7 exactly (scale 0.5). */
+    float w[8] = {0, 0.5f, -1.0f, 1.5f, -2.0f, 2.5f, -3.0f, 3.5f}, recon[8];
+    const hvq_plugin *d = plugin(HVQ_KIND_CLUSTERER, "rtn");
+    tparams tp;
+    make_params(&tp, d, NULL);
+    float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    hvq_cluster_input in = {.tensor_name = "t", .x = w, .rows = 1, .cols = 8, .hessian = ones};
+    hvq_encoded enc;
+    hvq_encoded_init(&enc);
+    ck_assert_int_eq(d->cluster_encode(ctx, &tp.p, &in, recon, &enc), HVQ_OK);
+    ck_assert_int_eq(memcmp(w, recon, sizeof w), 0);
+    const uint8_t *lv = ctx->host->enc_get(&enc, "levels")->data;
+    /* codes q+8: 8,9,6,11,4,13,2,15 -> low nibble first */
+    ck_assert_uint_eq(lv[0], 8 | 9 << 4);
+    ck_assert_uint_eq(lv[1], 6 | 11 << 4);
+    ck_assert_uint_eq(lv[2], 4 | 13 << 4);
+    ck_assert_uint_eq(lv[3], 2 | 15 << 4);
+    hvq_encoded_clear(&enc);
+}
+END_TEST
+
+START_TEST(rtn_rejects_values_beyond_fp16)
+{
+    float w[4] = {1e6f, 0, 0, 0}, recon[4];
+    const hvq_plugin *d = plugin(HVQ_KIND_CLUSTERER, "rtn");
+    tparams tp;
+    make_params(&tp, d, NULL);
+    float ones[4] = {1, 1, 1, 1};
+    hvq_cluster_input in = {.tensor_name = "big", .x = w, .rows = 1, .cols = 4, .hessian = ones};
+    hvq_encoded enc;
+    hvq_encoded_init(&enc);
+    ck_assert_int_eq(d->cluster_encode(ctx, &tp.p, &in, recon, &enc), HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(ctx), "tensor 'big': row 0");
+    hvq_encoded_clear(&enc);
+}
+END_TEST
+
+START_TEST(rtn_decode_refuses_corrupt_components)
+{
+    float w[64], recon[64];
+    fill(w, 64, 5);
+    const hvq_plugin *d = plugin(HVQ_KIND_CLUSTERER, "rtn");
+    tparams tp;
+    make_params(&tp, d, NULL);
+    float ones[16];
+    for (int i = 0; i < 16; i++)
+        ones[i] = 1;
+    hvq_cluster_input in = {.tensor_name = "t", .x = w, .rows = 4, .cols = 16, .hessian = ones};
+    hvq_encoded enc;
+    hvq_encoded_init(&enc);
+    ck_assert_int_eq(d->cluster_encode(ctx, &tp.p, &in, recon, &enc), HVQ_OK);
+    /* decoding as a larger matrix than the components hold */
+    ck_assert_int_eq(d->cluster_decode(ctx, &enc, 8, 16, recon), HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(ctx), "wrong size");
+    ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "mode", "sideways"), HVQ_OK);
+    ck_assert_int_eq(d->cluster_decode(ctx, &enc, 4, 16, recon), HVQ_E_INPUT);
+    hvq_encoded_clear(&enc);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("stages");
+    TCase *tc = tcase_create("plugins");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, importance_matches_reference);
+    tcase_add_test(tc, coo16_count_is_floor_of_rho_numel);
+    tcase_add_test(tc, coo16_reconstructs_targets_and_decodes_identically);
+    tcase_add_test(tc, rtn_matches_reference_and_decodes_identically);
+    tcase_add_test(tc, rtn_levels_are_symmetric_minus7_to_7);
+    tcase_add_test(tc, rtn_rejects_values_beyond_fp16);
+    tcase_add_test(tc, rtn_decode_refuses_corrupt_components);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
