@@ -80,7 +80,10 @@ hvq_status hvq_pipeline_load(hvq_ctx *ctx, const char *path,
                              hvq_pipeline **out);
 
 /* Applies one --set KEY=VALUE, KEY being a dotted path: input, output,
- * report, seed, name, stages.STAGE.plugin, stages.STAGE.PARAM. */
+ * report, seed, name, select.include, select.exclude (the list becomes
+ * that one glob; empty clears it), stages.STAGE.plugin, stages.STAGE.PARAM.
+ * Changing a stage's plugin drops the parameters the file gave that stage.
+ * Errors read "--set KEY=VALUE: ...". Forgets a previous validation. */
 hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
                             const char *assignment);
 
@@ -94,7 +97,9 @@ hvq_status hvq_pipeline_validate(hvq_ctx *ctx, hvq_pipeline *p,
 
 /* The effective plugin and parameters of stage for one tensor, with
  * overrides applied (first match wins). values points into storage owned
- * by the pipeline; valid until hvq_pipeline_free. */
+ * by the pipeline; valid until hvq_pipeline_free (or the next
+ * hvq_pipeline_set or hvq_pipeline_validate). HVQ_E_INTERNAL when the
+ * pipeline was not validated. */
 hvq_status hvq_pipeline_stage_for(hvq_ctx *ctx, const hvq_pipeline *p,
                                   int stage, const char *tensor,
                                   const hvq_loaded_plugin **plugin,
