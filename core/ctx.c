@@ -95,7 +95,7 @@ void hvq_error_prefix(hvq_ctx *ctx, const char *fmt, ...)
 }
 
 const char *hvq_ctx_error(const hvq_ctx *ctx) { return priv(ctx)->msg; }
-hvq_status hvq_ctx_status(const hvq_ctx *ctx) { return priv(ctx)->status; }
+hvq_status hvq_ctx_status(hvq_ctx *ctx) { return priv(ctx)->status; }
 const hvq_ctx_opts *hvq_ctx_options(const hvq_ctx *ctx) { return &priv(ctx)->opts; }
 
 void hvq_ctx_clear_error(hvq_ctx *ctx)
@@ -216,8 +216,16 @@ hvq_output *hvq_output_open(hvq_ctx *ctx, const char *final_path)
     snprintf(o->tmp_path, n, "%s/.%s.tmp-XXXXXX", dir, base);
     o->fd = mkstemp(o->tmp_path);
     if (o->fd < 0) {
-        hvq_error(ctx, HVQ_E_IO, "%s: cannot create a file in '%s': %s",
-                  final_path, dir, strerror(errno));
+        /* A directory that does not exist, is not a directory, or may not be
+         * written is a bad output path (bad input, exit status 2); anything
+         * else (disk full, too many files, EIO) is an I/O failure. */
+        int e = errno;
+        hvq_status status = e == ENOENT || e == ENOTDIR || e == EACCES || e == EPERM ||
+                                    e == EROFS
+                                ? HVQ_E_INPUT
+                                : HVQ_E_IO;
+        hvq_error(ctx, status, "%s: cannot create a file in '%s': %s", final_path, dir,
+                  strerror(e));
         goto fail;
     }
     mode_t mask = umask(0);
@@ -568,6 +576,7 @@ static const hvq_host host_table = {
     .enc_attr = host_enc_attr,
     .enc_get = host_enc_get,
     .enc_attr_get = host_enc_attr_get,
+    .status = hvq_ctx_status,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

@@ -27,7 +27,7 @@ const hvq_host *hvq_host_table(void);
 
 /* The last error (empty string when none) and its status. */
 const char *hvq_ctx_error(const hvq_ctx *ctx);
-hvq_status hvq_ctx_status(const hvq_ctx *ctx);
+hvq_status hvq_ctx_status(hvq_ctx *ctx);
 void hvq_ctx_clear_error(hvq_ctx *ctx);
 const hvq_ctx_opts *hvq_ctx_options(const hvq_ctx *ctx);
 

@@ -283,6 +283,10 @@ struct hvq_host {
                            const char *value);
     const hvq_component *(*enc_get)(const hvq_encoded *enc, const char *name);
     const char *(*enc_attr_get)(const hvq_encoded *enc, const char *key);
+
+    /* The status of the error last set on ctx (HVQ_OK when none): lets a
+     * plugin pass on why a host call that returned NULL failed. */
+    hvq_status (*status)(hvq_ctx *ctx);
 };
 
 /* ------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,6 +277,14 @@ hvq_status hvq_registry_load_file(hvq_registry *reg, hvq_ctx *ctx, const char *p
         return hvq_error(ctx, HVQ_E_INPUT, "%s: plugin refused: cannot load: %s", path,
                          e ? e : "unknown error");
     }
+    /* The same file reached again (a directory listed twice, or through a
+     * symlink or another spelling): dlopen returned the handle it already
+     * has, and the plugin is already registered. Not a duplicate. */
+    for (size_t i = 0; i < reg->n; i++)
+        if (reg->items[i]->dl == dl) {
+            dlclose(dl);
+            return HVQ_OK;
+        }
     void *sym = dlsym(dl, HVQ_PLUGIN_ENTRY_SYMBOL);
     if (!sym) {
         dlclose(dl);
@@ -475,14 +484,23 @@ const hvq_loaded_plugin *hvq_registry_detect(const hvq_registry *reg, hvq_ctx *c
         hvq_error(ctx, HVQ_E_INPUT, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
-    if (!S_ISDIR(st.st_mode)) {
-        FILE *f = fopen(path, "rb");
-        if (!f) {
+    if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+        hvq_error(ctx, HVQ_E_INPUT, "%s: not a regular file or a directory", path);
+        return NULL;
+    }
+    if (S_ISREG(st.st_mode)) {
+        int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
             hvq_error(ctx, HVQ_E_INPUT, "%s: cannot open: %s", path, strerror(errno));
             return NULL;
         }
-        head_len = fread(head, 1, sizeof head, f);
-        fclose(f);
+        ssize_t r = read(fd, head, sizeof head);
+        close(fd);
+        if (r < 0) {
+            hvq_error(ctx, HVQ_E_INPUT, "%s: cannot read: %s", path, strerror(errno));
+            return NULL;
+        }
+        head_len = (size_t)r;
     }
     const hvq_loaded_plugin *best = NULL;
     int best_score = 0;

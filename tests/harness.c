@@ -75,12 +75,12 @@ const char *th_shared_data(void)
 
 char *th_tmpdir(const char *tag)
 {
-    char base[PATH_MAX];
+    char base[PATH_MAX / 2];
     snprintf(base, sizeof base, "%s/tests/tmp", th_builddir());
     mkdir(base, 0755);
     char *path = malloc(PATH_MAX);
     ck_assert_ptr_nonnull(path);
-    snprintf(path, PATH_MAX, "%s/%s-XXXXXX", base, tag);
+    snprintf(path, PATH_MAX, "%s/%.64s-XXXXXX", base, tag);
     ck_assert_msg(mkdtemp(path) != NULL, "mkdtemp %s: %s", path, strerror(errno));
     return path;
 }

@@ -1,0 +1,1639 @@
+/* safetensors source and sink.
+ *
+ * Format: an 8-byte little-endian header length N, N bytes of UTF-8 JSON
+ * (an object, optionally padded with spaces), then the data section. The
+ * JSON maps each tensor name to {"dtype", "shape", "data_offsets"}; the
+ * offsets are relative to the data section, and the tensors, sorted by
+ * offset, must tile it exactly. An optional "__metadata__" object holds
+ * string -> string pairs.
+ *
+ * Sources: a single file, a directory (its model.safetensors.index.json, or
+ * its only *.safetensors file) or a sharded model's *.safetensors.index.json.
+ * Files are mapped read-only; tensor data points into the mapping.
+ *
+ * Everything the plugin needs from hvqconv goes through ctx->host; the only
+ * library linked in is the JSON parser (common/json.c).
+ */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include "plugin.h"
+#include "json.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+
+#define ST_MAX_HEADER 100000000ull     /* as the reference implementation */
+#define ST_INDEX_NAME "model.safetensors.index.json"
+#define ST_EXT ".safetensors"
+#define ST_INDEX_EXT ".safetensors.index.json"
+#define ST_MSG 2048
+
+/* ------------------------------------------------------------------------
+ * dtypes
+ * ---------------------------------------------------------------------- */
+typedef struct st_dtype {
+    const char *name;
+    hvq_dtype dtype;
+    unsigned bits;
+} st_dtype;
+
+/* Every dtype of the safetensors specification. Types hvqconv does not
+ * interpret are OPAQUE and copied byte for byte under their own name. */
+static const st_dtype st_dtypes[] = {
+    {"F32", HVQ_DTYPE_F32, 32},
+    {"F16", HVQ_DTYPE_F16, 16},
+    {"BF16", HVQ_DTYPE_BF16, 16},
+    {"F64", HVQ_DTYPE_F64, 64},
+    {"I8", HVQ_DTYPE_I8, 8},
+    {"U8", HVQ_DTYPE_U8, 8},
+    {"I16", HVQ_DTYPE_I16, 16},
+    {"U16", HVQ_DTYPE_U16, 16},
+    {"I32", HVQ_DTYPE_I32, 32},
+    {"U32", HVQ_DTYPE_U32, 32},
+    {"I64", HVQ_DTYPE_I64, 64},
+    {"U64", HVQ_DTYPE_U64, 64},
+    {"BOOL", HVQ_DTYPE_BOOL, 8},
+    {"F8_E4M3", HVQ_DTYPE_OPAQUE, 8},
+    {"F8_E5M2", HVQ_DTYPE_OPAQUE, 8},
+    {"F8_E8M0", HVQ_DTYPE_OPAQUE, 8},
+    {"C64", HVQ_DTYPE_OPAQUE, 64},
+    /* Sub-byte types: a tensor must still fill whole bytes. */
+    {"F4", HVQ_DTYPE_OPAQUE, 4},
+    {"F6_E2M3", HVQ_DTYPE_OPAQUE, 6},
+    {"F6_E3M2", HVQ_DTYPE_OPAQUE, 6},
+};
+#define ST_N_DTYPES (sizeof st_dtypes / sizeof st_dtypes[0])
+
+static const st_dtype *st_dtype_by_name(const char *name)
+{
+    size_t i;
+    if (name == NULL)
+        return NULL;
+    for (i = 0; i < ST_N_DTYPES; i++)
+        if (strcmp(st_dtypes[i].name, name) == 0)
+            return &st_dtypes[i];
+    return NULL;
+}
+
+static const st_dtype *st_dtype_by_enum(hvq_dtype t)
+{
+    size_t i;
+    if (t == HVQ_DTYPE_OPAQUE)
+        return NULL;
+    for (i = 0; i < ST_N_DTYPES; i++)
+        if (st_dtypes[i].dtype == t)
+            return &st_dtypes[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ * ---------------------------------------------------------------------- */
+static uint64_t st_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    int i;
+    for (i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static int st_ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static int st_mul(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (a != 0 && b > UINT64_MAX / a)
+        return 0;
+    *out = a * b;
+    return 1;
+}
+
+static int st_add(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (b > UINT64_MAX - a)
+        return 0;
+    *out = a + b;
+    return 1;
+}
+
+/* "F32 [5, 6]" into buf. */
+static const char *st_describe(char *buf, size_t len, const char *dtype,
+                               int ndim, const int64_t *shape)
+{
+    size_t o;
+    int d;
+    o = (size_t)snprintf(buf, len, "%s [", dtype);
+    for (d = 0; d < ndim && o < len; d++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%lld", d ? ", " : "",
+                              (long long)shape[d]);
+    if (o < len)
+        snprintf(buf + o, len - o, "]");
+    return buf;
+}
+
+/* Sets the ctx error "PATH: MESSAGE" and returns st. */
+static hvq_status st_fail(hvq_ctx *ctx, hvq_status st, const char *path,
+                          const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+static hvq_status st_fail(hvq_ctx *ctx, hvq_status st, const char *path,
+                          const char *fmt, ...)
+{
+    char msg[ST_MSG];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return ctx->host->error(ctx, st, "%s: %s", path, msg);
+}
+
+static hvq_status st_nomem(hvq_ctx *ctx, const char *path)
+{
+    return st_fail(ctx, HVQ_E_NOMEM, path, "out of memory");
+}
+
+/* "dir/name" (malloc'd, NULL when out of memory). */
+static char *st_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    int slash = a > 0 && dir[a - 1] != '/';
+    char *p = malloc(a + (size_t)slash + b + 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, dir, a);
+    if (slash)
+        p[a] = '/';
+    memcpy(p + a + (size_t)slash, name, b + 1);
+    return p;
+}
+
+/* The directory part of path ("." when there is none); malloc'd. */
+static char *st_dirname(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *d;
+    size_t n;
+    if (slash == NULL)
+        return strdup(".");
+    n = slash == path ? 1 : (size_t)(slash - path);
+    d = malloc(n + 1);
+    if (d == NULL)
+        return NULL;
+    memcpy(d, path, n);
+    d[n] = '\0';
+    return d;
+}
+
+static int st_is_regular(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* What a directory holds: the index to use (model.safetensors.index.json,
+ * else the only *.safetensors.index.json) and the *.safetensors files. */
+typedef struct st_dirscan {
+    char *index;       /* file name of the index to use, or NULL */
+    size_t n_index;    /* number of *.safetensors.index.json */
+    char *single;      /* the first *.safetensors (by name) */
+    size_t n_files;    /* number of *.safetensors */
+} st_dirscan;
+
+static void st_dirscan_free(st_dirscan *d)
+{
+    free(d->index);
+    free(d->single);
+    memset(d, 0, sizeof *d);
+}
+
+/* 0 on success, else errno (ENOMEM, or why opendir failed). */
+static int st_scan_dir(const char *dir, st_dirscan *out)
+{
+    DIR *dp;
+    struct dirent *de;
+    int has_model_index = 0;
+    char *first_index = NULL;
+    memset(out, 0, sizeof *out);
+    dp = opendir(dir);
+    if (dp == NULL)
+        return errno ? errno : EIO;
+    while ((de = readdir(dp)) != NULL) {
+        const char *n = de->d_name;
+        int is_index = st_ends_with(n, ST_INDEX_EXT);
+        int is_file = st_ends_with(n, ST_EXT);
+        char *full;
+        if (!is_index && !is_file)
+            continue;
+        full = st_join(dir, n);
+        if (full == NULL)
+            goto nomem;
+        if (!st_is_regular(full)) {
+            free(full);
+            continue;
+        }
+        free(full);
+        if (is_index) {
+            out->n_index++;
+            if (strcmp(n, ST_INDEX_NAME) == 0)
+                has_model_index = 1;
+            if (first_index == NULL || strcmp(n, first_index) < 0) {
+                char *c = strdup(n);
+                if (c == NULL)
+                    goto nomem;
+                free(first_index);
+                first_index = c;
+            }
+        } else {
+            out->n_files++;
+            if (out->single == NULL || strcmp(n, out->single) < 0) {
+                char *c = strdup(n);
+                if (c == NULL)
+                    goto nomem;
+                free(out->single);
+                out->single = c;
+            }
+        }
+    }
+    closedir(dp);
+    if (has_model_index) {
+        free(first_index);
+        out->index = strdup(ST_INDEX_NAME);
+        if (out->index == NULL) {
+            st_dirscan_free(out);
+            return ENOMEM;
+        }
+    } else if (out->n_index == 1) {
+        out->index = first_index;
+    } else {
+        free(first_index);
+    }
+    return 0;
+nomem:
+    closedir(dp);
+    free(first_index);
+    st_dirscan_free(out);
+    return ENOMEM;
+}
+
+/* ------------------------------------------------------------------------
+ * probe
+ * ---------------------------------------------------------------------- */
+static int st_head_plausible(const unsigned char *head, size_t len,
+                             uint64_t file_size)
+{
+    uint64_t n;
+    if (len < 9)
+        return 0;
+    n = st_le64(head);
+    if (n < 2 || n > ST_MAX_HEADER || head[8] != '{')
+        return 0;
+    if (file_size != 0 && n > file_size - 8)
+        return 0;
+    return 1;
+}
+
+static int st_probe(const char *path, const unsigned char *head,
+                    size_t head_len)
+{
+    struct stat sb;
+    if (path == NULL)
+        return 0;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        st_dirscan d;
+        int score = 0;
+        if (st_scan_dir(path, &d) != 0)
+            return 0;
+        if (d.index != NULL || d.n_files == 1)
+            score = 90;
+        st_dirscan_free(&d);
+        return score;
+    }
+    if (st_ends_with(path, ST_INDEX_EXT))
+        return 90;
+    {
+        uint64_t size = 0;
+        unsigned char buf[9];
+        if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+            size = (uint64_t)sb.st_size;
+        if (head_len < 9 && size >= 9) {
+            /* The host gave too few bytes: read the first nine ourselves. */
+            int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+            ssize_t got;
+            if (fd < 0)
+                return 0;
+            got = read(fd, buf, sizeof buf);
+            close(fd);
+            if (got != (ssize_t)sizeof buf)
+                return 0;
+            head = buf;
+            head_len = sizeof buf;
+        }
+        if (head != NULL && st_head_plausible(head, head_len, size))
+            return 90;
+        /* Only the name says safetensors: a low score, so that a damaged
+         * file still reaches source_open and gets a precise error rather
+         * than "unknown format". */
+        return st_ends_with(path, ST_EXT) ? 10 : 0;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Source
+ * ---------------------------------------------------------------------- */
+typedef struct st_file {
+    char *path;                  /* as opened (host alloc) */
+    const unsigned char *map;    /* the whole file, read-only */
+    size_t size;
+    const unsigned char *data;   /* start of the data section */
+    uint64_t data_len;
+    hvq_json_doc *doc;           /* the header; owns tensor names */
+} st_file;
+
+typedef struct st_tensor {
+    hvq_tensor_info info;
+    size_t file;                 /* index into files */
+    uint64_t begin, end;         /* within the file's data section */
+    size_t order;                /* position in its header */
+} st_tensor;
+
+typedef struct st_source {
+    hvq_ctx *ctx;
+    const hvq_host *host;
+    st_file *files;
+    size_t n_files;
+    st_tensor *tensors;
+    size_t n_tensors, cap_tensors;
+    hvq_meta *meta;
+    size_t n_meta;
+    hvq_json_doc *index_doc;     /* sharded: the index (owns shard names) */
+} st_source;
+
+static void st_source_free(st_source *s)
+{
+    size_t i;
+    const hvq_host *h;
+    if (s == NULL)
+        return;
+    h = s->host;
+    for (i = 0; i < s->n_files; i++) {
+        st_file *f = &s->files[i];
+        if (f->map != NULL)
+            munmap((void *)f->map, f->size);
+        hvq_json_free(f->doc);
+        h->free(f->path);
+    }
+    h->free(s->files);
+    h->free(s->tensors);
+    h->free(s->meta);
+    hvq_json_free(s->index_doc);
+    h->free(s);
+}
+
+static int st_tensor_cmp(const void *a, const void *b)
+{
+    const st_tensor *x = a, *y = b;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end)
+        return x->end < y->end ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Opens and maps path into a new entry of s->files. */
+static hvq_status st_map_file(st_source *s, const char *path, st_file **out)
+{
+    hvq_ctx *ctx = s->ctx;
+    st_file *f, *files;
+    struct stat sb;
+    int fd, e;
+    void *map;
+
+    files = s->host->realloc(ctx, s->files, (s->n_files + 1) * sizeof *files);
+    if (files == NULL)
+        return HVQ_E_NOMEM;
+    s->files = files;
+    f = &s->files[s->n_files];
+    memset(f, 0, sizeof *f);
+    f->path = s->host->strdup(ctx, path);
+    if (f->path == NULL)
+        return HVQ_E_NOMEM;
+    s->n_files++; /* from here on st_source_free releases it */
+
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        e = errno;
+        return st_fail(ctx,
+                       e == ENOENT || e == ENOTDIR ? HVQ_E_INPUT : HVQ_E_IO,
+                       path, "cannot open: %s", strerror(e));
+    }
+    if (fstat(fd, &sb) != 0) {
+        e = errno;
+        close(fd);
+        return st_fail(ctx, HVQ_E_IO, path, "cannot stat: %s", strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return st_fail(ctx, HVQ_E_INPUT, path, "not a regular file");
+    }
+    if (sb.st_size < 8) {
+        close(fd);
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "truncated: the file is %lld bytes, too short for "
+                       "the 8-byte header length",
+                       (long long)sb.st_size);
+    }
+    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
+        close(fd);
+        return st_fail(ctx, HVQ_E_UNSUPPORTED, path,
+                       "file too large to map on this system");
+    }
+    map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    e = errno;
+    close(fd);
+    if (map == MAP_FAILED)
+        return st_fail(ctx, e == ENOMEM ? HVQ_E_NOMEM : HVQ_E_IO, path,
+                       "cannot map the file: %s", strerror(e));
+    f->map = map;
+    f->size = (size_t)sb.st_size;
+    *out = f;
+    return HVQ_OK;
+}
+
+/* Checks the "__metadata__" object and, when keep, exposes it. */
+static hvq_status st_read_meta(st_source *s, const char *path,
+                               const hvq_json_value *v, int keep)
+{
+    hvq_ctx *ctx = s->ctx;
+    size_t i, n;
+    int nomem;
+    const hvq_json_member *dup;
+
+    if (v->type != HVQ_JSON_OBJECT)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "\"__metadata__\" is a %s, expected an object of "
+                       "strings",
+                       hvq_json_kind(v));
+    n = v->count;
+    dup = hvq_json_object_duplicate(v, &nomem);
+    if (nomem)
+        return st_nomem(ctx, path);
+    if (dup != NULL)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "\"__metadata__\" has the key '%.200s' twice",
+                       dup->key);
+    for (i = 0; i < n; i++) {
+        const hvq_json_member *m = &v->members[i];
+        if (m->value->type != HVQ_JSON_STRING)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "\"__metadata__\" value of '%.200s' is a %s, "
+                           "expected a string",
+                           m->key, hvq_json_kind(m->value));
+        if (strlen(m->value->str) != m->value->len)
+            return st_fail(ctx, HVQ_E_UNSUPPORTED, path,
+                           "\"__metadata__\" value of '%.200s' contains a "
+                           "NUL character",
+                           m->key);
+    }
+    if (!keep || n == 0)
+        return HVQ_OK;
+    s->meta = s->host->calloc(ctx, n, sizeof *s->meta);
+    if (s->meta == NULL)
+        return HVQ_E_NOMEM;
+    for (i = 0; i < n; i++) {
+        s->meta[i].key = v->members[i].key;
+        s->meta[i].value = v->members[i].value->str;
+    }
+    s->n_meta = n;
+    return HVQ_OK;
+}
+
+/* Validates one tensor entry of file f (index fi) into *t. */
+static hvq_status st_read_tensor(st_source *s, const st_file *f,
+                                 const hvq_json_member *m, st_tensor *t)
+{
+    hvq_ctx *ctx = s->ctx;
+    const char *path = f->path;
+    const char *name = m->key;
+    const hvq_json_value *v = m->value, *dt, *shape, *offs;
+    const hvq_json_member *dup;
+    const st_dtype *type;
+    uint64_t numel = 1, bits, begin, end;
+    size_t d, nd;
+    int nomem;
+    char desc[256];
+
+    if (v->type != HVQ_JSON_OBJECT)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': entry is a %s, expected an object",
+                       name, hvq_json_kind(v));
+    dup = hvq_json_object_duplicate(v, &nomem);
+    if (nomem)
+        return st_nomem(ctx, path);
+    if (dup != NULL)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': key \"%.60s\" appears twice", name,
+                       dup->key);
+
+    dt = hvq_json_get(v, "dtype");
+    if (dt == NULL || dt->type != HVQ_JSON_STRING)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': \"dtype\" is %s%s, expected a "
+                       "string",
+                       name, dt == NULL ? "" : "a ", hvq_json_kind(dt));
+    type = st_dtype_by_name(dt->str);
+    if (type == NULL)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': unknown dtype '%.60s'", name,
+                       dt->str);
+
+    shape = hvq_json_get(v, "shape");
+    if (shape == NULL || shape->type != HVQ_JSON_ARRAY)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': \"shape\" is %s%s, expected an "
+                       "array of integers",
+                       name, shape == NULL ? "" : "a ", hvq_json_kind(shape));
+    nd = shape->count;
+    if (nd > HVQ_MAX_DIMS)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': shape has %zu dimensions, more than "
+                       "the maximum of %d",
+                       name, nd, HVQ_MAX_DIMS);
+    memset(&t->info, 0, sizeof t->info);
+    for (d = 0; d < nd; d++) {
+        const hvq_json_value *dim = shape->items[d];
+        int64_t x;
+        if (dim->type != HVQ_JSON_NUMBER)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': shape dimension %zu is a %s, "
+                           "expected an integer",
+                           name, d, hvq_json_kind(dim));
+        if (!dim->is_integer)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': shape dimension %zu (%.40s) is "
+                           "not an integer",
+                           name, d, dim->str);
+        if (dim->str[0] == '-' && strcmp(dim->str, "-0") != 0)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': shape dimension %zu is negative "
+                           "(%.40s)",
+                           name, d, dim->str);
+        if (hvq_json_int64(dim, &x) != 0 || x < 0)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': shape dimension %zu (%.40s) is "
+                           "too large",
+                           name, d, dim->str);
+        t->info.shape[d] = x;
+    }
+    t->info.ndim = (int)nd;
+    st_describe(desc, sizeof desc, type->name, t->info.ndim, t->info.shape);
+    for (d = 0; d < nd; d++)
+        if (!st_mul(numel, (uint64_t)t->info.shape[d], &numel))
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': shape overflow: the element "
+                           "count of %s does not fit in 64 bits",
+                           name, desc);
+    if (!st_mul(numel, type->bits, &bits))
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': shape overflow: the byte size of "
+                       "%s does not fit in 64 bits",
+                       name, desc);
+    if (bits % 8 != 0)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': %s is not a whole number of bytes",
+                       name, desc);
+
+    offs = hvq_json_get(v, "data_offsets");
+    if (offs == NULL || offs->type != HVQ_JSON_ARRAY || offs->count != 2 ||
+        hvq_json_uint64(offs->items[0], &begin) != 0 ||
+        hvq_json_uint64(offs->items[1], &end) != 0)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': \"data_offsets\" must be [begin, "
+                       "end] with non-negative integers",
+                       name);
+    if (begin > end)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': data_offsets [%llu, %llu] begin "
+                       "after they end",
+                       name, (unsigned long long)begin,
+                       (unsigned long long)end);
+    if (end - begin != bits / 8)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': data_offsets [%llu, %llu] hold %llu "
+                       "bytes but %s needs %llu",
+                       name, (unsigned long long)begin,
+                       (unsigned long long)end,
+                       (unsigned long long)(end - begin), desc,
+                       (unsigned long long)(bits / 8));
+    if (end > f->data_len)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': data_offsets [%llu, %llu] are out "
+                       "of bounds: the data section has %llu bytes",
+                       name, (unsigned long long)begin,
+                       (unsigned long long)end,
+                       (unsigned long long)f->data_len);
+
+    t->info.name = name;
+    t->info.dtype = type->dtype;
+    t->info.dtype_name = type->name;
+    t->info.nbytes = end - begin;
+    t->begin = begin;
+    t->end = end;
+    return HVQ_OK;
+}
+
+/* Maps one safetensors file, validates it and appends its tensors (in
+ * data order) to s->tensors. keep_meta: expose its __metadata__. */
+static hvq_status st_load_file(st_source *s, const char *path, int keep_meta)
+{
+    hvq_ctx *ctx = s->ctx;
+    st_file *f = NULL;
+    uint64_t n, expect;
+    const hvq_json_value *root;
+    const hvq_json_member *dup;
+    hvq_json_error jerr;
+    size_t i, fi, first, count;
+    int nomem;
+    hvq_status st;
+
+    st = st_map_file(s, path, &f);
+    if (st != HVQ_OK)
+        return st;
+    fi = s->n_files - 1;
+    path = f->path;
+
+    n = st_le64(f->map);
+    if (n > ST_MAX_HEADER)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "header length %llu exceeds the limit of %llu bytes "
+                       "(100 MB)",
+                       (unsigned long long)n,
+                       (unsigned long long)ST_MAX_HEADER);
+    if (n > (uint64_t)f->size - 8)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "header length %llu goes beyond the end of the file "
+                       "(%llu bytes; truncated?)",
+                       (unsigned long long)n, (unsigned long long)f->size);
+    if (n == 0 || f->map[8] != '{')
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "header is not a JSON object (it does not start "
+                       "with '{')");
+    f->data = f->map + 8 + n;
+    f->data_len = (uint64_t)f->size - 8 - n;
+
+    f->doc = hvq_json_parse((const char *)f->map + 8, (size_t)n, 0, &jerr);
+    if (f->doc == NULL) {
+        if (jerr.status == HVQ_JSON_E_NOMEM)
+            return st_nomem(ctx, path);
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "bad JSON in header: %s at byte %llu of the file",
+                       jerr.reason,
+                       (unsigned long long)(jerr.offset + 8));
+    }
+    root = hvq_json_root(f->doc);
+    if (root->type != HVQ_JSON_OBJECT) /* cannot happen after '{' */
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "header is not a JSON object");
+    dup = hvq_json_object_duplicate(root, &nomem);
+    if (nomem)
+        return st_nomem(ctx, path);
+    if (dup != NULL) {
+        if (strcmp(dup->key, "__metadata__") == 0)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "header has \"__metadata__\" twice");
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "duplicate tensor name '%.200s'", dup->key);
+    }
+
+    /* Room for every tensor of this file. */
+    count = root->count;
+    if (s->n_tensors + count > s->cap_tensors) {
+        size_t cap = s->n_tensors + count;
+        st_tensor *t = s->host->realloc(ctx, s->tensors, cap * sizeof *t);
+        if (t == NULL)
+            return HVQ_E_NOMEM;
+        s->tensors = t;
+        s->cap_tensors = cap;
+    }
+    first = s->n_tensors;
+    for (i = 0; i < root->count; i++) {
+        const hvq_json_member *m = &root->members[i];
+        st_tensor *t;
+        if (strcmp(m->key, "__metadata__") == 0) {
+            st = st_read_meta(s, path, m->value, keep_meta);
+            if (st != HVQ_OK)
+                return st;
+            continue;
+        }
+        t = &s->tensors[s->n_tensors];
+        st = st_read_tensor(s, f, m, t);
+        if (st != HVQ_OK)
+            return st;
+        t->file = fi;
+        t->order = i;
+        s->n_tensors++;
+    }
+
+    /* Sorted by offset, the tensors must tile the data section. */
+    count = s->n_tensors - first;
+    if (count > 1)
+        qsort(s->tensors + first, count, sizeof *s->tensors, st_tensor_cmp);
+    expect = 0;
+    for (i = first; i < s->n_tensors; i++) {
+        const st_tensor *t = &s->tensors[i];
+        if (t->begin < expect) {
+            const st_tensor *p = &s->tensors[i - 1];
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': data_offsets [%llu, %llu] "
+                           "overlap tensor '%.200s' [%llu, %llu]",
+                           t->info.name, (unsigned long long)t->begin,
+                           (unsigned long long)t->end, p->info.name,
+                           (unsigned long long)p->begin,
+                           (unsigned long long)p->end);
+        }
+        if (t->begin > expect)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': gap of %llu bytes before its "
+                           "data_offsets [%llu, %llu] (the previous data "
+                           "ends at %llu)",
+                           t->info.name,
+                           (unsigned long long)(t->begin - expect),
+                           (unsigned long long)t->begin,
+                           (unsigned long long)t->end,
+                           (unsigned long long)expect);
+        expect = t->end;
+    }
+    if (expect != f->data_len)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "the data section has %llu bytes but the tensors "
+                       "cover %llu (%llu bytes unaccounted for)",
+                       (unsigned long long)f->data_len,
+                       (unsigned long long)expect,
+                       (unsigned long long)(f->data_len - expect));
+    return HVQ_OK;
+}
+
+/* Reads a whole (small) file with the host allocator. */
+static hvq_status st_slurp(hvq_ctx *ctx, const char *path, char **out,
+                           size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat sb;
+    char *buf;
+    size_t n, got = 0;
+    int e;
+    if (fd < 0) {
+        e = errno;
+        return st_fail(ctx,
+                       e == ENOENT || e == ENOTDIR ? HVQ_E_INPUT : HVQ_E_IO,
+                       path, "cannot open: %s", strerror(e));
+    }
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return st_fail(ctx, HVQ_E_INPUT, path, "not a regular file");
+    }
+    if ((uint64_t)sb.st_size > ST_MAX_HEADER) {
+        close(fd);
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "index file of %lld bytes is too large",
+                       (long long)sb.st_size);
+    }
+    n = (size_t)sb.st_size;
+    buf = ctx->host->alloc(ctx, n + 1);
+    if (buf == NULL) {
+        close(fd);
+        return HVQ_E_NOMEM;
+    }
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            e = r < 0 ? errno : 0;
+            close(fd);
+            ctx->host->free(buf);
+            return st_fail(ctx, HVQ_E_IO, path, "read failed: %s",
+                           e ? strerror(e) : "file shrank while reading");
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return HVQ_OK;
+}
+
+typedef struct st_mapent {
+    const char *name;   /* tensor name (index doc) */
+    size_t shard;       /* index into the sorted shard names */
+    int found;
+} st_mapent;
+
+static int st_str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int st_mapent_cmp(const void *a, const void *b)
+{
+    return strcmp(((const st_mapent *)a)->name, ((const st_mapent *)b)->name);
+}
+
+static const st_mapent *st_map_find(const st_mapent *m, size_t n,
+                                    const char *name)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(name, m[mid].name);
+        if (c == 0)
+            return &m[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+/* A shard name must stay inside the index's directory. */
+static int st_shard_name_ok(const char *n)
+{
+    const char *p;
+    if (n[0] == '\0' || n[0] == '/')
+        return 0;
+    for (p = n; *p;) {
+        size_t len = strcspn(p, "/");
+        if (len == 2 && p[0] == '.' && p[1] == '.')
+            return 0;
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    return 1;
+}
+
+static hvq_status st_load_index(st_source *s, const char *index_path)
+{
+    hvq_ctx *ctx = s->ctx;
+    const hvq_host *h = s->host;
+    char *text = NULL, *dir = NULL, *shard_path = NULL;
+    size_t len = 0, i, k, n, n_shards = 0;
+    const char **shards = NULL;
+    st_mapent *map = NULL;
+    const hvq_json_value *root, *wm;
+    const hvq_json_member *dup;
+    hvq_json_error jerr;
+    hvq_status st;
+    int nomem;
+
+    st = st_slurp(ctx, index_path, &text, &len);
+    if (st != HVQ_OK)
+        return st;
+    s->index_doc = hvq_json_parse(text, len, 0, &jerr);
+    h->free(text);
+    if (s->index_doc == NULL) {
+        if (jerr.status == HVQ_JSON_E_NOMEM)
+            return st_nomem(ctx, index_path);
+        return st_fail(ctx, HVQ_E_INPUT, index_path, "bad JSON: %s",
+                       jerr.message);
+    }
+    root = hvq_json_root(s->index_doc);
+    if (root->type != HVQ_JSON_OBJECT)
+        return st_fail(ctx, HVQ_E_INPUT, index_path,
+                       "not a JSON object");
+    wm = hvq_json_get(root, "weight_map");
+    if (wm == NULL || wm->type != HVQ_JSON_OBJECT)
+        return st_fail(ctx, HVQ_E_INPUT, index_path,
+                       "\"weight_map\" is %s%s, expected an object",
+                       wm == NULL ? "" : "a ", hvq_json_kind(wm));
+    n = wm->count;
+    if (n == 0)
+        return st_fail(ctx, HVQ_E_INPUT, index_path,
+                       "\"weight_map\" lists no tensors");
+    dup = hvq_json_object_duplicate(wm, &nomem);
+    if (nomem)
+        return st_nomem(ctx, index_path);
+    if (dup != NULL)
+        return st_fail(ctx, HVQ_E_INPUT, index_path,
+                       "\"weight_map\" lists tensor '%.200s' twice",
+                       dup->key);
+
+    shards = h->calloc(ctx, n, sizeof *shards);
+    map = h->calloc(ctx, n, sizeof *map);
+    if (shards == NULL || map == NULL) {
+        st = HVQ_E_NOMEM;
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        const hvq_json_member *m = &wm->members[i];
+        if (m->value->type != HVQ_JSON_STRING) {
+            st = st_fail(ctx, HVQ_E_INPUT, index_path,
+                         "\"weight_map\" entry of tensor '%.200s' is a %s, "
+                         "expected a shard file name",
+                         m->key, hvq_json_kind(m->value));
+            goto out;
+        }
+        if (strlen(m->value->str) != m->value->len ||
+            !st_shard_name_ok(m->value->str)) {
+            st = st_fail(ctx, HVQ_E_INPUT, index_path,
+                         "\"weight_map\" entry of tensor '%.200s' names the "
+                         "shard '%.200s', which is not a relative path "
+                         "inside the model directory",
+                         m->key, m->value->str);
+            goto out;
+        }
+        shards[i] = m->value->str;
+    }
+    /* Unique shard names, sorted. */
+    qsort(shards, n, sizeof *shards, st_str_cmp);
+    for (i = 0; i < n; i++)
+        if (n_shards == 0 || strcmp(shards[i], shards[n_shards - 1]) != 0)
+            shards[n_shards++] = shards[i];
+    for (i = 0; i < n; i++) {
+        const hvq_json_member *m = &wm->members[i];
+        const char **hit = bsearch(&m->value->str, shards, n_shards,
+                                   sizeof *shards, st_str_cmp);
+        map[i].name = m->key;
+        map[i].shard = (size_t)(hit - shards);
+        map[i].found = 0;
+    }
+    qsort(map, n, sizeof *map, st_mapent_cmp);
+
+    dir = st_dirname(index_path);
+    if (dir == NULL) {
+        st = st_nomem(ctx, index_path);
+        goto out;
+    }
+    for (k = 0; k < n_shards; k++) {
+        size_t first = s->n_tensors;
+        struct stat sb;
+        free(shard_path);
+        shard_path = st_join(dir, shards[k]);
+        if (shard_path == NULL) {
+            st = st_nomem(ctx, index_path);
+            goto out;
+        }
+        if (stat(shard_path, &sb) != 0) {
+            int e = errno;
+            st = st_fail(ctx,
+                         e == ENOENT || e == ENOTDIR ? HVQ_E_INPUT
+                                                     : HVQ_E_IO,
+                         index_path,
+                         "shard '%.200s' named in \"weight_map\" cannot be "
+                         "opened: %s: %s",
+                         shards[k], shard_path, strerror(e));
+            goto out;
+        }
+        st = st_load_file(s, shard_path, k == 0);
+        if (st != HVQ_OK)
+            goto out;
+        for (i = first; i < s->n_tensors; i++) {
+            const char *tn = s->tensors[i].info.name;
+            st_mapent *e = (st_mapent *)st_map_find(map, n, tn);
+            if (e == NULL) {
+                st = st_fail(ctx, HVQ_E_INPUT, shard_path,
+                             "tensor '%.200s' is not listed in the "
+                             "\"weight_map\" of %s",
+                             tn, index_path);
+                goto out;
+            }
+            if (e->shard != k) {
+                st = st_fail(ctx, HVQ_E_INPUT, shard_path,
+                             "tensor '%.200s' is here but %s maps it to "
+                             "shard '%.200s'",
+                             tn, index_path, shards[e->shard]);
+                goto out;
+            }
+            e->found = 1;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        if (!map[i].found) {
+            st = st_fail(ctx, HVQ_E_INPUT, index_path,
+                         "tensor '%.200s' is mapped to shard '%.200s' but "
+                         "is absent from that shard",
+                         map[i].name, shards[map[i].shard]);
+            goto out;
+        }
+    }
+    st = HVQ_OK;
+out:
+    free(shard_path);
+    free(dir);
+    h->free(shards);
+    h->free(map);
+    return st;
+}
+
+static hvq_status st_source_open(hvq_ctx *ctx, const char *path,
+                                 void **state)
+{
+    st_source *s;
+    struct stat sb;
+    hvq_status st;
+
+    *state = NULL;
+    if (path == NULL)
+        return ctx->host->error(ctx, HVQ_E_INTERNAL,
+                                "safetensors: no path given");
+    s = ctx->host->calloc(ctx, 1, sizeof *s);
+    if (s == NULL)
+        return HVQ_E_NOMEM;
+    s->ctx = ctx;
+    s->host = ctx->host;
+
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        st_dirscan d;
+        int e = st_scan_dir(path, &d);
+        if (e == ENOMEM) {
+            st = st_nomem(ctx, path);
+        } else if (e != 0) {
+            st = st_fail(ctx, HVQ_E_IO, path, "cannot read the directory: %s",
+                         strerror(e));
+        } else if (d.index != NULL) {
+            char *ip = st_join(path, d.index);
+            st = ip == NULL ? st_nomem(ctx, path) : st_load_index(s, ip);
+            free(ip);
+        } else if (d.n_index > 1) {
+            st = st_fail(ctx, HVQ_E_INPUT, path,
+                         "%zu *" ST_INDEX_EXT " files and no " ST_INDEX_NAME
+                         "; open one of them",
+                         d.n_index);
+        } else if (d.n_files == 1) {
+            char *fp = st_join(path, d.single);
+            st = fp == NULL ? st_nomem(ctx, path) : st_load_file(s, fp, 1);
+            free(fp);
+        } else if (d.n_files == 0) {
+            st = st_fail(ctx, HVQ_E_INPUT, path,
+                         "the directory has no *" ST_EXT " file");
+        } else {
+            st = st_fail(ctx, HVQ_E_INPUT, path,
+                         "the directory has %zu *" ST_EXT " files and no "
+                         ST_INDEX_NAME "; open one file or add an index",
+                         d.n_files);
+        }
+        st_dirscan_free(&d);
+    } else if (st_ends_with(path, ST_INDEX_EXT)) {
+        st = st_load_index(s, path);
+    } else {
+        st = st_load_file(s, path, 1);
+    }
+    if (st != HVQ_OK) {
+        st_source_free(s);
+        return st;
+    }
+    ctx->host->log(ctx, HVQ_LOG_DEBUG,
+                   "%s: %zu tensors in %zu file(s), %zu metadata entries",
+                   path, s->n_tensors, s->n_files, s->n_meta);
+    *state = s;
+    return HVQ_OK;
+}
+
+static size_t st_source_count(void *state)
+{
+    const st_source *s = state;
+    return s != NULL ? s->n_tensors : 0;
+}
+
+static hvq_status st_source_info(void *state, size_t i, hvq_tensor_info *info)
+{
+    const st_source *s = state;
+    if (s == NULL || info == NULL || i >= s->n_tensors)
+        return HVQ_E_INTERNAL;
+    *info = s->tensors[i].info;
+    return HVQ_OK;
+}
+
+static hvq_status st_source_read(hvq_ctx *ctx, void *state, size_t i,
+                                 hvq_tensor *t)
+{
+    const st_source *s = state;
+    const st_tensor *x;
+    if (s == NULL || t == NULL)
+        return ctx->host->error(ctx, HVQ_E_INTERNAL,
+                                "safetensors: source_read without a source");
+    if (i >= s->n_tensors)
+        return ctx->host->error(ctx, HVQ_E_INTERNAL,
+                                "%s: tensor index %zu out of range (%zu "
+                                "tensors)",
+                                s->n_files ? s->files[0].path : "safetensors",
+                                i, s->n_tensors);
+    x = &s->tensors[i];
+    t->info = x->info;
+    t->data = s->files[x->file].data + x->begin;
+    return HVQ_OK;
+}
+
+static void st_source_meta(void *state, const hvq_meta **meta, size_t *n)
+{
+    const st_source *s = state;
+    if (meta != NULL)
+        *meta = s != NULL ? s->meta : NULL;
+    if (n != NULL)
+        *n = s != NULL ? s->n_meta : 0;
+}
+
+static void st_source_close(hvq_ctx *ctx, void *state)
+{
+    (void)ctx;
+    st_source_free(state);
+}
+
+/* ------------------------------------------------------------------------
+ * Sink
+ * ---------------------------------------------------------------------- */
+typedef struct st_decl {
+    char *name;
+    uint64_t nbytes;
+} st_decl;
+
+typedef struct st_sink {
+    const hvq_host *host;
+    char *path;
+    hvq_output *out;
+    st_decl *decl;
+    size_t n, next;
+    int failed;
+} st_sink;
+
+/* A growable text buffer on the host allocator. */
+typedef struct st_text {
+    hvq_ctx *ctx;
+    char *p;
+    size_t len, cap;
+    int oom;
+} st_text;
+
+static void st_put(st_text *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        p = b->ctx->host->realloc(b->ctx, b->p, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void st_puts(st_text *b, const char *s)
+{
+    st_put(b, s, strlen(s));
+}
+
+static void st_putu(st_text *b, unsigned long long v)
+{
+    char tmp[32];
+    st_put(b, tmp, (size_t)snprintf(tmp, sizeof tmp, "%llu", v));
+}
+
+/* s as a JSON string literal (s is valid UTF-8). */
+static void st_put_json_string(st_text *b, const char *s)
+{
+    const char *run = s;
+    st_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        const char *esc = NULL;
+        char tmp[8];
+        if (c == '"')
+            esc = "\\\"";
+        else if (c == '\\')
+            esc = "\\\\";
+        else if (c == '\n')
+            esc = "\\n";
+        else if (c == '\r')
+            esc = "\\r";
+        else if (c == '\t')
+            esc = "\\t";
+        else if (c == '\b')
+            esc = "\\b";
+        else if (c == '\f')
+            esc = "\\f";
+        else if (c < 0x20) {
+            snprintf(tmp, sizeof tmp, "\\u%04x", c);
+            esc = tmp;
+        }
+        if (esc != NULL) {
+            st_put(b, run, (size_t)(s - run));
+            st_puts(b, esc);
+            run = s + 1;
+        }
+    }
+    st_put(b, run, (size_t)(s - run));
+    st_put(b, "\"", 1);
+}
+
+static void st_sink_free(st_sink *k)
+{
+    size_t i;
+    if (k == NULL)
+        return;
+    for (i = 0; i < k->n; i++)
+        k->host->free(k->decl[i].name);
+    k->host->free(k->decl);
+    k->host->free(k->path);
+    k->host->free(k);
+}
+
+static int st_pchar_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Sorts v[0..n) and returns a string that occurs twice, or NULL. */
+static const char *st_find_repeat(const char **v, size_t n)
+{
+    size_t i;
+    if (n < 2)
+        return NULL;
+    qsort(v, n, sizeof *v, st_pchar_cmp);
+    for (i = 1; i < n; i++)
+        if (strcmp(v[i], v[i - 1]) == 0)
+            return v[i];
+    return NULL;
+}
+
+static hvq_status st_check_decl(hvq_ctx *ctx, const char *path,
+                                const hvq_meta *meta, size_t n_meta,
+                                const hvq_tensor_info *tensors, size_t n,
+                                const st_dtype **types)
+{
+    const char **names;
+    const char *rep;
+    size_t i;
+    int d;
+    hvq_status st = HVQ_OK;
+
+    if (n > 0 && tensors == NULL)
+        return st_fail(ctx, HVQ_E_INTERNAL, path, "no tensor declarations");
+    if (n_meta > 0 && meta == NULL)
+        return st_fail(ctx, HVQ_E_INTERNAL, path, "no metadata array");
+    for (i = 0; i < n_meta; i++) {
+        if (meta[i].key == NULL || meta[i].value == NULL)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "metadata entry %zu has no key or value", i);
+        if (!hvq_json_utf8_valid(meta[i].key, strlen(meta[i].key)) ||
+            !hvq_json_utf8_valid(meta[i].value, strlen(meta[i].value)))
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "metadata entry '%.200s' is not valid UTF-8",
+                           meta[i].key);
+    }
+    for (i = 0; i < n; i++) {
+        const hvq_tensor_info *t = &tensors[i];
+        const st_dtype *type;
+        uint64_t numel = 1, bits = 0;
+        char desc[256];
+        if (t->name == NULL)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "declared tensor %zu has no name", i);
+        if (!hvq_json_utf8_valid(t->name, strlen(t->name)))
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor name '%.200s' is not valid UTF-8",
+                           t->name);
+        if (strcmp(t->name, "__metadata__") == 0)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "a tensor cannot be named \"__metadata__\"");
+        if (t->ndim < 0 || t->ndim > HVQ_MAX_DIMS)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': %d dimensions (0..%d allowed)",
+                           t->name, t->ndim, HVQ_MAX_DIMS);
+        for (d = 0; d < t->ndim; d++)
+            if (t->shape[d] < 0)
+                return st_fail(ctx, HVQ_E_INPUT, path,
+                               "tensor '%.200s': shape dimension %d is "
+                               "negative (%lld)",
+                               t->name, d, (long long)t->shape[d]);
+        if (t->dtype == HVQ_DTYPE_OPAQUE) {
+            type = st_dtype_by_name(t->dtype_name);
+            if (type == NULL)
+                return st_fail(ctx, HVQ_E_UNSUPPORTED, path,
+                               "tensor '%.200s': dtype '%.60s' cannot be "
+                               "stored in safetensors",
+                               t->name,
+                               t->dtype_name ? t->dtype_name : "(none)");
+        } else {
+            type = st_dtype_by_enum(t->dtype);
+            if (type == NULL)
+                return st_fail(ctx, HVQ_E_UNSUPPORTED, path,
+                               "tensor '%.200s': dtype %d cannot be stored "
+                               "in safetensors",
+                               t->name, (int)t->dtype);
+        }
+        st_describe(desc, sizeof desc, type->name, t->ndim, t->shape);
+        for (d = 0; d < t->ndim; d++)
+            if (!st_mul(numel, (uint64_t)t->shape[d], &numel))
+                return st_fail(ctx, HVQ_E_INPUT, path,
+                               "tensor '%.200s': the element count of %s "
+                               "does not fit in 64 bits",
+                               t->name, desc);
+        if (!st_mul(numel, type->bits, &bits))
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': the byte size of %s does not "
+                           "fit in 64 bits",
+                           t->name, desc);
+        if (bits % 8 != 0)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': %s is not a whole number of "
+                           "bytes",
+                           t->name, desc);
+        if (bits / 8 != t->nbytes)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': declared as %llu bytes but %s "
+                           "needs %llu",
+                           t->name, (unsigned long long)t->nbytes, desc,
+                           (unsigned long long)(bits / 8));
+        types[i] = type;
+    }
+    /* Unique tensor names, unique metadata keys. */
+    names = ctx->host->calloc(ctx, n > n_meta ? n : (n_meta ? n_meta : 1),
+                              sizeof *names);
+    if (names == NULL)
+        return HVQ_E_NOMEM;
+    for (i = 0; i < n; i++)
+        names[i] = tensors[i].name;
+    rep = st_find_repeat(names, n);
+    if (rep != NULL)
+        st = st_fail(ctx, HVQ_E_INPUT, path,
+                     "tensor name '%.200s' is declared twice", rep);
+    if (st == HVQ_OK) {
+        for (i = 0; i < n_meta; i++)
+            names[i] = meta[i].key;
+        rep = st_find_repeat(names, n_meta);
+        if (rep != NULL)
+            st = st_fail(ctx, HVQ_E_INPUT, path,
+                         "metadata key '%.200s' is given twice", rep);
+    }
+    ctx->host->free(names);
+    return st;
+}
+
+static hvq_status st_sink_create(hvq_ctx *ctx, const char *path,
+                                 const hvq_meta *meta, size_t n_meta,
+                                 const hvq_tensor_info *tensors, size_t n,
+                                 void **state)
+{
+    const hvq_host *h = ctx->host;
+    st_sink *k = NULL;
+    const st_dtype **types = NULL;
+    st_text b;
+    uint64_t off = 0, hlen;
+    unsigned char len8[8];
+    size_t i;
+    int d;
+    hvq_status st;
+
+    *state = NULL;
+    memset(&b, 0, sizeof b);
+    b.ctx = ctx;
+    if (path == NULL)
+        return h->error(ctx, HVQ_E_INTERNAL, "safetensors: no output path");
+
+    types = h->calloc(ctx, n ? n : 1, sizeof *types);
+    if (types == NULL)
+        return HVQ_E_NOMEM;
+    st = st_check_decl(ctx, path, meta, n_meta, tensors, n, types);
+    if (st != HVQ_OK)
+        goto fail;
+
+    /* The header: "__metadata__" first, then the tensors in write order
+     * with contiguous offsets. */
+    st_put(&b, "{", 1);
+    if (n_meta > 0) {
+        st_puts(&b, "\"__metadata__\":{");
+        for (i = 0; i < n_meta; i++) {
+            if (i)
+                st_put(&b, ",", 1);
+            st_put_json_string(&b, meta[i].key);
+            st_put(&b, ":", 1);
+            st_put_json_string(&b, meta[i].value);
+        }
+        st_put(&b, "}", 1);
+    }
+    for (i = 0; i < n; i++) {
+        const hvq_tensor_info *t = &tensors[i];
+        uint64_t end;
+        if (!st_add(off, t->nbytes, &end)) {
+            st = st_fail(ctx, HVQ_E_INPUT, path,
+                         "the tensors add up to more than 2^64 bytes");
+            goto fail;
+        }
+        if (i || n_meta > 0)
+            st_put(&b, ",", 1);
+        st_put_json_string(&b, t->name);
+        st_puts(&b, ":{\"dtype\":");
+        st_put_json_string(&b, types[i]->name);
+        st_puts(&b, ",\"shape\":[");
+        for (d = 0; d < t->ndim; d++) {
+            if (d)
+                st_put(&b, ",", 1);
+            st_putu(&b, (unsigned long long)t->shape[d]);
+        }
+        st_puts(&b, "],\"data_offsets\":[");
+        st_putu(&b, (unsigned long long)off);
+        st_put(&b, ",", 1);
+        st_putu(&b, (unsigned long long)end);
+        st_puts(&b, "]}");
+        off = end;
+    }
+    st_put(&b, "}", 1);
+    /* Pad with spaces so the data section starts at a multiple of 8. */
+    while (!b.oom && b.len % 8 != 0)
+        st_put(&b, " ", 1);
+    if (b.oom) {
+        st = HVQ_E_NOMEM;
+        goto fail;
+    }
+    hlen = b.len;
+    if (hlen > ST_MAX_HEADER) {
+        st = st_fail(ctx, HVQ_E_UNSUPPORTED, path,
+                     "the header would be %llu bytes, above the %llu-byte "
+                     "limit of safetensors readers",
+                     (unsigned long long)hlen,
+                     (unsigned long long)ST_MAX_HEADER);
+        goto fail;
+    }
+
+    k = h->calloc(ctx, 1, sizeof *k);
+    if (k == NULL) {
+        st = HVQ_E_NOMEM;
+        goto fail;
+    }
+    k->host = h;
+    k->path = h->strdup(ctx, path);
+    k->decl = h->calloc(ctx, n ? n : 1, sizeof *k->decl);
+    if (k->path == NULL || k->decl == NULL) {
+        st = HVQ_E_NOMEM;
+        goto fail;
+    }
+    k->n = n; /* decl is zeroed: st_sink_free copes with a partial fill */
+    for (i = 0; i < n; i++) {
+        k->decl[i].name = h->strdup(ctx, tensors[i].name);
+        if (k->decl[i].name == NULL) {
+            st = HVQ_E_NOMEM;
+            goto fail;
+        }
+        k->decl[i].nbytes = tensors[i].nbytes;
+    }
+
+    k->out = h->output_open(ctx, path);
+    if (k->out == NULL) {
+        st = h->status(ctx); /* the host has set the message and status */
+        if (st == HVQ_OK)
+            st = HVQ_E_IO;
+        goto fail;
+    }
+    for (i = 0; i < 8; i++)
+        len8[i] = (unsigned char)(hlen >> (8 * i));
+    st = h->output_write(ctx, k->out, len8, sizeof len8);
+    if (st == HVQ_OK)
+        st = h->output_write(ctx, k->out, b.p, b.len);
+    if (st != HVQ_OK)
+        goto fail;
+    h->free(b.p);
+    h->free(types);
+    *state = k;
+    return HVQ_OK;
+fail:
+    h->free(b.p);
+    h->free(types);
+    st_sink_free(k);
+    return st;
+}
+
+static hvq_status st_sink_write(hvq_ctx *ctx, void *state,
+                                const hvq_tensor *t)
+{
+    st_sink *k = state;
+    const st_decl *want;
+    const unsigned char *p;
+    uint64_t left;
+    hvq_status st;
+
+    if (k == NULL || t == NULL)
+        return ctx->host->error(ctx, HVQ_E_INTERNAL,
+                                "safetensors: sink_write without a sink or "
+                                "tensor");
+    if (k->failed)
+        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
+                       "write after an earlier write failed");
+    if (k->next >= k->n)
+        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
+                       "tensor '%.200s' written, but all %zu declared "
+                       "tensors were already written",
+                       t->info.name ? t->info.name : "(null)", k->n);
+    want = &k->decl[k->next];
+    if (t->info.name == NULL || strcmp(t->info.name, want->name) != 0 ||
+        t->info.nbytes != want->nbytes)
+        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
+                       "expected tensor %zu of %zu to be '%.200s' (%llu "
+                       "bytes), got '%.200s' (%llu bytes)",
+                       k->next + 1, k->n, want->name,
+                       (unsigned long long)want->nbytes,
+                       t->info.name ? t->info.name : "(null)",
+                       (unsigned long long)t->info.nbytes);
+    if (t->data == NULL && want->nbytes > 0)
+        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
+                       "tensor '%.200s' has no data", want->name);
+    p = t->data;
+    left = want->nbytes;
+    while (left > 0) {
+        size_t chunk = left > (1u << 30) ? (size_t)1 << 30 : (size_t)left;
+        st = ctx->host->output_write(ctx, k->out, p, chunk);
+        if (st != HVQ_OK) {
+            k->failed = 1;
+            return st;
+        }
+        p += chunk;
+        left -= chunk;
+    }
+    k->next++;
+    return HVQ_OK;
+}
+
+static hvq_status st_sink_finish(hvq_ctx *ctx, void *state)
+{
+    st_sink *k = state;
+    if (k == NULL)
+        return ctx->host->error(ctx, HVQ_E_INTERNAL,
+                                "safetensors: sink_finish without a sink");
+    if (k->failed)
+        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
+                       "finish after a failed write");
+    if (k->next != k->n)
+        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
+                       "only %zu of %zu declared tensors were written "
+                       "(missing '%.200s')",
+                       k->next, k->n, k->decl[k->next].name);
+    return HVQ_OK;
+}
+
+static void st_sink_close(hvq_ctx *ctx, void *state)
+{
+    (void)ctx;
+    st_sink_free(state);
+}
+
+/* ------------------------------------------------------------------------
+ * Descriptor
+ * ---------------------------------------------------------------------- */
+static const hvq_plugin st_plugin = {
+    HVQ_PLUGIN_HEADER,
+    .kinds = HVQ_KIND_SOURCE | HVQ_KIND_SINK,
+    .flags = 0,
+    .name = "safetensors",
+    .version = "1.0.0",
+    .summary = "safetensors files and sharded models (write: one file)",
+    .license = "MIT",
+    .params = NULL,
+    .probe = st_probe,
+    .source_open = st_source_open,
+    .source_count = st_source_count,
+    .source_info = st_source_info,
+    .source_read = st_source_read,
+    .source_meta = st_source_meta,
+    .source_close = st_source_close,
+    .sink_create = st_sink_create,
+    .sink_write = st_sink_write,
+    .sink_finish = st_sink_finish,
+    .sink_close = st_sink_close,
+    .extensions = ST_EXT,
+};
+
+HVQ_REGISTER_PLUGIN(st_plugin)

@@ -1,0 +1,8 @@
+# Tests of the JSON parser and the safetensors plugin.
+check_PROGRAMS += tests/test_safetensors
+tests_test_safetensors_SOURCES = tests/test_safetensors.c
+tests_test_safetensors_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_safetensors_LDADD = libhvqjson.la $(HVQ_TEST_LIBS)
+TESTS += tests/test_safetensors
+
+EXTRA_DIST += tests/data/safetensors
