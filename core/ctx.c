@@ -544,6 +544,104 @@ static const char *host_enc_attr_get(const hvq_encoded *enc, const char *key)
     return NULL;
 }
 
+/* ---- other model files for plugins ----------------------------------- */
+
+struct hvq_model {
+    const hvq_loaded_plugin *plugin;
+    void *state;
+    char *path;
+    size_t n;
+    hvq_tensor_info *infos;
+    size_t *by_name; /* indices sorted by tensor name */
+};
+
+static const hvq_tensor_info *sort_infos;
+static int cmp_by_name(const void *a, const void *b)
+{
+    return strcmp(sort_infos[*(const size_t *)a].name, sort_infos[*(const size_t *)b].name);
+}
+
+static void host_model_close(hvq_ctx *ctx, hvq_model *m)
+{
+    if (!m)
+        return;
+    if (m->plugin)
+        m->plugin->desc.source_close(ctx, m->state);
+    free(m->infos);
+    free(m->by_name);
+    free(m->path);
+    free(m);
+}
+
+static hvq_model *host_model_open(hvq_ctx *ctx, const char *path)
+{
+    const hvq_registry *reg = priv(ctx)->registry;
+    if (!reg) {
+        hvq_error(ctx, HVQ_E_INTERNAL, "no plugin registry on this context");
+        return NULL;
+    }
+    const hvq_loaded_plugin *pl = hvq_registry_detect(reg, ctx, path);
+    if (!pl)
+        return NULL;
+    hvq_model *m = hvq_calloc(ctx, 1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->path = hvq_strdup(ctx, path);
+    if (!m->path) {
+        free(m);
+        return NULL;
+    }
+    m->plugin = pl;
+    if (pl->desc.source_open(ctx, path, &m->state) != HVQ_OK) {
+        host_model_close(ctx, m);
+        return NULL;
+    }
+    m->n = pl->desc.source_count(m->state);
+    m->infos = hvq_calloc(ctx, m->n ? m->n : 1, sizeof *m->infos);
+    m->by_name = hvq_calloc(ctx, m->n ? m->n : 1, sizeof *m->by_name);
+    if (!m->infos || !m->by_name) {
+        host_model_close(ctx, m);
+        return NULL;
+    }
+    for (size_t i = 0; i < m->n; i++) {
+        if (pl->desc.source_info(m->state, i, &m->infos[i]) != HVQ_OK) {
+            hvq_error(ctx, HVQ_E_INPUT, "%s: cannot list tensor %zu", path, i);
+            host_model_close(ctx, m);
+            return NULL;
+        }
+        m->by_name[i] = i;
+    }
+    sort_infos = m->infos; /* qsort has no context argument; single-threaded here */
+    qsort(m->by_name, m->n, sizeof *m->by_name, cmp_by_name);
+    return m;
+}
+
+static hvq_status host_model_find(hvq_ctx *ctx, hvq_model *m, const char *name, hvq_tensor *t)
+{
+    size_t lo = 0, hi = m->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(m->infos[m->by_name[mid]].name, name);
+        if (c == 0)
+            return m->plugin->desc.source_read(ctx, m->state, m->by_name[mid], t);
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return HVQ_E_NOTFOUND;
+}
+
+static size_t host_model_count(hvq_model *m) { return m->n; }
+
+static hvq_status host_model_info(hvq_model *m, size_t i, hvq_tensor_info *info)
+{
+    if (i >= m->n)
+        return HVQ_E_NOTFOUND;
+    *info = m->infos[i];
+    return HVQ_OK;
+}
+
 /* ---- the table --------------------------------------------------------- */
 
 static hvq_output *host_output_open(hvq_ctx *ctx, const char *path) { return hvq_output_open(ctx, path); }
@@ -577,6 +675,11 @@ static const hvq_host host_table = {
     .enc_get = host_enc_get,
     .enc_attr_get = host_enc_attr_get,
     .status = hvq_ctx_status,
+    .model_open = host_model_open,
+    .model_find = host_model_find,
+    .model_count = host_model_count,
+    .model_info = host_model_info,
+    .model_close = host_model_close,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

@@ -191,6 +191,8 @@ typedef struct hvq_output hvq_output;   /* a file being written atomically */
 typedef struct hvq_sink_handle hvq_sink_handle; /* an opened sink plugin */
 typedef struct hvq_component hvq_component;     /* defined below */
 typedef struct hvq_encoded hvq_encoded;         /* defined below */
+typedef struct hvq_model hvq_model;             /* a model file opened for a
+                                                   plugin by the host */
 
 /* The context passed to every callback. Created and owned by the host; a
  * plugin must not keep it past the call that received it (an instance may
@@ -287,6 +289,18 @@ struct hvq_host {
     /* The status of the error last set on ctx (HVQ_OK when none): lets a
      * plugin pass on why a host call that returned NULL failed. */
     hvq_status (*status)(hvq_ctx *ctx);
+
+    /* Reading another model file (e.g. a file of Hessian diagonals) through
+     * whichever source plugin recognises it. model_find looks a tensor up by
+     * name: HVQ_E_NOTFOUND (no message set) when absent; t->data stays valid
+     * until the next model_find or model_close. model_count/model_info
+     * enumerate the tensors. */
+    hvq_model *(*model_open)(hvq_ctx *ctx, const char *path);
+    hvq_status (*model_find)(hvq_ctx *ctx, hvq_model *m, const char *name,
+                             hvq_tensor *t);
+    size_t (*model_count)(hvq_model *m);
+    hvq_status (*model_info)(hvq_model *m, size_t i, hvq_tensor_info *info);
+    void (*model_close)(hvq_ctx *ctx, hvq_model *m);
 };
 
 /* ------------------------------------------------------------------------

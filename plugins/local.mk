@@ -39,3 +39,8 @@ plugins_importance_obd_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 plugins_residual_coo16_la_SOURCES = plugins/residual-coo16/coo16.c
 plugins_residual_coo16_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 plugins_residual_coo16_la_LIBADD = -lm
+
+plugin_LTLIBRARIES += plugins/hessian_file.la
+plugins_hessian_file_la_SOURCES = plugins/hessian-file/file.c
+plugins_hessian_file_la_LDFLAGS = $(PLUGIN_LDFLAGS)
+plugins_hessian_file_la_LIBADD = -lm
