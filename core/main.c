@@ -1,6 +1,7 @@
 /* hvqconv: the command-line interface. */
 #include "config.h"
 
+#include "container.h"
 #include "ctx.h"
 #include "driver.h"
 #include "params.h"
@@ -45,6 +46,8 @@ static void usage_main(FILE *f)
           "  compare PIPELINE... run several pipelines on one input, one table\n"
           "  list-plugins        list the plugins found, with kind, version and origin\n"
           "  describe NAME       show a plugin's parameters (type, default, range, help)\n"
+          "  decode FILE.hvq     decode an hvq container into a model file (-o OUTPUT)\n"
+          "  inspect FILE.hvq    describe an hvq container and verify its checksums\n"
           "\n"
           "Options for every command:\n"
           "      --plugin-dir DIR  load plugins from DIR before the others (repeatable)\n"
@@ -592,6 +595,10 @@ int main(int argc, char **argv)
             rc = cmd_list(sub_argc, sub_argv, &cl);
         else if (strcmp(cmd, "describe") == 0)
             rc = cmd_describe(sub_argc, sub_argv, &cl);
+        else if (strcmp(cmd, "decode") == 0)
+            rc = hvq_cmd_decode(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
+        else if (strcmp(cmd, "inspect") == 0)
+            rc = hvq_cmd_inspect(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
         else {
             fprintf(stderr, "hvqconv: error: unknown command '%s'\nTry 'hvqconv --help'.\n", cmd);
             rc = EXIT_BAD_INPUT;

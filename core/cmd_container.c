@@ -1,0 +1,611 @@
+/* The `decode` and `inspect` commands: hvq containers back to a model file,
+ * and a description of a container with its checksums verified. */
+#include "config.h"
+
+#include "container.h"
+#include "dtype.h"
+#include "util.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <yaml.h>
+
+enum { EXIT_OK_ = 0, EXIT_OTHER = 1, EXIT_BAD_INPUT = 2 };
+enum { OPT_PLUGIN_DIR = 1000, OPT_DTYPE, OPT_FORMAT, OPT_JSON };
+
+static int exit_for(hvq_status st)
+{
+    switch (st) {
+    case HVQ_OK: case HVQ_WARN: return EXIT_OK_;
+    case HVQ_E_INPUT: case HVQ_E_UNSUPPORTED: case HVQ_E_NOTFOUND: return EXIT_BAD_INPUT;
+    default: return EXIT_OTHER;
+    }
+}
+
+/* Plugin directories: the global ones, then the command's own. */
+typedef struct dirs {
+    const char **v;
+    size_t n;
+} dirs;
+
+static int dirs_add(dirs *d, const char *dir)
+{
+    const char **v = realloc(d->v, (d->n + 1) * sizeof *v);
+    if (!v)
+        return 0;
+    v[d->n++] = dir;
+    d->v = v;
+    return 1;
+}
+
+static hvq_registry *load_registry(hvq_ctx *ctx, const dirs *d)
+{
+    hvq_registry *reg = hvq_registry_new();
+    if (!reg) {
+        fprintf(stderr, "hvqconv: error: out of memory\n");
+        return NULL;
+    }
+    if (hvq_registry_load_default(reg, ctx, d->v, d->n) != HVQ_OK) {
+        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        hvq_registry_free(reg);
+        return NULL;
+    }
+    hvq_ctx_set_registry(ctx, reg);
+    return reg;
+}
+
+/* Options every command shares; -1 to go on, else an exit status. */
+static int common_opt(int c, dirs *d, hvq_ctx_opts *o, const char *cmd, void (*usage)(FILE *))
+{
+    switch (c) {
+    case OPT_PLUGIN_DIR: return dirs_add(d, optarg) ? -1 : EXIT_OTHER;
+    case 'q': o->quiet = 1; return -1;
+    case 'v': o->verbose = 1; return -1;
+    case 'h': usage(stdout); return EXIT_OK_;
+    case 'V': printf("hvqconv %s (plugin ABI %d)\n", PACKAGE_VERSION, HVQ_ABI_VERSION); return EXIT_OK_;
+    default:
+        fprintf(stderr, "Try 'hvqconv %s --help'.\n", cmd);
+        return EXIT_BAD_INPUT;
+    }
+}
+
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+/* ---- decode -------------------------------------------------------------- */
+
+static void usage_decode(FILE *f)
+{
+    fputs("Usage: hvqconv decode CONTAINER.hvq -o OUTPUT [OPTION]...\n"
+          "Decode an hvq container into a model file: every tensor under its original name\n"
+          "and shape, compressed tensors reconstructed bit for bit as the compressing run\n"
+          "measured them, the others byte for byte, with the source model's metadata.\n"
+          "\n"
+          "  -o, --output PATH     the file to write (required)\n"
+          "      --dtype TYPE      element type of reconstructed tensors: same (default:\n"
+          "                        the original's when F32, F16 or BF16, else F32), f32,\n"
+          "                        f16 or bf16 (rounded to nearest even)\n"
+          "      --format NAME     output format (a sink plugin, e.g. safetensors);\n"
+          "                        default: from OUTPUT's extension, else the container's\n"
+          "                        source format\n"
+          "  -f, --force           replace an existing output file\n"
+          "      --plugin-dir DIR, -q, -v, -h as for every command\n"
+          "\n"
+          "Every checksum is verified; a mismatch fails with exit status 2 and no output.\n",
+          f);
+}
+
+static hvq_dtype decode_dtype(const char *choice, hvq_dtype orig)
+{
+    if (strcmp(choice, "same") != 0)
+        return hvq_dtype_parse_float(choice);
+    if (orig == HVQ_DTYPE_F32 || orig == HVQ_DTYPE_F16 || orig == HVQ_DTYPE_BF16)
+        return orig;
+    return HVQ_DTYPE_F32;
+}
+
+static const hvq_loaded_plugin *choose_sink(hvq_ctx *ctx, const hvq_registry *reg,
+                                            const hvq_container *c, const char *out,
+                                            const char *format)
+{
+    const hvq_loaded_plugin *pl;
+    if (format) {
+        pl = hvq_registry_find(reg, HVQ_KIND_SINK, format);
+        if (!pl) {
+            const char *near = hvq_registry_suggest(reg, HVQ_KIND_SINK, format);
+            hvq_error(ctx, HVQ_E_INPUT, "--format %s: no such output format%s%s%s", format,
+                      near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+        }
+        return pl;
+    }
+    pl = hvq_registry_sink_for(reg, ctx, out);
+    if (pl)
+        return pl;
+    const char *sf = hvq_container_meta(c, "hvq.source_format");
+    const hvq_loaded_plugin *alt = sf ? hvq_registry_find(reg, HVQ_KIND_SINK, sf) : NULL;
+    if (alt)
+        hvq_ctx_clear_error(ctx);
+    return alt;
+}
+
+static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *in,
+                             const char *outp, const char *dtype, const char *format)
+{
+    const hvq_host *H = ctx->host;
+    if (same_file(in, outp))
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: the output may not be the input", outp);
+    hvq_container *c = NULL;
+    hvq_status st = hvq_container_open(ctx, reg, in, &c);
+    if (st != HVQ_OK)
+        return st;
+    size_t n = hvq_container_count(c);
+    hvq_tensor_info *infos = hvq_calloc(ctx, n ? n : 1, sizeof *infos);
+    float *buf = NULL;
+    void *conv = NULL;
+    size_t cap = 0, n_comp = 0;
+    hvq_sink_handle *sink = NULL;
+    if (!infos) {
+        st = HVQ_E_NOMEM;
+        goto done;
+    }
+    const hvq_loaded_plugin *sp = choose_sink(ctx, reg, c, outp, format);
+    if (!sp) {
+        st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const hvq_container_tensor *t = hvq_container_info(c, i);
+        hvq_tensor_info *o = &infos[i];
+        o->name = t->name;
+        o->ndim = t->ndim;
+        memcpy(o->shape, t->shape, sizeof o->shape);
+        if (t->compressed) {
+            o->dtype = decode_dtype(dtype, t->dtype);
+            o->dtype_name = hvq_dtype_name(o->dtype);
+            o->nbytes = t->numel * hvq_dtype_size(o->dtype);
+            if (t->numel > cap)
+                cap = (size_t)t->numel;
+            n_comp++;
+        } else {
+            o->dtype = t->dtype;
+            o->dtype_name = t->dtype_name;
+            o->nbytes = t->stored_bytes;
+        }
+    }
+    if (cap && (!(buf = hvq_alloc(ctx, cap * sizeof *buf)) ||
+                !(conv = hvq_alloc(ctx, cap * sizeof(float))))) {
+        st = HVQ_E_NOMEM;
+        goto done;
+    }
+    const hvq_meta *meta;
+    size_t n_meta;
+    hvq_container_source_meta(c, &meta, &n_meta);
+    sink = H->sink_open(ctx, sp->desc.name, outp, meta, n_meta, infos, n);
+    if (!sink) {
+        st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_IO;
+        goto done;
+    }
+    for (size_t i = 0; i < n && st == HVQ_OK; i++) {
+        const hvq_container_tensor *t = hvq_container_info(c, i);
+        hvq_tensor out;
+        if (!t->compressed) {
+            if ((st = hvq_container_read_raw(ctx, c, i, &out)) == HVQ_OK) {
+                out.info.dtype = infos[i].dtype; /* as declared to the sink */
+                out.info.dtype_name = infos[i].dtype_name;
+                st = H->sink_write(ctx, sink, &out);
+            }
+            continue;
+        }
+        if ((st = hvq_container_read_decoded(ctx, c, i, buf)) != HVQ_OK)
+            break;
+        const void *data = buf;
+        if (infos[i].dtype != HVQ_DTYPE_F32) {
+            st = hvq_convert(ctx, infos[i].dtype, conv, HVQ_DTYPE_F32, buf, (size_t)t->numel);
+            data = conv;
+        }
+        out.info = infos[i];
+        out.data = data;
+        if (st == HVQ_OK)
+            st = H->sink_write(ctx, sink, &out);
+        hvq_log(ctx, HVQ_LOG_DEBUG, "decoded '%s'", t->name);
+    }
+    if (st == HVQ_OK)
+        st = H->sink_finish(ctx, sink);
+    H->sink_close(ctx, sink);
+    sink = NULL;
+    if (st == HVQ_OK)
+        st = hvq_outputs_commit(ctx);
+    if (st == HVQ_OK)
+        hvq_log(ctx, HVQ_LOG_INFO, "%s: %zu tensors (%zu reconstructed, %zu copied), format %s",
+                outp, n, n_comp, n - n_comp, sp->desc.name);
+done:
+    if (sink)
+        H->sink_close(ctx, sink);
+    if (st != HVQ_OK)
+        hvq_outputs_abort(ctx);
+    free(buf);
+    free(conv);
+    free(infos);
+    hvq_container_close(ctx, c);
+    return st;
+}
+
+int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
+                   const hvq_ctx_opts *gopts)
+{
+    static const struct option lo[] = {
+        {"output", required_argument, 0, 'o'}, {"dtype", required_argument, 0, OPT_DTYPE},
+        {"format", required_argument, 0, OPT_FORMAT}, {"force", no_argument, 0, 'f'},
+        {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
+        {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    hvq_ctx_opts opts = *gopts;
+    dirs d = {0};
+    const char *out = NULL, *dtype = "same", *format = NULL;
+    int c, rc = -1;
+    for (size_t i = 0; i < n_plugin_dirs; i++)
+        if (!dirs_add(&d, plugin_dirs[i]))
+            rc = EXIT_OTHER;
+    while (rc < 0 && (c = getopt_long(argc, argv, "o:fqvhV", lo, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'f': opts.force = 1; break;
+        case OPT_FORMAT: format = optarg; break;
+        case OPT_DTYPE:
+            dtype = optarg;
+            if (strcmp(dtype, "same") != 0 && strcmp(dtype, "f32") != 0 &&
+                strcmp(dtype, "f16") != 0 && strcmp(dtype, "bf16") != 0) {
+                fprintf(stderr, "hvqconv: error: --dtype %s: expected same, f32, f16 or bf16\n",
+                        dtype);
+                rc = EXIT_BAD_INPUT;
+            }
+            break;
+        default: rc = common_opt(c, &d, &opts, "decode", usage_decode);
+        }
+    }
+    if (rc < 0 && optind >= argc) {
+        fprintf(stderr, "hvqconv: error: decode needs a container\nTry 'hvqconv decode --help'.\n");
+        rc = EXIT_BAD_INPUT;
+    } else if (rc < 0 && optind + 1 < argc) {
+        fprintf(stderr, "hvqconv: error: unexpected argument '%s'\nTry 'hvqconv decode --help'.\n",
+                argv[optind + 1]);
+        rc = EXIT_BAD_INPUT;
+    } else if (rc < 0 && !out) {
+        fprintf(stderr, "hvqconv: error: decode needs an output (-o PATH)\n"
+                        "Try 'hvqconv decode --help'.\n");
+        rc = EXIT_BAD_INPUT;
+    }
+    if (rc >= 0) {
+        free(d.v);
+        return rc;
+    }
+    const char *in = argv[optind];
+    hvq_ctx *ctx = hvq_ctx_new(&opts);
+    if (!ctx) {
+        free(d.v);
+        return EXIT_OTHER;
+    }
+    hvq_registry *reg = load_registry(ctx, &d);
+    if (reg) {
+        hvq_status st = decode_run(ctx, reg, in, out, dtype, format);
+        if (st != HVQ_OK)
+            fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        rc = exit_for(st);
+    } else {
+        rc = EXIT_OTHER;
+    }
+    hvq_ctx_free(ctx);
+    hvq_registry_free(reg);
+    free(d.v);
+    return rc;
+}
+
+/* ---- inspect ------------------------------------------------------------- */
+
+static void usage_inspect(FILE *f)
+{
+    fputs("Usage: hvqconv inspect CONTAINER.hvq [OPTION]...\n"
+          "Describe an hvq container: format version, producer, source format, pipeline,\n"
+          "and per tensor its shape, dtype, encoding, clusterer and residual (with their\n"
+          "attributes), stored bytes and bits per parameter; then totals. Every checksum is\n"
+          "verified: the last line says OK or names the first mismatch (exit status 2).\n"
+          "\n"
+          "      --json            print the description as one JSON object\n"
+          "      --plugin-dir DIR, -q, -v, -h as for every command\n",
+          f);
+}
+
+/* The top-level "name" of the pipeline YAML, malloc'd, or NULL. */
+static char *pipeline_name(const char *yaml)
+{
+    if (!yaml)
+        return NULL;
+    char *name = NULL;
+    yaml_parser_t p;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&p))
+        return NULL;
+    yaml_parser_set_input_string(&p, (const unsigned char *)yaml, strlen(yaml));
+    if (yaml_parser_load(&p, &doc)) {
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        if (root && root->type == YAML_MAPPING_NODE)
+            for (yaml_node_pair_t *q = root->data.mapping.pairs.start;
+                 q < root->data.mapping.pairs.top && !name; q++) {
+                yaml_node_t *k = yaml_document_get_node(&doc, q->key);
+                yaml_node_t *v = yaml_document_get_node(&doc, q->value);
+                if (k && v && k->type == YAML_SCALAR_NODE && v->type == YAML_SCALAR_NODE &&
+                    strcmp((const char *)k->data.scalar.value, "name") == 0)
+                    name = strdup((const char *)v->data.scalar.value);
+            }
+        yaml_document_delete(&doc);
+    }
+    yaml_parser_delete(&p);
+    return name;
+}
+
+static void shape_text(char *buf, size_t len, const hvq_container_tensor *t)
+{
+    size_t o = (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < t->ndim && o < len; d++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    if (o < len)
+        snprintf(buf + o, len - o, "]");
+}
+
+/* "rtn group_size=0 mode=symmetric" */
+static void stage_text(hvq_buf *b, const hvq_container_stage *s)
+{
+    hvq_buf_puts(b, s->plugin);
+    for (size_t a = 0; a < s->n_attrs; a++)
+        hvq_buf_printf(b, " %s=%s", s->attrs[a].key, s->attrs[a].value);
+}
+
+static void json_stage(hvq_buf *b, const hvq_container_stage *s)
+{
+    hvq_buf_puts(b, "{\"plugin\": ");
+    hvq_buf_json_string(b, s->plugin);
+    hvq_buf_puts(b, ", \"version\": ");
+    hvq_buf_json_string(b, s->version);
+    hvq_buf_puts(b, ", \"attrs\": {");
+    for (size_t a = 0; a < s->n_attrs; a++) {
+        hvq_buf_puts(b, a ? ", " : "");
+        hvq_buf_json_string(b, s->attrs[a].key);
+        hvq_buf_puts(b, ": ");
+        hvq_buf_json_string(b, s->attrs[a].value);
+    }
+    hvq_buf_printf(b, "}, \"components\": %zu}", s->n_components);
+}
+
+static double ratio(double a, double b) { return b > 0 ? a / b : 0.0; }
+
+static void json_num(hvq_buf *b, double v) { hvq_buf_printf(b, "%.6g", v); }
+
+static hvq_status inspect_run(hvq_ctx *ctx, const hvq_registry *reg, const char *in, int json)
+{
+    hvq_container *c = NULL;
+    hvq_status st = hvq_container_open(ctx, reg, in, &c);
+    if (st != HVQ_OK)
+        return st;
+    size_t n = hvq_container_count(c);
+
+    /* Checksums first, so each line can say how its tensor fared. */
+    hvq_status bad = HVQ_OK;
+    char *first_bad = NULL;
+    unsigned char *ok = calloc(n ? n : 1, 1);
+    if (!ok) {
+        hvq_container_close(ctx, c);
+        return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        hvq_status vs = hvq_container_verify(ctx, c, i);
+        ok[i] = vs == HVQ_OK;
+        if (vs != HVQ_OK && bad == HVQ_OK) {
+            bad = vs;
+            first_bad = strdup(hvq_ctx_error(ctx));
+        }
+        if (vs != HVQ_OK && vs != HVQ_E_INPUT)
+            break; /* an I/O error: stop */
+    }
+
+    uint64_t total = 0, comp_params = 0, comp_bytes = 0, raw_bytes = 0, paper = 0;
+    size_t n_comp = 0, width = 4;
+    int all_paper = 1;
+    for (size_t i = 0; i < n; i++) {
+        const hvq_container_tensor *t = hvq_container_info(c, i);
+        total += t->numel;
+        if (strlen(t->name) > width)
+            width = strlen(t->name);
+        if (t->compressed) {
+            n_comp++;
+            comp_params += t->numel;
+            comp_bytes += t->stored_bytes;
+            paper += t->paper_bits;
+            all_paper &= t->has_paper_bits;
+        } else {
+            raw_bytes += t->stored_bytes;
+        }
+    }
+    const char *ver = hvq_container_meta(c, "hvq.format_version");
+    const char *producer = hvq_container_meta(c, "hvq.producer");
+    const char *srcfmt = hvq_container_meta(c, "hvq.source_format");
+    char *pname = pipeline_name(hvq_container_meta(c, "hvq.pipeline"));
+    uint64_t fsize = hvq_container_file_size(c);
+
+    hvq_buf b;
+    hvq_buf_init(&b);
+    if (json) {
+        hvq_buf_puts(&b, "{\"file\": ");
+        hvq_buf_json_string(&b, in);
+        hvq_buf_printf(&b, ", \"file_bytes\": %llu, \"format_version\": %s, \"producer\": ",
+                       (unsigned long long)fsize, ver);
+        hvq_buf_json_string(&b, producer ? producer : "");
+        hvq_buf_puts(&b, ", \"source_format\": ");
+        hvq_buf_json_string(&b, srcfmt ? srcfmt : "");
+        hvq_buf_puts(&b, ", \"pipeline\": ");
+        if (pname)
+            hvq_buf_json_string(&b, pname);
+        else
+            hvq_buf_puts(&b, "null");
+        hvq_buf_puts(&b, ", \"tensors\": [");
+        for (size_t i = 0; i < n; i++) {
+            const hvq_container_tensor *t = hvq_container_info(c, i);
+            hvq_buf_puts(&b, i ? ",\n  {\"name\": " : "\n  {\"name\": ");
+            hvq_buf_json_string(&b, t->name);
+            hvq_buf_puts(&b, ", \"shape\": [");
+            for (int d = 0; d < t->ndim; d++)
+                hvq_buf_printf(&b, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+            hvq_buf_puts(&b, "], \"dtype\": ");
+            hvq_buf_json_string(&b, t->dtype_name);
+            hvq_buf_printf(&b, ", \"params\": %llu, \"encoding\": \"%s\", \"stored_bytes\": %llu, "
+                           "\"bpp_stored\": ", (unsigned long long)t->numel,
+                           t->compressed ? "hvq" : "raw", (unsigned long long)t->stored_bytes);
+            json_num(&b, ratio(8.0 * (double)t->stored_bytes, (double)t->numel));
+            if (t->compressed) {
+                hvq_buf_printf(&b, ", \"rows\": %llu, \"cols\": %llu, \"row_scales\": %s",
+                               (unsigned long long)t->rows, (unsigned long long)t->cols,
+                               t->has_scales ? "true" : "false");
+                if (t->has_paper_bits) {
+                    hvq_buf_printf(&b, ", \"paper_bits\": %llu, \"bpp_paper\": ",
+                                   (unsigned long long)t->paper_bits);
+                    json_num(&b, ratio((double)t->paper_bits, (double)t->numel));
+                }
+                hvq_buf_puts(&b, ", \"clusterer\": ");
+                json_stage(&b, &t->clusterer);
+                hvq_buf_puts(&b, ", \"residual\": ");
+                json_stage(&b, &t->residual);
+            }
+            hvq_buf_printf(&b, ", \"crc32\": %lu, \"checksum_ok\": %s}", (unsigned long)t->crc32,
+                           ok[i] ? "true" : "false");
+        }
+        hvq_buf_printf(&b, "\n], \"totals\": {\"tensors\": %zu, \"compressed\": %zu, "
+                       "\"params\": %llu, \"compressed_params\": %llu, "
+                       "\"stored_bytes_compressed\": %llu, \"stored_bytes_raw\": %llu, "
+                       "\"bpp_stored_compressed\": ", n, n_comp, (unsigned long long)total,
+                       (unsigned long long)comp_params, (unsigned long long)comp_bytes,
+                       (unsigned long long)raw_bytes);
+        json_num(&b, ratio(8.0 * (double)comp_bytes, (double)comp_params));
+        if (all_paper && n_comp) {
+            hvq_buf_puts(&b, ", \"bpp_paper_compressed\": ");
+            json_num(&b, ratio((double)paper, (double)comp_params));
+        }
+        hvq_buf_puts(&b, ", \"bpp_file\": ");
+        json_num(&b, ratio(8.0 * (double)fsize, (double)total));
+        hvq_buf_printf(&b, "}, \"checksums\": \"%s\"", bad == HVQ_OK ? "ok" : "mismatch");
+        if (first_bad) {
+            hvq_buf_puts(&b, ", \"checksum_error\": ");
+            hvq_buf_json_string(&b, first_bad);
+        }
+        hvq_buf_puts(&b, "}\n");
+    } else {
+        hvq_buf_printf(&b, "%s: hvq container, format version %s, %llu bytes\n", in, ver,
+                       (unsigned long long)fsize);
+        hvq_buf_printf(&b, "  producer:       %s\n", producer ? producer : "(not recorded)");
+        hvq_buf_printf(&b, "  source format:  %s\n", srcfmt ? srcfmt : "(not recorded)");
+        hvq_buf_printf(&b, "  pipeline:       %s\n", pname ? pname : "(unnamed)");
+        hvq_buf_printf(&b, "  tensors:        %zu (%zu compressed, %zu stored raw)\n\n", n,
+                       n_comp, n - n_comp);
+        hvq_buf_printf(&b, "  %-*s %-14s %-5s %-4s %12s %7s  %s\n", (int)width, "NAME", "SHAPE",
+                       "DTYPE", "ENC", "STORED B", "BPP", "CLUSTERER + RESIDUAL");
+        for (size_t i = 0; i < n; i++) {
+            const hvq_container_tensor *t = hvq_container_info(c, i);
+            char shape[160];
+            shape_text(shape, sizeof shape, t);
+            hvq_buf_printf(&b, "  %-*s %-14s %-5s %-4s %12llu %7.3f  ", (int)width, t->name, shape,
+                           t->dtype_name, t->compressed ? "hvq" : "raw",
+                           (unsigned long long)t->stored_bytes,
+                           ratio(8.0 * (double)t->stored_bytes, (double)t->numel));
+            if (t->compressed) {
+                stage_text(&b, &t->clusterer);
+                hvq_buf_puts(&b, " + ");
+                stage_text(&b, &t->residual);
+                if (!t->has_scales)
+                    hvq_buf_puts(&b, " (no row scales)");
+            } else {
+                hvq_buf_puts(&b, "-");
+            }
+            hvq_buf_puts(&b, ok[i] ? "\n" : "  CHECKSUM MISMATCH\n");
+        }
+        hvq_buf_printf(&b, "\n  parameters:     %llu (%llu in compressed tensors)\n",
+                       (unsigned long long)total, (unsigned long long)comp_params);
+        hvq_buf_printf(&b, "  compressed:     %llu bytes stored, %.4f bits per parameter",
+                       (unsigned long long)comp_bytes,
+                       ratio(8.0 * (double)comp_bytes, (double)comp_params));
+        if (all_paper && n_comp)
+            hvq_buf_printf(&b, " (%.4f in the paper's accounting)",
+                           ratio((double)paper, (double)comp_params));
+        hvq_buf_printf(&b, "\n  raw:            %llu bytes\n", (unsigned long long)raw_bytes);
+        hvq_buf_printf(&b, "  file:           %llu bytes, %.4f bits per parameter\n",
+                       (unsigned long long)fsize, ratio(8.0 * (double)fsize, (double)total));
+        if (bad == HVQ_OK)
+            hvq_buf_printf(&b, "  checksums:      OK (%zu tensors)\n", n);
+        else
+            hvq_buf_printf(&b, "  checksums:      FAILED: %s\n", first_bad ? first_bad : "");
+    }
+    if (b.oom)
+        st = hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+    else
+        fwrite(b.data, 1, b.len, stdout);
+    hvq_buf_free(&b);
+    if (st == HVQ_OK && bad != HVQ_OK)
+        st = hvq_error(ctx, bad, "%s", first_bad ? first_bad : "checksum verification failed");
+    free(first_bad);
+    free(pname);
+    free(ok);
+    hvq_container_close(ctx, c);
+    return st;
+}
+
+int hvq_cmd_inspect(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
+                    const hvq_ctx_opts *gopts)
+{
+    static const struct option lo[] = {
+        {"json", no_argument, 0, OPT_JSON}, {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
+        {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    hvq_ctx_opts opts = *gopts;
+    dirs d = {0};
+    int c, rc = -1, json = 0;
+    for (size_t i = 0; i < n_plugin_dirs; i++)
+        if (!dirs_add(&d, plugin_dirs[i]))
+            rc = EXIT_OTHER;
+    while (rc < 0 && (c = getopt_long(argc, argv, "qvhV", lo, NULL)) != -1) {
+        if (c == OPT_JSON)
+            json = 1;
+        else
+            rc = common_opt(c, &d, &opts, "inspect", usage_inspect);
+    }
+    if (rc < 0 && optind + 1 != argc) {
+        fprintf(stderr, "hvqconv: error: %s\nTry 'hvqconv inspect --help'.\n",
+                optind >= argc ? "inspect needs a container" : "inspect takes one container");
+        rc = EXIT_BAD_INPUT;
+    }
+    if (rc >= 0) {
+        free(d.v);
+        return rc;
+    }
+    hvq_ctx *ctx = hvq_ctx_new(&opts);
+    if (!ctx) {
+        free(d.v);
+        return EXIT_OTHER;
+    }
+    hvq_registry *reg = load_registry(ctx, &d);
+    if (reg) {
+        hvq_status st = inspect_run(ctx, reg, argv[optind], json);
+        if (st != HVQ_OK)
+            fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        rc = exit_for(st);
+    } else {
+        rc = EXIT_OTHER;
+    }
+    hvq_ctx_free(ctx);
+    hvq_registry_free(reg);
+    free(d.v);
+    return rc;
+}

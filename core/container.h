@@ -1,0 +1,102 @@
+/* Reading hvq containers (docs/FORMAT.md) and the `decode` and `inspect`
+ * commands.
+ *
+ * A container is opened through the safetensors source plugin found in the
+ * registry; opening validates the whole "hvq.tensors" index against the
+ * stored tensors (names, dtypes, shapes, sizes, every stored tensor listed
+ * exactly once). Reading a tensor first checks its CRC-32; decoding a
+ * compressed tensor looks up the clusterer and residual plugins named in
+ * the container and reconstructs W_hat bit for bit as the driver did:
+ * cluster_decode, residual_decode, then each row times its fp16 scale.
+ * Every error message starts with the container's path.
+ */
+#ifndef HVQ_CORE_CONTAINER_H
+#define HVQ_CORE_CONTAINER_H
+
+#include "ctx.h"
+#include "plugin.h"
+#include "registry.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The container format version this hvqconv reads and writes. */
+#define HVQ_CONTAINER_FORMAT_VERSION 1
+
+typedef struct hvq_container hvq_container;
+
+/* The clusterer or residual stage of a compressed tensor. */
+typedef struct hvq_container_stage {
+    const char *plugin;      /* plugin name, e.g. "rtn" */
+    const char *version;     /* the version that wrote it */
+    const hvq_meta *attrs;   /* string attributes, in stored order */
+    size_t n_attrs;
+    size_t n_components;
+} hvq_container_stage;
+
+/* One original tensor. Strings are owned by the container. */
+typedef struct hvq_container_tensor {
+    const char *name;
+    const char *dtype_name;  /* the original dtype ("F32", "BF16", "F8_E4M3") */
+    hvq_dtype dtype;         /* OPAQUE when hvqconv does not interpret it */
+    int ndim;
+    int64_t shape[HVQ_MAX_DIMS];
+    uint64_t numel;
+    int compressed;          /* 0: "raw", 1: "hvq" */
+    uint32_t crc32;          /* as recorded */
+    uint64_t stored_bytes;   /* bytes of every stored tensor of this one */
+    size_t n_stored;
+    /* Compressed tensors only: */
+    uint64_t rows, cols;
+    int has_scales;          /* NAME::scales present (not a raw clusterer) */
+    hvq_container_stage clusterer, residual;
+    int has_paper_bits;
+    uint64_t paper_bits;     /* the paper's accounting, when recorded */
+} hvq_container_tensor;
+
+/* Opens and validates path. reg must hold the safetensors source (and, to
+ * decode, the plugins the container names); it must outlive the container.
+ * HVQ_E_INPUT for anything that is not a valid container of a supported
+ * version. */
+hvq_status hvq_container_open(hvq_ctx *ctx, const hvq_registry *reg, const char *path,
+                              hvq_container **out);
+void hvq_container_close(hvq_ctx *ctx, hvq_container *c);
+
+const char *hvq_container_path(const hvq_container *c);
+uint64_t hvq_container_file_size(const hvq_container *c);
+size_t hvq_container_count(const hvq_container *c);
+const hvq_container_tensor *hvq_container_info(const hvq_container *c, size_t i);
+
+/* A value of the container's own safetensors metadata ("hvq.producer",
+ * "hvq.pipeline", ...), or NULL. */
+const char *hvq_container_meta(const hvq_container *c, const char *key);
+/* The source model's metadata (hvq.source_metadata), in stored order. */
+void hvq_container_source_meta(const hvq_container *c, const hvq_meta **meta, size_t *n);
+
+/* Checks tensor i's CRC-32 (once; later calls return the first result).
+ * HVQ_E_INPUT: "PATH: tensor 'X': checksum mismatch (stored 0x..., computed
+ * 0x...)". */
+hvq_status hvq_container_verify(hvq_ctx *ctx, hvq_container *c, size_t i);
+
+/* A pass-through tensor as the source had it: original name, dtype, shape
+ * and bytes. t->data stays valid until the next read or close. Checks the
+ * CRC first. */
+hvq_status hvq_container_read_raw(hvq_ctx *ctx, hvq_container *c, size_t i, hvq_tensor *t);
+
+/* Tensor i as float32 (numel values): a compressed tensor is
+ * reconstructed; a pass-through F32/F16/BF16/F64 tensor is converted;
+ * other pass-through tensors give HVQ_E_UNSUPPORTED. Checks the CRC first.
+ * A plugin the container names but the registry lacks gives
+ * HVQ_E_NOTFOUND. */
+hvq_status hvq_container_read_decoded(hvq_ctx *ctx, hvq_container *c, size_t i, float *out);
+
+/* The commands (core/cmd_container.c). argv[0] is the command name; the
+ * global options given before it are passed along. Return an exit status:
+ * 0 success, 2 bad input (including a checksum mismatch), 1 other
+ * failures. */
+int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
+                   const hvq_ctx_opts *opts);
+int hvq_cmd_inspect(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
+                    const hvq_ctx_opts *opts);
+
+#endif

@@ -1,0 +1,12 @@
+# The hvq container reader and the decode/inspect commands (core), and
+# their tests. The writer is plugins/writer-hvq; the format is docs/FORMAT.md.
+libhvqcore_la_SOURCES += core/container.c core/container.h core/cmd_container.c
+libhvqcore_la_LIBADD += libhvqjson.la
+
+check_PROGRAMS += tests/test_container
+tests_test_container_SOURCES = tests/test_container.c
+tests_test_container_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_container_LDADD = libhvqjson.la $(HVQ_TEST_LIBS)
+TESTS += tests/test_container
+
+dist_noinst_SCRIPTS += tools/hvq_read.py
