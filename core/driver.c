@@ -20,6 +20,7 @@
 #include "report.h"
 #include "util.h"
 
+#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -445,6 +446,33 @@ static int same_file(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
+/* Whether paths a and b name the same directory entry, whether or not it
+ * exists yet ("x" and "./x"): same directory and same last component. */
+static int same_target(const char *a, const char *b)
+{
+    char *da = strdup(a), *db = strdup(b), *ba = strdup(a), *bb = strdup(b);
+    int same = da && db && ba && bb && strcmp(basename(ba), basename(bb)) == 0 &&
+               same_file(dirname(da), dirname(db));
+    free(da);
+    free(db);
+    free(ba);
+    free(bb);
+    return same || strcmp(a, b) == 0;
+}
+
+/* Whether path is an existing entry of the directory dir: when the input is
+ * a model directory, such a file may be one the source reads. */
+static int in_input_dir(const char *path, const char *dir)
+{
+    struct stat sd, sp;
+    if (stat(dir, &sd) != 0 || !S_ISDIR(sd.st_mode) || stat(path, &sp) != 0)
+        return 0;
+    char *d = strdup(path);
+    int in = d && same_file(dirname(d), dir);
+    free(d);
+    return in;
+}
+
 /* Refuses, before any work, a raw clusterer paired with a residual coder
  * that keeps entries (base stages and every override). */
 static hvq_status check_stage_pairs(hvq_ctx *ctx, const hvq_pipeline *p)
@@ -490,7 +518,11 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
         return hvq_error(ctx, HVQ_E_INPUT, "%s: no output (set 'output:' or --output)", p->path);
     if (same_file(p->input, p->output) || (p->report && same_file(p->input, p->report)))
         return hvq_error(ctx, HVQ_E_INPUT, "%s: the output may not be the input", p->output);
-    if (p->report && strcmp(p->report, p->output) == 0)
+    if (in_input_dir(p->output, p->input) || (p->report && in_input_dir(p->report, p->input)))
+        return hvq_error(ctx, HVQ_E_INPUT,
+                         "%s: the output may not replace a file of the input directory %s",
+                         in_input_dir(p->output, p->input) ? p->output : p->report, p->input);
+    if (p->report && same_target(p->report, p->output))
         return hvq_error(ctx, HVQ_E_INPUT, "%s: the report may not be the output", p->report);
     if ((st = check_stage_pairs(ctx, p)) != HVQ_OK)
         return st;
