@@ -1,0 +1,330 @@
+/* clusterer "kmeans": the paper's robust k-means vector quantization.
+ *
+ * Input: the normalized body B (rows x cols, row-major). Steps:
+ *  1. Flatten B row-major, pad with zeros to a multiple of b = block_size
+ *     and cut it into N = ceil(rows*cols / b) vectors of b consecutive
+ *     values (vectors may cross row ends).
+ *  2. The number of centroids K (fit rule, see km_fit_centroids):
+ *       fit: error   K = centroids; N < K is an error.
+ *       fit: shrink  K = centroids when N >= 16 * centroids; otherwise the
+ *                    largest power of two <= N/16 (at least 2; 1 when N = 1),
+ *                    so every centroid has about 16 training vectors or
+ *                    more. The change is logged as a warning.
+ *  3. Training sample: M = min(N, K * stability) vectors drawn without
+ *     replacement (all N in order when M = N).
+ *  4. Initialization: K distinct sample vectors at random.
+ *  5. `iterations` Lloyd iterations: assign each sample vector to its
+ *     nearest centroid (squared Euclidean, ties to the lowest index); each
+ *     centroid with members moves to their mean (sums in double). Dead
+ *     centroids (no members) move to the vectors of a random subset of
+ *     min(M, revival_sample) sample vectors that are farthest from their
+ *     nearest live centroid (largest distance first, ties to the earlier
+ *     subset vector), as the paper's reference does; the distances are to
+ *     the live centroids before this iteration's update. Should the subset
+ *     be smaller than the number of dead centroids, the surplus ones (the
+ *     highest indices) stay where they are for this iteration.
+ *  6. The centroids are rounded to fp16; every one of the N vectors is then
+ *     assigned to its nearest fp16 centroid, and the reconstruction is the
+ *     fp16 codebook entry of each vector, cropped to rows*cols values.
+ * Every random draw comes from one xoshiro256** stream seeded with the
+ * tensor's seed, in this order: the sample, the initialization, the
+ * revival subsets. The result is the same for any number of threads.
+ *
+ * Components:
+ *   "codebook"  F16 [K, b], row-major; paper_bits = 16*K*b.
+ *   "indices"   U8 [ceil(N*bits/8)] with bits = ceil(log2 K) (0 when K = 1):
+ *               index i occupies bits [i*bits, (i+1)*bits) of the byte
+ *               stream, least significant bit first, where bit j of the
+ *               stream is bit (j % 8) of byte j / 8; the unused high bits of
+ *               the last byte are written as zero (and ignored by the
+ *               decoder). paper_bits = N*bits.
+ * Attributes (decimal): "block_size" b, "centroids" K, "index_bits" bits,
+ * "vectors" N.
+ */
+#include "plugin.h"
+
+#include "kmeans_core.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { P_BLOCK_SIZE, P_CENTROIDS, P_ITERATIONS, P_STABILITY, P_FIT, P_REVIVAL_SAMPLE };
+
+static const char *const fit_choices[] = {"error", "shrink", NULL};
+
+static const hvq_param_spec kmeans_params[] = {
+    {"block_size", HVQ_PARAM_INT, "2", 1, KM_MAX_BLOCK, NULL,
+     "values per vector b (consecutive in the flattened row-major matrix)"},
+    {"centroids", HVQ_PARAM_INT, "2048", 2, KM_MAX_CENTROIDS, NULL,
+     "codebook size K; indices take ceil(log2 K) bits"},
+    {"iterations", HVQ_PARAM_INT, "15", 0, 1000, NULL, "Lloyd iterations"},
+    {"stability", HVQ_PARAM_INT, "200", 1, 1000000, NULL,
+     "training sample of min(vectors, K * stability) vectors, drawn without replacement"},
+    {"fit", HVQ_PARAM_CHOICE, "error", 0, 0, fit_choices,
+     "fewer vectors than centroids: error; shrink: K = largest power of two <= vectors/16 "
+     "when vectors < 16*K"},
+    {"revival_sample", HVQ_PARAM_INT, "10000", 1, 100000000, NULL,
+     "random sample vectors a dead centroid may be moved to (the worst served one)"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+static void kmeans_progress(void *arg, uint64_t done, uint64_t total)
+{
+    hvq_ctx *ctx = arg;
+    ctx->host->progress(ctx, done, total + 1);
+}
+
+static hvq_status nomem(hvq_ctx *ctx, const char *name)
+{
+    return ctx->host->error(ctx, HVQ_E_NOMEM, "tensor '%s': kmeans: out of memory", name);
+}
+
+static hvq_status kmeans_encode(hvq_ctx *ctx, const hvq_params *params,
+                                const hvq_cluster_input *in, float *recon, hvq_encoded *enc)
+{
+    const hvq_host *H = ctx->host;
+    const char *name = in->tensor_name ? in->tensor_name : "?";
+    const int b = (int)params->values[P_BLOCK_SIZE].i;
+    const uint32_t k_req = (uint32_t)params->values[P_CENTROIDS].i;
+    const int iterations = (int)params->values[P_ITERATIONS].i;
+    const uint64_t stability = (uint64_t)params->values[P_STABILITY].i;
+    const int shrink = strcmp(params->values[P_FIT].s, "shrink") == 0;
+    const uint64_t revival = (uint64_t)params->values[P_REVIVAL_SAMPLE].i;
+    const int threads = H->threads(ctx);
+
+    if (b < 1 || b > KM_MAX_BLOCK || k_req < 1 || k_req > KM_MAX_CENTROIDS)
+        return H->error(ctx, HVQ_E_INTERNAL, "kmeans: parameters out of range");
+    if (in->cols && in->rows > UINT64_MAX / in->cols)
+        return H->error(ctx, HVQ_E_INPUT, "tensor '%s': too large", name);
+    const uint64_t numel = in->rows * in->cols;
+    if (numel == 0)
+        return H->error(ctx, HVQ_E_INPUT, "tensor '%s': kmeans needs at least one value", name);
+    for (uint64_t i = 0; i < numel; i++)
+        if (!isfinite(in->x[i]))
+            return H->error(ctx, HVQ_E_INPUT, "tensor '%s': value %" PRIu64 " is not finite",
+                            name, i);
+    const uint64_t n = numel / (uint64_t)b + (numel % (uint64_t)b != 0);
+
+    uint32_t k = km_fit_centroids(n, k_req, shrink);
+    if (k == 0)
+        return H->error(ctx, HVQ_E_INPUT,
+                        "tensor '%s': %" PRIu64 " vector%s of %d value%s cannot train %" PRIu32
+                        " centroids (use fit: shrink or fewer centroids)",
+                        name, n, n == 1 ? "" : "s", b, b == 1 ? "" : "s", k_req);
+    if (k != k_req)
+        H->log(ctx, HVQ_LOG_WARN,
+               "tensor '%s': %" PRIu64 " vector%s, centroids %" PRIu32 " -> %" PRIu32
+               " (fit: shrink)",
+               name, n, n == 1 ? "" : "s", k_req, k);
+    const unsigned bits = km_index_bits(k);
+    const uint64_t m = n < (uint64_t)k * stability ? n : (uint64_t)k * stability;
+    const uint64_t packed_bytes = km_packed_bytes(n, bits);
+    if (packed_bytes == UINT64_MAX || m > SIZE_MAX / ((size_t)b * sizeof(float)) ||
+        packed_bytes > (uint64_t)INT64_MAX)
+        return H->error(ctx, HVQ_E_INPUT, "tensor '%s': too large", name);
+
+    hvq_status st = HVQ_OK;
+    km_rng rng;
+    km_rng_seed(&rng, in->seed);
+    km_codebook cb = {0};
+    uint64_t *pos = malloc((size_t)m * sizeof *pos + 1);
+    float *sample = malloc((size_t)m * (size_t)b * sizeof *sample);
+    float *cent = malloc((size_t)k * (size_t)b * sizeof *cent);
+    if (!pos || !sample || !cent || km_sample(&rng, n, m, pos)) {
+        st = nomem(ctx, name);
+        goto out;
+    }
+    /* The sample, with the padding of the last vector. */
+    for (uint64_t s = 0; s < m; s++) {
+        uint64_t p = pos[s] * (uint64_t)b;
+        uint64_t cnt = numel - p < (uint64_t)b ? numel - p : (uint64_t)b;
+        float *v = sample + s * (uint64_t)b;
+        memcpy(v, in->x + p, (size_t)cnt * sizeof *v);
+        for (uint64_t j = cnt; j < (uint64_t)b; j++)
+            v[j] = 0.0f;
+    }
+    free(pos);
+    pos = NULL;
+
+    km_train_opts o = {.b = b, .k = k, .iterations = iterations, .revival = revival,
+                       .threads = threads, .progress = kmeans_progress, .progress_arg = ctx};
+    if (km_train(sample, m, &o, &rng, cent)) {
+        st = nomem(ctx, name);
+        goto out;
+    }
+    free(sample);
+    sample = NULL;
+
+    int64_t cshape[2] = {(int64_t)k, (int64_t)b}, ishape[1] = {(int64_t)packed_bytes};
+    hvq_component *cbc = H->enc_add(ctx, enc, "codebook", HVQ_DTYPE_F16, 2, cshape,
+                                    (uint64_t)k * (uint64_t)b * 16);
+    if (!cbc) {
+        st = HVQ_E_NOMEM;
+        goto out;
+    }
+    /* The stored codebook and the values it decodes to. */
+    size_t kb = (size_t)k * (size_t)b;
+    if ((st = H->convert(ctx, HVQ_DTYPE_F16, cbc->data, HVQ_DTYPE_F32, cent, kb)) != HVQ_OK ||
+        (st = H->convert(ctx, HVQ_DTYPE_F32, cent, HVQ_DTYPE_F16, cbc->data, kb)) != HVQ_OK)
+        goto out;
+    for (size_t i = 0; i < kb; i++)
+        if (!isfinite(cent[i])) {
+            st = H->error(ctx, HVQ_E_INPUT,
+                          "tensor '%s': a centroid value exceeds the fp16 range of the "
+                          "codebook",
+                          name);
+            goto out;
+        }
+    hvq_component *ic = H->enc_add(ctx, enc, "indices", HVQ_DTYPE_U8, 1, ishape, n * bits);
+    if (!ic) {
+        st = HVQ_E_NOMEM;
+        goto out;
+    }
+    if (km_codebook_init(&cb, b, k)) {
+        st = nomem(ctx, name);
+        goto out;
+    }
+    km_codebook_set(&cb, cent);
+    km_encode_all(in->x, numel, &cb, cent, bits, ic->data, recon, threads);
+    H->progress(ctx, (uint64_t)iterations + 1, (uint64_t)iterations + 1);
+
+    char buf[32];
+    snprintf(buf, sizeof buf, "%d", b);
+    if ((st = H->enc_attr(ctx, enc, "block_size", buf)) != HVQ_OK)
+        goto out;
+    snprintf(buf, sizeof buf, "%" PRIu32, k);
+    if ((st = H->enc_attr(ctx, enc, "centroids", buf)) != HVQ_OK)
+        goto out;
+    snprintf(buf, sizeof buf, "%u", bits);
+    if ((st = H->enc_attr(ctx, enc, "index_bits", buf)) != HVQ_OK)
+        goto out;
+    snprintf(buf, sizeof buf, "%" PRIu64, n);
+    st = H->enc_attr(ctx, enc, "vectors", buf);
+out:
+    km_codebook_free(&cb);
+    free(pos);
+    free(sample);
+    free(cent);
+    return st;
+}
+
+/* A decimal attribute in [lo, hi]: digits only, no sign, no overflow. */
+static hvq_status attr_u64(hvq_ctx *ctx, const hvq_encoded *enc, const char *key, uint64_t lo,
+                           uint64_t hi, uint64_t *out)
+{
+    const hvq_host *H = ctx->host;
+    const char *text = H->enc_attr_get(enc, key), *s = text;
+    if (!text)
+        return H->error(ctx, HVQ_E_INPUT, "kmeans: attribute %s missing", key);
+    uint64_t v = 0;
+    int ok = *s != '\0';
+    for (; ok && *s; s++) {
+        if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
+            ok = 0;
+        else
+            v = v * 10 + (uint64_t)(*s - '0');
+    }
+    if (!ok || v < lo || v > hi)
+        return H->error(ctx, HVQ_E_INPUT,
+                        "kmeans: attribute %s='%.40s' is not a number in %" PRIu64 "..%" PRIu64,
+                        key, text, lo, hi);
+    *out = v;
+    return HVQ_OK;
+}
+
+static hvq_status kmeans_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
+                                uint64_t cols, float *recon)
+{
+    const hvq_host *H = ctx->host;
+    uint64_t b, k, bits, n;
+    hvq_status st;
+    if ((st = attr_u64(ctx, enc, "block_size", 1, KM_MAX_BLOCK, &b)) ||
+        (st = attr_u64(ctx, enc, "centroids", 1, KM_MAX_CENTROIDS, &k)) ||
+        (st = attr_u64(ctx, enc, "index_bits", 0, 16, &bits)) ||
+        (st = attr_u64(ctx, enc, "vectors", 1, UINT64_MAX, &n)))
+        return st;
+    if (bits != km_index_bits(k))
+        return H->error(ctx, HVQ_E_INPUT,
+                        "kmeans: index_bits %" PRIu64 " does not match %" PRIu64 " centroids",
+                        bits, k);
+    if (cols && rows > UINT64_MAX / cols)
+        return H->error(ctx, HVQ_E_INPUT, "kmeans: a %" PRIu64 "x%" PRIu64
+                        " matrix is too large", rows, cols);
+    uint64_t numel = rows * cols;
+    if (numel == 0 || n != numel / b + (numel % b != 0))
+        return H->error(ctx, HVQ_E_INPUT,
+                        "kmeans: %" PRIu64 " vectors of %" PRIu64
+                        " values do not make a %" PRIu64 "x%" PRIu64 " matrix",
+                        n, b, rows, cols);
+    const hvq_component *cbc = H->enc_get(enc, "codebook"), *ic = H->enc_get(enc, "indices");
+    uint64_t packed = km_packed_bytes(n, (unsigned)bits);
+    if (!cbc || !ic)
+        return H->error(ctx, HVQ_E_INPUT, "kmeans: component codebook or indices missing");
+    if (cbc->dtype != HVQ_DTYPE_F16 || cbc->ndim != 2 || cbc->shape[0] != (int64_t)k ||
+        cbc->shape[1] != (int64_t)b || cbc->nbytes != k * b * 2 || !cbc->data)
+        return H->error(ctx, HVQ_E_INPUT,
+                        "kmeans: codebook must be F16 [%" PRIu64 ", %" PRIu64
+                        "], got %s with %d dimensions and %" PRIu64 " bytes",
+                        k, b, H->dtype_name(cbc->dtype), cbc->ndim, cbc->nbytes);
+    if (ic->dtype != HVQ_DTYPE_U8 || ic->ndim != 1 || ic->nbytes != packed ||
+        (packed && !ic->data))
+        return H->error(ctx, HVQ_E_INPUT,
+                        "kmeans: indices must be U8 [%" PRIu64
+                        "], got %s with %d dimensions and %" PRIu64 " bytes",
+                        packed, H->dtype_name(ic->dtype), ic->ndim, ic->nbytes);
+
+    float *cv = malloc((size_t)(k * b) * sizeof *cv);
+    if (!cv)
+        return H->error(ctx, HVQ_E_NOMEM, "kmeans: out of memory");
+    if ((st = H->convert(ctx, HVQ_DTYPE_F32, cv, HVQ_DTYPE_F16, cbc->data, (size_t)(k * b))))
+        goto out;
+    for (uint64_t i = 0; i < k * b; i++)
+        if (!isfinite(cv[i])) {
+            st = H->error(ctx, HVQ_E_INPUT, "kmeans: codebook value %" PRIu64 " is not finite",
+                          i);
+            goto out;
+        }
+    /* Sequential read of the bit stream, as km_unpack does. */
+    const uint8_t *src = ic->data;
+    uint64_t acc = 0, mask = bits ? ((uint64_t)1 << bits) - 1 : 0, o = 0;
+    unsigned have = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        while (have < bits) {
+            acc |= (uint64_t)src[o++] << have;
+            have += 8;
+        }
+        uint64_t q = acc & mask;
+        acc >>= bits;
+        have -= (unsigned)bits;
+        if (q >= k) {
+            st = H->error(ctx, HVQ_E_INPUT,
+                          "kmeans: index %" PRIu64 " of vector %" PRIu64
+                          " is out of range (%" PRIu64 " centroids)",
+                          q, i, k);
+            goto out;
+        }
+        uint64_t p = i * b, cnt = numel - p < b ? numel - p : b;
+        memcpy(recon + p, cv + q * b, (size_t)cnt * sizeof *cv);
+    }
+    st = HVQ_OK;
+out:
+    free(cv);
+    return st;
+}
+
+static const hvq_plugin kmeans_plugin = {
+    HVQ_PLUGIN_HEADER,
+    .kinds = HVQ_KIND_CLUSTERER,
+    .name = "kmeans",
+    .version = "1.0.0",
+    .summary = "the paper's k-means vector quantization with dead-unit revival (HAS-VQ)",
+    .license = "MIT",
+    .params = kmeans_params,
+    .cluster_encode = kmeans_encode,
+    .cluster_decode = kmeans_decode,
+};
+
+HVQ_REGISTER_PLUGIN(kmeans_plugin)

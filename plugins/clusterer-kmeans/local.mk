@@ -1,0 +1,21 @@
+# clusterer "kmeans": the paper's k-means vector quantization, and its tests.
+# -ffp-contract=off: every assignment kernel must evaluate the distance with
+# separate multiplies and adds, exactly like the scalar reference.
+plugin_LTLIBRARIES += plugins/clusterer_kmeans.la
+plugins_clusterer_kmeans_la_SOURCES = \
+	plugins/clusterer-kmeans/kmeans.c \
+	plugins/clusterer-kmeans/kmeans_core.c \
+	plugins/clusterer-kmeans/kmeans_core.h
+plugins_clusterer_kmeans_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
+plugins_clusterer_kmeans_la_LDFLAGS = $(PLUGIN_LDFLAGS)
+plugins_clusterer_kmeans_la_LIBADD = -lm
+
+check_PROGRAMS += tests/test_kmeans
+tests_test_kmeans_SOURCES = tests/test_kmeans.c \
+	plugins/clusterer-kmeans/kmeans_core.c \
+	plugins/clusterer-kmeans/kmeans_core.h
+tests_test_kmeans_CFLAGS = $(HVQ_TEST_CFLAGS) -ffp-contract=off \
+	-I$(top_srcdir)/plugins/clusterer-kmeans
+tests_test_kmeans_LDADD = $(HVQ_TEST_LIBS) -lm
+TESTS += tests/test_kmeans
+
