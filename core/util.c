@@ -3,7 +3,6 @@
 
 #include "util.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,88 +125,6 @@ const char *hvq_nearest(const char *word, const char *const *cand, size_t n)
         }
     }
     return best;
-}
-
-void hvq_buf_init(hvq_buf *b)
-{
-    b->data = NULL;
-    b->len = b->cap = 0;
-    b->oom = 0;
-}
-
-void hvq_buf_free(hvq_buf *b)
-{
-    free(b->data);
-    hvq_buf_init(b);
-}
-
-static int buf_reserve(hvq_buf *b, size_t extra)
-{
-    if (b->oom)
-        return 0;
-    if (b->len + extra + 1 <= b->cap)
-        return 1;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->len + extra + 1) {
-        if (cap > SIZE_MAX / 2) {
-            b->oom = 1;
-            return 0;
-        }
-        cap *= 2;
-    }
-    char *d = realloc(b->data, cap);
-    if (!d) {
-        b->oom = 1;
-        return 0;
-    }
-    b->data = d;
-    b->cap = cap;
-    return 1;
-}
-
-void hvq_buf_append(hvq_buf *b, const char *s, size_t n)
-{
-    if (!buf_reserve(b, n))
-        return;
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-void hvq_buf_puts(hvq_buf *b, const char *s) { hvq_buf_append(b, s, strlen(s)); }
-
-void hvq_buf_printf(hvq_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || !buf_reserve(b, (size_t)n))
-        return;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-void hvq_buf_json_string(hvq_buf *b, const char *s)
-{
-    hvq_buf_append(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': hvq_buf_append(b, "\\\"", 2); break;
-        case '\\': hvq_buf_append(b, "\\\\", 2); break;
-        case '\n': hvq_buf_append(b, "\\n", 2); break;
-        case '\r': hvq_buf_append(b, "\\r", 2); break;
-        case '\t': hvq_buf_append(b, "\\t", 2); break;
-        default:
-            if (*p < 0x20)
-                hvq_buf_printf(b, "\\u%04x", *p);
-            else
-                hvq_buf_append(b, (const char *)p, 1);
-        }
-    }
-    hvq_buf_append(b, "\"", 1);
 }
 
 int hvq_mul_u64(uint64_t a, uint64_t b, uint64_t *out)

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
+
 /* Shell-style glob: '*' any run (also '/' and '.'), '?' one char, [abc]. */
 int hvq_glob_match(const char *pattern, const char *s);
 
@@ -15,22 +17,6 @@ size_t hvq_edit_distance(const char *a, const char *b, size_t cap);
  * max(2, strlen(word)/3) edits. */
 const char *hvq_nearest(const char *word, const char *const *candidates,
                         size_t n);
-
-/* Growable string buffer. */
-typedef struct hvq_buf {
-    char *data; /* NUL-terminated when len > 0 or after any append */
-    size_t len, cap;
-    int oom;    /* set once an allocation failed; further appends no-op */
-} hvq_buf;
-
-void hvq_buf_init(hvq_buf *b);
-void hvq_buf_free(hvq_buf *b);
-void hvq_buf_append(hvq_buf *b, const char *s, size_t n);
-void hvq_buf_puts(hvq_buf *b, const char *s);
-void hvq_buf_printf(hvq_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-/* Appends s as a JSON string literal with quotes. */
-void hvq_buf_json_string(hvq_buf *b, const char *s);
 
 /* Overflow-checked arithmetic; return 0 on overflow. */
 int hvq_mul_u64(uint64_t a, uint64_t b, uint64_t *out);

@@ -22,6 +22,7 @@
 #endif
 
 #include "plugin.h"
+#include "buf.h"
 #include "json.h"
 
 #include <dirent.h>
@@ -1182,84 +1183,6 @@ typedef struct st_sink {
     int failed;
 } st_sink;
 
-/* A growable text buffer on the host allocator. */
-typedef struct st_text {
-    hvq_ctx *ctx;
-    char *p;
-    size_t len, cap;
-    int oom;
-} st_text;
-
-static void st_put(st_text *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *p;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        p = b->ctx->host->realloc(b->ctx, b->p, cap);
-        if (p == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void st_puts(st_text *b, const char *s)
-{
-    st_put(b, s, strlen(s));
-}
-
-static void st_putu(st_text *b, unsigned long long v)
-{
-    char tmp[32];
-    st_put(b, tmp, (size_t)snprintf(tmp, sizeof tmp, "%llu", v));
-}
-
-/* s as a JSON string literal (s is valid UTF-8). */
-static void st_put_json_string(st_text *b, const char *s)
-{
-    const char *run = s;
-    st_put(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        const char *esc = NULL;
-        char tmp[8];
-        if (c == '"')
-            esc = "\\\"";
-        else if (c == '\\')
-            esc = "\\\\";
-        else if (c == '\n')
-            esc = "\\n";
-        else if (c == '\r')
-            esc = "\\r";
-        else if (c == '\t')
-            esc = "\\t";
-        else if (c == '\b')
-            esc = "\\b";
-        else if (c == '\f')
-            esc = "\\f";
-        else if (c < 0x20) {
-            snprintf(tmp, sizeof tmp, "\\u%04x", c);
-            esc = tmp;
-        }
-        if (esc != NULL) {
-            st_put(b, run, (size_t)(s - run));
-            st_puts(b, esc);
-            run = s + 1;
-        }
-    }
-    st_put(b, run, (size_t)(s - run));
-    st_put(b, "\"", 1);
-}
-
 static void st_sink_free(st_sink *k)
 {
     size_t i;
@@ -1412,7 +1335,7 @@ static hvq_status st_sink_create(hvq_ctx *ctx, const char *path,
     const hvq_host *h = ctx->host;
     st_sink *k = NULL;
     const st_dtype **types = NULL;
-    st_text b;
+    hvq_buf b;
     uint64_t off = 0, hlen;
     unsigned char len8[8];
     size_t i;
@@ -1420,8 +1343,7 @@ static hvq_status st_sink_create(hvq_ctx *ctx, const char *path,
     hvq_status st;
 
     *state = NULL;
-    memset(&b, 0, sizeof b);
-    b.ctx = ctx;
+    hvq_buf_init(&b);
     if (path == NULL)
         return h->error(ctx, HVQ_E_INTERNAL, "safetensors: no output path");
 
@@ -1434,17 +1356,17 @@ static hvq_status st_sink_create(hvq_ctx *ctx, const char *path,
 
     /* The header: "__metadata__" first, then the tensors in write order
      * with contiguous offsets. */
-    st_put(&b, "{", 1);
+    hvq_buf_append(&b, "{", 1);
     if (n_meta > 0) {
-        st_puts(&b, "\"__metadata__\":{");
+        hvq_buf_puts(&b, "\"__metadata__\":{");
         for (i = 0; i < n_meta; i++) {
             if (i)
-                st_put(&b, ",", 1);
-            st_put_json_string(&b, meta[i].key);
-            st_put(&b, ":", 1);
-            st_put_json_string(&b, meta[i].value);
+                hvq_buf_append(&b, ",", 1);
+            hvq_buf_json_string(&b, meta[i].key);
+            hvq_buf_append(&b, ":", 1);
+            hvq_buf_json_string(&b, meta[i].value);
         }
-        st_put(&b, "}", 1);
+        hvq_buf_append(&b, "}", 1);
     }
     for (i = 0; i < n; i++) {
         const hvq_tensor_info *t = &tensors[i];
@@ -1455,27 +1377,27 @@ static hvq_status st_sink_create(hvq_ctx *ctx, const char *path,
             goto fail;
         }
         if (i || n_meta > 0)
-            st_put(&b, ",", 1);
-        st_put_json_string(&b, t->name);
-        st_puts(&b, ":{\"dtype\":");
-        st_put_json_string(&b, types[i]->name);
-        st_puts(&b, ",\"shape\":[");
+            hvq_buf_append(&b, ",", 1);
+        hvq_buf_json_string(&b, t->name);
+        hvq_buf_puts(&b, ":{\"dtype\":");
+        hvq_buf_json_string(&b, types[i]->name);
+        hvq_buf_puts(&b, ",\"shape\":[");
         for (d = 0; d < t->ndim; d++) {
             if (d)
-                st_put(&b, ",", 1);
-            st_putu(&b, (unsigned long long)t->shape[d]);
+                hvq_buf_append(&b, ",", 1);
+            hvq_buf_putu(&b, (unsigned long long)t->shape[d]);
         }
-        st_puts(&b, "],\"data_offsets\":[");
-        st_putu(&b, (unsigned long long)off);
-        st_put(&b, ",", 1);
-        st_putu(&b, (unsigned long long)end);
-        st_puts(&b, "]}");
+        hvq_buf_puts(&b, "],\"data_offsets\":[");
+        hvq_buf_putu(&b, (unsigned long long)off);
+        hvq_buf_append(&b, ",", 1);
+        hvq_buf_putu(&b, (unsigned long long)end);
+        hvq_buf_puts(&b, "]}");
         off = end;
     }
-    st_put(&b, "}", 1);
+    hvq_buf_append(&b, "}", 1);
     /* Pad with spaces so the data section starts at a multiple of 8. */
     while (!b.oom && b.len % 8 != 0)
-        st_put(&b, " ", 1);
+        hvq_buf_append(&b, " ", 1);
     if (b.oom) {
         st = HVQ_E_NOMEM;
         goto fail;
@@ -1523,15 +1445,15 @@ static hvq_status st_sink_create(hvq_ctx *ctx, const char *path,
         len8[i] = (unsigned char)(hlen >> (8 * i));
     st = h->output_write(ctx, k->out, len8, sizeof len8);
     if (st == HVQ_OK)
-        st = h->output_write(ctx, k->out, b.p, b.len);
+        st = h->output_write(ctx, k->out, b.data, b.len);
     if (st != HVQ_OK)
         goto fail;
-    h->free(b.p);
+    hvq_buf_free(&b);
     h->free(types);
     *state = k;
     return HVQ_OK;
 fail:
-    h->free(b.p);
+    hvq_buf_free(&b);
     h->free(types);
     st_sink_free(k);
     return st;

@@ -32,6 +32,7 @@
 
 #include "plugin.h"
 #include "crc32.h"
+#include "buf.h"
 #include "json.h"
 
 #include <stdio.h>
@@ -73,105 +74,15 @@ static int is_st_dtype(const char *s)
     return 0;
 }
 
-/* ---- a growable text buffer on the host allocator --------------------- */
-
-typedef struct hw_buf {
-    hvq_ctx *ctx;
-    char *p;
-    size_t len, cap;
-    int oom;
-} hw_buf;
-
-static void hw_put(hw_buf *b, const char *s, size_t n)
+static void hw_put_shape(hvq_buf *b, int ndim, const int64_t *shape)
 {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = b->ctx->host->realloc(b->ctx, b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void hw_puts(hw_buf *b, const char *s) { hw_put(b, s, strlen(s)); }
-
-static void hw_putu(hw_buf *b, unsigned long long v)
-{
-    char tmp[32];
-    hw_put(b, tmp, (size_t)snprintf(tmp, sizeof tmp, "%llu", v));
-}
-
-/* The escape of byte c inside a JSON string, or NULL when c stands as is. */
-static const char *hw_escape(unsigned char c, char tmp[8])
-{
-    switch (c) {
-    case '"': return "\\\"";
-    case '\\': return "\\\\";
-    case '\n': return "\\n";
-    case '\r': return "\\r";
-    case '\t': return "\\t";
-    case '\b': return "\\b";
-    case '\f': return "\\f";
-    default:
-        if (c < 0x20) {
-            snprintf(tmp, 8, "\\u%04x", c);
-            return tmp;
-        }
-        return NULL;
-    }
-}
-
-/* Length of s[0..n) once escaped as the content of a JSON string. */
-static uint64_t hw_escaped_len(const char *s, size_t n)
-{
-    uint64_t len = 0;
-    char tmp[8];
-    for (size_t i = 0; i < n; i++) {
-        const char *e = hw_escape((unsigned char)s[i], tmp);
-        len += e ? strlen(e) : 1;
-    }
-    return len;
-}
-
-/* s[0..n) as a JSON string literal (s is valid UTF-8). */
-static void hw_put_strn(hw_buf *b, const char *s, size_t n)
-{
-    char tmp[8];
-    size_t run = 0;
-    hw_put(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        const char *e = hw_escape((unsigned char)s[i], tmp);
-        if (e) {
-            hw_put(b, s + run, i - run);
-            hw_puts(b, e);
-            run = i + 1;
-        }
-    }
-    hw_put(b, s + run, n - run);
-    hw_put(b, "\"", 1);
-}
-
-static void hw_put_str(hw_buf *b, const char *s) { hw_put_strn(b, s, strlen(s)); }
-
-static void hw_put_shape(hw_buf *b, int ndim, const int64_t *shape)
-{
-    hw_put(b, "[", 1);
+    hvq_buf_append(b, "[", 1);
     for (int d = 0; d < ndim; d++) {
         if (d)
-            hw_put(b, ",", 1);
-        hw_putu(b, (unsigned long long)shape[d]);
+            hvq_buf_append(b, ",", 1);
+        hvq_buf_putu(b, (unsigned long long)shape[d]);
     }
-    hw_put(b, "]", 1);
+    hvq_buf_append(b, "]", 1);
 }
 
 /* ---- a set of stored tensor names (open addressing) ------------------- */
@@ -248,11 +159,11 @@ typedef struct hw_state {
     uint64_t before;        /* header size before the current tensor */
     size_t n, next;
     hw_set stored;          /* every stored tensor name */
-    hw_buf prefix;          /* header text up to the value of hvq.tensors */
-    hw_buf tensors;         /* hvq.tensors as raw JSON: "[{...},{...}" */
+    hvq_buf prefix;          /* header text up to the value of hvq.tensors */
+    hvq_buf tensors;         /* hvq.tensors as raw JSON: "[{...},{...}" */
     uint64_t tensors_esc;   /* its length once escaped into the header */
-    hw_buf entries;         /* the safetensors tensor entries: ,"n":{...} */
-    hw_buf tmp;             /* scratch: one tensor's JSON */
+    hvq_buf entries;         /* the safetensors tensor entries: ,"n":{...} */
+    hvq_buf tmp;             /* scratch: one tensor's JSON */
     uint16_t *scales;       /* fp16 row scales of one tensor */
     size_t scales_cap;
 } hw_state;
@@ -284,7 +195,6 @@ static hvq_status hw_open(hvq_ctx *ctx, const hvq_params *params, const hvq_writ
     hw_state *s = H->calloc(ctx, 1, sizeof *s);
     if (!s)
         return HVQ_E_NOMEM;
-    s->prefix.ctx = s->tensors.ctx = s->entries.ctx = s->tmp.ctx = ctx;
     *state = s; /* the host calls hw_close even when this fails */
     if (!(s->path = H->strdup(ctx, setup->output_path)))
         return HVQ_E_NOMEM;
@@ -306,7 +216,7 @@ static hvq_status hw_open(hvq_ctx *ctx, const hvq_params *params, const hvq_writ
         /* Upper bounds: a compressed tensor's name appears about 3 + 3 x
          * (components) times, a raw one's 4 times; shapes up to 20 digits
          * per dimension. */
-        uint64_t l = hw_escaped_len(t->name, strlen(t->name));
+        uint64_t l = hvq_json_escaped_len(t->name, strlen(t->name));
         s->compressed[i] = setup->compressed[i] != 0;
         if (setup->compressed[i]) {
             s->estimate[i] = 1536 + 32 * l + 24 * (uint64_t)t->ndim;
@@ -326,42 +236,42 @@ static hvq_status hw_open(hvq_ctx *ctx, const hvq_params *params, const hvq_writ
     }
 
     /* The metadata, up to the value of hvq.tensors. */
-    hw_buf meta = {.ctx = ctx};
-    hw_put(&meta, "{", 1);
+    hvq_buf meta = {0};
+    hvq_buf_append(&meta, "{", 1);
     for (size_t i = 0; i < setup->n_source_meta; i++) {
         const hvq_meta *m = &setup->source_meta[i];
         if (!hw_utf8(m->key) || !hw_utf8(m->value)) {
-            H->free(meta.p);
+            hvq_buf_free(&meta);
             return H->error(ctx, HVQ_E_UNSUPPORTED,
                             "%s: source metadata entry %zu is not valid UTF-8", s->path, i);
         }
         if (i)
-            hw_put(&meta, ",", 1);
-        hw_put_str(&meta, m->key);
-        hw_put(&meta, ":", 1);
-        hw_put_str(&meta, m->value);
+            hvq_buf_append(&meta, ",", 1);
+        hvq_buf_json_string(&meta, m->key);
+        hvq_buf_append(&meta, ":", 1);
+        hvq_buf_json_string(&meta, m->value);
     }
-    hw_put(&meta, "}", 1);
+    hvq_buf_append(&meta, "}", 1);
     const char *yaml = setup->pipeline_yaml ? setup->pipeline_yaml : "";
     const char *srcfmt = setup->source_format ? setup->source_format : "";
     if (!hw_utf8(yaml) || !hw_utf8(srcfmt)) {
-        H->free(meta.p);
+        hvq_buf_free(&meta);
         return H->error(ctx, HVQ_E_UNSUPPORTED,
                         "%s: the pipeline text or source format name is not valid UTF-8",
                         s->path);
     }
-    hw_buf *b = &s->prefix;
-    hw_puts(b, "{\"__metadata__\":{\"format\":\"hvq\",\"hvq.format_version\":\"" HW_FORMAT_VERSION
+    hvq_buf *b = &s->prefix;
+    hvq_buf_puts(b, "{\"__metadata__\":{\"format\":\"hvq\",\"hvq.format_version\":\"" HW_FORMAT_VERSION
                "\",\"hvq.producer\":\"hvqconv " PACKAGE_VERSION "\",\"hvq.source_format\":");
-    hw_put_str(b, srcfmt);
-    hw_puts(b, ",\"hvq.source_metadata\":");
+    hvq_buf_json_string(b, srcfmt);
+    hvq_buf_puts(b, ",\"hvq.source_metadata\":");
     if (!meta.oom)
-        hw_put_strn(b, meta.p, meta.len);
-    hw_puts(b, ",\"hvq.pipeline\":");
-    hw_put_str(b, yaml);
-    hw_puts(b, ",\"hvq.tensors\":");
-    H->free(meta.p);
-    hw_put(&s->tensors, "[", 1);
+        hvq_buf_json_stringn(b, meta.data, meta.len);
+    hvq_buf_puts(b, ",\"hvq.pipeline\":");
+    hvq_buf_json_string(b, yaml);
+    hvq_buf_puts(b, ",\"hvq.tensors\":");
+    hvq_buf_free(&meta);
+    hvq_buf_append(&s->tensors, "[", 1);
     s->tensors_esc = 1;
     if (meta.oom || b->oom || s->tensors.oom)
         return hw_nomem(ctx, s);
@@ -497,18 +407,18 @@ static hvq_status hw_data(hvq_ctx *ctx, hw_state *s, const void *data, uint64_t 
 static void hw_entry(hw_state *s, const char *name, const char *dtype, int ndim,
                      const int64_t *shape, uint64_t n)
 {
-    hw_buf *b = &s->entries;
-    hw_put(b, ",", 1);
-    hw_put_str(b, name);
-    hw_puts(b, ":{\"dtype\":");
-    hw_put_str(b, dtype);
-    hw_puts(b, ",\"shape\":");
+    hvq_buf *b = &s->entries;
+    hvq_buf_append(b, ",", 1);
+    hvq_buf_json_string(b, name);
+    hvq_buf_puts(b, ":{\"dtype\":");
+    hvq_buf_json_string(b, dtype);
+    hvq_buf_puts(b, ",\"shape\":");
     hw_put_shape(b, ndim, shape);
-    hw_puts(b, ",\"data_offsets\":[");
-    hw_putu(b, (unsigned long long)s->data_len);
-    hw_put(b, ",", 1);
-    hw_putu(b, (unsigned long long)(s->data_len + n));
-    hw_puts(b, "]}");
+    hvq_buf_puts(b, ",\"data_offsets\":[");
+    hvq_buf_putu(b, (unsigned long long)s->data_len);
+    hvq_buf_append(b, ",", 1);
+    hvq_buf_putu(b, (unsigned long long)(s->data_len + n));
+    hvq_buf_puts(b, "]}");
 }
 
 /* Appends the tensor's hvq.tensors entry (in s->tmp) and checks that the
@@ -516,9 +426,9 @@ static void hw_entry(hw_state *s, const char *name, const char *dtype, int ndim,
 static hvq_status hw_commit_entry(hvq_ctx *ctx, hw_state *s)
 {
     if (s->next > 0)
-        hw_put(&s->tensors, ",", 1);
-    hw_put(&s->tensors, s->tmp.p ? s->tmp.p : "", s->tmp.len);
-    s->tensors_esc += (s->next > 0) + hw_escaped_len(s->tmp.p ? s->tmp.p : "", s->tmp.len);
+        hvq_buf_append(&s->tensors, ",", 1);
+    hvq_buf_append(&s->tensors, s->tmp.data ? s->tmp.data : "", s->tmp.len);
+    s->tensors_esc += (s->next > 0) + hvq_json_escaped_len(s->tmp.data ? s->tmp.data : "", s->tmp.len);
     s->tmp.len = 0;
     if (s->tensors.oom || s->entries.oom || s->tmp.oom)
         return hw_nomem(ctx, s);
@@ -534,13 +444,13 @@ static hvq_status hw_commit_entry(hvq_ctx *ctx, hw_state *s)
 }
 
 /* The hvq.tensors fields every entry starts with. */
-static void hw_entry_head(hw_buf *b, const hvq_tensor_info *t, const char *dtype)
+static void hw_entry_head(hvq_buf *b, const hvq_tensor_info *t, const char *dtype)
 {
-    hw_puts(b, "{\"name\":");
-    hw_put_str(b, t->name);
-    hw_puts(b, ",\"dtype\":");
-    hw_put_str(b, dtype);
-    hw_puts(b, ",\"shape\":");
+    hvq_buf_puts(b, "{\"name\":");
+    hvq_buf_json_string(b, t->name);
+    hvq_buf_puts(b, ",\"dtype\":");
+    hvq_buf_json_string(b, dtype);
+    hvq_buf_puts(b, ",\"shape\":");
     hw_put_shape(b, t->ndim, t->shape);
 }
 
@@ -566,13 +476,13 @@ static hvq_status hw_raw(hvq_ctx *ctx, hw_state *s, const hvq_tensor *t)
     hvq_status st = hw_data(ctx, s, t->data, info->nbytes, &crc);
     if (st != HVQ_OK)
         return st;
-    hw_buf *b = &s->tmp;
+    hvq_buf *b = &s->tmp;
     hw_entry_head(b, info, dtype);
-    hw_puts(b, ",\"encoding\":\"raw\",\"crc32\":");
-    hw_putu(b, crc);
-    hw_puts(b, ",\"stored\":[");
-    hw_put_str(b, info->name);
-    hw_puts(b, "]}");
+    hvq_buf_puts(b, ",\"encoding\":\"raw\",\"crc32\":");
+    hvq_buf_putu(b, crc);
+    hvq_buf_puts(b, ",\"stored\":[");
+    hvq_buf_json_string(b, info->name);
+    hvq_buf_puts(b, "]}");
     return hw_commit_entry(ctx, s);
 }
 
@@ -608,22 +518,22 @@ static hvq_status hw_component_ok(hvq_ctx *ctx, hw_state *s, const char *tensor,
  * stored names; writes the data. */
 static hvq_status hw_stage(hvq_ctx *ctx, hw_state *s, const char *tensor, const char *stage,
                            const char *plugin, const char *version, const hvq_encoded *enc,
-                           hw_buf *stored, uint32_t *crc, uint64_t *paper_bits)
+                           hvq_buf *stored, uint32_t *crc, uint64_t *paper_bits)
 {
     const hvq_host *H = ctx->host;
-    hw_buf *b = &s->tmp;
+    hvq_buf *b = &s->tmp;
     plugin = plugin ? plugin : "";
     version = version ? version : "";
     if (!hw_utf8(plugin) || !hw_utf8(version))
         return H->error(ctx, HVQ_E_INTERNAL, "%s: tensor '%s': bad %s plugin name", s->path,
                         tensor, stage);
-    hw_puts(b, ",\"");
-    hw_puts(b, stage);
-    hw_puts(b, "\":{\"plugin\":");
-    hw_put_str(b, plugin);
-    hw_puts(b, ",\"version\":");
-    hw_put_str(b, version);
-    hw_puts(b, ",\"attrs\":{");
+    hvq_buf_puts(b, ",\"");
+    hvq_buf_puts(b, stage);
+    hvq_buf_puts(b, "\":{\"plugin\":");
+    hvq_buf_json_string(b, plugin);
+    hvq_buf_puts(b, ",\"version\":");
+    hvq_buf_json_string(b, version);
+    hvq_buf_puts(b, ",\"attrs\":{");
     size_t na = enc ? enc->n_attrs : 0, nc = enc ? enc->n_components : 0;
     for (size_t i = 0; i < na; i++) {
         const hvq_meta *a = &enc->attrs[i];
@@ -632,12 +542,12 @@ static hvq_status hw_stage(hvq_ctx *ctx, hw_state *s, const char *tensor, const 
                             "%s: tensor '%s': %s attribute %zu is not valid UTF-8", s->path,
                             tensor, stage, i);
         if (i)
-            hw_put(b, ",", 1);
-        hw_put_str(b, a->key);
-        hw_put(b, ":", 1);
-        hw_put_str(b, a->value);
+            hvq_buf_append(b, ",", 1);
+        hvq_buf_json_string(b, a->key);
+        hvq_buf_append(b, ":", 1);
+        hvq_buf_json_string(b, a->value);
     }
-    hw_puts(b, "},\"components\":{");
+    hvq_buf_puts(b, "},\"components\":{");
     for (size_t i = 0; i < nc; i++) {
         const hvq_component *c = &enc->components[i];
         hvq_status st = hw_component_ok(ctx, s, tensor, stage, c);
@@ -647,39 +557,39 @@ static hvq_status hw_stage(hvq_ctx *ctx, hw_state *s, const char *tensor, const 
         memcpy(cname, c->name, sizeof cname);
         cname[sizeof cname - 1] = '\0';
         /* NAME::stage.component */
-        hw_buf full = {.ctx = ctx};
-        hw_puts(&full, tensor);
-        hw_puts(&full, "::");
-        hw_puts(&full, stage);
-        hw_puts(&full, ".");
-        hw_puts(&full, cname);
+        hvq_buf full = {0};
+        hvq_buf_puts(&full, tensor);
+        hvq_buf_puts(&full, "::");
+        hvq_buf_puts(&full, stage);
+        hvq_buf_puts(&full, ".");
+        hvq_buf_puts(&full, cname);
         if (full.oom)
             return hw_nomem(ctx, s);
-        int r = hw_set_add(ctx, &s->stored, full.p);
+        int r = hw_set_add(ctx, &s->stored, full.data);
         if (r <= 0) {
             if (r == 0)
                 st = H->error(ctx, HVQ_E_UNSUPPORTED,
                               "%s: tensor '%s': the stored name '%s' is already taken by "
-                              "another tensor or component", s->path, tensor, full.p);
+                              "another tensor or component", s->path, tensor, full.data);
             else
                 st = HVQ_E_NOMEM;
-            H->free(full.p);
+            hvq_buf_free(&full);
             return st;
         }
         if (i)
-            hw_put(b, ",", 1);
-        hw_put_str(b, cname);
-        hw_put(b, ":", 1);
-        hw_put_str(b, full.p);
-        hw_put(stored, ",", 1);
-        hw_put_str(stored, full.p);
-        hw_entry(s, full.p, H->dtype_name(c->dtype), c->ndim, c->shape, c->nbytes);
-        H->free(full.p);
+            hvq_buf_append(b, ",", 1);
+        hvq_buf_json_string(b, cname);
+        hvq_buf_append(b, ":", 1);
+        hvq_buf_json_string(b, full.data);
+        hvq_buf_append(stored, ",", 1);
+        hvq_buf_json_string(stored, full.data);
+        hw_entry(s, full.data, H->dtype_name(c->dtype), c->ndim, c->shape, c->nbytes);
+        hvq_buf_free(&full);
         if ((st = hw_data(ctx, s, c->data, c->nbytes, crc)) != HVQ_OK)
             return st;
         *paper_bits += c->paper_bits;
     }
-    hw_puts(b, "}}");
+    hvq_buf_puts(b, "}}");
     return HVQ_OK;
 }
 
@@ -699,36 +609,36 @@ static hvq_status hw_compressed(hvq_ctx *ctx, hw_state *s, const hvq_result *r)
     if (!hw_utf8(dtype) || !*dtype)
         return H->error(ctx, HVQ_E_UNSUPPORTED, "%s: tensor '%s': no usable dtype name",
                         s->path, name);
-    hw_buf stored = {.ctx = ctx};
+    hvq_buf stored = {0};
     uint32_t crc = 0;
     uint64_t paper_bits = 0;
     hvq_status st = HVQ_OK;
-    hw_buf *b = &s->tmp;
+    hvq_buf *b = &s->tmp;
     hw_entry_head(b, info, dtype);
-    hw_puts(b, ",\"encoding\":\"hvq\",\"rows\":");
-    hw_putu(b, (unsigned long long)r->rows);
-    hw_puts(b, ",\"cols\":");
-    hw_putu(b, (unsigned long long)r->cols);
-    hw_puts(b, ",\"scales\":");
+    hvq_buf_puts(b, ",\"encoding\":\"hvq\",\"rows\":");
+    hvq_buf_putu(b, (unsigned long long)r->rows);
+    hvq_buf_puts(b, ",\"cols\":");
+    hvq_buf_putu(b, (unsigned long long)r->cols);
+    hvq_buf_puts(b, ",\"scales\":");
     if (r->row_scale) {
-        hw_buf sname = {.ctx = ctx};
-        hw_puts(&sname, name);
-        hw_puts(&sname, "::scales");
+        hvq_buf sname = {0};
+        hvq_buf_puts(&sname, name);
+        hvq_buf_puts(&sname, "::scales");
         if (sname.oom)
             return hw_nomem(ctx, s);
-        int added = hw_set_add(ctx, &s->stored, sname.p);
+        int added = hw_set_add(ctx, &s->stored, sname.data);
         if (added <= 0) {
             st = added == 0 ? H->error(ctx, HVQ_E_UNSUPPORTED,
                                        "%s: tensor '%s': the stored name '%s' is already taken "
-                                       "by another tensor", s->path, name, sname.p)
+                                       "by another tensor", s->path, name, sname.data)
                             : HVQ_E_NOMEM;
-            H->free(sname.p);
+            hvq_buf_free(&sname);
             return st;
         }
         if (r->rows > s->scales_cap) {
             uint16_t *p = H->realloc(ctx, s->scales, (size_t)r->rows * sizeof *p);
             if (!p) {
-                H->free(sname.p);
+                hvq_buf_free(&sname);
                 return HVQ_E_NOMEM;
             }
             s->scales = p;
@@ -737,16 +647,16 @@ static hvq_status hw_compressed(hvq_ctx *ctx, hw_state *s, const hvq_result *r)
         st = H->convert(ctx, HVQ_DTYPE_F16, s->scales, HVQ_DTYPE_F32, r->row_scale,
                         (size_t)r->rows);
         int64_t shape[1] = {(int64_t)r->rows};
-        hw_put_str(b, sname.p);
-        hw_put(&stored, ",", 1);
-        hw_put_str(&stored, sname.p);
-        hw_entry(s, sname.p, "F16", 1, shape, 2 * r->rows);
-        H->free(sname.p);
+        hvq_buf_json_string(b, sname.data);
+        hvq_buf_append(&stored, ",", 1);
+        hvq_buf_json_string(&stored, sname.data);
+        hw_entry(s, sname.data, "F16", 1, shape, 2 * r->rows);
+        hvq_buf_free(&sname);
         if (st == HVQ_OK)
             st = hw_data(ctx, s, s->scales, 2 * r->rows, &crc);
         paper_bits += 16 * r->rows;
     } else {
-        hw_puts(b, "null");
+        hvq_buf_puts(b, "null");
     }
     if (st == HVQ_OK)
         st = hw_stage(ctx, s, name, "clusterer", r->clusterer, r->clusterer_version,
@@ -755,18 +665,18 @@ static hvq_status hw_compressed(hvq_ctx *ctx, hw_state *s, const hvq_result *r)
         st = hw_stage(ctx, s, name, "residual", r->residual, r->residual_version,
                       r->residual_enc, &stored, &crc, &paper_bits);
     if (st == HVQ_OK) {
-        hw_puts(b, ",\"paper_bits\":");
-        hw_putu(b, (unsigned long long)paper_bits);
-        hw_puts(b, ",\"crc32\":");
-        hw_putu(b, crc);
-        hw_puts(b, ",\"stored\":[");
+        hvq_buf_puts(b, ",\"paper_bits\":");
+        hvq_buf_putu(b, (unsigned long long)paper_bits);
+        hvq_buf_puts(b, ",\"crc32\":");
+        hvq_buf_putu(b, crc);
+        hvq_buf_puts(b, ",\"stored\":[");
         if (stored.len > 1)
-            hw_put(b, stored.p + 1, stored.len - 1); /* without the leading comma */
-        hw_puts(b, "]}");
+            hvq_buf_append(b, stored.data + 1, stored.len - 1); /* without the leading comma */
+        hvq_buf_puts(b, "]}");
         if (stored.oom)
             st = hw_nomem(ctx, s);
     }
-    H->free(stored.p);
+    hvq_buf_free(&stored);
     if (st != HVQ_OK)
         return st;
     return hw_commit_entry(ctx, s);
@@ -796,7 +706,7 @@ static hvq_status hw_finish(hvq_ctx *ctx, void *state)
     if (s->next != s->n)
         return H->error(ctx, HVQ_E_INTERNAL, "%s: finish after %zu of %zu tensors", s->path,
                         s->next, s->n);
-    hw_put(&s->tensors, "]", 1);
+    hvq_buf_append(&s->tensors, "]", 1);
     s->tensors_esc += 1;
     uint64_t need = hw_header_size(s);
     if (s->tensors.oom)
@@ -811,31 +721,31 @@ static hvq_status hw_finish(hvq_ctx *ctx, void *state)
                         need > HW_MAX_HEADER ? "is the most safetensors readers accept"
                                              : "were reserved; rerun with a larger "
                                                "stages.writer.header_reserve");
-    hw_buf h = {.ctx = ctx};
+    hvq_buf h = {0};
     unsigned char len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (unsigned char)(s->reserve >> (8 * i));
-    hw_put(&h, (const char *)len8, 8);
-    hw_put(&h, s->prefix.p, s->prefix.len);
-    hw_put_strn(&h, s->tensors.p, s->tensors.len);
-    hw_put(&h, "}", 1);
+    hvq_buf_append(&h, (const char *)len8, 8);
+    hvq_buf_append(&h, s->prefix.data, s->prefix.len);
+    hvq_buf_json_stringn(&h, s->tensors.data, s->tensors.len);
+    hvq_buf_append(&h, "}", 1);
     if (s->entries.len)
-        hw_put(&h, s->entries.p, s->entries.len);
-    hw_put(&h, "}", 1);
+        hvq_buf_append(&h, s->entries.data, s->entries.len);
+    hvq_buf_append(&h, "}", 1);
     while (!h.oom && h.len < 8 + s->reserve) {
         static const char spaces[64] = "                                                               ";
         uint64_t left = 8 + s->reserve - h.len;
-        hw_put(&h, spaces, left < 63 ? (size_t)left : 63);
+        hvq_buf_append(&h, spaces, left < 63 ? (size_t)left : 63);
     }
     if (h.oom)
         return hw_nomem(ctx, s);
     if (h.len != 8 + s->reserve) {
-        H->free(h.p);
+        hvq_buf_free(&h);
         return H->error(ctx, HVQ_E_INTERNAL, "%s: header of %zu bytes, expected %llu", s->path,
                         h.len, (unsigned long long)(8 + s->reserve));
     }
-    hvq_status st = H->output_pwrite(ctx, s->out, h.p, h.len, 0);
-    H->free(h.p);
+    hvq_status st = H->output_pwrite(ctx, s->out, h.data, h.len, 0);
+    hvq_buf_free(&h);
     if (st == HVQ_OK && !s->fixed && s->mem_len)
         st = H->output_pwrite(ctx, s->out, s->mem, s->mem_len, 8 + s->reserve);
     if (st == HVQ_OK)
@@ -855,10 +765,10 @@ static void hw_close(hvq_ctx *ctx, void *state)
         H->free(s->names[i]);
     H->free(s->names);
     hw_set_free(H, &s->stored);
-    H->free(s->prefix.p);
-    H->free(s->tensors.p);
-    H->free(s->entries.p);
-    H->free(s->tmp.p);
+    hvq_buf_free(&s->prefix);
+    hvq_buf_free(&s->tensors);
+    hvq_buf_free(&s->entries);
+    hvq_buf_free(&s->tmp);
     H->free(s->scales);
     H->free(s->mem);
     H->free(s->estimate);
