@@ -12,3 +12,10 @@ tests_test_stages_SOURCES = tests/test_stages.c
 tests_test_stages_CFLAGS = $(HVQ_TEST_CFLAGS)
 tests_test_stages_LDADD = $(HVQ_TEST_LIBS)
 TESTS += tests/test_stages
+
+# HAS-VQ through the driver: accounting, sparse precision, a real model.
+check_PROGRAMS += tests/test_hasvq
+tests_test_hasvq_SOURCES = tests/test_hasvq.c
+tests_test_hasvq_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_hasvq_LDADD = $(HVQ_TEST_LIBS)
+TESTS += tests/test_hasvq
