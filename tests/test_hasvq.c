@@ -126,7 +126,7 @@ START_TEST(real_model_high_fidelity)
     char *dir = th_tmpdir("hasvq-real");
     snprintf(set_in, sizeof set_in, "input=%s", in);
     snprintf(set_out, sizeof set_out, "output=%s/high.hvq", dir);
-    const char *sets[] = {set_in, set_out, "select.include=*.weight",
+    const char *sets[] = {set_in, set_out, "seed=42", "select.include=*.weight",
                           "stages.importance.plugin=hasvq", "stages.clusterer.plugin=kmeans",
                           "stages.clusterer.fit=shrink", "stages.residual.plugin=coo16",
                           "stages.writer.plugin=hvq", NULL};
