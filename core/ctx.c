@@ -30,6 +30,9 @@ struct hvq_sink_handle {
     const hvq_loaded_plugin *plugin;
     void *state;
     int finished;
+    hvq_value *values;  /* the sink's resolved parameters (instance lifetime) */
+    char **texts;       /* copies of the option values the above point into */
+    size_t n_values;
 };
 
 typedef struct ctx_private {
@@ -286,6 +289,19 @@ static hvq_status host_output_pwrite(hvq_ctx *ctx, hvq_output *o, const void *bu
 
 static uint64_t host_output_tell(hvq_output *o) { return o->pos; }
 
+static hvq_status host_output_rename(hvq_ctx *ctx, hvq_output *o, const char *final_path)
+{
+    for (hvq_output *x = priv(ctx)->outputs; x; x = x->next)
+        if (x != o && strcmp(x->final_path, final_path) == 0)
+            return hvq_error(ctx, HVQ_E_INTERNAL, "%s: two outputs of one run", final_path);
+    char *d = hvq_strdup(ctx, final_path);
+    if (!d)
+        return HVQ_E_NOMEM;
+    free(o->final_path);
+    o->final_path = d;
+    return HVQ_OK;
+}
+
 static void output_free(hvq_output *o)
 {
     free(o->final_path);
@@ -377,9 +393,63 @@ void hvq_outputs_abort(hvq_ctx *ctx)
 
 /* ---- sinks for writers ------------------------------------------------- */
 
-static hvq_sink_handle *host_sink_open(hvq_ctx *ctx, const char *format, const char *path,
-                                       const hvq_meta *meta, size_t n_meta,
-                                       const hvq_tensor_info *tensors, size_t n)
+static void sink_handle_free(hvq_sink_handle *h)
+{
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->n_values; i++)
+        free(h->texts[i]);
+    free(h->texts);
+    free(h->values);
+    free(h);
+}
+
+/* Resolves the sink's declared parameters: defaults, then "key=value"
+ * options. */
+static hvq_status sink_params(hvq_ctx *ctx, hvq_sink_handle *h, const char *path,
+                              const char *const *options)
+{
+    const hvq_plugin *d = &h->plugin->desc;
+    size_t n = hvq_param_count(d->params);
+    char why[512];
+    h->n_values = n;
+    h->values = hvq_calloc(ctx, n ? n : 1, sizeof *h->values);
+    h->texts = hvq_calloc(ctx, n ? n : 1, sizeof *h->texts);
+    if (!h->values || !h->texts)
+        return HVQ_E_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (hvq_param_parse(&d->params[i], d->params[i].default_value ? d->params[i].default_value
+                                                                      : "",
+                            &h->values[i], why, sizeof why) != HVQ_OK)
+            return hvq_error(ctx, HVQ_E_INTERNAL, "output format '%s': the default of '%s' is "
+                             "invalid: %s (a bug in the plugin)", d->name, d->params[i].name, why);
+    for (size_t k = 0; options && options[k]; k++) {
+        const char *eq = strchr(options[k], '=');
+        size_t klen = eq ? (size_t)(eq - options[k]) : strlen(options[k]);
+        long idx = -1;
+        for (size_t i = 0; i < n; i++)
+            if (strlen(d->params[i].name) == klen && strncmp(d->params[i].name, options[k], klen) == 0)
+                idx = (long)i;
+        if (!eq || idx < 0)
+            return hvq_error(ctx, HVQ_E_INPUT, "%s: output format '%s' has no option '%.*s'%s",
+                             path, d->name, (int)klen, options[k],
+                             n ? "" : " (it takes none)");
+        free(h->texts[idx]);
+        if (!(h->texts[idx] = hvq_strdup(ctx, eq + 1)))
+            return HVQ_E_NOMEM;
+        if (hvq_param_parse(&d->params[idx], h->texts[idx], &h->values[idx], why, sizeof why) !=
+            HVQ_OK)
+            return hvq_error(ctx, HVQ_E_INPUT, "%s: output format '%s': option '%s': %s", path,
+                             d->name, d->params[idx].name, why);
+        h->values[idx].is_default = 0;
+    }
+    return HVQ_OK;
+}
+
+static hvq_sink_handle *host_sink_open_params(hvq_ctx *ctx, const char *format,
+                                              const char *path, const char *const *options,
+                                              const hvq_meta *meta, size_t n_meta,
+                                              const hvq_tensor_info *tensors, size_t n)
 {
     const hvq_registry *reg = priv(ctx)->registry;
     const hvq_loaded_plugin *pl;
@@ -390,7 +460,9 @@ static hvq_sink_handle *host_sink_open(hvq_ctx *ctx, const char *format, const c
     if (format && *format) {
         pl = hvq_registry_find(reg, HVQ_KIND_SINK, format);
         if (!pl) {
-            hvq_error(ctx, HVQ_E_INPUT, "%s: no such output format '%s'", path, format);
+            const char *near = hvq_registry_suggest(reg, HVQ_KIND_SINK, format);
+            hvq_error(ctx, HVQ_E_INPUT, "%s: no such output format '%s'%s%s%s", path, format,
+                      near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
             return NULL;
         }
     } else {
@@ -402,11 +474,30 @@ static hvq_sink_handle *host_sink_open(hvq_ctx *ctx, const char *format, const c
     if (!h)
         return NULL;
     h->plugin = pl;
-    if (pl->desc.sink_create(ctx, path, meta, n_meta, tensors, n, &h->state) != HVQ_OK) {
-        free(h);
+    if (sink_params(ctx, h, path, options) != HVQ_OK) {
+        sink_handle_free(h);
+        return NULL;
+    }
+    hvq_status st;
+    if (pl->desc.sink_create_params) {
+        hvq_params par = {h->n_values, h->values, pl->desc.params};
+        st = pl->desc.sink_create_params(ctx, path, &par, meta, n_meta, tensors, n, &h->state);
+    } else {
+        st = pl->desc.sink_create(ctx, path, meta, n_meta, tensors, n, &h->state);
+    }
+    if (st != HVQ_OK) {
+        pl->desc.sink_close(ctx, h->state);
+        sink_handle_free(h);
         return NULL;
     }
     return h;
+}
+
+static hvq_sink_handle *host_sink_open(hvq_ctx *ctx, const char *format, const char *path,
+                                       const hvq_meta *meta, size_t n_meta,
+                                       const hvq_tensor_info *tensors, size_t n)
+{
+    return host_sink_open_params(ctx, format, path, NULL, meta, n_meta, tensors, n);
 }
 
 static hvq_status host_sink_write(hvq_ctx *ctx, hvq_sink_handle *h, const hvq_tensor *t)
@@ -428,7 +519,7 @@ static void host_sink_close(hvq_ctx *ctx, hvq_sink_handle *h)
     if (!h)
         return;
     h->plugin->desc.sink_close(ctx, h->state);
-    free(h);
+    sink_handle_free(h);
 }
 
 /* ---- encoded components ------------------------------------------------ */
@@ -680,6 +771,8 @@ static const hvq_host host_table = {
     .model_count = host_model_count,
     .model_info = host_model_info,
     .model_close = host_model_close,
+    .sink_open_params = host_sink_open_params,
+    .output_rename = host_output_rename,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

@@ -504,9 +504,9 @@ static void describe_one(const hvq_loaded_plugin *lp)
         printf("    %-14s %-7s default: %s", s->name, hvq_param_type_name(s->type),
                s->default_value ? (*s->default_value ? s->default_value : "\"\"")
                                 : "(required)");
-        if ((s->type == HVQ_PARAM_INT || s->type == HVQ_PARAM_FLOAT) &&
+        if ((s->type == HVQ_PARAM_INT || s->type == HVQ_PARAM_FLOAT || s->type == HVQ_PARAM_SIZE) &&
             !(s->min == 0 && s->max == 0))
-            printf(s->type == HVQ_PARAM_INT ? "  range: %.0f..%.0f" : "  range: %g..%g",
+            printf(s->type != HVQ_PARAM_FLOAT ? "  range: %.0f..%.0f" : "  range: %g..%g",
                    s->min, s->max);
         if (s->type == HVQ_PARAM_CHOICE) {
             printf("  choices:");

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -64,6 +65,54 @@ static hvq_status parse_int(const hvq_param_spec *spec, const char *text,
     out->i = (int64_t)v;
     out->f = (double)v;
     return HVQ_OK;
+}
+
+/* A byte count: digits, optional spaces, an optional unit (B; K, M, G, T
+ * decimal; Ki, Mi, Gi, Ti binary; any case, an optional trailing B). */
+static hvq_status parse_size(const hvq_param_spec *spec, const char *text,
+                             hvq_value *out, char *why, size_t why_len)
+{
+    static const struct { const char *unit; uint64_t mult; } units[] = {
+        {"", 1}, {"b", 1},
+        {"k", 1000ull}, {"kb", 1000ull}, {"ki", 1ull << 10}, {"kib", 1ull << 10},
+        {"m", 1000000ull}, {"mb", 1000000ull}, {"mi", 1ull << 20}, {"mib", 1ull << 20},
+        {"g", 1000000000ull}, {"gb", 1000000000ull}, {"gi", 1ull << 30}, {"gib", 1ull << 30},
+        {"t", 1000000000000ull}, {"tb", 1000000000000ull}, {"ti", 1ull << 40},
+        {"tib", 1ull << 40},
+    };
+    const char *p = text;
+    uint64_t v = 0;
+    if (!isdigit((unsigned char)*p))
+        return reason(why, why_len, "expected a size such as 4096, 500MB or 5GB, got '%s'",
+                      text);
+    for (; isdigit((unsigned char)*p); p++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return reason(why, why_len, "%s is too large", text);
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    while (*p == ' ')
+        p++;
+    char unit[8];
+    size_t n = strlen(p);
+    if (n >= sizeof unit)
+        return reason(why, why_len, "expected a size such as 4096, 500MB or 5GB, got '%s'",
+                      text);
+    for (size_t i = 0; i <= n; i++)
+        unit[i] = (char)tolower((unsigned char)p[i]);
+    for (size_t u = 0; u < sizeof units / sizeof units[0]; u++)
+        if (strcmp(unit, units[u].unit) == 0) {
+            if (v > (uint64_t)INT64_MAX / units[u].mult)
+                return reason(why, why_len, "%s is too large", text);
+            v *= units[u].mult;
+            if (bounded(spec) && ((double)v < spec->min || (double)v > spec->max))
+                return reason(why, why_len, "%s (%llu bytes) is outside %.0f..%.0f", text,
+                              (unsigned long long)v, spec->min, spec->max);
+            out->i = (int64_t)v;
+            out->f = (double)v;
+            return HVQ_OK;
+        }
+    return reason(why, why_len, "unknown size unit '%s' in '%s' (use B, KB, MB, GB, TB or "
+                  "KiB, MiB, GiB, TiB)", p, text);
 }
 
 static hvq_status parse_float(const hvq_param_spec *spec, const char *text,
@@ -218,6 +267,9 @@ hvq_status hvq_param_parse(const hvq_param_spec *spec, const char *text,
     case HVQ_PARAM_CHOICE:
         st = parse_choice(spec, text, &v, why, why_len);
         break;
+    case HVQ_PARAM_SIZE:
+        st = parse_size(spec, text, &v, why, why_len);
+        break;
     case HVQ_PARAM_PATH:
         st = text[0] ? HVQ_OK
                      : reason(why, why_len, "expected a path, got an empty "
@@ -263,6 +315,7 @@ const char *hvq_param_type_name(hvq_param_type t)
     case HVQ_PARAM_STRING: return "string";
     case HVQ_PARAM_CHOICE: return "choice";
     case HVQ_PARAM_PATH: return "path";
+    case HVQ_PARAM_SIZE: return "size";
     }
     return "unknown";
 }

@@ -127,8 +127,11 @@ typedef enum hvq_param_type {
     HVQ_PARAM_BOOL = 3,   /* true/false, yes/no, on/off, 1/0 */
     HVQ_PARAM_STRING = 4, /* any string */
     HVQ_PARAM_CHOICE = 5, /* one of choices[] */
-    HVQ_PARAM_PATH = 6    /* a file path; relative paths are relative to
+    HVQ_PARAM_PATH = 6,   /* a file path; relative paths are relative to
                              the current directory, like input: */
+    HVQ_PARAM_SIZE = 7    /* a byte count: 4096, 500MB, 5GB, 2GiB (K/M/G/T
+                             decimal, Ki/Mi/Gi/Ti binary); in .i, bounded
+                             by [min, max] like INT */
 } hvq_param_type;
 
 typedef struct hvq_param_spec {
@@ -301,6 +304,21 @@ struct hvq_host {
     size_t (*model_count)(hvq_model *m);
     hvq_status (*model_info)(hvq_model *m, size_t i, hvq_tensor_info *info);
     void (*model_close)(hvq_ctx *ctx, hvq_model *m);
+
+    /* sink_open with options for the sink, "key=value" strings (NULL-
+     * terminated list, or NULL), validated against the sink's declared
+     * parameters like a pipeline's (unknown keys are errors). */
+    hvq_sink_handle *(*sink_open_params)(hvq_ctx *ctx, const char *format,
+                                         const char *path,
+                                         const char *const *options,
+                                         const hvq_meta *meta, size_t n_meta,
+                                         const hvq_tensor_info *tensors,
+                                         size_t n_tensors);
+
+    /* Changes the name an output will get when the run commits (e.g. a
+     * shard whose count was unknown when it was opened). */
+    hvq_status (*output_rename)(hvq_ctx *ctx, hvq_output *out,
+                                const char *final_path);
 };
 
 /* ------------------------------------------------------------------------
@@ -498,6 +516,15 @@ typedef struct hvq_plugin {
                                 const hvq_result *r);               /* [M] */
     hvq_status (*writer_finish)(hvq_ctx *ctx, void *state);         /* [M] */
     void (*writer_close)(hvq_ctx *ctx, void *state); /* [M] */
+
+    /* SINK, optional: sink_create with the sink's declared parameters
+     * resolved (e.g. safetensors' max_shard_size). The host calls it, when
+     * present, instead of sink_create. */
+    hvq_status (*sink_create_params)(hvq_ctx *ctx, const char *path,
+                                     const hvq_params *params,
+                                     const hvq_meta *meta, size_t n_meta,
+                                     const hvq_tensor_info *tensors, size_t n,
+                                     void **state);
 
     /* New fields are appended here. */
 } hvq_plugin;

@@ -140,7 +140,7 @@ hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
                          d->name, s->name);
                 return HVQ_E_INPUT;
             }
-            if (s->type < HVQ_PARAM_INT || s->type > HVQ_PARAM_PATH) {
+            if (s->type < HVQ_PARAM_INT || s->type > HVQ_PARAM_SIZE) {
                 snprintf(why, why_len, "plugin '%s': parameter '%s' has unknown type %d",
                          d->name, s->name, (int)s->type);
                 return HVQ_E_INPUT;

@@ -435,7 +435,7 @@ START_TEST(validate_params)
                                                {NULL, 0, NULL, 0, 0, NULL, NULL}};
     static const hvq_param_spec bad_type[] = {{"n", (hvq_param_type)0, "0", 0, 0, NULL, ""},
                                               {NULL, 0, NULL, 0, 0, NULL, NULL}};
-    static const hvq_param_spec bad_type2[] = {{"n", (hvq_param_type)7, "0", 0, 0, NULL, ""},
+    static const hvq_param_spec bad_type2[] = {{"n", (hvq_param_type)99, "0", 0, 0, NULL, ""},
                                                {NULL, 0, NULL, 0, 0, NULL, NULL}};
     static const hvq_param_spec no_choices[] = {{"m", HVQ_PARAM_CHOICE, "a", 0, 0, NULL, ""},
                                                 {NULL, 0, NULL, 0, 0, NULL, NULL}};
@@ -457,7 +457,7 @@ START_TEST(validate_params)
     d.params = bad_type;
     assert_refused(d, "plugin 'x': parameter 'n' has unknown type 0");
     d.params = bad_type2;
-    assert_refused(d, "plugin 'x': parameter 'n' has unknown type 7");
+    assert_refused(d, "plugin 'x': parameter 'n' has unknown type 99");
     d.params = no_choices;
     assert_refused(d, "plugin 'x': choice parameter 'm' has no choices");
     d.params = empty_choices;

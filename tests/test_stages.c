@@ -331,6 +331,34 @@ START_TEST(rtn_decode_refuses_corrupt_components)
 }
 END_TEST
 
+START_TEST(size_parameters_parse_units)
+{
+    hvq_param_spec spec = {"max_shard_size", HVQ_PARAM_SIZE, "0", 0, 0, NULL, ""};
+    struct { const char *text; int64_t bytes; } ok[] = {
+        {"0", 0}, {"4096", 4096}, {"500MB", 500000000}, {"5GB", 5000000000ll},
+        {"2GiB", 2147483648ll}, {"10 kib", 10240}, {"1T", 1000000000000ll}, {"7b", 7},
+    };
+    char why[256];
+    hvq_value v;
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        ck_assert_msg(hvq_param_parse(&spec, ok[i].text, &v, why, sizeof why) == HVQ_OK, "%s: %s",
+                      ok[i].text, why);
+        ck_assert_int_eq(v.i, ok[i].bytes);
+    }
+    ck_assert_int_eq(hvq_param_parse(&spec, "5 parsecs", &v, why, sizeof why), HVQ_E_INPUT);
+    ck_assert_str_eq(why, "unknown size unit 'parsecs' in '5 parsecs' (use B, KB, MB, GB, TB or "
+                          "KiB, MiB, GiB, TiB)");
+    ck_assert_int_eq(hvq_param_parse(&spec, "-5GB", &v, why, sizeof why), HVQ_E_INPUT);
+    ck_assert_int_eq(hvq_param_parse(&spec, "99999999999TB", &v, why, sizeof why), HVQ_E_INPUT);
+    ck_assert_str_eq(why, "99999999999TB is too large");
+    spec.min = 1024;
+    spec.max = 1e12;
+    ck_assert_int_eq(hvq_param_parse(&spec, "1KB", &v, why, sizeof why), HVQ_E_INPUT);
+    ck_assert_str_eq(why, "1KB (1000 bytes) is outside 1024..1000000000000");
+    ck_assert_str_eq(hvq_param_type_name(HVQ_PARAM_SIZE), "size");
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("stages");
@@ -343,6 +371,7 @@ static Suite *suite(void)
     tcase_add_test(tc, rtn_levels_are_symmetric_minus7_to_7);
     tcase_add_test(tc, rtn_rejects_values_beyond_fp16);
     tcase_add_test(tc, rtn_decode_refuses_corrupt_components);
+    tcase_add_test(tc, size_parameters_parse_units);
     suite_add_tcase(s, tc);
     return s;
 }
