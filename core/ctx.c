@@ -725,6 +725,14 @@ static hvq_status host_model_find(hvq_ctx *ctx, hvq_model *m, const char *name, 
 
 static size_t host_model_count(hvq_model *m) { return m->n; }
 
+static void host_model_meta(hvq_model *m, const hvq_meta **meta, size_t *n)
+{
+    *meta = NULL;
+    *n = 0;
+    if (m->plugin->desc.source_meta)
+        m->plugin->desc.source_meta(m->state, meta, n);
+}
+
 static hvq_status host_model_info(hvq_model *m, size_t i, hvq_tensor_info *info)
 {
     if (i >= m->n)
@@ -773,6 +781,7 @@ static const hvq_host host_table = {
     .model_close = host_model_close,
     .sink_open_params = host_sink_open_params,
     .output_rename = host_output_rename,
+    .model_meta = host_model_meta,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

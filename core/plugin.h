@@ -319,6 +319,10 @@ struct hvq_host {
      * shard whose count was unknown when it was opened). */
     hvq_status (*output_rename)(hvq_ctx *ctx, hvq_output *out,
                                 const char *final_path);
+
+    /* The metadata of a model opened with model_open (valid until
+     * model_close); the format's own encoding (see the source plugin). */
+    void (*model_meta)(hvq_model *m, const hvq_meta **meta, size_t *n);
 };
 
 /* ------------------------------------------------------------------------
