@@ -4,6 +4,7 @@
 
 #include "container.h"
 #include "dtype.h"
+#include "params.h"
 #include "util.h"
 
 #include <getopt.h>
@@ -14,7 +15,7 @@
 #include <yaml.h>
 
 enum { EXIT_OK_ = 0, EXIT_OTHER = 1, EXIT_BAD_INPUT = 2 };
-enum { OPT_PLUGIN_DIR = 1000, OPT_DTYPE, OPT_FORMAT, OPT_JSON };
+enum { OPT_PLUGIN_DIR = 1000, OPT_DTYPE, OPT_FORMAT, OPT_JSON, OPT_MAX_SHARD };
 
 static int exit_for(hvq_status st)
 {
@@ -83,10 +84,12 @@ static int same_file(const char *a, const char *b)
 
 static void usage_decode(FILE *f)
 {
-    fputs("Usage: hvqconv decode CONTAINER.hvq -o OUTPUT [OPTION]...\n"
+    fputs("Usage: hvqconv decode CONTAINER -o OUTPUT [OPTION]...\n"
           "Decode an hvq container into a model file: every tensor under its original name\n"
           "and shape, compressed tensors reconstructed bit for bit as the compressing run\n"
           "measured them, the others byte for byte, with the source model's metadata.\n"
+          "CONTAINER is a .hvq file, or a sharded container's NAME.hvq.index.json or its\n"
+          "directory.\n"
           "\n"
           "  -o, --output PATH     the file to write (required)\n"
           "      --dtype TYPE      element type of reconstructed tensors: same (default:\n"
@@ -95,6 +98,10 @@ static void usage_decode(FILE *f)
           "      --format NAME     output format (a sink plugin, e.g. safetensors);\n"
           "                        default: from OUTPUT's extension, else the container's\n"
           "                        source format\n"
+          "      --max-shard-size SIZE\n"
+          "                        write shards of at most SIZE bytes (500MB, 5GB) and an\n"
+          "                        index, as Hugging Face does (the output format's\n"
+          "                        max_shard_size option); default 0: one file\n"
           "  -f, --force           replace an existing output file\n"
           "      --plugin-dir DIR, -q, -v, -h as for every command\n"
           "\n"
@@ -136,7 +143,8 @@ static const hvq_loaded_plugin *choose_sink(hvq_ctx *ctx, const hvq_registry *re
 }
 
 static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *in,
-                             const char *outp, const char *dtype, const char *format)
+                             const char *outp, const char *dtype, const char *format,
+                             int64_t max_shard)
 {
     const hvq_host *H = ctx->host;
     if (same_file(in, outp))
@@ -187,7 +195,15 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
     const hvq_meta *meta;
     size_t n_meta;
     hvq_container_source_meta(c, &meta, &n_meta);
-    sink = H->sink_open(ctx, sp->desc.name, outp, meta, n_meta, infos, n);
+    /* The shard size is an option of the sink only when given, so formats
+     * without it still decode; the host names a format that lacks it. */
+    char shard_opt[64];
+    const char *options[2] = {NULL, NULL};
+    if (max_shard > 0) {
+        snprintf(shard_opt, sizeof shard_opt, "max_shard_size=%lld", (long long)max_shard);
+        options[0] = shard_opt;
+    }
+    sink = H->sink_open_params(ctx, sp->desc.name, outp, options, meta, n_meta, infos, n);
     if (!sink) {
         st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_IO;
         goto done;
@@ -243,12 +259,14 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'}, {"dtype", required_argument, 0, OPT_DTYPE},
         {"format", required_argument, 0, OPT_FORMAT}, {"force", no_argument, 0, 'f'},
+        {"max-shard-size", required_argument, 0, OPT_MAX_SHARD},
         {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     hvq_ctx_opts opts = *gopts;
     dirs d = {0};
     const char *out = NULL, *dtype = "same", *format = NULL;
+    int64_t max_shard = 0;
     int c, rc = -1;
     for (size_t i = 0; i < n_plugin_dirs; i++)
         if (!dirs_add(&d, plugin_dirs[i]))
@@ -258,6 +276,19 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
         case 'o': out = optarg; break;
         case 'f': opts.force = 1; break;
         case OPT_FORMAT: format = optarg; break;
+        case OPT_MAX_SHARD: {
+            static const hvq_param_spec spec = {"max-shard-size", HVQ_PARAM_SIZE, "0", 0, 0,
+                                                NULL, NULL};
+            hvq_value v;
+            char why[256];
+            if (hvq_param_parse(&spec, optarg, &v, why, sizeof why) != HVQ_OK) {
+                fprintf(stderr, "hvqconv: error: --max-shard-size %s: %s\n", optarg, why);
+                rc = EXIT_BAD_INPUT;
+            } else {
+                max_shard = v.i;
+            }
+            break;
+        }
         case OPT_DTYPE:
             dtype = optarg;
             if (strcmp(dtype, "same") != 0 && strcmp(dtype, "f32") != 0 &&
@@ -294,7 +325,7 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
     }
     hvq_registry *reg = load_registry(ctx, &d);
     if (reg) {
-        hvq_status st = decode_run(ctx, reg, in, out, dtype, format);
+        hvq_status st = decode_run(ctx, reg, in, out, dtype, format, max_shard);
         if (st != HVQ_OK)
             fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
         rc = exit_for(st);
@@ -311,11 +342,13 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
 
 static void usage_inspect(FILE *f)
 {
-    fputs("Usage: hvqconv inspect CONTAINER.hvq [OPTION]...\n"
+    fputs("Usage: hvqconv inspect CONTAINER [OPTION]...\n"
           "Describe an hvq container: format version, producer, source format, pipeline,\n"
           "and per tensor its shape, dtype, encoding, clusterer and residual (with their\n"
           "attributes), stored bytes and bits per parameter; then totals. Every checksum is\n"
           "verified: the last line says OK or names the first mismatch (exit status 2).\n"
+          "CONTAINER is a .hvq file, or a sharded container's NAME.hvq.index.json or its\n"
+          "directory.\n"
           "\n"
           "      --json            print the description as one JSON object\n"
           "      --plugin-dir DIR, -q, -v, -h as for every command\n",
@@ -437,14 +470,19 @@ static hvq_status inspect_run(hvq_ctx *ctx, const hvq_registry *reg, const char 
     const char *srcfmt = hvq_container_meta(c, "hvq.source_format");
     char *pname = pipeline_name(hvq_container_meta(c, "hvq.pipeline"));
     uint64_t fsize = hvq_container_file_size(c);
+    /* Sharded containers: "hvq.shard" is "1 of N" (the reader checked it). */
+    const char *shard = hvq_container_meta(c, "hvq.shard");
+    unsigned long long shard_k = 1, n_shards = 1;
+    if (shard && sscanf(shard, "%llu of %llu", &shard_k, &n_shards) != 2)
+        n_shards = 1;
 
     hvq_buf b;
     hvq_buf_init(&b);
     if (json) {
         hvq_buf_puts(&b, "{\"file\": ");
         hvq_buf_json_string(&b, in);
-        hvq_buf_printf(&b, ", \"file_bytes\": %llu, \"format_version\": %s, \"producer\": ",
-                       (unsigned long long)fsize, ver);
+        hvq_buf_printf(&b, ", \"file_bytes\": %llu, \"shards\": %llu, \"format_version\": %s, "
+                       "\"producer\": ", (unsigned long long)fsize, n_shards, ver);
         hvq_buf_json_string(&b, producer ? producer : "");
         hvq_buf_puts(&b, ", \"source_format\": ");
         hvq_buf_json_string(&b, srcfmt ? srcfmt : "");
@@ -504,8 +542,11 @@ static hvq_status inspect_run(hvq_ctx *ctx, const hvq_registry *reg, const char 
         }
         hvq_buf_puts(&b, "}\n");
     } else {
-        hvq_buf_printf(&b, "%s: hvq container, format version %s, %llu bytes\n", in, ver,
+        hvq_buf_printf(&b, "%s: hvq container, format version %s, %llu bytes", in, ver,
                        (unsigned long long)fsize);
+        if (n_shards > 1)
+            hvq_buf_printf(&b, " in %llu shards and an index", n_shards);
+        hvq_buf_puts(&b, "\n");
         hvq_buf_printf(&b, "  producer:       %s\n", producer ? producer : "(not recorded)");
         hvq_buf_printf(&b, "  source format:  %s\n", srcfmt ? srcfmt : "(not recorded)");
         hvq_buf_printf(&b, "  pipeline:       %s\n", pname ? pname : "(unnamed)");

@@ -1,6 +1,10 @@
 /* Reading hvq containers: validation of the index, checksums, and the
  * reconstruction of compressed tensors through their plugins. The byte
- * layout is documented in docs/FORMAT.md. */
+ * layout is documented in docs/FORMAT.md. A container is one .hvq file or,
+ * sharded, NAME-0000k-of-0000N.hvq files with NAME.hvq.index.json (opened
+ * through the index or its directory); the safetensors source reads the
+ * shards as one set of stored tensors and takes the metadata from the
+ * first. */
 #include "config.h"
 
 #include "container.h"
@@ -9,6 +13,7 @@
 #include "json.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,7 +44,10 @@ typedef struct ct_name {
 } ct_name;
 
 struct hvq_container {
-    char *path;
+    char *path;           /* as given (error messages) */
+    char *open_path;      /* the file opened: path, or a directory's index */
+    int sharded;          /* opened through an index */
+    size_t n_shards;
     const hvq_registry *reg;
     const hvq_loaded_plugin *src;
     void *sstate;
@@ -462,25 +470,197 @@ static hvq_status parse_index(hvq_ctx *ctx, hvq_container *c)
     return HVQ_OK;
 }
 
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+#define CT_INDEX_EXT ".hvq.index.json"
+
+/* A directory holds a container: its only *.hvq.index.json, else its only
+ * *.hvq file. Sets c->open_path. */
+static hvq_status resolve_dir(hvq_ctx *ctx, hvq_container *c)
+{
+    DIR *dp = opendir(c->path);
+    if (!dp)
+        return cfail(ctx, errno == ENOENT || errno == ENOTDIR || errno == EACCES ? HVQ_E_INPUT
+                                                                                 : HVQ_E_IO,
+                     c, "cannot read the directory: %s", strerror(errno));
+    char *index = NULL, *file = NULL;
+    size_t n_index = 0, n_file = 0;
+    hvq_status st = HVQ_OK;
+    struct dirent *de;
+    while (st == HVQ_OK && (de = readdir(dp)) != NULL) {
+        int is_index = ends_with(de->d_name, CT_INDEX_EXT);
+        if (!is_index && !ends_with(de->d_name, ".hvq"))
+            continue;
+        size_t len = strlen(c->path) + strlen(de->d_name) + 2;
+        char *full = hvq_alloc(ctx, len);
+        if (!full) {
+            st = HVQ_E_NOMEM;
+            break;
+        }
+        snprintf(full, len, "%s/%s", c->path, de->d_name);
+        struct stat sb;
+        if (stat(full, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            free(full);
+            continue;
+        }
+        if (is_index) {
+            n_index++;
+            free(index);
+            index = full;
+        } else {
+            n_file++;
+            free(file);
+            file = full;
+        }
+    }
+    closedir(dp);
+    if (st == HVQ_OK) {
+        if (n_index == 1) {
+            c->open_path = index;
+            index = NULL;
+        } else if (n_index > 1) {
+            st = cfail(ctx, HVQ_E_INPUT, c,
+                       "the directory holds %zu *" CT_INDEX_EXT " files; open one of them",
+                       n_index);
+        } else if (n_file == 1) {
+            c->open_path = file;
+            file = NULL;
+        } else if (n_file > 1) {
+            st = cfail(ctx, HVQ_E_INPUT, c,
+                       "the directory holds %zu *.hvq files and no *" CT_INDEX_EXT
+                       "; open one of them", n_file);
+        } else {
+            st = cfail(ctx, HVQ_E_INPUT, c,
+                       "the directory holds no hvq container (*.hvq or *" CT_INDEX_EXT ")");
+        }
+    }
+    free(index);
+    free(file);
+    return st;
+}
+
+/* Sharded: the number of shard files the index names and their bytes plus
+ * the index's (the index is valid: the source has read it). */
+static hvq_status shard_sizes(hvq_ctx *ctx, hvq_container *c, uint64_t index_size)
+{
+    char *dirpart = hvq_strdup(ctx, c->open_path);
+    if (!dirpart)
+        return HVQ_E_NOMEM;
+    char *slash = strrchr(dirpart, '/');
+    if (slash)
+        slash[1] = '\0';
+    else
+        dirpart[0] = '\0';
+    size_t len = 0;
+    char *text = NULL;
+    FILE *f = fopen(c->open_path, "rb");
+    hvq_status st = HVQ_OK;
+    if (!f || !(text = hvq_alloc(ctx, (size_t)index_size + 1)) ||
+        (len = fread(text, 1, (size_t)index_size, f)) != index_size)
+        st = text || !f ? cfail(ctx, HVQ_E_IO, c, "%s: cannot read the index", c->open_path)
+                        : HVQ_E_NOMEM;
+    if (f)
+        fclose(f);
+    hvq_json_doc *doc = NULL;
+    if (st == HVQ_OK && !(doc = hvq_json_parse(text, len, 0, NULL)))
+        st = cfail(ctx, HVQ_E_INPUT, c, "%s: the index changed while it was read",
+                   c->open_path);
+    const hvq_json_value *wm = doc ? hvq_json_get(hvq_json_root(doc), "weight_map") : NULL;
+    size_t n = wm ? hvq_json_count(wm) : 0;
+    const char **names = st == HVQ_OK ? hvq_calloc(ctx, n ? n : 1, sizeof *names) : NULL;
+    if (st == HVQ_OK && !names)
+        st = HVQ_E_NOMEM;
+    size_t u = 0;
+    for (size_t i = 0; st == HVQ_OK && i < n; i++) {
+        const char *sh = jstr(wm->members[i].value);
+        size_t k;
+        for (k = 0; sh && k < u && strcmp(names[k], sh) != 0; k++)
+            ;
+        if (!sh || k < u)
+            continue;
+        names[u++] = sh;
+        size_t plen = strlen(dirpart) + strlen(sh) + 1;
+        char *full = hvq_alloc(ctx, plen);
+        struct stat sb;
+        if (!full) {
+            st = HVQ_E_NOMEM;
+            break;
+        }
+        snprintf(full, plen, "%s%s", dirpart, sh);
+        if (stat(full, &sb) != 0)
+            st = cfail(ctx, HVQ_E_IO, c, "%s: %s", full, strerror(errno));
+        else
+            c->file_size += (uint64_t)sb.st_size;
+        free(full);
+    }
+    c->n_shards = u;
+    free(names);
+    hvq_json_free(doc);
+    free(text);
+    free(dirpart);
+    return st;
+}
+
+/* "hvq.shard": "K of N" of the first shard, checked against how the
+ * container was opened. */
+static hvq_status check_shard_key(hvq_ctx *ctx, hvq_container *c)
+{
+    const char *key = hvq_container_meta(c, "hvq.shard");
+    if (!key)
+        return HVQ_OK; /* one file, or shards written by another tool */
+    unsigned long long k = 0, n = 0;
+    char tail;
+    if (sscanf(key, "%llu of %llu%c", &k, &n, &tail) != 2 || k < 1 || k > n)
+        return cfail(ctx, HVQ_E_INPUT, c, "bad \"hvq.shard\" value '%s'", key);
+    if (!c->sharded)
+        return cfail(ctx, HVQ_E_INPUT, c,
+                     "this is shard %llu of %llu of a sharded container: open its "
+                     "NAME" CT_INDEX_EXT " or its directory", k, n);
+    if (k != 1 || n != c->n_shards)
+        return cfail(ctx, HVQ_E_INPUT, c,
+                     "the first shard says it is shard %llu of %llu, but the index names %zu "
+                     "shard files", k, n, c->n_shards);
+    return HVQ_OK;
+}
+
 static hvq_status open_checked(hvq_ctx *ctx, hvq_container *c)
 {
     struct stat sb;
     if (stat(c->path, &sb) != 0)
         return cfail(ctx, errno == ENOENT || errno == ENOTDIR ? HVQ_E_INPUT : HVQ_E_IO, c,
                      "cannot open: %s", strerror(errno));
-    if (!S_ISREG(sb.st_mode))
-        return cfail(ctx, HVQ_E_INPUT, c, "not a regular file (an hvq container is one file)");
+    hvq_status st;
+    if (S_ISDIR(sb.st_mode)) {
+        if ((st = resolve_dir(ctx, c)) != HVQ_OK)
+            return st;
+        if (stat(c->open_path, &sb) != 0)
+            return cfail(ctx, HVQ_E_IO, c, "%s: %s", c->open_path, strerror(errno));
+    } else if (!S_ISREG(sb.st_mode)) {
+        return cfail(ctx, HVQ_E_INPUT, c,
+                     "not a regular file or directory (an hvq container is a .hvq file, or "
+                     "a sharded container's NAME" CT_INDEX_EXT " or its directory)");
+    } else if (!(c->open_path = hvq_strdup(ctx, c->path))) {
+        return HVQ_E_NOMEM;
+    }
+    c->sharded = ends_with(c->open_path, ".index.json");
     c->file_size = (uint64_t)sb.st_size;
+    c->n_shards = 1;
     c->src = hvq_registry_find(c->reg, HVQ_KIND_SOURCE, "safetensors");
     if (!c->src)
         return cfail(ctx, HVQ_E_NOTFOUND, c,
                      "reading a container needs the safetensors plugin, which is not loaded");
-    hvq_status st = c->src->desc.source_open(ctx, c->path, &c->sstate);
+    st = c->src->desc.source_open(ctx, c->open_path, &c->sstate);
     if (st != HVQ_OK) {
         if (!strstr(hvq_ctx_error(ctx), c->path))
             hvq_error_prefix(ctx, "%s", c->path);
         return st;
     }
+    if (c->sharded && (st = shard_sizes(ctx, c, c->file_size)) != HVQ_OK)
+        return st;
     if (c->src->desc.source_meta)
         c->src->desc.source_meta(c->sstate, &c->meta, &c->n_meta);
     const char *fmt = hvq_container_meta(c, "format");
@@ -504,6 +684,8 @@ static hvq_status open_checked(hvq_ctx *ctx, hvq_container *c)
                      HVQ_CONTAINER_FORMAT_VERSION);
     if (v < HVQ_CONTAINER_FORMAT_VERSION) /* no version before 1 exists */
         return cfail(ctx, HVQ_E_INPUT, c, "unknown container format version %llu", v);
+    if ((st = check_shard_key(ctx, c)) != HVQ_OK)
+        return st;
 
     c->n_src = c->src->desc.source_count(c->sstate);
     c->src_info = hvq_calloc(ctx, c->n_src ? c->n_src : 1, sizeof *c->src_info);
@@ -562,6 +744,7 @@ void hvq_container_close(hvq_ctx *ctx, hvq_container *c)
     free(c->src_info);
     free(c->by_name);
     free(c->used);
+    free(c->open_path);
     free(c->path);
     free(c);
 }

@@ -344,16 +344,20 @@ hvq_status hvq_outputs_commit(hvq_ctx *ctx)
         hvq_outputs_abort(ctx);
         return st;
     }
-    while (p->outputs) {
-        hvq_output *o = p->outputs;
+    /* Every final name is checked before the first rename, so a run that
+     * cannot place all its files places none. */
+    for (hvq_output *o = p->outputs; o && !p->opts.force; o = o->next) {
         struct stat sb;
-        if (!p->opts.force && stat(o->final_path, &sb) == 0) {
+        if (stat(o->final_path, &sb) == 0) {
             st = hvq_error(ctx, HVQ_E_INPUT,
                            "%s: already exists (use --force to replace it)",
                            o->final_path);
             hvq_outputs_abort(ctx);
             return st;
         }
+    }
+    while (p->outputs) {
+        hvq_output *o = p->outputs;
         if (rename(o->tmp_path, o->final_path) != 0) {
             st = hvq_error(ctx, HVQ_E_IO, "%s: cannot rename into place: %s",
                            o->final_path, strerror(errno));

@@ -6,3 +6,10 @@ tests_test_safetensors_LDADD = libhvqjson.la $(HVQ_TEST_LIBS)
 TESTS += tests/test_safetensors
 
 EXTRA_DIST += tests/data/safetensors
+
+# Sharded outputs: the safetensors sink, the dequant and hvq writers, decode.
+check_PROGRAMS += tests/test_shard
+tests_test_shard_SOURCES = tests/test_shard.c
+tests_test_shard_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_shard_LDADD = libhvqjson.la $(HVQ_TEST_LIBS)
+TESTS += tests/test_shard

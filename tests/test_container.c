@@ -920,6 +920,11 @@ START_TEST(test_python_reader)
     compress_hvq(P("x.hvq"), NULL, 0);
     decode_ok(P("x.hvq"), P("y.safetensors"), "f32");
     python_check(P("x.hvq"), P("y.safetensors"));
+    /* a sharded container, through its index */
+    static const char *const shard_sets[] = {"--set", "stages.writer.max_shard_size=100KB"};
+    compress(P("s.hvq"), "stages.writer.plugin=hvq", shard_sets, 2);
+    ck_assert(th_exists(P("s.hvq.index.json")));
+    python_check(P("s.hvq.index.json"), P("y.safetensors"));
     if (!have_kmeans()) {
         fprintf(stderr, "test_python_reader: kmeans case skipped: the kmeans plugin is not "
                         "built\n");

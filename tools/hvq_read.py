@@ -2,11 +2,12 @@
 """Decode an hvq container (docs/FORMAT.md, version 1) with the Python
 standard library alone: every tensor to float32, written as a safetensors
 file (-o) or compared bit for bit with one (--compare). Knows the clusterers
-rtn and kmeans and the residuals coo16 and none.
+rtn and kmeans and the residuals coo16 and none. A sharded container is read
+through its NAME.hvq.index.json or its directory.
 
-  hvq_read.py MODEL.hvq [-o OUT.safetensors] [--compare REF.safetensors]
+  hvq_read.py MODEL.hvq|NAME.hvq.index.json|DIR [-o OUT.safetensors] [--compare REF.safetensors]
 """
-import argparse, json, struct, sys, zlib
+import argparse, glob, json, os, struct, sys, zlib
 from array import array
 
 VERSION = 1
@@ -26,6 +27,30 @@ def read_safetensors(path):
             raise ValueError("%s: tensor %s beyond the end of the file" % (path, name))
         tensors[name] = (t["dtype"], t["shape"], blob[base + begin:base + end])
     return meta, tensors
+
+def read_container(path):
+    """(metadata, stored tensors) of a .hvq file or of all the shards an index
+    names (metadata from the first shard by name); a directory holds either."""
+    if os.path.isdir(path):
+        found = glob.glob(os.path.join(path, "*.hvq.index.json")) or \
+            glob.glob(os.path.join(path, "*.hvq"))
+        if len(found) != 1:
+            raise ValueError("%s: expected one *.hvq.index.json or *.hvq file" % path)
+        path = found[0]
+    if not path.endswith(".index.json"):
+        return read_safetensors(path)
+    with open(path, encoding="utf-8") as f:
+        weight_map = json.load(f)["weight_map"]
+    meta, stored = None, {}
+    for shard in sorted(set(weight_map.values())):
+        m, t = read_safetensors(os.path.join(os.path.dirname(path), shard))
+        if meta is None:
+            meta = m
+        for name in t:
+            if weight_map.get(name) != shard:
+                raise ValueError("%s: %s is not mapped to %s" % (path, name, shard))
+        stored.update(t)
+    return meta, stored
 
 def le_array(code, raw):  # an array of little-endian values
     a = array(code, raw)
@@ -89,7 +114,7 @@ DECODERS = {"rtn": rtn, "kmeans": kmeans, "coo16": coo16, "none": lambda *args: 
 
 def decode(path):
     """(source metadata, [(name, dtype, shape, float32 array or raw bytes)])."""
-    meta, stored = read_safetensors(path)
+    meta, stored = read_container(path)
     if meta.get("format") != "hvq":
         raise ValueError("%s: not an hvq container" % path)
     if int(meta.get("hvq.format_version", "0")) > VERSION:

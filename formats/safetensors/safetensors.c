@@ -8,7 +8,10 @@
  * string -> string pairs.
  *
  * Sources: a single file, a directory (its model.safetensors.index.json, or
- * its only *.safetensors file) or a sharded model's *.safetensors.index.json.
+ * its only *.safetensors file) or a sharded model's *.safetensors.index.json
+ * (opened directly, any *.index.json of that shape is read: the shards may
+ * have another extension, e.g. a sharded hvq container's *.hvq files).
+ * Sink: one file, or shards with an index (max_shard_size).
  * Files are mapped read-only; tensor data points into the mapping.
  *
  * Everything the plugin needs from hvqconv goes through ctx->host; the only
@@ -45,6 +48,7 @@
 #define ST_INDEX_NAME "model.safetensors.index.json"
 #define ST_EXT ".safetensors"
 #define ST_INDEX_EXT ".safetensors.index.json"
+#define ST_ANY_INDEX_EXT ".index.json"
 #define ST_MSG 2048
 
 /* ------------------------------------------------------------------------
@@ -1100,7 +1104,9 @@ static hvq_status st_source_open(hvq_ctx *ctx, const char *path,
                          d.n_files);
         }
         st_dirscan_free(&d);
-    } else if (st_ends_with(path, ST_INDEX_EXT)) {
+    } else if (st_ends_with(path, ST_ANY_INDEX_EXT)) {
+        /* Any Hugging Face-style index, whatever its shards are called
+         * (the hvq container's NAME.hvq.index.json too). */
         st = st_load_index(s, path);
     } else {
         st = st_load_file(s, path, 1);
@@ -1168,16 +1174,44 @@ static void st_source_close(hvq_ctx *ctx, void *state)
 
 /* ------------------------------------------------------------------------
  * Sink
+ *
+ * One file, or with max_shard_size > 0 and more tensor data than that,
+ * shards the Hugging Face way: the declared tensors are split in order
+ * (a new shard starts when the next tensor would take the current one past
+ * the limit, so a tensor larger than the limit gets a shard of its own)
+ * into NAME-00001-of-0000N.safetensors ..., each with the same
+ * __metadata__, and NAME.safetensors.index.json maps every tensor to its
+ * shard. Every shard and the index are atomic outputs opened at create
+ * time, so a failure leaves none of them behind.
  * ---------------------------------------------------------------------- */
+enum { ST_P_MAX_SHARD };
+
+static const hvq_param_spec st_params[] = {
+    {"max_shard_size", HVQ_PARAM_SIZE, "0", 0, 0, NULL,
+     "write shards of at most this many bytes of tensor data (500MB, 5GB) as "
+     "NAME-00001-of-0000N.safetensors plus NAME.safetensors.index.json, like Hugging "
+     "Face; a tensor above it gets a shard of its own; 0 = always one file"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
 typedef struct st_decl {
     char *name;
     uint64_t nbytes;
 } st_decl;
 
+typedef struct st_shard {
+    char *path;          /* final path */
+    hvq_output *out;
+    size_t first, end;   /* its tensors: decl[first .. end) */
+} st_shard;
+
 typedef struct st_sink {
     const hvq_host *host;
-    char *path;
-    hvq_output *out;
+    char *path;          /* as given */
+    st_shard *shards;
+    size_t n_shards, cur;
+    hvq_output *index;   /* sharded only: written at finish */
+    uint64_t total;      /* bytes of tensor data */
     st_decl *decl;
     size_t n, next;
     int failed;
@@ -1188,8 +1222,11 @@ static void st_sink_free(st_sink *k)
     size_t i;
     if (k == NULL)
         return;
-    for (i = 0; i < k->n; i++)
+    for (i = 0; k->decl != NULL && i < k->n; i++)
         k->host->free(k->decl[i].name);
+    for (i = 0; k->shards != NULL && i < k->n_shards; i++)
+        k->host->free(k->shards[i].path);
+    k->host->free(k->shards);
     k->host->free(k->decl);
     k->host->free(k->path);
     k->host->free(k);
@@ -1327,25 +1364,218 @@ static hvq_status st_check_decl(hvq_ctx *ctx, const char *path,
     return st;
 }
 
-static hvq_status st_sink_create(hvq_ctx *ctx, const char *path,
-                                 const hvq_meta *meta, size_t n_meta,
+/* The header of tensors[first .. end): "__metadata__" first, then the
+ * tensors in write order with contiguous offsets, padded with spaces so
+ * the data section starts at a multiple of 8. */
+static hvq_status st_build_header(hvq_ctx *ctx, const char *path, hvq_buf *b,
+                                  const hvq_meta *meta, size_t n_meta,
+                                  const hvq_tensor_info *tensors,
+                                  const st_dtype **types, size_t first,
+                                  size_t end)
+{
+    uint64_t off = 0;
+    size_t i;
+    int d;
+
+    hvq_buf_append(b, "{", 1);
+    if (n_meta > 0) {
+        hvq_buf_puts(b, "\"__metadata__\":{");
+        for (i = 0; i < n_meta; i++) {
+            if (i)
+                hvq_buf_append(b, ",", 1);
+            hvq_buf_json_string(b, meta[i].key);
+            hvq_buf_append(b, ":", 1);
+            hvq_buf_json_string(b, meta[i].value);
+        }
+        hvq_buf_append(b, "}", 1);
+    }
+    for (i = first; i < end; i++) {
+        const hvq_tensor_info *t = &tensors[i];
+        uint64_t stop;
+        if (!st_add(off, t->nbytes, &stop))
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "the tensors add up to more than 2^64 bytes");
+        if (i > first || n_meta > 0)
+            hvq_buf_append(b, ",", 1);
+        hvq_buf_json_string(b, t->name);
+        hvq_buf_puts(b, ":{\"dtype\":");
+        hvq_buf_json_string(b, types[i]->name);
+        hvq_buf_puts(b, ",\"shape\":[");
+        for (d = 0; d < t->ndim; d++) {
+            if (d)
+                hvq_buf_append(b, ",", 1);
+            hvq_buf_putu(b, (unsigned long long)t->shape[d]);
+        }
+        hvq_buf_puts(b, "],\"data_offsets\":[");
+        hvq_buf_putu(b, (unsigned long long)off);
+        hvq_buf_append(b, ",", 1);
+        hvq_buf_putu(b, (unsigned long long)stop);
+        hvq_buf_puts(b, "]}");
+        off = stop;
+    }
+    hvq_buf_append(b, "}", 1);
+    while (!b->oom && b->len % 8 != 0)
+        hvq_buf_append(b, " ", 1);
+    if (b->oom)
+        return st_nomem(ctx, path);
+    if (b->len > ST_MAX_HEADER)
+        return st_fail(ctx, HVQ_E_UNSUPPORTED, path,
+                       "the header would be %llu bytes, above the %llu-byte "
+                       "limit of safetensors readers",
+                       (unsigned long long)b->len,
+                       (unsigned long long)ST_MAX_HEADER);
+    return HVQ_OK;
+}
+
+/* The file name part of a path. */
+static const char *st_basename(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash != NULL ? slash + 1 : path;
+}
+
+/* Splits tensors[0..n) greedily into shards of at most max bytes; fills
+ * k->shards (paths included) and k->n_shards. One shard keeps path. */
+static hvq_status st_plan_shards(hvq_ctx *ctx, st_sink *k, const char *path,
                                  const hvq_tensor_info *tensors, size_t n,
-                                 void **state)
+                                 uint64_t max)
+{
+    const hvq_host *h = ctx->host;
+    size_t i, count = 1, s;
+    uint64_t cur = 0;
+
+    /* Count first: a new shard when the next tensor would go past max. */
+    for (i = 0; i < n; i++) {
+        if (max > 0 && cur > 0 && tensors[i].nbytes > max - (cur < max ? cur : max)) {
+            count++;
+            cur = 0;
+        }
+        cur += tensors[i].nbytes;
+    }
+    k->shards = h->calloc(ctx, count, sizeof *k->shards);
+    if (k->shards == NULL)
+        return HVQ_E_NOMEM;
+    k->n_shards = count;
+    s = 0;
+    cur = 0;
+    for (i = 0; i < n; i++) {
+        if (max > 0 && cur > 0 && tensors[i].nbytes > max - (cur < max ? cur : max)) {
+            k->shards[s].end = i;
+            k->shards[++s].first = i;
+            cur = 0;
+        }
+        cur += tensors[i].nbytes;
+    }
+    k->shards[count - 1].end = n;
+
+    if (count == 1) {
+        k->shards[0].path = h->strdup(ctx, path);
+        return k->shards[0].path != NULL ? HVQ_OK : HVQ_E_NOMEM;
+    }
+    {
+        size_t stem = strlen(path) - strlen(ST_EXT);
+        for (s = 0; s < count; s++) {
+            size_t len = stem + 64;
+            char *p = h->alloc(ctx, len);
+            if (p == NULL)
+                return HVQ_E_NOMEM;
+            snprintf(p, len, "%.*s-%05zu-of-%05zu" ST_EXT, (int)stem, path,
+                     s + 1, count);
+            k->shards[s].path = p;
+        }
+    }
+    return HVQ_OK;
+}
+
+static int st_decl_cmp(const void *a, const void *b)
+{
+    return strcmp(((const st_decl *)a)->name, ((const st_decl *)b)->name);
+}
+
+/* NAME.safetensors.index.json: total_size and the weight_map sorted by
+ * tensor name, as Hugging Face writes it (indent 2, trailing newline). */
+static hvq_status st_write_index(hvq_ctx *ctx, st_sink *k)
+{
+    const hvq_host *h = ctx->host;
+    st_decl *sorted;
+    hvq_buf b;
+    size_t i, s = 0;
+    hvq_status st;
+
+    sorted = h->calloc(ctx, k->n ? k->n : 1, sizeof *sorted);
+    if (sorted == NULL)
+        return HVQ_E_NOMEM;
+    /* nbytes carries the shard number while sorting. */
+    for (i = 0; i < k->n; i++) {
+        while (i >= k->shards[s].end)
+            s++;
+        sorted[i].name = k->decl[i].name;
+        sorted[i].nbytes = s;
+    }
+    qsort(sorted, k->n, sizeof *sorted, st_decl_cmp);
+    hvq_buf_init(&b);
+    hvq_buf_puts(&b, "{\n  \"metadata\": {\n    \"total_size\": ");
+    hvq_buf_putu(&b, (unsigned long long)k->total);
+    hvq_buf_puts(&b, "\n  },\n  \"weight_map\": {");
+    for (i = 0; i < k->n; i++) {
+        hvq_buf_puts(&b, i ? ",\n    " : "\n    ");
+        hvq_buf_json_string(&b, sorted[i].name);
+        hvq_buf_puts(&b, ": ");
+        hvq_buf_json_string(&b, st_basename(k->shards[sorted[i].nbytes].path));
+    }
+    hvq_buf_puts(&b, "\n  }\n}\n");
+    h->free(sorted);
+    if (b.oom) {
+        hvq_buf_free(&b);
+        return st_nomem(ctx, k->path);
+    }
+    st = h->output_write(ctx, k->index, b.data, b.len);
+    hvq_buf_free(&b);
+    return st;
+}
+
+/* An atomic output; the host has set the message when it fails. */
+static hvq_status st_open_output(hvq_ctx *ctx, const char *path,
+                                 hvq_output **out)
+{
+    hvq_status st;
+    *out = ctx->host->output_open(ctx, path);
+    if (*out != NULL)
+        return HVQ_OK;
+    st = ctx->host->status(ctx);
+    return st != HVQ_OK ? st : HVQ_E_IO;
+}
+
+static hvq_status st_sink_create_params(hvq_ctx *ctx, const char *path,
+                                        const hvq_params *params,
+                                        const hvq_meta *meta, size_t n_meta,
+                                        const hvq_tensor_info *tensors,
+                                        size_t n, void **state)
 {
     const hvq_host *h = ctx->host;
     st_sink *k = NULL;
     const st_dtype **types = NULL;
     hvq_buf b;
-    uint64_t off = 0, hlen;
+    uint64_t max = 0;
     unsigned char len8[8];
-    size_t i;
-    int d;
+    size_t i, s;
     hvq_status st;
 
     *state = NULL;
     hvq_buf_init(&b);
     if (path == NULL)
         return h->error(ctx, HVQ_E_INTERNAL, "safetensors: no output path");
+    if (params != NULL && params->count > ST_P_MAX_SHARD &&
+        params->values[ST_P_MAX_SHARD].i > 0)
+        max = (uint64_t)params->values[ST_P_MAX_SHARD].i;
+    if (max > 0) {
+        const char *base = st_basename(path);
+        if (!st_ends_with(base, ST_EXT) || strlen(base) == strlen(ST_EXT))
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "max_shard_size needs an output name NAME" ST_EXT
+                           " (the shards become NAME-00001-of-0000N" ST_EXT
+                           " and the index NAME" ST_INDEX_EXT ")");
+    }
 
     types = h->calloc(ctx, n ? n : 1, sizeof *types);
     if (types == NULL)
@@ -1353,64 +1583,6 @@ static hvq_status st_sink_create(hvq_ctx *ctx, const char *path,
     st = st_check_decl(ctx, path, meta, n_meta, tensors, n, types);
     if (st != HVQ_OK)
         goto fail;
-
-    /* The header: "__metadata__" first, then the tensors in write order
-     * with contiguous offsets. */
-    hvq_buf_append(&b, "{", 1);
-    if (n_meta > 0) {
-        hvq_buf_puts(&b, "\"__metadata__\":{");
-        for (i = 0; i < n_meta; i++) {
-            if (i)
-                hvq_buf_append(&b, ",", 1);
-            hvq_buf_json_string(&b, meta[i].key);
-            hvq_buf_append(&b, ":", 1);
-            hvq_buf_json_string(&b, meta[i].value);
-        }
-        hvq_buf_append(&b, "}", 1);
-    }
-    for (i = 0; i < n; i++) {
-        const hvq_tensor_info *t = &tensors[i];
-        uint64_t end;
-        if (!st_add(off, t->nbytes, &end)) {
-            st = st_fail(ctx, HVQ_E_INPUT, path,
-                         "the tensors add up to more than 2^64 bytes");
-            goto fail;
-        }
-        if (i || n_meta > 0)
-            hvq_buf_append(&b, ",", 1);
-        hvq_buf_json_string(&b, t->name);
-        hvq_buf_puts(&b, ":{\"dtype\":");
-        hvq_buf_json_string(&b, types[i]->name);
-        hvq_buf_puts(&b, ",\"shape\":[");
-        for (d = 0; d < t->ndim; d++) {
-            if (d)
-                hvq_buf_append(&b, ",", 1);
-            hvq_buf_putu(&b, (unsigned long long)t->shape[d]);
-        }
-        hvq_buf_puts(&b, "],\"data_offsets\":[");
-        hvq_buf_putu(&b, (unsigned long long)off);
-        hvq_buf_append(&b, ",", 1);
-        hvq_buf_putu(&b, (unsigned long long)end);
-        hvq_buf_puts(&b, "]}");
-        off = end;
-    }
-    hvq_buf_append(&b, "}", 1);
-    /* Pad with spaces so the data section starts at a multiple of 8. */
-    while (!b.oom && b.len % 8 != 0)
-        hvq_buf_append(&b, " ", 1);
-    if (b.oom) {
-        st = HVQ_E_NOMEM;
-        goto fail;
-    }
-    hlen = b.len;
-    if (hlen > ST_MAX_HEADER) {
-        st = st_fail(ctx, HVQ_E_UNSUPPORTED, path,
-                     "the header would be %llu bytes, above the %llu-byte "
-                     "limit of safetensors readers",
-                     (unsigned long long)hlen,
-                     (unsigned long long)ST_MAX_HEADER);
-        goto fail;
-    }
 
     k = h->calloc(ctx, 1, sizeof *k);
     if (k == NULL) {
@@ -1432,22 +1604,51 @@ static hvq_status st_sink_create(hvq_ctx *ctx, const char *path,
             goto fail;
         }
         k->decl[i].nbytes = tensors[i].nbytes;
+        if (!st_add(k->total, tensors[i].nbytes, &k->total)) {
+            st = st_fail(ctx, HVQ_E_INPUT, path,
+                         "the tensors add up to more than 2^64 bytes");
+            goto fail;
+        }
     }
-
-    k->out = h->output_open(ctx, path);
-    if (k->out == NULL) {
-        st = h->status(ctx); /* the host has set the message and status */
-        if (st == HVQ_OK)
-            st = HVQ_E_IO;
-        goto fail;
-    }
-    for (i = 0; i < 8; i++)
-        len8[i] = (unsigned char)(hlen >> (8 * i));
-    st = h->output_write(ctx, k->out, len8, sizeof len8);
-    if (st == HVQ_OK)
-        st = h->output_write(ctx, k->out, b.data, b.len);
+    st = st_plan_shards(ctx, k, path, tensors, n, max);
     if (st != HVQ_OK)
         goto fail;
+
+    /* Every header is known now: build them all before creating a file,
+     * then open the outputs (the index last) and write the headers. */
+    for (s = 0; s < k->n_shards; s++) {
+        st_shard *sh = &k->shards[s];
+        b.len = 0;
+        st = st_build_header(ctx, sh->path, &b, meta, n_meta, tensors, types,
+                             sh->first, sh->end);
+        if (st != HVQ_OK)
+            goto fail;
+        st = st_open_output(ctx, sh->path, &sh->out);
+        if (st != HVQ_OK)
+            goto fail;
+        for (i = 0; i < 8; i++)
+            len8[i] = (unsigned char)((uint64_t)b.len >> (8 * i));
+        st = h->output_write(ctx, sh->out, len8, sizeof len8);
+        if (st == HVQ_OK)
+            st = h->output_write(ctx, sh->out, b.data, b.len);
+        if (st != HVQ_OK)
+            goto fail;
+    }
+    if (k->n_shards > 1) {
+        size_t len = strlen(path) + sizeof ".index.json";
+        char *ip = h->alloc(ctx, len);
+        if (ip == NULL) {
+            st = HVQ_E_NOMEM;
+            goto fail;
+        }
+        snprintf(ip, len, "%s.index.json", path);
+        st = st_open_output(ctx, ip, &k->index);
+        h->free(ip);
+        if (st != HVQ_OK)
+            goto fail;
+        h->log(ctx, HVQ_LOG_DEBUG, "%s: %zu shards of at most %llu bytes",
+               path, k->n_shards, (unsigned long long)max);
+    }
     hvq_buf_free(&b);
     h->free(types);
     *state = k;
@@ -1457,6 +1658,16 @@ fail:
     h->free(types);
     st_sink_free(k);
     return st;
+}
+
+/* Without options: one file. */
+static hvq_status st_sink_create(hvq_ctx *ctx, const char *path,
+                                 const hvq_meta *meta, size_t n_meta,
+                                 const hvq_tensor_info *tensors, size_t n,
+                                 void **state)
+{
+    return st_sink_create_params(ctx, path, NULL, meta, n_meta, tensors, n,
+                                 state);
 }
 
 static hvq_status st_sink_write(hvq_ctx *ctx, void *state,
@@ -1493,11 +1704,13 @@ static hvq_status st_sink_write(hvq_ctx *ctx, void *state,
     if (t->data == NULL && want->nbytes > 0)
         return st_fail(ctx, HVQ_E_INTERNAL, k->path,
                        "tensor '%.200s' has no data", want->name);
+    while (k->next >= k->shards[k->cur].end)
+        k->cur++;
     p = t->data;
     left = want->nbytes;
     while (left > 0) {
         size_t chunk = left > (1u << 30) ? (size_t)1 << 30 : (size_t)left;
-        st = ctx->host->output_write(ctx, k->out, p, chunk);
+        st = ctx->host->output_write(ctx, k->shards[k->cur].out, p, chunk);
         if (st != HVQ_OK) {
             k->failed = 1;
             return st;
@@ -1523,6 +1736,14 @@ static hvq_status st_sink_finish(hvq_ctx *ctx, void *state)
                        "only %zu of %zu declared tensors were written "
                        "(missing '%.200s')",
                        k->next, k->n, k->decl[k->next].name);
+    if (k->index != NULL) {
+        hvq_status st = st_write_index(ctx, k);
+        if (st != HVQ_OK) {
+            k->failed = 1;
+            return st;
+        }
+        k->index = NULL; /* written once */
+    }
     return HVQ_OK;
 }
 
@@ -1541,9 +1762,10 @@ static const hvq_plugin st_plugin = {
     .flags = 0,
     .name = "safetensors",
     .version = "1.0.0",
-    .summary = "safetensors files and sharded models (write: one file)",
+    .summary = "safetensors files and sharded models (write: one file, or shards with "
+               "max_shard_size)",
     .license = "MIT",
-    .params = NULL,
+    .params = st_params,
     .probe = st_probe,
     .source_open = st_source_open,
     .source_count = st_source_count,
@@ -1556,6 +1778,7 @@ static const hvq_plugin st_plugin = {
     .sink_finish = st_sink_finish,
     .sink_close = st_sink_close,
     .extensions = ST_EXT,
+    .sink_create_params = st_sink_create_params,
 };
 
 HVQ_REGISTER_PLUGIN(st_plugin)

@@ -3,10 +3,11 @@
  * (safetensors, ...), so the result loads wherever the original loaded. */
 #include "plugin.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
-enum { P_DTYPE, P_FORMAT };
+enum { P_DTYPE, P_FORMAT, P_MAX_SHARD };
 
 static const char *const dtype_choices[] = {"same", "f32", "f16", "bf16", NULL};
 
@@ -15,6 +16,10 @@ static const hvq_param_spec dequant_params[] = {
      "element type of reconstructed tensors; same = the source tensor's"},
     {"format", HVQ_PARAM_STRING, "", 0, 0, NULL,
      "output format (a sink plugin name); empty = from the output's extension"},
+    {"max_shard_size", HVQ_PARAM_SIZE, "0", 0, 0, NULL,
+     "split the output into shards of at most this many bytes (500MB, 5GB), passed to the "
+     "sink as its max_shard_size option (safetensors: Hugging Face shards and index); "
+     "0 = one file"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -61,11 +66,22 @@ static hvq_status dequant_open(hvq_ctx *ctx, const hvq_params *params,
         }
     }
     const char *fmt = params->values[P_FORMAT].s;
-    s->sink = H->sink_open(ctx, fmt[0] ? fmt : NULL, setup->output_path, setup->source_meta,
-                           setup->n_source_meta, s->infos, s->n);
+    /* The shard size goes to the sink as an option only when set, so sinks
+     * without such an option still work unsharded; one that lacks it when
+     * it is set is reported by the host. */
+    char shard_opt[64];
+    const char *options[2] = {NULL, NULL};
+    if (params->values[P_MAX_SHARD].i > 0) {
+        snprintf(shard_opt, sizeof shard_opt, "max_shard_size=%lld",
+                 (long long)params->values[P_MAX_SHARD].i);
+        options[0] = shard_opt;
+    }
+    s->sink = H->sink_open_params(ctx, fmt[0] ? fmt : NULL, setup->output_path, options,
+                                  setup->source_meta, setup->n_source_meta, s->infos, s->n);
     if (!s->sink) {
+        hvq_status st = H->status(ctx);
         dequant_close(ctx, s);
-        return HVQ_E_INPUT; /* the sink set the message */
+        return st != HVQ_OK ? st : HVQ_E_INPUT; /* the sink set the message */
     }
     *state = s;
     return HVQ_OK;
