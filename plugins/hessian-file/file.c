@@ -9,8 +9,8 @@
  *   from safetensors.torch import save_file
  *   save_file({k: v.float().contiguous() for k, v in H.items()}, "hessian.safetensors")
  *
- * A tensor without a diagonal gets H = 1 with a warning (missing: uniform)
- * or stops the run (missing: error). A diagonal whose length is not the
+ * A tensor without a diagonal gets H = 1 (missing: uniform; one warning at
+ * the end lists every such tensor) or stops the run (missing: error). A diagonal whose length is not the
  * tensor's input dimension, or holding a negative, NaN or infinite value,
  * is an error naming both.
  */
@@ -37,6 +37,8 @@ typedef struct file_state {
     char *path;
     int uniform_if_missing;
     size_t n_missing;
+    char *missing;     /* "a, b, c" for the first few tensors without H */
+    size_t missing_len;
 } file_state;
 
 static void file_close(hvq_ctx *ctx, void *state);
@@ -80,8 +82,15 @@ static hvq_status file_get(hvq_ctx *ctx, void *state, const hvq_tensor_info *t, 
                             "%s: no Hessian diagonal for tensor '%s' (set missing: uniform "
                             "to use H = 1 for it)",
                             s->path, t->name);
-        H->log(ctx, HVQ_LOG_WARN, "%s: no Hessian diagonal for tensor '%s'; using H = 1",
-               s->path, t->name);
+        if (s->n_missing < 10) {
+            size_t add = strlen(t->name) + 2;
+            char *m = H->realloc(ctx, s->missing, s->missing_len + add + 1);
+            if (!m)
+                return HVQ_E_NOMEM;
+            snprintf(m + s->missing_len, add + 1, "%s%s", s->missing_len ? ", " : "", t->name);
+            s->missing = m;
+            s->missing_len += strlen(m + s->missing_len);
+        }
         s->n_missing++;
         for (uint64_t j = 0; j < cols; j++)
             h[j] = 1.0f;
@@ -112,8 +121,14 @@ static void file_close(hvq_ctx *ctx, void *state)
     file_state *s = state;
     if (!s)
         return;
+    if (s->n_missing)
+        ctx->host->log(ctx, HVQ_LOG_WARN,
+                       "%s: no Hessian diagonal for %zu tensor(s), H = 1 used: %s%s", s->path,
+                       s->n_missing, s->missing ? s->missing : "",
+                       s->n_missing > 10 ? ", ..." : "");
     if (s->model)
         ctx->host->model_close(ctx, s->model);
+    ctx->host->free(s->missing);
     ctx->host->free(s->path);
     ctx->host->free(s);
 }
