@@ -434,10 +434,19 @@ static hvq_status sink_params(hvq_ctx *ctx, hvq_sink_handle *h, const char *path
         for (size_t i = 0; i < n; i++)
             if (strlen(d->params[i].name) == klen && strncmp(d->params[i].name, options[k], klen) == 0)
                 idx = (long)i;
-        if (!eq || idx < 0)
-            return hvq_error(ctx, HVQ_E_INPUT, "%s: output format '%s' has no option '%.*s'%s",
-                             path, d->name, (int)klen, options[k],
-                             n ? "" : " (it takes none)");
+        if (!eq || idx < 0) {
+            char key[128];
+            const char *names[64];
+            size_t nn = 0;
+            snprintf(key, sizeof key, "%.*s", (int)klen, options[k]);
+            for (size_t i = 0; i < n && nn < 64; i++)
+                names[nn++] = d->params[i].name;
+            const char *near = hvq_nearest(key, names, nn);
+            return hvq_error(ctx, HVQ_E_INPUT, "%s: output format '%s' has no option '%s'%s%s%s",
+                             path, d->name, key,
+                             near ? "; did you mean '" : (n ? "" : " (it takes none)"),
+                             near ? near : "", near ? "'?" : "");
+        }
         free(h->texts[idx]);
         if (!(h->texts[idx] = hvq_strdup(ctx, eq + 1)))
             return HVQ_E_NOMEM;

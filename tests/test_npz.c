@@ -1587,6 +1587,42 @@ START_TEST(npz_cli_errors)
 }
 END_TEST
 
+/* The dequant writer forwards sink_options to the npz sink: compress=true
+ * deflates the members (a smaller file holding the same tensors); a
+ * misspelt option is refused with a suggestion before anything is written. */
+START_TEST(npz_cli_sink_options)
+{
+    const char *pipeline = th_src("pipelines/int4-rtn.yaml");
+    const char *model = th_src("models/stories260K");
+    char *dir = th_tmpdir("npz-opts");
+    char *plain = tmpfile_in(dir, "plain.npz"), *packed = tmpfile_in(dir, "packed.npz");
+    char *typo = tmpfile_in(dir, "typo.npz"), *rep = tmpfile_in(dir, "r.json");
+    char *err = NULL;
+    const char *a1[] = {"run", pipeline, "--input", model, "--output", plain, "-r", rep, "-q", NULL};
+    ck_assert_int_eq(th_run(NULL, NULL, a1), 0);
+    const char *a2[] = {"run", pipeline, "--input", model, "--output", packed, "-r", rep,
+                        "--force", "-q", "--set", "stages.writer.sink_options=compress=true", NULL};
+    ck_assert_int_eq(th_run(NULL, NULL, a2), 0);
+    size_t n_plain = 0, n_packed = 0;
+    free(th_read_file(plain, &n_plain));
+    free(th_read_file(packed, &n_packed));
+    ck_assert_msg(n_packed < n_plain, "deflated %zu >= stored %zu bytes", n_packed, n_plain);
+    const char *a3[] = {"run", pipeline, "--input", model, "--output", typo, "-r", rep, "--force",
+                        "-q", "--set", "stages.writer.sink_options=compres=true", NULL};
+    ck_assert_int_eq(th_run(NULL, &err, a3), 2);
+    th_assert_contains(err, "output format 'npz' has no option 'compres'; did you mean "
+                            "'compress'?");
+    ck_assert(!th_exists(typo));
+    free(err);
+    free(plain);
+    free(packed);
+    free(typo);
+    free(rep);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("npz");
@@ -1608,6 +1644,7 @@ static Suite *suite(void)
     tcase_add_loop_test(tc, npz_bad_archive, 0,
                         (int)(sizeof bad_archives / sizeof bad_archives[0]));
     tcase_add_test(tc, npz_open_missing);
+    tcase_add_test(tc, npz_cli_sink_options);
     tcase_add_test(tc, npz_round_trip_stored);
     tcase_add_test(tc, npz_round_trip_compressed);
     tcase_add_test(tc, npz_write_empty_model);

@@ -7,7 +7,9 @@
 #include <string.h>
 #include <strings.h>
 
-enum { P_DTYPE, P_FORMAT, P_MAX_SHARD };
+enum { P_DTYPE, P_FORMAT, P_MAX_SHARD, P_SINK_OPTIONS };
+
+enum { MAX_SINK_OPTIONS = 16 };
 
 static const char *const dtype_choices[] = {"same", "f32", "f16", "bf16", NULL};
 
@@ -20,6 +22,9 @@ static const hvq_param_spec dequant_params[] = {
      "split the output into shards of at most this many bytes (500MB, 5GB), passed to the "
      "sink as its max_shard_size option (safetensors: Hugging Face shards and index); "
      "0 = one file"},
+    {"sink_options", HVQ_PARAM_STRING, "", 0, 0, NULL,
+     "further options for the output format, comma-separated key=value (e.g. "
+     "\"compress=true\" for npz); checked against the format's declared parameters"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -70,14 +75,42 @@ static hvq_status dequant_open(hvq_ctx *ctx, const hvq_params *params,
      * without such an option still work unsharded; one that lacks it when
      * it is set is reported by the host. */
     char shard_opt[64];
-    const char *options[2] = {NULL, NULL};
+    const char *options[MAX_SINK_OPTIONS + 2] = {NULL};
+    size_t n_opt = 0;
     if (params->values[P_MAX_SHARD].i > 0) {
         snprintf(shard_opt, sizeof shard_opt, "max_shard_size=%lld",
                  (long long)params->values[P_MAX_SHARD].i);
-        options[0] = shard_opt;
+        options[n_opt++] = shard_opt;
+    }
+    /* sink_options: "a=1, b=2" -> "a=1", "b=2" (the host validates them) */
+    char *extra = H->strdup(ctx, params->values[P_SINK_OPTIONS].s);
+    if (!extra) {
+        dequant_close(ctx, s);
+        return HVQ_E_NOMEM;
+    }
+    for (char *tok = extra; tok && *tok;) {
+        char *comma = strchr(tok, ',');
+        if (comma)
+            *comma = '\0';
+        while (*tok == ' ')
+            tok++;
+        size_t len = strlen(tok);
+        while (len > 0 && tok[len - 1] == ' ')
+            tok[--len] = '\0';
+        if (*tok) {
+            if (n_opt == MAX_SINK_OPTIONS) {
+                H->free(extra);
+                dequant_close(ctx, s);
+                return H->error(ctx, HVQ_E_INPUT, "dequant: more than %d sink_options",
+                                MAX_SINK_OPTIONS);
+            }
+            options[n_opt++] = tok;
+        }
+        tok = comma ? comma + 1 : NULL;
     }
     s->sink = H->sink_open_params(ctx, fmt[0] ? fmt : NULL, setup->output_path, options,
                                   setup->source_meta, setup->n_source_meta, s->infos, s->n);
+    H->free(extra);
     if (!s->sink) {
         hvq_status st = H->status(ctx);
         dequant_close(ctx, s);
