@@ -1,0 +1,105 @@
+/* A CPU forward pass for Llama-family models (Llama 1/2/3, TinyLlama,
+ * SmolLM2, Mistral-style), shared by the core (`hvqconv eval`) and the
+ * `calibrate` Hessian source (linked statically into each).
+ *
+ * Model: token embedding; per layer RMSNorm -> attention (RoPE, grouped-
+ * query heads, causal softmax) -> residual add -> RMSNorm -> SwiGLU MLP
+ * (down(silu(gate x) * up x)) -> residual add; final RMSNorm; output head
+ * (tied to the embedding or separate). Float32 weights and activations,
+ * float32 accumulation in the kernels (double for the log-likelihood).
+ *
+ * Ownership: hvq_llama_load copies nothing it does not need and owns every
+ * weight array it returns (float32 copies); free with hvq_llama_free.
+ * Threads: a model may be run by one caller at a time; it uses up to the
+ * given number of threads inside, with results independent of that number.
+ */
+#ifndef HVQ_COMMON_LLAMA_H
+#define HVQ_COMMON_LLAMA_H
+
+#include "plugin.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hvq_llama_config {
+    int n_layers;
+    int hidden;          /* model width */
+    int intermediate;    /* MLP width */
+    int n_heads;
+    int n_kv_heads;      /* grouped-query attention: n_heads % n_kv_heads == 0 */
+    int head_dim;        /* hidden / n_heads */
+    int vocab;
+    int tied;            /* output head is the token embedding */
+    float rms_eps;
+    float rope_theta;
+    /* RoPE pairing: 0 = Hugging Face "rotate half" (dimension i pairs with
+     * i + head_dim/2), for safetensors checkpoints; 1 = llama.cpp's
+     * interleaved pairs (2i, 2i+1), for GGUF files, whose q/k rows are
+     * permuted accordingly. */
+    int rope_interleaved;
+} hvq_llama_config;
+
+/* The seven linear layers of a block, in this order. */
+typedef enum hvq_llama_linear {
+    HVQ_LLAMA_Q = 0,
+    HVQ_LLAMA_K,
+    HVQ_LLAMA_V,
+    HVQ_LLAMA_O,
+    HVQ_LLAMA_GATE,
+    HVQ_LLAMA_UP,
+    HVQ_LLAMA_DOWN,
+    HVQ_LLAMA_N_LINEAR
+} hvq_llama_linear;
+
+/* Tensor names of the linear layers, per naming scheme: the Hugging Face
+ * name of layer l ("model.layers.%d.self_attn.q_proj.weight") or llama.cpp's
+ * ("blk.%d.attn_q.weight"), written into buf. */
+const char *hvq_llama_linear_name(int gguf_names, int layer, hvq_llama_linear which,
+                                  char *buf, size_t len);
+
+/* Supplies one tensor by name as float32 (malloc'd *data, the caller of the
+ * callback frees it), with its shape ([out, in] for weights). Returns
+ * HVQ_E_NOTFOUND when the model has no such tensor. */
+typedef hvq_status (*hvq_llama_get_fn)(void *ud, hvq_ctx *ctx, const char *name,
+                                       float **data, int *ndim, int64_t shape[HVQ_MAX_DIMS]);
+
+/* Where the configuration comes from: Hugging Face config.json text
+ * (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
+ * num_key_value_heads, vocab_size, rms_norm_eps, rope_theta,
+ * tie_word_embeddings), or GGUF metadata pairs as the gguf source gives
+ * them (llama.block_count, llama.embedding_length, ... as typed JSON text).
+ * Exactly one of config_json / gguf_meta is used (config_json first). */
+typedef struct hvq_llama_source {
+    const char *config_json;       /* NULL when none */
+    const hvq_meta *gguf_meta;     /* NULL when none */
+    size_t n_gguf_meta;
+    hvq_llama_get_fn get;          /* tensor supplier */
+    void *ud;
+    const char *what;              /* the model's path, for messages */
+} hvq_llama_source;
+
+typedef struct hvq_llama hvq_llama;
+
+/* Builds a model: parses the configuration, loads and checks every tensor
+ * (names by scheme: GGUF names when the configuration came from GGUF
+ * metadata, else Hugging Face names; shapes against the configuration).
+ * Errors name the model and the tensor or key. */
+hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama **out);
+void hvq_llama_free(hvq_llama *m);
+const hvq_llama_config *hvq_llama_get_config(const hvq_llama *m);
+
+/* Called, when set, with the activations entering a linear layer: x is
+ * n_tokens rows of in_dim values (row-major), valid for the call. Q, K and
+ * V share one input, as do GATE and UP: the hook is called for each. */
+typedef void (*hvq_llama_hook_fn)(void *ud, int layer, hvq_llama_linear which,
+                                  const float *x, int n_tokens, int in_dim);
+void hvq_llama_set_hook(hvq_llama *m, hvq_llama_hook_fn fn, void *ud);
+
+/* Runs one window of n tokens (1 <= n <= any length; token ids checked
+ * against the vocabulary) from an empty cache and adds to *nll the negative
+ * log-likelihood (natural log, double) of tokens[1..n-1] given their
+ * prefixes, and n-1 to *n_scored. */
+hvq_status hvq_llama_window(hvq_ctx *ctx, hvq_llama *m, const int32_t *tokens, int n,
+                            double *nll, uint64_t *n_scored);
+
+#endif
