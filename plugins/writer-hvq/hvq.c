@@ -241,8 +241,10 @@ static uint64_t hw_key_len(const hw_state *s, size_t k, size_t n_files)
 static uint64_t hw_header_size(const hw_state *s, size_t k, size_t n_files)
 {
     uint64_t key = hw_key_len(s, k, n_files);
-    /* prefix + "[...]" escaped in quotes + "}" closing __metadata__ +
-     * entries + "}" closing the root */
+    /* prefix, then hvq.tensors as a JSON string: two quotes around the
+     * escaped "[" + entries (tensors_esc) and the closing "]" (counted here
+     * even while the list is still open); then the shard key, "}" closing
+     * __metadata__, the tensor entries and "}" closing the root. */
     if (k == 0) /* (before the first file is open, without entries) */
         return s->prefix.len + 1 + s->tensors_esc + 1 + key + 1 + 1 +
                (s->sh ? s->sh[0].entries.len : 0) + 1;
@@ -1067,8 +1069,9 @@ static hvq_status hw_finish(hvq_ctx *ctx, void *state)
     if (s->next != s->n)
         return H->error(ctx, HVQ_E_INTERNAL, "%s: finish after %zu of %zu tensors", s->path,
                         s->next, s->n);
+    /* hw_header_size already counts this closing bracket (it reserves it
+     * while the list is still open), so tensors_esc does not grow. */
     hvq_buf_append(&s->tensors, "]", 1);
-    s->tensors_esc += 1;
     if (s->tensors.oom)
         return hw_nomem(ctx, s);
     size_t n_files = s->n_sh;
