@@ -4,6 +4,7 @@
 
 #include "container.h"
 #include "dtype.h"
+#include "parallel.h"
 #include "params.h"
 #include "util.h"
 
@@ -12,10 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 enum { EXIT_OK_ = 0, EXIT_OTHER = 1, EXIT_BAD_INPUT = 2 };
-enum { OPT_PLUGIN_DIR = 1000, OPT_DTYPE, OPT_FORMAT, OPT_JSON, OPT_MAX_SHARD };
+enum { OPT_PLUGIN_DIR = 1000, OPT_DTYPE, OPT_FORMAT, OPT_JSON, OPT_MAX_SHARD, OPT_THREADS };
 
 static int exit_for(hvq_status st)
 {
@@ -102,6 +104,7 @@ static void usage_decode(FILE *f)
           "                        write shards of at most SIZE bytes (500MB, 5GB) and an\n"
           "                        index, as Hugging Face does (the output format's\n"
           "                        max_shard_size option); default 0: one file\n"
+          "  -t, --threads N       worker threads (default: all cores)\n"
           "  -f, --force           replace an existing output file\n"
           "      --plugin-dir DIR, -q, -v, -h as for every command\n"
           "\n"
@@ -208,28 +211,41 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
         st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_IO;
         goto done;
     }
+    /* Seconds in checksums, reconstruction, conversion, writing (-v). */
+    double t_crc = 0, t_dec = 0, t_conv = 0, t_write = 0, t0 = hvq_now(), tl;
     for (size_t i = 0; i < n && st == HVQ_OK; i++) {
         const hvq_container_tensor *t = hvq_container_info(c, i);
         hvq_tensor out;
+        tl = hvq_now();
+        if ((st = hvq_container_verify(ctx, c, i)) != HVQ_OK)
+            break;
+        t_crc += hvq_now() - tl;
+        tl = hvq_now();
         if (!t->compressed) {
             if ((st = hvq_container_read_raw(ctx, c, i, &out)) == HVQ_OK) {
                 out.info.dtype = infos[i].dtype; /* as declared to the sink */
                 out.info.dtype_name = infos[i].dtype_name;
                 st = H->sink_write(ctx, sink, &out);
             }
+            t_write += hvq_now() - tl;
             continue;
         }
         if ((st = hvq_container_read_decoded(ctx, c, i, buf)) != HVQ_OK)
             break;
+        t_dec += hvq_now() - tl;
+        tl = hvq_now();
         const void *data = buf;
         if (infos[i].dtype != HVQ_DTYPE_F32) {
-            st = hvq_convert(ctx, infos[i].dtype, conv, HVQ_DTYPE_F32, buf, (size_t)t->numel);
+            st = hvq_convert_parallel(ctx, infos[i].dtype, conv, HVQ_DTYPE_F32, buf, t->numel);
             data = conv;
         }
+        t_conv += hvq_now() - tl;
+        tl = hvq_now();
         out.info = infos[i];
         out.data = data;
         if (st == HVQ_OK)
             st = H->sink_write(ctx, sink, &out);
+        t_write += hvq_now() - tl;
         hvq_log(ctx, HVQ_LOG_DEBUG, "decoded '%s'", t->name);
     }
     if (st == HVQ_OK)
@@ -238,9 +254,15 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
     sink = NULL;
     if (st == HVQ_OK)
         st = hvq_outputs_commit(ctx);
-    if (st == HVQ_OK)
+    if (st == HVQ_OK) {
         hvq_log(ctx, HVQ_LOG_INFO, "%s: %zu tensors (%zu reconstructed, %zu copied), format %s",
                 outp, n, n_comp, n - n_comp, sp->desc.name);
+        hvq_log(ctx, HVQ_LOG_DEBUG,
+                "%.2f s on %d thread%s: checksums %.2f, reconstruction %.2f, conversion %.2f, "
+                "writing %.2f (and the commit)",
+                hvq_now() - t0, hvq_ctx_options(ctx)->threads,
+                hvq_ctx_options(ctx)->threads == 1 ? "" : "s", t_crc, t_dec, t_conv, t_write);
+    }
 done:
     if (sink)
         H->sink_close(ctx, sink);
@@ -260,6 +282,7 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
         {"output", required_argument, 0, 'o'}, {"dtype", required_argument, 0, OPT_DTYPE},
         {"format", required_argument, 0, OPT_FORMAT}, {"force", no_argument, 0, 'f'},
         {"max-shard-size", required_argument, 0, OPT_MAX_SHARD},
+        {"threads", required_argument, 0, 't'},
         {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
@@ -271,9 +294,21 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
     for (size_t i = 0; i < n_plugin_dirs; i++)
         if (!dirs_add(&d, plugin_dirs[i]))
             rc = EXIT_OTHER;
-    while (rc < 0 && (c = getopt_long(argc, argv, "o:fqvhV", lo, NULL)) != -1) {
+    while (rc < 0 && (c = getopt_long(argc, argv, "o:t:fqvhV", lo, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
+        case 't': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || end == optarg || v < 1 || v > 1024) {
+                fprintf(stderr, "hvqconv: error: --threads %s: expected a number from 1 to "
+                                "1024\n", optarg);
+                rc = EXIT_BAD_INPUT;
+            } else {
+                opts.threads = (int)v;
+            }
+            break;
+        }
         case 'f': opts.force = 1; break;
         case OPT_FORMAT: format = optarg; break;
         case OPT_MAX_SHARD: {
@@ -318,6 +353,10 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
         return rc;
     }
     const char *in = argv[optind];
+    if (opts.threads < 1) { /* default: every core */
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        opts.threads = ncpu > 0 ? (int)(ncpu > 256 ? 256 : ncpu) : 1;
+    }
     hvq_ctx *ctx = hvq_ctx_new(&opts);
     if (!ctx) {
         free(d.v);

@@ -11,6 +11,7 @@
 #include "crc32.h"
 #include "dtype.h"
 #include "json.h"
+#include "parallel.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -774,6 +775,73 @@ static hvq_status read_part(hvq_ctx *ctx, hvq_container *c, const ct_tensor *t, 
     return st;
 }
 
+/* CRC-32 in parallel: the CRC of a concatenation follows from the CRCs of
+ * its pieces, crc(A B) = crc(A) * x^(8 |B|) + crc(B) modulo the CRC
+ * polynomial (the initial and final inversions cancel out), so a large
+ * stored tensor is cut into fixed segments whose CRCs the threads compute
+ * and which are then combined in order: the same value as one pass. */
+#define CRC_POLY 0xedb88320u
+#define CRC_SEGMENT ((uint64_t)1 << 21)
+
+/* a * b modulo the polynomial, both reflected (bit 31 is x^0). */
+static uint32_t crc_gf_mul(uint32_t a, uint32_t b)
+{
+    uint32_t p = 0;
+    for (int i = 0; i < 32; i++) {
+        if (a & 0x80000000u)
+            p ^= b;
+        a <<= 1;
+        b = (b & 1u) ? (b >> 1) ^ CRC_POLY : b >> 1;
+    }
+    return p;
+}
+
+/* x^(8 n) modulo the polynomial. */
+static uint32_t crc_x8n(uint64_t n)
+{
+    uint32_t r = 0x80000000u, sq = 0x00800000u; /* x^0, x^8 */
+    for (; n; n >>= 1) {
+        if (n & 1)
+            r = crc_gf_mul(r, sq);
+        sq = crc_gf_mul(sq, sq);
+    }
+    return r;
+}
+
+typedef struct crc_job {
+    const unsigned char *data;
+    uint64_t n;
+    uint32_t *seg;
+} crc_job;
+
+static void crc_segment(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    crc_job *j = arg;
+    j->seg[chunk] = hvq_crc32(0, j->data + begin, (size_t)(end - begin));
+}
+
+/* crc continued over n bytes of data. */
+static uint32_t crc_parallel(hvq_ctx *ctx, uint32_t crc, const void *data, uint64_t n)
+{
+    uint64_t nseg = hvq_parallel_chunks(n, CRC_SEGMENT);
+    uint32_t seg_local[64], *seg = nseg <= 64 ? seg_local : malloc((size_t)nseg * sizeof *seg);
+    if (nseg <= 1 || hvq_ctx_options(ctx)->threads <= 1 || !seg) {
+        if (seg != seg_local)
+            free(seg);
+        return hvq_crc32(crc, data, (size_t)n);
+    }
+    crc_job j = {data, n, seg};
+    hvq_parallel_for(ctx, n, CRC_SEGMENT, crc_segment, &j);
+    uint32_t x_seg = crc_x8n(CRC_SEGMENT);
+    for (uint64_t s = 0; s < nseg; s++) {
+        uint64_t len = s + 1 < nseg ? CRC_SEGMENT : n - s * CRC_SEGMENT;
+        crc = crc_gf_mul(len == CRC_SEGMENT ? x_seg : crc_x8n(len), crc) ^ seg[s];
+    }
+    if (seg != seg_local)
+        free(seg);
+    return crc;
+}
+
 hvq_status hvq_container_verify(hvq_ctx *ctx, hvq_container *c, size_t i)
 {
     if (i >= c->n)
@@ -786,7 +854,7 @@ hvq_status hvq_container_verify(hvq_ctx *ctx, hvq_container *c, size_t i)
             hvq_status st = read_part(ctx, c, t, k, &part);
             if (st != HVQ_OK)
                 return st;
-            crc = hvq_crc32(crc, part.data, (size_t)part.info.nbytes);
+            crc = crc_parallel(ctx, crc, part.data, part.info.nbytes);
         }
         t->computed = crc;
         t->verified = crc == t->pub.crc32 ? 1 : -1;
@@ -885,6 +953,34 @@ static const hvq_loaded_plugin *stage_plugin(hvq_ctx *ctx, hvq_container *c, con
     return pl;
 }
 
+/* The per-element loops of read_decoded, in parallel chunks (each element
+ * alone: the result does not depend on the thread count). */
+static void zero_chunk(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    (void)chunk;
+    memset((float *)arg + begin, 0, (size_t)(end - begin) * sizeof(float));
+}
+
+typedef struct scale_job {
+    float *out;
+    const uint16_t *scales;
+    uint64_t rows, cols, rows_per_chunk;
+} scale_job;
+
+static void scale_chunk(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    (void)begin;
+    (void)end;
+    scale_job *j = arg;
+    for (uint64_t r = chunk * j->rows_per_chunk;
+         r < (chunk + 1) * j->rows_per_chunk && r < j->rows; r++) {
+        float s = hvq_f16_to_f32(j->scales[r]);
+        float *o = j->out + r * j->cols;
+        for (uint64_t col = 0; col < j->cols; col++)
+            o[col] *= s;
+    }
+}
+
 hvq_status hvq_container_read_decoded(hvq_ctx *ctx, hvq_container *c, size_t i, float *out)
 {
     hvq_status st = hvq_container_verify(ctx, c, i);
@@ -900,21 +996,10 @@ hvq_status hvq_container_read_decoded(hvq_ctx *ctx, hvq_container *c, size_t i, 
             return cfail(ctx, HVQ_E_UNSUPPORTED, c,
                          "tensor '%s' has dtype %s, which has no float32 value", p->name,
                          p->dtype_name);
-        if (raw.info.dtype == HVQ_DTYPE_F32) { /* the data may be unaligned */
-            memcpy(out, raw.data, (size_t)raw.info.nbytes);
-            return HVQ_OK;
-        }
-        size_t es = hvq_dtype_size(raw.info.dtype);
-        unsigned char tmp[8 * 256];
-        const unsigned char *src = raw.data;
-        for (uint64_t done = 0; done < p->numel;) {
-            size_t n = p->numel - done > 256 ? 256 : (size_t)(p->numel - done);
-            memcpy(tmp, src + done * es, n * es);
-            if ((st = hvq_convert(ctx, HVQ_DTYPE_F32, out + done, raw.info.dtype, tmp, n)))
-                return st;
-            done += n;
-        }
-        return HVQ_OK;
+        /* hvq_convert reads its source byte-wise: the data may be
+         * unaligned. */
+        return hvq_convert_parallel(ctx, HVQ_DTYPE_F32, out, raw.info.dtype, raw.data,
+                                    p->numel);
     }
 
     const hvq_loaded_plugin *cp = stage_plugin(ctx, c, t, 1);
@@ -925,7 +1010,7 @@ hvq_status hvq_container_read_decoded(hvq_ctx *ctx, hvq_container *c, size_t i, 
     hvq_encoded_init(&cenc);
     hvq_encoded_init(&renc);
     uint16_t *scales = NULL;
-    memset(out, 0, (size_t)p->numel * sizeof *out);
+    hvq_parallel_for(ctx, p->numel, HVQ_PAR_ELEMS, zero_chunk, out);
     st = build_enc(ctx, c, t, 1, &cenc);
     if (st == HVQ_OK)
         st = build_enc(ctx, c, t, 2, &renc);
@@ -952,12 +1037,10 @@ hvq_status hvq_container_read_decoded(hvq_ctx *ctx, hvq_container *c, size_t i, 
         if (st == HVQ_OK) {
             memcpy(scales, part.data, (size_t)p->rows * sizeof *scales);
             /* exactly as the driver: each element times the row's scale */
-            for (uint64_t r = 0; r < p->rows; r++) {
-                float s = hvq_f16_to_f32(scales[r]);
-                float *o = out + r * p->cols;
-                for (uint64_t col = 0; col < p->cols; col++)
-                    o[col] *= s;
-            }
+            scale_job j = {.out = out, .scales = scales, .rows = p->rows, .cols = p->cols,
+                           .rows_per_chunk = hvq_par_rows(p->cols)};
+            hvq_parallel_for(ctx, hvq_parallel_chunks(p->rows, j.rows_per_chunk), 1,
+                             scale_chunk, &j);
         }
     }
     free(scales);

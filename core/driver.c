@@ -17,6 +17,7 @@
 #include "driver.h"
 #include "ctx.h"
 #include "dtype.h"
+#include "parallel.h"
 #include "report.h"
 #include "util.h"
 
@@ -25,10 +26,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 volatile sig_atomic_t hvq_interrupted = 0;
+
+const char *const hvq_time_stage_names[HVQ_TIME_STAGES] = {
+    "convert", "hessian", "normalize", "importance", "clusterer", "residual", "metrics",
+    "writer",
+};
+
+double hvq_peak_rss_mib(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0.0;
+    return (double)ru.ru_maxrss / 1024.0; /* kilobytes on Linux and the BSDs */
+}
 
 /* ---- seeds and top-k ---------------------------------------------------- */
 
@@ -48,23 +63,215 @@ uint64_t hvq_tensor_seed(uint64_t seed, const char *name)
     return splitmix64(seed ^ splitmix64(h));
 }
 
-/* a ranks before b: higher score, then lower index. */
-static int ranks_before(const float *score, uint64_t a, uint64_t b)
+/* Top-k by radix select. A score's order-preserving key: the float's bits
+ * with the sign bit flipped for positives and every bit flipped for
+ * negatives, so keys compare as unsigned integers exactly as the scores
+ * compare as floats (-0 is folded onto +0 first: they are equal scores).
+ * Three digits of 11, 11 and 10 bits narrow down the key t of the k-th best
+ * entry: fewer than k entries have a key > t and at least k have >= t.
+ * Every entry above t is taken, and of those equal to t the first
+ * k - count(> t) in index order, so ties go to the lower index.
+ *
+ * The work is cut into chunks of TOPK_CHUNK entries, each with histograms
+ * of its own (integers: their sum is the same in any order). The first
+ * pass over the scores histograms the top digit; the keys of the entries
+ * whose top digit is the one holding the k-th best (usually a few percent)
+ * are then gathered chunk by chunk and the two lower digits are found on
+ * those alone. When that bin holds more than an eighth of all entries (a
+ * degenerate tensor, e.g. all scores equal) the lower digits are
+ * histogrammed over the whole array instead, so memory stays bounded. The histograms give every chunk its count of entries
+ * above and at t, hence its place in the output, and a last pass writes
+ * the positions: ascending, with no n-sized index array. */
+#define TOPK_CHUNK ((uint64_t)1 << 16)
+#define TOPK_BINS 2048u
+
+static inline uint32_t score_key(float f)
 {
-    return score[a] > score[b] || (score[a] == score[b] && a < b);
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u &= -(uint32_t)(u != 0x80000000u);                       /* -0 -> +0 */
+    return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);  /* ~u or u | sign */
 }
 
-static void swap_u64(uint64_t *a, uint64_t *b)
+static inline float key_score(uint32_t key)
 {
-    uint64_t t = *a;
-    *a = *b;
-    *b = t;
+    uint32_t u = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
 }
 
-static int cmp_u64(const void *a, const void *b)
+typedef struct topk_job {
+    const float *score;
+    uint32_t *hist;          /* n_chunks x TOPK_BINS */
+    uint64_t *first_nan;     /* per chunk: the first NaN (first pass), then
+                                whether the gather's count was off */
+    int digit;               /* 1 or 2 in the later passes */
+    uint32_t prefix;         /* the key bits above the digit */
+    uint32_t b0;             /* the top digit of the k-th best */
+    float lo, hi;            /* its scores: lo <= v <= hi */
+    uint32_t *cand_key;      /* keys of the gathered candidates, chunk by chunk */
+    uint64_t *cand_at;       /* per chunk: first candidate (n_chunks + 1) */
+    uint64_t *n_gt, *n_eq;   /* per chunk */
+    uint64_t *out_at, *eq_take; /* per chunk: first output slot, ties to take */
+    float tf;                /* the threshold score */
+    uint64_t *pos;
+} topk_job;
+
+static const int topk_shift[3] = {21, 10, 0};
+static const uint32_t topk_mask[3] = {0x7ffu, 0x7ffu, 0x3ffu};
+
+/* The top digit's histogram, four interleaved copies so that runs of equal
+ * digits do not wait on each other's increments. */
+static void topk_hist0(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
+    topk_job *j = arg;
+    uint32_t *h = j->hist + chunk * TOPK_BINS;
+    uint32_t part[4][TOPK_BINS];
+    memset(part, 0, sizeof part);
+    const float *s = j->score;
+    uint64_t nan_at = UINT64_MAX, i = begin;
+    for (; i + 4 <= end; i += 4) {
+        uint32_t u[4];
+        memcpy(u, &s[i], 16);
+        int bad = 0;
+        for (int l = 0; l < 4; l++)
+            bad |= (u[l] & 0x7fffffffu) > 0x7f800000u;
+        if (bad)
+            break;
+        for (int l = 0; l < 4; l++)
+            part[l][score_key(s[i + l]) >> 21]++;
+    }
+    for (; i < end; i++) {
+        uint32_t u;
+        memcpy(&u, &s[i], 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u) {
+            nan_at = i;
+            break;
+        }
+        part[0][score_key(s[i]) >> 21]++;
+    }
+    for (uint32_t b = 0; b < TOPK_BINS; b++)
+        h[b] = part[0][b] + part[1][b] + part[2][b] + part[3][b];
+    j->first_nan[chunk] = nan_at;
+}
+
+/* A lower digit's histogram over the whole chunk (entries matching the
+ * prefix). */
+static void topk_hist_full(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    topk_job *j = arg;
+    uint32_t *h = j->hist + chunk * TOPK_BINS;
+    memset(h, 0, TOPK_BINS * sizeof *h);
+    int shift = topk_shift[j->digit], hi = topk_shift[j->digit - 1];
+    uint32_t mask = topk_mask[j->digit];
+    for (uint64_t i = begin; i < end; i++) {
+        uint32_t key = score_key(j->score[i]);
+        if ((key >> hi) == j->prefix)
+            h[(key >> shift) & mask]++;
+    }
+}
+
+/* The same over the chunk's gathered candidates. */
+static void topk_hist_cand(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    (void)begin;
+    (void)end;
+    topk_job *j = arg;
+    uint32_t *h = j->hist + chunk * TOPK_BINS;
+    memset(h, 0, TOPK_BINS * sizeof *h);
+    int shift = topk_shift[j->digit], hi = topk_shift[j->digit - 1];
+    uint32_t mask = topk_mask[j->digit];
+    for (uint64_t c = j->cand_at[chunk]; c < j->cand_at[chunk + 1]; c++) {
+        uint32_t key = j->cand_key[c];
+        if ((key >> hi) == j->prefix)
+            h[(key >> shift) & mask]++;
+    }
+}
+
+/* The keys of the chunk's entries in the top bin b0, in index order. The
+ * bin is a range of scores, lo <= v <= hi, so the test is two float
+ * comparisons; the keys are stored branch
+ * free into a small buffer (a candidate is a coin flip for the branch
+ * predictor) and copied out per block. */
+static void topk_gather(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    topk_job *j = arg;
+    uint64_t o = j->cand_at[chunk];
+    const float *s = j->score;
+    float lo = j->lo, hi = j->hi;
+    float buf[256];
+    for (uint64_t i0 = begin; i0 < end; i0 += 256) {
+        uint64_t i1 = end - i0 > 256 ? i0 + 256 : end;
+        size_t m = 0;
+        for (uint64_t i = i0; i < i1; i++) {
+            float v = s[i];
+            buf[m] = v;
+            m += (v >= lo) & (v <= hi);
+        }
+        if (m > j->cand_at[chunk + 1] - o) { /* cannot happen: the bin was counted */
+            j->first_nan[chunk] = 1;
+            return;
+        }
+        for (size_t q = 0; q < m; q++)
+            j->cand_key[o + q] = score_key(buf[q]);
+        o += m;
+    }
+    j->first_nan[chunk] = o != j->cand_at[chunk + 1];
+}
+
+static void topk_emit(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    topk_job *j = arg;
+    uint64_t o = j->out_at[chunk], take = j->eq_take[chunk];
+    uint64_t left = j->n_gt[chunk] + take;
+    const float *s = j->score;
+    float tf = j->tf;
+    for (uint64_t i = begin; i < end && left; i++) {
+        float v = s[i];
+        if (v >= tf) {
+            if (v > tf) {
+                j->pos[o++] = i;
+                left--;
+            } else if (take) {
+                j->pos[o++] = i;
+                take--;
+                left--;
+            }
+        }
+    }
+}
+
+/* Sums the chunks' histograms of a digit, finds the bin holding the k-th
+ * best (greater: entries known to rank above the prefix so far, updated),
+ * and adds to each chunk's n_gt its entries in the bins above. */
+static uint32_t topk_choose(topk_job *j, uint64_t nc, int digit, uint64_t k, uint64_t *greater)
+{
+    uint32_t bins = topk_mask[digit] + 1;
+    uint64_t total[TOPK_BINS];
+    memset(total, 0, sizeof total);
+    for (uint64_t c = 0; c < nc; c++) {
+        const uint32_t *h = j->hist + c * TOPK_BINS;
+        for (uint32_t b = 0; b < bins; b++)
+            total[b] += h[b];
+    }
+    uint32_t b = bins;
+    while (b > 0) {
+        b--;
+        if (*greater + total[b] >= k)
+            break;
+        *greater += total[b];
+    }
+    for (uint64_t c = 0; c < nc; c++) {
+        const uint32_t *h = j->hist + c * TOPK_BINS;
+        uint64_t above = 0;
+        for (uint32_t a = b + 1; a < bins; a++)
+            above += h[a];
+        j->n_gt[c] += above;
+        if (digit == 2)
+            j->n_eq[c] = h[b];
+    }
+    return b;
 }
 
 hvq_status hvq_top_k(hvq_ctx *ctx, const float *score, uint64_t n, uint64_t k, uint64_t *pos)
@@ -74,46 +281,96 @@ hvq_status hvq_top_k(hvq_ctx *ctx, const float *score, uint64_t n, uint64_t k, u
     if (k > n)
         return hvq_error(ctx, HVQ_E_INTERNAL, "top-k: k %llu > n %llu",
                          (unsigned long long)k, (unsigned long long)n);
-    for (uint64_t i = 0; i < n; i++)
-        if (isnan(score[i]))
-            return hvq_error(ctx, HVQ_E_INPUT, "importance score is NaN at entry %llu",
-                             (unsigned long long)i);
-    uint64_t *idx = hvq_alloc(ctx, (size_t)n * sizeof *idx);
-    if (!idx)
-        return HVQ_E_NOMEM;
-    for (uint64_t i = 0; i < n; i++)
-        idx[i] = i;
-    /* Quickselect on the total order "ranks_before": afterwards idx[0..k)
-     * holds the k best. The order is strict (indices differ), so the set is
-     * unique and deterministic. */
-    uint64_t lo = 0, hi = n - 1, target = k - 1;
-    while (lo < hi) {
-        uint64_t mid = lo + (hi - lo) / 2;
-        /* median of three into idx[mid] */
-        if (ranks_before(score, idx[mid], idx[lo]))
-            swap_u64(&idx[mid], &idx[lo]);
-        if (ranks_before(score, idx[hi], idx[lo]))
-            swap_u64(&idx[hi], &idx[lo]);
-        if (ranks_before(score, idx[hi], idx[mid]))
-            swap_u64(&idx[hi], &idx[mid]);
-        uint64_t pivot = idx[mid];
-        swap_u64(&idx[mid], &idx[hi]);
-        uint64_t store = lo;
-        for (uint64_t i = lo; i < hi; i++)
-            if (ranks_before(score, idx[i], pivot))
-                swap_u64(&idx[i], &idx[store++]);
-        swap_u64(&idx[store], &idx[hi]);
-        if (store == target)
-            break;
-        if (store < target)
-            lo = store + 1;
-        else
-            hi = store - 1;
+    uint64_t nc = hvq_parallel_chunks(n, TOPK_CHUNK);
+    topk_job j = {.score = score, .pos = pos};
+    j.hist = malloc((size_t)nc * TOPK_BINS * sizeof *j.hist);
+    j.first_nan = calloc((size_t)nc * 6 + 1, sizeof(uint64_t));
+    if (!j.hist || !j.first_nan) {
+        free(j.hist);
+        free(j.first_nan);
+        return hvq_error(ctx, HVQ_E_NOMEM, "out of memory (top-k of %llu scores)",
+                         (unsigned long long)n);
     }
-    memcpy(pos, idx, (size_t)k * sizeof *pos);
-    free(idx);
-    qsort(pos, (size_t)k, sizeof *pos, cmp_u64);
-    return HVQ_OK;
+    j.n_gt = j.first_nan + nc;
+    j.n_eq = j.n_gt + nc;
+    j.out_at = j.n_eq + nc;
+    j.eq_take = j.out_at + nc;
+    j.cand_at = j.eq_take + nc; /* nc + 1 */
+
+    hvq_status st = HVQ_OK;
+    hvq_parallel_for(ctx, n, TOPK_CHUNK, topk_hist0, &j);
+    for (uint64_t c = 0; c < nc; c++)
+        if (j.first_nan[c] != UINT64_MAX) {
+            st = hvq_error(ctx, HVQ_E_INPUT, "importance score is NaN at entry %llu",
+                           (unsigned long long)j.first_nan[c]);
+            break;
+        }
+    if (st != HVQ_OK)
+        goto done;
+    uint64_t greater = 0;
+    j.b0 = topk_choose(&j, nc, 0, k, &greater);
+    uint64_t n_cand = 0;
+    for (uint64_t c = 0; c < nc; c++) {
+        j.cand_at[c] = n_cand;
+        n_cand += j.hist[c * TOPK_BINS + j.b0];
+    }
+    j.cand_at[nc] = n_cand;
+    int gathered = 0;
+    if (n_cand <= n / 8) {
+        /* Bin b0 as scores lo <= v <= hi: its keys [b0 << 21, (b0 + 1) << 21)
+         * clipped to those of -inf and +inf (the bins beyond hold NaNs
+         * only: never chosen, there are none). Key 0x7fffffff would be -0,
+         * folded onto +0 in the next bin: the bin ends one key earlier. */
+        uint32_t lo_key = j.b0 << 21, hi_key = ((j.b0 + 1) << 21) - 1; /* wraps at the top */
+        const uint32_t key_ninf = score_key(-INFINITY), key_pinf = score_key(INFINITY);
+        if (lo_key < key_ninf)
+            lo_key = key_ninf;
+        if (hi_key > key_pinf)
+            hi_key = key_pinf;
+        if (hi_key == 0x7fffffffu)
+            hi_key--;
+        j.lo = key_score(lo_key);
+        j.hi = key_score(hi_key);
+        j.cand_key = malloc((size_t)(n_cand ? n_cand : 1) * sizeof *j.cand_key);
+        gathered = j.cand_key != NULL;
+        if (gathered) {
+            hvq_parallel_for(ctx, n, TOPK_CHUNK, topk_gather, &j);
+            for (uint64_t c = 0; c < nc; c++)
+                if (j.first_nan[c]) /* here: the chunk's count differed */
+                    st = hvq_error(ctx, HVQ_E_INTERNAL, "top-k: bin count mismatch");
+            if (st != HVQ_OK)
+                goto done;
+        }
+    }
+    j.prefix = j.b0;
+    for (int digit = 1; digit <= 2; digit++) {
+        j.digit = digit;
+        if (gathered)
+            hvq_parallel_for(ctx, nc, 1, topk_hist_cand, &j);
+        else
+            hvq_parallel_for(ctx, n, TOPK_CHUNK, topk_hist_full, &j);
+        uint32_t b = topk_choose(&j, nc, digit, k, &greater);
+        j.prefix = (j.prefix << (digit == 1 ? 11 : 10)) | b;
+    }
+    j.tf = key_score(j.prefix);
+    uint64_t need = k - greater, at = 0;
+    for (uint64_t c = 0; c < nc; c++) {
+        uint64_t take = j.n_eq[c] < need ? j.n_eq[c] : need;
+        need -= take;
+        j.eq_take[c] = take;
+        j.out_at[c] = at;
+        at += j.n_gt[c] + take;
+    }
+    if (at != k || need != 0)
+        st = hvq_error(ctx, HVQ_E_INTERNAL, "top-k: selected %llu of %llu",
+                       (unsigned long long)at, (unsigned long long)k);
+    else
+        hvq_parallel_for(ctx, n, TOPK_CHUNK, topk_emit, &j);
+done:
+    free(j.cand_key);
+    free(j.hist);
+    free(j.first_nan);
+    return st;
 }
 
 /* ---- progress ------------------------------------------------------------ */
@@ -205,6 +462,10 @@ typedef struct work {
     size_t cap;   /* elements allocated in the matrix-sized buffers */
     size_t hcap;  /* elements in h */
     size_t scap;  /* elements in scale */
+    uint64_t *cbad; /* per-chunk scratch of the parallel loops */
+    float *cval;
+    double *csum;
+    size_t ccap;  /* chunks allocated */
 } work;
 
 static void work_free(work *wk)
@@ -217,6 +478,9 @@ static void work_free(work *wk)
     free(wk->scale);
     free(wk->target);
     free(wk->pos);
+    free(wk->cbad);
+    free(wk->cval);
+    free(wk->csum);
     memset(wk, 0, sizeof *wk);
 }
 
@@ -257,6 +521,220 @@ static hvq_status work_reserve(hvq_ctx *ctx, work *wk, size_t numel, size_t rows
 
 static float round_f16(float v) { return hvq_f16_to_f32(hvq_f32_to_f16(v)); }
 
+/* ---- the per-element loops, in parallel chunks --------------------------
+ * Each loop keeps its per-chunk findings (the first bad entry, partial
+ * sums) in arrays indexed by chunk and combines them in chunk order, so
+ * messages and figures do not depend on the thread count. */
+
+typedef struct elem_job {
+    /* conversion and the finite check */
+    float *w;
+    const unsigned char *src;
+    hvq_dtype dtype;
+    size_t esize;
+    /* row loops */
+    float *x, *recon, *scale;
+    const float *h;
+    uint64_t rows, cols, rows_per_chunk;
+    int raw;
+    /* sparse entries */
+    const uint64_t *pos;
+    float *target;
+    /* per chunk */
+    uint64_t *bad;      /* first bad entry or row (UINT64_MAX: none) */
+    float *bad_value;   /* the row maximum of a bad row */
+    double *sums;       /* 4 per chunk: err^2, w^2, H err^2, H w^2 */
+    double *maxs;       /* per chunk: max |err| at sparse entries */
+} elem_job;
+
+/* dst[i] = src[i] / s and o[i] *= s for a row: four at a time with the
+ * compilers' vector extensions where they exist (divps, mulps: each
+ * element's value is the scalar operation's, exactly). */
+#if defined(__GNUC__) || defined(__clang__)
+typedef float v4f __attribute__((vector_size(16)));
+#define HAVE_V4F 1
+#endif
+
+static void row_div(float *dst, const float *src, uint64_t n, float s)
+{
+    uint64_t c = 0;
+#ifdef HAVE_V4F
+    v4f vs = {s, s, s, s};
+    for (; c + 4 <= n; c += 4) {
+        v4f v;
+        memcpy(&v, src + c, sizeof v);
+        v = v / vs;
+        memcpy(dst + c, &v, sizeof v);
+    }
+#endif
+    for (; c < n; c++)
+        dst[c] = src[c] / s;
+}
+
+static void row_scale(float *o, uint64_t n, float s)
+{
+    uint64_t c = 0;
+#ifdef HAVE_V4F
+    v4f vs = {s, s, s, s};
+    for (; c + 4 <= n; c += 4) {
+        v4f v;
+        memcpy(&v, o + c, sizeof v);
+        v = v * vs;
+        memcpy(o + c, &v, sizeof v);
+    }
+#endif
+    for (; c < n; c++)
+        o[c] *= s;
+}
+
+static void job_convert(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    elem_job *j = arg;
+    float *w = j->w + begin;
+    size_t n = (size_t)(end - begin);
+    hvq_convert_fast(NULL, HVQ_DTYPE_F32, w, j->dtype, j->src + begin * j->esize, n);
+    uint64_t bad = UINT64_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(w[i])) {
+            bad = begin + i;
+            break;
+        }
+    j->bad[chunk] = bad;
+}
+
+static void job_normalize(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    elem_job *j = arg;
+    uint64_t cols = j->cols, bad = UINT64_MAX;
+    float bad_m = 0.0f;
+    for (uint64_t r = begin * j->rows_per_chunk; r < end * j->rows_per_chunk && r < j->rows;
+         r++) {
+        const float *row = j->w + r * cols;
+        /* the maximum in four lanes (the same value, without one long
+         * dependency chain) */
+        float m4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        uint64_t c = 0;
+        for (; c + 4 <= cols; c += 4)
+            for (int l = 0; l < 4; l++) {
+                float a = fabsf(row[c + l]);
+                m4[l] = a > m4[l] ? a : m4[l];
+            }
+        for (; c < cols; c++) {
+            float a = fabsf(row[c]);
+            m4[0] = a > m4[0] ? a : m4[0];
+        }
+        float m01 = m4[0] > m4[1] ? m4[0] : m4[1], m23 = m4[2] > m4[3] ? m4[2] : m4[3];
+        float m = m01 > m23 ? m01 : m23;
+        float s = round_f16(m);
+        if (isinf(s)) {
+            if (bad == UINT64_MAX) {
+                bad = r;
+                bad_m = m;
+            }
+            s = 0.0f;
+        }
+        j->scale[r] = s;
+        float *xr = j->x + r * cols;
+        if (s > 0.0f) {
+            row_div(xr, row, cols, s);
+        } else {
+            memset(xr, 0, (size_t)cols * sizeof *xr);
+        }
+    }
+    j->bad[chunk] = bad;
+    j->bad_value[chunk] = bad_m;
+}
+
+static void job_split(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    (void)chunk;
+    elem_job *j = arg;
+    for (uint64_t i = begin; i < end; i++) {
+        j->target[i] = j->x[j->pos[i]];
+        j->x[j->pos[i]] = 0.0f;
+    }
+}
+
+/* Reconstruction W_hat = recon * s (unless raw) and the error sums, four
+ * lanes per row so the additions pipeline; lanes and rows are combined in
+ * a fixed order. */
+static void job_metrics(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    elem_job *j = arg;
+    uint64_t cols = j->cols;
+    double e2 = 0, w2 = 0, he2 = 0, hw2 = 0;
+    for (uint64_t r = begin * j->rows_per_chunk; r < end * j->rows_per_chunk && r < j->rows;
+         r++) {
+        const float *w = j->w + r * cols, *h = j->h;
+        float *o = j->recon + r * cols;
+        if (!j->raw)
+            row_scale(o, cols, j->scale[r]);
+        double a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0}, ha[4] = {0, 0, 0, 0},
+               hb[4] = {0, 0, 0, 0};
+        uint64_t c = 0;
+        for (; c + 4 <= cols; c += 4)
+            for (int l = 0; l < 4; l++) {
+                double wv = w[c + l], e = wv - (double)o[c + l], hv = h[c + l];
+                a[l] += e * e;
+                b[l] += wv * wv;
+                ha[l] += hv * e * e;
+                hb[l] += hv * wv * wv;
+            }
+        for (; c < cols; c++) {
+            double wv = w[c], e = wv - (double)o[c], hv = h[c];
+            a[0] += e * e;
+            b[0] += wv * wv;
+            ha[0] += hv * e * e;
+            hb[0] += hv * wv * wv;
+        }
+        e2 += (a[0] + a[1]) + (a[2] + a[3]);
+        w2 += (b[0] + b[1]) + (b[2] + b[3]);
+        he2 += (ha[0] + ha[1]) + (ha[2] + ha[3]);
+        hw2 += (hb[0] + hb[1]) + (hb[2] + hb[3]);
+    }
+    double *s = j->sums + 4 * chunk;
+    s[0] = e2;
+    s[1] = w2;
+    s[2] = he2;
+    s[3] = hw2;
+}
+
+static void job_sparse_max(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
+{
+    elem_job *j = arg;
+    double m = 0;
+    for (uint64_t i = begin; i < end; i++) {
+        uint64_t p = j->pos[i];
+        double e = fabs((double)j->w[p] - j->recon[p]);
+        m = e > m ? e : m;
+    }
+    j->maxs[chunk] = m;
+}
+
+/* Per-chunk scratch for the loops above, grown to the largest tensor. */
+static int chunk_scratch(hvq_ctx *ctx, work *wk, uint64_t n_chunks)
+{
+    if (n_chunks <= wk->ccap)
+        return 1;
+    if (!grow(ctx, (void **)&wk->cbad, (size_t)n_chunks, sizeof *wk->cbad) ||
+        !grow(ctx, (void **)&wk->cval, (size_t)n_chunks, sizeof *wk->cval) ||
+        !grow(ctx, (void **)&wk->csum, (size_t)n_chunks * 4, sizeof *wk->csum))
+        return 0;
+    wk->ccap = (size_t)n_chunks;
+    return 1;
+}
+
+static uint64_t first_bad(const uint64_t *bad, uint64_t n_chunks, uint64_t *chunk)
+{
+    for (uint64_t c = 0; c < n_chunks; c++)
+        if (bad[c] != UINT64_MAX) {
+            if (chunk)
+                *chunk = c;
+            return bad[c];
+        }
+    return UINT64_MAX;
+}
+
 static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, work *wk,
                                   hvq_tensor_report *tr, hvq_encoded *cenc,
                                   hvq_encoded *renc, hvq_result *res)
@@ -266,7 +744,14 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, work *wk,
     const hvq_loaded_plugin *hp, *ip, *cp, *rp;
     hvq_params hpar, ipar, cpar, rpar;
     hvq_status st;
-    double t0 = hvq_now();
+    double t0 = hvq_now(), tl = t0;
+    double *ts = tr->stage_seconds;
+#define STAGE_DONE(i)                                                                      \
+    do {                                                                                   \
+        double now_ = hvq_now();                                                           \
+        ts[i] += now_ - tl;                                                                \
+        tl = now_;                                                                         \
+    } while (0)
 
     if ((st = hvq_pipeline_stage_for(ctx, rs->p, HVQ_STAGE_HESSIAN, name, &hp, &hpar)) ||
         (st = hvq_pipeline_stage_for(ctx, rs->p, HVQ_STAGE_IMPORTANCE, name, &ip, &ipar)) ||
@@ -285,15 +770,26 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, work *wk,
     tr->cols = cols;
     if ((st = work_reserve(ctx, wk, (size_t)numel, (size_t)rows, (size_t)cols)) != HVQ_OK)
         return st;
+    uint64_t rpc = hvq_par_rows(cols);
+    uint64_t n_row_chunks = hvq_parallel_chunks(rows, rpc);
+    uint64_t n_elem_chunks = hvq_parallel_chunks(numel, HVQ_PAR_ELEMS);
+    if (!chunk_scratch(ctx, wk, n_row_chunks > n_elem_chunks ? n_row_chunks : n_elem_chunks))
+        return HVQ_E_NOMEM;
+    elem_job job = {
+        .w = wk->w, .src = t->data, .dtype = t->info.dtype,
+        .esize = hvq_dtype_size(t->info.dtype), .x = wk->x, .recon = wk->recon,
+        .scale = wk->scale, .h = wk->h, .rows = rows, .cols = cols, .rows_per_chunk = rpc,
+        .bad = wk->cbad, .bad_value = wk->cval, .sums = wk->csum, .maxs = wk->csum,
+    };
 
     /* float32 copy, checked finite */
-    if ((st = hvq_convert(ctx, HVQ_DTYPE_F32, wk->w, t->info.dtype, t->data, (size_t)numel)))
-        return st;
-    for (uint64_t i = 0; i < numel; i++)
-        if (!isfinite(wk->w[i]))
-            return hvq_error(ctx, HVQ_E_INPUT, "tensor '%s': %s value at [%llu, %llu]", name,
-                             isnan(wk->w[i]) ? "NaN" : "infinite",
-                             (unsigned long long)(i / cols), (unsigned long long)(i % cols));
+    hvq_parallel_for(ctx, numel, HVQ_PAR_ELEMS, job_convert, &job);
+    uint64_t bad = first_bad(wk->cbad, n_elem_chunks, NULL);
+    if (bad != UINT64_MAX)
+        return hvq_error(ctx, HVQ_E_INPUT, "tensor '%s': %s value at [%llu, %llu]", name,
+                         isnan(wk->w[bad]) ? "NaN" : "infinite",
+                         (unsigned long long)(bad / cols), (unsigned long long)(bad % cols));
+    STAGE_DONE(HVQ_TIME_CONVERT);
 
     /* Hessian diagonal */
     void *hstate = NULL;
@@ -307,8 +803,10 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, work *wk,
             return hvq_error(ctx, HVQ_E_INPUT,
                              "tensor '%s': hessian '%s' gave an invalid value %g at column %llu",
                              name, hp->desc.name, (double)wk->h[j], (unsigned long long)j);
+    STAGE_DONE(HVQ_TIME_HESSIAN);
 
     int raw = (cp->desc.flags & HVQ_CLUSTERER_RAW) != 0;
+    job.raw = raw;
     uint64_t k = rp->desc.residual_count(&rpar, numel);
     if (k > numel)
         return hvq_error(ctx, HVQ_E_INTERNAL, "residual '%s' asked for %llu of %llu entries",
@@ -323,25 +821,17 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, work *wk,
     /* Normalization: s_i = max_j |W_ij| rounded to fp16 (what is stored). */
     const float *x = wk->w;
     if (!raw) {
-        for (uint64_t r = 0; r < rows; r++) {
-            float m = 0.0f;
-            const float *row = wk->w + r * cols;
-            for (uint64_t c = 0; c < cols; c++)
-                if (fabsf(row[c]) > m)
-                    m = fabsf(row[c]);
-            float s = round_f16(m);
-            if (isinf(s))
-                return hvq_error(ctx, HVQ_E_INPUT,
-                                 "tensor '%s': row %llu has magnitude %g, beyond the fp16 "
-                                 "range of the row scales",
-                                 name, (unsigned long long)r, (double)m);
-            wk->scale[r] = s;
-            float *xr = wk->x + r * cols;
-            for (uint64_t c = 0; c < cols; c++)
-                xr[c] = s > 0.0f ? row[c] / s : 0.0f;
-        }
+        hvq_parallel_for(ctx, n_row_chunks, 1, job_normalize, &job);
+        uint64_t c = 0;
+        bad = first_bad(wk->cbad, n_row_chunks, &c);
+        if (bad != UINT64_MAX)
+            return hvq_error(ctx, HVQ_E_INPUT,
+                             "tensor '%s': row %llu has magnitude %g, beyond the fp16 "
+                             "range of the row scales",
+                             name, (unsigned long long)bad, (double)wk->cval[c]);
         x = wk->x;
     }
+    STAGE_DONE(HVQ_TIME_NORMALIZE);
 
     /* Decoupling: Omega = top-k importance; B = W_norm with Omega zeroed. */
     if (k > 0) {
@@ -354,11 +844,11 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, work *wk,
             hvq_error_prefix(ctx, "tensor '%s': importance '%s'", name, ip->desc.name);
             return st;
         }
-        for (uint64_t i = 0; i < k; i++) {
-            wk->target[i] = wk->x[wk->pos[i]];
-            wk->x[wk->pos[i]] = 0.0f;
-        }
+        job.pos = wk->pos;
+        job.target = wk->target;
+        hvq_parallel_for(ctx, k, HVQ_PAR_ELEMS, job_split, &job);
     }
+    STAGE_DONE(HVQ_TIME_IMPORTANCE);
 
     /* Body quantization */
     hvq_cluster_input cin = {
@@ -368,6 +858,7 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, work *wk,
     };
     if ((st = cp->desc.cluster_encode(ctx, &cpar, &cin, wk->recon, cenc)) != HVQ_OK)
         return st;
+    STAGE_DONE(HVQ_TIME_CLUSTERER);
 
     /* Residual */
     hvq_residual_input rin = {
@@ -376,30 +867,22 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, work *wk,
     };
     if ((st = rp->desc.residual_encode(ctx, &rpar, &rin, renc)) != HVQ_OK)
         return st;
+    STAGE_DONE(HVQ_TIME_RESIDUAL);
 
     /* Reconstruction and metrics */
-    if (!raw)
-        for (uint64_t r = 0; r < rows; r++) {
-            float s = wk->scale[r];
-            float *o = wk->recon + r * cols;
-            for (uint64_t c = 0; c < cols; c++)
-                o[c] *= s;
-        }
+    hvq_parallel_for(ctx, n_row_chunks, 1, job_metrics, &job);
     double e2 = 0, w2 = 0, he2 = 0, hw2 = 0, maxs = 0;
-    for (uint64_t r = 0; r < rows; r++) {
-        const float *w = wk->w + r * cols, *o = wk->recon + r * cols;
-        for (uint64_t c = 0; c < cols; c++) {
-            double e = (double)w[c] - (double)o[c];
-            e2 += e * e;
-            w2 += (double)w[c] * w[c];
-            he2 += wk->h[c] * e * e;
-            hw2 += wk->h[c] * (double)w[c] * w[c];
-        }
+    for (uint64_t c = 0; c < n_row_chunks; c++) {
+        e2 += wk->csum[4 * c];
+        w2 += wk->csum[4 * c + 1];
+        he2 += wk->csum[4 * c + 2];
+        hw2 += wk->csum[4 * c + 3];
     }
-    for (uint64_t i = 0; i < k; i++) {
-        double e = fabs((double)wk->w[wk->pos[i]] - wk->recon[wk->pos[i]]);
-        if (e > maxs)
-            maxs = e;
+    if (k > 0) {
+        uint64_t nk = hvq_parallel_chunks(k, HVQ_PAR_ELEMS);
+        hvq_parallel_for(ctx, k, HVQ_PAR_ELEMS, job_sparse_max, &job);
+        for (uint64_t c = 0; c < nk; c++)
+            maxs = wk->csum[c] > maxs ? wk->csum[c] : maxs;
     }
     tr->rel_fro = w2 > 0 ? sqrt(e2 / w2) : (e2 > 0 ? INFINITY : 0.0);
     tr->rel_hessian = hw2 > 0 ? he2 / hw2 : (he2 > 0 ? INFINITY : 0.0);
@@ -421,7 +904,9 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, work *wk,
     }
     tr->paper_bits = bits;
     tr->stored_bytes = bytes;
+    STAGE_DONE(HVQ_TIME_METRICS);
     tr->seconds = hvq_now() - t0;
+#undef STAGE_DONE
 
     res->compressed = 1;
     res->recon = wk->recon;
@@ -632,8 +1117,13 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
                 pg.done_units += rep->t[i].params;
             }
         }
-        if (st == HVQ_OK)
+        if (st == HVQ_OK) {
+            double tw = hvq_now();
             st = wp->desc.writer_tensor(ctx, wstate, &res);
+            rep->t[i].stage_seconds[HVQ_TIME_WRITER] = hvq_now() - tw;
+            for (int s = 0; s < HVQ_TIME_STAGES; s++)
+                rep->stage_seconds[s] += rep->t[i].stage_seconds[s];
+        }
         hvq_encoded_clear(&cenc);
         hvq_encoded_clear(&renc);
         if (st != HVQ_OK)
@@ -645,6 +1135,7 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
         goto done;
     rep->output_bytes = hvq_outputs_size(ctx);
     rep->seconds = hvq_now() - t_start;
+    rep->peak_rss_mib = hvq_peak_rss_mib();
 
     if (p->report && *p->report) {
         hvq_output *ro = hvq_output_open(ctx, p->report);

@@ -7,6 +7,22 @@
 
 #include <signal.h>
 
+/* The stages whose seconds the report gives per tensor and in total. */
+enum {
+    HVQ_TIME_CONVERT,    /* reading the source, conversion to f32, finite check */
+    HVQ_TIME_HESSIAN,    /* the Hessian diagonal */
+    HVQ_TIME_NORMALIZE,  /* row scales and W / s */
+    HVQ_TIME_IMPORTANCE, /* importance scores, top-k selection, body split */
+    HVQ_TIME_CLUSTERER,  /* cluster_encode */
+    HVQ_TIME_RESIDUAL,   /* residual_encode */
+    HVQ_TIME_METRICS,    /* reconstruction (times s) and the error sums */
+    HVQ_TIME_WRITER,     /* writer_tensor */
+    HVQ_TIME_STAGES
+};
+
+/* Their names in the JSON report ("stage_seconds") and the summary. */
+extern const char *const hvq_time_stage_names[HVQ_TIME_STAGES];
+
 /* What happened to one tensor. */
 typedef struct hvq_tensor_report {
     char *name;
@@ -27,7 +43,8 @@ typedef struct hvq_tensor_report {
     double sqnr_db;          /* 10 log10(||W||^2 / ||err||^2); INFINITY if exact */
     double max_abs_err_sparse; /* max |err| at the sparse positions (0 if none) */
     double err2, w2, herr2, hw2; /* sums behind the ratios above */
-    double seconds;
+    double seconds;          /* compression (every stage but the writer) */
+    double stage_seconds[HVQ_TIME_STAGES]; /* the writer's for every tensor */
 } hvq_tensor_report;
 
 typedef struct hvq_run_report {
@@ -43,7 +60,13 @@ typedef struct hvq_run_report {
     uint64_t stored_bytes_compressed;
     double err2, w2, herr2, hw2; /* sums over the compressed tensors */
     double seconds;
+    double stage_seconds[HVQ_TIME_STAGES]; /* over every tensor */
+    double peak_rss_mib;     /* the process's peak resident set (getrusage) */
 } hvq_run_report;
+
+/* The peak resident set size of this process so far, in MiB (0 when the
+ * system does not tell). */
+double hvq_peak_rss_mib(void);
 
 /* Set to nonzero (e.g. by a signal handler) to stop a run between tensors;
  * the run then fails with "interrupted" and leaves no output. */
@@ -61,8 +84,10 @@ void hvq_run_report_free(hvq_run_report *rep);
 uint64_t hvq_tensor_seed(uint64_t seed, const char *name);
 
 /* Selects the k entries of highest score (ties: lower flat index first) and
- * writes their positions to pos in ascending order. Scalar reference code;
- * HVQ_E_INPUT when a score is NaN. */
+ * writes their positions to pos in ascending order: an exact radix select
+ * on the scores' order-preserving integer keys, in parallel on the ctx's
+ * threads with the same result for any count. HVQ_E_INPUT when a score is
+ * NaN (naming the first). */
 hvq_status hvq_top_k(hvq_ctx *ctx, const float *score, uint64_t n, uint64_t k,
                      uint64_t *pos);
 

@@ -9,6 +9,7 @@ libhvqcore_la_SOURCES = \
 	core/dtype.c core/dtype.h \
 	core/driver.c core/driver.h \
 	core/report.c core/report.h \
+	core/parallel.c core/parallel.h \
 	core/util.c core/util.h
 libhvqcore_la_CFLAGS = $(AM_CFLAGS) $(YAML_CFLAGS)
 libhvqcore_la_LIBADD = $(YAML_LIBS)

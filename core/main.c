@@ -4,17 +4,21 @@
 #include "container.h"
 #include "ctx.h"
 #include "driver.h"
+#include "eval.h"
 #include "params.h"
 #include "pipeline.h"
 #include "registry.h"
 #include "report.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Exit statuses. */
@@ -48,6 +52,7 @@ static void usage_main(FILE *f)
           "  describe NAME       show a plugin's parameters (type, default, range, help)\n"
           "  decode FILE.hvq     decode an hvq container into a model file (-o OUTPUT)\n"
           "  inspect FILE.hvq    describe an hvq container and verify its checksums\n"
+          "  eval MODEL          perplexity of a Llama-family model on a token file\n"
           "\n"
           "Options for every command:\n"
           "      --plugin-dir DIR  load plugins from DIR before the others (repeatable)\n"
@@ -79,6 +84,8 @@ static void usage_run(FILE *f)
           "                        stages.hessian.plugin=uniform (repeatable)\n"
           "  -t, --threads N       worker threads (default: all cores)\n"
           "  -f, --force           replace existing output files\n"
+          "      --eval            then print the output's perplexity, measured as the\n"
+          "                        pipeline's evaluate: declares\n"
           "      --plugin-dir DIR, -q, -v, -h as for every command\n",
           f);
 }
@@ -91,12 +98,17 @@ static void usage_compare(FILE *f)
           "to a temporary directory and are deleted afterwards (their sizes are measured\n"
           "first) unless --keep DIR is given.\n"
           "\n"
+          "When a pipeline declares evaluate: (a token file, ctx, windows), the table gets\n"
+          "a PPL column: the first such pipeline's evaluation is applied to every output\n"
+          "and to the uncompressed input, shown as a first row.\n"
+          "\n"
           "  -i, --input PATH      the model every pipeline reads (default: each one's input:)\n"
           "  -s, --set KEY=VALUE   override a value in every pipeline (repeatable)\n"
           "  -r, --report PATH     also write every run's report as one JSON document\n"
           "  -k, --keep DIR        write the outputs into DIR (an existing directory) and keep them\n"
           "  -t, --threads N       worker threads (default: all cores)\n"
           "  -f, --force           replace existing files (with --keep, --report)\n"
+          "      --no-eval         no perplexity column, whatever the pipelines declare\n"
           "      --plugin-dir DIR, -q, -v, -h as for every command\n",
           f);
 }
@@ -149,7 +161,7 @@ static int default_threads(void)
     return n > 0 ? (int)(n > 256 ? 256 : n) : 1;
 }
 
-enum { OPT_PLUGIN_DIR = 1000 };
+enum { OPT_PLUGIN_DIR = 1000, OPT_EVAL, OPT_NO_EVAL };
 
 /* Parses the options common to every command plus the command's own.
  * Returns -1 to continue, else an exit status. */
@@ -191,6 +203,8 @@ static int parse_threads(const char *arg, int *out)
     return 1;
 }
 
+static hvq_status run_eval(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pipeline *p);
+
 static int cmd_run(int argc, char **argv, cli *cl)
 {
     static const struct option lo[] = {
@@ -200,11 +214,11 @@ static int cmd_run(int argc, char **argv, cli *cl)
         {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
         {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},          {"version", no_argument, 0, 'V'},
-        {0, 0, 0, 0}};
+        {"eval", no_argument, 0, OPT_EVAL},     {0, 0, 0, 0}};
     const char *input = NULL, *output = NULL, *report = NULL;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
     size_t n_sets = 0;
-    int c, rc = -1;
+    int c, rc = -1, do_eval = 0;
     if (!sets)
         return EXIT_FAILURE_OTHER;
     cl->opts.threads = 0;
@@ -215,6 +229,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
         case 'r': report = optarg; break;
         case 's': sets[n_sets++] = optarg; break;
         case 'f': cl->opts.force = 1; break;
+        case OPT_EVAL: do_eval = 1; break;
         case 't':
             if (!parse_threads(optarg, &cl->opts.threads))
                 rc = EXIT_BAD_INPUT;
@@ -268,6 +283,9 @@ static int cmd_run(int argc, char **argv, cli *cl)
         st = hvq_pipeline_set(ctx, p, sets[i]);
     if (st == HVQ_OK)
         st = hvq_pipeline_validate(ctx, p, reg);
+    if (st == HVQ_OK && do_eval && !p->evaluate.present)
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: --eval: the pipeline declares no evaluate: (add "
+                       "one, or --set evaluate.tokens=PATH)", p->path);
     hvq_run_report rep;
     memset(&rep, 0, sizeof rep);
     if (st == HVQ_OK) {
@@ -279,6 +297,8 @@ static int cmd_run(int argc, char **argv, cli *cl)
         if (st == HVQ_OK)
             hvq_report_print(stdout, &rep);
     }
+    if (st == HVQ_OK && do_eval)
+        st = run_eval(ctx, reg, p);
     if (st != HVQ_OK && reg)
         fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
     hvq_run_report_free(&rep);
@@ -287,6 +307,139 @@ static int cmd_run(int argc, char **argv, cli *cl)
     hvq_registry_free(reg);
     free(sets);
     return exit_for(st);
+}
+
+/* ---- perplexity: compare's PPL column and run --eval ---------------------- */
+
+/* The config.json outputs of a pipeline on input are evaluated with: the
+ * input's (in its directory, or beside the file), since a dequantized file
+ * written elsewhere has none beside it. NULL for a GGUF input (its outputs
+ * carry llama.cpp metadata) or when there is none (malloc'd). */
+static char *input_config(const char *input)
+{
+    struct stat st;
+    char *cfg = NULL;
+    if (!input || stat(input, &st) != 0)
+        return NULL;
+    size_t n = strlen(input) + sizeof "/config.json";
+    if (!(cfg = malloc(n)))
+        return NULL;
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(cfg, n, "%s/config.json", input);
+    } else {
+        char magic[4] = {0};
+        FILE *f = fopen(input, "rb");
+        size_t got = f ? fread(magic, 1, 4, f) : 0;
+        if (f)
+            fclose(f);
+        const char *slash = strrchr(input, '/');
+        if (got == 4 && memcmp(magic, "GGUF", 4) == 0)
+            cfg[0] = '\0';
+        else if (slash)
+            snprintf(cfg, n, "%.*s/config.json", (int)(slash - input), input);
+        else
+            snprintf(cfg, n, "config.json");
+    }
+    if (!cfg[0] || stat(cfg, &st) != 0 || !S_ISREG(st.st_mode)) {
+        free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+/* Bytes of an input model: the file, or the .safetensors files of a
+ * directory (what the paper's "file" size counts; config.json and the
+ * like are not weights). */
+static uint64_t input_bytes(const char *input)
+{
+    struct stat st;
+    if (stat(input, &st) != 0)
+        return 0;
+    if (!S_ISDIR(st.st_mode))
+        return (uint64_t)st.st_size;
+    uint64_t total = 0;
+    DIR *d = opendir(input);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 12 || strcmp(e->d_name + len - 12, ".safetensors") != 0)
+            continue;
+        char path[8192];
+        snprintf(path, sizeof path, "%s/%s", input, e->d_name);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+            total += (uint64_t)st.st_size;
+    }
+    if (d)
+        closedir(d);
+    return total;
+}
+
+/* The perplexity of model as ev declares it. */
+static hvq_status eval_model(hvq_ctx *ctx, const hvq_registry *reg, const char *model,
+                             const hvq_eval_cfg *ev, const char *config, hvq_eval_result *res)
+{
+    memset(res, 0, sizeof *res);
+    return hvq_eval_model(ctx, reg, model, ev->tokens, (int)ev->ctx, (int)ev->windows, config,
+                          res);
+}
+
+/* run --eval: the output's perplexity, after the report. */
+static hvq_status run_eval(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pipeline *p)
+{
+    hvq_eval_result res;
+    char *cfg = input_config(p->input);
+    hvq_status st = eval_model(ctx, reg, p->output, &p->evaluate, cfg, &res);
+    free(cfg);
+    if (st == HVQ_OK)
+        printf("  perplexity of the output: %.4f on %llu tokens (%llu windows of %d from %s)\n",
+               res.ppl, (unsigned long long)res.n_scored, (unsigned long long)res.n_windows,
+               res.ctx_len, p->evaluate.tokens);
+    return st;
+}
+
+/* The evaluation compare applies to every row: the first pipeline's that
+ * declares one (NULL: none); warns about pipelines declaring another. */
+static const hvq_eval_cfg *compare_eval(hvq_ctx *ctx, hvq_pipeline *const *ps, size_t n)
+{
+    const hvq_eval_cfg *ev = NULL;
+    size_t first = 0;
+    for (size_t i = 0; i < n; i++) {
+        const hvq_eval_cfg *e = &ps[i]->evaluate;
+        if (!e->present)
+            continue;
+        if (!ev) {
+            ev = e;
+            first = i;
+        } else if (strcmp(e->tokens, ev->tokens) != 0 || e->ctx != ev->ctx ||
+                   e->windows != ev->windows) {
+            hvq_log(ctx, HVQ_LOG_WARN, "%s declares another evaluate: than %s; every row is "
+                    "measured as %s declares, so that the rows compare", ps[i]->path,
+                    ps[first]->path, ps[first]->path);
+        }
+    }
+    for (size_t i = 0; ev && i < n; i++)
+        if (strcmp(ps[i]->input, ps[0]->input) != 0)
+            hvq_log(ctx, HVQ_LOG_WARN, "%s reads another input (%s) than %s (%s); the "
+                    "uncompressed row is the latter", ps[i]->path, ps[i]->input, ps[0]->path,
+                    ps[0]->input);
+    return ev;
+}
+
+/* "perplexity": {...} of compare's JSON report. */
+static void compare_ppl_json(hvq_buf *b, const hvq_compare_ppl *c, size_t n)
+{
+    hvq_buf_puts(b, ",\n \"perplexity\": {\"tokens\": ");
+    hvq_buf_json_string(b, c->tokens);
+    hvq_buf_printf(b, ", \"ctx\": %d, \"windows\": %llu, \"scored_tokens\": %llu, "
+                      "\"uncompressed\": {\"input\": ", c->ctx_len,
+                   (unsigned long long)c->n_windows, (unsigned long long)c->n_scored);
+    hvq_buf_json_string(b, c->input);
+    hvq_buf_printf(b, isfinite(c->input_ppl) ? ", \"ppl\": %.6f" : ", \"ppl\": null",
+                   c->input_ppl);
+    hvq_buf_printf(b, ", \"bpp_file\": %.6f}, \"runs\": [", c->input_bpp_file);
+    for (size_t i = 0; i < n; i++)
+        hvq_buf_printf(b, isfinite(c->ppl[i]) ? "%s%.6f" : "%snull", i ? ", " : "", c->ppl[i]);
+    hvq_buf_puts(b, "]}");
 }
 
 /* Removes a directory of run outputs made by compare (files only). */
@@ -307,11 +460,11 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
         {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},          {"version", no_argument, 0, 'V'},
-        {0, 0, 0, 0}};
+        {"no-eval", no_argument, 0, OPT_NO_EVAL}, {0, 0, 0, 0}};
     const char *input = NULL, *report = NULL, *keep = NULL;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
     size_t n_sets = 0;
-    int c, rc = -1;
+    int c, rc = -1, no_eval = 0;
     if (!sets)
         return EXIT_FAILURE_OTHER;
     cl->opts.threads = 0;
@@ -322,6 +475,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         case 'r': report = optarg; break;
         case 'k': keep = optarg; break;
         case 'f': cl->opts.force = 1; break;
+        case OPT_NO_EVAL: no_eval = 1; break;
         case 't':
             if (!parse_threads(optarg, &cl->opts.threads))
                 rc = EXIT_BAD_INPUT;
@@ -346,8 +500,9 @@ static int cmd_compare(int argc, char **argv, cli *cl)
     hvq_pipeline **ps = calloc(n, sizeof *ps);
     hvq_run_report *reps = calloc(n, sizeof *reps);
     const hvq_run_report **rp = calloc(n, sizeof *rp);
-    if (!ctx || !ps || !reps || !rp) {
-        free(sets); free(ps); free(reps); free(rp);
+    double *ppl = calloc(n, sizeof *ppl);
+    if (!ctx || !ps || !reps || !rp || !ppl) {
+        free(sets); free(ps); free(reps); free(rp); free(ppl);
         hvq_ctx_free(ctx);
         return EXIT_FAILURE_OTHER;
     }
@@ -389,6 +544,20 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         if (st == HVQ_OK)
             st = hvq_pipeline_validate(ctx, ps[i], reg);
     }
+    /* The perplexity column: the uncompressed input first, so a bad token
+     * file stops compare before any pipeline runs. */
+    const hvq_eval_cfg *ev = st == HVQ_OK && !no_eval ? compare_eval(ctx, ps, n) : NULL;
+    hvq_compare_ppl cppl = {.ppl = ppl, .input_ppl = NAN};
+    hvq_eval_result eres;
+    if (ev) {
+        st = eval_model(ctx, reg, ps[0]->input, ev, NULL, &eres);
+        cppl.input = ps[0]->input;
+        cppl.input_ppl = eres.ppl;
+        cppl.tokens = ev->tokens;
+        cppl.ctx_len = (int)ev->ctx;
+        cppl.n_windows = eres.n_windows;
+        cppl.n_scored = eres.n_scored;
+    }
     if (st == HVQ_OK) {
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);
@@ -401,6 +570,21 @@ static int cmd_compare(int argc, char **argv, cli *cl)
     }
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    /* Each output as written (an hvq container is decoded on the fly); one
+     * that cannot be evaluated gets "-" and a warning. */
+    for (size_t i = 0; st == HVQ_OK && ev && i < n; i++) {
+        char *cfg = input_config(ps[i]->input);
+        ppl[i] = NAN;
+        if (eval_model(ctx, reg, ps[i]->output, ev, cfg, &eres) == HVQ_OK)
+            ppl[i] = eres.ppl;
+        else
+            hvq_log(ctx, HVQ_LOG_WARN, "no perplexity for %s: %s", ps[i]->path,
+                    hvq_ctx_error(ctx));
+        free(cfg);
+    }
+    if (st == HVQ_OK && ev && reps[0].total_params)
+        cppl.input_bpp_file =
+            (double)input_bytes(ps[0]->input) * 8.0 / (double)reps[0].total_params;
     if (st == HVQ_OK && report && *report) {
         hvq_output *o = hvq_output_open(ctx, report);
         if (!o) {
@@ -414,7 +598,10 @@ static int cmd_compare(int argc, char **argv, cli *cl)
                     hvq_buf_puts(&b, ",\n");
                 hvq_report_json(&b, &reps[i]);
             }
-            hvq_buf_puts(&b, "]}\n");
+            hvq_buf_puts(&b, "]");
+            if (ev)
+                compare_ppl_json(&b, &cppl, n);
+            hvq_buf_puts(&b, "}\n");
             st = b.oom ? hvq_error(ctx, HVQ_E_NOMEM, "out of memory")
                        : ctx->host->output_write(ctx, o, b.data, b.len);
             hvq_buf_free(&b);
@@ -423,7 +610,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         }
     }
     if (st == HVQ_OK)
-        hvq_report_compare(stdout, rp, n);
+        hvq_report_compare(stdout, rp, n, ev ? &cppl : NULL);
     else if (reg)
         fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
     if (made_dir)
@@ -435,6 +622,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
     free(ps);
     free(reps);
     free(rp);
+    free(ppl);
     free(sets);
     hvq_ctx_free(ctx);
     hvq_registry_free(reg);
@@ -599,6 +787,8 @@ int main(int argc, char **argv)
             rc = hvq_cmd_decode(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
         else if (strcmp(cmd, "inspect") == 0)
             rc = hvq_cmd_inspect(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
+        else if (strcmp(cmd, "eval") == 0)
+            rc = hvq_cmd_eval(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
         else {
             fprintf(stderr, "hvqconv: error: unknown command '%s'\nTry 'hvqconv --help'.\n", cmd);
             rc = EXIT_BAD_INPUT;

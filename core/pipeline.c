@@ -36,10 +36,13 @@ static const char *const stage_defaults[HVQ_STAGE_COUNT] = {
 
 static const char *const top_keys[] = {"name",   "input",  "output",
                                        "report", "seed",   "select",
-                                       "stages", "overrides"};
+                                       "stages", "overrides", "evaluate"};
 #define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
 
 static const char *const select_keys[] = {"include", "exclude"};
+
+static const char *const eval_keys[] = {"tokens", "ctx", "windows"};
+#define N_EVAL_KEYS (sizeof eval_keys / sizeof eval_keys[0])
 
 static const char *const override_keys[] = {
     "match", "hessian", "importance", "clusterer", "residual"};
@@ -62,6 +65,13 @@ uint32_t hvq_stage_kind(int stage)
     if (stage < 0 || stage >= HVQ_STAGE_COUNT)
         return 0;
     return stage_kinds[stage];
+}
+
+const char *hvq_stage_default_plugin(int stage)
+{
+    if (stage < 0 || stage >= HVQ_STAGE_COUNT)
+        return NULL;
+    return stage_defaults[stage];
 }
 
 static int stage_index(const char *name)
@@ -316,6 +326,7 @@ void hvq_pipeline_free(hvq_pipeline *p)
     }
     free(p->overrides);
     list_free(&p->set_args, &p->n_set_args);
+    free(p->evaluate.tokens);
     free(p);
 }
 
@@ -407,6 +418,29 @@ static int parse_seed(const char *text, uint64_t *out)
         return 0;
     *out = (uint64_t)v;
     return 1;
+}
+
+/* evaluate.ctx and evaluate.windows: a decimal integer in [min, max]. */
+static int parse_eval_int(const char *text, int64_t min, int64_t max,
+                          int64_t *out)
+{
+    uint64_t v;
+    if (!parse_seed(text, &v) || v < (uint64_t)min || v > (uint64_t)max)
+        return 0;
+    *out = (int64_t)v;
+    return 1;
+}
+
+/* The range of evaluate.KEY, for messages and checks. */
+static void eval_range(const char *key, int64_t *min, int64_t *max)
+{
+    if (strcmp(key, "ctx") == 0) {
+        *min = 2;
+        *max = HVQ_EVAL_MAX_CTX;
+    } else {
+        *min = 1;
+        *max = HVQ_EVAL_MAX_WINDOWS;
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -999,6 +1033,63 @@ static hvq_status load_overrides(loader *L, const ynode *v)
     return HVQ_OK;
 }
 
+/* evaluate: { tokens: PATH, ctx: N, windows: N }; null: no evaluation. */
+static hvq_status load_evaluate(loader *L, const ynode *key, const ynode *v)
+{
+    hvq_eval_cfg *e = &L->p->evaluate;
+    size_t i;
+    hvq_status st;
+
+    free(e->tokens);
+    memset(e, 0, sizeof *e);
+    if (is_null(v))
+        return HVQ_OK;
+    if (v->kind != YN_MAP)
+        return mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
+                          "'evaluate' must be a mapping (tokens:, ctx:, "
+                          "windows:), not %s",
+                          kind_name(v));
+    st = check_keys(L, v);
+    if (st != HVQ_OK)
+        return st;
+    e->present = 1;
+    e->mark = key->mark;
+    e->ctx = HVQ_EVAL_DEFAULT_CTX;
+    for (i = 0; i < v->n; i += 2) {
+        const ynode *k = v->kids[i], *val = v->kids[i + 1];
+        int64_t min, max;
+        if (strcmp(k->text, "tokens") != 0 && strcmp(k->text, "ctx") != 0 &&
+            strcmp(k->text, "windows") != 0)
+            return unknown_key(L, k, "key", " in 'evaluate'", eval_keys,
+                               N_EVAL_KEYS);
+        if (val->kind != YN_SCALAR || is_null(val) || !val->text[0])
+            return mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark,
+                              "'evaluate.%s' must be %s, not %s", k->text,
+                              k->text[0] == 't' ? "a path" : "an integer",
+                              val->kind != YN_SCALAR ? kind_name(val)
+                                                     : "empty");
+        if (k->text[0] == 't') {
+            e->tokens = xstrdup(val->text);
+            if (!e->tokens)
+                return nomem(L->ctx);
+            continue;
+        }
+        eval_range(k->text, &min, &max);
+        if (!parse_eval_int(val->text, min, max,
+                            k->text[0] == 'c' ? &e->ctx : &e->windows))
+            return mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark,
+                              "'evaluate.%s' must be an integer from %lld to "
+                              "%lld, got '%s'",
+                              k->text, (long long)min, (long long)max,
+                              val->text);
+    }
+    if (!e->tokens)
+        return mark_error(L->ctx, HVQ_E_INPUT, L->p, &key->mark,
+                          "'evaluate' needs 'tokens: PATH' (the token file "
+                          "perplexity is measured on)");
+    return HVQ_OK;
+}
+
 static hvq_status load_root(loader *L, const ynode *root)
 {
     hvq_pipeline *p = L->p;
@@ -1037,6 +1128,8 @@ static hvq_status load_root(loader *L, const ynode *root)
             st = load_stages(L, v);
         else if (strcmp(key, "overrides") == 0)
             st = load_overrides(L, v);
+        else if (strcmp(key, "evaluate") == 0)
+            st = load_evaluate(L, k, v);
         else
             st = unknown_key(L, k, "key", "", top_keys, N_TOP_KEYS);
         if (st != HVQ_OK)
@@ -1152,7 +1245,70 @@ hvq_status hvq_pipeline_load(hvq_ctx *ctx, const char *path,
 
 static const char *const set_keys[] = {
     "input",  "output",         "report",         "seed",
-    "name",   "select.include", "select.exclude", "stages"};
+    "name",   "select.include", "select.exclude", "stages",
+    "evaluate.tokens", "evaluate.ctx", "evaluate.windows"};
+
+/* evaluate=, evaluate.tokens, evaluate.ctx, evaluate.windows. */
+static hvq_status set_evaluate(hvq_ctx *ctx, hvq_pipeline *p,
+                               const hvq_mark *m, const char *key,
+                               const char *value)
+{
+    hvq_eval_cfg *e = &p->evaluate;
+    const char *sub = key[8] == '.' ? key + 9 : NULL;
+    int64_t min, max, v;
+
+    if (!key[8]) {
+        if (value[0])
+            return mark_error(ctx, HVQ_E_INPUT, p, m,
+                              "expected evaluate.tokens, evaluate.ctx or "
+                              "evaluate.windows (or evaluate= to remove the "
+                              "evaluation)");
+        free(e->tokens);
+        memset(e, 0, sizeof *e);
+        return HVQ_OK;
+    }
+    if (!sub || (strcmp(sub, "tokens") != 0 && strcmp(sub, "ctx") != 0 &&
+                 strcmp(sub, "windows") != 0)) {
+        const char *near =
+            sub ? nearest(sub, eval_keys, N_EVAL_KEYS) : NULL;
+        if (near)
+            return mark_error(ctx, HVQ_E_INPUT, p, m,
+                              "unknown key '%s'; did you mean 'evaluate.%s'?",
+                              key, near);
+        return mark_error(ctx, HVQ_E_INPUT, p, m,
+                          "unknown key '%s' (valid keys under evaluate: "
+                          "tokens, ctx, windows)",
+                          key);
+    }
+    if (!value[0])
+        return mark_error(ctx, HVQ_E_INPUT, p, m,
+                          "'evaluate.%s' must not be empty", sub);
+    if (sub[0] == 't') {
+        char *t = xstrdup(value);
+        if (!t)
+            return nomem(ctx);
+        free(e->tokens);
+        e->tokens = t;
+    } else {
+        eval_range(sub, &min, &max);
+        if (!parse_eval_int(value, min, max, &v))
+            return mark_error(ctx, HVQ_E_INPUT, p, m,
+                              "'evaluate.%s' must be an integer from %lld to "
+                              "%lld, got '%s'",
+                              sub, (long long)min, (long long)max, value);
+        if (sub[0] == 'c')
+            e->ctx = v;
+        else
+            e->windows = v;
+    }
+    if (!e->present) {
+        e->present = 1;
+        e->mark = *m;
+        if (!e->ctx)
+            e->ctx = HVQ_EVAL_DEFAULT_CTX;
+    }
+    return HVQ_OK;
+}
 
 /* Drops the settings that came from the file (their plugin was replaced). */
 static void drop_file_settings(hvq_stage_cfg *c)
@@ -1296,6 +1452,8 @@ hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
     }
     if (strncmp(key, "stages.", 7) == 0)
         return set_stage(ctx, p, &m, key + 7, value);
+    if (strncmp(key, "evaluate", 8) == 0 && (!key[8] || key[8] == '.'))
+        return set_evaluate(ctx, p, &m, key, value);
     if (strcmp(key, "overrides") == 0 || strncmp(key, "overrides.", 10) == 0)
         return mark_error(ctx, HVQ_E_INPUT, p, &m,
                           "overrides cannot be set from the command line; "
@@ -1329,7 +1487,8 @@ hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
                           "unknown key '%s' (valid keys: input, output, "
                           "report, seed, name, select.include, "
                           "select.exclude, stages.STAGE.plugin, "
-                          "stages.STAGE.PARAMETER)",
+                          "stages.STAGE.PARAMETER, evaluate.tokens, "
+                          "evaluate.ctx, evaluate.windows)",
                           key);
     }
 }
@@ -1591,6 +1750,11 @@ hvq_status hvq_pipeline_validate(hvq_ctx *ctx, hvq_pipeline *p,
     int s;
 
     invalidate(p);
+    if (p->evaluate.present && !p->evaluate.tokens)
+        return mark_error(ctx, HVQ_E_INPUT, p, &p->evaluate.mark,
+                          "'evaluate' needs 'tokens: PATH' (the token file "
+                          "perplexity is measured on; --set "
+                          "evaluate.tokens=PATH)");
     for (s = 0; s < HVQ_STAGE_COUNT; s++) {
         st = validate_base(ctx, p, reg, s);
         if (st != HVQ_OK)
@@ -1875,6 +2039,15 @@ char *hvq_pipeline_to_yaml(const hvq_pipeline *p)
                 put_stage(&b, c, plugin, 6);
             }
         }
+    }
+
+    if (p->evaluate.present) {
+        hvq_buf_puts(&b, "evaluate:\n  tokens: ");
+        put_quoted(&b, p->evaluate.tokens ? p->evaluate.tokens : "");
+        hvq_buf_printf(&b, "\n  ctx: %lld\n", (long long)p->evaluate.ctx);
+        if (p->evaluate.windows)
+            hvq_buf_printf(&b, "  windows: %lld\n",
+                           (long long)p->evaluate.windows);
     }
 
     if (b.oom || !b.data) {

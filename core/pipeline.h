@@ -28,6 +28,8 @@ enum {
 /* "hessian", "importance", ... and the plugin kind of each stage. */
 const char *hvq_stage_name(int stage);
 uint32_t hvq_stage_kind(int stage);
+/* The plugin a stage uses when the pipeline names none (NULL: required). */
+const char *hvq_stage_default_plugin(int stage);
 
 /* One `key: value` inside a stage mapping. */
 typedef struct hvq_setting {
@@ -54,6 +56,20 @@ typedef struct hvq_override {
     hvq_stage_cfg stages[HVQ_STAGE_COUNT]; /* writer may not be overridden */
 } hvq_override;
 
+/* evaluate: the perplexity measurement a pipeline declares (used by
+ * `compare`, and by `run --eval`): windows of ctx tokens from the start of
+ * the token file, as `hvqconv eval` cuts them. */
+#define HVQ_EVAL_DEFAULT_CTX 256
+#define HVQ_EVAL_MAX_CTX 1048576
+#define HVQ_EVAL_MAX_WINDOWS 1000000000
+typedef struct hvq_eval_cfg {
+    int present;            /* the pipeline has an evaluate: mapping */
+    char *tokens;           /* token file (NULL only while incomplete) */
+    int64_t ctx;            /* tokens per window (default 256) */
+    int64_t windows;        /* windows to score; 0: every full window */
+    hvq_mark mark;          /* of the evaluate: key (or the --set) */
+} hvq_eval_cfg;
+
 typedef struct hvq_pipeline {
     char *path;             /* the YAML file ("<none>" when built in code) */
     char *dir;              /* its directory, for relative paths */
@@ -67,6 +83,7 @@ typedef struct hvq_pipeline {
     hvq_override *overrides; size_t n_overrides;
     char **set_args; size_t n_set_args; /* copies of the --set arguments;
                                            --set marks point into them */
+    hvq_eval_cfg evaluate;
 } hvq_pipeline;
 
 /* An empty pipeline built in code (path "<none>"), to be filled with
@@ -81,7 +98,9 @@ hvq_status hvq_pipeline_load(hvq_ctx *ctx, const char *path,
 
 /* Applies one --set KEY=VALUE, KEY being a dotted path: input, output,
  * report, seed, name, select.include, select.exclude (the list becomes
- * that one glob; empty clears it), stages.STAGE.plugin, stages.STAGE.PARAM.
+ * that one glob; empty clears it), stages.STAGE.plugin, stages.STAGE.PARAM,
+ * evaluate.tokens, evaluate.ctx, evaluate.windows (evaluate= with no value
+ * removes the evaluation).
  * Changing a stage's plugin drops the parameters the file gave that stage.
  * Errors read "--set KEY=VALUE: ...". Forgets a previous validation. */
 hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
@@ -89,7 +108,8 @@ hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
 
 /* Resolves every stage's plugin (defaults: hessian uniform, importance
  * magnitude, residual none; clusterer and writer are required) and checks
- * every parameter of stages and overrides against the declared specs.
+ * every parameter of stages and overrides against the declared specs, and
+ * that an evaluate: has its tokens.
  * Errors read: "FILE:LINE:COL: stage 'clusterer' (plugin 'rtn'): unknown
  * parameter 'group_sise'; did you mean 'group_size'?" */
 hvq_status hvq_pipeline_validate(hvq_ctx *ctx, hvq_pipeline *p,

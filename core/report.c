@@ -4,6 +4,7 @@
 #include "report.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 double hvq_report_bpp_paper(const hvq_run_report *rep)
@@ -58,6 +59,30 @@ static void shape_text(const hvq_tensor_report *t, char *buf, size_t len)
         snprintf(buf, len, "scalar");
 }
 
+/* One line per stage not at its default (another plugin than the stage's
+ * default, or parameters the pipeline set): the plugin and those
+ * parameters, e.g. "  hessian: calibrate (tokens t.npy, windows 16)". */
+static void print_stages(FILE *f, const hvq_pipeline *p)
+{
+    for (int s = 0; s < HVQ_STAGE_COUNT; s++) {
+        const hvq_stage_cfg *c = &p->stages[s];
+        const char *def = hvq_stage_default_plugin(s);
+        size_t set = 0;
+        if (!c->resolved)
+            continue;
+        for (size_t k = 0; k < c->n_values; k++)
+            set += !c->values[k].is_default;
+        if (!set && def && strcmp(def, c->resolved->desc.name) == 0)
+            continue;
+        fprintf(f, "  %s: %s", hvq_stage_name(s), c->resolved->desc.name);
+        for (size_t k = 0, shown = 0; k < c->n_values; k++)
+            if (!c->values[k].is_default)
+                fprintf(f, "%s%s %s", shown++ ? ", " : " (", c->resolved->desc.params[k].name,
+                        c->values[k].s ? c->values[k].s : "");
+        fputs(set ? ")\n" : "\n", f);
+    }
+}
+
 void hvq_report_print(FILE *f, const hvq_run_report *rep)
 {
     const hvq_pipeline *p = rep->pipeline;
@@ -78,6 +103,7 @@ void hvq_report_print(FILE *f, const hvq_run_report *rep)
     }
     fprintf(f, "\n%s: %s -> %s (%s, writer %s)\n", p->name ? p->name : p->path, p->input,
             p->output, rep->source_format, rep->writer);
+    print_stages(f, p);
     fprintf(f, "  tensors: %zu compressed, %zu passed through; parameters: %llu of %llu "
                "compressed\n",
             rep->n - passed, passed, (unsigned long long)rep->compressed_params,
@@ -93,7 +119,12 @@ void hvq_report_print(FILE *f, const hvq_run_report *rep)
     fprintf(f, "  errors, compressed tensors: relative Frobenius %.4e, Hessian-weighted %.4e, "
                "SQNR %.2f dB\n",
             hvq_report_rel_fro(rep), hvq_report_rel_hessian(rep), hvq_report_sqnr_db(rep));
-    fprintf(f, "  time: %.2f s\n", rep->seconds);
+    fprintf(f, "  time: %.2f s on %d thread%s; peak resident memory %.0f MiB\n", rep->seconds,
+            rep->threads, rep->threads == 1 ? "" : "s", rep->peak_rss_mib);
+    fprintf(f, "  seconds per stage:");
+    for (int s = 0; s < HVQ_TIME_STAGES; s++)
+        fprintf(f, " %s %.2f", hvq_time_stage_names[s], rep->stage_seconds[s]);
+    fputc('\n', f);
 }
 
 static void json_num(hvq_buf *b, double v)
@@ -102,6 +133,19 @@ static void json_num(hvq_buf *b, double v)
         hvq_buf_printf(b, "%.9g", v);
     else
         hvq_buf_puts(b, "null");
+}
+
+/* "stage_seconds": {"convert": ..., ...}; only the writer's for a tensor
+ * passed through. */
+static void json_stages(hvq_buf *b, const double *sec, int writer_only)
+{
+    hvq_buf_puts(b, "\"stage_seconds\": {");
+    for (int s = writer_only ? HVQ_TIME_WRITER : 0; s < HVQ_TIME_STAGES; s++) {
+        hvq_buf_printf(b, "%s\"%s\": ", s > (writer_only ? HVQ_TIME_WRITER : 0) ? ", " : "",
+                       hvq_time_stage_names[s]);
+        hvq_buf_printf(b, "%.6f", sec[s]);
+    }
+    hvq_buf_puts(b, "}");
 }
 
 void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
@@ -119,6 +163,10 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
     hvq_buf_json_string(b, rep->source_format ? rep->source_format : "");
     hvq_buf_puts(b, ",\n  \"writer\": ");
     hvq_buf_json_string(b, rep->writer ? rep->writer : "");
+    char *yaml = hvq_pipeline_to_yaml(p); /* the effective pipeline */
+    hvq_buf_puts(b, ",\n  \"pipeline_yaml\": ");
+    hvq_buf_json_string(b, yaml ? yaml : "");
+    free(yaml);
     hvq_buf_printf(b, ",\n  \"seed\": %llu,\n  \"threads\": %d,\n  \"tensors\": [",
                    (unsigned long long)p->seed, rep->threads);
     for (size_t i = 0; i < rep->n; i++) {
@@ -136,6 +184,8 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
         if (!t->compressed) {
             hvq_buf_puts(b, ", \"passed_through\": ");
             hvq_buf_json_string(b, t->why_passed ? t->why_passed : "");
+            hvq_buf_puts(b, ", ");
+            json_stages(b, t->stage_seconds, 1);
             hvq_buf_puts(b, "}");
             continue;
         }
@@ -167,6 +217,8 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
         json_num(b, t->max_abs_err_sparse);
         hvq_buf_puts(b, ", \"seconds\": ");
         json_num(b, t->seconds);
+        hvq_buf_puts(b, ", ");
+        json_stages(b, t->stage_seconds, 0);
         hvq_buf_puts(b, "}");
     }
     hvq_buf_printf(b, "\n  ],\n  \"totals\": {\"params\": %llu, \"compressed_params\": %llu, "
@@ -190,15 +242,36 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
     json_num(b, hvq_report_sqnr_db(rep));
     hvq_buf_puts(b, ", \"seconds\": ");
     json_num(b, rep->seconds);
+    hvq_buf_puts(b, ", ");
+    json_stages(b, rep->stage_seconds, 0);
+    hvq_buf_puts(b, ", \"peak_rss_mib\": ");
+    json_num(b, rep->peak_rss_mib);
     hvq_buf_puts(b, "}\n}\n");
 }
 
-void hvq_report_compare(FILE *f, const hvq_run_report *const *reps, size_t n)
+/* A perplexity cell: the value, or "-" when not measured. */
+static void ppl_cell(FILE *f, double v)
 {
-    fprintf(f, "%-22s %-10s %9s %9s %9s %9s %10s %10s %8s %8s\n", "pipeline", "clusterer",
+    if (isfinite(v))
+        fprintf(f, " %9.4f", v);
+    else
+        fprintf(f, " %9s", "-");
+}
+
+void hvq_report_compare(FILE *f, const hvq_run_report *const *reps, size_t n,
+                        const hvq_compare_ppl *ppl)
+{
+    fprintf(f, "%-22s %-10s %9s %9s %9s %9s %10s %10s %8s %8s", "pipeline", "clusterer",
             "bpp", "bpp", "bpp", "bpp", "rel.err", "H-err", "SQNR", "time");
+    fputs(ppl ? "       PPL\n" : "\n", f);
     fprintf(f, "%-22s %-10s %9s %9s %9s %9s %10s %10s %8s %8s\n", "", "",
             "paper", "stored", "model", "file", "", "", "dB", "s");
+    if (ppl) { /* the input as it is: 16 bits per parameter in the paper's accounting */
+        fprintf(f, "%-22s %-10s %9.4f %9s %9.4f %9.4f %10s %10s %8s %8s", "uncompressed", "-",
+                16.0, "-", 16.0, ppl->input_bpp_file, "-", "-", "-", "-");
+        ppl_cell(f, ppl->input_ppl);
+        fputc('\n', f);
+    }
     for (size_t i = 0; i < n; i++) {
         const hvq_run_report *r = reps[i];
         const hvq_pipeline *p = r->pipeline;
@@ -209,15 +282,23 @@ void hvq_report_compare(FILE *f, const hvq_run_report *const *reps, size_t n)
                 clus = r->t[t].clusterer;
                 break;
             }
-        fprintf(f, "%-22.22s %-10.10s %9.4f %9.4f %9.4f %9.4f %10.3e %10.3e %8.2f %8.2f\n",
+        fprintf(f, "%-22.22s %-10.10s %9.4f %9.4f %9.4f %9.4f %10.3e %10.3e %8.2f %8.2f",
                 p->name && *p->name ? p->name : p->path, clus, hvq_report_bpp_paper(r),
                 hvq_report_bpp_stored(r), hvq_report_bpp_paper_model(r),
                 hvq_report_bpp_file(r), hvq_report_rel_fro(r), hvq_report_rel_hessian(r),
                 hvq_report_sqnr_db(r), r->seconds);
+        if (ppl)
+            ppl_cell(f, ppl->ppl[i]);
+        fputc('\n', f);
     }
     fputs("\nbpp paper: the paper's accounting over the compressed tensors; stored: their\n"
           "components and scales as written; model: the paper's accounting over every\n"
           "tensor, pass-through ones at 16 bits; file: bytes written * 8 / parameters.\n"
           "Errors are over all compressed tensors together (H-err weights columns by H).\n",
           f);
+    if (ppl)
+        fprintf(f, "PPL: perplexity of each output, and of the input as it is (uncompressed:\n"
+                   "%s), on %llu tokens (%llu windows of %d) of\n%s.\n",
+                ppl->input, (unsigned long long)ppl->n_scored,
+                (unsigned long long)ppl->n_windows, ppl->ctx_len, ppl->tokens);
 }

@@ -25,8 +25,22 @@ double hvq_report_rel_fro(const hvq_run_report *rep);
 double hvq_report_rel_hessian(const hvq_run_report *rep);
 double hvq_report_sqnr_db(const hvq_run_report *rep);
 
-/* One table, one row per run, for `hvqconv compare`. */
-void hvq_report_compare(FILE *f, const hvq_run_report *const *reps, size_t n);
+/* The perplexity column of `hvqconv compare` (like the paper's Table 1):
+ * a first row for the uncompressed input, then one value per run. */
+typedef struct hvq_compare_ppl {
+    const char *input;       /* the uncompressed model */
+    double input_ppl;        /* NAN where not measured */
+    double input_bpp_file;   /* its bytes * 8 / parameters */
+    const double *ppl;       /* one per run, NAN where not measured */
+    const char *tokens;      /* the token file scored */
+    int ctx_len;
+    uint64_t n_windows, n_scored;
+} hvq_compare_ppl;
+
+/* One table, one row per run, for `hvqconv compare`; with ppl (else NULL)
+ * an "uncompressed" row first and a PPL column. */
+void hvq_report_compare(FILE *f, const hvq_run_report *const *reps, size_t n,
+                        const hvq_compare_ppl *ppl);
 double hvq_report_bpp_file(const hvq_run_report *rep);
 
 #endif

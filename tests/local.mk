@@ -19,3 +19,11 @@ tests_test_hasvq_SOURCES = tests/test_hasvq.c
 tests_test_hasvq_CFLAGS = $(HVQ_TEST_CFLAGS)
 tests_test_hasvq_LDADD = $(HVQ_TEST_LIBS)
 TESTS += tests/test_hasvq
+
+# The parallel paths give the same bytes and figures for any thread count;
+# hvq_top_k against a reference at large n.
+check_PROGRAMS += tests/test_speed_determinism
+tests_test_speed_determinism_SOURCES = tests/test_speed_determinism.c
+tests_test_speed_determinism_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_speed_determinism_LDADD = $(HVQ_TEST_LIBS) -lm
+TESTS += tests/test_speed_determinism

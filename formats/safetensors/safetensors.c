@@ -12,7 +12,12 @@
  * (opened directly, any *.index.json of that shape is read: the shards may
  * have another extension, e.g. a sharded hvq container's *.hvq files).
  * Sink: one file, or shards with an index (max_shard_size).
- * Files are mapped read-only; tensor data points into the mapping.
+ * Files are mapped read-only; tensor data points into the mapping. Pages a
+ * read touched would stay resident until close, so a model read tensor by
+ * tensor would end up wholly in memory: each source_read first releases
+ * the pages of the tensor read before it (madvise MADV_DONTNEED; the
+ * mapping stays, a later access reads the file again), and peak memory
+ * grows with the largest tensor, not with the model.
  *
  * Everything the plugin needs from hvqconv goes through ctx->host; the only
  * library linked in is the JSON parser (common/json.c).
@@ -396,6 +401,7 @@ typedef struct st_source {
     hvq_meta *meta;
     size_t n_meta;
     hvq_json_doc *index_doc;     /* sharded: the index (owns shard names) */
+    size_t last;                 /* the tensor read last (n_tensors: none) */
 } st_source;
 
 static void st_source_free(st_source *s)
@@ -1070,6 +1076,7 @@ static hvq_status st_source_open(hvq_ctx *ctx, const char *path,
     s = ctx->host->calloc(ctx, 1, sizeof *s);
     if (s == NULL)
         return HVQ_E_NOMEM;
+    s->last = (size_t)-1;
     s->ctx = ctx;
     s->host = ctx->host;
 
@@ -1137,10 +1144,31 @@ static hvq_status st_source_info(void *state, size_t i, hvq_tensor_info *info)
     return HVQ_OK;
 }
 
+/* Drops the resident pages of tensor x's data (whole pages, so possibly a
+ * neighbour's first or last page too: harmless, those are read again when
+ * touched). The mapping is private and read-only, so MADV_DONTNEED only
+ * forgets pages that the file still holds. */
+static void st_release(const st_source *s, const st_tensor *x)
+{
+    const st_file *f = &s->files[x->file];
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a, b, lo = (uintptr_t)f->map, hi = (uintptr_t)f->map + f->size;
+    if (x->end <= x->begin || page == 0 || (page & (page - 1)) != 0)
+        return;
+    a = ((uintptr_t)(f->data + x->begin)) & ~(page - 1);
+    b = ((uintptr_t)(f->data + x->end) + page - 1) & ~(page - 1);
+    if (a < lo)
+        a = lo;
+    if (b > ((hi + page - 1) & ~(page - 1)))
+        b = (hi + page - 1) & ~(page - 1);
+    if (b > a)
+        (void)madvise((void *)a, (size_t)(b - a), MADV_DONTNEED);
+}
+
 static hvq_status st_source_read(hvq_ctx *ctx, void *state, size_t i,
                                  hvq_tensor *t)
 {
-    const st_source *s = state;
+    st_source *s = state;
     const st_tensor *x;
     if (s == NULL || t == NULL)
         return ctx->host->error(ctx, HVQ_E_INTERNAL,
@@ -1151,9 +1179,12 @@ static hvq_status st_source_read(hvq_ctx *ctx, void *state, size_t i,
                                 "tensors)",
                                 s->n_files ? s->files[0].path : "safetensors",
                                 i, s->n_tensors);
+    if (s->last < s->n_tensors && s->last != i)
+        st_release(s, &s->tensors[s->last]);
     x = &s->tensors[i];
     t->info = x->info;
     t->data = s->files[x->file].data + x->begin;
+    s->last = i;
     return HVQ_OK;
 }
 

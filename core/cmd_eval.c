@@ -1,0 +1,887 @@
+/* Perplexity evaluation (`hvqconv eval`) on the Llama forward pass of
+ * common/llama.h; see eval.h. */
+#include "config.h"
+
+#include "container.h"
+#include "driver.h"
+#include "eval.h"
+#include "buf.h"
+#include "llama.h"
+#include "llama_tok.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <yaml.h>
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ * ---------------------------------------------------------------------- */
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static int is_dir(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static int is_file(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* The directory part of path ("." when none), malloc'd. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    char *d = malloc((size_t)(slash - path) + 1);
+    if (d) {
+        memcpy(d, path, (size_t)(slash - path));
+        d[slash - path] = '\0';
+    }
+    return d;
+}
+
+/* "dir/name", malloc'd. */
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+/* The config.json that belongs to a model path (a directory: inside it; a
+ * file: beside it), malloc'd, or NULL when there is none. */
+static char *config_for(const char *model)
+{
+    char *dir = is_dir(model) ? strdup(model) : dir_of(model);
+    char *p = dir ? join(dir, "config.json") : NULL;
+    free(dir);
+    if (p && !is_file(p)) {
+        free(p);
+        p = NULL;
+    }
+    return p;
+}
+
+/* Reads a whole text file of at most max bytes, NUL-terminated. */
+static hvq_status read_text(hvq_ctx *ctx, const char *path, long max, char **out, size_t *len)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return hvq_error(ctx, errno == ENOENT ? HVQ_E_INPUT : HVQ_E_IO, "%s: cannot open: %s",
+                         path, strerror(errno));
+    long size = -1;
+    if (fseek(f, 0, SEEK_END) == 0)
+        size = ftell(f);
+    if (size < 0 || size > max || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: not a readable file of at most %ld MiB", path,
+                         max >> 20);
+    }
+    char *text = hvq_alloc(ctx, (size_t)size + 1);
+    if (!text) {
+        fclose(f);
+        return HVQ_E_NOMEM;
+    }
+    size_t got = fread(text, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size) {
+        free(text);
+        return hvq_error(ctx, HVQ_E_IO, "%s: read error", path);
+    }
+    text[size] = '\0';
+    *out = text;
+    if (len)
+        *len = (size_t)size;
+    return HVQ_OK;
+}
+
+/* The top-level scalar `key` of a YAML document, malloc'd, or NULL. */
+static char *yaml_top_scalar(const char *text, const char *key)
+{
+    if (!text)
+        return NULL;
+    char *val = NULL;
+    yaml_parser_t p;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&p))
+        return NULL;
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, strlen(text));
+    if (yaml_parser_load(&p, &doc)) {
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        if (root && root->type == YAML_MAPPING_NODE)
+            for (yaml_node_pair_t *q = root->data.mapping.pairs.start;
+                 q < root->data.mapping.pairs.top && !val; q++) {
+                yaml_node_t *k = yaml_document_get_node(&doc, q->key);
+                yaml_node_t *v = yaml_document_get_node(&doc, q->value);
+                if (k && v && k->type == YAML_SCALAR_NODE && v->type == YAML_SCALAR_NODE &&
+                    strcmp((const char *)k->data.scalar.value, key) == 0)
+                    val = strdup((const char *)v->data.scalar.value);
+            }
+        yaml_document_delete(&doc);
+    }
+    yaml_parser_delete(&p);
+    return val;
+}
+
+/* ------------------------------------------------------------------------
+ * Tokens
+ * ---------------------------------------------------------------------- */
+
+static hvq_status tokens_from_tensor(hvq_ctx *ctx, const char *path, const hvq_tensor *t,
+                                     int32_t **ids, uint64_t *n)
+{
+    const hvq_tensor_info *in = &t->info;
+    if (in->ndim != 1)
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: the token array has %d dimensions; a 1-D array "
+                         "of token ids is needed", path, in->ndim);
+    uint64_t cnt = (uint64_t)in->shape[0];
+    size_t es;
+    switch (in->dtype) {
+    case HVQ_DTYPE_I32: case HVQ_DTYPE_U32: es = 4; break;
+    case HVQ_DTYPE_I64: case HVQ_DTYPE_U64: es = 8; break;
+    case HVQ_DTYPE_I16: case HVQ_DTYPE_U16: es = 2; break;
+    default:
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: token ids must be integers (int32 or int64), "
+                         "not %s", path, in->dtype_name ? in->dtype_name : "?");
+    }
+    if (in->nbytes != cnt * es)
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: the token array's size does not match its shape",
+                         path);
+    int32_t *v = hvq_alloc(ctx, (size_t)(cnt ? cnt : 1) * sizeof *v);
+    if (!v)
+        return HVQ_E_NOMEM;
+    const unsigned char *p = t->data;
+    for (uint64_t i = 0; i < cnt; i++) {
+        int64_t x;
+        switch (in->dtype) {
+        case HVQ_DTYPE_I32: { int32_t y; memcpy(&y, p + i * 4, 4); x = y; break; }
+        case HVQ_DTYPE_U32: { uint32_t y; memcpy(&y, p + i * 4, 4); x = y; break; }
+        case HVQ_DTYPE_I16: { int16_t y; memcpy(&y, p + i * 2, 2); x = y; break; }
+        case HVQ_DTYPE_U16: { uint16_t y; memcpy(&y, p + i * 2, 2); x = y; break; }
+        case HVQ_DTYPE_U64: {
+            uint64_t y;
+            memcpy(&y, p + i * 8, 8);
+            x = y > INT64_MAX ? -1 : (int64_t)y;
+            break;
+        }
+        default: memcpy(&x, p + i * 8, 8); break;
+        }
+        if (x < 0 || x > INT32_MAX) {
+            free(v);
+            return hvq_error(ctx, HVQ_E_INPUT, "%s: token %llu has id %lld, not a token id",
+                             path, (unsigned long long)i, (long long)x);
+        }
+        v[i] = (int32_t)x;
+    }
+    *ids = v;
+    *n = cnt;
+    return HVQ_OK;
+}
+
+hvq_status hvq_eval_read_tokens(hvq_ctx *ctx, const char *path, int32_t **ids, uint64_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return hvq_error(ctx, errno == ENOENT || errno == EISDIR ? HVQ_E_INPUT : HVQ_E_IO,
+                         "%s: cannot open: %s", path, strerror(errno));
+    unsigned char head[6] = {0};
+    size_t hn = fread(head, 1, sizeof head, f);
+    int is_npy = hn == 6 && memcmp(head, "\x93NUMPY", 6) == 0;
+    int is_zip = hn >= 4 && memcmp(head, "PK\x03\x04", 4) == 0;
+    if (!is_npy && !is_zip) {
+        if (!ends_with(path, ".bin")) {
+            fclose(f);
+            return hvq_error(ctx, HVQ_E_INPUT, "%s: not a token file: expected a .npy array (or "
+                             "a one-array .npz) or raw little-endian int32 ids in a .bin file",
+                             path);
+        }
+        /* Raw little-endian int32. */
+        if (fseek(f, 0, SEEK_END) != 0) {
+            fclose(f);
+            return hvq_error(ctx, HVQ_E_IO, "%s: cannot seek: %s", path, strerror(errno));
+        }
+        long size = ftell(f);
+        rewind(f);
+        if (size < 0 || size % 4) {
+            fclose(f);
+            return hvq_error(ctx, HVQ_E_INPUT, "%s: %ld bytes is not a whole number of int32 "
+                             "token ids", path, size);
+        }
+        uint64_t cnt = (uint64_t)size / 4;
+        unsigned char *raw = hvq_alloc(ctx, (size_t)size + 1);
+        int32_t *v = raw ? hvq_alloc(ctx, (size_t)(cnt ? cnt : 1) * sizeof *v) : NULL;
+        if (!v) {
+            free(raw);
+            fclose(f);
+            return HVQ_E_NOMEM;
+        }
+        size_t got = fread(raw, 1, (size_t)size, f);
+        fclose(f);
+        if (got != (size_t)size) {
+            free(raw);
+            free(v);
+            return hvq_error(ctx, HVQ_E_IO, "%s: short read", path);
+        }
+        for (uint64_t i = 0; i < cnt; i++) {
+            const unsigned char *b = raw + i * 4;
+            uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+                         (uint32_t)b[3] << 24;
+            if (u > INT32_MAX) {
+                free(raw);
+                free(v);
+                return hvq_error(ctx, HVQ_E_INPUT, "%s: token %llu has a negative id", path,
+                                 (unsigned long long)i);
+            }
+            v[i] = (int32_t)u;
+        }
+        free(raw);
+        *ids = v;
+        *n = cnt;
+        return HVQ_OK;
+    }
+    fclose(f);
+    hvq_model *m = ctx->host->model_open(ctx, path);
+    if (!m)
+        return hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
+    hvq_status st;
+    hvq_tensor_info info;
+    hvq_tensor t;
+    if (ctx->host->model_count(m) != 1)
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: holds %zu arrays; a token file holds one", path,
+                       ctx->host->model_count(m));
+    else if ((st = ctx->host->model_info(m, 0, &info)) == HVQ_OK &&
+             (st = ctx->host->model_find(ctx, m, info.name, &t)) == HVQ_OK)
+        st = tokens_from_tensor(ctx, path, &t, ids, n);
+    ctx->host->model_close(ctx, m);
+    return st;
+}
+
+/* ------------------------------------------------------------------------
+ * Tensor suppliers
+ * ---------------------------------------------------------------------- */
+
+typedef struct src_model {
+    hvq_model *m;
+    const char *path;
+} src_model;
+
+static hvq_status get_from_model(void *ud, hvq_ctx *ctx, const char *name, float **data,
+                                 int *ndim, int64_t shape[HVQ_MAX_DIMS])
+{
+    src_model *s = ud;
+    hvq_tensor t;
+    hvq_status st = ctx->host->model_find(ctx, s->m, name, &t);
+    if (st != HVQ_OK)
+        return st;
+    uint64_t numel = hvq_numel(&t.info);
+    size_t es = ctx->host->dtype_size(t.info.dtype);
+    if (t.info.dtype != HVQ_DTYPE_F32 && t.info.dtype != HVQ_DTYPE_F16 &&
+        t.info.dtype != HVQ_DTYPE_BF16 && t.info.dtype != HVQ_DTYPE_F64)
+        return hvq_error(ctx, HVQ_E_UNSUPPORTED, "%s: tensor '%s' has type %s; eval reads F32, "
+                         "F16, BF16, F64 (and GGUF Q8_0, Q4_0)", s->path, name,
+                         t.info.dtype_name ? t.info.dtype_name : "?");
+    if (t.info.nbytes != numel * es)
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: tensor '%s': size does not match its shape",
+                         s->path, name);
+    float *out = hvq_alloc(ctx, (size_t)(numel ? numel : 1) * sizeof *out);
+    if (!out)
+        return HVQ_E_NOMEM;
+    if (t.info.dtype == HVQ_DTYPE_F32)
+        memcpy(out, t.data, (size_t)numel * sizeof *out);
+    else if ((st = ctx->host->convert(ctx, HVQ_DTYPE_F32, out, t.info.dtype, t.data,
+                                      (size_t)numel)) != HVQ_OK) {
+        free(out);
+        return st;
+    }
+    *data = out;
+    *ndim = t.info.ndim;
+    memcpy(shape, t.info.shape, sizeof t.info.shape);
+    return HVQ_OK;
+}
+
+typedef struct src_container {
+    hvq_container *c;
+} src_container;
+
+static hvq_status get_from_container(void *ud, hvq_ctx *ctx, const char *name, float **data,
+                                     int *ndim, int64_t shape[HVQ_MAX_DIMS])
+{
+    src_container *s = ud;
+    size_t n = hvq_container_count(s->c);
+    for (size_t i = 0; i < n; i++) {
+        const hvq_container_tensor *t = hvq_container_info(s->c, i);
+        if (strcmp(t->name, name) != 0)
+            continue;
+        float *out = hvq_alloc(ctx, (size_t)(t->numel ? t->numel : 1) * sizeof *out);
+        if (!out)
+            return HVQ_E_NOMEM;
+        hvq_status st = hvq_container_read_decoded(ctx, s->c, i, out);
+        if (st != HVQ_OK) {
+            free(out);
+            return st;
+        }
+        *data = out;
+        *ndim = t->ndim;
+        memcpy(shape, t->shape, sizeof t->shape);
+        return HVQ_OK;
+    }
+    return HVQ_E_NOTFOUND;
+}
+
+/* ------------------------------------------------------------------------
+ * Opening a model
+ * ---------------------------------------------------------------------- */
+
+static int has_key(const hvq_meta *meta, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (meta[i].key && strcmp(meta[i].key, key) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *meta_value(const hvq_meta *meta, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (meta[i].key && strcmp(meta[i].key, key) == 0)
+            return meta[i].value;
+    return NULL;
+}
+
+/* Whether a path names an hvq container without opening it: *.hvq,
+ * *.hvq.index.json, or a directory with such a file and no safetensors
+ * model. */
+static int container_by_name(const char *path)
+{
+    if (ends_with(path, ".hvq") || ends_with(path, ".hvq.index.json"))
+        return 1;
+    if (!is_dir(path))
+        return 0;
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    int hvq = 0, st = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (ends_with(e->d_name, ".hvq") || ends_with(e->d_name, ".hvq.index.json"))
+            hvq = 1;
+        if (ends_with(e->d_name, ".safetensors") || ends_with(e->d_name, ".safetensors.index.json"))
+            st = 1;
+    }
+    closedir(d);
+    return hvq && !st;
+}
+
+/* The config.json for a safetensors-sourced container: beside or in the
+ * pipeline's input, then beside the container. */
+static char *config_for_container(hvq_container *c, const char *path)
+{
+    char *input = yaml_top_scalar(hvq_container_meta(c, "hvq.pipeline"), "input");
+    char *found = NULL;
+    if (input && *input) {
+        found = config_for(input);
+        if (!found && input[0] != '/') {
+            char *cdir = is_dir(path) ? strdup(path) : dir_of(path);
+            char *rel = cdir ? join(cdir, input) : NULL;
+            if (rel)
+                found = config_for(rel);
+            free(rel);
+            free(cdir);
+        }
+    }
+    free(input);
+    if (!found)
+        found = config_for(path);
+    return found;
+}
+
+/* ------------------------------------------------------------------------
+ * Evaluation
+ * ---------------------------------------------------------------------- */
+
+/* Tokens from a text file: a llama2.c tokenizer file, else the model's
+ * GGUF vocabulary. */
+static hvq_status tokenize_text(hvq_ctx *ctx, const char *text_path, const char *tokenizer_path,
+                                const hvq_meta *meta, size_t n_meta, const char *model_path,
+                                int32_t **ids, uint64_t *n)
+{
+    hvq_tokenizer *tok = NULL;
+    hvq_status st = tokenizer_path ? hvq_tokenizer_load_llama2c(ctx, tokenizer_path, &tok)
+                                   : hvq_tokenizer_from_gguf(ctx, meta, n_meta, model_path, &tok);
+    if (st != HVQ_OK)
+        return st;
+    char *text = NULL;
+    size_t len = 0, cnt = 0;
+    if ((st = read_text(ctx, text_path, 1L << 30, &text, &len)) == HVQ_OK)
+        st = hvq_tokenizer_encode_text(ctx, tok, text, len, ids, &cnt);
+    *n = cnt;
+    free(text);
+    hvq_tokenizer_free(tok);
+    if (st == HVQ_OK && cnt == 0)
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: no text", text_path);
+    return st;
+}
+
+static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *model_path,
+                            const char *tokens_path, const char *text_path,
+                            const char *tokenizer_path, int ctx_len, int max_windows,
+                            const char *config_path, hvq_eval_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (ctx_len < 2)
+        return hvq_error(ctx, HVQ_E_INPUT, "the context length must be at least 2 tokens (got "
+                         "%d): the first token of a window is not scored", ctx_len);
+    if (max_windows < 0)
+        return hvq_error(ctx, HVQ_E_INPUT, "the number of windows may not be negative");
+    const hvq_registry *saved = hvq_ctx_registry(ctx);
+    hvq_ctx_set_registry(ctx, reg);
+    double t0 = now_seconds();
+    int32_t *ids = NULL;
+    uint64_t n_ids = 0;
+    char *config_text = NULL, *found_config = NULL;
+    hvq_container *cont = NULL;
+    hvq_model *model = NULL;
+    hvq_llama *llama = NULL;
+    const hvq_meta *meta = NULL;
+    size_t n_meta = 0;
+    src_model sm = {NULL, model_path};
+    src_container sc = {NULL};
+    hvq_llama_source src;
+    memset(&src, 0, sizeof src);
+    src.what = model_path;
+    res->ctx_len = ctx_len;
+
+    uint64_t windows = 0;
+    hvq_status st = HVQ_OK;
+    if (tokens_path && (st = hvq_eval_read_tokens(ctx, tokens_path, &ids, &n_ids)) != HVQ_OK)
+        goto done;
+
+    /* The model: a container, else any model file a source plugin reads. */
+    int is_container = container_by_name(model_path);
+    if (!is_container) {
+        model = ctx->host->model_open(ctx, model_path);
+        if (!model) {
+            st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
+            goto done;
+        }
+        ctx->host->model_meta(model, &meta, &n_meta);
+        const char *fmt = meta_value(meta, n_meta, "format");
+        if (fmt && strcmp(fmt, "hvq") == 0) {
+            ctx->host->model_close(ctx, model);
+            model = NULL;
+            meta = NULL;
+            n_meta = 0;
+            is_container = 1;
+        }
+    }
+    if (is_container) {
+        if ((st = hvq_container_open(ctx, reg, model_path, &cont)) != HVQ_OK)
+            goto done;
+        hvq_container_source_meta(cont, &meta, &n_meta);
+        snprintf(res->kind, sizeof res->kind, "hvq container");
+        sc.c = cont;
+        src.get = get_from_container;
+        src.ud = &sc;
+    } else {
+        const hvq_loaded_plugin *pl = hvq_registry_detect(reg, ctx, model_path);
+        snprintf(res->kind, sizeof res->kind, "%s", pl ? pl->desc.name : "model");
+        hvq_ctx_clear_error(ctx);
+        sm.m = model;
+        src.get = get_from_model;
+        src.ud = &sm;
+    }
+
+    /* The tokens of a text, once the model's vocabulary is at hand. */
+    if (!tokens_path &&
+        (st = tokenize_text(ctx, text_path, tokenizer_path, meta, n_meta, model_path, &ids,
+                            &n_ids)) != HVQ_OK)
+        goto done;
+    res->n_tokens = n_ids;
+    windows = n_ids / (uint64_t)ctx_len;
+    if (max_windows > 0 && windows > (uint64_t)max_windows)
+        windows = (uint64_t)max_windows;
+    if (windows == 0) {
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: %llu tokens is less than one window of %d",
+                       tokens_path ? tokens_path : text_path, (unsigned long long)n_ids, ctx_len);
+        goto done;
+    }
+
+    /* Its configuration. */
+    if (config_path) {
+        if ((st = read_text(ctx, config_path, 64L << 20, &config_text, NULL)) != HVQ_OK)
+            goto done;
+        src.config_json = config_text;
+    } else if (has_key(meta, n_meta, "general.architecture")) {
+        src.gguf_meta = meta;
+        src.n_gguf_meta = n_meta;
+    } else {
+        found_config = cont ? config_for_container(cont, model_path) : config_for(model_path);
+        if (!found_config) {
+            st = hvq_error(ctx, HVQ_E_INPUT,
+                           "%s: no model configuration: no config.json %s and no GGUF metadata; "
+                           "give one with --config", model_path,
+                           cont ? "beside the container or the model its pipeline read"
+                                : (is_dir(model_path) ? "in the directory" : "beside the file"));
+            goto done;
+        }
+        if ((st = read_text(ctx, found_config, 64L << 20, &config_text, NULL)) != HVQ_OK)
+            goto done;
+        src.config_json = config_text;
+        hvq_log(ctx, HVQ_LOG_DEBUG, "%s: configuration from %s", model_path, found_config);
+    }
+    if ((st = hvq_llama_load(ctx, &src, &llama)) != HVQ_OK)
+        goto done;
+    res->config = *hvq_llama_get_config(llama);
+    /* Tensors are copied: the files are no longer needed. */
+    if (model) {
+        ctx->host->model_close(ctx, model);
+        model = NULL;
+    }
+    if (cont) {
+        hvq_container_close(ctx, cont);
+        cont = NULL;
+    }
+    for (uint64_t i = 0; i < n_ids; i++)
+        if (ids[i] >= res->config.vocab) {
+            st = hvq_error(ctx, HVQ_E_INPUT,
+                           "%s: token %llu has id %d, outside the model's vocabulary of %d "
+                           "(tokens from another tokenizer?)",
+                           tokens_path ? tokens_path : text_path,
+                           (unsigned long long)i, (int)ids[i], res->config.vocab);
+            goto done;
+        }
+    hvq_log(ctx, HVQ_LOG_DEBUG,
+            "%s (%s): %d layers, hidden %d, MLP %d, %d heads (%d key/value), vocabulary %d%s",
+            model_path, res->kind, res->config.n_layers, res->config.hidden,
+            res->config.intermediate, res->config.n_heads, res->config.n_kv_heads,
+            res->config.vocab, res->config.tied ? ", tied output" : "");
+    double t1 = now_seconds();
+    res->load_seconds = t1 - t0;
+
+    double nll = 0;
+    uint64_t scored = 0;
+    /* Progress on a terminal: the window and the perplexity so far. */
+    int tty = !hvq_ctx_options(ctx)->quiet && isatty(2);
+    for (uint64_t w = 0; w < windows; w++) {
+        if (hvq_interrupted) {
+            st = hvq_error(ctx, HVQ_E_IO, "interrupted");
+            break;
+        }
+        st = hvq_llama_window(ctx, llama, ids + w * (uint64_t)ctx_len, ctx_len, &nll, &scored);
+        if (st != HVQ_OK)
+            break;
+        if (tty) {
+            double el = now_seconds() - t1;
+            fprintf(stderr, "\r\033[Keval: window %llu/%llu, PPL so far %.4f, ETA %.0fs",
+                    (unsigned long long)(w + 1), (unsigned long long)windows,
+                    exp(nll / (double)scored), el / (double)(w + 1) * (double)(windows - w - 1));
+            fflush(stderr);
+            hvq_ctx_line_dirty(ctx, 1);
+        }
+    }
+    if (tty) {
+        fputs("\r\033[K", stderr);
+        hvq_ctx_line_dirty(ctx, 0);
+    }
+    if (st != HVQ_OK)
+        goto done;
+    res->seconds = now_seconds() - t1;
+    res->n_windows = windows;
+    res->n_scored = scored;
+    res->nll = nll / (double)scored;
+    res->ppl = exp(res->nll);
+done:
+    hvq_llama_free(llama);
+    if (model)
+        ctx->host->model_close(ctx, model);
+    hvq_container_close(ctx, cont);
+    free(ids);
+    free(config_text);
+    free(found_config);
+    hvq_ctx_set_registry(ctx, saved);
+    return st;
+}
+
+hvq_status hvq_eval_model(hvq_ctx *ctx, const hvq_registry *reg, const char *model_path,
+                          const char *tokens_path, int ctx_len, int max_windows,
+                          const char *config_path, hvq_eval_result *res)
+{
+    return eval_core(ctx, reg, model_path, tokens_path, NULL, NULL, ctx_len, max_windows,
+                     config_path, res);
+}
+
+hvq_status hvq_eval_model_text(hvq_ctx *ctx, const hvq_registry *reg, const char *model_path,
+                               const char *text_path, const char *tokenizer_path, int ctx_len,
+                               int max_windows, const char *config_path, hvq_eval_result *res)
+{
+    return eval_core(ctx, reg, model_path, NULL, text_path, tokenizer_path, ctx_len, max_windows,
+                     config_path, res);
+}
+
+/* ------------------------------------------------------------------------
+ * The command
+ * ---------------------------------------------------------------------- */
+
+enum { EXIT_OK_ = 0, EXIT_OTHER = 1, EXIT_BAD_INPUT = 2 };
+enum { OPT_PLUGIN_DIR = 1000, OPT_JSON, OPT_CONFIG, OPT_TEXT, OPT_TOKENIZER };
+
+static int exit_for(hvq_status st)
+{
+    switch (st) {
+    case HVQ_OK: case HVQ_WARN: return EXIT_OK_;
+    case HVQ_E_INPUT: case HVQ_E_UNSUPPORTED: case HVQ_E_NOTFOUND: return EXIT_BAD_INPUT;
+    default: return EXIT_OTHER;
+    }
+}
+
+static void usage_eval(FILE *f)
+{
+    fputs("Usage: hvqconv eval MODEL --tokens FILE [OPTION]...\n"
+          "       hvqconv eval MODEL --text FILE [--tokenizer tokenizer.bin] [OPTION]...\n"
+          "Perplexity of a Llama-family model (Llama 1/2/3, TinyLlama, SmolLM2, Mistral)\n"
+          "on a token file, with a built-in CPU forward pass in float32. The stream is cut\n"
+          "into consecutive windows of --ctx tokens from its start (a last partial window\n"
+          "is dropped); every token after the first of each window is scored. Prints the\n"
+          "mean negative log-likelihood (nats per token) and its exponential, the\n"
+          "perplexity.\n"
+          "\n"
+          "MODEL is a safetensors file or model directory (with config.json beside it or\n"
+          "in it), a GGUF file (configuration from its metadata), or an hvq container\n"
+          "(decoded while loading; configuration from the source GGUF's metadata, else\n"
+          "config.json beside the model the pipeline read or beside the container).\n"
+          "\n"
+          "  -k, --tokens FILE     token ids: a 1-D integer .npy, or raw little-endian int32\n"
+          "                        in a .bin file (required)\n"
+          "      --text FILE       a text instead: paragraphs (separated by blank lines),\n"
+          "                        each tokenized with BOS and a leading space, by\n"
+          "      --tokenizer FILE  a llama2.c tokenizer.bin; default: the SentencePiece\n"
+          "                        vocabulary in the model's GGUF metadata\n"
+          "  -c, --ctx N           tokens per window (default 256, at least 2)\n"
+          "  -w, --max-windows N   evaluate at most N windows (default: all)\n"
+          "      --config FILE     a Hugging Face config.json to use (tensors then have\n"
+          "                        Hugging Face names)\n"
+          "  -t, --threads N       worker threads (default: all cores); the result does\n"
+          "                        not depend on it\n"
+          "      --json            print the result as one JSON object\n"
+          "      --plugin-dir DIR, -q, -v, -h as for every command\n",
+          f);
+}
+
+static volatile sig_atomic_t eval_signal_seen;
+static void eval_on_signal(int sig)
+{
+    if (eval_signal_seen) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+    eval_signal_seen = 1;
+    hvq_interrupted = 1;
+}
+
+static int parse_count(const char *opt, const char *arg, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (!*arg || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "hvqconv: error: %s %s: expected a number from %ld to %ld\n", opt, arg,
+                lo, hi);
+        return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
+                 const hvq_ctx_opts *gopts)
+{
+    static const struct option lo[] = {
+        {"tokens", required_argument, 0, 'k'},      {"ctx", required_argument, 0, 'c'},
+        {"text", required_argument, 0, OPT_TEXT},   {"tokenizer", required_argument, 0, OPT_TOKENIZER},
+        {"max-windows", required_argument, 0, 'w'}, {"config", required_argument, 0, OPT_CONFIG},
+        {"threads", required_argument, 0, 't'},     {"json", no_argument, 0, OPT_JSON},
+        {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
+        {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},              {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0}};
+    hvq_ctx_opts opts = *gopts;
+    opts.threads = 0;
+    const char **dirs = calloc(n_plugin_dirs + (size_t)argc + 1, sizeof *dirs);
+    size_t n_dirs = 0;
+    if (!dirs)
+        return EXIT_OTHER;
+    for (size_t i = 0; i < n_plugin_dirs; i++)
+        dirs[n_dirs++] = plugin_dirs[i];
+    const char *tokens = NULL, *config = NULL, *text = NULL, *tokenizer = NULL;
+    int ctx_len = 256, max_windows = 0, json = 0, c, rc = -1;
+    while (rc < 0 && (c = getopt_long(argc, argv, "k:c:w:t:qvhV", lo, NULL)) != -1) {
+        switch (c) {
+        case 'k': tokens = optarg; break;
+        case OPT_CONFIG: config = optarg; break;
+        case OPT_TEXT: text = optarg; break;
+        case OPT_TOKENIZER: tokenizer = optarg; break;
+        case OPT_JSON: json = 1; break;
+        case 'c':
+            if (!parse_count("--ctx", optarg, 2, 1 << 20, &ctx_len))
+                rc = EXIT_BAD_INPUT;
+            break;
+        case 'w':
+            if (!parse_count("--max-windows", optarg, 1, 1L << 30, &max_windows))
+                rc = EXIT_BAD_INPUT;
+            break;
+        case 't':
+            if (!parse_count("--threads", optarg, 1, 1024, &opts.threads))
+                rc = EXIT_BAD_INPUT;
+            break;
+        case OPT_PLUGIN_DIR: dirs[n_dirs++] = optarg; break;
+        case 'q': opts.quiet = 1; break;
+        case 'v': opts.verbose = 1; break;
+        case 'h': usage_eval(stdout); rc = EXIT_OK_; break;
+        case 'V':
+            printf("hvqconv %s (plugin ABI %d)\n", PACKAGE_VERSION, HVQ_ABI_VERSION);
+            rc = EXIT_OK_;
+            break;
+        default:
+            fprintf(stderr, "Try 'hvqconv eval --help'.\n");
+            rc = EXIT_BAD_INPUT;
+        }
+    }
+    if (rc < 0 && optind >= argc) {
+        fprintf(stderr, "hvqconv: error: eval needs a model\nTry 'hvqconv eval --help'.\n");
+        rc = EXIT_BAD_INPUT;
+    } else if (rc < 0 && optind + 1 < argc) {
+        fprintf(stderr, "hvqconv: error: unexpected argument '%s'\nTry 'hvqconv eval --help'.\n",
+                argv[optind + 1]);
+        rc = EXIT_BAD_INPUT;
+    } else if (rc < 0 && !tokens == !text) {
+        fprintf(stderr, "hvqconv: error: eval needs %s\nTry 'hvqconv eval --help'.\n",
+                tokens ? "either --tokens or --text, not both"
+                       : "a token file (--tokens FILE) or a text (--text FILE)");
+        rc = EXIT_BAD_INPUT;
+    } else if (rc < 0 && tokenizer && !text) {
+        fprintf(stderr, "hvqconv: error: --tokenizer goes with --text\n"
+                        "Try 'hvqconv eval --help'.\n");
+        rc = EXIT_BAD_INPUT;
+    }
+    if (rc >= 0) {
+        free(dirs);
+        return rc;
+    }
+    if (!opts.threads) {
+        long np = sysconf(_SC_NPROCESSORS_ONLN);
+        opts.threads = np > 0 ? (int)(np > 256 ? 256 : np) : 1;
+    }
+    const char *model = argv[optind];
+    hvq_ctx *ctx = hvq_ctx_new(&opts);
+    hvq_registry *reg = ctx ? hvq_registry_new() : NULL;
+    if (!ctx || !reg) {
+        fprintf(stderr, "hvqconv: error: out of memory\n");
+        hvq_registry_free(reg);
+        hvq_ctx_free(ctx);
+        free(dirs);
+        return EXIT_OTHER;
+    }
+    if (hvq_registry_load_default(reg, ctx, dirs, n_dirs) != HVQ_OK) {
+        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        hvq_registry_free(reg);
+        hvq_ctx_free(ctx);
+        free(dirs);
+        return EXIT_OTHER;
+    }
+    hvq_ctx_set_registry(ctx, reg);
+    hvq_eval_result r;
+    signal(SIGINT, eval_on_signal);
+    signal(SIGTERM, eval_on_signal);
+    hvq_status st =
+        tokens ? hvq_eval_model(ctx, reg, model, tokens, ctx_len, max_windows, config, &r)
+               : hvq_eval_model_text(ctx, reg, model, text, tokenizer, ctx_len, max_windows,
+                                     config, &r);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (st == HVQ_OK) {
+        uint64_t processed = r.n_windows * (uint64_t)r.ctx_len;
+        double tps = r.seconds > 0 ? (double)processed / r.seconds : 0.0;
+        if (json) {
+            hvq_buf b;
+            hvq_buf_init(&b);
+            hvq_buf_puts(&b, "{\"model\": ");
+            hvq_buf_json_string(&b, model);
+            hvq_buf_puts(&b, ", \"kind\": ");
+            hvq_buf_json_string(&b, r.kind);
+            hvq_buf_puts(&b, tokens ? ", \"tokens_file\": " : ", \"text_file\": ");
+            hvq_buf_json_string(&b, tokens ? tokens : text);
+            if (text) {
+                hvq_buf_puts(&b, ", \"tokenizer\": ");
+                hvq_buf_json_string(&b, tokenizer ? tokenizer : "gguf");
+            }
+            hvq_buf_printf(&b, ", \"tokens_in_file\": %llu, \"ctx\": %d, \"windows\": %llu, "
+                           "\"tokens_scored\": %llu, \"nll\": %.17g, \"ppl\": %.17g, "
+                           "\"seconds\": %.6f, \"load_seconds\": %.6f, "
+                           "\"tokens_per_second\": %.1f, \"threads\": %d}\n",
+                           (unsigned long long)r.n_tokens, r.ctx_len,
+                           (unsigned long long)r.n_windows, (unsigned long long)r.n_scored, r.nll,
+                           r.ppl, r.seconds, r.load_seconds, tps, opts.threads);
+            if (!b.oom)
+                fwrite(b.data, 1, b.len, stdout);
+            hvq_buf_free(&b);
+        } else {
+            printf("model:  %s (%s; %d layers, hidden %d, vocabulary %d)\n", model, r.kind,
+                   r.config.n_layers, r.config.hidden, r.config.vocab);
+            if (tokens)
+                printf("tokens: %s (%llu tokens; %llu windows of %d, %llu scored)\n", tokens,
+                       (unsigned long long)r.n_tokens, (unsigned long long)r.n_windows,
+                       r.ctx_len, (unsigned long long)r.n_scored);
+            else
+                printf("text:   %s (%llu tokens by %s; %llu windows of %d, %llu scored)\n",
+                       text, (unsigned long long)r.n_tokens,
+                       tokenizer ? tokenizer : "the model's vocabulary",
+                       (unsigned long long)r.n_windows, r.ctx_len,
+                       (unsigned long long)r.n_scored);
+            printf("mean NLL %.6f nats/token\n", r.nll);
+            printf("PPL %.4f over %llu tokens (%llu windows of %d)\n", r.ppl,
+                   (unsigned long long)r.n_scored, (unsigned long long)r.n_windows, r.ctx_len);
+            printf("time: %.2f s (%.0f tokens/s, %d threads; loading %.2f s)\n", r.seconds, tps,
+                   opts.threads, r.load_seconds);
+        }
+        fflush(stdout);
+    } else {
+        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+    }
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+    free(dirs);
+    return exit_for(st);
+}

@@ -1,0 +1,821 @@
+/* hessian "calibrate": Hessian diagonals computed by running the model being
+ * compressed over calibration tokens with the built-in Llama forward pass
+ * (common/llama.h), so no other framework is needed.
+ *
+ * What it computes. For every block l and every linear layer of it, the
+ * mean over all calibration tokens of x_j^2, x being the activation row
+ * entering the layer (the input of its matrix product) and j the input
+ * column: H_j = sum_t x_tj^2 / T. This is the diagonal the paper weights
+ * its importance and errors with, and the quantity llama.cpp's imatrix
+ * stores as in_sum2 / counts. q, k and v share their input (the normed
+ * residual stream), as do gate and up, so a block has four accumulators:
+ * attention input, o input, MLP input, down input. Sums are in double.
+ *
+ * Tokens. `tokens` is a 1-D integer .npy (or a .npz holding one such
+ * array), read through the format plugins, or a raw little-endian int32
+ * file whose name ends in .bin: the token files `hvqconv eval` reads. The
+ * stream is cut as `hvqconv eval` cuts it: consecutive windows of `ctx`
+ * tokens from the start, each run from an empty cache; the first `windows`
+ * of them are used (all whole windows when the file holds fewer, with a
+ * warning).
+ *
+ * The model. hessian_open gets the pipeline's input: a safetensors
+ * directory or file with config.json (in the directory, or beside the
+ * file), or a GGUF file (configuration from its llama.* metadata, RoPE in
+ * llama.cpp's order). Tensors are read through the host (model_open) and
+ * converted to float32.
+ *
+ * Names. A tensor is matched by its Hugging Face name
+ * (model.layers.N.self_attn.q_proj.weight) or its llama.cpp name
+ * (blk.N.attn_q.weight), whichever the model uses. Any other tensor (the
+ * embedding, the output head) has no calibrated diagonal: missing: error
+ * stops the run naming it, missing: uniform gives it H = 1 and lists every
+ * such tensor in one warning when the stage closes.
+ *
+ * save: PATH writes what was computed as a llama.cpp imatrix in its GGUF
+ * layout (what llama-imatrix writes): general.type = "imatrix",
+ * imatrix.datasets = [the token file], imatrix.chunk_count = windows used,
+ * imatrix.chunk_size = ctx, and per weight W (llama.cpp names, sorted by
+ * name as llama.cpp writes them) W.in_sum2 (F32 [n], the sum of x^2 per
+ * input column) and W.counts (F32 [1], the number of tokens). The
+ * `imatrix` Hessian source reads it back to the same diagonals (to float32
+ * rounding). The file is one of the run's outputs: it appears when the run
+ * succeeds, never after a failure.
+ */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* fileno */
+#endif
+
+#include "plugin.h"
+
+#include "buf.h"
+#include "json.h"
+#include "llama.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { P_TOKENS, P_WINDOWS, P_CTX, P_SAVE, P_MISSING };
+
+/* The largest token file read (a billion int32 ids would be 4 GB; far more
+ * than calibration needs) and config.json. */
+#define CAL_MAX_TOKEN_FILE (4ull << 30)
+#define CAL_MAX_CONFIG (16u << 20)
+/* Names listed in the closing warning before "and N more". */
+#define CAL_WARN_LIST 10
+
+/* Accumulators of a block: the inputs of q/k/v, o, gate/up, down. */
+enum { SLOT_ATTN, SLOT_O, SLOT_MLP, SLOT_DOWN, N_SLOTS };
+
+static const char *const missing_choices[] = {"error", "uniform", NULL};
+
+static const hvq_param_spec cal_params[] = {
+    {"tokens", HVQ_PARAM_PATH, NULL, 0, 0, NULL,
+     "calibration token ids: a 1-D integer .npy (or one-array .npz), or raw int32 .bin"},
+    {"windows", HVQ_PARAM_INT, "8", 1, 1e9, NULL,
+     "how many windows of ctx tokens to run, consecutive from the start of the file"},
+    {"ctx", HVQ_PARAM_INT, "256", 2, 1048576, NULL,
+     "tokens per window (each window runs from an empty cache, as `hvqconv eval`)"},
+    {"save", HVQ_PARAM_STRING, "", 0, 0, NULL,
+     "also write the statistics as a llama.cpp imatrix GGUF to this path (empty: don't)"},
+    {"missing", HVQ_PARAM_CHOICE, "error", 0, 0, missing_choices,
+     "a tensor that is not a linear layer of a block: stop (error) or use H = 1 (uniform)"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+typedef struct cal_acc {
+    double *sum;    /* n values: sum over tokens of x_j^2 */
+    uint64_t n;     /* input columns (0 until the first call) */
+    uint64_t count; /* tokens seen */
+} cal_acc;
+
+typedef struct cal_state {
+    char *tokens_path;
+    int missing_error;
+    int n_layers;
+    cal_acc *acc;     /* n_layers * N_SLOTS */
+    char **missing;   /* tensors that got H = 1 */
+    size_t n_missing, cap_missing;
+    /* set by the hook when activations do not fit an accumulator */
+    int hook_failed;
+    int fail_layer, fail_which;
+    uint64_t fail_dim, fail_want;
+} cal_state;
+
+static int slot_of(hvq_llama_linear which)
+{
+    switch (which) {
+    case HVQ_LLAMA_Q:
+    case HVQ_LLAMA_K:
+    case HVQ_LLAMA_V:
+        return SLOT_ATTN;
+    case HVQ_LLAMA_O:
+        return SLOT_O;
+    case HVQ_LLAMA_GATE:
+    case HVQ_LLAMA_UP:
+        return SLOT_MLP;
+    default:
+        return SLOT_DOWN;
+    }
+}
+
+static const char *const linear_short[HVQ_LLAMA_N_LINEAR] = {"q",    "k",  "v",   "o",
+                                                              "gate", "up", "down"};
+
+/* ---- token files ---------------------------------------------------------- */
+
+/* Reads a whole regular file of at most CAL_MAX_TOKEN_FILE bytes. */
+static hvq_status slurp(hvq_ctx *ctx, const char *path, uint64_t limit, const char *what,
+                        unsigned char **buf, size_t *len)
+{
+    const hvq_host *H = ctx->host;
+    *buf = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return H->error(ctx, HVQ_E_INPUT, "%s: cannot open %s: %s", path, what, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        int e = errno;
+        fclose(f);
+        return H->error(ctx, HVQ_E_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fclose(f);
+        return H->error(ctx, HVQ_E_INPUT, "%s: not a regular file (expected %s)", path, what);
+    }
+    if ((uint64_t)st.st_size > limit) {
+        fclose(f);
+        return H->error(ctx, HVQ_E_INPUT, "%s: %llu bytes, too large for %s", path,
+                        (unsigned long long)st.st_size, what);
+    }
+    size_t n = (size_t)st.st_size;
+    unsigned char *b = H->alloc(ctx, n + 1);
+    if (!b) {
+        fclose(f);
+        return HVQ_E_NOMEM;
+    }
+    size_t got = fread(b, 1, n, f);
+    int err = ferror(f) ? errno : 0;
+    fclose(f);
+    if (got != n) {
+        H->free(b);
+        if (err)
+            return H->error(ctx, HVQ_E_IO, "%s: cannot read: %s", path, strerror(err));
+        return H->error(ctx, HVQ_E_IO, "%s: the file shrank while being read", path);
+    }
+    b[n] = '\0';
+    *buf = b;
+    *len = n;
+    return HVQ_OK;
+}
+
+/* Token ids from a tensor of any integer type: checked to be >= 0 and to
+ * fit an int32 (the vocabulary check comes with the forward pass). */
+static hvq_status ids_from_tensor(hvq_ctx *ctx, const char *path, const hvq_tensor *t,
+                                  int32_t **out, uint64_t *n_out)
+{
+    const hvq_host *H = ctx->host;
+    int size, is_signed;
+    switch (t->info.dtype) {
+    case HVQ_DTYPE_I8: size = 1; is_signed = 1; break;
+    case HVQ_DTYPE_U8: size = 1; is_signed = 0; break;
+    case HVQ_DTYPE_I16: size = 2; is_signed = 1; break;
+    case HVQ_DTYPE_U16: size = 2; is_signed = 0; break;
+    case HVQ_DTYPE_I32: size = 4; is_signed = 1; break;
+    case HVQ_DTYPE_U32: size = 4; is_signed = 0; break;
+    case HVQ_DTYPE_I64: size = 8; is_signed = 1; break;
+    case HVQ_DTYPE_U64: size = 8; is_signed = 0; break;
+    default:
+        return H->error(ctx, HVQ_E_INPUT,
+                        "%s: the array '%s' holds %s; token ids must be integers (int32, "
+                        "int64, uint16, ...)",
+                        path, t->info.name,
+                        t->info.dtype_name ? t->info.dtype_name : H->dtype_name(t->info.dtype));
+    }
+    int flat = 1;
+    for (int d = 0; d + 1 < t->info.ndim; d++)
+        flat &= t->info.shape[d] == 1;
+    if (t->info.ndim < 1 || !flat)
+        return H->error(ctx, HVQ_E_INPUT,
+                        "%s: the array '%s' has %d dimensions; a token file holds one flat (1-D) "
+                        "array of ids",
+                        path, t->info.name, t->info.ndim);
+    uint64_t count = hvq_numel(&t->info);
+    if (count > t->info.nbytes / (uint64_t)size)
+        return H->error(ctx, HVQ_E_INTERNAL, "%s: array '%s' is shorter than its shape", path,
+                        t->info.name);
+    int32_t *ids = H->alloc(ctx, (size_t)(count ? count : 1) * sizeof *ids);
+    if (!ids)
+        return HVQ_E_NOMEM;
+    const unsigned char *base = t->data;
+    for (uint64_t i = 0; i < count; i++) {
+        const unsigned char *p = base + i * (uint64_t)size;
+        uint64_t u = 0;
+        for (int k = 0; k < size; k++)
+            u |= (uint64_t)p[k] << (8 * k);
+        int neg = is_signed && (p[size - 1] & 0x80);
+        if (neg || u > INT32_MAX) {
+            H->free(ids);
+            return H->error(ctx, HVQ_E_INPUT, "%s: token %llu is %s", path,
+                            (unsigned long long)i,
+                            neg ? "negative" : "too large for a token id (over 2^31 - 1)");
+        }
+        ids[i] = (int32_t)u;
+    }
+    *out = ids;
+    *n_out = count;
+    return HVQ_OK;
+}
+
+/* Reads the token file: raw little-endian int32 when its name ends in
+ * .bin, else whatever format reads it (a .npy, or a .npz holding one
+ * array) through the host. */
+static hvq_status load_tokens(hvq_ctx *ctx, const char *path, int32_t **out, uint64_t *n)
+{
+    const hvq_host *H = ctx->host;
+    size_t plen = strlen(path);
+    *out = NULL;
+    *n = 0;
+    if (plen >= 4 && strcmp(path + plen - 4, ".bin") == 0) {
+        unsigned char *b;
+        size_t len;
+        hvq_status st = slurp(ctx, path, CAL_MAX_TOKEN_FILE, "a token file", &b, &len);
+        if (st != HVQ_OK)
+            return st;
+        if (len % 4 != 0) {
+            H->free(b);
+            return H->error(ctx, HVQ_E_INPUT,
+                            "%s: %zu bytes, not a whole number of int32 token ids (a .bin "
+                            "token file is raw little-endian int32)",
+                            path, len);
+        }
+        hvq_tensor t = {{.name = "ids", .dtype = HVQ_DTYPE_I32, .dtype_name = "I32", .ndim = 1,
+                         .shape = {(int64_t)(len / 4)}, .nbytes = len},
+                        b};
+        st = ids_from_tensor(ctx, path, &t, out, n);
+        H->free(b);
+        return st;
+    }
+    hvq_model *m = H->model_open(ctx, path);
+    if (!m) {
+        hvq_status st = H->status(ctx);
+        return st == HVQ_OK ? HVQ_E_INPUT : st;
+    }
+    hvq_status st;
+    hvq_tensor_info info;
+    size_t count = H->model_count(m);
+    if (count != 1) {
+        st = H->error(ctx, HVQ_E_INPUT,
+                      "%s: %zu arrays; a token file holds exactly one (a 1-D array of ids)",
+                      path, count);
+    } else if ((st = H->model_info(m, 0, &info)) == HVQ_OK) {
+        hvq_tensor t;
+        st = H->model_find(ctx, m, info.name, &t);
+        if (st == HVQ_OK)
+            st = ids_from_tensor(ctx, path, &t, out, n);
+    }
+    H->model_close(ctx, m);
+    return st;
+}
+
+/* ---- the model ------------------------------------------------------------ */
+
+typedef struct cal_model {
+    hvq_model *m;
+    const char *path;
+} cal_model;
+
+/* hvq_llama_get_fn: one tensor by name, converted to float32 (malloc'd). */
+static hvq_status cal_get(void *ud, hvq_ctx *ctx, const char *name, float **data, int *ndim,
+                          int64_t shape[HVQ_MAX_DIMS])
+{
+    const hvq_host *H = ctx->host;
+    cal_model *cm = ud;
+    hvq_tensor t;
+    *data = NULL;
+    hvq_status st = H->model_find(ctx, cm->m, name, &t);
+    if (st != HVQ_OK)
+        return st;
+    if (t.info.dtype != HVQ_DTYPE_F32 && t.info.dtype != HVQ_DTYPE_F16 &&
+        t.info.dtype != HVQ_DTYPE_BF16 && t.info.dtype != HVQ_DTYPE_F64)
+        return H->error(ctx, HVQ_E_UNSUPPORTED,
+                        "%s: tensor '%s' is %s; the forward pass reads F32, F16, BF16, F64 "
+                        "(and GGUF Q8_0/Q4_0)",
+                        cm->path, name,
+                        t.info.dtype_name ? t.info.dtype_name : H->dtype_name(t.info.dtype));
+    uint64_t n = hvq_numel(&t.info);
+    if (n > SIZE_MAX / sizeof(float))
+        return H->error(ctx, HVQ_E_NOMEM, "%s: tensor '%s' is too large", cm->path, name);
+    float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
+    if (!f)
+        return H->error(ctx, HVQ_E_NOMEM, "out of memory reading tensor '%s'", name);
+    st = H->convert(ctx, HVQ_DTYPE_F32, f, t.info.dtype, t.data, (size_t)n);
+    if (st != HVQ_OK) {
+        free(f);
+        return st;
+    }
+    *data = f;
+    *ndim = t.info.ndim;
+    for (int d = 0; d < HVQ_MAX_DIMS; d++)
+        shape[d] = d < t.info.ndim ? t.info.shape[d] : 0;
+    return HVQ_OK;
+}
+
+/* Whether path is a regular file starting with the GGUF magic. */
+static int is_gguf_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char magic[4];
+    int yes = 0;
+    if (!f)
+        return 0;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && fread(magic, 1, 4, f) == 4 &&
+        memcmp(magic, "GGUF", 4) == 0)
+        yes = 1;
+    fclose(f);
+    return yes;
+}
+
+/* config.json of a safetensors model: in the directory, or beside the file.
+ * *json is NULL (no error) when there is none. */
+static hvq_status read_config(hvq_ctx *ctx, const char *model_path, char **json, char **where)
+{
+    const hvq_host *H = ctx->host;
+    struct stat st;
+    *json = NULL;
+    *where = NULL;
+    size_t n = strlen(model_path);
+    char *cfg = H->alloc(ctx, n + sizeof "/config.json");
+    if (!cfg)
+        return HVQ_E_NOMEM;
+    if (stat(model_path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(cfg, n + sizeof "/config.json", "%s/config.json", model_path);
+    } else {
+        const char *slash = strrchr(model_path, '/');
+        if (slash)
+            snprintf(cfg, n + sizeof "/config.json", "%.*s/config.json",
+                     (int)(slash - model_path), model_path);
+        else
+            snprintf(cfg, n + sizeof "/config.json", "config.json");
+    }
+    if (stat(cfg, &st) != 0) {
+        H->free(cfg);
+        return HVQ_OK;
+    }
+    unsigned char *b;
+    size_t len;
+    hvq_status s = slurp(ctx, cfg, CAL_MAX_CONFIG, "a model configuration", &b, &len);
+    if (s != HVQ_OK) {
+        H->free(cfg);
+        return s;
+    }
+    *json = (char *)b;
+    *where = cfg;
+    return HVQ_OK;
+}
+
+/* ---- statistics ------------------------------------------------------------ */
+
+static void cal_hook(void *ud, int layer, hvq_llama_linear which, const float *x, int n_tokens,
+                     int in_dim)
+{
+    cal_state *s = ud;
+    /* q/k/v and gate/up see the same rows: count them once. */
+    if (which == HVQ_LLAMA_K || which == HVQ_LLAMA_V || which == HVQ_LLAMA_UP)
+        return;
+    if (s->hook_failed || layer < 0 || layer >= s->n_layers || n_tokens <= 0 || in_dim <= 0) {
+        if (!s->hook_failed) {
+            s->hook_failed = 1;
+            s->fail_layer = layer;
+            s->fail_which = (int)which;
+            s->fail_dim = (uint64_t)(in_dim > 0 ? in_dim : 0);
+            s->fail_want = 0;
+        }
+        return;
+    }
+    cal_acc *a = &s->acc[(size_t)layer * N_SLOTS + (size_t)slot_of(which)];
+    if (!a->sum) {
+        a->sum = calloc((size_t)in_dim, sizeof *a->sum);
+        if (!a->sum) {
+            s->hook_failed = 2;
+            return;
+        }
+        a->n = (uint64_t)in_dim;
+    }
+    if (a->n != (uint64_t)in_dim) {
+        s->hook_failed = 1;
+        s->fail_layer = layer;
+        s->fail_which = (int)which;
+        s->fail_dim = (uint64_t)in_dim;
+        s->fail_want = a->n;
+        return;
+    }
+    double *sum = a->sum;
+    for (int t = 0; t < n_tokens; t++) {
+        const float *row = x + (size_t)t * (size_t)in_dim;
+        for (int j = 0; j < in_dim; j++)
+            sum[j] += (double)row[j] * (double)row[j];
+    }
+    a->count += (uint64_t)n_tokens;
+}
+
+/* ---- saving as a llama.cpp imatrix ----------------------------------------- */
+
+typedef struct save_entry {
+    char name[96];      /* blk.N.attn_q.weight */
+    const cal_acc *acc;
+} save_entry;
+
+static int cmp_save(const void *a, const void *b)
+{
+    return strcmp(((const save_entry *)a)->name, ((const save_entry *)b)->name);
+}
+
+/* The token path as a JSON string, with bytes that are not UTF-8 shown as
+ * '?' (GGUF strings must be UTF-8). */
+static void json_path(hvq_buf *b, const char *path)
+{
+    size_t n = strlen(path);
+    if (hvq_json_utf8_valid(path, n)) {
+        hvq_buf_json_string(b, path);
+        return;
+    }
+    char *copy = malloc(n + 1);
+    if (!copy) {
+        b->oom = 1;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        copy[i] = (unsigned char)path[i] < 0x80 ? path[i] : '?';
+    copy[n] = '\0';
+    hvq_buf_json_string(b, copy);
+    free(copy);
+}
+
+static hvq_status save_imatrix(hvq_ctx *ctx, cal_state *s, const char *path, int64_t windows,
+                               int64_t ctx_len)
+{
+    const hvq_host *H = ctx->host;
+    size_t n_w = (size_t)s->n_layers * HVQ_LLAMA_N_LINEAR, k = 0;
+    save_entry *e = H->calloc(ctx, n_w ? n_w : 1, sizeof *e);
+    hvq_tensor_info *ti = H->calloc(ctx, 2 * (n_w ? n_w : 1), sizeof *ti);
+    char (*names)[112] = H->calloc(ctx, 2 * (n_w ? n_w : 1), sizeof *names);
+    float *counts = H->calloc(ctx, n_w ? n_w : 1, sizeof *counts);
+    float *sums = NULL;
+    hvq_sink_handle *sink = NULL;
+    hvq_buf ds;
+    hvq_buf_init(&ds);
+    hvq_status st = HVQ_OK;
+    if (!e || !ti || !names || !counts) {
+        st = HVQ_E_NOMEM;
+        goto done;
+    }
+    uint64_t max_n = 1;
+    for (int l = 0; l < s->n_layers; l++)
+        for (int w = 0; w < HVQ_LLAMA_N_LINEAR; w++) {
+            const cal_acc *a = &s->acc[(size_t)l * N_SLOTS + (size_t)slot_of((hvq_llama_linear)w)];
+            if (!a->sum || !a->count)
+                continue;
+            hvq_llama_linear_name(1, l, (hvq_llama_linear)w, e[k].name, sizeof e[k].name);
+            e[k].acc = a;
+            if (a->n > max_n)
+                max_n = a->n;
+            k++;
+        }
+    qsort(e, k, sizeof *e, cmp_save);
+    for (size_t i = 0; i < k; i++) {
+        snprintf(names[2 * i], sizeof names[0], "%s.in_sum2", e[i].name);
+        snprintf(names[2 * i + 1], sizeof names[0], "%s.counts", e[i].name);
+        ti[2 * i] = (hvq_tensor_info){.name = names[2 * i], .dtype = HVQ_DTYPE_F32,
+                                      .dtype_name = "F32", .ndim = 1,
+                                      .shape = {(int64_t)e[i].acc->n},
+                                      .nbytes = e[i].acc->n * 4};
+        ti[2 * i + 1] = (hvq_tensor_info){.name = names[2 * i + 1], .dtype = HVQ_DTYPE_F32,
+                                          .dtype_name = "F32", .ndim = 1, .shape = {1},
+                                          .nbytes = 4};
+        counts[i] = (float)e[i].acc->count;
+    }
+    hvq_buf_puts(&ds, "{\"gguf_type\":\"array\",\"item_type\":\"string\",\"value\":[");
+    json_path(&ds, s->tokens_path);
+    hvq_buf_puts(&ds, "]}");
+    char chunks[64], size[64];
+    snprintf(chunks, sizeof chunks, "{\"gguf_type\":\"uint32\",\"value\":%lld}",
+             (long long)windows);
+    snprintf(size, sizeof size, "{\"gguf_type\":\"uint32\",\"value\":%lld}", (long long)ctx_len);
+    if (ds.oom || !ds.data) {
+        st = H->error(ctx, HVQ_E_NOMEM, "out of memory");
+        goto done;
+    }
+    const hvq_meta meta[] = {
+        {"general.type", "{\"gguf_type\":\"string\",\"value\":\"imatrix\"}"},
+        {"imatrix.datasets", ds.data},
+        {"imatrix.chunk_count", chunks},
+        {"imatrix.chunk_size", size},
+    };
+    if (!(sums = H->alloc(ctx, (size_t)max_n * sizeof *sums))) {
+        st = HVQ_E_NOMEM;
+        goto done;
+    }
+    sink = H->sink_open_params(ctx, "gguf", path, NULL, meta, sizeof meta / sizeof meta[0], ti,
+                               2 * k);
+    if (!sink) {
+        st = H->status(ctx);
+        if (st == HVQ_OK)
+            st = HVQ_E_IO;
+        goto done;
+    }
+    for (size_t i = 0; i < k && st == HVQ_OK; i++) {
+        for (uint64_t j = 0; j < e[i].acc->n; j++)
+            sums[j] = (float)e[i].acc->sum[j];
+        hvq_tensor t = {ti[2 * i], sums};
+        st = H->sink_write(ctx, sink, &t);
+        if (st == HVQ_OK) {
+            hvq_tensor c = {ti[2 * i + 1], &counts[i]};
+            st = H->sink_write(ctx, sink, &c);
+        }
+    }
+    if (st == HVQ_OK)
+        st = H->sink_finish(ctx, sink);
+    if (st == HVQ_OK)
+        H->log(ctx, HVQ_LOG_INFO, "calibrate: wrote the importance matrix (%zu weights) to %s",
+               k, path);
+done:
+    if (sink)
+        H->sink_close(ctx, sink);
+    hvq_buf_free(&ds);
+    H->free(sums);
+    H->free(counts);
+    H->free(names);
+    H->free(ti);
+    H->free(e);
+    return st;
+}
+
+/* ---- the plugin ------------------------------------------------------------ */
+
+static void cal_close(hvq_ctx *ctx, void *state);
+
+static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *model_path,
+                           void **state)
+{
+    const hvq_host *H = ctx->host;
+    cal_state *s = H->calloc(ctx, 1, sizeof *s);
+    if (!s)
+        return HVQ_E_NOMEM;
+    *state = s;
+    s->missing_error = strcmp(params->values[P_MISSING].s, "error") == 0;
+    int64_t windows = params->values[P_WINDOWS].i, ctx_len = params->values[P_CTX].i;
+    const char *save = params->values[P_SAVE].s;
+    if (!(s->tokens_path = H->strdup(ctx, params->values[P_TOKENS].s)))
+        return HVQ_E_NOMEM;
+    if (!model_path || !*model_path)
+        return H->error(ctx, HVQ_E_INPUT, "calibrate: the pipeline has no input model to run");
+
+    /* The tokens first: a wrong file is found before the model is loaded. */
+    int32_t *ids = NULL;
+    uint64_t n_ids = 0;
+    hvq_status st = load_tokens(ctx, s->tokens_path, &ids, &n_ids);
+    if (st != HVQ_OK)
+        return st;
+    uint64_t avail = n_ids / (uint64_t)ctx_len;
+    if (avail == 0) {
+        H->free(ids);
+        return H->error(ctx, HVQ_E_INPUT,
+                        "%s: %llu tokens, fewer than one window of ctx = %lld; use a smaller "
+                        "ctx or a longer file",
+                        s->tokens_path, (unsigned long long)n_ids, (long long)ctx_len);
+    }
+    if ((uint64_t)windows > avail) {
+        H->log(ctx, HVQ_LOG_WARN,
+               "calibrate: %s holds %llu tokens, %llu windows of %lld; using those instead of "
+               "the %lld asked for",
+               s->tokens_path, (unsigned long long)n_ids, (unsigned long long)avail,
+               (long long)ctx_len, (long long)windows);
+        windows = (int64_t)avail;
+    }
+
+    /* The model being compressed. */
+    cal_model cm = {NULL, model_path};
+    char *config = NULL, *config_path = NULL;
+    hvq_llama *llm = NULL;
+    int gguf = is_gguf_file(model_path);
+    if (!gguf) {
+        st = read_config(ctx, model_path, &config, &config_path);
+        if (st == HVQ_OK && !config)
+            st = H->error(ctx, HVQ_E_INPUT,
+                          "%s: calibrate needs the model's configuration: a Hugging Face "
+                          "config.json in the model directory (or beside the file), or a GGUF "
+                          "model; none found",
+                          model_path);
+    }
+    if (st == HVQ_OK && !(cm.m = H->model_open(ctx, model_path))) {
+        st = H->status(ctx);
+        if (st == HVQ_OK)
+            st = HVQ_E_INPUT;
+    }
+    if (st == HVQ_OK) {
+        hvq_llama_source src = {.config_json = config, .get = cal_get, .ud = &cm,
+                                .what = model_path};
+        if (gguf)
+            H->model_meta(cm.m, &src.gguf_meta, &src.n_gguf_meta);
+        st = hvq_llama_load(ctx, &src, &llm);
+    }
+    if (cm.m)
+        H->model_close(ctx, cm.m);
+    H->free(config);
+    H->free(config_path);
+
+    if (st == HVQ_OK) {
+        const hvq_llama_config *cfg = hvq_llama_get_config(llm);
+        s->n_layers = cfg->n_layers;
+        s->acc = H->calloc(ctx, (size_t)(cfg->n_layers > 0 ? cfg->n_layers : 1) * N_SLOTS,
+                           sizeof *s->acc);
+        if (!s->acc)
+            st = HVQ_E_NOMEM;
+    }
+    double nll = 0;
+    uint64_t scored = 0;
+    if (st == HVQ_OK) {
+        hvq_llama_set_hook(llm, cal_hook, s);
+        for (int64_t w = 0; w < windows && st == HVQ_OK; w++) {
+            st = hvq_llama_window(ctx, llm, ids + (size_t)w * (size_t)ctx_len, (int)ctx_len, &nll,
+                                  &scored);
+            if (st == HVQ_OK && s->hook_failed == 2)
+                st = H->error(ctx, HVQ_E_NOMEM, "calibrate: out of memory");
+            else if (st == HVQ_OK && s->hook_failed)
+                st = H->error(ctx, HVQ_E_INTERNAL,
+                              "calibrate: unexpected activations entering layer %d, %s: %llu "
+                              "columns (earlier: %llu)",
+                              s->fail_layer,
+                              s->fail_which >= 0 && s->fail_which < HVQ_LLAMA_N_LINEAR
+                                  ? linear_short[s->fail_which]
+                                  : "?",
+                              (unsigned long long)s->fail_dim,
+                              (unsigned long long)s->fail_want);
+            H->progress(ctx, (uint64_t)w + 1, (uint64_t)windows);
+        }
+        hvq_llama_set_hook(llm, NULL, NULL);
+    }
+    hvq_llama_free(llm);
+    H->free(ids);
+    if (st != HVQ_OK)
+        return st;
+
+    uint64_t tokens = (uint64_t)windows * (uint64_t)ctx_len;
+    H->log(ctx, HVQ_LOG_INFO,
+           "calibrate: calibrated on %llu tokens (%lld windows of %lld) from %s (perplexity "
+           "on them %.4f)",
+           (unsigned long long)tokens, (long long)windows, (long long)ctx_len, s->tokens_path,
+           scored ? exp(nll / (double)scored) : NAN);
+    if (save && *save)
+        return save_imatrix(ctx, s, save, windows, ctx_len);
+    return HVQ_OK;
+}
+
+/* The block and linear layer a tensor name belongs to: 0 when none. */
+static int find_linear(const cal_state *s, const char *name, int *layer, hvq_llama_linear *which)
+{
+    /* Both schemes put the layer number after the first run of text. */
+    static const char hf[] = "model.layers.", ll[] = "blk.";
+    const char *p;
+    if (strncmp(name, hf, sizeof hf - 1) == 0)
+        p = name + sizeof hf - 1;
+    else if (strncmp(name, ll, sizeof ll - 1) == 0)
+        p = name + sizeof ll - 1;
+    else
+        return 0;
+    long l = 0;
+    const char *d = p;
+    while (*d >= '0' && *d <= '9' && d - p < 9)
+        l = l * 10 + (*d++ - '0');
+    if (d == p || *d != '.' || l >= s->n_layers)
+        return 0;
+    for (int g = 0; g < 2; g++)
+        for (int w = 0; w < HVQ_LLAMA_N_LINEAR; w++) {
+            char buf[128];
+            hvq_llama_linear_name(g, (int)l, (hvq_llama_linear)w, buf, sizeof buf);
+            if (strcmp(buf, name) == 0) {
+                *layer = (int)l;
+                *which = (hvq_llama_linear)w;
+                return 1;
+            }
+        }
+    return 0;
+}
+
+static hvq_status note_missing(hvq_ctx *ctx, cal_state *s, const char *name)
+{
+    const hvq_host *H = ctx->host;
+    for (size_t i = 0; i < s->n_missing; i++)
+        if (strcmp(s->missing[i], name) == 0)
+            return HVQ_OK;
+    if (s->n_missing == s->cap_missing) {
+        size_t cap = s->cap_missing ? s->cap_missing * 2 : 8;
+        char **m = H->realloc(ctx, s->missing, cap * sizeof *m);
+        if (!m)
+            return HVQ_E_NOMEM;
+        s->missing = m;
+        s->cap_missing = cap;
+    }
+    if (!(s->missing[s->n_missing] = H->strdup(ctx, name)))
+        return HVQ_E_NOMEM;
+    s->n_missing++;
+    return HVQ_OK;
+}
+
+static hvq_status cal_get_h(hvq_ctx *ctx, void *state, const hvq_tensor_info *t, uint64_t rows,
+                            uint64_t cols, float *h)
+{
+    const hvq_host *H = ctx->host;
+    cal_state *s = state;
+    (void)rows;
+    int layer;
+    hvq_llama_linear which;
+    if (!find_linear(s, t->name, &layer, &which)) {
+        if (s->missing_error)
+            return H->error(ctx, HVQ_E_INPUT,
+                            "calibrate: tensor '%s' is not a linear layer of a block (q, k, v, "
+                            "o, gate, up, down), so calibration gives it no Hessian diagonal; "
+                            "exclude it in select, or set missing: uniform to use H = 1 for it",
+                            t->name);
+        hvq_status st = note_missing(ctx, s, t->name);
+        if (st != HVQ_OK)
+            return st;
+        for (uint64_t j = 0; j < cols; j++)
+            h[j] = 1.0f;
+        return HVQ_OK;
+    }
+    const cal_acc *a = &s->acc[(size_t)layer * N_SLOTS + (size_t)slot_of(which)];
+    if (!a->sum || a->count == 0)
+        return H->error(ctx, HVQ_E_INTERNAL,
+                        "calibrate: no activations were recorded for tensor '%s' (layer %d, %s)",
+                        t->name, layer, linear_short[which]);
+    if (a->n != cols)
+        return H->error(ctx, HVQ_E_INPUT,
+                        "calibrate: the diagonal for tensor '%s' has %llu values (the model's "
+                        "activations) but the tensor has %llu input columns",
+                        t->name, (unsigned long long)a->n, (unsigned long long)cols);
+    for (uint64_t j = 0; j < cols; j++)
+        h[j] = (float)(a->sum[j] / (double)a->count);
+    return HVQ_OK;
+}
+
+static void cal_close(hvq_ctx *ctx, void *state)
+{
+    const hvq_host *H = ctx->host;
+    cal_state *s = state;
+    if (!s)
+        return;
+    if (s->n_missing > 0) {
+        char list[CAL_WARN_LIST * 160 + 64];
+        size_t used = 0, shown = s->n_missing < CAL_WARN_LIST ? s->n_missing : CAL_WARN_LIST;
+        list[0] = '\0';
+        for (size_t i = 0; i < shown; i++) {
+            int n = snprintf(list + used, sizeof list - used, "%s'%.120s'", i ? ", " : "",
+                             s->missing[i]);
+            if (n < 0 || (size_t)n >= sizeof list - used)
+                break;
+            used += (size_t)n;
+        }
+        if (s->n_missing > shown)
+            snprintf(list + used, sizeof list - used, " and %zu more", s->n_missing - shown);
+        H->log(ctx, HVQ_LOG_WARN,
+               "calibrate: %zu tensor%s %s not a linear layer of a block, H = 1 was used for "
+               "%s: %s",
+               s->n_missing, s->n_missing == 1 ? "" : "s", s->n_missing == 1 ? "is" : "are",
+               s->n_missing == 1 ? "it" : "them", list);
+    }
+    for (size_t i = 0; i < s->n_missing; i++)
+        H->free(s->missing[i]);
+    H->free(s->missing);
+    if (s->acc)
+        for (size_t i = 0; i < (size_t)s->n_layers * N_SLOTS; i++)
+            free(s->acc[i].sum);
+    H->free(s->acc);
+    H->free(s->tokens_path);
+    H->free(s);
+}
+
+static const hvq_plugin cal_plugin = {
+    HVQ_PLUGIN_HEADER,
+    .kinds = HVQ_KIND_HESSIAN,
+    .name = "calibrate",
+    .version = "1.0.0",
+    .summary = "Hessian diagonals from running the model on calibration tokens (mean of x^2)",
+    .license = "MIT",
+    .params = cal_params,
+    .hessian_open = cal_open,
+    .hessian_get = cal_get_h,
+    .hessian_close = cal_close,
+};
+
+HVQ_REGISTER_PLUGIN(cal_plugin)
