@@ -9,6 +9,7 @@
 #include "util.h"
 
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,75 @@ static const hvq_loaded_plugin *choose_sink(hvq_ctx *ctx, const hvq_registry *re
     return alt;
 }
 
+/* The writer thread of decode: writes one reconstructed tensor to the sink
+ * while the main thread reconstructs the next, so the run takes about as
+ * long as the slower of the two rather than their sum. One tensor at a
+ * time, in order: the output is the same as without it. It has a context
+ * of its own (sinks report errors on the ctx they are called with), and
+ * the main thread hands it a tensor only when it is idle; pass-through
+ * tensors, whose data lives in the container's mapping only until the
+ * next read, are written by the main thread once the writer is idle. The
+ * sink opened its files when created, on the main context. */
+typedef struct out_thread {
+    pthread_t tid;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int busy, stop;
+    hvq_tensor job;
+    hvq_ctx *ctx;
+    hvq_sink_handle *sink;
+    hvq_status st;          /* the first failure */
+    double seconds;         /* spent writing */
+} out_thread;
+
+static void *out_main(void *arg)
+{
+    out_thread *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->busy && !w->stop)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->busy)
+            break;
+        hvq_tensor t = w->job;
+        hvq_status prev = w->st;
+        pthread_mutex_unlock(&w->mu);
+        double t0 = hvq_now();
+        hvq_status st = prev == HVQ_OK ? w->ctx->host->sink_write(w->ctx, w->sink, &t) : prev;
+        double dt = hvq_now() - t0;
+        pthread_mutex_lock(&w->mu);
+        w->seconds += dt;
+        if (w->st == HVQ_OK)
+            w->st = st;
+        w->busy = 0;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Waits until the writer is idle; its status, its message moved to ctx. */
+static hvq_status out_wait(hvq_ctx *ctx, out_thread *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (w->busy)
+        pthread_cond_wait(&w->cv, &w->mu);
+    hvq_status st = w->st;
+    pthread_mutex_unlock(&w->mu);
+    if (st != HVQ_OK)
+        hvq_error(ctx, st, "%s", hvq_ctx_error(w->ctx));
+    return st;
+}
+
+static void out_post(out_thread *w, const hvq_tensor *t)
+{
+    pthread_mutex_lock(&w->mu);
+    w->job = *t;
+    w->busy = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
 static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *in,
                              const char *outp, const char *dtype, const char *format,
                              int64_t max_shard)
@@ -158,10 +228,12 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
         return st;
     size_t n = hvq_container_count(c);
     hvq_tensor_info *infos = hvq_calloc(ctx, n ? n : 1, sizeof *infos);
-    float *buf = NULL;
-    void *conv = NULL;
-    size_t cap = 0, n_comp = 0;
+    float *buf[2] = {NULL, NULL};
+    void *conv[2] = {NULL, NULL};
+    size_t cap = 0, conv_cap = 0, n_comp = 0;
     hvq_sink_handle *sink = NULL;
+    out_thread w = {.st = HVQ_OK};
+    int writer = 0; /* the writer thread runs */
     if (!infos) {
         st = HVQ_E_NOMEM;
         goto done;
@@ -183,6 +255,8 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
             o->nbytes = t->numel * hvq_dtype_size(o->dtype);
             if (t->numel > cap)
                 cap = (size_t)t->numel;
+            if (o->dtype != HVQ_DTYPE_F32 && t->numel > conv_cap)
+                conv_cap = (size_t)t->numel;
             n_comp++;
         } else {
             o->dtype = t->dtype;
@@ -190,11 +264,15 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
             o->nbytes = t->stored_bytes;
         }
     }
-    if (cap && (!(buf = hvq_alloc(ctx, cap * sizeof *buf)) ||
-                !(conv = hvq_alloc(ctx, cap * sizeof(float))))) {
-        st = HVQ_E_NOMEM;
-        goto done;
-    }
+    /* With the writer thread, two sets of buffers: one being written, one
+     * being filled. conv holds a tensor converted to F16 or BF16. */
+    int two = hvq_ctx_options(ctx)->threads > 1 && n_comp > 1;
+    for (int b = 0; b <= two; b++)
+        if ((cap && !(buf[b] = hvq_alloc(ctx, cap * sizeof *buf[b]))) ||
+            (conv_cap && !(conv[b] = hvq_alloc(ctx, conv_cap * 2)))) {
+            st = HVQ_E_NOMEM;
+            goto done;
+        }
     const hvq_meta *meta;
     size_t n_meta;
     hvq_container_source_meta(c, &meta, &n_meta);
@@ -211,8 +289,23 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
         st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_IO;
         goto done;
     }
+    if (two) {
+        hvq_ctx_opts wo = *hvq_ctx_options(ctx);
+        w.sink = sink;
+        if ((w.ctx = hvq_ctx_new(&wo)) != NULL) {
+            hvq_ctx_set_registry(w.ctx, reg);
+            pthread_mutex_init(&w.mu, NULL);
+            pthread_cond_init(&w.cv, NULL);
+            writer = pthread_create(&w.tid, NULL, out_main, &w) == 0;
+            if (!writer) {
+                pthread_mutex_destroy(&w.mu);
+                pthread_cond_destroy(&w.cv);
+            }
+        }
+    }
     /* Seconds in checksums, reconstruction, conversion, writing (-v). */
-    double t_crc = 0, t_dec = 0, t_conv = 0, t_write = 0, t0 = hvq_now(), tl;
+    double t_crc = 0, t_dec = 0, t_conv = 0, t_write = 0, t_wait = 0, t0 = hvq_now(), tl;
+    int slot = 0, threaded = writer;
     for (size_t i = 0; i < n && st == HVQ_OK; i++) {
         const hvq_container_tensor *t = hvq_container_info(c, i);
         hvq_tensor out;
@@ -222,6 +315,10 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
         t_crc += hvq_now() - tl;
         tl = hvq_now();
         if (!t->compressed) {
+            if (writer && (st = out_wait(ctx, &w)) != HVQ_OK)
+                break;
+            t_wait += hvq_now() - tl;
+            tl = hvq_now();
             if ((st = hvq_container_read_raw(ctx, c, i, &out)) == HVQ_OK) {
                 out.info.dtype = infos[i].dtype; /* as declared to the sink */
                 out.info.dtype_name = infos[i].dtype_name;
@@ -230,28 +327,58 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
             t_write += hvq_now() - tl;
             continue;
         }
-        if ((st = hvq_container_read_decoded(ctx, c, i, buf)) != HVQ_OK)
+        if ((st = hvq_container_read_decoded(ctx, c, i, buf[slot])) != HVQ_OK)
             break;
         t_dec += hvq_now() - tl;
         tl = hvq_now();
-        const void *data = buf;
+        const void *data = buf[slot];
         if (infos[i].dtype != HVQ_DTYPE_F32) {
-            st = hvq_convert_parallel(ctx, infos[i].dtype, conv, HVQ_DTYPE_F32, buf, t->numel);
-            data = conv;
+            st = hvq_convert_parallel(ctx, infos[i].dtype, conv[slot], HVQ_DTYPE_F32, buf[slot],
+                                      t->numel);
+            data = conv[slot];
         }
         t_conv += hvq_now() - tl;
         tl = hvq_now();
         out.info = infos[i];
         out.data = data;
-        if (st == HVQ_OK)
+        if (st == HVQ_OK && writer) {
+            if ((st = out_wait(ctx, &w)) == HVQ_OK) /* the other slot is written */
+                out_post(&w, &out);
+            t_wait += hvq_now() - tl;
+            slot = two - slot;
+        } else if (st == HVQ_OK) {
             st = H->sink_write(ctx, sink, &out);
-        t_write += hvq_now() - tl;
+            t_write += hvq_now() - tl;
+        }
         hvq_log(ctx, HVQ_LOG_DEBUG, "decoded '%s'", t->name);
+    }
+    if (writer) {
+        hvq_status ws = out_wait(ctx, &w);
+        if (st == HVQ_OK)
+            st = ws;
+        pthread_mutex_lock(&w.mu);
+        w.stop = 1;
+        pthread_cond_broadcast(&w.cv);
+        pthread_mutex_unlock(&w.mu);
+        pthread_join(w.tid, NULL);
+        pthread_mutex_destroy(&w.mu);
+        pthread_cond_destroy(&w.cv);
+        writer = 0;
+        t_write += w.seconds;
+        /* Outputs belong to the context that opened them, and the writer's
+         * is never committed: a sink that opens a file while writing
+         * (none of hvqconv's do: they open every file at create) would
+         * lose it here, so that fails instead. */
+        if (st == HVQ_OK && hvq_outputs_size(w.ctx) > 0)
+            st = hvq_error(ctx, HVQ_E_UNSUPPORTED,
+                           "%s: the %s sink opened a file while writing; decode it with "
+                           "--threads 1", outp, sp->desc.name);
     }
     if (st == HVQ_OK)
         st = H->sink_finish(ctx, sink);
     H->sink_close(ctx, sink);
     sink = NULL;
+    tl = hvq_now();
     if (st == HVQ_OK)
         st = hvq_outputs_commit(ctx);
     if (st == HVQ_OK) {
@@ -259,17 +386,22 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
                 outp, n, n_comp, n - n_comp, sp->desc.name);
         hvq_log(ctx, HVQ_LOG_DEBUG,
                 "%.2f s on %d thread%s: checksums %.2f, reconstruction %.2f, conversion %.2f, "
-                "writing %.2f (and the commit)",
+                "writing %.2f%s (waited %.2f for it), commit (fsync, rename) %.2f",
                 hvq_now() - t0, hvq_ctx_options(ctx)->threads,
-                hvq_ctx_options(ctx)->threads == 1 ? "" : "s", t_crc, t_dec, t_conv, t_write);
+                hvq_ctx_options(ctx)->threads == 1 ? "" : "s", t_crc, t_dec, t_conv, t_write,
+                threaded ? " in a thread of its own" : "", t_wait, hvq_now() - tl);
     }
 done:
     if (sink)
         H->sink_close(ctx, sink);
     if (st != HVQ_OK)
         hvq_outputs_abort(ctx);
-    free(buf);
-    free(conv);
+    for (int b = 0; b < 2; b++) {
+        free(buf[b]);
+        free(conv[b]);
+    }
+    if (w.ctx)
+        hvq_ctx_free(w.ctx);
     free(infos);
     hvq_container_close(ctx, c);
     return st;

@@ -89,8 +89,9 @@ static inline uint32_t score_key(float f)
 {
     uint32_t u;
     memcpy(&u, &f, 4);
-    u &= -(uint32_t)(u != 0x80000000u);                       /* -0 -> +0 */
-    return u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);  /* ~u or u | sign */
+    if ((u & 0x7fffffffu) == 0)
+        u = 0;
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
 static inline float key_score(uint32_t key)
@@ -191,9 +192,9 @@ static void topk_hist_cand(void *arg, uint64_t chunk, uint64_t begin, uint64_t e
 
 /* The keys of the chunk's entries in the top bin b0, in index order. The
  * bin is a range of scores, lo <= v <= hi, so the test is two float
- * comparisons; the keys are stored branch
- * free into a small buffer (a candidate is a coin flip for the branch
- * predictor) and copied out per block. */
+ * comparisons; every score is stored branch free into a small buffer (a
+ * candidate is a coin flip for the branch predictor), the count advancing
+ * only past candidates, and their keys are written out per block. */
 static void topk_gather(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
 {
     topk_job *j = arg;

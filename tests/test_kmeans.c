@@ -369,6 +369,261 @@ START_TEST(test_kernels_match_reference)
 }
 END_TEST
 
+/* Test data for the accelerated searches: n vectors and k centroids of b
+ * values. mode 0: Gaussian; 1: small integers (a lattice: many exact
+ * ties); 2: integer centroids, each duplicated, and vectors at midpoints
+ * between lattice points (ties again); 3: clustered and heavy-tailed
+ * (Student-t around a few centres, like trained codebooks); 4: centroids
+ * all equal but one. */
+static void accel_data(km_rng *r, int mode, size_t n, uint32_t k, int b, float *x, float *c)
+{
+    float centre[8][KM_MAX_BLOCK];
+    for (int u = 0; u < 8; u++)
+        for (int j = 0; j < b; j++)
+            centre[u][j] = (float)(2.0 * gauss(r));
+    for (size_t i = 0; i < n * (size_t)b; i++) {
+        switch (mode) {
+        case 0:
+            x[i] = (float)gauss(r);
+            break;
+        case 1:
+        case 4:
+            x[i] = (float)km_rng_below(r, 5) - 2.0f;
+            break;
+        case 2:
+            x[i] = (float)km_rng_below(r, 4) - 1.5f;
+            break;
+        default:
+            x[i] = centre[(i / (size_t)b) % 8][i % (size_t)b] + (float)(0.3 * student_t(r, 3));
+            break;
+        }
+    }
+    for (uint32_t q = 0; q < k; q++)
+        for (int j = 0; j < b; j++) {
+            float v;
+            switch (mode) {
+            case 0:
+                v = (float)gauss(r);
+                break;
+            case 1:
+                v = (float)km_rng_below(r, 3) - 1.0f;
+                break;
+            case 2:
+                v = q % 2 ? c[(size_t)(q - 1) * b + j] : (float)km_rng_below(r, 4) - 1.0f;
+                break;
+            case 4:
+                v = q == k / 2 ? 1.0f : 0.5f;
+                break;
+            default:
+                v = centre[q % 8][j] + (float)(0.3 * student_t(r, 3));
+                break;
+            }
+            c[(size_t)q * b + j] = v;
+        }
+}
+
+/* The exact index (forced for every block size 1..8 and codebook size,
+ * with every kernel and with threads) against the scalar reference, on
+ * data full of exact ties; vectors outside the index's box included. */
+START_TEST(test_index_matches_reference)
+{
+    static const uint32_t ks[] = {1, 2, 3, 9, 64, 300, 2048, 65536};
+    const size_t n = 301;
+    km_rng r;
+    km_rng_seed(&r, 17);
+    float *x = malloc(n * KM_MAX_BLOCK * sizeof *x);
+    float *c = malloc((size_t)65536 * KM_MAX_BLOCK * sizeof *c);
+    uint32_t *ri = malloc(n * sizeof *ri), *fi = malloc(n * sizeof *fi);
+    float *rd = malloc(n * sizeof *rd), *fd = malloc(n * sizeof *fd);
+    ck_assert(x && c && ri && fi && rd && fd);
+    int nk = km_kernel_count(), built = 0;
+    for (int b = 1; b <= 8; b++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+            uint32_t k = ks[ki];
+            if ((b > 4 && k > 300) || (b > 2 && k > 2048))
+                continue;
+            for (int mode = 0; mode < 5; mode++) {
+                if (k == 65536 && mode != 3)
+                    continue;
+                accel_data(&r, mode, n, k, b, x, c);
+                km_assign_ref(x, n, b, c, k, ri, rd);
+                km_codebook cb;
+                ck_assert_int_eq(km_codebook_init(&cb, b, k), 0);
+                km_codebook_set(&cb, c);
+                /* the box of two thirds of the vectors: the rest may be
+                 * outside it (brute force) */
+                float lo[KM_MAX_BLOCK], hi[KM_MAX_BLOCK];
+                km_bounds(x, n * 2 / 3, b, lo, hi);
+                built += km_codebook_index(&cb, c, lo, hi, KM_ACCEL_INDEX, 2);
+                for (int kern = 0; kern < nk; kern++) {
+                    memset(fi, 0xff, n * sizeof *fi);
+                    km_assign_kernel_indexed(kern, x, n, &cb, fi, fd);
+                    ck_assert_msg(memcmp(ri, fi, n * sizeof *ri) == 0 &&
+                                      memcmp(rd, fd, n * sizeof *rd) == 0,
+                                  "index, kernel %s: differs (b=%d k=%u mode=%d)",
+                                  km_kernel_name(kern), b, k, mode);
+                }
+                memset(fi, 0xff, n * sizeof *fi);
+                km_assign_threads(x, n, &cb, fi, NULL, 3);
+                ck_assert(memcmp(ri, fi, n * sizeof *ri) == 0);
+                /* set drops the index: brute force again, same answers */
+                km_codebook_set(&cb, c);
+                ck_assert(km_codebook_index_load(&cb) == 0);
+                km_assign_fast(x, n, &cb, fi, fd);
+                ck_assert(memcmp(ri, fi, n * sizeof *ri) == 0);
+                km_codebook_free(&cb);
+            }
+        }
+    ck_assert_int_gt(built, 100);
+    /* NONE never builds one; AUTO not for tiny codebooks */
+    {
+        km_codebook cb;
+        float lo[1] = {-1}, hi[1] = {1}, cv[4] = {0, 0.5f, -0.5f, 1};
+        ck_assert_int_eq(km_codebook_init(&cb, 1, 4), 0);
+        km_codebook_set(&cb, cv);
+        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_NONE, 1), 0);
+        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_AUTO, 1), 0);
+        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_INDEX, 1), 1);
+        /* a non-finite box or centroid: no index */
+        hi[0] = INFINITY;
+        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_INDEX, 1), 0);
+        km_codebook_free(&cb);
+    }
+    free(x);
+    free(c);
+    free(ri);
+    free(fi);
+    free(rd);
+    free(fd);
+}
+END_TEST
+
+/* Guided search: whatever the guesses (none, random, right, out of
+ * range), the reference's answers, for every block size and codebook size,
+ * on tie-heavy data, with threads. */
+START_TEST(test_guided_matches_reference)
+{
+    static const uint32_t ks[] = {1, 2, 3, 17, 64, 300, 2048, 65536};
+    const size_t n = 501;
+    km_rng r;
+    km_rng_seed(&r, 29);
+    float *x = malloc(n * KM_MAX_BLOCK * sizeof *x);
+    float *c = malloc((size_t)65536 * KM_MAX_BLOCK * sizeof *c);
+    uint32_t *ri = malloc(n * sizeof *ri), *gi = malloc(n * sizeof *gi);
+    float *rd = malloc(n * sizeof *rd), *gd = malloc(n * sizeof *gd);
+    ck_assert(x && c && ri && gi && rd && gd);
+    for (int b = 1; b <= 8; b++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+            uint32_t k = ks[ki];
+            if ((b > 4 && k > 300) || (b > 2 && k > 2048))
+                continue;
+            for (int mode = 0; mode < 5; mode++) {
+                if (k == 65536 && mode != 3)
+                    continue;
+                accel_data(&r, mode, n, k, b, x, c);
+                km_assign_ref(x, n, b, c, k, ri, rd);
+                km_codebook cb;
+                ck_assert_int_eq(km_codebook_init(&cb, b, k), 0);
+                km_codebook_set(&cb, c);
+                km_nbrs nb = {0};
+                ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, 2), 0);
+                for (int guess = 0; guess < 4; guess++) {
+                    for (size_t i = 0; i < n; i++)
+                        gi[i] = guess == 0   ? UINT32_MAX
+                                : guess == 1 ? (uint32_t)km_rng_below(&r, k)
+                                : guess == 2 ? ri[i]
+                                             : (uint32_t)km_rng_below(&r, 2 * (uint64_t)k);
+                    memset(gd, 0xff, n * sizeof *gd);
+                    km_assign_guided(x, n, &cb, &nb, gi, gd, guess == 3 ? 3 : 1);
+                    ck_assert_msg(memcmp(ri, gi, n * sizeof *ri) == 0 &&
+                                      memcmp(rd, gd, n * sizeof *rd) == 0,
+                                  "guided differs (b=%d k=%u mode=%d guess=%d)", b, k, mode,
+                                  guess);
+                }
+                /* the lists again for moved centroids (the seeded search) */
+                for (size_t i = 0; i < (size_t)k * b; i++)
+                    c[i] += (float)(0.01 * gauss(&r));
+                km_assign_ref(x, n, b, c, k, ri, rd);
+                km_codebook_set(&cb, c);
+                ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, 1), 0);
+                memset(gi, 0xff, n * sizeof *gi);
+                km_assign_guided(x, n, &cb, &nb, gi, NULL, 2);
+                ck_assert_msg(memcmp(ri, gi, n * sizeof *ri) == 0,
+                              "guided, moved centroids (b=%d k=%u mode=%d)", b, k, mode);
+                km_nbrs_free(&nb);
+                km_codebook_free(&cb);
+            }
+        }
+    free(x);
+    free(c);
+    free(ri);
+    free(gi);
+    free(rd);
+    free(gd);
+}
+END_TEST
+
+/* Whole trainings: brute force (NONE), AUTO and everything forced (INDEX)
+ * give the same centroids, objectives and revivals bit for bit, with dead
+ * units, on several block sizes and seeds. */
+START_TEST(test_train_accel_equivalence)
+{
+    static const struct {
+        int b;
+        uint32_t k;
+        uint64_t m;
+    } cases[] = {{1, 256, 6000}, {2, 256, 8000}, {2, 2048, 16384}, {3, 512, 8000},
+                 {4, 512, 8000}, {6, 64, 3000}, {8, 64, 3000}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int b = cases[ci].b, IT = 6;
+        const uint32_t k = cases[ci].k;
+        const uint64_t m = cases[ci].m;
+        km_rng r;
+        km_rng_seed(&r, 40 + ci);
+        float *s = malloc(m * (size_t)b * sizeof *s);
+        float *cent[3];
+        ck_assert_ptr_nonnull(s);
+        for (uint64_t i = 0; i < m * (uint64_t)b; i++)
+            s[i] = (float)(0.1 * student_t(&r, 4));
+        /* some exact duplicates, for dead units */
+        for (uint64_t i = 0; i < m; i += 5)
+            for (int j = 0; j < b; j++)
+                s[i * (uint64_t)b + (uint64_t)j] = 0.125f;
+        double obj[3][IT + 1];
+        uint64_t rev[3][IT];
+        uint32_t lab[3][64];
+        static const int accels[3] = {KM_ACCEL_NONE, KM_ACCEL_AUTO, KM_ACCEL_INDEX};
+        for (int a = 0; a < 3; a++) {
+            cent[a] = malloc((size_t)k * b * sizeof *cent[a]);
+            uint32_t *labels = malloc(m * sizeof *labels);
+            ck_assert(cent[a] && labels);
+            km_train_opts o = {.b = b, .k = k, .iterations = IT, .revival = 1000,
+                               .threads = a + 1, .accel = accels[a], .objective = obj[a],
+                               .revived = rev[a], .labels = labels};
+            km_rng tr;
+            km_rng_seed(&tr, 7 + ci);
+            ck_assert_int_eq(km_train(s, m, &o, &tr, cent[a]), 0);
+            memcpy(lab[a], labels, sizeof lab[a]);
+            free(labels);
+        }
+        for (int a = 1; a < 3; a++) {
+            ck_assert_msg(memcmp(cent[0], cent[a], (size_t)k * b * sizeof *cent[0]) == 0,
+                          "b=%d k=%u: accel %d trains other centroids", b, k, accels[a]);
+            ck_assert(memcmp(obj[0], obj[a], sizeof obj[0]) == 0);
+            ck_assert(memcmp(rev[0], rev[a], sizeof rev[0]) == 0);
+            ck_assert(memcmp(lab[0], lab[a], sizeof lab[0]) == 0);
+        }
+        uint64_t revived = 0;
+        for (int t = 0; t < IT; t++)
+            revived += rev[0][t];
+        ck_assert_msg(revived > 0, "b=%d: no dead unit", b);
+        for (int a = 0; a < 3; a++)
+            free(cent[a]);
+        free(s);
+    }
+}
+END_TEST
+
 START_TEST(test_bit_packing)
 {
     uint8_t buf[8];
@@ -557,18 +812,19 @@ END_TEST
 START_TEST(test_descriptor)
 {
     fixture f = fx_open(1);
-    ck_assert_str_eq(f.p->desc.version, "1.0.0");
+    ck_assert_str_eq(f.p->desc.version, "1.1.0");
     ck_assert_str_eq(f.p->desc.license, "MIT");
     ck_assert_int_eq(f.p->desc.flags & HVQ_CLUSTERER_RAW, 0);
     param_set ps;
     params_make(&ps, f.p->desc.params, NULL);
-    ck_assert_int_eq(ps.p.count, 6);
+    ck_assert_int_eq(ps.p.count, 7);
     ck_assert_int_eq(hvq_param_lookup(&ps.p, "block_size")->i, 2);
     ck_assert_int_eq(hvq_param_lookup(&ps.p, "centroids")->i, 2048);
     ck_assert_int_eq(hvq_param_lookup(&ps.p, "iterations")->i, 15);
     ck_assert_int_eq(hvq_param_lookup(&ps.p, "stability")->i, 200);
     ck_assert_str_eq(hvq_param_lookup(&ps.p, "fit")->s, "error");
     ck_assert_int_eq(hvq_param_lookup(&ps.p, "revival_sample")->i, 10000);
+    ck_assert_str_eq(hvq_param_lookup(&ps.p, "accel")->s, "auto");
     hvq_value v;
     char why[128];
     long i = hvq_param_index(f.p->desc.params, "block_size");
@@ -823,6 +1079,66 @@ START_TEST(test_determinism_and_threads)
 }
 END_TEST
 
+/* The plugin with accel=auto and accel=none (plain Lloyd's, brute force)
+ * writes the same bytes, for several block sizes, seeds and shapes, on 1
+ * and 2 threads. */
+START_TEST(test_accel_equivalence)
+{
+    static const struct {
+        uint64_t rows, cols;
+        const char *b, *k, *stab;
+    } cases[] = {
+        {128, 300, "1", "256", "40"}, {128, 300, "2", "256", "40"},
+        {64, 512, "2", "2048", "8"},  {96, 250, "3", "512", "30"},
+        {128, 256, "4", "512", "12"}, {33, 37, "3", "16", "200"},
+        {64, 160, "6", "128", "200"},
+    };
+    fixture f1 = fx_open(1), f2 = fx_open(2);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (uint64_t seed = 1; seed <= 2; seed++) {
+            uint64_t numel = cases[c].rows * cases[c].cols;
+            km_rng r;
+            km_rng_seed(&r, 500 + c * 10 + seed);
+            float *x = malloc(numel * sizeof *x);
+            ck_assert_ptr_nonnull(x);
+            for (uint64_t i = 0; i < numel; i++)
+                x[i] = (float)(0.05 * student_t(&r, 4));
+            for (uint64_t i = 0; i < numel; i += 7)
+                x[i] = 0.0f; /* the sparse entries */
+            char kb[32], kk[32], ks[32];
+            snprintf(kb, sizeof kb, "block_size=%s", cases[c].b);
+            snprintf(kk, sizeof kk, "centroids=%s", cases[c].k);
+            snprintf(ks, sizeof ks, "stability=%s", cases[c].stab);
+            const char *none[] = {kb, kk, ks, "iterations=8", "accel=none", NULL};
+            const char *aut[] = {kb, kk, ks, "iterations=8", "accel=auto", NULL};
+            float *r1 = malloc(numel * sizeof *r1), *r2 = malloc(numel * sizeof *r2);
+            float *r3 = malloc(numel * sizeof *r3);
+            hvq_encoded e1, e2, e3;
+            ck_assert_int_eq(run_encode(&f1, x, cases[c].rows, cases[c].cols, seed, none, r1, &e1),
+                             HVQ_OK);
+            ck_assert_int_eq(run_encode(&f1, x, cases[c].rows, cases[c].cols, seed, aut, r2, &e2),
+                             HVQ_OK);
+            ck_assert_int_eq(run_encode(&f2, x, cases[c].rows, cases[c].cols, seed, aut, r3, &e3),
+                             HVQ_OK);
+            ck_assert_msg(same_encoding(&e1, &e2), "case %zu seed %llu: auto differs from none",
+                          c, (unsigned long long)seed);
+            ck_assert_msg(same_encoding(&e1, &e3), "case %zu seed %llu: 2 threads differ", c,
+                          (unsigned long long)seed);
+            ck_assert(memcmp(r1, r2, numel * sizeof *r1) == 0);
+            ck_assert(memcmp(r1, r3, numel * sizeof *r1) == 0);
+            hvq_encoded_clear(&e1);
+            hvq_encoded_clear(&e2);
+            hvq_encoded_clear(&e3);
+            free(r1);
+            free(r2);
+            free(r3);
+            free(x);
+        }
+    fx_close(&f1);
+    fx_close(&f2);
+}
+END_TEST
+
 /* A copy of src with one attribute replaced (value NULL: dropped) or one
  * component replaced by a raw one. */
 typedef struct mutation {
@@ -1019,6 +1335,9 @@ static Suite *kmeans_suite(void)
     TCase *k = tcase_create("kernels");
     tcase_add_test(k, test_rng_and_sample);
     tcase_add_test(k, test_kernels_match_reference);
+    tcase_add_test(k, test_index_matches_reference);
+    tcase_add_test(k, test_guided_matches_reference);
+    tcase_add_test(k, test_train_accel_equivalence);
     tcase_add_test(k, test_bit_packing);
     tcase_add_test(k, test_fit_rule);
     tcase_add_test(k, test_objective_monotone);
@@ -1033,6 +1352,7 @@ static Suite *kmeans_suite(void)
     tcase_add_test(p, test_fit_error_message);
     tcase_add_test(p, test_index_widths);
     tcase_add_test(p, test_determinism_and_threads);
+    tcase_add_test(p, test_accel_equivalence);
     tcase_add_test(p, test_decode_corrupt);
     tcase_add_test(p, test_bad_input);
     tcase_add_test(p, test_quality);

@@ -250,6 +250,33 @@ START_TEST(kmeans_coo16_any_thread_count)
     sets[nc + 1] = "stages.writer.plugin=hvq";
     sets[nc + 2] = NULL;
     check_threads(sets, out_hvq, 2);
+    /* decode: the same bytes for any --threads (1 writes in the main
+     * thread, more in a writer thread of its own) */
+    char *dec1 = NULL;
+    size_t len1 = 0;
+    for (int threads = 1; threads <= 3; threads++) {
+        char dec[4300], targ[16];
+        snprintf(dec, sizeof dec, "%s-t%d.safetensors", out_hvq, threads);
+        snprintf(targ, sizeof targ, "%d", threads);
+        const char *args[] = {"decode", "-q", out_hvq, "-o", dec, "--dtype", "f16",
+                              "--threads", targ, NULL};
+        char *err = NULL;
+        ck_assert_msg(th_run(NULL, &err, args) == 0, "decode --threads %d: %s", threads,
+                      err ? err : "");
+        free(err);
+        size_t len;
+        char *bytes = th_read_file(dec, &len);
+        ck_assert_ptr_nonnull(bytes);
+        if (threads == 1) {
+            dec1 = bytes;
+            len1 = len;
+        } else {
+            ck_assert_msg(len == len1 && memcmp(bytes, dec1, len) == 0,
+                          "decode --threads %d wrote other bytes than --threads 1", threads);
+            free(bytes);
+        }
+    }
+    free(dec1);
     snprintf(set_out, sizeof set_out, "output=%s", out_st);
     sets[nc + 1] = "stages.writer.plugin=dequant";
     sets[nc + 2] = "stages.writer.dtype=f32";

@@ -69,20 +69,58 @@ uint32_t km_fit_centroids(uint64_t n, uint32_t k, int shrink);
 
 /* ---- assignment ------------------------------------------------------------ */
 
+/* Search acceleration: AUTO builds the exact index over the centroids where
+ * it pays (block sizes 1-4, at least 64 centroids) and keeps brute force
+ * elsewhere; NONE is brute force always (the plain Lloyd's the index must
+ * equal; for tests and benchmarks); INDEX builds the index whenever it can
+ * (block sizes 1-8, any number of centroids; for tests). Every choice gives
+ * the same assignments and distances bit for bit. */
+enum { KM_ACCEL_AUTO = 0, KM_ACCEL_NONE = 1, KM_ACCEL_INDEX = 2 };
+
+/* Largest block size the index handles. */
+#define KM_INDEX_MAX_BLOCK 8
+
+typedef struct km_grid km_grid;
+
 /* Centroids in the layout the fast kernels read: blocks of 8 centroids,
  * each block b runs of 8 lanes (soa[(blk*b + j)*8 + lane] is value j of
- * centroid blk*8 + lane); lanes past k hold NaN so they never win. */
+ * centroid blk*8 + lane); lanes past k hold NaN so they never win. grid is
+ * the exact index over the centroids (see km_codebook_index), used by the
+ * assignment functions when built. */
 typedef struct km_codebook {
     int b;
     uint32_t k;
     uint32_t nblk;
     float *soa;
+    km_grid *grid;
 } km_codebook;
 
 int km_codebook_init(km_codebook *cb, int b, uint32_t k);
-/* Sets the centroids from k*b row-major values. */
+/* Sets the centroids from k*b row-major values; drops the index (it
+ * described the old centroids). */
 void km_codebook_set(km_codebook *cb, const float *c);
 void km_codebook_free(km_codebook *cb);
+
+/* Per-coordinate bounds of n vectors of b values: lo[j] = min, hi[j] = max
+ * over the vectors of value j. With n = 0, lo = +inf and hi = -inf. */
+void km_bounds(const float *x, size_t n, int b, float *lo, float *hi);
+
+/* Builds the exact index over the centroids c (the k*b values last given
+ * to km_codebook_set) for queries inside the box lo[j] <= x_j <= hi[j]
+ * (queries outside it, or non-finite, are answered by brute force), as
+ * accel asks, on up to `threads` threads. Returns 1 when the index is in
+ * use, 0 when the assignment functions will use brute force (accel NONE,
+ * a block size or codebook where it does not pay, non-finite values, out
+ * of memory, ...). The result of any assignment is the same either way. */
+int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const float *hi,
+                      int accel, int threads);
+/* Average candidate centroids the index checks per cell (0 without one):
+ * for benchmarks. */
+double km_codebook_index_load(const km_codebook *cb);
+/* For the n vectors x: the average depth below the grid cell and blocks
+ * of 8 candidates in the leaf they reach (0 without an index). */
+void km_codebook_index_stats(const km_codebook *cb, const float *x, size_t n, double *depth,
+                             double *blocks);
 
 /* The scalar reference: plain loops over c (k*b row-major). idx[i] gets the
  * nearest centroid of vector i, dist[i] (when dist is not NULL) its
@@ -91,17 +129,50 @@ void km_assign_ref(const float *x, size_t n, int b, const float *c, uint32_t k,
                    uint32_t *idx, float *dist);
 
 /* Kernels available on this machine: 0 is the portable one; more (e.g.
- * "avx2") where the CPU has them. km_assign_fast uses the best one. */
+ * "avx2") where the CPU has them. km_assign_kernel is brute force with the
+ * given kernel whatever cb holds; km_assign_kernel_indexed searches the
+ * index with that kernel's code when cb has one (brute force otherwise).
+ * km_assign_fast uses the best kernel, and the index when there is one. */
 int km_kernel_count(void);
 const char *km_kernel_name(int kernel);
 void km_assign_kernel(int kernel, const float *x, size_t n, const km_codebook *cb,
                       uint32_t *idx, float *dist);
+void km_assign_kernel_indexed(int kernel, const float *x, size_t n, const km_codebook *cb,
+                              uint32_t *idx, float *dist);
 void km_assign_fast(const float *x, size_t n, const km_codebook *cb, uint32_t *idx,
                     float *dist);
 /* The same, on up to `threads` threads. The result does not depend on the
  * thread count. */
 int km_assign_threads(const float *x, size_t n, const km_codebook *cb, uint32_t *idx,
                       float *dist, int threads);
+
+/* Guided assignment (see kmeans_core.c): each centroid's m nearest other
+ * centroids, sorted, with distances (double, rounded to float) and reach
+ * (every centroid outside the list is at least that far; +inf when the
+ * list holds them all); tab holds the centroids in b rows of k. */
+typedef struct km_kd km_kd;
+typedef struct km_nbrs {
+    uint32_t k, m, kp, kp4;
+    int b;
+    uint16_t *id;  /* k*m */
+    float *e;      /* k*m */
+    float *reach;  /* k */
+    float *tab;    /* b rows of kp = k rounded up to 8 (+inf past k) */
+    float *tab4;   /* the same with rows of kp4 = k rounded up to 32 */
+    km_kd *kd;     /* a k-d tree over the centroids, for first guesses */
+} km_nbrs;
+
+/* Builds (or rebuilds, reusing memory) the lists for the k centroids c
+ * (k*b row-major, k <= KM_MAX_CENTROIDS). 0, or -1 when out of memory. */
+int km_nbrs_build(km_nbrs *nb, const float *c, uint32_t k, int b, int threads);
+void km_nbrs_free(km_nbrs *nb);
+/* idx[i] holds a guess for vector i (any value; one >= k asks for a guess
+ * from the k-d tree) and gets its nearest centroid, exactly as km_assign_ref would find it (dist
+ * too); cb holds the same centroids as nb. A vector the neighbour lists
+ * cannot certify is searched with km_assign_fast. Returns how many were.
+ * The result does not depend on the thread count. */
+size_t km_assign_guided(const float *x, size_t n, const km_codebook *cb, const km_nbrs *nb,
+                        uint32_t *idx, float *dist, int threads);
 
 /* ---- training ---------------------------------------------------------------- */
 
@@ -112,6 +183,7 @@ typedef struct km_train_opts {
     uint64_t revival;       /* size of the random subset dead units are
                                revived from (capped at m) */
     int threads;
+    int accel;              /* KM_ACCEL_*; 0 (AUTO) when not set */
     /* Optional diagnostics (NULL: not computed). objective[t], t in
      * 0..iterations, is the sum over the sample of the distance to the
      * nearest centroid after t updates (objective[iterations] costs one
@@ -119,6 +191,10 @@ typedef struct km_train_opts {
      * dead units moved in iteration t. */
     double *objective;
     uint64_t *revived;
+    /* Optional (NULL: not written): m entries, each sample vector's
+     * centroid in the last E-step (when iterations > 0; good first
+     * guesses for the final pass). */
+    uint32_t *labels;
     /* Optional progress: called after each iteration from this thread. */
     void (*progress)(void *arg, uint64_t done, uint64_t total);
     void *progress_arg;
@@ -134,10 +210,14 @@ int km_train(const float *sample, uint64_t m, const km_train_opts *o, km_rng *r,
 
 /* Assigns the n = ceil(numel/b) vectors of x (numel values, zero-padded to
  * a multiple of b) to the centroids of cb, whose values as row-major floats
- * are cvals (k*b), packs the indices into packed (zeroed,
- * km_packed_bytes(n, bits) bytes) and writes recon[0..numel) =
- * cvals[index][...] cropped to numel. */
-int km_encode_all(const float *x, uint64_t numel, const km_codebook *cb, const float *cvals,
-                  unsigned bits, uint8_t *packed, float *recon, int threads);
+ * are cvals (k*b; km_codebook_set(cb, cvals) done), packs the indices into
+ * packed (zeroed, km_packed_bytes(n, bits) bytes) and writes
+ * recon[0..numel) = cvals[index][...] cropped to numel. Searches as accel
+ * asks (an index, guided search or brute force; the same indices in every
+ * case); guess (NULL or n entries, >= k for none) gives first guesses to
+ * the guided search. */
+int km_encode_all(const float *x, uint64_t numel, km_codebook *cb, const float *cvals,
+                  unsigned bits, uint8_t *packed, float *recon, int threads, int accel,
+                  const uint32_t *guess);
 
 #endif
