@@ -784,6 +784,7 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, work *wk,
     };
 
     /* float32 copy, checked finite */
+    hvq_convert_fast_init();
     hvq_parallel_for(ctx, numel, HVQ_PAR_ELEMS, job_convert, &job);
     uint64_t bad = first_bad(wk->cbad, n_elem_chunks, NULL);
     if (bad != UINT64_MAX)

@@ -159,6 +159,8 @@ static inline uint16_t f32_to_bf16_bits(uint32_t x)
     return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
+void hvq_convert_fast_init(void) { pthread_once(&f16_once, f16_table_init); }
+
 hvq_status hvq_convert_fast(hvq_ctx *ctx, hvq_dtype dt, void *dst, hvq_dtype st,
                             const void *src, size_t n)
 {
@@ -237,6 +239,7 @@ hvq_status hvq_convert_parallel(hvq_ctx *ctx, hvq_dtype dt, void *dst, hvq_dtype
     if (r != HVQ_OK)
         return r;
     conv_job j = {dt, st, dst, src, hvq_dtype_size(dt), hvq_dtype_size(st)};
+    hvq_convert_fast_init();
     hvq_parallel_for(ctx, n, HVQ_PAR_ELEMS, conv_chunk, &j);
     return HVQ_OK;
 }

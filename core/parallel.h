@@ -48,6 +48,12 @@ uint64_t hvq_par_rows(uint64_t cols);
 hvq_status hvq_convert_fast(hvq_ctx *ctx, hvq_dtype dst_type, void *dst, hvq_dtype src_type,
                             const void *src, size_t n);
 
+/* Builds hvq_convert_fast's table (once; later calls return at once).
+ * Call it before starting threads that convert: they then see the table
+ * through the thread creation, which tools like helgrind can follow (a
+ * pthread_once inside the threads is correct too, but they cannot). */
+void hvq_convert_fast_init(void);
+
 /* The same in parallel chunks on the ctx's threads. */
 hvq_status hvq_convert_parallel(hvq_ctx *ctx, hvq_dtype dst_type, void *dst,
                                 hvq_dtype src_type, const void *src, uint64_t n);

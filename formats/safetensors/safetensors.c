@@ -17,7 +17,9 @@
  * tensor would end up wholly in memory: each source_read first releases
  * the pages of the tensor read before it (madvise MADV_DONTNEED; the
  * mapping stays, a later access reads the file again), and peak memory
- * grows with the largest tensor, not with the model.
+ * grows with the largest tensor, not with the model. It also asks the
+ * kernel to read the tensor and the next one ahead (MADV_WILLNEED), so
+ * that reading a model that is not in the page cache overlaps the work.
  *
  * Everything the plugin needs from hvqconv goes through ctx->host; the only
  * library linked in is the JSON parser (common/json.c).
@@ -1165,6 +1167,22 @@ static void st_release(const st_source *s, const st_tensor *x)
         (void)madvise((void *)a, (size_t)(b - a), MADV_DONTNEED);
 }
 
+/* Asks the kernel to read tensor x's data in ahead of use (MADV_WILLNEED:
+ * asynchronous, into the page cache, not into this process's resident
+ * memory until touched). */
+static void st_prefetch(const st_source *s, const st_tensor *x)
+{
+    const st_file *f = &s->files[x->file];
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a, b;
+    if (x->end <= x->begin || page == 0 || (page & (page - 1)) != 0)
+        return;
+    a = ((uintptr_t)(f->data + x->begin)) & ~(page - 1);
+    b = (uintptr_t)(f->data + x->end);
+    if (b > a)
+        (void)madvise((void *)a, (size_t)(b - a), MADV_WILLNEED);
+}
+
 static hvq_status st_source_read(hvq_ctx *ctx, void *state, size_t i,
                                  hvq_tensor *t)
 {
@@ -1179,8 +1197,16 @@ static hvq_status st_source_read(hvq_ctx *ctx, void *state, size_t i,
                                 "tensors)",
                                 s->n_files ? s->files[0].path : "safetensors",
                                 i, s->n_tensors);
-    if (s->last < s->n_tensors && s->last != i)
-        st_release(s, &s->tensors[s->last]);
+    if (s->last != i) {
+        if (s->last < s->n_tensors)
+            st_release(s, &s->tensors[s->last]);
+        /* Readers go through a model in order: this tensor is read in
+         * large requests rather than page by page as it is touched, and
+         * the next one while this one is being worked on. */
+        st_prefetch(s, &s->tensors[i]);
+        if (i + 1 < s->n_tensors)
+            st_prefetch(s, &s->tensors[i + 1]);
+    }
     x = &s->tensors[i];
     t->info = x->info;
     t->data = s->files[x->file].data + x->begin;

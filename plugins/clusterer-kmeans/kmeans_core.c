@@ -637,31 +637,6 @@ static inline uint32_t km_grid_finish(const km_gnode *node, uint32_t ni, const f
     return ni;
 }
 
-void km_codebook_index_stats(const km_codebook *cb, const float *x, size_t n, double *depth,
-                             double *blocks)
-{
-    const km_grid *g = cb->grid;
-    double sd = 0, sb = 0;
-    size_t cnt = 0;
-    for (size_t i = 0; g && g->valid && i < n; i++) {
-        const float *v = x + i * (size_t)g->b;
-        int inside = 1;
-        for (int j = 0; j < g->b; j++)
-            inside &= v[j] >= g->lo[j] && v[j] <= g->hi[j];
-        if (!inside)
-            continue;
-        uint32_t ni = 0;
-        while (!KM_ISLEAF(g->all.node[ni])) {
-            ni = km_grid_step(g->all.node, ni, v);
-            sd++;
-        }
-        sb += g->all.lf[ni].count;
-        cnt++;
-    }
-    *depth = cnt ? sd / (double)cnt : 0;
-    *blocks = cnt ? sb / (double)cnt : 0;
-}
-
 /* Lower and upper bound of the reference's distance from any point of the
  * box [blo, bhi] to c (see above). */
 static inline float km_box_min(const float *c, const float *blo, const float *bhi, int b)
@@ -699,12 +674,12 @@ static inline float km_box_gap(const float *nlo, const float *nhi, const float *
     return d;
 }
 
-/* A worker's scratch: a stack of lists (boxmin, centroid), room to
- * reorder one list, and a stack of nodes. */
+/* A worker's scratch: a stack of lists (boxmin, centroid) and room to
+ * reorder one list. */
 typedef struct km_gscratch {
     float *md, *md2;
-    uint32_t *qs, *qs2, *stack;
-    size_t top, cap, cap2, capst;
+    uint32_t *qs, *qs2;
+    size_t top, cap, cap2;
 } km_gscratch;
 
 static int km_gs_reserve(km_gscratch *s, size_t n)
@@ -746,7 +721,6 @@ static void km_gs_free(km_gscratch *s)
     free(s->md2);
     free(s->qs);
     free(s->qs2);
-    free(s->stack);
 }
 
 enum { KM_LEVELS = 32 }; /* ordering granularity of long lists */
@@ -1337,10 +1311,14 @@ int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const fl
     g->nleaf = 0;
     for (size_t ci = 0; ci < nchunk; ci++) {
         const km_gbuf *o = &g->chunk[ci];
-        memcpy(g->all.id + at * 8, o->id, o->nb * 8 * sizeof *o->id);
-        memcpy(g->all.mn + at, o->mn, o->nb * sizeof *o->mn);
-        memcpy(g->all.node + nat, o->node, o->nn * sizeof *o->node);
-        memcpy(g->all.lf + nat, o->lf, o->nn * sizeof *o->lf);
+        if (o->nb) {
+            memcpy(g->all.id + at * 8, o->id, o->nb * 8 * sizeof *o->id);
+            memcpy(g->all.mn + at, o->mn, o->nb * sizeof *o->mn);
+        }
+        if (o->nn) {
+            memcpy(g->all.node + nat, o->node, o->nn * sizeof *o->node);
+            memcpy(g->all.lf + nat, o->lf, o->nn * sizeof *o->lf);
+        }
         for (size_t i = 0; i < o->nlv + o->nn; i++) {
             int root = i < o->nlv;
             size_t ni = root ? o->lv[i] : nat + (i - o->nlv);

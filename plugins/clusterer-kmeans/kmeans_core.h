@@ -1,7 +1,9 @@
 /* The host-independent part of the "kmeans" clusterer: a seeded PRNG,
  * sampling without replacement, nearest-centroid assignment (a scalar
- * reference and fast exact kernels), Lloyd training with dead-unit revival,
- * the bit packing of the indices, and the final encode pass.
+ * reference, fast exact brute-force kernels, an exact index over the
+ * centroids and guided search certified by the centroids' neighbours),
+ * Lloyd training with dead-unit revival, the bit packing of the indices,
+ * and the final encode pass.
  *
  * Nothing here touches the host table, so the tests compile this file
  * directly and check its pieces one by one. Scratch memory comes from
@@ -15,7 +17,9 @@
  * computes this same expression, so all kernels give the same distances bit
  * for bit; the nearest centroid is the lowest index among those at the
  * smallest distance. A NaN distance never wins; when no distance is below
- * +inf the answer is centroid 0.
+ * +inf the answer is centroid 0. The index and guided search compute the
+ * deciding distances the same way and prune only centroids provably
+ * farther, so they give these answers too.
  */
 #ifndef HVQ_KMEANS_CORE_H
 #define HVQ_KMEANS_CORE_H
@@ -69,12 +73,14 @@ uint32_t km_fit_centroids(uint64_t n, uint32_t k, int shrink);
 
 /* ---- assignment ------------------------------------------------------------ */
 
-/* Search acceleration: AUTO builds the exact index over the centroids where
- * it pays (block sizes 1-4, at least 64 centroids) and keeps brute force
- * elsewhere; NONE is brute force always (the plain Lloyd's the index must
- * equal; for tests and benchmarks); INDEX builds the index whenever it can
- * (block sizes 1-8, any number of centroids; for tests). Every choice gives
- * the same assignments and distances bit for bit. */
+/* Search acceleration (see the Speed note in kmeans_core.c): AUTO uses
+ * what pays: the exact index for block sizes 1-2 (at least 64 centroids),
+ * guided search for block sizes up to 4 (codebooks much larger than the
+ * neighbour lists), brute force elsewhere; NONE is brute force always (the
+ * plain Lloyd's the others must equal; for tests and benchmarks); INDEX
+ * builds the index whenever it can (block sizes 1-8, any number of
+ * centroids) and uses guided search for any block size (for tests). Every
+ * choice gives the same assignments and distances bit for bit. */
 enum { KM_ACCEL_AUTO = 0, KM_ACCEL_NONE = 1, KM_ACCEL_INDEX = 2 };
 
 /* Largest block size the index handles. */
@@ -114,13 +120,9 @@ void km_bounds(const float *x, size_t n, int b, float *lo, float *hi);
  * of memory, ...). The result of any assignment is the same either way. */
 int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const float *hi,
                       int accel, int threads);
-/* Average candidate centroids the index checks per cell (0 without one):
- * for benchmarks. */
+/* Average candidate centroids in a leaf's list, padding included (0
+ * without an index): for benchmarks. */
 double km_codebook_index_load(const km_codebook *cb);
-/* For the n vectors x: the average depth below the grid cell and blocks
- * of 8 candidates in the leaf they reach (0 without an index). */
-void km_codebook_index_stats(const km_codebook *cb, const float *x, size_t n, double *depth,
-                             double *blocks);
 
 /* The scalar reference: plain loops over c (k*b row-major). idx[i] gets the
  * nearest centroid of vector i, dist[i] (when dist is not NULL) its
