@@ -3,8 +3,8 @@
  * the value Python's zlib.crc32(b"123456789") gives.
  *
  * Incremental: crc = hvq_crc32(crc, chunk, n) over consecutive chunks gives
- * the CRC of their concatenation; start with 0. No global state beyond a
- * constant table; safe from any thread. */
+ * the CRC of their concatenation; start with 0. Safe from any thread (the
+ * lookup tables are built once, under pthread_once). */
 #ifndef HVQ_COMMON_CRC32_H
 #define HVQ_COMMON_CRC32_H
 

@@ -339,6 +339,42 @@ START_TEST(test_crc32)
 }
 END_TEST
 
+/* The bit-at-a-time definition, to hold the table-driven code to. */
+static uint32_t crc32_bitwise(uint32_t crc, const unsigned char *p, size_t n)
+{
+    uint32_t c = ~crc;
+    while (n--) {
+        c ^= *p++;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1u) ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+    }
+    return ~c;
+}
+
+/* Every start alignment and many lengths (the 8-byte loop's head, body and
+ * tail), and split points for the incremental form. */
+START_TEST(test_crc32_slicing)
+{
+    enum { N = 4096 };
+    unsigned char *buf = malloc(N + 16);
+    ck_assert_ptr_nonnull(buf);
+    uint32_t r = 12345u;
+    for (size_t i = 0; i < N + 16; i++) {
+        r = r * 1103515245u + 12345u;
+        buf[i] = (unsigned char)(r >> 16);
+    }
+    for (size_t off = 0; off < 16; off++)
+        for (size_t len = 0; len <= N; len += len < 200 ? 1 : 97) {
+            uint32_t want = crc32_bitwise(0, buf + off, len);
+            ck_assert_uint_eq(hvq_crc32(0, buf + off, len), want);
+            size_t cut = len / 3;
+            ck_assert_uint_eq(hvq_crc32(hvq_crc32(0, buf + off, cut), buf + off + cut, len - cut),
+                              want);
+        }
+    free(buf);
+}
+END_TEST
+
 /* ---- round trips ---------------------------------------------------------- */
 
 START_TEST(test_rtn_roundtrip)
@@ -943,6 +979,7 @@ static Suite *container_suite(void)
     tcase_add_checked_fixture(t, setup, teardown);
     tcase_set_timeout(t, 600);
     tcase_add_test(t, test_crc32);
+    tcase_add_test(t, test_crc32_slicing);
     tcase_add_test(t, test_rtn_roundtrip);
     tcase_add_test(t, test_decode_f16);
     tcase_add_test(t, test_kmeans_roundtrip);
