@@ -8,6 +8,7 @@
 #include "registry.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -43,6 +44,8 @@ typedef struct ctx_private {
     hvq_output *outputs;
     const hvq_registry *registry;
     int line_dirty; /* a progress line is on the terminal */
+    char **inputs;  /* directories holding the run's inputs (hvq_ctx_add_input) */
+    size_t n_inputs;
 } ctx_private;
 
 static ctx_private *priv(const hvq_ctx *ctx) { return (ctx_private *)ctx->host_private; }
@@ -322,6 +325,137 @@ static void fsync_dir_of(const char *path)
     free(d);
 }
 
+/* ---- stale forms of a replaced output ------------------------------------ */
+
+/* An output NAME.EXT exists in one of two forms: the file itself, or shards
+ * NAME-ddddd-of-ddddd.EXT with an index NAME.EXT.index.json. Splits base
+ * (either form's file name) into its family's stem and extension: stem
+ * "NAME", ext ".EXT". Returns 0 for a name of no family (no extension). */
+static int family_of(const char *base, size_t *stem_len, const char **ext, size_t *ext_len)
+{
+    static const char idx[] = ".index.json";
+    size_t n = strlen(base), li = sizeof idx - 1;
+    if (n > li && strcmp(base + n - li, idx) == 0)
+        n -= li; /* NAME.EXT.index.json: the family of NAME.EXT */
+    const char *dot = NULL;
+    for (size_t i = n; i > 0; i--)
+        if (base[i - 1] == '.') {
+            dot = base + i - 1;
+            break;
+        }
+    if (!dot || dot == base)
+        return 0;
+    size_t sl = (size_t)(dot - base);
+    /* NAME-ddddd-of-ddddd.EXT: the shard suffix is not part of the stem */
+    static const char pat[] = "-#####-of-#####";
+    size_t lp = sizeof pat - 1;
+    if (sl > lp) {
+        const char *q = dot - lp;
+        int shard = 1;
+        for (size_t i = 0; i < lp && shard; i++)
+            shard = pat[i] == '#' ? (q[i] >= '0' && q[i] <= '9') : q[i] == pat[i];
+        if (shard)
+            sl -= lp;
+    }
+    *stem_len = sl;
+    *ext = dot;
+    *ext_len = n - (size_t)(dot - base);
+    return 1;
+}
+
+/* Whether name is a member of the family (stem, ext) in either form. */
+static int family_member(const char *name, const char *stem, size_t sl, const char *ext,
+                         size_t el)
+{
+    size_t sl2, el2;
+    const char *ext2;
+    return family_of(name, &sl2, &ext2, &el2) && sl2 == sl && el2 == el &&
+           strncmp(name, stem, sl) == 0 && strncmp(ext2, ext, el) == 0;
+}
+
+void hvq_ctx_add_input(hvq_ctx *ctx, const char *path)
+{
+    ctx_private *p = priv(ctx);
+    struct stat sb;
+    char *copy = strdup(path), *dir = NULL;
+    if (copy && stat(path, &sb) == 0)
+        dir = strdup(S_ISDIR(sb.st_mode) ? path : dirname(copy));
+    free(copy);
+    char **grown = dir ? realloc(p->inputs, (p->n_inputs + 1) * sizeof *grown) : NULL;
+    if (!grown) {
+        free(dir);
+        return;
+    }
+    p->inputs = grown;
+    p->inputs[p->n_inputs++] = dir;
+}
+
+static int same_inode(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+/* Whether directory dir holds one of the run's inputs. */
+static int input_dir(const ctx_private *p, const char *dir)
+{
+    for (size_t i = 0; i < p->n_inputs; i++)
+        if (same_inode(p->inputs[i], dir))
+            return 1;
+    return 0;
+}
+
+/* With --force an output replaces an earlier one of the same name in
+ * whichever form that had: after the renames, files of the family of a
+ * committed output that this run did not write (the shards of an earlier
+ * run with more shards, a single file where shards now are, or shards and
+ * index where a single file now is) are removed, so that a loader never
+ * picks up a stale file beside the new ones. committed lists the final
+ * paths written. */
+static void remove_stale_forms(hvq_ctx *ctx, char **committed, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *dcopy = strdup(committed[i]), *bcopy = strdup(committed[i]);
+        const char *dir = dcopy ? dirname(dcopy) : NULL, *base = bcopy ? basename(bcopy) : NULL;
+        size_t sl, el;
+        const char *ext;
+        /* Never in a directory an input was read from: a file of the family
+         * there may be one of the input's shards. */
+        DIR *d = dir && base && family_of(base, &sl, &ext, &el) && !input_dir(priv(ctx), dir)
+                     ? opendir(dir)
+                     : NULL;
+        struct dirent *e;
+        while (d && (e = readdir(d)) != NULL) {
+            if (!family_member(e->d_name, base, sl, ext, el))
+                continue;
+            size_t len = strlen(dir) + strlen(e->d_name) + 2;
+            char *path = malloc(len);
+            if (!path)
+                break;
+            snprintf(path, len, "%s/%s", dir, e->d_name);
+            int ours = 0;
+            for (size_t j = 0; j < n && !ours; j++)
+                ours = same_inode(path, committed[j]);
+            struct stat sb;
+            if (!ours && lstat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+                if (unlink(path) == 0)
+                    hvq_log(ctx, HVQ_LOG_INFO, "%s: removed (a stale part of the replaced output)",
+                            path);
+                else
+                    hvq_log(ctx, HVQ_LOG_WARN, "%s: a stale part of the replaced output, cannot "
+                                               "remove it: %s",
+                            path, strerror(errno));
+            }
+            free(path);
+        }
+        if (d)
+            closedir(d);
+        free(dcopy);
+        free(bcopy);
+    }
+}
+
 hvq_status hvq_outputs_commit(hvq_ctx *ctx)
 {
     ctx_private *p = priv(ctx);
@@ -356,19 +490,32 @@ hvq_status hvq_outputs_commit(hvq_ctx *ctx)
             return st;
         }
     }
+    size_t n_out = 0, n_done = 0;
+    for (hvq_output *o = p->outputs; o; o = o->next)
+        n_out++;
+    char **done = p->opts.force ? calloc(n_out ? n_out : 1, sizeof *done) : NULL;
     while (p->outputs) {
         hvq_output *o = p->outputs;
         if (rename(o->tmp_path, o->final_path) != 0) {
             st = hvq_error(ctx, HVQ_E_IO, "%s: cannot rename into place: %s",
                            o->final_path, strerror(errno));
             hvq_outputs_abort(ctx);
-            return st;
+            break;
         }
         fsync_dir_of(o->final_path);
         p->outputs = o->next;
+        if (done) {
+            done[n_done++] = o->final_path;
+            o->final_path = NULL;
+        }
         output_free(o);
     }
-    return HVQ_OK;
+    if (st == HVQ_OK && done)
+        remove_stale_forms(ctx, done, n_done);
+    for (size_t i = 0; i < n_done; i++)
+        free(done[i]);
+    free(done);
+    return st;
 }
 
 uint64_t hvq_outputs_size(hvq_ctx *ctx)
@@ -685,6 +832,7 @@ static hvq_model *host_model_open(hvq_ctx *ctx, const char *path)
         return NULL;
     }
     const hvq_loaded_plugin *pl = hvq_registry_detect(reg, ctx, path);
+    hvq_ctx_add_input(ctx, path);
     if (!pl)
         return NULL;
     hvq_model *m = hvq_calloc(ctx, 1, sizeof *m);
@@ -818,5 +966,9 @@ void hvq_ctx_free(hvq_ctx *ctx)
     if (!ctx)
         return;
     hvq_outputs_abort(ctx);
-    free(priv(ctx));
+    ctx_private *p = priv(ctx);
+    for (size_t i = 0; i < p->n_inputs; i++)
+        free(p->inputs[i]);
+    free(p->inputs);
+    free(p);
 }

@@ -51,7 +51,15 @@ char *hvq_strdup(hvq_ctx *ctx, const char *s);
  * directly) is renamed into place by commit, after fsync, or removed by
  * abort. commit refuses to replace an existing file unless opts.force. */
 hvq_output *hvq_output_open(hvq_ctx *ctx, const char *final_path);
+/* With opts.force, commit also removes the stale forms of each replaced
+ * output (NAME.EXT, or its shards NAME-ddddd-of-ddddd.EXT and index
+ * NAME.EXT.index.json) that the run did not write, except in directories
+ * the run read an input from. */
 hvq_status hvq_outputs_commit(hvq_ctx *ctx);
+/* Records a path the run reads (a file, a directory, an index): its
+ * directory is then never cleaned by commit. model_open records its paths
+ * itself. */
+void hvq_ctx_add_input(hvq_ctx *ctx, const char *path);
 void hvq_outputs_abort(hvq_ctx *ctx);
 
 /* Encoded-component sets. */

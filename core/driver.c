@@ -1014,6 +1014,7 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
     if ((st = check_stage_pairs(ctx, p)) != HVQ_OK)
         return st;
 
+    hvq_ctx_add_input(ctx, p->input);
     const hvq_loaded_plugin *src = hvq_registry_detect(reg, ctx, p->input);
     if (!src)
         return hvq_ctx_status(ctx);
@@ -1076,7 +1077,7 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
                     "passed through unchanged", p->input, infos[i].name, tr->why_passed);
     }
 
-    yaml = hvq_pipeline_to_yaml(p);
+    yaml = hvq_pipeline_record(p, src->desc.name, src->desc.version);
     hvq_writer_setup setup = {
         .output_path = p->output, .source_path = p->input, .source_format = src->desc.name,
         .tensors = infos, .compressed = selected, .n_tensors = n,

@@ -711,6 +711,51 @@ START_TEST(cli_hvq_sharded)
 }
 END_TEST
 
+/* --force replaces an output in whichever form it had: fewer shards, one
+ * file where shards were and shards where one file was leave no stale file
+ * beside the new ones; a file of another name is kept, and nothing is
+ * removed from a directory an input is read from. */
+START_TEST(cli_force_replaces_forms)
+{
+    const char *s100[] = {"--force", "--set", "stages.writer.max_shard_size=100KB"};
+    const char *s300[] = {"--force", "--set", "stages.writer.max_shard_size=300KB"};
+    const char *one[] = {"--force"};
+    th_write_file(P("m-keep.safetensors"), "x", 1);
+    compress_ok(P("m.safetensors"), s100, N(s100));
+    size_t n = index_shards(P("m.safetensors.index.json"), "m", ".safetensors");
+    ck_assert_uint_gt(n, 4);
+    ck_assert_int_eq(dir_entries(dir), (int)n + 2);
+    compress_ok(P("m.safetensors"), s300, N(s300));
+    ck_assert_uint_eq(index_shards(P("m.safetensors.index.json"), "m", ".safetensors"), 4);
+    ck_assert_int_eq(dir_entries(dir), 4 + 2);
+    compress_ok(P("m.safetensors"), one, N(one));
+    ck_assert(th_exists(P("m.safetensors")));
+    ck_assert(!th_exists(P("m.safetensors.index.json")));
+    ck_assert_int_eq(dir_entries(dir), 2);
+    compress_ok(P("m.safetensors"), s300, N(s300));
+    ck_assert(!th_exists(P("m.safetensors")));
+    ck_assert_int_eq(dir_entries(dir), 4 + 2);
+    ck_assert(th_exists(P("m-keep.safetensors")));
+
+    /* The input's directory: decoding the sharded container there keeps
+     * every file (the output is single, the old shards stay). */
+    const char *hvq[] = {"--force", "--set", "stages.writer.plugin=hvq", "--set",
+                         "stages.writer.max_shard_size=100KB"};
+    compress_ok(P("c.hvq"), hvq, N(hvq));
+    size_t nc = index_shards(P("c.hvq.index.json"), "c", ".hvq");
+    th_write_file(P("c-00001-of-00009.hvq"), "x", 1);
+    const char *args[] = {"decode", P("c.hvq.index.json"), "-o", P("c.hvq"), "--force", NULL};
+    char *err = NULL;
+    int rc = th_run(NULL, &err, args);
+    free(err);
+    (void)rc;
+    for (size_t k = 1; k <= nc; k++)
+        ck_assert(th_exists(shard_path("c", k, nc, ".hvq")));
+    ck_assert(th_exists(P("c-00001-of-00009.hvq")));
+    ck_assert(th_exists(P("c.hvq.index.json")));
+}
+END_TEST
+
 START_TEST(cli_hvq_streaming)
 {
     /* The per-shard header reservations: streaming from the first byte
@@ -963,6 +1008,7 @@ static Suite *shard_suite(void)
     tcase_add_test(t, cli_sink_without_option);
     tcase_add_test(t, cli_hvq_sharded);
     tcase_add_test(t, cli_hvq_streaming);
+    tcase_add_test(t, cli_force_replaces_forms);
     tcase_add_test(t, cli_hvq_fits_one_file);
     tcase_add_test(t, cli_decode_sharded);
     tcase_add_test(t, cli_failures_leave_nothing);
