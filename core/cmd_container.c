@@ -222,6 +222,7 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
     const hvq_host *H = ctx->host;
     if (same_file(in, outp))
         return hvq_error(ctx, HVQ_E_INPUT, "%s: the output may not be the input", outp);
+    hvq_ctx_add_input(ctx, in);
     hvq_container *c = NULL;
     hvq_status st = hvq_container_open(ctx, reg, in, &c);
     if (st != HVQ_OK)
@@ -369,7 +370,7 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
          * is never committed: a sink that opens a file while writing
          * (none of hvqconv's do: they open every file at create) would
          * lose it here, so that fails instead. */
-        if (st == HVQ_OK && hvq_outputs_size(w.ctx) > 0)
+        if (st == HVQ_OK && hvq_outputs_size(w.ctx, NULL) > 0)
             st = hvq_error(ctx, HVQ_E_UNSUPPORTED,
                            "%s: the %s sink opened a file while writing; decode it with "
                            "--threads 1", outp, sp->desc.name);

@@ -518,12 +518,35 @@ hvq_status hvq_outputs_commit(hvq_ctx *ctx)
     return st;
 }
 
-uint64_t hvq_outputs_size(hvq_ctx *ctx)
+/* Whether path is a file of the output `of` in either of its forms: the
+ * same directory, and a member of its family. */
+static int of_output(const char *path, const char *of)
+{
+    char *dp = strdup(path), *bp = strdup(path), *dof = strdup(of), *bof = strdup(of);
+    int in = 0;
+    if (dp && bp && dof && bof) {
+        const char *base = basename(bof);
+        size_t sl, el;
+        const char *ext;
+        if (strcmp(dirname(dp), dirname(dof)) == 0) {
+            const char *b = basename(bp);
+            in = strcmp(b, base) == 0 ||
+                 (family_of(base, &sl, &ext, &el) && family_member(b, base, sl, ext, el));
+        }
+    }
+    free(dp);
+    free(bp);
+    free(dof);
+    free(bof);
+    return in;
+}
+
+uint64_t hvq_outputs_size(hvq_ctx *ctx, const char *of)
 {
     uint64_t total = 0;
     for (hvq_output *o = priv(ctx)->outputs; o; o = o->next) {
         struct stat st;
-        if (o->fd >= 0 && fstat(o->fd, &st) == 0)
+        if (o->fd >= 0 && (!of || of_output(o->final_path, of)) && fstat(o->fd, &st) == 0)
             total += (uint64_t)st.st_size;
     }
     return total;

@@ -67,8 +67,11 @@ void hvq_encoded_init(hvq_encoded *enc);
 void hvq_encoded_clear(hvq_encoded *enc);
 
 
-/* Total size in bytes of the outputs opened so far and not yet committed. */
-uint64_t hvq_outputs_size(hvq_ctx *ctx);
+/* Total size in bytes of the outputs opened so far and not yet committed:
+ * those of output `of` (the file NAME.EXT, or its shards and index; other
+ * files a run writes, such as a calibration's saved imatrix, are not part
+ * of it), or all of them when of is NULL. */
+uint64_t hvq_outputs_size(hvq_ctx *ctx, const char *of);
 
 /* Marks that a progress line is on the terminal (logs clear it first). */
 void hvq_ctx_line_dirty(hvq_ctx *ctx, int dirty);

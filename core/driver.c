@@ -1136,7 +1136,7 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
     progress_end(ctx, &pg);
     if ((st = wp->desc.writer_finish(ctx, wstate)) != HVQ_OK)
         goto done;
-    rep->output_bytes = hvq_outputs_size(ctx);
+    rep->output_bytes = hvq_outputs_size(ctx, p->output);
     rep->seconds = hvq_now() - t_start;
     rep->peak_rss_mib = hvq_peak_rss_mib();
 

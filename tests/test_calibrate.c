@@ -691,11 +691,33 @@ START_TEST(pipeline_end_to_end)
     hvq_json_free(doc);
     free(json);
 
+    /* A saved imatrix is another file of the run, not part of the output:
+     * the report's output_bytes (and so its bits per parameter of the
+     * file) counts the output alone. */
+    char hsave[3 * PATH_MAX];
+    snprintf(hsave, sizeof hsave, "%s, save: \"%s\"", hess, tpath("saved.gguf"));
+    pipe = write_pipeline("e2e-save.yaml", th_src(MODEL), hsave, "*.weight",
+                          "overrides:\n  - match: \"*embed_tokens*\"\n"
+                          "    hessian: { missing: uniform }\n");
+    const char *sargs[] = {"run", pipe, "-f", "-q", NULL};
+    free(run_ok(NULL, sargs));
+    struct stat so, ss;
+    ck_assert_int_eq(stat(tpath("out.safetensors"), &so), 0);
+    ck_assert_int_eq(stat(tpath("saved.gguf"), &ss), 0);
+    ck_assert_int_gt(ss.st_size, 0);
+    json = th_read_file(tpath("out.json"), &n);
+    ck_assert_ptr_nonnull(json);
+    char bytes[64];
+    snprintf(bytes, sizeof bytes, "\"output_bytes\": %lld,", (long long)so.st_size);
+    th_assert_contains(json, bytes);
+    free(json);
+
     /* missing: error stops the run at the embedding. */
     pipe = write_pipeline("e2e.yaml", th_src(MODEL), hess, "*.weight", NULL);
     unlink(tpath("out.safetensors"));
     unlink(tpath("out.json"));
-    ck_assert_int_eq(th_run(&out, &err, args), 2);
+    const char *eargs[] = {"run", pipe, NULL};
+    ck_assert_int_eq(th_run(&out, &err, eargs), 2);
     th_assert_contains(err, "tensor 'model.embed_tokens.weight' is not a linear layer");
     ck_assert(!th_exists(tpath("out.safetensors")));
     free(out);

@@ -57,6 +57,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,11 +97,31 @@ typedef struct cal_acc {
     uint64_t count; /* tokens seen */
 } cal_acc;
 
+/* One calibration serves every instance of a run. The base stage and each
+ * override that names other parameters (say missing:) open instances of
+ * their own, but the statistics depend only on the model, the tokens file,
+ * the windows and ctx: the first instance computes them, and later ones
+ * with the same four share its accumulators (read-only from then on), so
+ * the forward pass runs once and a save: path is written once. */
+typedef struct cal_shared {
+    char *model, *tokens;
+    int64_t windows, ctx_len;
+    int n_layers;
+    cal_acc *acc;
+    char **saved; /* save: paths written from these statistics */
+    size_t n_saved;
+    int refs;
+} cal_shared;
+
+static cal_shared *g_shared;
+static pthread_mutex_t g_shared_mu = PTHREAD_MUTEX_INITIALIZER;
+
 typedef struct cal_state {
     char *tokens_path;
     int missing_error;
     int n_layers;
     cal_acc *acc;     /* n_layers * N_SLOTS */
+    cal_shared *shared; /* acc belongs to it (NULL: to this instance) */
     char **missing;   /* tensors that got H = 1 */
     size_t n_missing, cap_missing;
     /* set by the hook when activations do not fit an accumulator */
@@ -560,6 +581,84 @@ done:
     return st;
 }
 
+/* ---- one calibration per run ---------------------------------------------- */
+
+static int shared_matches(const cal_shared *sh, const char *model, const char *tokens,
+                          int64_t windows, int64_t ctx_len)
+{
+    return sh && sh->windows == windows && sh->ctx_len == ctx_len &&
+           strcmp(sh->model, model) == 0 && strcmp(sh->tokens, tokens) == 0;
+}
+
+/* Takes the run's statistics for (model, tokens, windows, ctx_len) when an
+ * earlier instance computed them: 1, with s->acc pointing to them. */
+static int shared_take(cal_state *s, const char *model, int64_t windows, int64_t ctx_len)
+{
+    int took = 0;
+    pthread_mutex_lock(&g_shared_mu);
+    if (shared_matches(g_shared, model, s->tokens_path, windows, ctx_len)) {
+        g_shared->refs++;
+        s->shared = g_shared;
+        s->acc = g_shared->acc;
+        s->n_layers = g_shared->n_layers;
+        took = 1;
+    }
+    pthread_mutex_unlock(&g_shared_mu);
+    return took;
+}
+
+/* Offers the statistics s computed to later instances (when no others are
+ * held; else s keeps them to itself). Out of memory only means no sharing. */
+static void shared_put(cal_state *s, const char *model, int64_t windows, int64_t ctx_len)
+{
+    pthread_mutex_lock(&g_shared_mu);
+    if (!g_shared) {
+        cal_shared *sh = calloc(1, sizeof *sh);
+        if (sh && (sh->model = strdup(model)) && (sh->tokens = strdup(s->tokens_path))) {
+            sh->windows = windows;
+            sh->ctx_len = ctx_len;
+            sh->n_layers = s->n_layers;
+            sh->acc = s->acc;
+            sh->refs = 1;
+            s->shared = g_shared = sh;
+        } else if (sh) {
+            free(sh->model);
+            free(sh);
+        }
+    }
+    pthread_mutex_unlock(&g_shared_mu);
+}
+
+/* Whether path was saved from these statistics already; if not, notes it
+ * (the caller is about to write it). */
+static int shared_saved(cal_shared *sh, const char *path)
+{
+    int seen = 0;
+    if (!sh)
+        return 0;
+    pthread_mutex_lock(&g_shared_mu);
+    for (size_t i = 0; i < sh->n_saved && !seen; i++)
+        seen = strcmp(sh->saved[i], path) == 0;
+    if (!seen) {
+        char **grown = realloc(sh->saved, (sh->n_saved + 1) * sizeof *grown);
+        if (grown) {
+            sh->saved = grown;
+            if ((sh->saved[sh->n_saved] = strdup(path)) != NULL)
+                sh->n_saved++;
+        }
+    }
+    pthread_mutex_unlock(&g_shared_mu);
+    return seen;
+}
+
+static void free_acc(const hvq_host *H, cal_acc *acc, int n_layers)
+{
+    if (acc)
+        for (size_t i = 0; i < (size_t)n_layers * N_SLOTS; i++)
+            free(acc[i].sum);
+    H->free(acc);
+}
+
 /* ---- the plugin ------------------------------------------------------------ */
 
 static void cal_close(hvq_ctx *ctx, void *state);
@@ -601,6 +700,14 @@ static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *m
                s->tokens_path, (unsigned long long)n_ids, (unsigned long long)avail,
                (long long)ctx_len, (long long)windows);
         windows = (int64_t)avail;
+    }
+
+    /* Computed already in this run (another instance): shared. */
+    if (shared_take(s, model_path, windows, ctx_len)) {
+        H->free(ids);
+        if (save && *save && !shared_saved(s->shared, save))
+            return save_imatrix(ctx, s, save, windows, ctx_len);
+        return HVQ_OK;
     }
 
     /* The model being compressed. */
@@ -676,7 +783,8 @@ static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *m
            "on them %.4f)",
            (unsigned long long)tokens, (long long)windows, (long long)ctx_len, s->tokens_path,
            scored ? exp(nll / (double)scored) : NAN);
-    if (save && *save)
+    shared_put(s, model_path, windows, ctx_len);
+    if (save && *save && !shared_saved(s->shared, save))
         return save_imatrix(ctx, s, save, windows, ctx_len);
     return HVQ_OK;
 }
@@ -797,10 +905,24 @@ static void cal_close(hvq_ctx *ctx, void *state)
     for (size_t i = 0; i < s->n_missing; i++)
         H->free(s->missing[i]);
     H->free(s->missing);
-    if (s->acc)
-        for (size_t i = 0; i < (size_t)s->n_layers * N_SLOTS; i++)
-            free(s->acc[i].sum);
-    H->free(s->acc);
+    if (s->shared) {
+        cal_shared *sh = s->shared;
+        pthread_mutex_lock(&g_shared_mu);
+        int last = --sh->refs == 0;
+        if (last && g_shared == sh)
+            g_shared = NULL;
+        pthread_mutex_unlock(&g_shared_mu);
+        if (last) {
+            free_acc(H, sh->acc, sh->n_layers);
+            for (size_t i = 0; i < sh->n_saved; i++)
+                free(sh->saved[i]);
+            free(sh->saved);
+            free(sh->model);
+            free(sh->tokens);
+            free(sh);
+        }
+    } else
+        free_acc(H, s->acc, s->n_layers);
     H->free(s->tokens_path);
     H->free(s);
 }
