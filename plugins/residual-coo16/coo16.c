@@ -40,13 +40,6 @@ static float f16_to_f32(hvq_ctx *ctx, uint16_t h)
     return f;
 }
 
-static uint16_t f32_to_f16(hvq_ctx *ctx, float f)
-{
-    uint16_t h;
-    ctx->host->convert(ctx, HVQ_DTYPE_F16, &h, HVQ_DTYPE_F32, &f, 1);
-    return h;
-}
-
 /* The fp16 value next to h towards +inf (dir 1) or -inf (dir -1). */
 static uint16_t f16_step(uint16_t h, int dir)
 {
@@ -78,27 +71,49 @@ static hvq_status coo16_encode(hvq_ctx *ctx, const hvq_params *params, hvq_resid
         return HVQ_E_NOMEM;
     uint32_t *pos = pc->data;
     uint16_t *val = vc->data;
-    for (uint64_t i = 0; i < in->n; i++) {
-        uint64_t p = in->pos[i];
-        if (p >= numel || (i > 0 && p <= in->pos[i - 1]))
-            return H->error(ctx, HVQ_E_INTERNAL, "coo16: positions not ascending or out of range");
-        float base = in->recon[p], target = in->target[i];
-        uint16_t best = f32_to_f16(ctx, target - base);
-        float best_err = fabsf(base + f16_to_f32(ctx, best) - target);
-        for (int dir = -1; dir <= 1; dir += 2) {
-            uint16_t c = f16_step(best, dir);
-            float v = f16_to_f32(ctx, c);
-            if (!isfinite(v))
-                continue;
-            float e = fabsf(base + v - target);
-            if (e < best_err) {
-                best_err = e;
-                best = c;
-            }
+    /* In blocks, so that each conversion is one host call for the block
+     * (the same rounding as one value at a time, without a call per value):
+     * the fp16 corrections, then the candidates and their float32 values. */
+    enum { BLOCK = 1024 };
+    float diff[BLOCK], cand_f[3 * BLOCK];
+    uint16_t cand[3 * BLOCK];
+    for (uint64_t b0 = 0; b0 < in->n; b0 += BLOCK) {
+        size_t m = in->n - b0 < BLOCK ? (size_t)(in->n - b0) : BLOCK;
+        for (size_t j = 0; j < m; j++) {
+            uint64_t i = b0 + j, p = in->pos[i];
+            if (p >= numel || (i > 0 && p <= in->pos[i - 1]))
+                return H->error(ctx, HVQ_E_INTERNAL,
+                                "coo16: positions not ascending or out of range");
+            diff[j] = in->target[i] - in->recon[p];
         }
-        pos[i] = (uint32_t)p;
-        val[i] = best;
-        in->recon[p] = base + f16_to_f32(ctx, best);
+        H->convert(ctx, HVQ_DTYPE_F16, cand, HVQ_DTYPE_F32, diff, m);
+        for (size_t j = m; j-- > 0;) {
+            uint16_t h = cand[j];
+            cand[3 * j] = h;
+            cand[3 * j + 1] = f16_step(h, -1);
+            cand[3 * j + 2] = f16_step(h, 1);
+        }
+        H->convert(ctx, HVQ_DTYPE_F32, cand_f, HVQ_DTYPE_F16, cand, 3 * m);
+        for (size_t j = 0; j < m; j++) {
+            uint64_t i = b0 + j, p = in->pos[i];
+            float base = in->recon[p], target = in->target[i];
+            /* fp16(target - base) first, then its lower and upper
+             * neighbours, each taken only when strictly closer */
+            size_t best = 3 * j;
+            float best_err = fabsf(base + cand_f[best] - target);
+            for (size_t k = 3 * j + 1; k <= 3 * j + 2; k++) {
+                if (!isfinite(cand_f[k]))
+                    continue;
+                float e = fabsf(base + cand_f[k] - target);
+                if (e < best_err) {
+                    best_err = e;
+                    best = k;
+                }
+            }
+            pos[i] = (uint32_t)p;
+            val[i] = cand[best];
+            in->recon[p] = base + cand_f[best];
+        }
     }
     char buf[32];
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)in->n);
