@@ -98,5 +98,9 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
                    const hvq_ctx_opts *opts);
 int hvq_cmd_inspect(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
                     const hvq_ctx_opts *opts);
+/* `verify`: structure, every checksum and every compressed tensor's
+ * decode; the first problem found is reported (exit status 2). */
+int hvq_cmd_verify(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
+                   const hvq_ctx_opts *opts);
 
 #endif

@@ -129,7 +129,8 @@ hvq_status hvq_convert(hvq_ctx *ctx, hvq_dtype dt, void *dst, hvq_dtype st,
                        const void *src, size_t n)
 {
     if (dt == st && hvq_dtype_is_float(dt)) {
-        memmove(dst, src, n * hvq_dtype_size(dt));
+        if (n > 0) /* an empty tensor's data may be NULL */
+            memmove(dst, src, n * hvq_dtype_size(dt));
         return HVQ_OK;
     }
     if (dt == HVQ_DTYPE_F32) {

@@ -52,6 +52,7 @@ static void usage_main(FILE *f)
           "  describe NAME       show a plugin's parameters (type, default, range, help)\n"
           "  decode FILE.hvq     decode an hvq container into a model file (-o OUTPUT)\n"
           "  inspect FILE.hvq    describe an hvq container and verify its checksums\n"
+          "  verify FILE.hvq     check an hvq container's structure and every checksum\n"
           "  eval MODEL          perplexity of a Llama-family model on a token file\n"
           "\n"
           "Options for every command:\n"
@@ -787,6 +788,8 @@ int main(int argc, char **argv)
             rc = hvq_cmd_decode(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
         else if (strcmp(cmd, "inspect") == 0)
             rc = hvq_cmd_inspect(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
+        else if (strcmp(cmd, "verify") == 0)
+            rc = hvq_cmd_verify(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
         else if (strcmp(cmd, "eval") == 0)
             rc = hvq_cmd_eval(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
         else {

@@ -5,6 +5,8 @@
  * tree that keeps the 1-based line:column of every node, and walks that
  * tree into a hvq_pipeline. Every error names FILE:LINE:COL (or, for
  * --set, the argument) and what was expected. */
+#include "config.h"
+
 #include "pipeline.h"
 
 #include "ctx.h"
@@ -1953,22 +1955,62 @@ static void put_stage(hvq_buf *b, const hvq_stage_cfg *c, const char *plugin,
     }
 }
 
-char *hvq_pipeline_to_yaml(const hvq_pipeline *p)
+/* "# plugins: ..." of a recorded pipeline: each plugin it uses (stages,
+ * then overrides' swaps, each once) with its version. */
+static void put_plugin_versions(hvq_buf *b, const hvq_pipeline *p, const char *src_name,
+                                const char *src_version)
+{
+    const hvq_loaded_plugin *seen[HVQ_STAGE_COUNT * 8];
+    size_t n_seen = 0, k;
+    int s;
+    hvq_buf_puts(b, "# plugins:");
+    if (src_name)
+        hvq_buf_printf(b, " source %s %s;", src_name, src_version ? src_version : "?");
+    for (k = 0; k <= p->n_overrides; k++)
+        for (s = 0; s < HVQ_STAGE_COUNT; s++) {
+            const hvq_stage_cfg *c = k == 0 ? &p->stages[s] : &p->overrides[k - 1].stages[s];
+            size_t j;
+            if (!c->resolved)
+                continue;
+            for (j = 0; j < n_seen && seen[j] != c->resolved; j++)
+                ;
+            if (j < n_seen)
+                continue;
+            if (n_seen < sizeof seen / sizeof seen[0])
+                seen[n_seen++] = c->resolved;
+            hvq_buf_printf(b, " %s %s %s;", stage_names[s], c->resolved->desc.name,
+                           c->resolved->desc.version);
+        }
+    if (b->len && b->data[b->len - 1] == ';')
+        b->len--;
+    hvq_buf_puts(b, "\n");
+}
+
+/* recorded: the text an output records (hvq_pipeline_record). */
+static char *to_yaml(const hvq_pipeline *p, int recorded, const char *src_name,
+                     const char *src_version)
 {
     hvq_buf b;
     size_t k;
     int s;
 
     hvq_buf_init(&b);
-    hvq_buf_puts(&b, "# effective pipeline");
-    if (p->path && strcmp(p->path, "<none>") != 0) {
+    if (recorded) {
+        hvq_buf_puts(&b, "# effective pipeline, recorded by hvqconv " PACKAGE_VERSION
+                         " (output and report paths left out)\n");
+        put_plugin_versions(&b, p, src_name, src_version);
+    } else {
+        hvq_buf_puts(&b, "# effective pipeline");
+    }
+    if (!recorded && p->path && strcmp(p->path, "<none>") != 0) {
         const char *q;
         hvq_buf_puts(&b, " (from ");
         for (q = p->path; *q; q++) /* printable ASCII only in a comment */
             hvq_buf_append(&b, *q >= 0x20 && *q < 0x7F ? q : "?", 1);
         hvq_buf_puts(&b, ")");
     }
-    hvq_buf_puts(&b, "\n");
+    if (!recorded)
+        hvq_buf_puts(&b, "\n");
     if (p->name) {
         hvq_buf_puts(&b, "name: ");
         put_quoted(&b, p->name);
@@ -1979,12 +2021,12 @@ char *hvq_pipeline_to_yaml(const hvq_pipeline *p)
         put_quoted(&b, p->input);
         hvq_buf_puts(&b, "\n");
     }
-    if (p->output) {
+    if (p->output && !recorded) {
         hvq_buf_puts(&b, "output: ");
         put_quoted(&b, p->output);
         hvq_buf_puts(&b, "\n");
     }
-    if (p->report) {
+    if (p->report && !recorded) {
         hvq_buf_puts(&b, "report: ");
         put_quoted(&b, p->report);
         hvq_buf_puts(&b, "\n");
@@ -2041,7 +2083,7 @@ char *hvq_pipeline_to_yaml(const hvq_pipeline *p)
         }
     }
 
-    if (p->evaluate.present) {
+    if (p->evaluate.present && !recorded) {
         hvq_buf_puts(&b, "evaluate:\n  tokens: ");
         put_quoted(&b, p->evaluate.tokens ? p->evaluate.tokens : "");
         hvq_buf_printf(&b, "\n  ctx: %lld\n", (long long)p->evaluate.ctx);
@@ -2055,4 +2097,12 @@ char *hvq_pipeline_to_yaml(const hvq_pipeline *p)
         return NULL;
     }
     return b.data;
+}
+
+char *hvq_pipeline_to_yaml(const hvq_pipeline *p) { return to_yaml(p, 0, NULL, NULL); }
+
+char *hvq_pipeline_record(const hvq_pipeline *p, const char *source_plugin,
+                          const char *source_version)
+{
+    return to_yaml(p, 1, source_plugin, source_version);
 }

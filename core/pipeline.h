@@ -132,6 +132,18 @@ int hvq_pipeline_selects(const hvq_pipeline *p, const char *tensor);
 /* The effective pipeline as YAML text (malloc'd), recorded in outputs. */
 char *hvq_pipeline_to_yaml(const hvq_pipeline *p);
 
+/* The pipeline as an output records it (malloc'd): everything that decides
+ * the output's bytes (name, seed, select, every stage's plugin and every
+ * parameter's effective value, overrides), the input as given (what
+ * `hvqconv eval` looks beside for the model's config.json), a comment
+ * naming the hvqconv version and every plugin used with its version
+ * (source_plugin and source_version: the source that read the input; may
+ * be NULL), and nothing else: no output or report path, no evaluate:, not
+ * the pipeline file's name. So the same input, pipeline and seed give the
+ * same bytes whatever the output is called. */
+char *hvq_pipeline_record(const hvq_pipeline *p, const char *source_plugin,
+                          const char *source_version);
+
 void hvq_pipeline_free(hvq_pipeline *p);
 
 #endif
