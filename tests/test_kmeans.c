@@ -527,19 +527,22 @@ START_TEST(test_guided_matches_reference)
                 km_codebook_set(&cb, c);
                 km_nbrs nb = {0};
                 ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, 2), 0);
-                for (int guess = 0; guess < 4; guess++) {
+                /* the vector certification and the scalar loop */
+                for (int guess = 0; guess < 8; guess++) {
+                    km_guided_vector = guess < 4;
                     for (size_t i = 0; i < n; i++)
-                        gi[i] = guess == 0   ? UINT32_MAX
-                                : guess == 1 ? (uint32_t)km_rng_below(&r, k)
-                                : guess == 2 ? ri[i]
-                                             : (uint32_t)km_rng_below(&r, 2 * (uint64_t)k);
+                        gi[i] = guess % 4 == 0   ? UINT32_MAX
+                                : guess % 4 == 1 ? (uint32_t)km_rng_below(&r, k)
+                                : guess % 4 == 2 ? ri[i]
+                                                 : (uint32_t)km_rng_below(&r, 2 * (uint64_t)k);
                     memset(gd, 0xff, n * sizeof *gd);
-                    km_assign_guided(x, n, &cb, &nb, gi, gd, guess == 3 ? 3 : 1);
+                    km_assign_guided(x, n, &cb, &nb, gi, gd, guess % 4 == 3 ? 3 : 1);
                     ck_assert_msg(memcmp(ri, gi, n * sizeof *ri) == 0 &&
                                       memcmp(rd, gd, n * sizeof *rd) == 0,
                                   "guided differs (b=%d k=%u mode=%d guess=%d)", b, k, mode,
                                   guess);
                 }
+                km_guided_vector = 1;
                 /* the lists again for moved centroids (the seeded search) */
                 for (size_t i = 0; i < (size_t)k * b; i++)
                     c[i] += (float)(0.01 * gauss(&r));
@@ -560,6 +563,129 @@ START_TEST(test_guided_matches_reference)
     free(gi);
     free(rd);
     free(gd);
+}
+END_TEST
+
+/* km_bounds (eight lanes at a time where b divides 8) against plain loops,
+ * for every block size, counts around the lane width, and zeros of both
+ * signs. */
+START_TEST(test_bounds)
+{
+    km_rng r;
+    km_rng_seed(&r, 5);
+    float x[67 * KM_MAX_BLOCK];
+    for (int b = 1; b <= KM_MAX_BLOCK; b++)
+        for (size_t n = 0; n <= 67; n += n < 20 ? 1 : 23) {
+            for (size_t i = 0; i < n * (size_t)b; i++)
+                x[i] = km_rng_below(&r, 4) == 0   ? (km_rng_below(&r, 2) ? 0.0f : -0.0f)
+                       : km_rng_below(&r, 9) == 0 ? 3.5f
+                                                  : (float)gauss(&r);
+            float lo[KM_MAX_BLOCK], hi[KM_MAX_BLOCK];
+            km_bounds(x, n, b, lo, hi);
+            for (int j = 0; j < b; j++) {
+                float l = INFINITY, h = -INFINITY;
+                for (size_t i = 0; i < n; i++) {
+                    float v = x[i * (size_t)b + (size_t)j];
+                    l = v < l ? v : l;
+                    h = v > h ? v : h;
+                }
+                ck_assert_msg(lo[j] == l && hi[j] == h, "bounds b=%d n=%zu j=%d", b, n, j);
+            }
+        }
+}
+END_TEST
+
+/* Guided search and the index on heavy-tailed data like a weight matrix's
+ * (Student-t, many exact duplicates, a few far outliers), codebooks from
+ * 64 to 65536 centroids drawn from the data (so duplicated centroids and
+ * exact ties), block sizes 1-8: the scalar reference's answers, from
+ * guesses of every kind, with the vector and the scalar certification,
+ * with 1 to 3 threads. */
+START_TEST(test_guided_heavy_tails)
+{
+    static const struct {
+        int b;
+        uint32_t k;
+    } cases[] = {{1, 4096}, {2, 2048}, {2, 65536}, {3, 2048}, {4, 2048}, {4, 64},
+                 {5, 256},  {8, 256}};
+    const size_t n = 6000;
+    km_rng r;
+    km_rng_seed(&r, 91);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int b = cases[ci].b;
+        const uint32_t k = cases[ci].k;
+        const size_t np = k > n ? k : n; /* the data the centroids come from */
+        float *x = malloc(np * (size_t)b * sizeof *x), *c = malloc((size_t)k * b * sizeof *c);
+        uint32_t *ri = malloc(n * sizeof *ri), *gi = malloc(n * sizeof *gi);
+        float *rd = malloc(n * sizeof *rd), *gd = malloc(n * sizeof *gd);
+        ck_assert(x && c && ri && gi && rd && gd);
+        for (size_t i = 0; i < np * (size_t)b; i++) {
+            double v = 0.05 * student_t(&r, 3);
+            if (km_rng_below(&r, 5000) == 0)
+                v *= 40; /* an outlier */
+            x[i] = (float)v;
+        }
+        for (size_t i = 0; i < np; i += 7) /* exact duplicates */
+            for (int j = 0; j < b; j++)
+                x[i * (size_t)b + (size_t)j] = x[(i / 2) * (size_t)b + (size_t)j];
+        /* centroids: data points (some twice), a few rounded to fp16-like
+         * steps, so that vectors sit exactly on centroids and tie */
+        for (uint32_t q = 0; q < k; q++)
+            for (int j = 0; j < b; j++) {
+                size_t src = q % 11 == 5 ? q / 2 : q;
+                float v = x[(src % np) * (size_t)b + (size_t)j];
+                c[(size_t)q * b + j] = q % 3 == 0 ? (float)ldexp(nearbyint(ldexp(v, 10)), -10) : v;
+            }
+        km_assign_ref(x, n, b, c, k, ri, rd);
+        km_codebook cb;
+        ck_assert_int_eq(km_codebook_init(&cb, b, k), 0);
+        km_codebook_set(&cb, c);
+        km_nbrs nb = {0};
+        ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, 2), 0);
+        for (int round = 0; round < 2; round++) {
+            for (int guess = 0; guess < 6; guess++) {
+                km_guided_vector = guess < 3;
+                for (size_t i = 0; i < n; i++)
+                    gi[i] = guess % 3 == 0   ? UINT32_MAX
+                            : guess % 3 == 1 ? (uint32_t)km_rng_below(&r, k)
+                                             : ri[(i * 7) % n];
+                memset(gd, 0xff, n * sizeof *gd);
+                km_assign_guided(x, n, &cb, &nb, gi, gd, 1 + guess % 3);
+                ck_assert_msg(memcmp(ri, gi, n * sizeof *ri) == 0 &&
+                                  memcmp(rd, gd, n * sizeof *rd) == 0,
+                              "guided, heavy tails (b=%d k=%u round=%d guess=%d)", b, k, round,
+                              guess);
+            }
+            km_guided_vector = 1;
+            /* the index (where it can be built) */
+            float lo[KM_MAX_BLOCK], hi[KM_MAX_BLOCK];
+            km_bounds(x, n, b, lo, hi);
+            if (km_codebook_index(&cb, c, lo, hi, KM_ACCEL_INDEX, 2)) {
+                for (int th = 1; th <= 3; th++) {
+                    memset(gi, 0xff, n * sizeof *gi);
+                    km_assign_threads(x, n, &cb, gi, gd, th);
+                    ck_assert_msg(memcmp(ri, gi, n * sizeof *ri) == 0 &&
+                                      memcmp(rd, gd, n * sizeof *rd) == 0,
+                                  "index, heavy tails (b=%d k=%u threads=%d)", b, k, th);
+                }
+            }
+            /* moved centroids: the seeded rebuild of the lists */
+            for (size_t i = 0; i < (size_t)k * b; i++)
+                if (i % 5 == 0)
+                    c[i] += (float)(0.002 * gauss(&r));
+            km_assign_ref(x, n, b, c, k, ri, rd);
+            km_codebook_set(&cb, c);
+            ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, 2), 0);
+        }
+        km_nbrs_free(&nb);
+        km_codebook_free(&cb);
+        free(x);
+        free(c);
+        free(ri);
+        free(gi);
+        free(rd);
+        free(gd);
+    }
 }
 END_TEST
 
@@ -1184,6 +1310,69 @@ static void enc_copy(hvq_ctx *ctx, const hvq_encoded *src, hvq_encoded *dst, con
     }
 }
 
+/* km_decode against the plain way (km_unpack, then copy each centroid
+ * cropped to numel): several chunks, every block size, widths 0..16 bits,
+ * numel not a multiple of b, 1-3 threads; and the first bad index
+ * reported wherever it lies (first chunk, a later chunk, the last vector). */
+START_TEST(test_decode_matches_unpack)
+{
+    const uint64_t numels[] = {1, 7, 100003, 3 * 32768 * 2 + 5};
+    uint32_t r = 7;
+    for (int b = 1; b <= 8; b++)
+        for (unsigned bits = 0; bits <= 16; bits += (bits < 4 ? 1 : 4)) {
+            uint32_t k = bits ? (1u << bits) - (bits > 1 ? 1u : 0u) : 1u;
+            for (size_t ni = 0; ni < sizeof numels / sizeof numels[0]; ni++) {
+                uint64_t numel = numels[ni], n = numel / (uint64_t)b + (numel % (uint64_t)b != 0);
+                if (n > 200000 && b > 2)
+                    continue;
+                uint32_t *idx = malloc((size_t)n * sizeof *idx);
+                uint8_t *packed = calloc((size_t)km_packed_bytes(n, bits) + 1, 1);
+                float *cv = malloc((size_t)k * (size_t)b * sizeof *cv);
+                float *want = malloc((size_t)numel * sizeof *want);
+                float *got = malloc((size_t)numel * sizeof *got);
+                ck_assert(idx && packed && cv && want && got);
+                for (size_t i = 0; i < (size_t)k * (size_t)b; i++)
+                    cv[i] = (float)i * 0.5f - 3.0f;
+                for (uint64_t i = 0; i < n; i++) {
+                    r = r * 1664525u + 1013904223u;
+                    idx[i] = (r >> 8) % k;
+                }
+                km_pack(packed, idx, (size_t)n, bits);
+                uint32_t *back = malloc((size_t)n * sizeof *back);
+                km_unpack(packed, (size_t)n, bits, back);
+                for (uint64_t i = 0; i < numel; i++)
+                    want[i] = cv[(size_t)back[i / (uint64_t)b] * (size_t)b + i % (uint64_t)b];
+                free(back);
+                for (int t = 1; t <= 3; t++) {
+                    memset(got, 0xff, (size_t)numel * sizeof *got);
+                    ck_assert_uint_eq(km_decode(packed, bits, k, cv, b, numel, got, t), UINT64_MAX);
+                    ck_assert_msg(memcmp(got, want, (size_t)numel * sizeof *got) == 0,
+                                  "b %d bits %u numel %llu threads %d", b, bits,
+                                  (unsigned long long)numel, t);
+                }
+                /* an index k (out of range) at a few places: the first such
+                 * vector is the one reported, for any thread count */
+                if (bits > 1 && k < (1u << bits)) {
+                    uint64_t at[] = {n - 1, n / 2, 0};
+                    for (size_t a = 0; a < 3; a++) {
+                        idx[at[a]] = k;
+                        memset(packed, 0, (size_t)km_packed_bytes(n, bits));
+                        km_pack(packed, idx, (size_t)n, bits);
+                        for (int t = 1; t <= 3; t++)
+                            ck_assert_uint_eq(km_decode(packed, bits, k, cv, b, numel, got, t),
+                                              at[a]);
+                    }
+                }
+                free(idx);
+                free(packed);
+                free(cv);
+                free(want);
+                free(got);
+            }
+        }
+}
+END_TEST
+
 START_TEST(test_decode_corrupt)
 {
     fixture f = fx_open(1);
@@ -1333,17 +1522,24 @@ static Suite *kmeans_suite(void)
 {
     Suite *s = suite_create("kmeans");
     TCase *k = tcase_create("kernels");
+    /* exhaustive comparisons: seconds, more under sanitizers or a loaded
+     * machine */
+    tcase_set_timeout(k, 120);
     tcase_add_test(k, test_rng_and_sample);
     tcase_add_test(k, test_kernels_match_reference);
     tcase_add_test(k, test_index_matches_reference);
     tcase_add_test(k, test_guided_matches_reference);
+    tcase_add_test(k, test_guided_heavy_tails);
+    tcase_add_test(k, test_bounds);
     tcase_add_test(k, test_train_accel_equivalence);
     tcase_add_test(k, test_bit_packing);
+    tcase_add_test(k, test_decode_matches_unpack);
     tcase_add_test(k, test_fit_rule);
     tcase_add_test(k, test_objective_monotone);
     tcase_add_test(k, test_revival);
     suite_add_tcase(s, k);
     TCase *p = tcase_create("plugin");
+    tcase_set_timeout(p, 120);
     tcase_add_test(p, test_descriptor);
     tcase_add_test(p, test_roundtrip);
     tcase_add_test(p, test_padding);

@@ -54,11 +54,16 @@
  *  - Block sizes 3 and 4 (first iteration, final pass): the neighbour
  *    check from a guess, the nearest centroid of a k-d tree bucket or the
  *    vector's centroid in training.
+ *  - The neighbour check runs eight neighbours at a time (SIMD) over a
+ *    per-centroid copy of the neighbours' values; it may look at a few
+ *    more neighbours than the proof needs, which cannot change the nearest
+ *    one (the smallest distance, then the lowest index).
  *  - Brute force otherwise (block sizes above 4, small codebooks, vectors
  *    nothing certifies): AVX2 kernels, 8 centroids x 4 vectors per step.
  *  - Threads split the vectors into fixed chunks and sum in a fixed order.
  * On 2 cores, a 2048x2048 matrix: High (b 2, K 2048) 0.25 s instead of
- * 1.2 s; Mid (b 4) about 2x faster than brute force (bench/kmeans_bench.c).
+ * 1.2 s; Mid (b 4) about 3x faster than brute force (bench/kmeans_bench.c;
+ * bench/matrix_bench.sh for the whole driver).
  *
  * Components:
  *   "codebook"  F16 [K, b], row-major; paper_bits = 16*K*b.
@@ -350,27 +355,21 @@ static hvq_status kmeans_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t r
                           i);
             goto out;
         }
-    /* Sequential read of the bit stream, as km_unpack does. */
-    const uint8_t *src = ic->data;
-    uint64_t acc = 0, mask = bits ? ((uint64_t)1 << bits) - 1 : 0, o = 0;
-    unsigned have = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        while (have < bits) {
-            acc |= (uint64_t)src[o++] << have;
-            have += 8;
-        }
-        uint64_t q = acc & mask;
-        acc >>= bits;
-        have -= (unsigned)bits;
-        if (q >= k) {
-            st = H->error(ctx, HVQ_E_INPUT,
-                          "kmeans: index %" PRIu64 " of vector %" PRIu64
-                          " is out of range (%" PRIu64 " centroids)",
-                          q, i, k);
-            goto out;
-        }
-        uint64_t p = i * b, cnt = numel - p < b ? numel - p : b;
-        memcpy(recon + p, cv + q * b, (size_t)cnt * sizeof *cv);
+    uint64_t bad = km_decode(ic->data, (unsigned)bits, (uint32_t)k, cv, (int)b, numel, recon,
+                             H->threads(ctx));
+    if (bad != UINT64_MAX) {
+        /* the index again, for the message (the stream is valid up to it) */
+        uint32_t q;
+        const uint8_t *src = ic->data;
+        uint64_t at = bad * bits;
+        q = 0;
+        for (unsigned t = 0; t < bits; t++, at++)
+            q |= (uint32_t)((src[at / 8] >> (at % 8)) & 1u) << t;
+        st = H->error(ctx, HVQ_E_INPUT,
+                      "kmeans: index %" PRIu32 " of vector %" PRIu64
+                      " is out of range (%" PRIu64 " centroids)",
+                      q, bad, k);
+        goto out;
     }
     st = HVQ_OK;
 out:

@@ -162,6 +162,15 @@ typedef struct km_nbrs {
     float *tab;    /* b rows of kp = k rounded up to 8 (+inf past k) */
     float *tab4;   /* the same with rows of kp4 = k rounded up to 32 */
     km_kd *kd;     /* a k-d tree over the centroids, for first guesses */
+    /* For the vector kernels (NULL when too large or without them): each
+     * centroid's list again with m8 = m rounded up to 8 entries (the
+     * padding repeats a real centroid), nid its numbers (k*m8) and nc the
+     * neighbours' values in blocks of 8 neighbours, each b rows of 8
+     * (k*b*m8 floats). */
+    uint32_t m8;
+    int32_t *nid;
+    float *nc;
+    float *e8; /* k*(m8/8): the distance of each block's first entry */
 } km_nbrs;
 
 /* Builds (or rebuilds, reusing memory) the lists for the k centroids c
@@ -175,6 +184,9 @@ void km_nbrs_free(km_nbrs *nb);
  * The result does not depend on the thread count. */
 size_t km_assign_guided(const float *x, size_t n, const km_codebook *cb, const km_nbrs *nb,
                         uint32_t *idx, float *dist, int threads);
+/* For tests: 0 makes km_assign_guided use its scalar certification loop
+ * instead of the vector kernels (the same answers). Default 1. */
+extern int km_guided_vector;
 
 /* ---- training ---------------------------------------------------------------- */
 
@@ -221,5 +233,15 @@ int km_train(const float *sample, uint64_t m, const km_train_opts *o, km_rng *r,
 int km_encode_all(const float *x, uint64_t numel, km_codebook *cb, const float *cvals,
                   unsigned bits, uint8_t *packed, float *recon, int threads, int accel,
                   const uint32_t *guess);
+
+/* ---- decoding ----------------------------------------------------------------- */
+
+/* The inverse of the final pass: recon[0..numel) = cvals[index][...] for
+ * the n = ceil(numel/b) indices packed at bits each (bits = km_index_bits(k))
+ * in packed, cropped to numel; in parallel chunks (each vector alone: the
+ * result does not depend on threads). Returns UINT64_MAX, or the first
+ * vector whose index is k or more (recon is then incomplete). */
+uint64_t km_decode(const uint8_t *packed, unsigned bits, uint32_t k, const float *cvals, int b,
+                   uint64_t numel, float *recon, int threads);
 
 #endif
