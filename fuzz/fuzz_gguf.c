@@ -1,0 +1,22 @@
+/* Fuzz target: a GGUF file (v2/v3: header, metadata, tensor infos, data; quantized types dequantized on read), read
+ * through the gguf source plugin exactly as `hvqconv run` reads a model:
+ * detection, open, every tensor listed and read in order, converted to
+ * float32 when it is a float type, close. */
+#include "config.h"
+
+#include "fuzz.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    static const char *const plugins[] = {"formats/.libs/gguf.so", NULL};
+    hvq_fuzz_init(plugins);
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    hvq_fuzz_read_model("gguf", hvq_fuzz_write("input.gguf", data, size));
+    return 0;
+}

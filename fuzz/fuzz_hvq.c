@@ -1,0 +1,102 @@
+/* Fuzz target: an hvq container (docs/FORMAT.md) read the way `hvqconv
+ * inspect` and `hvqconv decode` read it: opened and validated through the
+ * safetensors source (the whole "hvq.tensors" index against the stored
+ * tensors), every tensor's CRC-32 checked, pass-through tensors read raw,
+ * and every tensor decoded to float32 (compressed ones through the
+ * clusterer and residual plugins the container names). */
+#include "config.h"
+
+#include "container.h"
+#include "dtype.h"
+#include "fuzz.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    static const char *const plugins[] = {
+        "formats/.libs/safetensors.so",      "plugins/.libs/clusterer_rtn.so",
+        "plugins/.libs/clusterer_kmeans.so", "plugins/.libs/residual_coo16.so",
+        "plugins/.libs/residual_none.so",    NULL};
+    hvq_fuzz_init(plugins);
+    return 0;
+}
+
+static volatile float g_sink;
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    hvq_fuzz_begin();
+    hvq_ctx *ctx = hvq_fuzz_ctx();
+    hvq_container *c = NULL;
+    hvq_status st =
+        hvq_container_open(ctx, hvq_fuzz_registry(), hvq_fuzz_write("input.hvq", data, size), &c);
+    if (st != HVQ_OK) {
+        if (c)
+            hvq_fuzz_fail("hvq_container_open failed but returned a container");
+        hvq_fuzz_check_error(st, "input.hvq");
+        hvq_fuzz_end();
+        return 0;
+    }
+    /* What inspect prints. */
+    static const char *const keys[] = {"hvq.producer", "hvq.pipeline", "hvq.plugins", NULL};
+    size_t sum = 0;
+    for (size_t k = 0; keys[k]; k++) {
+        const char *v = hvq_container_meta(c, keys[k]);
+        sum += v ? strlen(v) : 0;
+    }
+    const hvq_meta *meta;
+    size_t nm;
+    hvq_container_source_meta(c, &meta, &nm);
+    for (size_t i = 0; i < nm; i++)
+        sum += strlen(meta[i].key) + strlen(meta[i].value);
+    (void)hvq_container_file_size(c);
+
+    size_t n = hvq_container_count(c);
+    for (size_t i = 0; i < n; i++) {
+        const hvq_container_tensor *t = hvq_container_info(c, i);
+        if (!t || !t->name || !t->dtype_name)
+            hvq_fuzz_fail("tensor %zu of %zu has no description", i, n);
+        sum += strlen(t->name) + strlen(t->dtype_name) + t->n_stored;
+        if (t->compressed) {
+            sum += strlen(t->clusterer.plugin) + strlen(t->residual.plugin);
+            for (size_t a = 0; a < t->clusterer.n_attrs; a++)
+                sum += strlen(t->clusterer.attrs[a].value);
+            for (size_t a = 0; a < t->residual.n_attrs; a++)
+                sum += strlen(t->residual.attrs[a].value);
+        }
+        st = hvq_container_verify(ctx, c, i);
+        if (st != HVQ_OK) {
+            hvq_fuzz_check_error(st, "input.hvq");
+            continue;
+        }
+        if (!t->compressed) {
+            hvq_tensor raw;
+            if ((st = hvq_container_read_raw(ctx, c, i, &raw)) != HVQ_OK) {
+                hvq_fuzz_check_error(st, "input.hvq");
+                continue;
+            }
+            hvq_fuzz_check_tensor(&raw.info, raw.data, 1);
+            if (!hvq_dtype_is_float(raw.info.dtype))
+                continue;
+        }
+        /* decode allocates numel floats per tensor, as here */
+        float *out = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *out);
+        if (!out)
+            hvq_fuzz_fail("tensor '%s': cannot allocate %llu floats", t->name,
+                          (unsigned long long)t->numel);
+        st = hvq_container_read_decoded(ctx, c, i, out);
+        if (st != HVQ_OK)
+            hvq_fuzz_check_error(st, "input.hvq");
+        else if (t->numel)
+            g_sink = out[0] + out[t->numel - 1];
+        free(out);
+    }
+    g_sink = (float)sum;
+    hvq_container_close(ctx, c);
+    hvq_fuzz_end();
+    return 0;
+}
