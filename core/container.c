@@ -628,6 +628,50 @@ static hvq_status check_shard_key(hvq_ctx *ctx, hvq_container *c)
     return HVQ_OK;
 }
 
+/* Each compressed tensor's clusterer components, checked by its plugin's
+ * cluster_check (when installed and offered) from the index alone, before
+ * anyone allocates a decoded tensor: a file whose few bytes claim a huge
+ * tensor is bad input here, not an allocation failing later. */
+static hvq_status check_layouts(hvq_ctx *ctx, hvq_container *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        const ct_tensor *t = &c->t[i];
+        const hvq_container_tensor *p = &t->pub;
+        const hvq_loaded_plugin *pl =
+            p->compressed && c->reg
+                ? hvq_registry_find(c->reg, HVQ_KIND_CLUSTERER, p->clusterer.plugin)
+                : NULL;
+        if (!pl || !pl->desc.cluster_check)
+            continue;
+        hvq_encoded enc;
+        hvq_encoded_init(&enc);
+        hvq_status st = HVQ_OK;
+        for (size_t a = 0; st == HVQ_OK && a < p->clusterer.n_attrs; a++)
+            st = ctx->host->enc_attr(ctx, &enc, p->clusterer.attrs[a].key,
+                                     p->clusterer.attrs[a].value);
+        for (size_t k = 0; st == HVQ_OK && k < t->n_parts; k++) {
+            if (t->parts[k].stage != 1)
+                continue;
+            const hvq_tensor_info *si = &c->src_info[t->parts[k].src];
+            st = hvq_encoded_add_layout(ctx, &enc, t->parts[k].key, si->dtype, si->ndim,
+                                        si->shape);
+            if (st == HVQ_OK && enc.components[enc.n_components - 1].nbytes != si->nbytes)
+                st = cfail(ctx, HVQ_E_INPUT, c, "tensor '%s': component '%s' has a bad size",
+                           p->name, t->parts[k].key);
+        }
+        if (st == HVQ_OK) {
+            st = pl->desc.cluster_check(ctx, &enc, p->rows, p->cols);
+            if (st != HVQ_OK)
+                hvq_error_prefix(ctx, "%s: tensor '%s': clusterer '%s'", c->path, p->name,
+                                 pl->desc.name);
+        }
+        hvq_encoded_clear(&enc);
+        if (st != HVQ_OK)
+            return st;
+    }
+    return HVQ_OK;
+}
+
 static hvq_status open_checked(hvq_ctx *ctx, hvq_container *c)
 {
     struct stat sb;
@@ -703,7 +747,9 @@ static hvq_status open_checked(hvq_ctx *ctx, hvq_container *c)
     qsort(c->by_name, c->n_src, sizeof *c->by_name, cmp_name);
     if ((st = parse_source_meta(ctx, c)) != HVQ_OK)
         return st;
-    return parse_index(ctx, c);
+    if ((st = parse_index(ctx, c)) != HVQ_OK)
+        return st;
+    return check_layouts(ctx, c);
 }
 
 hvq_status hvq_container_open(hvq_ctx *ctx, const hvq_registry *reg, const char *path,

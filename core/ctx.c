@@ -722,9 +722,11 @@ void hvq_encoded_clear(hvq_encoded *enc)
     memset(enc, 0, sizeof *enc);
 }
 
-static hvq_component *host_enc_add(hvq_ctx *ctx, hvq_encoded *enc, const char *name,
-                                   hvq_dtype dtype, int ndim, const int64_t *shape,
-                                   uint64_t paper_bits)
+/* enc_add, with zeroed data of the component's size when alloc, with
+ * data NULL otherwise (a layout for cluster_check). */
+static hvq_component *enc_add(hvq_ctx *ctx, hvq_encoded *enc, const char *name,
+                              hvq_dtype dtype, int ndim, const int64_t *shape,
+                              uint64_t paper_bits, int alloc)
 {
     if (!name || strlen(name) >= sizeof enc->components[0].name || ndim < 0 ||
         ndim > HVQ_MAX_DIMS || hvq_dtype_size(dtype) == 0) {
@@ -754,8 +756,8 @@ static hvq_component *host_enc_add(hvq_ctx *ctx, hvq_encoded *enc, const char *n
         enc->components = c;
         enc->cap_components = cap;
     }
-    void *data = hvq_calloc(ctx, 1, (size_t)nbytes);
-    if (!data)
+    void *data = alloc ? hvq_calloc(ctx, 1, (size_t)nbytes) : NULL;
+    if (alloc && !data)
         return NULL;
     hvq_component *c = &enc->components[enc->n_components++];
     memset(c, 0, sizeof *c);
@@ -768,6 +770,21 @@ static hvq_component *host_enc_add(hvq_ctx *ctx, hvq_encoded *enc, const char *n
     c->nbytes = nbytes;
     c->paper_bits = paper_bits;
     return c;
+}
+
+static hvq_component *host_enc_add(hvq_ctx *ctx, hvq_encoded *enc, const char *name,
+                                   hvq_dtype dtype, int ndim, const int64_t *shape,
+                                   uint64_t paper_bits)
+{
+    return enc_add(ctx, enc, name, dtype, ndim, shape, paper_bits, 1);
+}
+
+hvq_status hvq_encoded_add_layout(hvq_ctx *ctx, hvq_encoded *enc, const char *name,
+                                  hvq_dtype dtype, int ndim, const int64_t *shape)
+{
+    if (enc_add(ctx, enc, name, dtype, ndim, shape, 0, 0))
+        return HVQ_OK;
+    return hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_NOMEM;
 }
 
 static hvq_status host_enc_attr(hvq_ctx *ctx, hvq_encoded *enc, const char *key,

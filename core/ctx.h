@@ -65,6 +65,10 @@ void hvq_outputs_abort(hvq_ctx *ctx);
 /* Encoded-component sets. */
 void hvq_encoded_init(hvq_encoded *enc);
 void hvq_encoded_clear(hvq_encoded *enc);
+/* Appends a component with its dtype, shape and size but no data (NULL):
+ * the layout a clusterer's cluster_check looks at. */
+hvq_status hvq_encoded_add_layout(hvq_ctx *ctx, hvq_encoded *enc, const char *name,
+                                  hvq_dtype dtype, int ndim, const int64_t *shape);
 
 
 /* Total size in bytes of the outputs opened so far and not yet committed:

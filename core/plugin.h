@@ -530,6 +530,18 @@ typedef struct hvq_plugin {
                                      const hvq_tensor_info *tensors, size_t n,
                                      void **state);
 
+    /* CLUSTERER, optional: checks, without decoding, that enc is a
+     * well-formed encoding of a rows x cols matrix: the attributes and the
+     * components' dtype, ndim, shape and nbytes, everything cluster_decode
+     * would refuse before reading a value. Component data is NULL here.
+     * The host calls it when a container is opened, before it allocates
+     * any decoded tensor, so a file whose few bytes claim a huge tensor is
+     * refused as bad input (HVQ_E_INPUT with a message) rather than by an
+     * allocation failing. cluster_decode must still check on its own.
+     * Absent: only cluster_decode checks. */
+    hvq_status (*cluster_check)(hvq_ctx *ctx, const hvq_encoded *enc,
+                                uint64_t rows, uint64_t cols);
+
     /* New fields are appended here. */
 } hvq_plugin;
 

@@ -161,6 +161,24 @@ const char *hvq_fuzz_write(const char *name, const void *data, size_t n)
 
 void hvq_fuzz_unlink(const char *name) { unlink(hvq_fuzz_path(name)); }
 
+size_t hvq_fuzz_split(const unsigned char *data, size_t size, size_t max,
+                      const unsigned char **piece, size_t *len)
+{
+    const size_t m = sizeof HVQ_FUZZ_SEP - 1;
+    size_t n = 0, at = 0;
+    for (;;) {
+        size_t i = at;
+        while (i + m <= size && memcmp(data + i, HVQ_FUZZ_SEP, m) != 0)
+            i++;
+        int found = i + m <= size;
+        piece[n] = data + at;
+        len[n++] = (found ? i : size) - at;
+        if (!found || n == max)
+            return n;
+        at = i + m;
+    }
+}
+
 void hvq_fuzz_check_error(hvq_status st, const char *what)
 {
     const char *msg = hvq_ctx_error(g_ctx);

@@ -49,6 +49,16 @@ const char *hvq_fuzz_write(const char *name, const void *data, size_t n);
 /* Removes SCRATCH/name if it exists. */
 void hvq_fuzz_unlink(const char *name);
 
+/* Inputs of several files (a sharded model): the pieces are separated by
+ * this line. */
+#define HVQ_FUZZ_SEP "\n#HVQ-SHARD\n"
+
+/* Splits data at HVQ_FUZZ_SEP into at most max (>= 1) pieces, dropping
+ * whatever follows a separator after the last one; returns how many, at
+ * least 1. */
+size_t hvq_fuzz_split(const unsigned char *data, size_t size, size_t max,
+                      const unsigned char **piece, size_t *len);
+
 /* Checks what a failed call left on the context: a status that is one of
  * the documented ones and a message naming `what` (a file name). Aborts
  * with the message otherwise. Clears the error. */

@@ -15,8 +15,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define SEP "\n#HVQ-SHARD\n"
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -27,28 +25,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static const unsigned char *find_sep(const unsigned char *p, size_t n)
-{
-    size_t m = sizeof SEP - 1;
-    for (size_t i = 0; i + m <= n; i++)
-        if (p[i] == '\n' && memcmp(p + i, SEP, m) == 0)
-            return p + i;
-    return NULL;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const names[] = {"model/model.safetensors.index.json",
                                         "model/a.safetensors", "model/b.safetensors",
                                         "model/c.safetensors"};
-    const unsigned char *p = data, *end = data + size;
-    size_t k = 0;
-    for (; k < 4 && p != NULL; k++) {
-        const unsigned char *s = find_sep(p, (size_t)(end - p));
-        size_t len = s ? (size_t)(s - p) : (size_t)(end - p);
-        hvq_fuzz_write(names[k], p, len);
-        p = s ? s + sizeof SEP - 1 : NULL;
-    }
+    const unsigned char *piece[4];
+    size_t len[4], n = hvq_fuzz_split(data, size, 4, piece, len), k;
+    for (k = 0; k < n; k++)
+        hvq_fuzz_write(names[k], piece[k], len[k]);
     for (; k < 4; k++)
         hvq_fuzz_unlink(names[k]);
     hvq_fuzz_read_model("safetensors", hvq_fuzz_path("model"));

@@ -342,6 +342,21 @@ def hvq_seeds(build):
             subprocess.run([hv, "-q", "run", "--force", y], check=True)
             with open(o, "rb") as f:
                 out("hvq", "stories-mini-%s.hvq" % name, f.read())
+        # A sharded container: the index, then each shard after the line
+        # "#HVQ-SHARD" (fuzz_hvq.c).
+        d = os.path.join(tmp, "sharded")
+        os.mkdir(d)
+        y = os.path.join(tmp, "sharded.yaml")
+        with open(y, "w") as f:
+            f.write("name: sharded\ninput: %s\noutput: %s\nselect: { exclude: ['*norm*'] }\n"
+                    "stages:\n  %s\n  writer: { plugin: hvq, max_shard_size: 1000 }\n"
+                    % (model, os.path.join(d, "m.hvq"), runs["kmeans-coo16"]))
+        subprocess.run([hv, "-q", "run", "--force", y], check=True)
+        shards = sorted(x for x in os.listdir(d) if x.endswith(".hvq"))
+        parts = [open(os.path.join(d, "m.hvq.index.json"), "rb").read()]
+        parts += [open(os.path.join(d, x), "rb").read() for x in shards]
+        out("hvq", "stories-mini-kmeans-coo16-%d-shards" % len(shards),
+            b"\n#HVQ-SHARD\n".join(parts))
     finally:
         shutil.rmtree(tmp)
 

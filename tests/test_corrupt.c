@@ -1537,6 +1537,96 @@ START_TEST(corrupt_container)
 }
 END_TEST
 
+/* Replaces `from` (which must occur) in a container's JSON header with
+ * `to` of any length, and pads the header again to a multiple of 8. */
+static void b_rehead(bytes *b, const char *from, const char *to)
+{
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--)
+        hl = hl << 8 | b->p[i];
+    size_t end = 8 + (size_t)hl, at = b_find(b, from, strlen(from), 8);
+    ck_assert_uint_lt(at, end);
+    while (end > 8 && b->p[end - 1] == ' ')
+        end--;
+    bytes n = {0};
+    b_put(&n, b->p + 8, at - 8);
+    b_str(&n, to);
+    b_put(&n, b->p + at + strlen(from), end - at - strlen(from));
+    while (n.n % 8)
+        b_str(&n, " ");
+    bytes o = {0};
+    b_u64(&o, n.n);
+    b_put(&o, n.p, n.n);
+    b_put(&o, b->p + 8 + (size_t)hl, b->n - 8 - (size_t)hl);
+    free(n.p);
+    free(b->p);
+    *b = o;
+}
+
+/* A container whose few bytes claim a huge tensor (k-means with one
+ * centroid stores no index bits; with two, one bit a vector) is refused
+ * when it is opened, before a decoded tensor is allocated: exit 2 naming
+ * the tensor, never an allocation failure (exit 1) or gigabytes written. */
+START_TEST(container_size_claims)
+{
+    static const st_t ts[] = {{"one.weight", 2, {1, 2}}, {"two.weight", 2, {4, 16}}};
+    bytes st = st_build(ts, 2, NULL, 0, 0);
+    const char *src = gpath("claims.safetensors");
+    th_write_file(src, st.p, st.n);
+    free(st.p);
+    const char *pipe = gpath("km1.yaml");
+    write_text(pipe, "name: km1\nseed: 1\nselect:\n  include: [\"*.weight\"]\nstages:\n"
+                     "  clusterer: { plugin: kmeans, block_size: 2, centroids: 2, fit: shrink }\n"
+                     "  residual: none\n  writer: hvq\n");
+    static char b_o[PATH_MAX];
+    const char *o = keep(b_o, gpath("claims.hvq"));
+    ok_run("one centroid for one vector", "run", "-q", pipe, "-i", src, "-o", o,
+           (const char *)NULL);
+    char *out, *err;
+    /* one vector, one centroid, 0-bit indices: valid, and decodes */
+    int rc = hvq(&out, &err, "verify", o, (const char *)NULL);
+    ck_assert_msg(rc == 0, "verify: %d\n%s", rc, err);
+    free(out);
+    free(err);
+    bytes base = b_file(o);
+    static tmpl ver = {"verify", "@IN@", NULL};
+    static tmpl dec = {"decode", "-q", "@IN@", "-o", "@OUT@", NULL};
+    static tmpl ins = {"inspect", "@IN@", NULL};
+    const char *const *cmds[3] = {ver, dec, ins};
+    static const char *const cname[3] = {"verify", "decode", "inspect"};
+    /* 1 GiB and 4 TiB of float32 claimed by one.weight's 6 bytes */
+    static const char *const cols[2] = {"268435456", "1099511627776"};
+    static const char *const vecs[2] = {"134217728", "549755813888"};
+    for (int v = 0; v < 2; v++)
+        for (int k = 0; k < 3; k++) {
+            bytes c = b_copy(&base);
+            char shape[64], rc_[64], vc[64], lab[128];
+            snprintf(shape, sizeof shape, "\\\"shape\\\":[1,%s]", cols[v]);
+            snprintf(rc_, sizeof rc_, "\\\"rows\\\":1,\\\"cols\\\":%s,", cols[v]);
+            snprintf(vc, sizeof vc, "\\\"vectors\\\":\\\"%s\\\"", vecs[v]);
+            b_rehead(&c, "\\\"shape\\\":[1,2]", shape);
+            b_rehead(&c, "\\\"rows\\\":1,\\\"cols\\\":2,", rc_);
+            b_rehead(&c, "\\\"vectors\\\":\\\"1\\\"", vc);
+            snprintf(lab, sizeof lab, "%s: one centroid claims %s columns", cname[k], cols[v]);
+            bad(lab, cmds[k], "c.hvq", &c, "only valid for a single vector");
+            free(c.p);
+        }
+    /* two centroids (1-bit indices): 4 stored index bytes cannot hold
+     * 2 x 1600 vectors */
+    for (int k = 0; k < 3; k++) {
+        bytes c = b_copy(&base);
+        char lab[128];
+        b_rehead(&c, "\\\"shape\\\":[4,16]", "\\\"shape\\\":[4,1600]");
+        b_rehead(&c, "\\\"rows\\\":4,\\\"cols\\\":16,", "\\\"rows\\\":4,\\\"cols\\\":1600,");
+        b_rehead(&c, "\\\"vectors\\\":\\\"32\\\"", "\\\"vectors\\\":\\\"3200\\\"");
+        snprintf(lab, sizeof lab, "%s: indices too few for the claimed vectors", cname[k]);
+        bad(lab, cmds[k], "c.hvq", &c, "indices must be U8 [400]");
+        free(c.p);
+    }
+    free(base.p);
+}
+END_TEST
+
 START_TEST(corrupt_container_eval)
 {
     /* a Llama container (stories260K, rtn) evaluated on the fly */
@@ -1760,6 +1850,7 @@ static Suite *suite(void)
     tcase_add_test(tc, too_small_for_clusterer);
     tcase_add_test(tc, corrupt_container);
     tcase_add_test(tc, corrupt_container_eval);
+    tcase_add_test(tc, container_size_claims);
     tcase_add_test(tc, write_failures);
     tcase_add_test(tc, reproducible);
     suite_add_tcase(s, tc);

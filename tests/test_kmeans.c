@@ -1042,6 +1042,11 @@ START_TEST(test_single_vector)
         hvq_host_table()->convert(f.ctx, HVQ_DTYPE_F32, &back, HVQ_DTYPE_F16, &h, 1);
         ck_assert_float_eq(recon[i], back);
     }
+    /* it decodes (test_one_centroid_claims: not for more vectors) */
+    float out[8];
+    ck_assert_int_eq(f.p->desc.cluster_check(f.ctx, &enc, 1, 3), HVQ_OK);
+    ck_assert_int_eq(f.p->desc.cluster_decode(f.ctx, &enc, 1, 3, out), HVQ_OK);
+    ck_assert(memcmp(out, recon, 3 * sizeof *out) == 0);
     hvq_encoded_clear(&enc);
     free(recon);
     /* fit: error refuses it */
@@ -1424,8 +1429,17 @@ START_TEST(test_decode_corrupt)
                       i, hvq_ctx_error(f.ctx));
         if (getenv("HVQ_TEST_VERBOSE"))
             fprintf(stderr, "mutation %zu: %s\n", i, hvq_ctx_error(f.ctx));
+        /* cluster_check sees every layout fault (not the values: a NaN
+         * centroid or an index out of range needs the data) */
+        hvq_ctx_clear_error(f.ctx);
+        st = f.p->desc.cluster_check(f.ctx, &e, 10, 10);
+        ck_assert_msg(st == (bad[i].poke >= 0 ? HVQ_OK : HVQ_E_INPUT),
+                      "check, mutation %zu: status %d (%s)", i, (int)st, hvq_ctx_error(f.ctx));
         hvq_encoded_clear(&e);
     }
+    ck_assert_int_eq(f.p->desc.cluster_check(f.ctx, &enc, 10, 10), HVQ_OK);
+    ck_assert_int_eq(f.p->desc.cluster_check(f.ctx, &enc, 10, 11), HVQ_E_INPUT);
+    ck_assert_int_eq(f.p->desc.cluster_check(f.ctx, &enc, 1ull << 33, 1ull << 33), HVQ_E_INPUT);
     /* a shape that disagrees, and one whose size overflows */
     ck_assert_int_eq(f.p->desc.cluster_decode(f.ctx, &enc, 10, 11, out), HVQ_E_INPUT);
     ck_assert_int_eq(f.p->desc.cluster_decode(f.ctx, &enc, 1ull << 33, 1ull << 33, out),
@@ -1441,6 +1455,47 @@ START_TEST(test_decode_corrupt)
     hvq_encoded_clear(&enc);
     free(recon);
     free(x);
+    fx_close(&f);
+}
+END_TEST
+
+/* One centroid stores 0-bit indices: valid for one vector only, or a few
+ * bytes could claim a tensor of any size. Decode and the layout check
+ * (cluster_check) refuse it alike. */
+START_TEST(test_one_centroid_claims)
+{
+    fixture f = fx_open(1);
+    float x[3] = {0.1f, -0.7f, 0.33f}, out[8];
+    const char *kv[] = {"block_size=4", "fit=shrink", NULL};
+    hvq_encoded enc, e;
+    capture_begin();
+    float *recon = encode_checked(&f, x, 1, 3, 1, kv, &enc);
+    free(capture_end());
+    static const struct {
+        const char *vectors;
+        uint64_t rows, cols;
+    } claims[] = {{"2", 1, 8}, {"268435456", 1024, 1048576}, {"1152921504606846976", 1, 1ull << 62}};
+    for (size_t i = 0; i < sizeof claims / sizeof claims[0]; i++) {
+        mutation m = {"vectors", claims[i].vectors, NULL, 0, 0, -1};
+        uint64_t cols = claims[i].cols;
+        enc_copy(f.ctx, &enc, &e, &m);
+        hvq_ctx_clear_error(f.ctx);
+        ck_assert_int_eq(f.p->desc.cluster_check(f.ctx, &e, claims[i].rows, cols), HVQ_E_INPUT);
+        char want[160];
+        snprintf(want, sizeof want,
+                 "kmeans: 1 centroid (0-bit indices) is only valid for a single vector, not %s",
+                 claims[i].vectors);
+        ck_assert_str_eq(hvq_ctx_error(f.ctx), want);
+        hvq_ctx_clear_error(f.ctx);
+        if (i == 0) { /* small enough to hand decode a buffer */
+            ck_assert_int_eq(f.p->desc.cluster_decode(f.ctx, &e, 1, 8, out), HVQ_E_INPUT);
+            ck_assert_str_eq(hvq_ctx_error(f.ctx), want);
+            hvq_ctx_clear_error(f.ctx);
+        }
+        hvq_encoded_clear(&e);
+    }
+    hvq_encoded_clear(&enc);
+    free(recon);
     fx_close(&f);
 }
 END_TEST
@@ -1550,6 +1605,7 @@ static Suite *kmeans_suite(void)
     tcase_add_test(p, test_determinism_and_threads);
     tcase_add_test(p, test_accel_equivalence);
     tcase_add_test(p, test_decode_corrupt);
+    tcase_add_test(p, test_one_centroid_claims);
     tcase_add_test(p, test_bad_input);
     tcase_add_test(p, test_quality);
     suite_add_tcase(s, p);

@@ -322,11 +322,27 @@ START_TEST(rtn_decode_refuses_corrupt_components)
     hvq_encoded enc;
     hvq_encoded_init(&enc);
     ck_assert_int_eq(d->cluster_encode(ctx, &tp.p, &in, recon, &enc), HVQ_OK);
-    /* decoding as a larger matrix than the components hold */
+    ck_assert_int_eq(d->cluster_check(ctx, &enc, 4, 16), HVQ_OK);
+    /* decoding as a larger matrix than the components hold: refused by
+     * decode and by the layout check the host runs before allocating */
     ck_assert_int_eq(d->cluster_decode(ctx, &enc, 8, 16, recon), HVQ_E_INPUT);
     th_assert_contains(hvq_ctx_error(ctx), "wrong size");
+    hvq_ctx_clear_error(ctx);
+    ck_assert_int_eq(d->cluster_check(ctx, &enc, 1024, 1048576), HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(ctx), "wrong size for a 1024x1048576 matrix");
+    hvq_ctx_clear_error(ctx);
+    static const char *const bad_group[] = {"", "-1", "+4", "4x", NULL};
+    for (int i = 0; bad_group[i]; i++) {
+        ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "group_size", bad_group[i]), HVQ_OK);
+        ck_assert_int_eq(d->cluster_check(ctx, &enc, 4, 16), HVQ_E_INPUT);
+        th_assert_contains(hvq_ctx_error(ctx), "rtn: bad attributes group_size");
+        hvq_ctx_clear_error(ctx);
+    }
+    ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "group_size", "0"), HVQ_OK);
+    ck_assert_int_eq(d->cluster_check(ctx, &enc, 4, 16), HVQ_OK);
     ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "mode", "sideways"), HVQ_OK);
     ck_assert_int_eq(d->cluster_decode(ctx, &enc, 4, 16, recon), HVQ_E_INPUT);
+    ck_assert_int_eq(d->cluster_check(ctx, &enc, 4, 16), HVQ_E_INPUT);
     hvq_encoded_clear(&enc);
 }
 END_TEST

@@ -81,14 +81,17 @@ static hvq_status sign_encode(hvq_ctx *ctx, const hvq_params *params,
     return HVQ_OK;
 }
 
-static hvq_status sign_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
-                              uint64_t cols, float *recon)
+/* The components' layout for a rows x cols matrix, without reading their
+ * data: the optional cluster_check, which hvqconv calls when a container
+ * is opened (before it allocates the decoded tensor), and the first step
+ * of decode. */
+static hvq_status sign_check(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
+                             uint64_t cols)
 {
     const hvq_host *H = ctx->host;
     const hvq_component *bits = H->enc_get(enc, "signs");
     const hvq_component *sc = H->enc_get(enc, "scales");
-    uint64_t numel = rows * cols, r, c;
-    const uint8_t *b;
+    uint64_t numel = rows * cols; /* the host guarantees it fits in memory */
 
     if (!bits || !sc || bits->dtype != HVQ_DTYPE_U8 || sc->dtype != HVQ_DTYPE_F16 ||
         bits->nbytes != (numel + 7) / 8 || sc->nbytes != 2 * rows)
@@ -96,7 +99,21 @@ static hvq_status sign_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t row
                         "sign: components 'signs' and 'scales' missing or of the wrong "
                         "size for a %llux%llu matrix",
                         (unsigned long long)rows, (unsigned long long)cols);
-    b = bits->data;
+    return HVQ_OK;
+}
+
+static hvq_status sign_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
+                              uint64_t cols, float *recon)
+{
+    const hvq_host *H = ctx->host;
+    const hvq_component *sc = H->enc_get(enc, "scales");
+    uint64_t r, c;
+    const uint8_t *b;
+    hvq_status st = sign_check(ctx, enc, rows, cols);
+
+    if (st != HVQ_OK)
+        return st;
+    b = H->enc_get(enc, "signs")->data;
     for (r = 0; r < rows; r++) {
         float a;
         H->convert(ctx, HVQ_DTYPE_F32, &a, HVQ_DTYPE_F16, (const uint16_t *)sc->data + r, 1);
@@ -117,6 +134,7 @@ static const hvq_plugin sign_plugin = {
     .license = "MIT",
     .cluster_encode = sign_encode,
     .cluster_decode = sign_decode,
+    .cluster_check = sign_check, /* optional */
 };
 
 HVQ_REGISTER_PLUGIN(sign_plugin)

@@ -67,7 +67,10 @@
  *
  * Components:
  *   "codebook"  F16 [K, b], row-major; paper_bits = 16*K*b.
- *   "indices"   U8 [ceil(N*bits/8)] with bits = ceil(log2 K) (0 when K = 1):
+ *   "indices"   U8 [ceil(N*bits/8)] with bits = ceil(log2 K) (0 when K = 1,
+ *               which is valid only for N = 1: a decoder refuses K = 1 with
+ *               more vectors, so every stored index bit decodes to at most
+ *               b values and a small file cannot claim a huge tensor):
  *               index i occupies bits [i*bits, (i+1)*bits) of the byte
  *               stream, least significant bit first, where bit j of the
  *               stream is bit (j % 8) of byte j / 8; the unused high bits of
@@ -303,8 +306,12 @@ static hvq_status attr_u64(hvq_ctx *ctx, const hvq_encoded *enc, const char *key
     return HVQ_OK;
 }
 
-static hvq_status kmeans_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
-                                uint64_t cols, float *recon)
+/* The attributes and component shapes of an encoding of a rows x cols
+ * matrix, checked without reading component data (cluster_check; the
+ * first step of cluster_decode). */
+static hvq_status kmeans_layout(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
+                                uint64_t cols, uint64_t *b_out, uint64_t *k_out,
+                                uint64_t *bits_out, uint64_t *numel_out)
 {
     const hvq_host *H = ctx->host;
     uint64_t b, k, bits, n;
@@ -318,6 +325,15 @@ static hvq_status kmeans_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t r
         return H->error(ctx, HVQ_E_INPUT,
                         "kmeans: index_bits %" PRIu64 " does not match %" PRIu64 " centroids",
                         bits, k);
+    /* One centroid stores no index bits: only fit: shrink on a single
+     * vector writes it. Anything else would let a few bytes claim a
+     * tensor of any size; with 2 centroids or more every vector costs a
+     * stored bit. */
+    if (k == 1 && n != 1)
+        return H->error(ctx, HVQ_E_INPUT,
+                        "kmeans: 1 centroid (0-bit indices) is only valid for a single vector, "
+                        "not %" PRIu64,
+                        n);
     if (cols && rows > UINT64_MAX / cols)
         return H->error(ctx, HVQ_E_INPUT, "kmeans: a %" PRIu64 "x%" PRIu64
                         " matrix is too large", rows, cols);
@@ -332,17 +348,41 @@ static hvq_status kmeans_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t r
     if (!cbc || !ic)
         return H->error(ctx, HVQ_E_INPUT, "kmeans: component codebook or indices missing");
     if (cbc->dtype != HVQ_DTYPE_F16 || cbc->ndim != 2 || cbc->shape[0] != (int64_t)k ||
-        cbc->shape[1] != (int64_t)b || cbc->nbytes != k * b * 2 || !cbc->data)
+        cbc->shape[1] != (int64_t)b || cbc->nbytes != k * b * 2)
         return H->error(ctx, HVQ_E_INPUT,
                         "kmeans: codebook must be F16 [%" PRIu64 ", %" PRIu64
                         "], got %s with %d dimensions and %" PRIu64 " bytes",
                         k, b, H->dtype_name(cbc->dtype), cbc->ndim, cbc->nbytes);
-    if (ic->dtype != HVQ_DTYPE_U8 || ic->ndim != 1 || ic->nbytes != packed ||
-        (packed && !ic->data))
+    if (ic->dtype != HVQ_DTYPE_U8 || ic->ndim != 1 || ic->nbytes != packed)
         return H->error(ctx, HVQ_E_INPUT,
                         "kmeans: indices must be U8 [%" PRIu64
                         "], got %s with %d dimensions and %" PRIu64 " bytes",
                         packed, H->dtype_name(ic->dtype), ic->ndim, ic->nbytes);
+    *b_out = b;
+    *k_out = k;
+    *bits_out = bits;
+    *numel_out = numel;
+    return HVQ_OK;
+}
+
+static hvq_status kmeans_check(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
+                               uint64_t cols)
+{
+    uint64_t b, k, bits, numel;
+    return kmeans_layout(ctx, enc, rows, cols, &b, &k, &bits, &numel);
+}
+
+static hvq_status kmeans_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
+                                uint64_t cols, float *recon)
+{
+    const hvq_host *H = ctx->host;
+    uint64_t b, k, bits, numel;
+    hvq_status st = kmeans_layout(ctx, enc, rows, cols, &b, &k, &bits, &numel);
+    if (st != HVQ_OK)
+        return st;
+    const hvq_component *cbc = H->enc_get(enc, "codebook"), *ic = H->enc_get(enc, "indices");
+    if (!cbc->data || (ic->nbytes && !ic->data))
+        return H->error(ctx, HVQ_E_INPUT, "kmeans: component codebook or indices has no data");
 
     float *cv = malloc((size_t)(k * b) * sizeof *cv);
     if (!cv)
@@ -387,6 +427,7 @@ static const hvq_plugin kmeans_plugin = {
     .params = kmeans_params,
     .cluster_encode = kmeans_encode,
     .cluster_decode = kmeans_decode,
+    .cluster_check = kmeans_check,
 };
 
 HVQ_REGISTER_PLUGIN(kmeans_plugin)

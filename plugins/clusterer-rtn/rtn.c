@@ -128,8 +128,11 @@ static hvq_status rtn_encode(hvq_ctx *ctx, const hvq_params *params,
     return st;
 }
 
-static hvq_status rtn_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
-                             uint64_t cols, float *recon)
+/* The attributes and component sizes of an encoding of a rows x cols
+ * matrix (the host guarantees rows * cols fits in memory), checked without
+ * reading component data: cluster_check, and the first step of decode. */
+static hvq_status rtn_layout(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
+                             uint64_t cols, uint64_t *g_out, int *asym_out)
 {
     const hvq_host *H = ctx->host;
     const char *gtext = H->enc_attr_get(enc, "group_size");
@@ -139,10 +142,10 @@ static hvq_status rtn_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows
     char *end;
     uint64_t g = strtoull(gtext, &end, 10);
     int asym = strcmp(mode, "asymmetric") == 0;
-    if (*end || (!asym && strcmp(mode, "symmetric") != 0))
-        return H->error(ctx, HVQ_E_INPUT, "rtn: bad attributes group_size='%s' mode='%s'",
+    if (*gtext < '0' || *gtext > '9' || *end || (!asym && strcmp(mode, "symmetric") != 0))
+        return H->error(ctx, HVQ_E_INPUT, "rtn: bad attributes group_size='%.40s' mode='%.40s'",
                         gtext, mode);
-    uint64_t numel = rows * cols, ng = groups_per_row(cols, g), gs = ng == 1 ? cols : g;
+    uint64_t numel = rows * cols, ng = groups_per_row(cols, g);
     const hvq_component *lev = H->enc_get(enc, "levels"), *sc = H->enc_get(enc, "scales");
     const hvq_component *mn = H->enc_get(enc, "mins");
     if (!lev || !sc || (asym && !mn) || lev->nbytes != (numel + 1) / 2 ||
@@ -150,6 +153,32 @@ static hvq_status rtn_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows
         return H->error(ctx, HVQ_E_INPUT,
                         "rtn: components missing or of the wrong size for a %llux%llu matrix",
                         (unsigned long long)rows, (unsigned long long)cols);
+    *g_out = g;
+    *asym_out = asym;
+    return HVQ_OK;
+}
+
+static hvq_status rtn_check(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows, uint64_t cols)
+{
+    uint64_t g;
+    int asym;
+    return rtn_layout(ctx, enc, rows, cols, &g, &asym);
+}
+
+static hvq_status rtn_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
+                             uint64_t cols, float *recon)
+{
+    const hvq_host *H = ctx->host;
+    uint64_t g;
+    int asym;
+    hvq_status st = rtn_layout(ctx, enc, rows, cols, &g, &asym);
+    if (st != HVQ_OK)
+        return st;
+    uint64_t ng = groups_per_row(cols, g), gs = ng == 1 ? cols : g;
+    const hvq_component *lev = H->enc_get(enc, "levels"), *sc = H->enc_get(enc, "scales");
+    const hvq_component *mn = H->enc_get(enc, "mins");
+    if (!lev->data || !sc->data || (asym && !mn->data))
+        return H->error(ctx, HVQ_E_INPUT, "rtn: a component has no data");
     const uint8_t *levels = lev->data;
     for (uint64_t r = 0; r < rows; r++)
         for (uint64_t k = 0; k < ng; k++) {
@@ -181,6 +210,7 @@ static const hvq_plugin rtn_plugin = {
     .params = rtn_params,
     .cluster_encode = rtn_encode,
     .cluster_decode = rtn_decode,
+    .cluster_check = rtn_check,
 };
 
 HVQ_REGISTER_PLUGIN(rtn_plugin)
