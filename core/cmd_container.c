@@ -85,6 +85,31 @@ static int same_file(const char *a, const char *b)
 
 /* ---- decode -------------------------------------------------------------- */
 
+/* What a command runs once its options are parsed. */
+typedef hvq_status (*cmd_run_fn)(hvq_ctx *ctx, const hvq_registry *reg, const void *args);
+
+/* Sets up a context (threads defaulting to every core) and the plugin
+ * registry, runs fn, prints its error and frees everything, d included.
+ * Returns the exit status. */
+static int run_command(hvq_ctx_opts *opts, dirs *d, cmd_run_fn fn, const void *args)
+{
+    int rc = EXIT_OTHER;
+    if (opts->threads < 1)
+        opts->threads = hvq_default_threads();
+    hvq_ctx *ctx = hvq_ctx_new(opts);
+    hvq_registry *reg = ctx ? load_registry(ctx, d) : NULL;
+    if (reg) {
+        hvq_status st = fn(ctx, reg, args);
+        if (st != HVQ_OK)
+            fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        rc = exit_for(st);
+    }
+    hvq_ctx_free(ctx);
+    hvq_registry_free(reg);
+    free(d->v);
+    return rc;
+}
+
 static void usage_decode(FILE *f)
 {
     fputs("Usage: hvqconv decode CONTAINER -o OUTPUT [OPTION]...\n"
@@ -408,6 +433,17 @@ done:
     return st;
 }
 
+typedef struct {
+    const char *in, *out, *dtype, *format;
+    int64_t max_shard;
+} decode_args;
+
+static hvq_status decode_cmd(hvq_ctx *ctx, const hvq_registry *reg, const void *args)
+{
+    const decode_args *a = args;
+    return decode_run(ctx, reg, a->in, a->out, a->dtype, a->format, a->max_shard);
+}
+
 int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
                    const hvq_ctx_opts *gopts)
 {
@@ -430,18 +466,10 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
     while (rc < 0 && (c = getopt_long(argc, argv, "o:t:fqvhV", lo, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
-        case 't': {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (*end || end == optarg || v < 1 || v > 1024) {
-                fprintf(stderr, "hvqconv: error: --threads %s: expected a number from 1 to "
-                                "1024\n", optarg);
+        case 't':
+            if (!hvq_parse_count("--threads", optarg, 1, 1024, &opts.threads))
                 rc = EXIT_BAD_INPUT;
-            } else {
-                opts.threads = (int)v;
-            }
             break;
-        }
         case 'f': opts.force = 1; break;
         case OPT_FORMAT: format = optarg; break;
         case OPT_MAX_SHARD: {
@@ -485,29 +513,8 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
         free(d.v);
         return rc;
     }
-    const char *in = argv[optind];
-    if (opts.threads < 1) { /* default: every core */
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        opts.threads = ncpu > 0 ? (int)(ncpu > 256 ? 256 : ncpu) : 1;
-    }
-    hvq_ctx *ctx = hvq_ctx_new(&opts);
-    if (!ctx) {
-        free(d.v);
-        return EXIT_OTHER;
-    }
-    hvq_registry *reg = load_registry(ctx, &d);
-    if (reg) {
-        hvq_status st = decode_run(ctx, reg, in, out, dtype, format, max_shard);
-        if (st != HVQ_OK)
-            fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
-        rc = exit_for(st);
-    } else {
-        rc = EXIT_OTHER;
-    }
-    hvq_ctx_free(ctx);
-    hvq_registry_free(reg);
-    free(d.v);
-    return rc;
+    const decode_args a = {argv[optind], out, dtype, format, max_shard};
+    return run_command(&opts, &d, decode_cmd, &a);
 }
 
 /* ---- inspect ------------------------------------------------------------- */
@@ -775,6 +782,18 @@ static hvq_status inspect_run(hvq_ctx *ctx, const hvq_registry *reg, const char 
     return st;
 }
 
+/* The arguments of inspect and verify. */
+typedef struct {
+    const char *in;
+    int json;
+} file_args;
+
+static hvq_status inspect_cmd(hvq_ctx *ctx, const hvq_registry *reg, const void *args)
+{
+    const file_args *a = args;
+    return inspect_run(ctx, reg, a->in, a->json);
+}
+
 int hvq_cmd_inspect(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
                     const hvq_ctx_opts *gopts)
 {
@@ -803,24 +822,8 @@ int hvq_cmd_inspect(int argc, char **argv, const char *const *plugin_dirs, size_
         free(d.v);
         return rc;
     }
-    hvq_ctx *ctx = hvq_ctx_new(&opts);
-    if (!ctx) {
-        free(d.v);
-        return EXIT_OTHER;
-    }
-    hvq_registry *reg = load_registry(ctx, &d);
-    if (reg) {
-        hvq_status st = inspect_run(ctx, reg, argv[optind], json);
-        if (st != HVQ_OK)
-            fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
-        rc = exit_for(st);
-    } else {
-        rc = EXIT_OTHER;
-    }
-    hvq_ctx_free(ctx);
-    hvq_registry_free(reg);
-    free(d.v);
-    return rc;
+    const file_args a = {argv[optind], json};
+    return run_command(&opts, &d, inspect_cmd, &a);
 }
 
 /* ---- verify -------------------------------------------------------------- */
@@ -925,6 +928,12 @@ static hvq_status verify_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
     return st;
 }
 
+static hvq_status verify_cmd(hvq_ctx *ctx, const hvq_registry *reg, const void *args)
+{
+    const file_args *a = args;
+    return verify_run(ctx, reg, a->in, a->json);
+}
+
 int hvq_cmd_verify(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
                    const hvq_ctx_opts *gopts)
 {
@@ -943,14 +952,8 @@ int hvq_cmd_verify(int argc, char **argv, const char *const *plugin_dirs, size_t
         if (c == OPT_JSON) {
             json = 1;
         } else if (c == 't') {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (*end || v < 1 || v > 1024) {
-                fprintf(stderr, "hvqconv: error: --threads %s: expected a number from 1 to "
-                                "1024\n", optarg);
+            if (!hvq_parse_count("--threads", optarg, 1, 1024, &opts.threads))
                 rc = EXIT_BAD_INPUT;
-            }
-            opts.threads = (int)v;
         } else {
             rc = common_opt(c, &d, &opts, "verify", usage_verify);
         }
@@ -964,26 +967,6 @@ int hvq_cmd_verify(int argc, char **argv, const char *const *plugin_dirs, size_t
         free(d.v);
         return rc;
     }
-    if (opts.threads < 1) {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        opts.threads = ncpu > 0 ? (int)(ncpu > 256 ? 256 : ncpu) : 1;
-    }
-    hvq_ctx *ctx = hvq_ctx_new(&opts);
-    if (!ctx) {
-        free(d.v);
-        return EXIT_OTHER;
-    }
-    hvq_registry *reg = load_registry(ctx, &d);
-    if (reg) {
-        hvq_status st = verify_run(ctx, reg, argv[optind], json);
-        if (st != HVQ_OK)
-            fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
-        rc = exit_for(st);
-    } else {
-        rc = EXIT_OTHER;
-    }
-    hvq_ctx_free(ctx);
-    hvq_registry_free(reg);
-    free(d.v);
-    return rc;
+    const file_args a = {argv[optind], json};
+    return run_command(&opts, &d, verify_cmd, &a);
 }

@@ -711,20 +711,6 @@ static void eval_on_signal(int sig)
     hvq_interrupted = 1;
 }
 
-static int parse_count(const char *opt, const char *arg, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(arg, &end, 10);
-    if (!*arg || *end || errno || v < lo || v > hi) {
-        fprintf(stderr, "hvqconv: error: %s %s: expected a number from %ld to %ld\n", opt, arg,
-                lo, hi);
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
-}
-
 int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
                  const hvq_ctx_opts *gopts)
 {
@@ -755,15 +741,15 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
         case OPT_TOKENIZER: tokenizer = optarg; break;
         case OPT_JSON: json = 1; break;
         case 'c':
-            if (!parse_count("--ctx", optarg, 2, 1 << 20, &ctx_len))
+            if (!hvq_parse_count("--ctx", optarg, 2, 1 << 20, &ctx_len))
                 rc = EXIT_BAD_INPUT;
             break;
         case 'w':
-            if (!parse_count("--max-windows", optarg, 1, 1L << 30, &max_windows))
+            if (!hvq_parse_count("--max-windows", optarg, 1, 1L << 30, &max_windows))
                 rc = EXIT_BAD_INPUT;
             break;
         case 't':
-            if (!parse_count("--threads", optarg, 1, 1024, &opts.threads))
+            if (!hvq_parse_count("--threads", optarg, 1, 1024, &opts.threads))
                 rc = EXIT_BAD_INPUT;
             break;
         case OPT_PLUGIN_DIR: dirs[n_dirs++] = optarg; break;
@@ -800,10 +786,8 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
         free(dirs);
         return rc;
     }
-    if (!opts.threads) {
-        long np = sysconf(_SC_NPROCESSORS_ONLN);
-        opts.threads = np > 0 ? (int)(np > 256 ? 256 : np) : 1;
-    }
+    if (!opts.threads)
+        opts.threads = hvq_default_threads();
     const char *model = argv[optind];
     hvq_ctx *ctx = hvq_ctx_new(&opts);
     hvq_registry *reg = ctx ? hvq_registry_new() : NULL;

@@ -9,6 +9,7 @@
 #include "pipeline.h"
 #include "registry.h"
 #include "report.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -156,12 +157,6 @@ static int add_plugin_dir(cli *c, const char *dir)
     return 1;
 }
 
-static int default_threads(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)(n > 256 ? 256 : n) : 1;
-}
-
 enum { OPT_PLUGIN_DIR = 1000, OPT_EVAL, OPT_NO_EVAL };
 
 /* Parses the options common to every command plus the command's own.
@@ -192,18 +187,6 @@ static void on_signal(int sig)
     hvq_interrupted = 1;
 }
 
-static int parse_threads(const char *arg, int *out)
-{
-    char *end;
-    long v = strtol(arg, &end, 10);
-    if (*end || v < 1 || v > 1024) {
-        fprintf(stderr, "hvqconv: error: --threads %s: expected a number from 1 to 1024\n", arg);
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
-}
-
 static hvq_status run_eval(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pipeline *p);
 
 static int cmd_run(int argc, char **argv, cli *cl)
@@ -232,7 +215,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
         case 'f': cl->opts.force = 1; break;
         case OPT_EVAL: do_eval = 1; break;
         case 't':
-            if (!parse_threads(optarg, &cl->opts.threads))
+            if (!hvq_parse_count("--threads", optarg, 1, 1024, &cl->opts.threads))
                 rc = EXIT_BAD_INPUT;
             break;
         default: rc = parse_common(c, cl, "run", usage_run);
@@ -254,7 +237,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
         return EXIT_BAD_INPUT;
     }
     if (!cl->opts.threads)
-        cl->opts.threads = default_threads();
+        cl->opts.threads = hvq_default_threads();
     const char *path = argv[optind];
 
     hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
@@ -478,7 +461,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         case 'f': cl->opts.force = 1; break;
         case OPT_NO_EVAL: no_eval = 1; break;
         case 't':
-            if (!parse_threads(optarg, &cl->opts.threads))
+            if (!hvq_parse_count("--threads", optarg, 1, 1024, &cl->opts.threads))
                 rc = EXIT_BAD_INPUT;
             break;
         default: rc = parse_common(c, cl, "compare", usage_compare);
@@ -496,7 +479,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         return EXIT_BAD_INPUT;
     }
     if (!cl->opts.threads)
-        cl->opts.threads = default_threads();
+        cl->opts.threads = hvq_default_threads();
     hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
     hvq_pipeline **ps = calloc(n, sizeof *ps);
     hvq_run_report *reps = calloc(n, sizeof *reps);

@@ -3,10 +3,12 @@
 
 #include "util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static int class_match(const char **pp, char c)
 {
@@ -148,4 +150,24 @@ double hvq_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int hvq_default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)(n > 256 ? 256 : n) : 1;
+}
+
+int hvq_parse_count(const char *opt, const char *arg, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (!*arg || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "hvqconv: error: %s %s: expected a number from %ld to %ld\n", opt, arg,
+                lo, hi);
+        return 0;
+    }
+    *out = (int)v;
+    return 1;
 }

@@ -25,4 +25,12 @@ int hvq_add_u64(uint64_t a, uint64_t b, uint64_t *out);
 /* Seconds since an arbitrary epoch (monotonic). */
 double hvq_now(void);
 
+/* Worker threads when none were asked for: the online cores, at most 256. */
+int hvq_default_threads(void);
+
+/* The value of command-line option opt (e.g. "--threads") as a whole number
+ * from lo to hi. On a bad value prints "hvqconv: error: OPT ARG: expected a
+ * number from LO to HI" to stderr and returns 0. */
+int hvq_parse_count(const char *opt, const char *arg, long lo, long hi, int *out);
+
 #endif

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs the fuzz targets with libFuzzer; see fuzz/README.md.
 #
-#   fuzz/run.sh [--seconds N] [--jobs J] [--build-dir DIR] [--no-build] [TARGET...]
+#   fuzz/run.sh [--seconds N] [--runs R] [--jobs J] [--build-dir DIR] [--no-build] [TARGET...]
 #   fuzz/run.sh --totals [--build-dir DIR]
 #
 # Configures (first time only: clang, --enable-fuzzing) and builds DIR
 # (default /tmp/hvqconv-fuzz), then runs each TARGET (default: all) for N
-# seconds (default 60) with J fuzzing processes (default 1) over a working
+# seconds (default 60), or until R executions if --runs is given and they
+# come first, with J fuzzing processes (default 1) over a working
 # corpus DIR/corpus/TARGET, seeded from fuzz/corpus/TARGET and
 # fuzz/regress/TARGET and kept between runs (the committed seeds are never
 # written). Prints per target the executions, exec/s, coverage and whether
@@ -18,20 +19,22 @@
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
-seconds=60 jobs=1 build=/tmp/hvqconv-fuzz totals=0 nobuild=0
+seconds=60 runs=0 jobs=1 build=/tmp/hvqconv-fuzz totals=0 nobuild=0
 all_targets="safetensors safetensors_index gguf npy npz imatrix yaml hvq"
 targets=""
 while [ $# -gt 0 ]; do
     case $1 in
         --seconds) seconds=$2; shift 2 ;;
         --seconds=*) seconds=${1#*=}; shift ;;
+        --runs) runs=$2; shift 2 ;;
+        --runs=*) runs=${1#*=}; shift ;;
         --jobs) jobs=$2; shift 2 ;;
         --jobs=*) jobs=${1#*=}; shift ;;
         --build-dir) build=$2; shift 2 ;;
         --build-dir=*) build=${1#*=}; shift ;;
         --totals) totals=1; shift ;;
         --no-build) nobuild=1; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) case " $all_targets " in
                *" $1 "*) targets="$targets $1"; shift ;;
@@ -104,6 +107,7 @@ for t in $targets; do
           -close_fd_mask=3 -print_final_stats=1 -artifact_prefix="$crashes/")
     [ -f "$dict" ] && args+=(-dict="$dict")
     [ "$jobs" -gt 1 ] && args+=(-fork="$jobs")
+    [ "$runs" -gt 0 ] && args+=(-runs="$runs")
     echo "run.sh: $t for ${seconds}s (log $log)"
     start=$(date +%s)
     rc=0

@@ -461,10 +461,21 @@ START_TEST(bad_usage)
     th_assert_contains(err, "unexpected argument 'b.yaml'");
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, "run", "--threads", "0", "x.yaml", (const char *)NULL), 2);
-    th_assert_contains(err, "--threads 0");
-    free(out);
-    free(err);
+    /* --threads: the same check and message for every command that takes it */
+    static const char *const cmds[] = {"run", "compare", "decode", "verify", "eval"};
+    static const char *const bad_threads[] = {"0", "", "x", "2x", "1025", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
+        for (size_t j = 0; j < sizeof bad_threads / sizeof *bad_threads; j++) {
+            ck_assert_int_eq(hvq(&out, &err, cmds[i], "--threads", bad_threads[j], "-o",
+                                 "/nonexistent/out", "x.yaml", (const char *)NULL),
+                             2);
+            char want[64];
+            snprintf(want, sizeof want, "--threads %s: expected a number from 1 to 1024",
+                     bad_threads[j]);
+            th_assert_contains(err, want);
+            free(out);
+            free(err);
+        }
     ck_assert_int_eq(hvq(&out, &err, "describe", (const char *)NULL), 2);
     free(out);
     free(err);
