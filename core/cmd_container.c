@@ -467,7 +467,7 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
         switch (c) {
         case 'o': out = optarg; break;
         case 't':
-            if (!hvq_parse_count("--threads", optarg, 1, 1024, &opts.threads))
+            if (!hvq_parse_threads(optarg, &opts.threads))
                 rc = EXIT_BAD_INPUT;
             break;
         case 'f': opts.force = 1; break;
@@ -952,7 +952,7 @@ int hvq_cmd_verify(int argc, char **argv, const char *const *plugin_dirs, size_t
         if (c == OPT_JSON) {
             json = 1;
         } else if (c == 't') {
-            if (!hvq_parse_count("--threads", optarg, 1, 1024, &opts.threads))
+            if (!hvq_parse_threads(optarg, &opts.threads))
                 rc = EXIT_BAD_INPUT;
         } else {
             rc = common_opt(c, &d, &opts, "verify", usage_verify);

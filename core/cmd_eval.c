@@ -749,7 +749,7 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
                 rc = EXIT_BAD_INPUT;
             break;
         case 't':
-            if (!hvq_parse_count("--threads", optarg, 1, 1024, &opts.threads))
+            if (!hvq_parse_threads(optarg, &opts.threads))
                 rc = EXIT_BAD_INPUT;
             break;
         case OPT_PLUGIN_DIR: dirs[n_dirs++] = optarg; break;

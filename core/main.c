@@ -215,7 +215,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
         case 'f': cl->opts.force = 1; break;
         case OPT_EVAL: do_eval = 1; break;
         case 't':
-            if (!hvq_parse_count("--threads", optarg, 1, 1024, &cl->opts.threads))
+            if (!hvq_parse_threads(optarg, &cl->opts.threads))
                 rc = EXIT_BAD_INPUT;
             break;
         default: rc = parse_common(c, cl, "run", usage_run);
@@ -461,7 +461,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         case 'f': cl->opts.force = 1; break;
         case OPT_NO_EVAL: no_eval = 1; break;
         case 't':
-            if (!hvq_parse_count("--threads", optarg, 1, 1024, &cl->opts.threads))
+            if (!hvq_parse_threads(optarg, &cl->opts.threads))
                 rc = EXIT_BAD_INPUT;
             break;
         default: rc = parse_common(c, cl, "compare", usage_compare);

@@ -171,3 +171,8 @@ int hvq_parse_count(const char *opt, const char *arg, long lo, long hi, int *out
     *out = (int)v;
     return 1;
 }
+
+int hvq_parse_threads(const char *arg, int *out)
+{
+    return hvq_parse_count("--threads", arg, 1, 1024, out);
+}

@@ -33,4 +33,7 @@ int hvq_default_threads(void);
  * number from LO to HI" to stderr and returns 0. */
 int hvq_parse_count(const char *opt, const char *arg, long lo, long hi, int *out);
 
+/* The value of --threads, from 1 to 1024 (hvq_parse_count's message). */
+int hvq_parse_threads(const char *arg, int *out);
+
 #endif
