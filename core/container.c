@@ -186,17 +186,11 @@ static int parse_shape(const hvq_json_value *v, int *ndim, int64_t *shape, uint6
 {
     if (!v || v->type != HVQ_JSON_ARRAY || v->count > HVQ_MAX_DIMS)
         return 0;
-    uint64_t n = 1;
-    for (size_t d = 0; d < v->count; d++) {
-        int64_t x;
-        if (hvq_json_int64(v->items[d], &x) != 0 || x < 0 ||
-            !hvq_mul_u64(n, (uint64_t)x, &n))
+    for (size_t d = 0; d < v->count; d++)
+        if (hvq_json_int64(v->items[d], &shape[d]) != 0)
             return 0;
-        shape[d] = x;
-    }
     *ndim = (int)v->count;
-    *numel = n;
-    return 1;
+    return hvq_shape_numel(*ndim, shape, numel);
 }
 
 static int same_shape(int nd, const int64_t *a, int nd2, const int64_t *b)
@@ -314,7 +308,8 @@ static hvq_status parse_entry(hvq_ctx *ctx, hvq_container *c, size_t ei, const h
     if (!parse_shape(hvq_json_get(e, "shape"), &p->ndim, p->shape, &p->numel))
         return cfail(ctx, HVQ_E_INPUT, c,
                      "tensor '%s': \"shape\" must be an array of at most %d non-negative "
-                     "integers whose product fits 64 bits", tn, HVQ_MAX_DIMS);
+                     "integers whose non-zero ones multiply to at most 2^63 - 1", tn,
+                     HVQ_MAX_DIMS);
     uint64_t crc;
     if (hvq_json_uint64(hvq_json_get(e, "crc32"), &crc) != 0 || crc > 0xffffffffu)
         return cfail(ctx, HVQ_E_INPUT, c,
@@ -741,6 +736,9 @@ static hvq_status open_checked(hvq_ctx *ctx, hvq_container *c)
     for (size_t i = 0; i < c->n_src; i++) {
         if ((st = c->src->desc.source_info(c->sstate, i, &c->src_info[i])) != HVQ_OK)
             return cfail(ctx, st, c, "cannot read the description of stored tensor %zu", i);
+        if ((st = hvq_tensor_check(ctx, c->path, c->src->desc.name, &c->src_info[i], NULL)) !=
+            HVQ_OK)
+            return st;
         c->by_name[i].name = c->src_info[i].name;
         c->by_name[i].idx = i;
     }
@@ -815,7 +813,10 @@ void hvq_container_source_meta(const hvq_container *c, const hvq_meta **meta, si
 static hvq_status read_part(hvq_ctx *ctx, hvq_container *c, const ct_tensor *t, size_t k,
                             hvq_tensor *out)
 {
-    hvq_status st = c->src->desc.source_read(ctx, c->sstate, t->parts[k].src, out);
+    size_t i = t->parts[k].src;
+    hvq_status st = c->src->desc.source_read(ctx, c->sstate, i, out);
+    if (st == HVQ_OK)
+        st = hvq_tensor_check(ctx, c->path, c->src->desc.name, &c->src_info[i], out);
     if (st != HVQ_OK && !strstr(hvq_ctx_error(ctx), c->path))
         hvq_error_prefix(ctx, "%s", c->path);
     return st;

@@ -901,6 +901,10 @@ static hvq_model *host_model_open(hvq_ctx *ctx, const char *path)
             host_model_close(ctx, m);
             return NULL;
         }
+        if (hvq_tensor_check(ctx, path, pl->desc.name, &m->infos[i], NULL) != HVQ_OK) {
+            host_model_close(ctx, m);
+            return NULL;
+        }
         m->by_name[i] = i;
     }
     sort_infos = m->infos; /* qsort has no context argument; single-threaded here */
@@ -914,8 +918,13 @@ static hvq_status host_model_find(hvq_ctx *ctx, hvq_model *m, const char *name, 
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         int c = strcmp(m->infos[m->by_name[mid]].name, name);
-        if (c == 0)
-            return m->plugin->desc.source_read(ctx, m->state, m->by_name[mid], t);
+        if (c == 0) {
+            size_t i = m->by_name[mid];
+            hvq_status st = m->plugin->desc.source_read(ctx, m->state, i, t);
+            return st != HVQ_OK ? st
+                                : hvq_tensor_check(ctx, m->path, m->plugin->desc.name,
+                                                   &m->infos[i], t);
+        }
         if (c < 0)
             lo = mid + 1;
         else

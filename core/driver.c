@@ -1046,7 +1046,8 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
     progress pg = {.tty = isatty(2), .quiet = hvq_ctx_options(ctx)->quiet,
                    .start = hvq_now(), .n_tensors = n};
     for (size_t i = 0; i < n; i++) {
-        if ((st = src->desc.source_info(sstate, i, &infos[i])) != HVQ_OK)
+        if ((st = src->desc.source_info(sstate, i, &infos[i])) != HVQ_OK ||
+            (st = hvq_tensor_check(ctx, p->input, src->desc.name, &infos[i], NULL)) != HVQ_OK)
             goto done;
         hvq_tensor_report *tr = &rep->t[i];
         tr->name = strdup(infos[i].name);
@@ -1097,7 +1098,8 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
             goto done;
         }
         hvq_tensor t;
-        if ((st = src->desc.source_read(ctx, sstate, i, &t)) != HVQ_OK)
+        if ((st = src->desc.source_read(ctx, sstate, i, &t)) != HVQ_OK ||
+            (st = hvq_tensor_check(ctx, p->input, src->desc.name, &infos[i], &t)) != HVQ_OK)
             goto done;
         hvq_result res = {.original = t};
         hvq_encoded cenc, renc;

@@ -3,6 +3,7 @@
 
 #include "dtype.h"
 #include "ctx.h"
+#include "util.h"
 
 #include <math.h>
 #include <string.h>
@@ -195,4 +196,38 @@ hvq_status hvq_convert(hvq_ctx *ctx, hvq_dtype dt, void *dst, hvq_dtype st,
                          "no conversion from %s to %s", hvq_dtype_name(st),
                          hvq_dtype_name(dt));
     return HVQ_E_UNSUPPORTED;
+}
+
+#define HVQ_STR_(x) #x
+#define HVQ_STR(x) HVQ_STR_(x)
+
+hvq_status hvq_tensor_check(hvq_ctx *ctx, const char *path, const char *source,
+                            const hvq_tensor_info *info, const hvq_tensor *read)
+{
+    const char *name = info->name ? info->name : "";
+    uint64_t numel, nbytes;
+    size_t es = hvq_dtype_size(info->dtype);
+    const char *why = NULL;
+    if (!info->name || !*info->name)
+        why = "a tensor without a name";
+    else if (info->ndim < 0 || info->ndim > HVQ_MAX_DIMS)
+        why = "a number of dimensions outside 0 to " HVQ_STR(HVQ_MAX_DIMS);
+    else if (!hvq_shape_numel(info->ndim, info->shape, &numel))
+        why = "a negative dimension, or non-zero dimensions that multiply past 63 bits";
+    else if (es == 0 && info->dtype != HVQ_DTYPE_OPAQUE)
+        why = "an unknown element type";
+    else if (es != 0 && (!hvq_mul_u64(numel, es, &nbytes) || nbytes != info->nbytes))
+        why = "a byte size that does not match its shape and element type";
+    else if (read) {
+        const hvq_tensor_info *r = &read->info;
+        if (r->dtype != info->dtype || r->ndim != info->ndim || r->nbytes != info->nbytes ||
+            memcmp(r->shape, info->shape, (size_t)info->ndim * sizeof *info->shape) != 0)
+            why = "read with a different element type, shape or size than it was listed with";
+        else if (info->nbytes > 0 && !read->data)
+            why = "read without its data";
+    }
+    if (!why)
+        return HVQ_OK;
+    return hvq_error(ctx, HVQ_E_INPUT, "%s: tensor '%.200s' as the %s source gives it: %s", path,
+                     name, source, why);
 }

@@ -22,4 +22,12 @@ float hvq_bf16_to_f32(uint16_t h);
 hvq_status hvq_convert(hvq_ctx *ctx, hvq_dtype dst_type, void *dst,
                        hvq_dtype src_type, const void *src, size_t n);
 
+/* The host's check of a tensor a source plugin lists (read NULL) or reads
+ * (read: what source_read gave for the listed info): a name, a shape
+ * within hvq_shape_numel's rule, a known element type, a byte size that
+ * matches, and on read the same description with its data. HVQ_E_INPUT
+ * with a message naming path and the source plugin otherwise. */
+hvq_status hvq_tensor_check(hvq_ctx *ctx, const char *path, const char *source,
+                            const hvq_tensor_info *info, const hvq_tensor *read);
+
 #endif

@@ -585,8 +585,36 @@ typedef const hvq_plugin *(*hvq_plugin_entry_fn)(void);
  * Small helpers (header-only, no host state).
  * ---------------------------------------------------------------------- */
 
+/* The rule every shape obeys, in readers and in the host alike: no
+ * dimension is negative, and the non-zero dimensions multiply to at most
+ * INT64_MAX. So any product of some of the dimensions, in any order (rows,
+ * columns, a block), fits in 63 bits, even for a tensor with a zero
+ * dimension. Returns 1 and the element count in *numel (0 when a dimension
+ * is 0), or 0 when the shape breaks the rule. */
+static inline int hvq_shape_numel(int ndim, const int64_t *shape, uint64_t *numel)
+{
+    uint64_t nz = 1;
+    int d, zero = 0;
+    if (ndim < 0 || ndim > HVQ_MAX_DIMS)
+        return 0;
+    for (d = 0; d < ndim; d++) {
+        if (shape[d] < 0)
+            return 0;
+        if (shape[d] == 0) {
+            zero = 1;
+            continue;
+        }
+        if ((uint64_t)shape[d] > (uint64_t)INT64_MAX / nz)
+            return 0;
+        nz *= (uint64_t)shape[d];
+    }
+    *numel = zero ? 0 : nz;
+    return 1;
+}
+
 /* Number of elements of a tensor (1 for a scalar). The caller has
- * validated the shape (the host does so for every source). */
+ * validated the shape (hvq_shape_numel; the host does so for every
+ * tensor a source lists). */
 static inline uint64_t hvq_numel(const hvq_tensor_info *t)
 {
     uint64_t n = 1;

@@ -204,20 +204,30 @@ void hvq_fuzz_check_tensor(const hvq_tensor_info *info, const void *data, int ha
     size_t nl = strlen(info->name); /* a terminated string */
     if (info->ndim < 0 || info->ndim > HVQ_MAX_DIMS)
         hvq_fuzz_fail("tensor '%s': ndim %d", info->name, info->ndim);
-    uint64_t numel = 1;
-    int overflow = 0;
+    /* Every product of some of the dimensions must fit in 63 bits (the
+     * host computes rows, columns and blocks from them in any order), so
+     * the non-zero dimensions multiply to at most INT64_MAX, even when
+     * another dimension is 0. */
+    uint64_t nonzero = 1;
+    int zero = 0;
     for (int d = 0; d < info->ndim; d++) {
         if (info->shape[d] < 0)
             hvq_fuzz_fail("tensor '%s': negative dimension %lld", info->name,
                           (long long)info->shape[d]);
         uint64_t x = (uint64_t)info->shape[d];
-        if (x != 0 && numel > UINT64_MAX / x)
-            overflow = 1;
-        numel *= x;
+        if (x == 0) {
+            zero = 1;
+            continue;
+        }
+        if (nonzero > (uint64_t)INT64_MAX / x)
+            hvq_fuzz_fail("tensor '%s': its non-zero dimensions multiply past 63 bits",
+                          info->name);
+        nonzero *= x;
     }
+    uint64_t numel = zero ? 0 : nonzero;
     size_t es = hvq_dtype_size(info->dtype);
     if (es != 0) {
-        if (overflow || (numel != 0 && es > UINT64_MAX / numel) || numel * es != info->nbytes)
+        if ((numel != 0 && es > UINT64_MAX / numel) || numel * es != info->nbytes)
             hvq_fuzz_fail("tensor '%s': %llu bytes for %llu elements of %s", info->name,
                           (unsigned long long)info->nbytes, (unsigned long long)numel,
                           hvq_dtype_name(info->dtype));

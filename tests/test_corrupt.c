@@ -630,6 +630,9 @@ START_TEST(corrupt_safetensors)
         {"shape overflow", "\"shape\":[8,16]", "\"shape\":[9999999999999999]", NULL},
         {"shape product overflow", "\"shape\":[8,16],\"data_offsets\":[0,512]",
          "\"shape\":[4294967296,4294967296,8,16],\"data_offsets\":[0,512]", NULL},
+        {"zero dimension beside an overflowing product",
+         "\"shape\":[8,16],\"data_offsets\":[0,512]",
+         "\"shape\":[0,4294967296,4294967296,8,16],\"data_offsets\":[0,0]", "63 bits"},
         {"negative dimension", "\"shape\":[8,16]", "\"shape\":[-8,16]", NULL},
         {"offset far beyond the file", "[512,768]", "[512,999999999999768]", NULL},
         {"offset overflow", "[512,768]", "[18446744073709551615,768]", NULL},
@@ -856,6 +859,9 @@ START_TEST(corrupt_npy)
     } cases[] = {
         {"shape overflow", "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, "
                            "4294967296, 4294967296), }", NULL, 512},
+        {"zero dimension beside an overflowing product",
+         "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4294967296, 4294967296, 16), }",
+         "63 bits", 512},
         {"dimension past int64", "{'descr': '<f4', 'fortran_order': False, 'shape': "
                                  "(99999999999999999999999, 16), }", NULL, 512},
         {"negative dimension", "{'descr': '<f4', 'fortran_order': False, 'shape': (-8, 16), }",
@@ -1621,6 +1627,18 @@ START_TEST(container_size_claims)
         b_rehead(&c, "\\\"vectors\\\":\\\"32\\\"", "\\\"vectors\\\":\\\"3200\\\"");
         snprintf(lab, sizeof lab, "%s: indices too few for the claimed vectors", cname[k]);
         bad(lab, cmds[k], "c.hvq", &c, "indices must be U8 [400]");
+        free(c.p);
+    }
+    /* a zero dimension beside dimensions whose product overflows: 0
+     * elements, but rows or columns computed from the others would wrap
+     * (found by the GGUF fuzzer in another reader) */
+    for (int k = 0; k < 3; k++) {
+        bytes c = b_copy(&base);
+        char lab[128];
+        b_rehead(&c, "\\\"shape\\\":[4,16]",
+                 "\\\"shape\\\":[0,4294967296,4294967296,16]");
+        snprintf(lab, sizeof lab, "%s: a zero dimension beside an overflowing product", cname[k]);
+        bad(lab, cmds[k], "c.hvq", &c, "non-zero ones multiply to at most 2^63 - 1");
         free(c.p);
     }
     free(base.p);

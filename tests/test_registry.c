@@ -1433,6 +1433,115 @@ START_TEST(dtype_tables)
 }
 END_TEST
 
+/* hvq_shape_numel: the non-zero dimensions multiply to at most INT64_MAX,
+ * whatever the order and wherever a zero stands; checked against the
+ * product in 128 bits. */
+START_TEST(shape_rule)
+{
+    const unsigned __int128 M = INT64_MAX;
+    static const struct {
+        int ndim;
+        int64_t shape[4];
+        int ok;
+    } tab[] = {
+        {0, {0}, 1},
+        {1, {0}, 1},
+        {2, {4, 16}, 1},
+        {1, {INT64_MAX}, 1},
+        {2, {1, INT64_MAX}, 1},
+        {2, {2, INT64_C(1) << 62}, 0},          /* exactly 2^63 */
+        {2, {INT64_C(1) << 31, INT64_C(1) << 32}, 0}, /* 2^63 again */
+        {2, {INT64_C(1) << 31, INT64_C(1) << 31}, 1}, /* 2^62 */
+        {3, {0, INT64_C(1) << 32, INT64_C(1) << 32}, 0}, /* zero first */
+        {3, {INT64_C(1) << 32, INT64_C(1) << 32, 0}, 0}, /* zero last */
+        {3, {INT64_C(1) << 32, 0, INT64_C(1) << 31}, 0},
+        {3, {INT64_C(1) << 31, 0, INT64_C(1) << 31}, 1}, /* 2^62 */
+        {2, {-1, 4}, 0},
+        {2, {0, -1}, 0},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
+        /* the reference: the product of the non-zero dimensions in 128 bits */
+        unsigned __int128 p = 1;
+        int neg = 0, zero = 0;
+        for (int d = 0; d < tab[i].ndim; d++) {
+            if (tab[i].shape[d] < 0)
+                neg = 1;
+            else if (tab[i].shape[d] == 0)
+                zero = 1;
+            else if (p <= M)
+                p *= (unsigned __int128)tab[i].shape[d];
+        }
+        int ref = !neg && p <= M;
+        ck_assert_msg(ref == tab[i].ok, "table entry %zu disagrees with the reference", i);
+        uint64_t n = 12345;
+        ck_assert_msg(hvq_shape_numel(tab[i].ndim, tab[i].shape, &n) == tab[i].ok,
+                      "entry %zu", i);
+        if (tab[i].ok)
+            ck_assert_uint_eq(n, zero ? 0 : (uint64_t)p);
+    }
+    int64_t s[HVQ_MAX_DIMS + 1] = {0};
+    uint64_t n;
+    ck_assert_int_eq(hvq_shape_numel(HVQ_MAX_DIMS + 1, s, &n), 0);
+    ck_assert_int_eq(hvq_shape_numel(-1, s, &n), 0);
+}
+END_TEST
+
+/* hvq_tensor_check: what the host accepts from a source plugin. */
+START_TEST(tensor_check)
+{
+    hvq_ctx *ctx = th_ctx();
+    float data[8] = {0};
+    hvq_tensor_info good = {.name = "w", .dtype = HVQ_DTYPE_F32, .ndim = 2, .shape = {2, 4},
+                            .nbytes = 32};
+    ck_assert_int_eq(hvq_tensor_check(ctx, "m.x", "src", &good, NULL), HVQ_OK);
+    hvq_tensor t = {.info = good, .data = data};
+    ck_assert_int_eq(hvq_tensor_check(ctx, "m.x", "src", &good, &t), HVQ_OK);
+    hvq_tensor_info empty = {.name = "e", .dtype = HVQ_DTYPE_F16, .ndim = 2, .shape = {0, 9},
+                             .nbytes = 0};
+    hvq_tensor te = {.info = empty, .data = NULL};
+    ck_assert_int_eq(hvq_tensor_check(ctx, "m.x", "src", &empty, &te), HVQ_OK);
+    hvq_tensor_info opaque = {.name = "q", .dtype = HVQ_DTYPE_OPAQUE, .ndim = 1, .shape = {3},
+                              .nbytes = 7};
+    ck_assert_int_eq(hvq_tensor_check(ctx, "m.x", "src", &opaque, NULL), HVQ_OK);
+
+    static const struct {
+        const char *why;
+    } want[] = {
+        {"a tensor without a name"},
+        {"a number of dimensions outside 0 to 8"},
+        {"non-zero dimensions that multiply past 63 bits"},
+        {"non-zero dimensions that multiply past 63 bits"},
+        {"an unknown element type"},
+        {"a byte size that does not match"},
+        {"read with a different element type, shape or size"},
+        {"read with a different element type, shape or size"},
+        {"read without its data"},
+    };
+    for (int c = 0; c < (int)(sizeof want / sizeof want[0]); c++) {
+        hvq_tensor_info i = good;
+        hvq_tensor r = {.info = good, .data = data}, *rp = NULL;
+        switch (c) {
+        case 0: i.name = NULL; break;
+        case 1: i.ndim = HVQ_MAX_DIMS + 1; break;
+        case 2: i.shape[0] = -2; break;
+        case 3: i.ndim = 3; i.shape[0] = 0; i.shape[1] = INT64_C(1) << 32;
+                i.shape[2] = INT64_C(1) << 32; i.nbytes = 0; break;
+        case 4: i.dtype = (hvq_dtype)99; break;
+        case 5: i.nbytes = 31; break;
+        case 6: r.info.shape[1] = 3; rp = &r; break;
+        case 7: r.info.dtype = HVQ_DTYPE_BF16; rp = &r; break;
+        case 8: r.data = NULL; rp = &r; break;
+        }
+        ck_assert_int_eq(hvq_tensor_check(ctx, "m.x", "src", &i, rp), HVQ_E_INPUT);
+        const char *e = hvq_ctx_error(ctx);
+        ck_assert_msg(strstr(e, want[c].why) && strstr(e, "m.x") && strstr(e, "src source"),
+                      "case %d: %s", c, e);
+        hvq_ctx_clear_error(ctx);
+    }
+    hvq_ctx_free(ctx);
+}
+END_TEST
+
 /* ---- glob and edit distance --------------------------------------------- */
 
 START_TEST(glob)
@@ -1566,6 +1675,8 @@ static Suite *registry_suite(void)
     tcase_add_test(tc, bf16_values);
     tcase_add_test(tc, convert_arrays);
     tcase_add_test(tc, dtype_tables);
+    tcase_add_test(tc, shape_rule);
+    tcase_add_test(tc, tensor_check);
     tcase_add_test(tc, glob);
     tcase_add_test(tc, edit_distance);
     suite_add_tcase(s, tc);

@@ -1030,8 +1030,8 @@ static const bad_file bad_files[] = {
      "[5, 6] needs 120",
      NULL},
     {"bad/shape-overflow.safetensors",
-     "tensor 'big': shape overflow: the element count of F32 "
-     "[4611686018427387904, 4611686018427387904] does not fit in 64 bits",
+     "tensor 'big': shape overflow: the non-zero dimensions of F32 "
+     "[4611686018427387904, 4611686018427387904] multiply past 63 bits",
      NULL},
     {"bad/negative-dim.safetensors",
      "tensor 'neg': shape dimension 0 is negative (-1)", NULL},

@@ -576,12 +576,11 @@ static hvq_status gg_read_tensor_info(gg_reader *r, gg_source *s,
     for (d = 0; d < nd; d++)
         t->info.shape[d] = (int64_t)ne[nd - 1 - d];
     gg_describe(desc, sizeof desc, type->name, t->info.ndim, t->info.shape);
-    for (d = 0; d < nd; d++)
-        if (!gg_mul(numel, ne[d], &numel) || numel > (uint64_t)INT64_MAX)
-            return gg_fail(ctx, HVQ_E_INPUT, r->path,
-                           "tensor '%.200s': the dimensions overflow: the "
-                           "element count of %s does not fit in 63 bits",
-                           t->info.name, desc);
+    if (!hvq_shape_numel(t->info.ndim, t->info.shape, &numel))
+        return gg_fail(ctx, HVQ_E_INPUT, r->path,
+                       "tensor '%.200s': the dimensions overflow: the "
+                       "non-zero dimensions of %s multiply past 63 bits",
+                       t->info.name, desc);
     if (nd > 0 && ne[0] % type->blck != 0)
         return gg_fail(ctx, HVQ_E_INPUT, r->path,
                        "tensor '%.200s': the row length ne[0] = %llu of %s "
@@ -996,13 +995,11 @@ static hvq_status gg_check_tensor(hvq_ctx *ctx, const char *path,
                                : "?");
     }
     gg_describe(desc, sizeof desc, type->name, t->ndim, t->shape);
-    for (d = 0; d < t->ndim; d++)
-        if (!gg_mul(numel, (uint64_t)t->shape[d], &numel) ||
-            numel > (uint64_t)INT64_MAX)
-            return gg_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor '%.200s': the element count of %s does "
-                           "not fit in 63 bits",
-                           t->name, desc);
+    if (!hvq_shape_numel(t->ndim, t->shape, &numel))
+        return gg_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': the non-zero dimensions of %s "
+                       "multiply past 63 bits",
+                       t->name, desc);
     if (type->blck > 1 &&
         (t->ndim == 0 || (uint64_t)t->shape[t->ndim - 1] % type->blck != 0))
         return gg_fail(ctx, HVQ_E_INPUT, path,

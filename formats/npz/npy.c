@@ -415,7 +415,6 @@ int npy_parse_header(const char *text, size_t hlen, size_t base,
 {
     npy_parser ps;
     int seen_descr = 0, seen_fortran = 0, seen_shape = 0;
-    int d;
     uint64_t numel = 1;
 
     ps.p = ps.start = text;
@@ -507,17 +506,13 @@ int npy_parse_header(const char *text, size_t hlen, size_t base,
                         : !seen_fortran ? "fortran_order"
                                         : "shape");
 
-    for (d = 0; d < h->ndim; d++) {
-        uint64_t dim = (uint64_t)h->shape[d];
-        if (dim != 0 && numel > UINT64_MAX / dim) {
-            char shape[256];
-            return npy_fail(why, why_len,
-                            "shape overflow: the element count of %s does "
-                            "not fit in 64 bits",
-                            npy_shape_text(shape, sizeof shape, h->ndim,
-                                           h->shape));
-        }
-        numel *= dim;
+    if (!hvq_shape_numel(h->ndim, h->shape, &numel)) {
+        char shape[256];
+        return npy_fail(why, why_len,
+                        "shape overflow: the non-zero dimensions of %s "
+                        "multiply past 63 bits",
+                        npy_shape_text(shape, sizeof shape, h->ndim,
+                                       h->shape));
     }
     if (numel > UINT64_MAX / h->type->size) {
         char shape[256];

@@ -1045,15 +1045,11 @@ static hvq_status npz_check_decl(hvq_ctx *ctx, const char *path,
                             t->name,
                             t->dtype_name ? t->dtype_name : "(none)");
         npy_shape_text(shape, sizeof shape, t->ndim, t->shape);
-        for (d = 0; d < t->ndim; d++) {
-            uint64_t dim = (uint64_t)t->shape[d];
-            if (dim != 0 && numel > UINT64_MAX / dim)
-                return npz_fail(ctx, HVQ_E_INPUT, path, NULL,
-                                "tensor '%.200s': the element count of %s "
-                                "does not fit in 64 bits",
-                                t->name, shape);
-            numel *= dim;
-        }
+        if (!hvq_shape_numel(t->ndim, t->shape, &numel))
+            return npz_fail(ctx, HVQ_E_INPUT, path, NULL,
+                            "tensor '%.200s': the non-zero dimensions of %s "
+                            "multiply past 63 bits",
+                            t->name, shape);
         if (numel > (UINT64_MAX - (1u << 20)) / type->size)
             return npz_fail(ctx, HVQ_E_INPUT, path, NULL,
                             "tensor '%.200s': the byte size of %s %s does "

@@ -624,12 +624,11 @@ static hvq_status st_read_tensor(st_source *s, const st_file *f,
     }
     t->info.ndim = (int)nd;
     st_describe(desc, sizeof desc, type->name, t->info.ndim, t->info.shape);
-    for (d = 0; d < nd; d++)
-        if (!st_mul(numel, (uint64_t)t->info.shape[d], &numel))
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor '%.200s': shape overflow: the element "
-                           "count of %s does not fit in 64 bits",
-                           name, desc);
+    if (!hvq_shape_numel(t->info.ndim, t->info.shape, &numel))
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': shape overflow: the non-zero "
+                       "dimensions of %s multiply past 63 bits",
+                       name, desc);
     if (!st_mul(numel, type->bits, &bits))
         return st_fail(ctx, HVQ_E_INPUT, path,
                        "tensor '%.200s': shape overflow: the byte size of "
@@ -1374,12 +1373,11 @@ static hvq_status st_check_decl(hvq_ctx *ctx, const char *path,
                                t->name, (int)t->dtype);
         }
         st_describe(desc, sizeof desc, type->name, t->ndim, t->shape);
-        for (d = 0; d < t->ndim; d++)
-            if (!st_mul(numel, (uint64_t)t->shape[d], &numel))
-                return st_fail(ctx, HVQ_E_INPUT, path,
-                               "tensor '%.200s': the element count of %s "
-                               "does not fit in 64 bits",
-                               t->name, desc);
+        if (!hvq_shape_numel(t->ndim, t->shape, &numel))
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': the non-zero dimensions of %s "
+                           "multiply past 63 bits",
+                           t->name, desc);
         if (!st_mul(numel, type->bits, &bits))
             return st_fail(ctx, HVQ_E_INPUT, path,
                            "tensor '%.200s': the byte size of %s does not "
