@@ -34,6 +34,9 @@ typedef struct hvq_tensor_report {
     const char *why_passed;  /* static text, for pass-through tensors */
     /* Compressed tensors only: */
     char clusterer[64], residual[64], hessian[64], importance[64];
+    char candidate[64];      /* with a size target: the candidate chosen
+                                ("" without one; "(stages)" for a tensor no
+                                candidate could encode) */
     uint64_t rows, cols, n_sparse;
     double paper_bits;       /* components + row scales, paper accounting */
     uint64_t stored_bytes;   /* bytes of the components + fp16 row scales as
@@ -62,6 +65,14 @@ typedef struct hvq_run_report {
     double seconds;
     double stage_seconds[HVQ_TIME_STAGES]; /* over every tensor */
     double peak_rss_mib;     /* the process's peak resident set (getrusage) */
+    /* With a size target (pipeline target:): */
+    int allocated;
+    uint64_t alloc_budget;   /* bytes allowed for the compressed tensors */
+    uint64_t alloc_min_bytes;/* the smallest reachable (every tensor at its
+                                smallest candidate) */
+    uint64_t alloc_passthrough; /* bytes of the tensors not compressed */
+    size_t alloc_fallbacks;  /* tensors no candidate could encode */
+    double alloc_seconds;    /* measuring every candidate */
 } hvq_run_report;
 
 /* The peak resident set size of this process so far, in MiB (0 when the

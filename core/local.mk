@@ -8,6 +8,7 @@ libhvqcore_la_SOURCES = \
 	core/pipeline.c core/pipeline.h \
 	core/dtype.c core/dtype.h \
 	core/driver.c core/driver.h \
+	core/alloc.c core/alloc.h \
 	core/report.c core/report.h \
 	core/parallel.c core/parallel.h \
 	core/util.c core/util.h

@@ -88,6 +88,12 @@ static void usage_run(FILE *f)
           "  -f, --force           replace existing output files\n"
           "      --eval            then print the output's perplexity, measured as the\n"
           "                        pipeline's evaluate: declares\n"
+          "      --target-bpw X    choose each tensor's setting among the pipeline's\n"
+          "                        candidates: so that the compressed tensors take at most\n"
+          "                        X bits per weight (every stored byte) with the least\n"
+          "                        Hessian-weighted error (target.bpw=X)\n"
+          "      --target-size S   the same for a size of every tensor stored: 900MB, 2GiB\n"
+          "                        (target.size=S)\n"
           "      --plugin-dir DIR, -q, -v, -h as for every command\n",
           f);
 }
@@ -111,6 +117,8 @@ static void usage_compare(FILE *f)
           "  -t, --threads N       worker threads (default: all cores)\n"
           "  -f, --force           replace existing files (with --keep, --report)\n"
           "      --no-eval         no perplexity column, whatever the pipelines declare\n"
+          "      --target-bpw X, --target-size S\n"
+          "                        the size target of the pipelines that declare candidates:\n"
           "      --plugin-dir DIR, -q, -v, -h as for every command\n",
           f);
 }
@@ -157,7 +165,16 @@ static int add_plugin_dir(cli *c, const char *dir)
     return 1;
 }
 
-enum { OPT_PLUGIN_DIR = 1000, OPT_EVAL, OPT_NO_EVAL };
+enum { OPT_PLUGIN_DIR = 1000, OPT_EVAL, OPT_NO_EVAL, OPT_TARGET_BPW, OPT_TARGET_SIZE };
+
+/* --target-bpw X / --target-size S as the --set they stand for. */
+static int target_option(int c, const char *arg, char *buf, size_t len)
+{
+    if (c != OPT_TARGET_BPW && c != OPT_TARGET_SIZE)
+        return 0;
+    snprintf(buf, len, "target.%s=%s", c == OPT_TARGET_BPW ? "bpw" : "size", arg);
+    return 1;
+}
 
 /* Parses the options common to every command plus the command's own.
  * Returns -1 to continue, else an exit status. */
@@ -198,9 +215,12 @@ static int cmd_run(int argc, char **argv, cli *cl)
         {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
         {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},          {"version", no_argument, 0, 'V'},
-        {"eval", no_argument, 0, OPT_EVAL},     {0, 0, 0, 0}};
+        {"eval", no_argument, 0, OPT_EVAL},
+        {"target-bpw", required_argument, 0, OPT_TARGET_BPW},
+        {"target-size", required_argument, 0, OPT_TARGET_SIZE}, {0, 0, 0, 0}};
     const char *input = NULL, *output = NULL, *report = NULL;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    char target[512] = "";
     size_t n_sets = 0;
     int c, rc = -1, do_eval = 0;
     if (!sets)
@@ -214,6 +234,8 @@ static int cmd_run(int argc, char **argv, cli *cl)
         case 's': sets[n_sets++] = optarg; break;
         case 'f': cl->opts.force = 1; break;
         case OPT_EVAL: do_eval = 1; break;
+        case OPT_TARGET_BPW:
+        case OPT_TARGET_SIZE: target_option(c, optarg, target, sizeof target); break;
         case 't':
             if (!hvq_parse_threads(optarg, &cl->opts.threads))
                 rc = EXIT_BAD_INPUT;
@@ -265,6 +287,8 @@ static int cmd_run(int argc, char **argv, cli *cl)
     }
     for (size_t i = 0; st == HVQ_OK && i < n_sets; i++)
         st = hvq_pipeline_set(ctx, p, sets[i]);
+    if (st == HVQ_OK && target[0])
+        st = hvq_pipeline_set(ctx, p, target);
     if (st == HVQ_OK)
         st = hvq_pipeline_validate(ctx, p, reg);
     if (st == HVQ_OK && do_eval && !p->evaluate.present)
@@ -444,9 +468,12 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
         {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},          {"version", no_argument, 0, 'V'},
-        {"no-eval", no_argument, 0, OPT_NO_EVAL}, {0, 0, 0, 0}};
+        {"no-eval", no_argument, 0, OPT_NO_EVAL},
+        {"target-bpw", required_argument, 0, OPT_TARGET_BPW},
+        {"target-size", required_argument, 0, OPT_TARGET_SIZE}, {0, 0, 0, 0}};
     const char *input = NULL, *report = NULL, *keep = NULL;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    char target[512] = "";
     size_t n_sets = 0;
     int c, rc = -1, no_eval = 0;
     if (!sets)
@@ -460,6 +487,8 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         case 'k': keep = optarg; break;
         case 'f': cl->opts.force = 1; break;
         case OPT_NO_EVAL: no_eval = 1; break;
+        case OPT_TARGET_BPW:
+        case OPT_TARGET_SIZE: target_option(c, optarg, target, sizeof target); break;
         case 't':
             if (!hvq_parse_threads(optarg, &cl->opts.threads))
                 rc = EXIT_BAD_INPUT;
@@ -516,6 +545,8 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         }
         for (size_t k = 0; st == HVQ_OK && k < n_sets; k++)
             st = hvq_pipeline_set(ctx, ps[i], sets[k]);
+        if (st == HVQ_OK && target[0] && ps[i]->n_candidates) /* those that allocate */
+            st = hvq_pipeline_set(ctx, ps[i], target);
         if (st == HVQ_OK) {
             const char *out = ps[i]->output && *ps[i]->output ? ps[i]->output : "out";
             const char *base = strrchr(out, '/');

@@ -38,7 +38,8 @@ static const char *const stage_defaults[HVQ_STAGE_COUNT] = {
 
 static const char *const top_keys[] = {"name",   "input",  "output",
                                        "report", "seed",   "select",
-                                       "stages", "overrides", "evaluate"};
+                                       "stages", "overrides", "evaluate",
+                                       "target", "candidates"};
 #define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
 
 static const char *const select_keys[] = {"include", "exclude"};
@@ -49,6 +50,11 @@ static const char *const eval_keys[] = {"tokens", "ctx", "windows"};
 static const char *const override_keys[] = {
     "match", "hessian", "importance", "clusterer", "residual"};
 #define N_OVERRIDE_KEYS (sizeof override_keys / sizeof override_keys[0])
+
+static const char *const candidate_keys[] = {
+    "name", "hessian", "importance", "clusterer", "residual"};
+
+static const char *const target_keys[] = {"bpw", "size"};
 
 /* Deepest nesting accepted in a pipeline file (a real one needs 5). */
 #define MAX_DEPTH 32
@@ -303,11 +309,25 @@ static void invalidate(hvq_pipeline *p)
     for (k = 0; k < p->n_overrides; k++)
         for (s = 0; s < HVQ_STAGE_COUNT; s++)
             stage_clear_values(&p->overrides[k].stages[s]);
+    for (k = 0; k < p->n_candidates; k++)
+        for (s = 0; s < HVQ_STAGE_COUNT; s++)
+            stage_clear_values(&p->candidates[k].stages[s]);
+}
+
+static void overrides_free(hvq_override *o, size_t n)
+{
+    size_t k;
+    int s;
+    for (k = 0; k < n; k++) {
+        free(o[k].match);
+        for (s = 0; s < HVQ_STAGE_COUNT; s++)
+            stage_free(&o[k].stages[s]);
+    }
+    free(o);
 }
 
 void hvq_pipeline_free(hvq_pipeline *p)
 {
-    size_t k;
     int s;
     if (!p)
         return;
@@ -321,12 +341,8 @@ void hvq_pipeline_free(hvq_pipeline *p)
     list_free(&p->exclude, &p->n_exclude);
     for (s = 0; s < HVQ_STAGE_COUNT; s++)
         stage_free(&p->stages[s]);
-    for (k = 0; k < p->n_overrides; k++) {
-        free(p->overrides[k].match);
-        for (s = 0; s < HVQ_STAGE_COUNT; s++)
-            stage_free(&p->overrides[k].stages[s]);
-    }
-    free(p->overrides);
+    overrides_free(p->overrides, p->n_overrides);
+    overrides_free(p->candidates, p->n_candidates);
     list_free(&p->set_args, &p->n_set_args);
     free(p->evaluate.tokens);
     free(p);
@@ -964,16 +980,24 @@ static hvq_status load_stages(loader *L, const ynode *v)
     return HVQ_OK;
 }
 
-static hvq_status load_override(loader *L, hvq_override *o, const ynode *v)
+/* An entry of overrides: (cand 0; match: GLOB required) or of candidates:
+ * (cand 1; name: optional, "cN" by default for the N-th, from 1). */
+static hvq_status load_override(loader *L, hvq_override *o, const ynode *v,
+                                int cand, size_t index)
 {
-    size_t i;
+    const char *const *keys = cand ? candidate_keys : override_keys;
+    const char *label = cand ? "name" : "match";
+    size_t i, n_keys = cand ? sizeof candidate_keys / sizeof *candidate_keys
+                            : N_OVERRIDE_KEYS;
     hvq_status st;
 
     o->mark = v->mark;
     if (v->kind != YN_MAP)
         return mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "each entry of 'overrides' must be a mapping with "
-                          "'match:', not %s",
+                          cand ? "each entry of 'candidates' must be a mapping "
+                                 "of stages (clusterer:, residual:, ...), not %s"
+                               : "each entry of 'overrides' must be a mapping "
+                                 "with 'match:', not %s",
                           kind_name(v));
     st = check_keys(L, v);
     if (st != HVQ_OK)
@@ -981,10 +1005,11 @@ static hvq_status load_override(loader *L, hvq_override *o, const ynode *v)
     for (i = 0; i < v->n; i += 2) {
         const ynode *k = v->kids[i], *val = v->kids[i + 1];
         int s;
-        if (strcmp(k->text, "match") == 0) {
+        if (strcmp(k->text, label) == 0) {
             if (val->kind != YN_SCALAR || is_null(val) || !val->text[0])
                 return mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark,
-                                  "'match' must be a glob, not %s",
+                                  "'%s' must be %s, not %s", label,
+                                  cand ? "a name" : "a glob",
                                   val->kind != YN_SCALAR ? kind_name(val)
                                                          : "empty");
             o->match = xstrdup(val->text);
@@ -996,42 +1021,110 @@ static hvq_status load_override(loader *L, hvq_override *o, const ynode *v)
         s = stage_index(k->text);
         if (s == HVQ_STAGE_WRITER)
             return mark_error(L->ctx, HVQ_E_INPUT, L->p, &k->mark,
-                              "stage 'writer' may not be overridden per "
-                              "tensor");
+                              "stage 'writer' may not be %s per tensor",
+                              cand ? "chosen" : "overridden");
         if (s < 0)
-            return unknown_key(L, k, "key", " in override", override_keys,
-                               N_OVERRIDE_KEYS);
+            return unknown_key(L, k, "key", cand ? " in candidate" : " in override",
+                               keys, n_keys);
         st = load_stage(L, &o->stages[s], s, k, val);
         if (st != HVQ_OK)
             return st;
     }
-    if (!o->match)
+    if (!o->match && !cand)
         return mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
                           "override without 'match: GLOB'");
+    if (!o->match) {
+        char name[32];
+        snprintf(name, sizeof name, "c%zu", index + 1);
+        if (!(o->match = xstrdup(name)))
+            return nomem(L->ctx);
+    }
     return HVQ_OK;
 }
 
-static hvq_status load_overrides(loader *L, const ynode *v)
+/* overrides: (cand 0) or candidates: (cand 1), a sequence of mappings. */
+static hvq_status load_overrides(loader *L, const ynode *v, int cand)
 {
-    size_t i;
+    hvq_override **list = cand ? &L->p->candidates : &L->p->overrides;
+    size_t *n = cand ? &L->p->n_candidates : &L->p->n_overrides;
+    size_t i, j;
     hvq_status st;
     if (is_null(v))
         return HVQ_OK;
     if (v->kind != YN_SEQ)
         return mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "'overrides' must be a sequence, not %s",
-                          kind_name(v));
+                          "'%s' must be a sequence, not %s",
+                          cand ? "candidates" : "overrides", kind_name(v));
     if (v->n == 0)
         return HVQ_OK;
-    L->p->overrides = calloc(v->n, sizeof *L->p->overrides);
-    if (!L->p->overrides)
+    *list = calloc(v->n, sizeof **list);
+    if (!*list)
         return nomem(L->ctx);
     for (i = 0; i < v->n; i++) {
-        L->p->n_overrides = i + 1;
-        st = load_override(L, &L->p->overrides[i], v->kids[i]);
+        *n = i + 1;
+        st = load_override(L, &(*list)[i], v->kids[i], cand, i);
         if (st != HVQ_OK)
             return st;
+        for (j = 0; cand && j < i; j++)
+            if (strcmp((*list)[j].match, (*list)[i].match) == 0)
+                return mark_error(L->ctx, HVQ_E_INPUT, L->p, &(*list)[i].mark,
+                                  "two candidates are named '%s'", (*list)[i].match);
     }
+    return HVQ_OK;
+}
+
+/* target.bpw / target.size from text: bpw in (0, 64], size a byte count
+ * ("900MB", "2GiB"). why gets the reason on failure. */
+static int parse_target(hvq_target_cfg *t, const char *key, const char *text,
+                        char *why, size_t why_len)
+{
+    static const hvq_param_spec size_spec = {"size", HVQ_PARAM_SIZE, NULL, 0, 0, NULL, NULL};
+    if (strcmp(key, "bpw") == 0) {
+        char *end;
+        double v = strtod(text, &end);
+        if (end == text || *end || !(v > 0.0 && v <= 64.0)) {
+            snprintf(why, why_len, "'target.bpw' must be a number of bits per weight "
+                     "above 0 and at most 64, got '%s'", text);
+            return 0;
+        }
+        t->bpw = v;
+        t->bytes = 0;
+        return 1;
+    }
+    hvq_value val = {0};
+    char reason[256] = "it must be above 0";
+    if (hvq_param_parse(&size_spec, text, &val, reason, sizeof reason) != HVQ_OK ||
+        val.i <= 0) {
+        snprintf(why, why_len, "'target.size' must be a byte count such as 900MB or 2GiB: %s",
+                 reason);
+        return 0;
+    }
+    t->bytes = (uint64_t)val.i;
+    t->bpw = 0.0;
+    return 1;
+}
+
+/* target: { bpw: X } or { size: S }; null: none. */
+static hvq_status load_target(loader *L, const ynode *key, const ynode *v)
+{
+    hvq_target_cfg *t = &L->p->target;
+    char why[512];
+    memset(t, 0, sizeof *t);
+    if (is_null(v))
+        return HVQ_OK;
+    if (v->kind != YN_MAP || v->n != 2)
+        return mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
+                          "'target' must be a mapping with one key, bpw: or size: "
+                          "(e.g. target: { bpw: 4.8 })");
+    const ynode *k = v->kids[0], *val = v->kids[1];
+    if (k->kind != YN_SCALAR || (strcmp(k->text, "bpw") != 0 && strcmp(k->text, "size") != 0))
+        return k->kind != YN_SCALAR ? check_keys(L, v)
+                                    : unknown_key(L, k, "key", " in 'target'", target_keys, 2);
+    if (val->kind != YN_SCALAR || !parse_target(t, k->text, val->text, why, sizeof why))
+        return mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark, "%s",
+                          val->kind != YN_SCALAR ? "'target' takes a scalar value" : why);
+    t->present = 1;
+    t->mark = key->mark;
     return HVQ_OK;
 }
 
@@ -1129,7 +1222,11 @@ static hvq_status load_root(loader *L, const ynode *root)
         else if (strcmp(key, "stages") == 0)
             st = load_stages(L, v);
         else if (strcmp(key, "overrides") == 0)
-            st = load_overrides(L, v);
+            st = load_overrides(L, v, 0);
+        else if (strcmp(key, "candidates") == 0)
+            st = load_overrides(L, v, 1);
+        else if (strcmp(key, "target") == 0)
+            st = load_target(L, k, v);
         else if (strcmp(key, "evaluate") == 0)
             st = load_evaluate(L, k, v);
         else
@@ -1248,7 +1345,37 @@ hvq_status hvq_pipeline_load(hvq_ctx *ctx, const char *path,
 static const char *const set_keys[] = {
     "input",  "output",         "report",         "seed",
     "name",   "select.include", "select.exclude", "stages",
-    "evaluate.tokens", "evaluate.ctx", "evaluate.windows"};
+    "evaluate.tokens", "evaluate.ctx", "evaluate.windows",
+    "target.bpw", "target.size"};
+
+/* target=, target.bpw, target.size. */
+static hvq_status set_target(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
+                             const char *key, const char *value)
+{
+    const char *sub = key[6] == '.' ? key + 7 : NULL;
+    char why[512];
+    if (!key[6]) {
+        if (value[0])
+            return mark_error(ctx, HVQ_E_INPUT, p, m,
+                              "expected target.bpw or target.size (or target= to "
+                              "remove the target)");
+        memset(&p->target, 0, sizeof p->target);
+        return HVQ_OK;
+    }
+    if (!sub || (strcmp(sub, "bpw") != 0 && strcmp(sub, "size") != 0)) {
+        const char *near = sub ? nearest(sub, target_keys, 2) : NULL;
+        if (near)
+            return mark_error(ctx, HVQ_E_INPUT, p, m,
+                              "unknown key '%s'; did you mean 'target.%s'?", key, near);
+        return mark_error(ctx, HVQ_E_INPUT, p, m,
+                          "unknown key '%s' (valid keys under target: bpw, size)", key);
+    }
+    if (!parse_target(&p->target, sub, value, why, sizeof why))
+        return mark_error(ctx, HVQ_E_INPUT, p, m, "%s", why);
+    p->target.present = 1;
+    p->target.mark = *m;
+    return HVQ_OK;
+}
 
 /* evaluate=, evaluate.tokens, evaluate.ctx, evaluate.windows. */
 static hvq_status set_evaluate(hvq_ctx *ctx, hvq_pipeline *p,
@@ -1456,6 +1583,8 @@ hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
         return set_stage(ctx, p, &m, key + 7, value);
     if (strncmp(key, "evaluate", 8) == 0 && (!key[8] || key[8] == '.'))
         return set_evaluate(ctx, p, &m, key, value);
+    if (strncmp(key, "target", 6) == 0 && (!key[6] || key[6] == '.'))
+        return set_target(ctx, p, &m, key, value);
     if (strcmp(key, "overrides") == 0 || strncmp(key, "overrides.", 10) == 0)
         return mark_error(ctx, HVQ_E_INPUT, p, &m,
                           "overrides cannot be set from the command line; "
@@ -1490,7 +1619,8 @@ hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
                           "report, seed, name, select.include, "
                           "select.exclude, stages.STAGE.plugin, "
                           "stages.STAGE.PARAMETER, evaluate.tokens, "
-                          "evaluate.ctx, evaluate.windows)",
+                          "evaluate.ctx, evaluate.windows, target.bpw, "
+                          "target.size)",
                           key);
     }
 }
@@ -1726,7 +1856,7 @@ static hvq_status validate_base(hvq_ctx *ctx, hvq_pipeline *p,
 
 static hvq_status validate_override(hvq_ctx *ctx, hvq_pipeline *p,
                                     const hvq_registry *reg, hvq_override *o,
-                                    int s)
+                                    int s, const char *what)
 {
     hvq_stage_cfg *c = &o->stages[s];
     const hvq_stage_cfg *base = &p->stages[s];
@@ -1734,7 +1864,7 @@ static hvq_status validate_override(hvq_ctx *ctx, hvq_pipeline *p,
     char where[512];
     hvq_status st;
 
-    snprintf(where, sizeof where, "override '%s': ", o->match);
+    snprintf(where, sizeof where, "%s '%s': ", what, o->match);
     if (c->plugin && strcmp(c->plugin, base->resolved->desc.name) != 0) {
         st = find_plugin(ctx, p, reg, s, c->plugin, &c->mark, where, 0, &pl);
         if (st != HVQ_OK)
@@ -1742,6 +1872,24 @@ static hvq_status validate_override(hvq_ctx *ctx, hvq_pipeline *p,
         return resolve_values(ctx, p, s, where, pl, NULL, c, &c->mark);
     }
     return resolve_values(ctx, p, s, where, pl, base->values, c, &c->mark);
+}
+
+/* A target needs candidates to choose from, and candidates need a target
+ * (the size they are chosen for). */
+static hvq_status validate_target(hvq_ctx *ctx, const hvq_pipeline *p)
+{
+    hvq_mark none = {NULL, NULL, 0, 0};
+    if (p->target.present && p->n_candidates == 0)
+        return mark_error(ctx, HVQ_E_INPUT, p, &p->target.mark,
+                          "a size target needs 'candidates:', the settings to choose "
+                          "from per tensor (see pipelines/best.yaml)");
+    if (!p->target.present && p->n_candidates > 0)
+        return mark_error(ctx, HVQ_E_INPUT, p, &none,
+                          "the pipeline chooses among %zu candidates per tensor: give a "
+                          "size target (--target-bpw X or --target-size SIZE, or "
+                          "target: in the file)",
+                          p->n_candidates);
+    return HVQ_OK;
 }
 
 hvq_status hvq_pipeline_validate(hvq_ctx *ctx, hvq_pipeline *p,
@@ -1762,22 +1910,26 @@ hvq_status hvq_pipeline_validate(hvq_ctx *ctx, hvq_pipeline *p,
         if (st != HVQ_OK)
             goto fail;
     }
-    for (k = 0; k < p->n_overrides; k++) {
-        hvq_override *o = &p->overrides[k];
+    for (k = 0; k < p->n_overrides + p->n_candidates; k++) {
+        int cand = k >= p->n_overrides;
+        hvq_override *o = cand ? &p->candidates[k - p->n_overrides] : &p->overrides[k];
         for (s = 0; s < HVQ_STAGE_COUNT; s++) {
             if (!o->stages[s].present)
                 continue;
             if (s == HVQ_STAGE_WRITER) {
                 st = mark_error(ctx, HVQ_E_INPUT, p, &o->stages[s].mark,
-                                "stage 'writer' may not be overridden per "
-                                "tensor");
+                                "stage 'writer' may not be %s per tensor",
+                                cand ? "chosen" : "overridden");
                 goto fail;
             }
-            st = validate_override(ctx, p, reg, o, s);
+            st = validate_override(ctx, p, reg, o, s, cand ? "candidate" : "override");
             if (st != HVQ_OK)
                 goto fail;
         }
     }
+    st = validate_target(ctx, p);
+    if (st != HVQ_OK)
+        goto fail;
     return HVQ_OK;
 
 fail:
@@ -1789,28 +1941,46 @@ fail:
  * Queries.
  * ---------------------------------------------------------------------- */
 
+const hvq_stage_cfg *hvq_pipeline_cfg_for(const hvq_pipeline *p, int stage,
+                                          const char *tensor, long cand)
+{
+    size_t k;
+    if (stage < 0 || stage >= HVQ_STAGE_COUNT)
+        return NULL;
+    for (k = 0; k < p->n_overrides && tensor; k++) {
+        const hvq_override *o = &p->overrides[k];
+        if (o->stages[stage].present && o->stages[stage].resolved &&
+            o->match && hvq_glob_match(o->match, tensor))
+            return &o->stages[stage];
+    }
+    if (cand >= 0 && (size_t)cand < p->n_candidates &&
+        p->candidates[cand].stages[stage].present &&
+        p->candidates[cand].stages[stage].resolved)
+        return &p->candidates[cand].stages[stage];
+    return &p->stages[stage];
+}
+
 hvq_status hvq_pipeline_stage_for(hvq_ctx *ctx, const hvq_pipeline *p,
                                   int stage, const char *tensor,
                                   const hvq_loaded_plugin **plugin,
                                   hvq_params *params)
 {
+    return hvq_pipeline_stage_cand(ctx, p, stage, tensor, -1, plugin, params);
+}
+
+hvq_status hvq_pipeline_stage_cand(hvq_ctx *ctx, const hvq_pipeline *p,
+                                   int stage, const char *tensor, long cand,
+                                   const hvq_loaded_plugin **plugin,
+                                   hvq_params *params)
+{
     const hvq_stage_cfg *c;
-    size_t k;
 
     if (stage < 0 || stage >= HVQ_STAGE_COUNT)
         return hvq_error(ctx, HVQ_E_INTERNAL, "no stage %d", stage);
-    c = &p->stages[stage];
-    if (!c->resolved)
+    if (!p->stages[stage].resolved)
         return hvq_error(ctx, HVQ_E_INTERNAL,
                          "%s: the pipeline was not validated", p->path);
-    for (k = 0; k < p->n_overrides && tensor; k++) {
-        const hvq_override *o = &p->overrides[k];
-        if (o->stages[stage].present && o->stages[stage].resolved &&
-            o->match && hvq_glob_match(o->match, tensor)) {
-            c = &o->stages[stage];
-            break;
-        }
-    }
+    c = hvq_pipeline_cfg_for(p, stage, tensor, cand);
     if (plugin)
         *plugin = c->resolved;
     if (params) {
@@ -1966,9 +2136,12 @@ static void put_plugin_versions(hvq_buf *b, const hvq_pipeline *p, const char *s
     hvq_buf_puts(b, "# plugins:");
     if (src_name)
         hvq_buf_printf(b, " source %s %s;", src_name, src_version ? src_version : "?");
-    for (k = 0; k <= p->n_overrides; k++)
+    for (k = 0; k <= p->n_overrides + p->n_candidates; k++)
         for (s = 0; s < HVQ_STAGE_COUNT; s++) {
-            const hvq_stage_cfg *c = k == 0 ? &p->stages[s] : &p->overrides[k - 1].stages[s];
+            const hvq_stage_cfg *c = k == 0                ? &p->stages[s]
+                                     : k <= p->n_overrides ? &p->overrides[k - 1].stages[s]
+                                                           : &p->candidates[k - 1 - p->n_overrides]
+                                                                  .stages[s];
             size_t j;
             if (!c->resolved)
                 continue;
@@ -1986,12 +2159,44 @@ static void put_plugin_versions(hvq_buf *b, const hvq_pipeline *p, const char *s
     hvq_buf_puts(b, "\n");
 }
 
+/* overrides: or candidates: (key), each entry led by label (match: or
+ * name:), its stages naming the plugin only where it swaps the base's. */
+static void put_overrides(hvq_buf *b, const hvq_pipeline *p, const hvq_override *list,
+                          size_t n, const char *key, const char *label)
+{
+    if (n == 0)
+        return;
+    hvq_buf_printf(b, "%s:\n", key);
+    for (size_t k = 0; k < n; k++) {
+        const hvq_override *o = &list[k];
+        hvq_buf_printf(b, "  - %s: ", label);
+        put_quoted(b, o->match ? o->match : "");
+        hvq_buf_puts(b, "\n");
+        for (int s = 0; s < HVQ_STAGE_COUNT; s++) {
+            const hvq_stage_cfg *c = &o->stages[s];
+            const hvq_stage_cfg *base = &p->stages[s];
+            const char *plugin = c->plugin;
+            if (!c->present)
+                continue;
+            if (c->resolved && base->resolved && c->resolved == base->resolved)
+                plugin = NULL;
+            else if (c->resolved)
+                plugin = c->resolved->desc.name;
+            if (!plugin && c->n_settings == 0 && !(c->resolved && c->n_values)) {
+                hvq_buf_printf(b, "    %s: {}\n", stage_names[s]);
+                continue;
+            }
+            hvq_buf_printf(b, "    %s:\n", stage_names[s]);
+            put_stage(b, c, plugin, 6);
+        }
+    }
+}
+
 /* recorded: the text an output records (hvq_pipeline_record). */
 static char *to_yaml(const hvq_pipeline *p, int recorded, const char *src_name,
                      const char *src_version)
 {
     hvq_buf b;
-    size_t k;
     int s;
 
     hvq_buf_init(&b);
@@ -2053,35 +2258,14 @@ static char *to_yaml(const hvq_pipeline *p, int recorded, const char *src_name,
             put_stage(&b, c, plugin, 4);
     }
 
-    if (p->n_overrides) {
-        hvq_buf_puts(&b, "overrides:\n");
-        for (k = 0; k < p->n_overrides; k++) {
-            const hvq_override *o = &p->overrides[k];
-            hvq_buf_puts(&b, "  - match: ");
-            put_quoted(&b, o->match ? o->match : "");
-            hvq_buf_puts(&b, "\n");
-            for (s = 0; s < HVQ_STAGE_COUNT; s++) {
-                const hvq_stage_cfg *c = &o->stages[s];
-                const hvq_stage_cfg *base = &p->stages[s];
-                const char *plugin = c->plugin;
-                if (!c->present)
-                    continue;
-                /* Name the plugin only when the override swaps it. */
-                if (c->resolved && base->resolved &&
-                    c->resolved == base->resolved)
-                    plugin = NULL;
-                else if (c->resolved)
-                    plugin = c->resolved->desc.name;
-                if (!plugin && c->n_settings == 0 &&
-                    !(c->resolved && c->n_values)) {
-                    hvq_buf_printf(&b, "    %s: {}\n", stage_names[s]);
-                    continue;
-                }
-                hvq_buf_printf(&b, "    %s:\n", stage_names[s]);
-                put_stage(&b, c, plugin, 6);
-            }
-        }
+    put_overrides(&b, p, p->overrides, p->n_overrides, "overrides", "match");
+    if (p->target.present) {
+        if (p->target.bpw > 0)
+            hvq_buf_printf(&b, "target: { bpw: %.17g }\n", p->target.bpw);
+        else
+            hvq_buf_printf(&b, "target: { size: %llu }\n", (unsigned long long)p->target.bytes);
     }
+    put_overrides(&b, p, p->candidates, p->n_candidates, "candidates", "name");
 
     if (p->evaluate.present && !recorded) {
         hvq_buf_puts(&b, "evaluate:\n  tokens: ");

@@ -51,7 +51,8 @@ typedef struct hvq_stage_cfg {
 } hvq_stage_cfg;
 
 typedef struct hvq_override {
-    char *match;            /* glob on tensor names */
+    char *match;            /* glob on tensor names; for a candidate, its
+                               name (given by name:, else "cN") */
     hvq_mark mark;
     hvq_stage_cfg stages[HVQ_STAGE_COUNT]; /* writer may not be overridden */
 } hvq_override;
@@ -70,6 +71,19 @@ typedef struct hvq_eval_cfg {
     hvq_mark mark;          /* of the evaluate: key (or the --set) */
 } hvq_eval_cfg;
 
+/* target: the size the allocator fits the compressed tensors to, choosing
+ * one of the pipeline's candidates per tensor (see core/alloc.h). One of:
+ *   bpw:  bits per weight of the compressed tensors (every stored byte of
+ *         their components and scales, over their parameters);
+ *   size: bytes of every tensor stored (compressed ones as their
+ *         components, the others as they are in the input). */
+typedef struct hvq_target_cfg {
+    int present;
+    double bpw;             /* > 0 when given */
+    uint64_t bytes;         /* > 0 when given */
+    hvq_mark mark;          /* of the target: key (or the --set) */
+} hvq_target_cfg;
+
 typedef struct hvq_pipeline {
     char *path;             /* the YAML file ("<none>" when built in code) */
     char *dir;              /* its directory, for relative paths */
@@ -81,6 +95,11 @@ typedef struct hvq_pipeline {
     char **exclude; size_t n_exclude;
     hvq_stage_cfg stages[HVQ_STAGE_COUNT];
     hvq_override *overrides; size_t n_overrides;
+    /* candidates: settings the allocator chooses from per tensor; each
+     * is an override without a match (its stages replace the base stages
+     * where given; a matching override still takes precedence). */
+    hvq_override *candidates; size_t n_candidates;
+    hvq_target_cfg target;
     char **set_args; size_t n_set_args; /* copies of the --set arguments;
                                            --set marks point into them */
     hvq_eval_cfg evaluate;
@@ -100,7 +119,8 @@ hvq_status hvq_pipeline_load(hvq_ctx *ctx, const char *path,
  * report, seed, name, select.include, select.exclude (the list becomes
  * that one glob; empty clears it), stages.STAGE.plugin, stages.STAGE.PARAM,
  * evaluate.tokens, evaluate.ctx, evaluate.windows (evaluate= with no value
- * removes the evaluation).
+ * removes the evaluation), target.bpw, target.size (target= removes the
+ * target).
  * Changing a stage's plugin drops the parameters the file gave that stage.
  * Errors read "--set KEY=VALUE: ...". Forgets a previous validation. */
 hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
@@ -124,6 +144,19 @@ hvq_status hvq_pipeline_stage_for(hvq_ctx *ctx, const hvq_pipeline *p,
                                   int stage, const char *tensor,
                                   const hvq_loaded_plugin **plugin,
                                   hvq_params *params);
+
+/* hvq_pipeline_stage_for with candidate cand (-1: none) in effect: an
+ * override matching the tensor first, then the candidate's stage, then
+ * the base stage. */
+hvq_status hvq_pipeline_stage_cand(hvq_ctx *ctx, const hvq_pipeline *p,
+                                   int stage, const char *tensor, long cand,
+                                   const hvq_loaded_plugin **plugin,
+                                   hvq_params *params);
+
+/* The effective stage configuration (as above), for comparing two
+ * candidates of one tensor: equal pointers mean equal settings. */
+const hvq_stage_cfg *hvq_pipeline_cfg_for(const hvq_pipeline *p, int stage,
+                                          const char *tensor, long cand);
 
 /* Whether a tensor is selected for compression: matches an include glob
  * (all tensors when there is none) and no exclude glob. */

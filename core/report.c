@@ -98,7 +98,7 @@ void hvq_report_print(FILE *f, const hvq_run_report *rep)
         char shape[64];
         shape_text(t, shape, sizeof shape);
         fprintf(f, "%-44s %-10s %-10s %8.4f %9.3e %9.3e %8.2f %8.3f\n", t->name, shape,
-                t->clusterer, t->paper_bits / (double)t->params, t->rel_fro, t->rel_hessian,
+                t->candidate[0] ? t->candidate : t->clusterer, t->paper_bits / (double)t->params, t->rel_fro, t->rel_hessian,
                 t->sqnr_db, t->seconds);
     }
     fprintf(f, "\n%s: %s -> %s (%s, writer %s)\n", p->name ? p->name : p->path, p->input,
@@ -116,6 +116,24 @@ void hvq_report_print(FILE *f, const hvq_run_report *rep)
                "16 bits), %.4f file written (%llu bytes)\n",
             hvq_report_bpp_paper_model(rep), hvq_report_bpp_file(rep),
             (unsigned long long)rep->output_bytes);
+    if (rep->allocated) {
+        const hvq_target_cfg *tg = &p->target;
+        fprintf(f, "  size target: ");
+        if (tg->bpw > 0)
+            fprintf(f, "%.4g bits per weight of the compressed tensors", tg->bpw);
+        else
+            fprintf(f, "%llu bytes of tensors", (unsigned long long)tg->bytes);
+        fprintf(f, " (%llu bytes for the compressed ones, %.4f bpw); achieved %.4f bpw; "
+                   "%zu candidates measured in %.2f s",
+                (unsigned long long)rep->alloc_budget,
+                rep->compressed_params ? (double)rep->alloc_budget * 8.0 /
+                                             (double)rep->compressed_params : 0.0,
+                hvq_report_bpp_stored(rep), p->n_candidates, rep->alloc_seconds);
+        if (rep->alloc_fallbacks)
+            fprintf(f, "; %zu tensor%s fit no candidate", rep->alloc_fallbacks,
+                    rep->alloc_fallbacks == 1 ? "" : "s");
+        fputc('\n', f);
+    }
     fprintf(f, "  errors, compressed tensors: relative Frobenius %.4e, Hessian-weighted %.4e, "
                "SQNR %.2f dB\n",
             hvq_report_rel_fro(rep), hvq_report_rel_hessian(rep), hvq_report_sqnr_db(rep));
@@ -197,6 +215,10 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
         hvq_buf_json_string(b, t->clusterer);
         hvq_buf_puts(b, ", \"residual\": ");
         hvq_buf_json_string(b, t->residual);
+        if (t->candidate[0]) {
+            hvq_buf_puts(b, ", \"candidate\": ");
+            hvq_buf_json_string(b, t->candidate);
+        }
         hvq_buf_printf(b, ", \"rows\": %llu, \"cols\": %llu, \"sparse_entries\": %llu",
                        (unsigned long long)t->rows, (unsigned long long)t->cols,
                        (unsigned long long)t->n_sparse);
@@ -246,7 +268,24 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
     json_stages(b, rep->stage_seconds, 0);
     hvq_buf_puts(b, ", \"peak_rss_mib\": ");
     json_num(b, rep->peak_rss_mib);
-    hvq_buf_puts(b, "}\n}\n");
+    hvq_buf_puts(b, "}");
+    if (rep->allocated) {
+        hvq_buf_puts(b, ",\n  \"allocation\": {\"target_bpw\": ");
+        json_num(b, p->target.bpw > 0 ? p->target.bpw : NAN);
+        hvq_buf_printf(b, ", \"target_bytes\": %llu, \"budget_bytes\": %llu, "
+                          "\"min_bytes\": %llu, \"passthrough_bytes\": %llu, "
+                          "\"achieved_bytes\": %llu, \"candidates\": %zu, "
+                          "\"fallbacks\": %zu, \"seconds\": ",
+                       (unsigned long long)p->target.bytes,
+                       (unsigned long long)rep->alloc_budget,
+                       (unsigned long long)rep->alloc_min_bytes,
+                       (unsigned long long)rep->alloc_passthrough,
+                       (unsigned long long)rep->stored_bytes_compressed, p->n_candidates,
+                       rep->alloc_fallbacks);
+        json_num(b, rep->alloc_seconds);
+        hvq_buf_puts(b, "}");
+    }
+    hvq_buf_puts(b, "\n}\n");
 }
 
 /* A perplexity cell: the value, or "-" when not measured. */

@@ -27,3 +27,12 @@ tests_test_speed_determinism_SOURCES = tests/test_speed_determinism.c
 tests_test_speed_determinism_CFLAGS = $(HVQ_TEST_CFLAGS)
 tests_test_speed_determinism_LDADD = $(HVQ_TEST_LIBS) -lm
 TESTS += tests/test_speed_determinism
+
+# The allocator (--target-bpw): the solver against brute force, the
+# pipeline keys target: and candidates:, the binary on the demo model.
+check_PROGRAMS += tests/test_alloc
+tests_test_alloc_SOURCES = tests/test_alloc.c
+tests_test_alloc_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_alloc_LDADD = $(HVQ_TEST_LIBS) -lm
+TESTS += tests/test_alloc
+EXTRA_DIST += tests/data/alloc
