@@ -36,3 +36,10 @@ tests_test_alloc_CFLAGS = $(HVQ_TEST_CFLAGS)
 tests_test_alloc_LDADD = $(HVQ_TEST_LIBS) -lm
 TESTS += tests/test_alloc
 EXTRA_DIST += tests/data/alloc
+
+# The paper's pipelines decode to the weights they gave when first landed.
+check_PROGRAMS += tests/test_repro
+tests_test_repro_SOURCES = tests/test_repro.c
+tests_test_repro_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_repro_LDADD = $(HVQ_TEST_LIBS)
+TESTS += tests/test_repro

@@ -375,6 +375,94 @@ START_TEST(size_parameters_parse_units)
 }
 END_TEST
 
+/* ---- kmeans scale modes (gains) ------------------------------------------- */
+
+/* The gains of kmeans_gain.h by their definition: column gains
+ * fp16((h_j / mean h)^a), then per group of G columns fp16 of the RMS of
+ * x * c over the group's entries that are not sparse. */
+static void gains_ref(const float *x, size_t rows, size_t cols, size_t g, const float *h,
+                      double a, const uint64_t *sparse, size_t ns, float *cg, float *gains)
+{
+    double mean = 0;
+    for (size_t j = 0; j < cols; j++)
+        mean += h[j];
+    mean /= (double)cols;
+    for (size_t j = 0; j < cols; j++)
+        cg[j] = hvq_f16_to_f32(hvq_f32_to_f16((float)pow(h[j] / mean, a)));
+    size_t ng = (cols + g - 1) / g, sp = 0;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t k = 0; k < ng; k++) {
+            double sum = 0;
+            size_t n = 0;
+            for (size_t c = k * g; c < (k + 1) * g && c < cols; c++) {
+                if (sp < ns && sparse[sp] == r * cols + c) {
+                    sp++;
+                    continue;
+                }
+                double v = (double)(x[r * cols + c] * cg[c]);
+                sum += v * v;
+                n++;
+            }
+            gains[r * ng + k] = hvq_f16_to_f32(hvq_f32_to_f16((float)sqrt(sum / (double)n)));
+        }
+}
+
+START_TEST(kmeans_gains_match_reference_and_decode_identically)
+{
+    enum { R = 6, C = 100, G = 32, NG = 4 };
+    static float x[R * C], recon[R * C], dec[R * C], h[C], cg[C], gref[R * NG], gout[R * NG];
+    static const uint64_t sparse[] = {3, 40, 41, 150, 333, 599};
+    fill(x, R * C, 11);
+    for (size_t i = 0; i < sizeof sparse / sizeof sparse[0]; i++)
+        x[sparse[i]] = 0.0f; /* the body: sparse entries removed */
+    for (int j = 0; j < C; j++)
+        h[j] = (float)exp(2.0 * sin(0.7 * j));
+    const hvq_plugin *d = plugin(HVQ_KIND_CLUSTERER, "kmeans");
+    const char *kv[] = {"centroids=16", "scale=rms", "scale_group=32", "col_exponent=0.25", NULL};
+    tparams tp;
+    make_params(&tp, d, kv);
+    hvq_cluster_input in = {.tensor_name = "t", .x = x, .rows = R, .cols = C, .hessian = h,
+                            .sparse_pos = sparse, .n_sparse = 6, .seed = 5};
+    hvq_encoded enc;
+    hvq_encoded_init(&enc);
+    ck_assert_int_eq(d->cluster_encode(ctx, &tp.p, &in, recon, &enc), HVQ_OK);
+    gains_ref(x, R, C, G, h, 0.25, sparse, 6, cg, gref);
+    const hvq_component *gc = ctx->host->enc_get(&enc, "gains");
+    const hvq_component *cc = ctx->host->enc_get(&enc, "col_gains");
+    ck_assert_ptr_nonnull(gc);
+    ck_assert_ptr_nonnull(cc);
+    ck_assert_int_eq(gc->shape[0], R);
+    ck_assert_int_eq(gc->shape[1], NG);
+    for (size_t i = 0; i < R * NG; i++)
+        gout[i] = hvq_f16_to_f32(((const uint16_t *)gc->data)[i]);
+    ck_assert_int_eq(memcmp(gout, gref, sizeof gref), 0);
+    for (size_t j = 0; j < C; j++)
+        ck_assert(hvq_f16_to_f32(((const uint16_t *)cc->data)[j]) == cg[j]);
+    /* 16 bits per gain and per column gain on top of codebook and indices */
+    ck_assert_uint_eq(gc->paper_bits, 16ull * R * NG);
+    ck_assert_uint_eq(cc->paper_bits, 16ull * C);
+    memset(dec, 0xff, sizeof dec);
+    ck_assert_int_eq(d->cluster_check(ctx, &enc, R, C), HVQ_OK);
+    ck_assert_int_eq(d->cluster_decode(ctx, &enc, R, C, dec), HVQ_OK);
+    ck_assert_int_eq(memcmp(dec, recon, sizeof dec), 0);
+    /* the reconstruction is the codebook entries times the gains over the
+     * column gains: within a codebook step of x (tolerance: a loose bound
+     * of 16 centroids' quantization error on this heavy-tailed data) */
+    double e2 = 0, w2 = 0;
+    for (size_t i = 0; i < R * C; i++) {
+        e2 += (x[i] - recon[i]) * (double)(x[i] - recon[i]);
+        w2 += x[i] * (double)x[i];
+    }
+    ck_assert_double_lt(e2 / w2, 0.25);
+    /* a negative gain and a missing column gain are refused */
+    ((uint16_t *)gc->data)[2] = 0xbc00; /* -1.0 */
+    ck_assert_int_eq(d->cluster_decode(ctx, &enc, R, C, dec), HVQ_E_INPUT);
+    ((hvq_component *)cc)->nbytes = 2 * (C - 1);
+    ck_assert_int_eq(d->cluster_check(ctx, &enc, R, C), HVQ_E_INPUT);
+    hvq_encoded_clear(&enc);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("stages");
@@ -388,6 +476,7 @@ static Suite *suite(void)
     tcase_add_test(tc, rtn_rejects_values_beyond_fp16);
     tcase_add_test(tc, rtn_decode_refuses_corrupt_components);
     tcase_add_test(tc, size_parameters_parse_units);
+    tcase_add_test(tc, kmeans_gains_match_reference_and_decode_identically);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -103,6 +103,18 @@ def kmeans(a, comp, rows, cols, out):
             raise ValueError("kmeans index %d out of range" % q)
         for j in range(min(b, n - i * b)):
             out[i * b + j] = cb[q * b + j]
+    if "scale" in a:  # gains per row or group, then column gains (FORMAT.md)
+        group = int(a["scale_group"])
+        ng = 1 if group == 0 or group >= cols else (cols + group - 1) // group
+        gs = cols if ng == 1 else group
+        g = to_f32("F16", comp["gains"][2])
+        cg = to_f32("F16", comp["col_gains"][2]) if "col_exponent" in a else None
+        for r in range(rows):
+            for c in range(cols):
+                i = r * cols + c
+                out[i] = out[i] * g[r * ng + c // gs]  # float32 product
+                if cg is not None:
+                    out[i] = out[i] / cg[c]  # float32 quotient
 
 def coo16(a, comp, rows, cols, out):
     pos = le_array("I", comp["positions"][2])

@@ -81,11 +81,15 @@
  *
  * Parameters: block_size, centroids, iterations, stability, fit,
  * revival_sample as above; accel (auto | none): the search, for testing
- * and benchmarking only, since both give the same bytes.
+ * and benchmarking only, since both give the same bytes; scale (max |
+ * rms) and scale_group: gains per row or group on top of the core's row
+ * scales (kmeans_gain.h: the component "gains" and the attributes
+ * "scale" and "scale_group"; absent with the defaults, the paper's).
  */
 #include "plugin.h"
 
 #include "kmeans_core.h"
+#include "kmeans_gain.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -93,9 +97,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { P_BLOCK_SIZE, P_CENTROIDS, P_ITERATIONS, P_STABILITY, P_FIT, P_REVIVAL_SAMPLE, P_ACCEL };
+enum {
+    P_BLOCK_SIZE, P_CENTROIDS, P_ITERATIONS, P_STABILITY, P_FIT, P_REVIVAL_SAMPLE, P_ACCEL,
+    P_SCALE, P_SCALE_GROUP, P_COL_EXPONENT
+};
 
 static const char *const fit_choices[] = {"error", "shrink", NULL};
+static const char *const scale_choices[] = {"max", "rms", NULL};
 static const char *const accel_choices[] = {"auto", "none", NULL};
 
 static const hvq_param_spec kmeans_params[] = {
@@ -114,6 +122,15 @@ static const hvq_param_spec kmeans_params[] = {
     {"accel", HVQ_PARAM_CHOICE, "auto", 0, 0, accel_choices,
      "nearest-centroid search: auto (exact index where it pays) or none (brute force); "
      "for testing and benchmarking: the output is identical"},
+    {"scale", HVQ_PARAM_CHOICE, "max", 0, 0, scale_choices,
+     "max: the core's row scales max|W| alone (the paper); rms: each row (or group) also "
+     "divided by the RMS of its body, outliers left out, stored as fp16 gains"},
+    {"scale_group", HVQ_PARAM_INT, "0", 0, 1048576, NULL,
+     "columns per gain: 0 = one per row; G = one per G columns (with scale: max, the "
+     "largest |value| of the group's body)"},
+    {"col_exponent", HVQ_PARAM_FLOAT, "0", 0, 2, NULL,
+     "column gains (H_j / mean H)^a before the row or group gains (activation-aware, as "
+     "AWQ): columns with larger inputs get finer steps; 0 = none (the paper)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -128,8 +145,9 @@ static hvq_status nomem(hvq_ctx *ctx, const char *name)
     return ctx->host->error(ctx, HVQ_E_NOMEM, "tensor '%s': kmeans: out of memory", name);
 }
 
-static hvq_status kmeans_encode(hvq_ctx *ctx, const hvq_params *params,
-                                const hvq_cluster_input *in, float *recon, hvq_encoded *enc)
+static hvq_status kmeans_encode_body(hvq_ctx *ctx, const hvq_params *params,
+                                     const hvq_cluster_input *in, float *recon,
+                                     hvq_encoded *enc)
 {
     const hvq_host *H = ctx->host;
     const char *name = in->tensor_name ? in->tensor_name : "?";
@@ -282,6 +300,71 @@ out:
     return st;
 }
 
+/* The component "col_gains" and the attribute "col_exponent". */
+static hvq_status add_col_gains(hvq_ctx *ctx, hvq_encoded *enc, const float *cg, uint64_t cols,
+                                const char *exponent)
+{
+    const hvq_host *H = ctx->host;
+    int64_t shape[1] = {(int64_t)cols};
+    hvq_component *c = H->enc_add(ctx, enc, "col_gains", HVQ_DTYPE_F16, 1, shape, 16 * cols);
+    if (!c)
+        return HVQ_E_NOMEM;
+    hvq_status st = H->convert(ctx, HVQ_DTYPE_F16, c->data, HVQ_DTYPE_F32, cg, (size_t)cols);
+    return st == HVQ_OK ? H->enc_attr(ctx, enc, "col_exponent", exponent) : st;
+}
+
+/* The body with gains (scale: rms, a scale_group or col_exponent): x * c /
+ * g clustered, the reconstruction multiplied back by g and divided by c. */
+static hvq_status kmeans_encode(hvq_ctx *ctx, const hvq_params *params,
+                                const hvq_cluster_input *in, float *recon, hvq_encoded *enc)
+{
+    const hvq_host *H = ctx->host;
+    int mode = params->count > P_SCALE && strcmp(params->values[P_SCALE].s, "rms") == 0
+                   ? KM_GAIN_RMS
+                   : KM_GAIN_MAX;
+    uint64_t group = params->count > P_SCALE_GROUP ? (uint64_t)params->values[P_SCALE_GROUP].i
+                                                   : 0;
+    double alpha = params->count > P_COL_EXPONENT ? params->values[P_COL_EXPONENT].f : 0.0;
+    if (mode == KM_GAIN_MAX && group == 0 && alpha == 0.0)
+        return kmeans_encode_body(ctx, params, in, recon, enc);
+    if (in->cols && in->rows > UINT64_MAX / in->cols / sizeof(float))
+        return H->error(ctx, HVQ_E_INPUT, "tensor '%s': too large", in->tensor_name);
+    uint64_t ng = km_gain_groups(in->cols, group), numel = in->rows * in->cols;
+    float *g = malloc((size_t)(in->rows * ng) * sizeof *g + 1);
+    float *xs = malloc((size_t)numel * sizeof *xs + 1);
+    float *cg = alpha > 0.0 ? malloc((size_t)in->cols * sizeof *cg + 1) : NULL;
+    hvq_status st = g && xs && (cg || alpha == 0.0) ? HVQ_OK : nomem(ctx, in->tensor_name);
+    if (st == HVQ_OK && cg)
+        km_col_gains(ctx, in->hessian, in->cols, alpha, cg);
+    if (st == HVQ_OK)
+        st = km_gain_apply(ctx, in, mode, group, cg, g, xs);
+    hvq_cluster_input scaled = *in;
+    scaled.x = xs;
+    if (st == HVQ_OK)
+        st = kmeans_encode_body(ctx, params, &scaled, recon, enc);
+    int64_t shape[2] = {(int64_t)in->rows, (int64_t)ng};
+    hvq_component *gc = NULL;
+    if (st == HVQ_OK &&
+        !(gc = H->enc_add(ctx, enc, "gains", HVQ_DTYPE_F16, 2, shape, 16 * in->rows * ng)))
+        st = HVQ_E_NOMEM;
+    if (st == HVQ_OK)
+        st = H->convert(ctx, HVQ_DTYPE_F16, gc->data, HVQ_DTYPE_F32, g, (size_t)(in->rows * ng));
+    if (st == HVQ_OK && cg)
+        st = add_col_gains(ctx, enc, cg, in->cols, params->values[P_COL_EXPONENT].s);
+    if (st == HVQ_OK) {
+        km_gain_scale(recon, in->rows, in->cols, ng == 1 ? 0 : group, g, cg);
+        char buf[32];
+        snprintf(buf, sizeof buf, "%" PRIu64, ng == 1 ? (uint64_t)0 : group);
+        st = H->enc_attr(ctx, enc, "scale", mode == KM_GAIN_RMS ? "rms" : "max");
+        if (st == HVQ_OK)
+            st = H->enc_attr(ctx, enc, "scale_group", buf);
+    }
+    free(g);
+    free(xs);
+    free(cg);
+    return st;
+}
+
 /* A decimal attribute in [lo, hi]: digits only, no sign, no overflow. */
 static hvq_status attr_u64(hvq_ctx *ctx, const hvq_encoded *enc, const char *key, uint64_t lo,
                            uint64_t hi, uint64_t *out)
@@ -303,6 +386,43 @@ static hvq_status attr_u64(hvq_ctx *ctx, const hvq_encoded *enc, const char *key
                         "kmeans: attribute %s='%.40s' is not a number in %" PRIu64 "..%" PRIu64,
                         key, text, lo, hi);
     *out = v;
+    return HVQ_OK;
+}
+
+/* The gains of an encoding with scale modes (none without the attribute
+ * "scale"): *group_out gets the group size (0: per row). */
+static hvq_status gains_layout(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
+                               uint64_t cols, uint64_t *group_out)
+{
+    const hvq_host *H = ctx->host;
+    const char *mode = H->enc_attr_get(enc, "scale");
+    uint64_t group = 0;
+    hvq_status st;
+    if (!mode) {
+        if (H->enc_get(enc, "gains") || H->enc_get(enc, "col_gains"))
+            return H->error(ctx, HVQ_E_INPUT, "kmeans: gains without the attribute scale");
+        if (group_out)
+            *group_out = UINT64_MAX;
+        return HVQ_OK;
+    }
+    if (strcmp(mode, "max") != 0 && strcmp(mode, "rms") != 0)
+        return H->error(ctx, HVQ_E_INPUT, "kmeans: unknown scale '%.40s'", mode);
+    if ((st = attr_u64(ctx, enc, "scale_group", 0, 1048576, &group)) != HVQ_OK)
+        return st;
+    uint64_t ng = km_gain_groups(cols, group);
+    const hvq_component *gc = H->enc_get(enc, "gains");
+    if (!gc || gc->dtype != HVQ_DTYPE_F16 || gc->ndim != 2 || gc->shape[0] != (int64_t)rows ||
+        gc->shape[1] != (int64_t)ng || gc->nbytes != 2 * rows * ng)
+        return H->error(ctx, HVQ_E_INPUT,
+                        "kmeans: gains must be F16 [%" PRIu64 ", %" PRIu64 "]", rows, ng);
+    const hvq_component *cc = H->enc_get(enc, "col_gains");
+    if (!H->enc_attr_get(enc, "col_exponent") != !cc)
+        return H->error(ctx, HVQ_E_INPUT, "kmeans: col_gains and col_exponent go together");
+    if (cc && (cc->dtype != HVQ_DTYPE_F16 || cc->ndim != 1 || cc->shape[0] != (int64_t)cols ||
+               cc->nbytes != 2 * cols))
+        return H->error(ctx, HVQ_E_INPUT, "kmeans: col_gains must be F16 [%" PRIu64 "]", cols);
+    if (group_out)
+        *group_out = ng == 1 ? 0 : group;
     return HVQ_OK;
 }
 
@@ -358,6 +478,8 @@ static hvq_status kmeans_layout(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t r
                         "kmeans: indices must be U8 [%" PRIu64
                         "], got %s with %d dimensions and %" PRIu64 " bytes",
                         packed, H->dtype_name(ic->dtype), ic->ndim, ic->nbytes);
+    if ((st = gains_layout(ctx, enc, rows, cols, NULL)) != HVQ_OK)
+        return st;
     *b_out = b;
     *k_out = k;
     *bits_out = bits;
@@ -370,6 +492,36 @@ static hvq_status kmeans_check(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t ro
 {
     uint64_t b, k, bits, numel;
     return kmeans_layout(ctx, enc, rows, cols, &b, &k, &bits, &numel);
+}
+
+/* Decode's last step with scale modes: recon times the stored gains. */
+static hvq_status apply_gains(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
+                              uint64_t cols, float *recon)
+{
+    const hvq_host *H = ctx->host;
+    uint64_t group;
+    hvq_status st = gains_layout(ctx, enc, rows, cols, &group);
+    if (st != HVQ_OK || group == UINT64_MAX)
+        return st;
+    const hvq_component *gc = H->enc_get(enc, "gains"), *cc = H->enc_get(enc, "col_gains");
+    size_t n = (size_t)(gc->nbytes / 2), nc = cc ? (size_t)cols : 0;
+    float *g = malloc((n + nc) * sizeof *g + 1);
+    if (!g || !gc->data || (cc && !cc->data)) {
+        free(g);
+        return H->error(ctx, g ? HVQ_E_INPUT : HVQ_E_NOMEM,
+                        g ? "kmeans: gains have no data" : "kmeans: out of memory");
+    }
+    st = H->convert(ctx, HVQ_DTYPE_F32, g, HVQ_DTYPE_F16, gc->data, n);
+    if (st == HVQ_OK && cc)
+        st = H->convert(ctx, HVQ_DTYPE_F32, g + n, HVQ_DTYPE_F16, cc->data, nc);
+    for (size_t i = 0; st == HVQ_OK && i < n + nc; i++)
+        if (!(g[i] >= 0.0f) || !isfinite(g[i]) || (i >= n && g[i] == 0.0f))
+            st = H->error(ctx, HVQ_E_INPUT, "kmeans: gain %zu is negative, zero or not finite",
+                          i);
+    if (st == HVQ_OK)
+        km_gain_scale(recon, rows, cols, group, g, cc ? g + n : NULL);
+    free(g);
+    return st;
 }
 
 static hvq_status kmeans_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t rows,
@@ -411,7 +563,7 @@ static hvq_status kmeans_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t r
                       q, bad, k);
         goto out;
     }
-    st = HVQ_OK;
+    st = apply_gains(ctx, enc, rows, cols, recon);
 out:
     free(cv);
     return st;

@@ -4,6 +4,8 @@
 plugin_LTLIBRARIES += plugins/clusterer_kmeans.la
 plugins_clusterer_kmeans_la_SOURCES = \
 	plugins/clusterer-kmeans/kmeans.c \
+	plugins/clusterer-kmeans/kmeans_gain.c \
+	plugins/clusterer-kmeans/kmeans_gain.h \
 	plugins/clusterer-kmeans/kmeans_core.c \
 	plugins/clusterer-kmeans/kmeans_core.h
 plugins_clusterer_kmeans_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off

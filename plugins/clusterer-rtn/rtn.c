@@ -14,6 +14,8 @@
  */
 #include "plugin.h"
 
+#include "f16_round.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,15 +32,6 @@ static const hvq_param_spec rtn_params[] = {
      "symmetric: levels -7..7 (the paper); asymmetric: 0..15 with a min"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
-
-static float to_f16_and_back(hvq_ctx *ctx, float v)
-{
-    uint16_t h;
-    float r;
-    ctx->host->convert(ctx, HVQ_DTYPE_F16, &h, HVQ_DTYPE_F32, &v, 1);
-    ctx->host->convert(ctx, HVQ_DTYPE_F32, &r, HVQ_DTYPE_F16, &h, 1);
-    return r;
-}
 
 static uint64_t groups_per_row(uint64_t cols, uint64_t g)
 {
@@ -95,10 +88,10 @@ static hvq_status rtn_encode(hvq_ctx *ctx, const hvq_params *params,
             }
             float scale, m = 0.0f;
             if (asym) {
-                m = to_f16_and_back(ctx, lo);
-                scale = to_f16_and_back(ctx, (hi - m) / 15.0f);
+                m = hvq_host_round_f16(ctx, lo);
+                scale = hvq_host_round_f16(ctx, (hi - m) / 15.0f);
             } else {
-                scale = to_f16_and_back(ctx, amax / 7.0f);
+                scale = hvq_host_round_f16(ctx, amax / 7.0f);
             }
             if (!isfinite(scale) || !isfinite(m))
                 return H->error(ctx, HVQ_E_INPUT,
