@@ -64,7 +64,8 @@ static float ref_value(const char *t, const uint8_t *b, int j)
 static const struct {
     const char *name;
     unsigned block, bytes;
-} types[] = {{"q4_0", 32, 18}, {"q4_1", 32, 20}, {"q8_0", 32, 34}};
+} types[] = {{"q4_0", 32, 18},   {"q4_1", 32, 20},   {"q8_0", 32, 34},
+             {"q4_K", 256, 144}, {"q5_K", 256, 176}, {"q6_K", 256, 210}};
 
 static int type_index(const char *t)
 {
@@ -327,6 +328,35 @@ START_TEST(random_rows_follow_the_reference_formulas)
 }
 END_TEST
 
+/* K types: 256-value super-blocks; decode == recon (in encode), a zero
+ * super-block is all zero bytes in Q6_K, rows of 64 are refused. */
+START_TEST(k_types_round_trip_and_refuse_short_rows)
+{
+    enum { R = 4, C = 512 };
+    static float x[R * C], recon[R * C], h[C];
+    for (int i = 0; i < R * C; i++)
+        x[i] = i < 256 ? 0.0f : urand() * (i % 37 == 0 ? 0.3f : 0.03f);
+    for (int j = 0; j < C; j++)
+        h[j] = 0.01f + urand() * urand();
+    const char *names[] = {"q4_K", "q5_K", "q6_K"}, *modes[] = {"none", "hessian"};
+    for (int t = 0; t < 3; t++)
+        for (int m = 0; m < 2; m++) {
+            hvq_encoded enc;
+            ck_assert_int_eq(encode(names[t], modes[m], x, R, C, h, recon, &enc), HVQ_OK);
+            for (int i = 0; i < 256; i++)
+                ck_assert(recon[i] == 0.0f);
+            const uint8_t *b = ctx->host->enc_get(&enc, "blocks")->data;
+            for (int i = 0; i < 210 && t == 2; i++)
+                ck_assert_uint_eq(b[i], 0);
+            hvq_encoded_clear(&enc);
+            ck_assert_int_eq(encode(names[t], modes[m], x, 8, 64, h, recon, &enc), HVQ_E_INPUT);
+            th_assert_contains(hvq_ctx_error(ctx), "block size 256");
+            hvq_ctx_clear_error(ctx);
+            hvq_encoded_clear(&enc);
+        }
+}
+END_TEST
+
 /* ---- bad input ----------------------------------------------------------------- */
 
 START_TEST(refuses_rows_that_fit_no_block_and_huge_values)
@@ -421,6 +451,7 @@ static Suite *suite(void)
     tcase_add_test(tc, q8_0_and_q4_1_hand_blocks);
     tcase_add_test(tc, zero_blocks_follow_llama_cpp);
     tcase_add_test(tc, random_rows_follow_the_reference_formulas);
+    tcase_add_test(tc, k_types_round_trip_and_refuse_short_rows);
     tcase_add_test(tc, refuses_rows_that_fit_no_block_and_huge_values);
     tcase_add_test(tc, check_and_decode_refuse_corrupt_encodings);
     tcase_add_test(tc, q4_0_pipeline_runs_on_the_demo_model);

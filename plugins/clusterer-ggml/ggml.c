@@ -1,11 +1,12 @@
 /* clusterer "ggml": llama.cpp's block quantization, bit for bit.
  *
- * Works on the raw weights (HVQ_CLUSTERER_RAW). Blocks of 32 values run
- * along each row; the row's blocks are quantized exactly as llama-quantize
- * quantizes them (see ggml_quants.c) and stored byte for byte in ggml's
- * block layout, so a writer can put them into a GGUF file as they are.
+ * Works on the raw weights (HVQ_CLUSTERER_RAW). Blocks (32 values; 256 for
+ * the K types) run along each row; the row's blocks are quantized exactly
+ * as llama-quantize quantizes them (ggml_quants.c, ggml_kquants.c) and
+ * stored byte for byte in ggml's block layout, so a writer can put them
+ * into a GGUF file as they are.
  *
- *   type     q4_0 | q4_1 | q8_0
+ *   type     q4_0 | q4_1 | q8_0 | q4_K | q5_K | q6_K
  *   weights  none:    llama.cpp without an importance matrix (the _ref
  *                     quantizers);
  *            hessian: in->hessian (a llama.cpp imatrix's mean x^2 per
@@ -15,11 +16,11 @@
  *            auto:    hessian, unless every H is exactly 1 (no imatrix, or
  *                     a tensor the imatrix has no entry for).
  *
- * A row whose length is not a multiple of 32 is refused (llama-quantize
- * falls back to another type for such tensors; exclude them in the
- * pipeline).
+ * A row whose length is not a multiple of the block size is refused
+ * (llama-quantize falls back to another type for such tensors; exclude
+ * them in the pipeline).
  *
- * Component: "blocks" (U8, [rows, cols / 32 * block bytes]); attributes
+ * Component: "blocks" (U8, [rows, cols / block * block bytes]); attributes
  * "type" (q4_0, ...) and "weights" (none or hessian, what was used).
  * paper_bits = 8 * bytes. recon = ggml's dequantize_row_* of the blocks.
  */
@@ -32,12 +33,12 @@
 
 enum { P_TYPE, P_WEIGHTS };
 
-static const char *const type_choices[] = {"q4_0", "q4_1", "q8_0", NULL};
+static const char *const type_choices[] = {"q4_0", "q4_1", "q8_0", "q4_K", "q5_K", "q6_K", NULL};
 static const char *const weights_choices[] = {"auto", "none", "hessian", NULL};
 
 static const hvq_param_spec ggml_params[] = {
     {"type", HVQ_PARAM_CHOICE, "q4_0", 0, 0, type_choices,
-     "llama.cpp block type: q4_0, q4_1 or q8_0 (blocks of 32 along a row)"},
+     "llama.cpp block type: q4_0, q4_1, q8_0 (blocks of 32 along a row), q4_K, q5_K, q6_K (256)"},
     {"weights", HVQ_PARAM_CHOICE, "auto", 0, 0, weights_choices,
      "importance weights: none, hessian (H as llama.cpp's imatrix), auto (hessian unless H=1)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
@@ -152,7 +153,7 @@ static const hvq_plugin ggml_plugin = {
     .flags = HVQ_CLUSTERER_RAW,
     .name = "ggml",
     .version = "1.0.0",
-    .summary = "llama.cpp's Q4_0/Q4_1/Q8_0 blocks, bit-exact with llama-quantize",
+    .summary = "llama.cpp's Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K blocks, bit-exact with llama-quantize",
     .license = "MIT",
     .params = ggml_params,
     .cluster_encode = ggml_encode,

@@ -386,6 +386,9 @@ static const hvq_ggml_type types[] = {
     {"q4_0", "Q4_0", QK, 18, 1, q4_0_row, q4_0_dequant},
     {"q4_1", "Q4_1", QK, 20, 1, q4_1_row, q4_1_dequant},
     {"q8_0", "Q8_0", QK, 34, 0, q8_0_row, q8_0_dequant},
+    {"q4_K", "Q4_K", 256, 144, 1, hvq_ggml_q4_k_row, hvq_ggml_q4_k_dequant},
+    {"q5_K", "Q5_K", 256, 176, 1, hvq_ggml_q5_k_row, hvq_ggml_q5_k_dequant},
+    {"q6_K", "Q6_K", 256, 210, 1, hvq_ggml_q6_k_row, hvq_ggml_q6_k_dequant},
 };
 
 const hvq_ggml_type *hvq_ggml_type_find(const char *name)

@@ -52,4 +52,12 @@ float hvq_ggml_make_qx(int n, int nmax, const float *x, int8_t *L, const float *
 float hvq_ggml_make_qkx3(int n, int nmax, const float *x, const float *w, uint8_t *L,
                          float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep);
 
+/* The K types' rows and dequantization (ggml_kquants.c). */
+void hvq_ggml_q4_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
+void hvq_ggml_q5_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
+void hvq_ggml_q6_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
+void hvq_ggml_q4_k_dequant(const uint8_t *blocks, float *y, int64_t n);
+void hvq_ggml_q5_k_dequant(const uint8_t *blocks, float *y, int64_t n);
+void hvq_ggml_q6_k_dequant(const uint8_t *blocks, float *y, int64_t n);
+
 #endif

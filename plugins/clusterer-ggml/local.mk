@@ -5,6 +5,7 @@ plugin_LTLIBRARIES += plugins/clusterer_ggml.la
 plugins_clusterer_ggml_la_SOURCES = \
 	plugins/clusterer-ggml/ggml.c \
 	plugins/clusterer-ggml/ggml_quants.c \
+	plugins/clusterer-ggml/ggml_kquants.c \
 	plugins/clusterer-ggml/ggml_quants.h
 plugins_clusterer_ggml_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
 plugins_clusterer_ggml_la_LDFLAGS = $(PLUGIN_LDFLAGS)
