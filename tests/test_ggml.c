@@ -441,6 +441,56 @@ START_TEST(q4_0_pipeline_runs_on_the_demo_model)
 }
 END_TEST
 
+/* The whole chain on the shared stories260K GGUF and its imatrix: the
+ * imatrix hessian stage, the ggml clusterer and the hvq writer store the
+ * bytes llama-quantize --imatrix wrote (the checked-in fixtures). */
+START_TEST(pipeline_with_imatrix_stores_llama_quantize_blocks)
+{
+    const char *shared = th_shared_data();
+    char model[4096], imx[4096];
+    snprintf(model, sizeof model, "%s/stories260K/stories260K.f32.gguf", shared ? shared : "");
+    snprintf(imx, sizeof imx, "%s/stories260K/imatrix.gguf", shared ? shared : "");
+    if (!shared || !th_exists(model) || !th_exists(imx)) {
+        fprintf(stderr, "test_ggml: skipped the imatrix pipeline: %s not found\n",
+                shared ? model : "the shared data folder");
+        return;
+    }
+    char *dir = th_tmpdir("ggml-imatrix"), out[4096], rep[4096], pipe[64], path[4200];
+    const char *names[] = {"q4_0", "q4_1", "q8_0"};
+    const char *tensors[] = {"blk.0.attn_q.weight", "blk.1.ffn_gate.weight", "blk.4.attn_v.weight"};
+    const uint64_t rows[] = {64, 172, 32};
+    for (int t = 0; t < 3; t++) {
+        snprintf(out, sizeof out, "%s/%s.hvq", dir, names[t]);
+        snprintf(rep, sizeof rep, "%s/%s.json", dir, names[t]);
+        snprintf(pipe, sizeof pipe, "pipelines/%s.yaml", names[t]);
+        snprintf(path, sizeof path, "stages.hessian.path=%s", imx);
+        const char *run[] = {"run", "-q", th_src(pipe), "--input", model, "-o", out, "-r", rep,
+                             "--set", "stages.hessian.plugin=imatrix", "--set", path, NULL};
+        char *err = NULL;
+        ck_assert_msg(th_run(NULL, &err, run) == 0, "%s: %s", names[t], err);
+        free(err);
+        hvq_model *m = ctx->host->model_open(ctx, out);
+        ck_assert_msg(m != NULL, "%s: %s", out, hvq_ctx_error(ctx));
+        for (int k = 0; k < 3; k++) {
+            char comp[256], suffix[64];
+            snprintf(comp, sizeof comp, "%s::clusterer.blocks", tensors[k]);
+            snprintf(suffix, sizeof suffix, ".%s.imatrix.bin", names[t]);
+            size_t nb = rows[k] * 64 / 32 * block_bytes(names[t]);
+            uint8_t *want = fixture(tensors[k], suffix, nb);
+            hvq_tensor got;
+            ck_assert_int_eq(ctx->host->model_find(ctx, m, comp, &got), HVQ_OK);
+            ck_assert_uint_eq(got.info.nbytes, nb);
+            ck_assert_msg(memcmp(got.data, want, nb) == 0, "%s %s: not llama-quantize's bytes",
+                          names[t], tensors[k]);
+            free(want);
+        }
+        ctx->host->model_close(ctx, m);
+    }
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("ggml");
@@ -455,6 +505,7 @@ static Suite *suite(void)
     tcase_add_test(tc, refuses_rows_that_fit_no_block_and_huge_values);
     tcase_add_test(tc, check_and_decode_refuse_corrupt_encodings);
     tcase_add_test(tc, q4_0_pipeline_runs_on_the_demo_model);
+    tcase_add_test(tc, pipeline_with_imatrix_stores_llama_quantize_blocks);
     suite_add_tcase(s, tc);
     return s;
 }
