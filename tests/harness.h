@@ -18,6 +18,19 @@ hvq_ctx *th_ctx(void);
  * registry is set to it. */
 hvq_registry *th_registry(hvq_ctx *ctx);
 
+/* The descriptor of the plugin of that kind and name in reg; aborts the
+ * test when the build tree has none. */
+const hvq_plugin *th_plugin(hvq_registry *reg, uint32_t kind, const char *name);
+
+/* Resolved parameters of a plugin as the host would hand them over: the
+ * declared defaults, then "key=value" overrides (a NULL-terminated list, or
+ * NULL). Aborts the test on an unknown key or a bad value. */
+typedef struct th_params {
+    hvq_value v[16];
+    hvq_params p;
+} th_params;
+void th_params_make(th_params *tp, const hvq_plugin *d, const char *const *kv);
+
 /* $HVQ_TOP_SRCDIR and $HVQ_TOP_BUILDDIR (set by make check), falling back
  * to the configure-time paths. */
 const char *th_srcdir(void);

@@ -133,9 +133,7 @@ static void load(void)
 {
     ctx = th_ctx();
     reg = th_registry(ctx);
-    const hvq_loaded_plugin *lp = hvq_registry_find(reg, HVQ_KIND_HESSIAN, "imatrix");
-    ck_assert_msg(lp != NULL, "plugin imatrix not found in the build tree");
-    imx = &lp->desc;
+    imx = th_plugin(reg, HVQ_KIND_HESSIAN, "imatrix");
 }
 
 static void unload(void)

@@ -1,0 +1,361 @@
+/* llama.cpp's K quantizers (Q4_K, Q5_K, Q6_K): super-blocks of 256 values,
+ * written from the arithmetic of ggml-quants.c (quantize_row_*_K_ref
+ * without an importance matrix, quantize_row_*_K_impl with one) in the
+ * same evaluation order. See ggml_quants.h.
+ *
+ * Layouts (fp16 little-endian):
+ *   Q4_K (144 bytes): d, dmin, 12 bytes of eight 6-bit scales and mins,
+ *                     128 bytes of 4-bit codes
+ *   Q5_K (176 bytes): d, dmin, 12 bytes of scales and mins, 32 bytes of
+ *                     fifth bits, 128 bytes of low 4 bits
+ *   Q6_K (210 bytes): 128 bytes of low 4 bits, 64 bytes of high 2 bits,
+ *                     16 int8 scales, d
+ */
+#include "ggml_quants.h"
+
+#include <math.h>
+#include <string.h>
+
+enum { QK_K = 256 };
+
+/* ---- Q4_K and Q5_K: eight sub-blocks of 32 with a 6-bit scale and min ---- */
+
+/* The 6-bit scale and min of sub-block j from the 12 packed bytes. */
+static void scale_min(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+{
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (uint8_t)((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+static void pack_scales(uint8_t *q, const uint8_t *ls, const uint8_t *lm)
+{
+    memset(q, 0, 12);
+    for (int j = 0; j < 8; j++)
+        if (j < 4) {
+            q[j] = ls[j];
+            q[j + 4] = lm[j];
+        } else {
+            q[j + 4] = (uint8_t)((ls[j] & 0xf) | ((lm[j] & 0xf) << 4));
+            q[j - 4] |= (uint8_t)((ls[j] >> 4) << 6);
+            q[j] |= (uint8_t)((lm[j] >> 4) << 6);
+        }
+}
+
+/* make_qp_quants: codes 0..nmax for n non-negative values x (uint8 as in
+ * ggml, which stores a negative code wrapped), weighted by qw. */
+static float make_qp(int n, int nmax, const float *x, uint8_t *L, const float *qw)
+{
+    float max = 0.0f;
+    for (int i = 0; i < n; i++)
+        max = max > x[i] ? max : x[i];
+    if (max < 1e-15f) {
+        memset(L, 0, (size_t)n);
+        return 0.0f;
+    }
+    float iscale = (float)nmax / max, scale = 1.0f / iscale, best = 0.0f;
+    for (int i = 0; i < n; i++) {
+        L[i] = (uint8_t)hvq_ggml_nearest(iscale * x[i]);
+        float diff = x[i] - scale * (float)L[i];
+        best += qw[i] * diff * diff;
+    }
+    for (int is = -4; is <= 4; is++) {
+        if (is == 0)
+            continue;
+        float iscale_is = (0.1f * (float)is + (float)nmax) / max, scale_is = 1.0f / iscale_is;
+        float mse = 0.0f;
+        for (int i = 0; i < n; i++) {
+            int l = hvq_ggml_nearest(iscale_is * x[i]);
+            l = l < nmax ? l : nmax;
+            float diff = x[i] - scale_is * (float)l;
+            mse += qw[i] * diff * diff;
+        }
+        if (mse < best) {
+            best = mse;
+            iscale = iscale_is;
+        }
+    }
+    float sumlx = 0.0f, suml2 = 0.0f;
+    for (int i = 0; i < n; i++) {
+        int l = hvq_ggml_nearest(iscale * x[i]);
+        l = l < nmax ? l : nmax;
+        L[i] = (uint8_t)l;
+        sumlx += qw[i] * x[i] * (float)l;
+        suml2 += qw[i] * (float)l * (float)l;
+    }
+    for (int itry = 0; itry < 5; itry++) {
+        int changed = 0;
+        for (int i = 0; i < n; i++) {
+            float w = qw[i];
+            float slx = sumlx - w * x[i] * (float)L[i], sl2 = suml2 - w * (float)L[i] * (float)L[i];
+            if (!(slx > 0.0f && sl2 > 0.0f))
+                continue;
+            int nl = hvq_ggml_nearest(x[i] * sl2 / slx);
+            nl = nl < nmax ? nl : nmax;
+            if (nl == L[i])
+                continue;
+            slx += w * x[i] * (float)nl;
+            sl2 += w * (float)nl * (float)nl;
+            if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+                L[i] = (uint8_t)nl;
+                sumlx = slx;
+                suml2 = sl2;
+                changed++;
+            }
+        }
+        if (!changed)
+            break;
+    }
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* Q4_K (nmax 15) or Q5_K (nmax 31) settings. */
+typedef struct k45 {
+    int nmax;
+    float ref_rmin;  /* make_qkx2_quants' rmin without weights */
+    int ref_nstep;   /* and its nstep (rdelta 0.1) */
+    int clamp_impl;  /* Q5_K clamps the make_qp_quants codes to 63 */
+} k45;
+
+static const k45 q4_k = {15, -1.0f, 20, 0}, q5_k = {31, -0.5f, 15, 1};
+
+/* Sub-block scales and mins without weights (quantize_row_*_K_ref). */
+static void k45_ref_scales(const k45 *k, const float *x, uint8_t *L, uint8_t *ls, uint8_t *lm,
+                           float *d, float *dmin)
+{
+    float scales[8], mins[8], weights[32], max_scale = 0.0f, max_min = 0.0f;
+    uint8_t Laux[32];
+    for (int j = 0; j < 8; j++) {
+        const float *xb = x + 32 * j;
+        float sum_x2 = 0.0f;
+        for (int l = 0; l < 32; l++)
+            sum_x2 += xb[l] * xb[l];
+        float av_x = sqrtf(sum_x2 / 32.0f);
+        for (int l = 0; l < 32; l++)
+            weights[l] = av_x + fabsf(xb[l]);
+        scales[j] = hvq_ggml_make_qkx3(32, k->nmax, xb, weights, L + 32 * j, &mins[j], Laux,
+                                       k->ref_rmin, 0.1f, k->ref_nstep);
+        if (scales[j] > max_scale)
+            max_scale = scales[j];
+        if (mins[j] > max_min)
+            max_min = mins[j];
+    }
+    float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
+    float inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+    for (int j = 0; j < 8; j++) {
+        ls[j] = (uint8_t)hvq_ggml_nearest(inv_scale * scales[j]);
+        lm[j] = (uint8_t)hvq_ggml_nearest(inv_min * mins[j]);
+        ls[j] = ls[j] < 63 ? ls[j] : 63;
+        lm[j] = lm[j] < 63 ? lm[j] : 63;
+    }
+    *d = max_scale / 63.0f;
+    *dmin = max_min / 63.0f;
+}
+
+/* Sub-block scales and mins with importance weights qw (the _impl). */
+static void k45_impl_scales(const k45 *k, const float *x, const float *qw, uint8_t *L,
+                            uint8_t *ls, uint8_t *lm, float *d, float *dmin)
+{
+    float scales[8], mins[8], sw[8], weights[32], sum_x2 = 0.0f;
+    uint8_t Laux[32];
+    for (int l = 0; l < QK_K; l++)
+        sum_x2 += x[l] * x[l];
+    float sigma2 = 2.0f * sum_x2 / (float)QK_K;
+    for (int j = 0; j < 8; j++) {
+        const float *xb = x + 32 * j;
+        float sumw = 0.0f;
+        for (int l = 0; l < 32; l++)
+            weights[l] = qw[32 * j + l] * sqrtf(sigma2 + xb[l] * xb[l]);
+        for (int l = 0; l < 32; l++)
+            sumw += weights[l];
+        sw[j] = sumw;
+        scales[j] = hvq_ggml_make_qkx3(32, k->nmax, xb, weights, L + 32 * j, &mins[j], Laux,
+                                       -0.9f, 0.05f, 36);
+    }
+    *d = make_qp(8, 63, scales, ls, sw);
+    *dmin = make_qp(8, 63, mins, lm, sw);
+    for (int j = 0; j < 8 && k->clamp_impl; j++) {
+        ls[j] = ls[j] < 63 ? ls[j] : 63;
+        lm[j] = lm[j] < 63 ? lm[j] : 63;
+    }
+}
+
+/* One super-block's header (d, dmin, packed scales at hdr) and codes
+ * 0..nmax in L, requantized with the stored scales as ggml does. */
+static void k45_block(const k45 *k, const float *x, const float *qw, uint8_t *hdr, uint8_t *L)
+{
+    uint8_t ls[8], lm[8];
+    float d, dmin;
+    if (qw)
+        k45_impl_scales(k, x, qw, L, ls, lm, &d, &dmin);
+    else
+        k45_ref_scales(k, x, L, ls, lm, &d, &dmin);
+    pack_scales(hdr + 4, ls, lm);
+    hvq_ggml_put_f16(hdr, d);
+    hvq_ggml_put_f16(hdr + 2, dmin);
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        scale_min(j, hdr + 4, &sc, &m);
+        const float dj = hvq_ggml_get_f16(hdr) * (float)sc;
+        if (dj == 0.0f)
+            continue;
+        const float dm = hvq_ggml_get_f16(hdr + 2) * (float)m;
+        for (int i = 0; i < 32; i++) {
+            int l = hvq_ggml_nearest((x[32 * j + i] + dm) / dj);
+            L[32 * j + i] = (uint8_t)(l < 0 ? 0 : l > k->nmax ? k->nmax : l);
+        }
+    }
+}
+
+void hvq_ggml_q4_k_row(const float *x, const float *qw, uint8_t *out, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, out += 144) {
+        uint8_t L[QK_K];
+        k45_block(&q4_k, x, qw ? qw + b * QK_K : NULL, out, L);
+        uint8_t *q = out + 16;
+        for (int j = 0; j < QK_K; j += 64, q += 32)
+            for (int l = 0; l < 32; l++)
+                q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+    }
+}
+
+void hvq_ggml_q5_k_row(const float *x, const float *qw, uint8_t *out, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, out += 176) {
+        uint8_t L[QK_K];
+        k45_block(&q5_k, x, qw ? qw + b * QK_K : NULL, out, L);
+        uint8_t *qh = out + 16, *ql = out + 48, m1 = 1, m2 = 2;
+        memset(qh, 0, 32);
+        for (int j = 0; j < QK_K; j += 64, ql += 32, m1 = (uint8_t)(m1 << 2), m2 = (uint8_t)(m2 << 2))
+            for (int l = 0; l < 32; l++) {
+                int l1 = L[j + l], l2 = L[j + l + 32];
+                if (l1 > 15) {
+                    l1 -= 16;
+                    qh[l] |= m1;
+                }
+                if (l2 > 15) {
+                    l2 -= 16;
+                    qh[l] |= m2;
+                }
+                ql[l] = (uint8_t)(l1 | (l2 << 4));
+            }
+    }
+}
+
+/* Q4_K (qh NULL) and Q5_K: value = d * scale * code - dmin * min. */
+static void k45_dequant(const uint8_t *blk, const uint8_t *qh, const uint8_t *ql, float *y)
+{
+    const float d = hvq_ggml_get_f16(blk), min = hvq_ggml_get_f16(blk + 2);
+    for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, ql += 32) {
+        uint8_t sc, m;
+        scale_min(is, blk + 4, &sc, &m);
+        const float d1 = d * (float)sc, m1 = min * (float)m;
+        scale_min(is + 1, blk + 4, &sc, &m);
+        const float d2 = d * (float)sc, m2 = min * (float)m;
+        unsigned u1 = 1u << (j / 32), u2 = 2u << (j / 32);
+        for (int l = 0; l < 32; l++)
+            *y++ = d1 * (float)((ql[l] & 0xf) + (qh && (qh[l] & u1) ? 16 : 0)) - m1;
+        for (int l = 0; l < 32; l++)
+            *y++ = d2 * (float)((ql[l] >> 4) + (qh && (qh[l] & u2) ? 16 : 0)) - m2;
+    }
+}
+
+void hvq_ggml_q4_k_dequant(const uint8_t *blocks, float *y, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK_K; b++)
+        k45_dequant(blocks + b * 144, NULL, blocks + b * 144 + 16, y + b * QK_K);
+}
+
+void hvq_ggml_q5_k_dequant(const uint8_t *blocks, float *y, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK_K; b++)
+        k45_dequant(blocks + b * 176, blocks + b * 176 + 16, blocks + b * 176 + 48,
+                    y + b * QK_K);
+}
+
+/* ---- Q6_K: sixteen sub-blocks of 16 with an int8 scale ------------------- */
+
+/* Codes 0..63 (value + 32) of one super-block from make_qx_quants in L,
+ * the int8 scales in sc and the super-block scale in *d; 0 for a block
+ * whose scales are all (nearly) zero. */
+static int q6_k_codes(const float *x, const float *qw, int8_t *L, int8_t *sc, float *d)
+{
+    float scales[16], max_scale = 0.0f, max_abs = 0.0f;
+    for (int ib = 0; ib < 16; ib++) {
+        scales[ib] = hvq_ggml_make_qx(16, 32, x + 16 * ib, L + 16 * ib, qw ? qw + 16 * ib : NULL);
+        if (fabsf(scales[ib]) > max_abs) {
+            max_abs = fabsf(scales[ib]);
+            max_scale = scales[ib];
+        }
+    }
+    if (max_abs < 1e-15f)
+        return 0;
+    float iscale = -128.0f / max_scale;
+    for (int ib = 0; ib < 16; ib++) {
+        int l = hvq_ggml_nearest(iscale * scales[ib]);
+        sc[ib] = (int8_t)(l < 127 ? l : 127);
+    }
+    *d = 1.0f / iscale;
+    return 1;
+}
+
+/* Low 4 bits of codes j and j + 64 into ql, high 2 bits of four into qh. */
+static void q6_k_pack(const int8_t *L, uint8_t *ql, uint8_t *qh)
+{
+    for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32)
+        for (int l = 0; l < 32; l++) {
+            const int8_t *c = L + j + l;
+            ql[l] = (uint8_t)((c[0] & 0xf) | ((c[64] & 0xf) << 4));
+            ql[l + 32] = (uint8_t)((c[32] & 0xf) | ((c[96] & 0xf) << 4));
+            qh[l] = (uint8_t)((c[0] >> 4) | ((c[32] >> 4) << 2) | ((c[64] >> 4) << 4) |
+                              ((c[96] >> 4) << 6));
+        }
+}
+
+void hvq_ggml_q6_k_row(const float *x, const float *qw, uint8_t *out, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, out += 210) {
+        int8_t L[QK_K], sc[16];
+        float d;
+        memset(out, 0, 210);
+        if (!q6_k_codes(x, qw ? qw + b * QK_K : NULL, L, sc, &d))
+            continue; /* all zero, d = +0 */
+        hvq_ggml_put_f16(out + 208, d);
+        for (int j = 0; j < 16; j++) {
+            out[192 + j] = (uint8_t)sc[j];
+            const float dj = hvq_ggml_get_f16(out + 208) * (float)sc[j];
+            if (dj == 0.0f)
+                continue;
+            for (int i = 0; i < 16; i++) {
+                int l = hvq_ggml_nearest(x[16 * j + i] / dj);
+                L[16 * j + i] = (int8_t)((l < -32 ? -32 : l > 31 ? 31 : l) + 32);
+            }
+        }
+        q6_k_pack(L, out, out + 128);
+    }
+}
+
+void hvq_ggml_q6_k_dequant(const uint8_t *blocks, float *y, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const uint8_t *ql = blocks + b * 210, *qh = ql + 128;
+        const int8_t *sc = (const int8_t *)(ql + 192);
+        const float d = hvq_ggml_get_f16(ql + 208);
+        for (int j = 0; j < QK_K; j += 128, y += 128, ql += 64, qh += 32, sc += 8)
+            for (int l = 0; l < 32; l++) {
+                int is = l / 16;
+                int q1 = ((ql[l] & 0xf) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                int q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[l] = d * (float)sc[is] * (float)q1;
+                y[l + 32] = d * (float)sc[is + 2] * (float)q2;
+                y[l + 64] = d * (float)sc[is + 4] * (float)q3;
+                y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+            }
+    }
+}

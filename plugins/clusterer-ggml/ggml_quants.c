@@ -1,0 +1,400 @@
+/* llama.cpp's legacy block quantizers (Q4_0, Q4_1, Q8_0), written from the
+ * arithmetic of ggml-quants.c: every float expression below is evaluated
+ * in the same order, with the same constants and the same int/float
+ * conversions, because the point is identical bytes. See ggml_quants.h.
+ *
+ * Block layouts (fp16 little-endian, nibbles: value j in the low nibble of
+ * byte j, value j + 16 in the high nibble):
+ *   Q4_0 (18 bytes): d, 16 bytes of 4-bit codes q;      w = (q - 8) * d
+ *   Q4_1 (20 bytes): d, m, 16 bytes of 4-bit codes q;   w = q * d + m
+ *   Q8_0 (34 bytes): d, 32 int8 codes q;                w = q * d
+ */
+#include "ggml_quants.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+enum { QK = 32 };
+
+/* ---- fp16 ---------------------------------------------------------------- */
+
+uint16_t hvq_ggml_fp16(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    uint16_t sign = (uint16_t)((b >> 16) & 0x8000u);
+    uint32_t e = (b >> 23) & 0xffu, m = b & 0x7fffffu;
+    if (e == 0xff)
+        return (uint16_t)(sign | (m ? 0x7e00u : 0x7c00u));
+    int E = (int)e - 127;
+    if (E > 15)
+        return (uint16_t)(sign | 0x7c00u);
+    if (E >= -14) { /* normal: keep 10 of 23 mantissa bits, round to even */
+        uint32_t h = ((uint32_t)(E + 15) << 10) | (m >> 13), rem = m & 0x1fffu;
+        if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
+            h++; /* a carry into the exponent is right, up to infinity */
+        return (uint16_t)(sign | h);
+    }
+    if (e == 0 || E < -25) /* below half the smallest subnormal: zero */
+        return sign;
+    uint32_t m24 = m | 0x800000u;
+    int shift = -(E + 1); /* 14..24: units of 2^-24 */
+    uint32_t q = m24 >> shift, rem = m24 & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u)))
+        q++;
+    return (uint16_t)(sign | q);
+}
+
+float hvq_ggml_fp32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, b;
+    if (e == 0x1f) {
+        b = sign | 0x7f800000u | (m << 13);
+    } else if (e != 0) {
+        b = sign | ((e + 112u) << 23) | (m << 13);
+    } else {
+        float v = (float)m * 0x1p-24f; /* subnormal: exact */
+        return sign ? -v : v;
+    }
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+void hvq_ggml_put_f16(uint8_t *p, float f)
+{
+    uint16_t h = hvq_ggml_fp16(f);
+    p[0] = (uint8_t)(h & 0xff);
+    p[1] = (uint8_t)(h >> 8);
+}
+
+float hvq_ggml_get_f16(const uint8_t *p)
+{
+    return hvq_ggml_fp32((uint16_t)(p[0] | (p[1] << 8)));
+}
+
+/* ggml's nearest_int: round to nearest even through the float adder, valid
+ * for |v| <= 2^22 (every caller stays far inside it). */
+int hvq_ggml_nearest(float v)
+{
+    float t = v + 12582912.f;
+    int32_t i;
+    memcpy(&i, &t, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+static void pack_nibbles(uint8_t *qs, const uint8_t *L)
+{
+    for (int j = 0; j < QK / 2; j++)
+        qs[j] = (uint8_t)(L[j] | (L[j + QK / 2] << 4));
+}
+
+/* ---- without weights: the _ref quantizers ---------------------------------- */
+
+static void q4_0_ref(const float *x, uint8_t *y)
+{
+    float amax = 0.0f, max = 0.0f; /* the value of largest magnitude, first */
+    for (int j = 0; j < QK; j++)
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint8_t L[QK];
+    for (int j = 0; j < QK; j++) {
+        int q = (int)(x[j] * id + 8.5f); /* truncation, as ggml's (int8_t) cast */
+        L[j] = (uint8_t)(q < 15 ? q : 15);
+    }
+    hvq_ggml_put_f16(y, d);
+    pack_nibbles(y + 2, L);
+}
+
+static void q4_1_ref(const float *x, uint8_t *y)
+{
+    float min = FLT_MAX, max = -FLT_MAX;
+    for (int j = 0; j < QK; j++) {
+        if (x[j] < min)
+            min = x[j];
+        if (x[j] > max)
+            max = x[j];
+    }
+    const float d = (max - min) / 15.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint8_t L[QK];
+    for (int j = 0; j < QK; j++) {
+        int q = (int)((x[j] - min) * id + 0.5f);
+        L[j] = (uint8_t)(q < 15 ? q : 15);
+    }
+    hvq_ggml_put_f16(y, d);
+    hvq_ggml_put_f16(y + 2, min);
+    pack_nibbles(y + 4, L);
+}
+
+static void q8_0_ref(const float *x, uint8_t *y)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < QK; j++)
+        amax = amax > fabsf(x[j]) ? amax : fabsf(x[j]);
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    hvq_ggml_put_f16(y, d);
+    for (int j = 0; j < QK; j++)
+        y[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+}
+
+/* ---- with weights: make_qx_quants and make_qkx3_quants --------------------- */
+
+/* The weight of value i: qw[i], or x[i]^2 without importance weights. */
+static float qx_w(const float *qw, const float *x, int i)
+{
+    return qw ? qw[i] : x[i] * x[i];
+}
+
+/* Codes l in -nmax..nmax-1 for x at inverse scale iscale (stored in L as
+ * l + nmax when L is not NULL), with the weighted sums sum w*x*l and
+ * sum w*l*l, accumulated in index order. */
+static void qx_try(int n, int nmax, const float *x, const float *qw, float iscale, int8_t *L,
+                   float *sumlx, float *suml2)
+{
+    float slx = 0.0f, sl2 = 0.0f;
+    for (int i = 0; i < n; i++) {
+        int l = hvq_ggml_nearest(iscale * x[i]);
+        l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+        if (L)
+            L[i] = (int8_t)(l + nmax);
+        float w = qx_w(qw, x, i);
+        slx += w * x[i] * (float)l;
+        sl2 += w * (float)l * (float)l;
+    }
+    *sumlx = slx;
+    *suml2 = sl2;
+}
+
+/* llama.cpp's make_qx_quants with rmse_type 1: the weighted least-squares
+ * scale, searched over 19 candidate inverse scales. Returns the scale. */
+float hvq_ggml_make_qx(int n, int nmax, const float *x, int8_t *L, const float *qw)
+{
+    float max = 0.0f, amax = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < 1e-15f) { /* GROUP_MAX_EPS: all zero */
+        memset(L, 0, (size_t)n);
+        return 0.0f;
+    }
+    float sumlx, suml2;
+    qx_try(n, nmax, x, qw, (float)-nmax / max, L, &sumlx, &suml2);
+    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
+    for (int is = -9; is <= 9; is++) {
+        if (is == 0)
+            continue;
+        float iscale = -((float)nmax + 0.1f * (float)is) / max;
+        qx_try(n, nmax, x, qw, iscale, NULL, &sumlx, &suml2);
+        if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
+            qx_try(n, nmax, x, qw, iscale, L, &sumlx, &suml2);
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+/* Weighted squared error of codes L with scale and min (min <= 0). */
+static float qkx_error(int n, const float *x, const float *w, const uint8_t *L, float scale,
+                       float min)
+{
+    float err = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float diff = scale * (float)L[i] + min - x[i];
+        err += qx_w(w, x, i) * (diff * diff);
+    }
+    return err;
+}
+
+/* One candidate of make_qkx3_quants: codes at inverse scale iscale and the
+ * weighted least-squares scale and min for them. 0 when degenerate. */
+static int qkx_candidate(int n, int nmax, const float *x, const float *w, float iscale, float min,
+                         float sum_w, float sum_x, uint8_t *Laux, float *scale_out,
+                         float *min_out)
+{
+    float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
+    for (int i = 0; i < n; i++) {
+        int l = hvq_ggml_nearest(iscale * (x[i] - min));
+        l = l < 0 ? 0 : l > nmax ? nmax : l;
+        Laux[i] = (uint8_t)l;
+        float wl = qx_w(w, x, i) * (float)l;
+        sum_l += wl;
+        sum_l2 += wl * (float)l;
+        sum_xl += wl * x[i];
+    }
+    float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (!(D > 0.0f))
+        return 0;
+    float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+    float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+    if (this_min > 0.0f) {
+        this_min = 0.0f;
+        this_scale = sum_xl / sum_l2;
+    }
+    *scale_out = this_scale;
+    *min_out = this_min;
+    return 1;
+}
+
+/* llama.cpp's make_qkx3_quants with use_mad false: codes 0..nmax, a scale
+ * and a min (returned in *the_min as -min, >= 0), searched over nstep + 1
+ * inverse scales (rmin + rdelta * is + nmax) / (max - min). */
+float hvq_ggml_make_qkx3(int n, int nmax, const float *x, const float *w, uint8_t *L,
+                       float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep)
+{
+    float min = x[0], max = x[0];
+    float sum_w = qx_w(w, x, 0), sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < min)
+            min = x[i];
+        if (x[i] > max)
+            max = x[i];
+        sum_w += qx_w(w, x, i);
+        sum_x += qx_w(w, x, i) * x[i];
+    }
+    if (min > 0.0f)
+        min = 0.0f;
+    if (max <= min) {
+        memset(L, 0, (size_t)n);
+        *the_min = -min;
+        return 0.0f;
+    }
+    float iscale = (float)nmax / (max - min), scale = 1.0f / iscale;
+    for (int i = 0; i < n; i++) {
+        int l = hvq_ggml_nearest(iscale * (x[i] - min));
+        L[i] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
+    }
+    float best = qkx_error(n, x, w, L, scale, min);
+    for (int is = 0; is <= nstep; is++) {
+        float s, m;
+        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
+        if (!qkx_candidate(n, nmax, x, w, iscale, min, sum_w, sum_x, Laux, &s, &m))
+            continue;
+        float err = qkx_error(n, x, w, Laux, s, m);
+        if (err < best) {
+            memcpy(L, Laux, (size_t)n);
+            best = err;
+            scale = s;
+            min = m;
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/* sigma^2 of a row: the mean of x^2, summed in order, over n values. */
+static float row_sigma2(const float *x, int64_t n)
+{
+    float sum_x2 = 0.0f;
+    for (int64_t j = 0; j < n; j++)
+        sum_x2 += x[j] * x[j];
+    return sum_x2 / (float)n;
+}
+
+/* llama.cpp's weights for a block: qw[j] * sqrt(sigma^2 + x[j]^2). */
+static void block_weights(const float *x, const float *qw, float sigma2, float *weight)
+{
+    for (int j = 0; j < QK; j++)
+        weight[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
+}
+
+/* ---- rows -------------------------------------------------------------- */
+
+static void q4_0_row(const float *x, const float *qw, uint8_t *out, int64_t n)
+{
+    float sigma2 = qw ? row_sigma2(x, n) : 0.0f;
+    for (int64_t b = 0; b < n / QK; b++, x += QK, out += 18) {
+        if (!qw) {
+            q4_0_ref(x, out);
+            continue;
+        }
+        float weight[QK];
+        int8_t L[QK];
+        block_weights(x, qw + b * QK, sigma2, weight);
+        hvq_ggml_put_f16(out, hvq_ggml_make_qx(QK, 8, x, L, weight));
+        pack_nibbles(out + 2, (const uint8_t *)L);
+    }
+}
+
+static void q4_1_row(const float *x, const float *qw, uint8_t *out, int64_t n)
+{
+    float sigma2 = qw ? row_sigma2(x, n) : 0.0f;
+    for (int64_t b = 0; b < n / QK; b++, x += QK, out += 20) {
+        if (!qw) {
+            q4_1_ref(x, out);
+            continue;
+        }
+        float weight[QK], the_min;
+        uint8_t L[QK], Laux[QK];
+        block_weights(x, qw + b * QK, sigma2, weight);
+        float d = hvq_ggml_make_qkx3(QK, 15, x, weight, L, &the_min, Laux, -0.9f, 0.05f, 36);
+        hvq_ggml_put_f16(out, d);
+        hvq_ggml_put_f16(out + 2, -the_min);
+        pack_nibbles(out + 4, L);
+    }
+}
+
+static void q8_0_row(const float *x, const float *qw, uint8_t *out, int64_t n)
+{
+    (void)qw; /* llama.cpp's Q8_0 ignores the importance matrix */
+    for (int64_t b = 0; b < n / QK; b++)
+        q8_0_ref(x + b * QK, out + b * 34);
+}
+
+static void q4_0_dequant(const uint8_t *blk, float *y, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK; b++, blk += 18, y += QK) {
+        const float d = hvq_ggml_get_f16(blk);
+        for (int j = 0; j < QK / 2; j++) {
+            y[j] = (float)((blk[2 + j] & 0x0f) - 8) * d;
+            y[j + QK / 2] = (float)((blk[2 + j] >> 4) - 8) * d;
+        }
+    }
+}
+
+static void q4_1_dequant(const uint8_t *blk, float *y, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK; b++, blk += 20, y += QK) {
+        const float d = hvq_ggml_get_f16(blk), m = hvq_ggml_get_f16(blk + 2);
+        for (int j = 0; j < QK / 2; j++) {
+            y[j] = (float)(blk[4 + j] & 0x0f) * d + m;
+            y[j + QK / 2] = (float)(blk[4 + j] >> 4) * d + m;
+        }
+    }
+}
+
+static void q8_0_dequant(const uint8_t *blk, float *y, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK; b++, blk += 34, y += QK) {
+        const float d = hvq_ggml_get_f16(blk);
+        for (int j = 0; j < QK; j++)
+            y[j] = (float)(int8_t)blk[2 + j] * d;
+    }
+}
+
+static const hvq_ggml_type types[] = {
+    {"q4_0", "Q4_0", QK, 18, 1, q4_0_row, q4_0_dequant},
+    {"q4_1", "Q4_1", QK, 20, 1, q4_1_row, q4_1_dequant},
+    {"q8_0", "Q8_0", QK, 34, 0, q8_0_row, q8_0_dequant},
+    {"q4_K", "Q4_K", 256, 144, 1, hvq_ggml_q4_k_row, hvq_ggml_q4_k_dequant},
+    {"q5_K", "Q5_K", 256, 176, 1, hvq_ggml_q5_k_row, hvq_ggml_q5_k_dequant},
+    {"q6_K", "Q6_K", 256, 210, 1, hvq_ggml_q6_k_row, hvq_ggml_q6_k_dequant},
+};
+
+const hvq_ggml_type *hvq_ggml_type_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (strcmp(types[i].name, name) == 0)
+            return &types[i];
+    return NULL;
+}

@@ -1,0 +1,18 @@
+# clusterer "ggml": llama.cpp's block quantizers, bit-exact, and their tests.
+# -ffp-contract=off: llama.cpp's reference build evaluates every multiply and
+# add separately (no fused multiply-add), and identical bytes need the same.
+plugin_LTLIBRARIES += plugins/clusterer_ggml.la
+plugins_clusterer_ggml_la_SOURCES = \
+	plugins/clusterer-ggml/ggml.c \
+	plugins/clusterer-ggml/ggml_quants.c \
+	plugins/clusterer-ggml/ggml_kquants.c \
+	plugins/clusterer-ggml/ggml_quants.h
+plugins_clusterer_ggml_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
+plugins_clusterer_ggml_la_LDFLAGS = $(PLUGIN_LDFLAGS)
+plugins_clusterer_ggml_la_LIBADD = -lm
+
+check_PROGRAMS += tests/test_ggml
+tests_test_ggml_SOURCES = tests/test_ggml.c
+tests_test_ggml_CFLAGS = $(HVQ_TEST_CFLAGS) -ffp-contract=off
+tests_test_ggml_LDADD = $(HVQ_TEST_LIBS) -lm
+TESTS += tests/test_ggml
