@@ -929,7 +929,8 @@ START_TEST(err_unknown_key)
 
     load_fails("colour: red\n",
                "FILE:1:1: unknown key 'colour' (valid keys: name, input, "
-               "output, report, seed, select, stages, overrides, evaluate)");
+               "output, report, seed, select, stages, overrides, evaluate, target, "
+               "candidates)");
     load_fails("select:\n  inclde: x\n",
                "FILE:2:3: unknown key 'inclde' in 'select'; did you mean "
                "'include'?");
@@ -1289,7 +1290,7 @@ START_TEST(err_set)
               "--set colour=red: unknown key 'colour' (valid keys: input, "
               "output, report, seed, name, select.include, select.exclude, "
               "stages.STAGE.plugin, stages.STAGE.PARAMETER, evaluate.tokens, "
-              "evaluate.ctx, evaluate.windows)");
+              "evaluate.ctx, evaluate.windows, target.bpw, target.size)");
     set_fails("stages.clusterr.plugin=rtn",
               "--set stages.clusterr.plugin=rtn: unknown stage 'clusterr'; "
               "did you mean 'clusterer'?");

@@ -388,8 +388,8 @@ START_TEST(kmeans_gains_match_reference_and_decode_identically)
         h[j] = (float)exp(2.0 * sin(0.7 * j));
     const hvq_plugin *d = plugin(HVQ_KIND_CLUSTERER, "kmeans");
     const char *kv[] = {"centroids=16", "scale=rms", "scale_group=32", "col_exponent=0.25", NULL};
-    tparams tp;
-    make_params(&tp, d, kv);
+    th_params tp;
+    th_params_make(&tp, d, kv);
     hvq_cluster_input in = {.tensor_name = "t", .x = x, .rows = R, .cols = C, .hessian = h,
                             .sparse_pos = sparse, .n_sparse = 6, .seed = 5};
     hvq_encoded enc;

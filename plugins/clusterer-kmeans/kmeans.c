@@ -573,7 +573,7 @@ static const hvq_plugin kmeans_plugin = {
     HVQ_PLUGIN_HEADER,
     .kinds = HVQ_KIND_CLUSTERER,
     .name = "kmeans",
-    .version = "1.1.0",
+    .version = "1.2.0",
     .summary = "the paper's k-means vector quantization with dead-unit revival (HAS-VQ)",
     .license = "MIT",
     .params = kmeans_params,
