@@ -45,7 +45,9 @@ static void unload(void)
 static float half_to_float(const uint8_t *p)
 {
     unsigned h = (unsigned)(p[0] | p[1] << 8), e = (h >> 10) & 31, m = h & 1023;
-    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024 + m, (int)e - 25);
+    double v = e == 0    ? ldexp(m, -24)
+               : e == 31 ? (m ? NAN : INFINITY)
+                         : ldexp(1024 + m, (int)e - 25);
     return (float)((h & 0x8000) ? -v : v);
 }
 
@@ -65,7 +67,7 @@ static const struct {
     const char *name;
     unsigned block, bytes;
 } types[] = {{"q4_0", 32, 18},   {"q4_1", 32, 20},   {"q8_0", 32, 34},
-             {"q4_K", 256, 144}, {"q5_K", 256, 176}, {"q6_K", 256, 210}};
+             {"q3_K", 256, 110}, {"q4_K", 256, 144}, {"q5_K", 256, 176}, {"q6_K", 256, 210}};
 
 static int type_index(const char *t)
 {
@@ -133,11 +135,11 @@ static const char *fixture_dir(void)
 }
 
 /* The file dir/name.suffix, whose size must be n bytes. */
-static void *fixture(const char *name, const char *suffix, size_t n)
+static void *fixture(const char *dir, const char *name, const char *suffix, size_t n)
 {
     char path[4096];
     size_t got;
-    snprintf(path, sizeof path, "%s/%s%s", fixture_dir(), name, suffix);
+    snprintf(path, sizeof path, "%s/%s%s", dir, name, suffix);
     void *p = th_read_file(path, &got);
     ck_assert_msg(p != NULL, "missing fixture %s", path);
     ck_assert_msg(got == n, "%s: %zu bytes, expected %zu", path, got, n);
@@ -161,9 +163,9 @@ static void check_case(const char *type, int imatrix, const char *name, uint64_t
     size_t nb = rows * cols / block_size(type) * block_bytes(type);
     char suffix[64];
     snprintf(suffix, sizeof suffix, ".%s.%s.bin", type, imatrix ? "imatrix" : "none");
-    float *x = fixture(name, ".f32", rows * cols * 4);
-    float *h = imatrix ? fixture(name, ".imatrix.f32", cols * 4) : NULL;
-    uint8_t *want = fixture(name, suffix, nb);
+    float *x = fixture(fixture_dir(), name, ".f32", rows * cols * 4);
+    float *h = imatrix ? fixture(fixture_dir(), name, ".imatrix.f32", cols * 4) : NULL;
+    uint8_t *want = fixture(fixture_dir(), name, suffix, nb);
     float *recon = malloc(rows * cols * sizeof *recon);
     const char *modes[] = {imatrix ? "hessian" : "none", "auto"};
     for (int m = 0; m < 2; m++) {
@@ -338,15 +340,15 @@ START_TEST(k_types_round_trip_and_refuse_short_rows)
         x[i] = i < 256 ? 0.0f : urand() * (i % 37 == 0 ? 0.3f : 0.03f);
     for (int j = 0; j < C; j++)
         h[j] = 0.01f + urand() * urand();
-    const char *names[] = {"q4_K", "q5_K", "q6_K"}, *modes[] = {"none", "hessian"};
-    for (int t = 0; t < 3; t++)
+    const char *names[] = {"q3_K", "q4_K", "q5_K", "q6_K"}, *modes[] = {"none", "hessian"};
+    for (int t = 0; t < 4; t++)
         for (int m = 0; m < 2; m++) {
             hvq_encoded enc;
             ck_assert_int_eq(encode(names[t], modes[m], x, R, C, h, recon, &enc), HVQ_OK);
             for (int i = 0; i < 256; i++)
                 ck_assert(recon[i] == 0.0f);
             const uint8_t *b = ctx->host->enc_get(&enc, "blocks")->data;
-            for (int i = 0; i < 210 && t == 2; i++)
+            for (int i = 0; i < 210 && t == 3; i++)
                 ck_assert_uint_eq(b[i], 0);
             hvq_encoded_clear(&enc);
             ck_assert_int_eq(encode(names[t], modes[m], x, 8, 64, h, recon, &enc), HVQ_E_INPUT);
@@ -476,7 +478,7 @@ START_TEST(pipeline_with_imatrix_stores_llama_quantize_blocks)
             snprintf(comp, sizeof comp, "%s::clusterer.blocks", tensors[k]);
             snprintf(suffix, sizeof suffix, ".%s.imatrix.bin", names[t]);
             size_t nb = rows[k] * 64 / 32 * block_bytes(names[t]);
-            uint8_t *want = fixture(tensors[k], suffix, nb);
+            uint8_t *want = fixture(th_src("tests/data/ggml"), tensors[k], suffix, nb);
             hvq_tensor got;
             ck_assert_int_eq(ctx->host->model_find(ctx, m, comp, &got), HVQ_OK);
             ck_assert_uint_eq(got.info.nbytes, nb);

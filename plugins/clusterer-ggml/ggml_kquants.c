@@ -1,9 +1,11 @@
-/* llama.cpp's K quantizers (Q4_K, Q5_K, Q6_K): super-blocks of 256 values,
+/* llama.cpp's K quantizers (Q3_K, Q4_K, Q5_K, Q6_K): super-blocks of 256 values,
  * written from the arithmetic of ggml-quants.c (quantize_row_*_K_ref
  * without an importance matrix, quantize_row_*_K_impl with one) in the
  * same evaluation order. See ggml_quants.h.
  *
  * Layouts (fp16 little-endian):
+ *   Q3_K (110 bytes): 32 bytes of high bits, 64 bytes of low 2 bits,
+ *                     12 bytes of sixteen 6-bit scales, d
  *   Q4_K (144 bytes): d, dmin, 12 bytes of eight 6-bit scales and mins,
  *                     128 bytes of 4-bit codes
  *   Q5_K (176 bytes): d, dmin, 12 bytes of scales and mins, 32 bytes of
@@ -17,6 +19,15 @@
 #include <string.h>
 
 enum { QK_K = 256 };
+
+/* The K types' sigma^2 of a super-block: 2 * sum x^2 / 256. */
+static float super_sigma2(const float *x)
+{
+    float sum_x2 = 0.0f;
+    for (int l = 0; l < QK_K; l++)
+        sum_x2 += x[l] * x[l];
+    return 2.0f * sum_x2 / (float)QK_K;
+}
 
 /* ---- Q4_K and Q5_K: eight sub-blocks of 32 with a 6-bit scale and min ---- */
 
@@ -160,19 +171,11 @@ static void k45_ref_scales(const k45 *k, const float *x, uint8_t *L, uint8_t *ls
 static void k45_impl_scales(const k45 *k, const float *x, const float *qw, uint8_t *L,
                             uint8_t *ls, uint8_t *lm, float *d, float *dmin)
 {
-    float scales[8], mins[8], sw[8], weights[32], sum_x2 = 0.0f;
+    float scales[8], mins[8], sw[8], weights[32], sigma2 = super_sigma2(x);
     uint8_t Laux[32];
-    for (int l = 0; l < QK_K; l++)
-        sum_x2 += x[l] * x[l];
-    float sigma2 = 2.0f * sum_x2 / (float)QK_K;
     for (int j = 0; j < 8; j++) {
         const float *xb = x + 32 * j;
-        float sumw = 0.0f;
-        for (int l = 0; l < 32; l++)
-            weights[l] = qw[32 * j + l] * sqrtf(sigma2 + xb[l] * xb[l]);
-        for (int l = 0; l < 32; l++)
-            sumw += weights[l];
-        sw[j] = sumw;
+        sw[j] = hvq_ggml_weights(xb, qw + 32 * j, sigma2, 32, weights);
         scales[j] = hvq_ggml_make_qkx3(32, k->nmax, xb, weights, L + 32 * j, &mins[j], Laux,
                                        -0.9f, 0.05f, 36);
     }
@@ -228,9 +231,10 @@ void hvq_ggml_q5_k_row(const float *x, const float *qw, uint8_t *out, int64_t n)
     for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, out += 176) {
         uint8_t L[QK_K];
         k45_block(&q5_k, x, qw ? qw + b * QK_K : NULL, out, L);
-        uint8_t *qh = out + 16, *ql = out + 48, m1 = 1, m2 = 2;
+        uint8_t *qh = out + 16, *ql = out + 48;
         memset(qh, 0, 32);
-        for (int j = 0; j < QK_K; j += 64, ql += 32, m1 = (uint8_t)(m1 << 2), m2 = (uint8_t)(m2 << 2))
+        for (int j = 0; j < QK_K; j += 64, ql += 32) {
+            uint8_t m1 = (uint8_t)(1u << (j / 32)), m2 = (uint8_t)(2u << (j / 32));
             for (int l = 0; l < 32; l++) {
                 int l1 = L[j + l], l2 = L[j + l + 32];
                 if (l1 > 15) {
@@ -243,6 +247,7 @@ void hvq_ggml_q5_k_row(const float *x, const float *qw, uint8_t *out, int64_t n)
                 }
                 ql[l] = (uint8_t)(l1 | (l2 << 4));
             }
+        }
     }
 }
 
@@ -357,5 +362,159 @@ void hvq_ggml_q6_k_dequant(const uint8_t *blocks, float *y, int64_t n)
                 y[l + 64] = d * (float)sc[is + 4] * (float)q3;
                 y[l + 96] = d * (float)sc[is + 6] * (float)q4;
             }
+    }
+}
+
+/* ---- Q3_K: sixteen sub-blocks of 16 with a 6-bit signed scale -------------- */
+
+/* make_q3_quants with do_rmse: codes -nmax..nmax-1 weighted by x^2, then
+ * refined one code at a time; L gets code + nmax. Returns the scale. */
+static float make_q3(int n, int nmax, const float *x, int8_t *L)
+{
+    float max = 0.0f, amax = 0.0f, sumlx = 0.0f, suml2 = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < 1e-15f) {
+        memset(L, 0, (size_t)n);
+        return 0.0f;
+    }
+    float iscale = (float)-nmax / max;
+    for (int i = 0; i < n; i++) {
+        int l = hvq_ggml_nearest(iscale * x[i]);
+        l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+        L[i] = (int8_t)l;
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * (float)l;
+        suml2 += w * (float)l * (float)l;
+    }
+    for (int itry = 0; itry < 5; itry++) {
+        int changed = 0;
+        for (int i = 0; i < n; i++) {
+            float w = x[i] * x[i], slx = sumlx - w * x[i] * (float)L[i];
+            if (!(slx > 0.0f))
+                continue;
+            float sl2 = suml2 - w * (float)L[i] * (float)L[i];
+            int nl = hvq_ggml_nearest(x[i] * sl2 / slx);
+            nl = nl < -nmax ? -nmax : nl > nmax - 1 ? nmax - 1 : nl;
+            if (nl == L[i])
+                continue;
+            slx += w * x[i] * (float)nl;
+            sl2 += w * (float)nl * (float)nl;
+            if (sl2 > 0.0f && slx * slx * suml2 > sumlx * sumlx * sl2) {
+                L[i] = (int8_t)nl;
+                sumlx = slx;
+                suml2 = sl2;
+                changed++;
+            }
+        }
+        if (!changed)
+            break;
+    }
+    for (int i = 0; i < n; i++)
+        L[i] = (int8_t)(L[i] + nmax);
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* The 6-bit scale code (0..63, value + 32) of sub-block j. */
+static int q3_k_scale(const uint8_t *sc, int j)
+{
+    int low = j < 8 ? sc[j] & 0xf : sc[j - 8] >> 4;
+    return low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
+}
+
+/* Packs scale codes ls (0..63) of the sixteen sub-blocks into 12 bytes. */
+static void q3_k_pack_scales(uint8_t *sc, const int *ls)
+{
+    memset(sc, 0, 12);
+    for (int j = 0; j < 16; j++) {
+        if (j < 8)
+            sc[j] = (uint8_t)(ls[j] & 0xf);
+        else
+            sc[j - 8] |= (uint8_t)((ls[j] & 0xf) << 4);
+        sc[j % 4 + 8] |= (uint8_t)((ls[j] >> 4) << (2 * (j / 4)));
+    }
+}
+
+/* The super-block scale d and the scale codes, without (ref) or with
+ * (impl) importance weights; codes + 4 of make_q3/make_qx in L. */
+static float q3_k_scales(const float *x, const float *qw, int8_t *L, int *ls)
+{
+    float scales[16];
+    if (!qw) {
+        float max_scale = 0.0f, amax = 0.0f;
+        for (int j = 0; j < 16; j++) {
+            scales[j] = make_q3(16, 4, x + 16 * j, L + 16 * j);
+            if (fabsf(scales[j]) > amax) {
+                amax = fabsf(scales[j]);
+                max_scale = scales[j];
+            }
+        }
+        memset(ls, 0, 16 * sizeof *ls);
+        if (max_scale == 0.0f)
+            return 0.0f;
+        float iscale = -32.0f / max_scale;
+        for (int j = 0; j < 16; j++) {
+            int l = (int8_t)hvq_ggml_nearest(iscale * scales[j]);
+            ls[j] = (l < -32 ? -32 : l > 31 ? 31 : l) + 32;
+        }
+        return 1.0f / iscale;
+    }
+    float sw[16], weight[16], sigma2 = super_sigma2(x);
+    int8_t Ls[16];
+    for (int j = 0; j < 16; j++) {
+        const float *xb = x + 16 * j;
+        sw[j] = hvq_ggml_weights(xb, qw + 16 * j, sigma2, 16, weight);
+        scales[j] = hvq_ggml_make_qx(16, 4, xb, L + 16 * j, weight);
+    }
+    float d = hvq_ggml_make_qx(16, 32, scales, Ls, sw);
+    for (int j = 0; j < 16; j++)
+        ls[j] = Ls[j];
+    return d;
+}
+
+void hvq_ggml_q3_k_row(const float *x, const float *qw, uint8_t *out, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, out += 110) {
+        int8_t L[QK_K];
+        int ls[16];
+        uint8_t *hmask = out, *qs = out + 32, *sc = out + 96;
+        float d = q3_k_scales(x, qw ? qw + b * QK_K : NULL, L, ls);
+        memset(out, 0, 110);
+        q3_k_pack_scales(sc, ls);
+        hvq_ggml_put_f16(out + 108, d);
+        for (int j = 0; j < 16; j++) {
+            const float dj = hvq_ggml_get_f16(out + 108) * (float)(q3_k_scale(sc, j) - 32);
+            if (dj == 0.0f)
+                continue;
+            for (int i = 0; i < 16; i++) {
+                int l = hvq_ggml_nearest(x[16 * j + i] / dj);
+                L[16 * j + i] = (int8_t)((l < -4 ? -4 : l > 3 ? 3 : l) + 4);
+            }
+        }
+        for (int j = 0; j < QK_K; j++)
+            if (L[j] > 3) {
+                hmask[j % 32] |= (uint8_t)(1u << (j / 32));
+                L[j] = (int8_t)(L[j] - 4);
+            }
+        for (int j = 0; j < QK_K; j += 128)
+            for (int l = 0; l < 32; l++)
+                qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
+                                          (L[j + l + 96] << 6));
+    }
+}
+
+void hvq_ggml_q3_k_dequant(const uint8_t *blocks, float *y, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const uint8_t *hm = blocks + b * 110, *q = hm + 32, *sc = hm + 96;
+        const float d_all = hvq_ggml_get_f16(hm + 108);
+        for (int v = 0; v < QK_K; v++) {
+            const float dl = d_all * (float)(q3_k_scale(sc, v / 16) - 32);
+            int code = (q[(v / 128) * 32 + v % 32] >> (2 * ((v / 32) % 4))) & 3;
+            *y++ = dl * (float)(code - ((hm[v % 32] >> (v / 32)) & 1 ? 0 : 4));
+        }
     }
 }

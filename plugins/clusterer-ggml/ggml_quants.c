@@ -301,11 +301,14 @@ static float row_sigma2(const float *x, int64_t n)
     return sum_x2 / (float)n;
 }
 
-/* llama.cpp's weights for a block: qw[j] * sqrt(sigma^2 + x[j]^2). */
-static void block_weights(const float *x, const float *qw, float sigma2, float *weight)
+float hvq_ggml_weights(const float *x, const float *qw, float sigma2, int n, float *weight)
 {
-    for (int j = 0; j < QK; j++)
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++)
         weight[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
+    for (int j = 0; j < n; j++)
+        sum += weight[j];
+    return sum;
 }
 
 /* ---- rows -------------------------------------------------------------- */
@@ -320,7 +323,7 @@ static void q4_0_row(const float *x, const float *qw, uint8_t *out, int64_t n)
         }
         float weight[QK];
         int8_t L[QK];
-        block_weights(x, qw + b * QK, sigma2, weight);
+        hvq_ggml_weights(x, qw + b * QK, sigma2, QK, weight);
         hvq_ggml_put_f16(out, hvq_ggml_make_qx(QK, 8, x, L, weight));
         pack_nibbles(out + 2, (const uint8_t *)L);
     }
@@ -336,7 +339,7 @@ static void q4_1_row(const float *x, const float *qw, uint8_t *out, int64_t n)
         }
         float weight[QK], the_min;
         uint8_t L[QK], Laux[QK];
-        block_weights(x, qw + b * QK, sigma2, weight);
+        hvq_ggml_weights(x, qw + b * QK, sigma2, QK, weight);
         float d = hvq_ggml_make_qkx3(QK, 15, x, weight, L, &the_min, Laux, -0.9f, 0.05f, 36);
         hvq_ggml_put_f16(out, d);
         hvq_ggml_put_f16(out + 2, -the_min);
@@ -386,6 +389,7 @@ static const hvq_ggml_type types[] = {
     {"q4_0", "Q4_0", QK, 18, 1, q4_0_row, q4_0_dequant},
     {"q4_1", "Q4_1", QK, 20, 1, q4_1_row, q4_1_dequant},
     {"q8_0", "Q8_0", QK, 34, 0, q8_0_row, q8_0_dequant},
+    {"q3_K", "Q3_K", 256, 110, 1, hvq_ggml_q3_k_row, hvq_ggml_q3_k_dequant},
     {"q4_K", "Q4_K", 256, 144, 1, hvq_ggml_q4_k_row, hvq_ggml_q4_k_dequant},
     {"q5_K", "Q5_K", 256, 176, 1, hvq_ggml_q5_k_row, hvq_ggml_q5_k_dequant},
     {"q6_K", "Q6_K", 256, 210, 1, hvq_ggml_q6_k_row, hvq_ggml_q6_k_dequant},

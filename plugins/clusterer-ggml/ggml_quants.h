@@ -42,6 +42,10 @@ float hvq_ggml_get_f16(const uint8_t *p);
 /* ggml's nearest_int: round to nearest even, |v| <= 2^22. */
 int hvq_ggml_nearest(float v);
 
+/* llama.cpp's importance weights of n values: qw[j] * sqrt(sigma2 + x[j]^2)
+ * in weight; returns their sum, added in order. */
+float hvq_ggml_weights(const float *x, const float *qw, float sigma2, int n, float *weight);
+
 /* make_qx_quants with rmse_type 1 (weights qw, or x^2 when qw is NULL):
  * codes l + nmax in L, returns the scale. */
 float hvq_ggml_make_qx(int n, int nmax, const float *x, int8_t *L, const float *qw);
@@ -53,9 +57,11 @@ float hvq_ggml_make_qkx3(int n, int nmax, const float *x, const float *w, uint8_
                          float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep);
 
 /* The K types' rows and dequantization (ggml_kquants.c). */
+void hvq_ggml_q3_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
 void hvq_ggml_q4_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
 void hvq_ggml_q5_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
 void hvq_ggml_q6_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
+void hvq_ggml_q3_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q4_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q5_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q6_k_dequant(const uint8_t *blocks, float *y, int64_t n);

@@ -16,3 +16,4 @@ tests_test_ggml_SOURCES = tests/test_ggml.c
 tests_test_ggml_CFLAGS = $(HVQ_TEST_CFLAGS) -ffp-contract=off
 tests_test_ggml_LDADD = $(HVQ_TEST_LIBS) -lm
 TESTS += tests/test_ggml
+EXTRA_DIST += tests/data/ggml
