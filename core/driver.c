@@ -960,7 +960,9 @@ static hvq_status measure_once(run_state *rs, const hvq_tensor *t, long cand, wo
     hvq_encoded_clear(&renc);
     o->feasible = st == HVQ_OK;
     o->bytes = tr.stored_bytes;
-    o->err = tr.herr2;
+    /* metric: relative weighs each tensor's error by its own Hessian-
+     * weighted norm, so every tensor's relative error counts alike */
+    o->err = rs->p->target.absolute || !(tr.hw2 > 0) ? tr.herr2 : tr.herr2 / tr.hw2;
     return st;
 }
 

@@ -54,7 +54,7 @@ static const char *const override_keys[] = {
 static const char *const candidate_keys[] = {
     "name", "hessian", "importance", "clusterer", "residual"};
 
-static const char *const target_keys[] = {"bpw", "size"};
+static const char *const target_keys[] = {"bpw", "size", "metric"};
 
 /* Deepest nesting accepted in a pipeline file (a real one needs 5). */
 #define MAX_DEPTH 32
@@ -1073,12 +1073,22 @@ static hvq_status load_overrides(loader *L, const ynode *v, int cand)
     return HVQ_OK;
 }
 
-/* target.bpw / target.size from text: bpw in (0, 64], size a byte count
- * ("900MB", "2GiB"). why gets the reason on failure. */
+/* target.bpw / target.size / target.metric from text: bpw in (0, 64],
+ * size a byte count ("900MB", "2GiB"), metric relative or absolute. why
+ * gets the reason on failure. */
 static int parse_target(hvq_target_cfg *t, const char *key, const char *text,
                         char *why, size_t why_len)
 {
     static const hvq_param_spec size_spec = {"size", HVQ_PARAM_SIZE, NULL, 0, 0, NULL, NULL};
+    if (strcmp(key, "metric") == 0) {
+        if (strcmp(text, "relative") != 0 && strcmp(text, "absolute") != 0) {
+            snprintf(why, why_len, "'target.metric' must be relative or absolute, got '%s'",
+                     text);
+            return 0;
+        }
+        t->absolute = text[0] == 'a';
+        return 1;
+    }
     if (strcmp(key, "bpw") == 0) {
         char *end;
         double v = strtod(text, &end);
@@ -1104,7 +1114,8 @@ static int parse_target(hvq_target_cfg *t, const char *key, const char *text,
     return 1;
 }
 
-/* target: { bpw: X } or { size: S }; null: none. */
+/* target: { bpw: X } or { size: S }, optionally with metric:; null:
+ * none. */
 static hvq_status load_target(loader *L, const ynode *key, const ynode *v)
 {
     hvq_target_cfg *t = &L->p->target;
@@ -1112,17 +1123,28 @@ static hvq_status load_target(loader *L, const ynode *key, const ynode *v)
     memset(t, 0, sizeof *t);
     if (is_null(v))
         return HVQ_OK;
-    if (v->kind != YN_MAP || v->n != 2)
+    hvq_status st = v->kind == YN_MAP ? check_keys(L, v) : HVQ_OK;
+    if (st != HVQ_OK)
+        return st;
+    if (v->kind != YN_MAP)
         return mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "'target' must be a mapping with one key, bpw: or size: "
-                          "(e.g. target: { bpw: 4.8 })");
-    const ynode *k = v->kids[0], *val = v->kids[1];
-    if (k->kind != YN_SCALAR || (strcmp(k->text, "bpw") != 0 && strcmp(k->text, "size") != 0))
-        return k->kind != YN_SCALAR ? check_keys(L, v)
-                                    : unknown_key(L, k, "key", " in 'target'", target_keys, 2);
-    if (val->kind != YN_SCALAR || !parse_target(t, k->text, val->text, why, sizeof why))
-        return mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark, "%s",
-                          val->kind != YN_SCALAR ? "'target' takes a scalar value" : why);
+                          "'target' must be a mapping with bpw: or size: (e.g. target: "
+                          "{ bpw: 4.8 }), and optionally metric:");
+    for (size_t i = 0; i < v->n; i += 2) {
+        const ynode *k = v->kids[i], *val = v->kids[i + 1];
+        if (strcmp(k->text, "bpw") != 0 && strcmp(k->text, "size") != 0 &&
+            strcmp(k->text, "metric") != 0)
+            return unknown_key(L, k, "key", " in 'target'", target_keys, 3);
+        if (k->text[0] != 'm' && (t->bpw > 0 || t->bytes > 0))
+            return mark_error(L->ctx, HVQ_E_INPUT, L->p, &k->mark,
+                              "'target' takes one of bpw: and size:, not both");
+        if (val->kind != YN_SCALAR || !parse_target(t, k->text, val->text, why, sizeof why))
+            return mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark, "%s",
+                              val->kind != YN_SCALAR ? "'target' takes scalar values" : why);
+    }
+    if (!(t->bpw > 0 || t->bytes > 0))
+        return mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
+                          "'target' needs bpw: or size: (e.g. target: { bpw: 4.8 })");
     t->present = 1;
     t->mark = key->mark;
     return HVQ_OK;
@@ -1346,7 +1368,7 @@ static const char *const set_keys[] = {
     "input",  "output",         "report",         "seed",
     "name",   "select.include", "select.exclude", "stages",
     "evaluate.tokens", "evaluate.ctx", "evaluate.windows",
-    "target.bpw", "target.size"};
+    "target.bpw", "target.size", "target.metric"};
 
 /* target=, target.bpw, target.size. */
 static hvq_status set_target(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
@@ -1362,18 +1384,21 @@ static hvq_status set_target(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
         memset(&p->target, 0, sizeof p->target);
         return HVQ_OK;
     }
-    if (!sub || (strcmp(sub, "bpw") != 0 && strcmp(sub, "size") != 0)) {
-        const char *near = sub ? nearest(sub, target_keys, 2) : NULL;
+    if (!sub || (strcmp(sub, "bpw") != 0 && strcmp(sub, "size") != 0 &&
+                 strcmp(sub, "metric") != 0)) {
+        const char *near = sub ? nearest(sub, target_keys, 3) : NULL;
         if (near)
             return mark_error(ctx, HVQ_E_INPUT, p, m,
                               "unknown key '%s'; did you mean 'target.%s'?", key, near);
         return mark_error(ctx, HVQ_E_INPUT, p, m,
-                          "unknown key '%s' (valid keys under target: bpw, size)", key);
+                          "unknown key '%s' (valid keys under target: bpw, size, metric)", key);
     }
     if (!parse_target(&p->target, sub, value, why, sizeof why))
         return mark_error(ctx, HVQ_E_INPUT, p, m, "%s", why);
-    p->target.present = 1;
-    p->target.mark = *m;
+    if (sub[0] != 'm') {
+        p->target.present = 1;
+        p->target.mark = *m;
+    }
     return HVQ_OK;
 }
 
@@ -1620,7 +1645,7 @@ hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
                           "select.exclude, stages.STAGE.plugin, "
                           "stages.STAGE.PARAMETER, evaluate.tokens, "
                           "evaluate.ctx, evaluate.windows, target.bpw, "
-                          "target.size)",
+                          "target.size, target.metric)",
                           key);
     }
 }
@@ -2261,9 +2286,10 @@ static char *to_yaml(const hvq_pipeline *p, int recorded, const char *src_name,
     put_overrides(&b, p, p->overrides, p->n_overrides, "overrides", "match");
     if (p->target.present) {
         if (p->target.bpw > 0)
-            hvq_buf_printf(&b, "target: { bpw: %.17g }\n", p->target.bpw);
+            hvq_buf_printf(&b, "target: { bpw: %.17g", p->target.bpw);
         else
-            hvq_buf_printf(&b, "target: { size: %llu }\n", (unsigned long long)p->target.bytes);
+            hvq_buf_printf(&b, "target: { size: %llu", (unsigned long long)p->target.bytes);
+        hvq_buf_printf(&b, ", metric: %s }\n", p->target.absolute ? "absolute" : "relative");
     }
     put_overrides(&b, p, p->candidates, p->n_candidates, "candidates", "name");
 

@@ -76,11 +76,16 @@ typedef struct hvq_eval_cfg {
  *   bpw:  bits per weight of the compressed tensors (every stored byte of
  *         their components and scales, over their parameters);
  *   size: bytes of every tensor stored (compressed ones as their
- *         components, the others as they are in the input). */
+ *         components, the others as they are in the input).
+ * and what is minimised (metric:). */
 typedef struct hvq_target_cfg {
-    int present;
+    int present;            /* bpw or size given */
     double bpw;             /* > 0 when given */
     uint64_t bytes;         /* > 0 when given */
+    int absolute;           /* metric: 0 relative (default): the sum over
+                               tensors of each one's Hessian-weighted
+                               relative error; 1 absolute: of sum_j H_j
+                               sum_i e_ij^2 (the pooled error's numerator) */
     hvq_mark mark;          /* of the target: key (or the --set) */
 } hvq_target_cfg;
 
@@ -119,8 +124,8 @@ hvq_status hvq_pipeline_load(hvq_ctx *ctx, const char *path,
  * report, seed, name, select.include, select.exclude (the list becomes
  * that one glob; empty clears it), stages.STAGE.plugin, stages.STAGE.PARAM,
  * evaluate.tokens, evaluate.ctx, evaluate.windows (evaluate= with no value
- * removes the evaluation), target.bpw, target.size (target= removes the
- * target).
+ * removes the evaluation), target.bpw, target.size, target.metric
+ * (target= removes the target).
  * Changing a stage's plugin drops the parameters the file gave that stage.
  * Errors read "--set KEY=VALUE: ...". Forgets a previous validation. */
 hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
