@@ -1290,7 +1290,8 @@ START_TEST(err_set)
               "--set colour=red: unknown key 'colour' (valid keys: input, "
               "output, report, seed, name, select.include, select.exclude, "
               "stages.STAGE.plugin, stages.STAGE.PARAMETER, evaluate.tokens, "
-              "evaluate.ctx, evaluate.windows, target.bpw, target.size)");
+              "evaluate.ctx, evaluate.windows, target.bpw, target.size, "
+              "target.metric)");
     set_fails("stages.clusterr.plugin=rtn",
               "--set stages.clusterr.plugin=rtn: unknown stage 'clusterr'; "
               "did you mean 'clusterer'?");
