@@ -56,18 +56,25 @@ static float ref_value(const char *t, const uint8_t *b, int j)
 {
     if (strcmp(t, "q8_0") == 0)
         return (float)(int8_t)b[2 + j] * half_to_float(b);
-    int off = strcmp(t, "q4_1") == 0 ? 4 : 2;
-    int q = j < 16 ? b[off + j] & 15 : b[off + j - 16] >> 4;
-    if (off == 4)
+    int with_min = t[3] == '1', five = t[1] == '5'; /* q4_1, q5_1; q5_0, q5_1 */
+    const uint8_t *qs = b + (with_min ? 4 : 2) + (five ? 4 : 0);
+    int q = j < 16 ? qs[j] & 15 : qs[j - 16] >> 4;
+    if (five) {
+        const uint8_t *qh = b + (with_min ? 4 : 2);
+        uint32_t h = qh[0] | qh[1] << 8 | qh[2] << 16 | (uint32_t)qh[3] << 24;
+        q += (int)(h >> j & 1) * 16;
+    }
+    if (with_min)
         return (float)q * half_to_float(b) + half_to_float(b + 2);
-    return (float)(q - 8) * half_to_float(b);
+    return (float)(q - (five ? 16 : 8)) * half_to_float(b);
 }
 
 static const struct {
     const char *name;
     unsigned block, bytes;
-} types[] = {{"q4_0", 32, 18},   {"q4_1", 32, 20},   {"q8_0", 32, 34},
-             {"q3_K", 256, 110}, {"q4_K", 256, 144}, {"q5_K", 256, 176}, {"q6_K", 256, 210}};
+} types[] = {{"q4_0", 32, 18},   {"q4_1", 32, 20},   {"q8_0", 32, 34},   {"q5_0", 32, 22},
+             {"q5_1", 32, 24},   {"q3_K", 256, 110}, {"q4_K", 256, 144}, {"q5_K", 256, 176},
+             {"q6_K", 256, 210}};
 
 static int type_index(const char *t)
 {
@@ -301,8 +308,9 @@ START_TEST(random_rows_follow_the_reference_formulas)
         x[i] = urand() * (i % 29 == 0 ? 0.5f : 0.05f);
     for (int j = 0; j < C; j++)
         h[j] = 0.01f + urand() * urand();
-    const char *names[] = {"q4_0", "q4_1", "q8_0"}, *modes[] = {"none", "hessian", "auto"};
-    for (int t = 0; t < 3; t++)
+    const char *names[] = {"q4_0", "q4_1", "q8_0", "q5_0", "q5_1"};
+    const char *modes[] = {"none", "hessian", "auto"};
+    for (int t = 0; t < 5; t++)
         for (int m = 0; m < 3; m++) {
             hvq_encoded enc;
             ck_assert_int_eq(encode(names[t], modes[m], x, R, C, h, recon, &enc), HVQ_OK);
@@ -319,8 +327,8 @@ START_TEST(random_rows_follow_the_reference_formulas)
                     mn = v[j] < mn ? v[j] : mn;
                 }
                 const uint8_t *blk = b + k * block_bytes(names[t]);
-                float d = t == 0 ? smax / -8.0f : t == 2 ? amax / 127.0f : -1.0f;
-                if (t != 1)
+                float d = t == 0 ? smax / -8.0f : t == 3 ? smax / -16.0f : amax / 127.0f;
+                if (t != 1 && t != 4)
                     ck_assert_uint_eq(blk[0] | blk[1] << 8, host_half(d));
                 else
                     ck_assert_uint_eq(blk[2] | blk[3] << 8, host_half(mn));
@@ -406,8 +414,8 @@ START_TEST(check_and_decode_refuse_corrupt_encodings)
     refused(&enc, 1ull << 40, 1ull << 20, "wrong size");
     ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "type", "q8_0"), HVQ_OK);
     refused(&enc, 4, 64, "wrong size for a 4x64 q8_0 matrix");
-    ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "type", "q5_0"), HVQ_OK);
-    refused(&enc, 4, 64, "unknown attribute type 'q5_0'");
+    ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "type", "q7_0"), HVQ_OK);
+    refused(&enc, 4, 64, "unknown attribute type 'q7_0'");
     ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "type", "q4_0"), HVQ_OK);
     ck_assert_int_eq(ggml->cluster_check(ctx, &enc, 4, 64), HVQ_OK);
     enc.components[0].dtype = HVQ_DTYPE_I8;

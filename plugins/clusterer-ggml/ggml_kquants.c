@@ -149,7 +149,7 @@ static void k45_ref_scales(const k45 *k, const float *x, uint8_t *L, uint8_t *ls
         for (int l = 0; l < 32; l++)
             weights[l] = av_x + fabsf(xb[l]);
         scales[j] = hvq_ggml_make_qkx3(32, k->nmax, xb, weights, L + 32 * j, &mins[j], Laux,
-                                       k->ref_rmin, 0.1f, k->ref_nstep);
+                                       k->ref_rmin, 0.1f, k->ref_nstep, 0);
         if (scales[j] > max_scale)
             max_scale = scales[j];
         if (mins[j] > max_min)
@@ -177,7 +177,7 @@ static void k45_impl_scales(const k45 *k, const float *x, const float *qw, uint8
         const float *xb = x + 32 * j;
         sw[j] = hvq_ggml_weights(xb, qw + 32 * j, sigma2, 32, weights);
         scales[j] = hvq_ggml_make_qkx3(32, k->nmax, xb, weights, L + 32 * j, &mins[j], Laux,
-                                       -0.9f, 0.05f, 36);
+                                       -0.9f, 0.05f, 36, 0);
     }
     *d = make_qp(8, 63, scales, ls, sw);
     *dmin = make_qp(8, 63, mins, lm, sw);
