@@ -4,7 +4,8 @@
  *     the plugin must write the same block bytes from the same weights and
  *     importance matrix, with weights none, hessian and auto; decode and
  *     recon must equal a scalar dequantization of those bytes;
- *   - hand-checked blocks and properties of Q4_0, Q4_1 and Q8_0;
+ *   - hand-checked blocks and properties of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+ *     and IQ4_NL;
  *   - bad input: rows that fit no block, values beyond fp16, corrupt
  *     encodings refused by check and decode;
  *   - pipelines/q4_0.yaml through the real binary.
@@ -56,6 +57,11 @@ static float ref_value(const char *t, const uint8_t *b, int j)
 {
     if (strcmp(t, "q8_0") == 0)
         return (float)(int8_t)b[2 + j] * half_to_float(b);
+    if (strcmp(t, "iq4_nl") == 0) { /* llama.cpp's kvalues_iq4nl */
+        static const int8_t levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                          1,    13,   25,  38,  53,  69,  89,  113};
+        return half_to_float(b) * (float)levels[j < 16 ? b[2 + j] & 15 : b[2 + j - 16] >> 4];
+    }
     int with_min = t[3] == '1', five = t[1] == '5'; /* q4_1, q5_1; q5_0, q5_1 */
     const uint8_t *qs = b + (with_min ? 4 : 2) + (five ? 4 : 0);
     int q = j < 16 ? qs[j] & 15 : qs[j - 16] >> 4;
@@ -73,8 +79,8 @@ static const struct {
     const char *name;
     unsigned block, bytes;
 } types[] = {{"q4_0", 32, 18},   {"q4_1", 32, 20},   {"q8_0", 32, 34},   {"q5_0", 32, 22},
-             {"q5_1", 32, 24},   {"q3_K", 256, 110}, {"q4_K", 256, 144}, {"q5_K", 256, 176},
-             {"q6_K", 256, 210}};
+             {"q5_1", 32, 24},   {"iq4_nl", 32, 18}, {"q3_K", 256, 110}, {"q4_K", 256, 144},
+             {"q5_K", 256, 176}, {"q6_K", 256, 210}};
 
 static int type_index(const char *t)
 {
@@ -281,6 +287,13 @@ START_TEST(zero_blocks_follow_llama_cpp)
     one_block("q4_0", "hessian", x, h, b);
     for (int j = 0; j < 18; j++)
         ck_assert_uint_eq(b[j], 0);
+    /* IQ4_NL: d = +0, every code the level nearest 0 (8: level 1, nearer
+     * than -10), with weights or without */
+    for (int m = 0; m < 2; m++) {
+        one_block("iq4_nl", m ? "hessian" : "none", x, h, b);
+        for (int j = 0; j < 18; j++)
+            ck_assert_uint_eq(b[j], j < 2 ? 0u : 0x88u);
+    }
 }
 END_TEST
 

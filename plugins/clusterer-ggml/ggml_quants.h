@@ -67,4 +67,10 @@ void hvq_ggml_q4_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q5_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q6_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 
+/* The 4-bit non-linear types' rows and dequantization (ggml_iquants.c). */
+void hvq_ggml_iq4_nl_row(const float *x, const float *qw, uint8_t *out, int64_t n);
+void hvq_ggml_iq4_xs_row(const float *x, const float *qw, uint8_t *out, int64_t n);
+void hvq_ggml_iq4_nl_dequant(const uint8_t *blocks, float *y, int64_t n);
+void hvq_ggml_iq4_xs_dequant(const uint8_t *blocks, float *y, int64_t n);
+
 #endif
