@@ -450,6 +450,7 @@ static const hvq_ggml_type types[] = {
     {"q5_0", "Q5_0", QK, 22, 1, q5_0_row, q5_0_dequant},
     {"q5_1", "Q5_1", QK, 24, 1, q5_1_row, q5_1_dequant},
     {"iq4_nl", "IQ4_NL", QK, 18, 1, hvq_ggml_iq4_nl_row, hvq_ggml_iq4_nl_dequant},
+    {"q2_K", "Q2_K", 256, 84, 1, hvq_ggml_q2_k_row, hvq_ggml_q2_k_dequant},
     {"q3_K", "Q3_K", 256, 110, 1, hvq_ggml_q3_k_row, hvq_ggml_q3_k_dequant},
     {"q4_K", "Q4_K", 256, 144, 1, hvq_ggml_q4_k_row, hvq_ggml_q4_k_dequant},
     {"q5_K", "Q5_K", 256, 176, 1, hvq_ggml_q5_k_row, hvq_ggml_q5_k_dequant},

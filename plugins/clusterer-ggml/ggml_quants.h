@@ -58,10 +58,12 @@ float hvq_ggml_make_qkx3(int n, int nmax, const float *x, const float *w, uint8_
                          int use_mad);
 
 /* The K types' rows and dequantization (ggml_kquants.c). */
+void hvq_ggml_q2_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
 void hvq_ggml_q3_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
 void hvq_ggml_q4_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
 void hvq_ggml_q5_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
 void hvq_ggml_q6_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
+void hvq_ggml_q2_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q3_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q4_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q5_k_dequant(const uint8_t *blocks, float *y, int64_t n);
