@@ -80,7 +80,7 @@ static const struct {
     unsigned block, bytes;
 } types[] = {{"q4_0", 32, 18},   {"q4_1", 32, 20},   {"q8_0", 32, 34},   {"q5_0", 32, 22},
              {"q5_1", 32, 24},   {"iq4_nl", 32, 18}, {"q2_K", 256, 84},  {"q3_K", 256, 110},
-             {"q4_K", 256, 144}, {"q5_K", 256, 176}, {"q6_K", 256, 210}};
+             {"q4_K", 256, 144}, {"q5_K", 256, 176}, {"q6_K", 256, 210}, {"iq4_xs", 256, 136}};
 
 static int type_index(const char *t)
 {
@@ -361,9 +361,9 @@ START_TEST(k_types_round_trip_and_refuse_short_rows)
         x[i] = i < 256 ? 0.0f : urand() * (i % 37 == 0 ? 0.3f : 0.03f);
     for (int j = 0; j < C; j++)
         h[j] = 0.01f + urand() * urand();
-    const char *names[] = {"q2_K", "q3_K", "q4_K", "q5_K", "q6_K"};
+    const char *names[] = {"q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_xs"};
     const char *modes[] = {"none", "hessian"};
-    for (int t = 0; t < 5; t++)
+    for (int t = 0; t < 6; t++)
         for (int m = 0; m < 2; m++) {
             hvq_encoded enc;
             ck_assert_int_eq(encode(names[t], modes[m], x, R, C, h, recon, &enc), HVQ_OK);

@@ -455,6 +455,7 @@ static const hvq_ggml_type types[] = {
     {"q4_K", "Q4_K", 256, 144, 1, hvq_ggml_q4_k_row, hvq_ggml_q4_k_dequant},
     {"q5_K", "Q5_K", 256, 176, 1, hvq_ggml_q5_k_row, hvq_ggml_q5_k_dequant},
     {"q6_K", "Q6_K", 256, 210, 1, hvq_ggml_q6_k_row, hvq_ggml_q6_k_dequant},
+    {"iq4_xs", "IQ4_XS", 256, 136, 1, hvq_ggml_iq4_xs_row, hvq_ggml_iq4_xs_dequant},
 };
 
 const hvq_ggml_type *hvq_ggml_type_find(const char *name)

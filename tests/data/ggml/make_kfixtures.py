@@ -18,7 +18,7 @@ import sys
 import numpy as np
 from gguf import GGUFReader
 
-TYPES = {'q2_K': 10, 'q3_K': 11, 'q4_K': 12, 'q5_K': 13, 'q6_K': 14}  # enum ggml_type
+TYPES = {'q2_K': 10, 'q3_K': 11, 'q4_K': 12, 'q5_K': 13, 'q6_K': 14, 'iq4_xs': 23}  # enum ggml_type
 NAME = 'tok_embd_24x512'
 
 
