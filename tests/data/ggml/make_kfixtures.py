@@ -7,7 +7,8 @@ the function llama-quantize calls for every chunk of rows,
 ggml_quantize_chunk of llama.cpp's libggml-base.so, on a 24 x 512 matrix
 made of stories260K's token embedding values (one super-block set to 0),
 with and without importance values (blk.0.ffn_gate's imatrix entry,
-repeated to 512 columns). Their lines replace the K lines of manifest.txt.
+repeated to 512 columns). Their lines replace those of the same name in
+manifest.txt.
 
 usage: make_kfixtures.py LIBGGML_BASE.so MODEL.gguf IMATRIX.gguf OUTDIR
 """
@@ -56,7 +57,7 @@ def main():
                 f.write(quantize(lib, tid, w, qw))
             lines.append(f'{t} {mode} {NAME} 24 512')
     man = os.path.join(outdir, 'manifest.txt')
-    keep = [l for l in open(man).read().splitlines() if l.split(' ')[0] not in TYPES]
+    keep = [l for l in open(man).read().splitlines() if l.split(' ')[2:3] != [NAME]]
     with open(man, 'w') as f:
         f.write('\n'.join(keep + lines) + '\n')
     print(f'{len(lines)} K cases in {outdir}')
