@@ -11,11 +11,11 @@ name in manifest.txt (run it after make_fixtures.py and make_kfixtures.py).
 
 usage: make_edgefixtures.py LIBGGML_BASE.so OUTDIR
 """
-import ctypes
-import os
 import sys
 
 import numpy as np
+
+from make_kfixtures import write_cases  # this folder's script
 
 TYPES = {'q4_0': 2, 'q4_1': 3, 'q5_0': 6, 'q5_1': 7, 'q8_0': 8, 'iq4_nl': 20,
          'q2_K': 10, 'q3_K': 11, 'q4_K': 12, 'q5_K': 13, 'q6_K': 14, 'iq4_xs': 23}  # enum ggml_type
@@ -50,29 +50,7 @@ def importance():
 
 def main():
     libpath, outdir = sys.argv[1:3]
-    lib = ctypes.CDLL(libpath)
-    lib.ggml_row_size.restype = ctypes.c_size_t
-    lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
-    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                        ctypes.c_void_p]
-    w, h = matrix(), importance()
-    w.tofile(os.path.join(outdir, NAME + '.f32'))
-    h.tofile(os.path.join(outdir, NAME + '.imatrix.f32'))
-    lines = []
-    for t, tid in TYPES.items():
-        for mode, qw in (('none', None), ('imatrix', h)):
-            out = np.zeros(ROWS * lib.ggml_row_size(tid, COLS), dtype=np.uint8)
-            lib.ggml_quantize_chunk(tid, w.ctypes.data, out.ctypes.data, 0, ROWS, COLS,
-                                    None if qw is None else qw.ctypes.data)
-            out.tofile(os.path.join(outdir, f'{NAME}.{t}.{mode}.bin'))
-            lines.append(f'{t} {mode} {NAME} {ROWS} {COLS}')
-    man = os.path.join(outdir, 'manifest.txt')
-    keep = [l for l in open(man).read().splitlines() if l.split(' ')[2:3] != [NAME]]
-    with open(man, 'w') as f:
-        f.write('\n'.join(keep + lines) + '\n')
-    print(f'{len(lines)} edge cases in {outdir}')
+    write_cases(libpath, outdir, NAME, matrix(), importance(), TYPES)
 
 
 if __name__ == '__main__':
