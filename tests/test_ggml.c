@@ -4,7 +4,8 @@
  *     the plugin must write the same block bytes from the same weights and
  *     importance matrix, with weights none, hessian and auto; decode and
  *     recon must equal a scalar dequantization of those bytes;
- *   - hand-checked blocks and properties of Q4_0, Q4_1 and Q8_0;
+ *   - hand-checked blocks and properties of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+ *     and IQ4_NL;
  *   - bad input: rows that fit no block, values beyond fp16, corrupt
  *     encodings refused by check and decode;
  *   - pipelines/q4_0.yaml through the real binary.
@@ -56,18 +57,30 @@ static float ref_value(const char *t, const uint8_t *b, int j)
 {
     if (strcmp(t, "q8_0") == 0)
         return (float)(int8_t)b[2 + j] * half_to_float(b);
-    int off = strcmp(t, "q4_1") == 0 ? 4 : 2;
-    int q = j < 16 ? b[off + j] & 15 : b[off + j - 16] >> 4;
-    if (off == 4)
+    if (strcmp(t, "iq4_nl") == 0) { /* llama.cpp's kvalues_iq4nl */
+        static const int8_t levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                          1,    13,   25,  38,  53,  69,  89,  113};
+        return half_to_float(b) * (float)levels[j < 16 ? b[2 + j] & 15 : b[2 + j - 16] >> 4];
+    }
+    int with_min = t[3] == '1', five = t[1] == '5'; /* q4_1, q5_1; q5_0, q5_1 */
+    const uint8_t *qs = b + (with_min ? 4 : 2) + (five ? 4 : 0);
+    int q = j < 16 ? qs[j] & 15 : qs[j - 16] >> 4;
+    if (five) {
+        const uint8_t *qh = b + (with_min ? 4 : 2);
+        uint32_t h = qh[0] | qh[1] << 8 | qh[2] << 16 | (uint32_t)qh[3] << 24;
+        q += (int)(h >> j & 1) * 16;
+    }
+    if (with_min)
         return (float)q * half_to_float(b) + half_to_float(b + 2);
-    return (float)(q - 8) * half_to_float(b);
+    return (float)(q - (five ? 16 : 8)) * half_to_float(b);
 }
 
 static const struct {
     const char *name;
     unsigned block, bytes;
-} types[] = {{"q4_0", 32, 18},   {"q4_1", 32, 20},   {"q8_0", 32, 34},
-             {"q3_K", 256, 110}, {"q4_K", 256, 144}, {"q5_K", 256, 176}, {"q6_K", 256, 210}};
+} types[] = {{"q4_0", 32, 18},   {"q4_1", 32, 20},   {"q8_0", 32, 34},   {"q5_0", 32, 22},
+             {"q5_1", 32, 24},   {"iq4_nl", 32, 18}, {"q2_K", 256, 84},  {"q3_K", 256, 110},
+             {"q4_K", 256, 144}, {"q5_K", 256, 176}, {"q6_K", 256, 210}, {"iq4_xs", 256, 136}};
 
 static int type_index(const char *t)
 {
@@ -274,6 +287,13 @@ START_TEST(zero_blocks_follow_llama_cpp)
     one_block("q4_0", "hessian", x, h, b);
     for (int j = 0; j < 18; j++)
         ck_assert_uint_eq(b[j], 0);
+    /* IQ4_NL: d = +0, every code the level nearest 0 (8: level 1, nearer
+     * than -10), with weights or without */
+    for (int m = 0; m < 2; m++) {
+        one_block("iq4_nl", m ? "hessian" : "none", x, h, b);
+        for (int j = 0; j < 18; j++)
+            ck_assert_uint_eq(b[j], j < 2 ? 0u : 0x88u);
+    }
 }
 END_TEST
 
@@ -301,8 +321,9 @@ START_TEST(random_rows_follow_the_reference_formulas)
         x[i] = urand() * (i % 29 == 0 ? 0.5f : 0.05f);
     for (int j = 0; j < C; j++)
         h[j] = 0.01f + urand() * urand();
-    const char *names[] = {"q4_0", "q4_1", "q8_0"}, *modes[] = {"none", "hessian", "auto"};
-    for (int t = 0; t < 3; t++)
+    const char *names[] = {"q4_0", "q4_1", "q8_0", "q5_0", "q5_1"};
+    const char *modes[] = {"none", "hessian", "auto"};
+    for (int t = 0; t < 5; t++)
         for (int m = 0; m < 3; m++) {
             hvq_encoded enc;
             ck_assert_int_eq(encode(names[t], modes[m], x, R, C, h, recon, &enc), HVQ_OK);
@@ -319,8 +340,8 @@ START_TEST(random_rows_follow_the_reference_formulas)
                     mn = v[j] < mn ? v[j] : mn;
                 }
                 const uint8_t *blk = b + k * block_bytes(names[t]);
-                float d = t == 0 ? smax / -8.0f : t == 2 ? amax / 127.0f : -1.0f;
-                if (t != 1)
+                float d = t == 0 ? smax / -8.0f : t == 3 ? smax / -16.0f : amax / 127.0f;
+                if (t != 1 && t != 4)
                     ck_assert_uint_eq(blk[0] | blk[1] << 8, host_half(d));
                 else
                     ck_assert_uint_eq(blk[2] | blk[3] << 8, host_half(mn));
@@ -340,15 +361,16 @@ START_TEST(k_types_round_trip_and_refuse_short_rows)
         x[i] = i < 256 ? 0.0f : urand() * (i % 37 == 0 ? 0.3f : 0.03f);
     for (int j = 0; j < C; j++)
         h[j] = 0.01f + urand() * urand();
-    const char *names[] = {"q3_K", "q4_K", "q5_K", "q6_K"}, *modes[] = {"none", "hessian"};
-    for (int t = 0; t < 4; t++)
+    const char *names[] = {"q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_xs"};
+    const char *modes[] = {"none", "hessian"};
+    for (int t = 0; t < 6; t++)
         for (int m = 0; m < 2; m++) {
             hvq_encoded enc;
             ck_assert_int_eq(encode(names[t], modes[m], x, R, C, h, recon, &enc), HVQ_OK);
             for (int i = 0; i < 256; i++)
                 ck_assert(recon[i] == 0.0f);
             const uint8_t *b = ctx->host->enc_get(&enc, "blocks")->data;
-            for (int i = 0; i < 210 && t == 3; i++)
+            for (int i = 0; i < 210 && t == 4; i++)
                 ck_assert_uint_eq(b[i], 0);
             hvq_encoded_clear(&enc);
             ck_assert_int_eq(encode(names[t], modes[m], x, 8, 64, h, recon, &enc), HVQ_E_INPUT);
@@ -406,8 +428,8 @@ START_TEST(check_and_decode_refuse_corrupt_encodings)
     refused(&enc, 1ull << 40, 1ull << 20, "wrong size");
     ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "type", "q8_0"), HVQ_OK);
     refused(&enc, 4, 64, "wrong size for a 4x64 q8_0 matrix");
-    ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "type", "q5_0"), HVQ_OK);
-    refused(&enc, 4, 64, "unknown attribute type 'q5_0'");
+    ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "type", "q7_0"), HVQ_OK);
+    refused(&enc, 4, 64, "unknown attribute type 'q7_0'");
     ck_assert_int_eq(ctx->host->enc_attr(ctx, &enc, "type", "q4_0"), HVQ_OK);
     ck_assert_int_eq(ggml->cluster_check(ctx, &enc, 4, 64), HVQ_OK);
     enc.components[0].dtype = HVQ_DTYPE_I8;

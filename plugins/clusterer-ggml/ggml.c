@@ -1,14 +1,15 @@
 /* clusterer "ggml": llama.cpp's block quantization, bit for bit.
  *
  * Works on the raw weights (HVQ_CLUSTERER_RAW). Blocks (32 values; 256 for
- * the K types) run along each row; the row's blocks are quantized exactly
- * as llama-quantize quantizes them (ggml_quants.c, ggml_kquants.c) and
- * stored byte for byte in ggml's block layout, so a writer can put them
- * into a GGUF file as they are.
+ * the K types and IQ4_XS) run along each row; the row's blocks are
+ * quantized exactly as llama-quantize quantizes them (ggml_quants.c,
+ * ggml_kquants.c, ggml_iquants.c) and stored byte for byte in ggml's block
+ * layout, so a writer can put them into a GGUF file as they are.
  *
- *   type     q4_0 | q4_1 | q8_0 | q3_K | q4_K | q5_K | q6_K
+ *   type     q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | iq4_nl (blocks of 32);
+ *            q2_K | q3_K | q4_K | q5_K | q6_K | iq4_xs (super-blocks of 256)
  *   weights  none:    llama.cpp without an importance matrix (the _ref
- *                     quantizers);
+ *                     quantizers; IQ4_* weigh each value by x^2);
  *            hessian: in->hessian (a llama.cpp imatrix's mean x^2 per
  *                     column with the hessian stage `imatrix`) passed as
  *                     llama.cpp's quant_weights, as llama-quantize
@@ -33,13 +34,14 @@
 
 enum { P_TYPE, P_WEIGHTS };
 
-static const char *const type_choices[] = {"q4_0", "q4_1", "q8_0", "q3_K",
-                                           "q4_K", "q5_K", "q6_K", NULL};
+static const char *const type_choices[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl",
+                                           "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_xs", NULL};
 static const char *const weights_choices[] = {"auto", "none", "hessian", NULL};
 
 static const hvq_param_spec ggml_params[] = {
     {"type", HVQ_PARAM_CHOICE, "q4_0", 0, 0, type_choices,
-     "llama.cpp block type: q4_0, q4_1, q8_0 (blocks of 32 along a row), q3_K..q6_K (256)"},
+     "llama.cpp block type: q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl (blocks of 32 along a row), "
+     "q2_K..q6_K, iq4_xs (256)"},
     {"weights", HVQ_PARAM_CHOICE, "auto", 0, 0, weights_choices,
      "importance weights: none, hessian (H as llama.cpp's imatrix), auto (hessian unless H=1)"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
@@ -153,8 +155,9 @@ static const hvq_plugin ggml_plugin = {
     .kinds = HVQ_KIND_CLUSTERER,
     .flags = HVQ_CLUSTERER_RAW,
     .name = "ggml",
-    .version = "1.0.0",
-    .summary = "llama.cpp's Q4_0/Q4_1/Q8_0 and Q3_K..Q6_K blocks, bit-exact with llama-quantize",
+    .version = "1.1.0",
+    .summary = "llama.cpp's Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL, Q2_K..Q6_K and IQ4_XS blocks, "
+               "bit-exact with llama-quantize",
     .license = "MIT",
     .params = ggml_params,
     .cluster_encode = ggml_encode,

@@ -1,9 +1,11 @@
-/* llama.cpp's K quantizers (Q3_K, Q4_K, Q5_K, Q6_K): super-blocks of 256 values,
+/* llama.cpp's K quantizers (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K): super-blocks of 256 values,
  * written from the arithmetic of ggml-quants.c (quantize_row_*_K_ref
  * without an importance matrix, quantize_row_*_K_impl with one) in the
  * same evaluation order. See ggml_quants.h.
  *
  * Layouts (fp16 little-endian):
+ *   Q2_K (84 bytes):  16 bytes of 4-bit scales (low nibble) and mins (high),
+ *                     64 bytes of 2-bit codes, d, dmin
  *   Q3_K (110 bytes): 32 bytes of high bits, 64 bytes of low 2 bits,
  *                     12 bytes of sixteen 6-bit scales, d
  *   Q4_K (144 bytes): d, dmin, 12 bytes of eight 6-bit scales and mins,
@@ -149,7 +151,7 @@ static void k45_ref_scales(const k45 *k, const float *x, uint8_t *L, uint8_t *ls
         for (int l = 0; l < 32; l++)
             weights[l] = av_x + fabsf(xb[l]);
         scales[j] = hvq_ggml_make_qkx3(32, k->nmax, xb, weights, L + 32 * j, &mins[j], Laux,
-                                       k->ref_rmin, 0.1f, k->ref_nstep);
+                                       k->ref_rmin, 0.1f, k->ref_nstep, 0);
         if (scales[j] > max_scale)
             max_scale = scales[j];
         if (mins[j] > max_min)
@@ -177,7 +179,7 @@ static void k45_impl_scales(const k45 *k, const float *x, const float *qw, uint8
         const float *xb = x + 32 * j;
         sw[j] = hvq_ggml_weights(xb, qw + 32 * j, sigma2, 32, weights);
         scales[j] = hvq_ggml_make_qkx3(32, k->nmax, xb, weights, L + 32 * j, &mins[j], Laux,
-                                       -0.9f, 0.05f, 36);
+                                       -0.9f, 0.05f, 36, 0);
     }
     *d = make_qp(8, 63, scales, ls, sw);
     *dmin = make_qp(8, 63, mins, lm, sw);
@@ -365,6 +367,15 @@ void hvq_ggml_q6_k_dequant(const uint8_t *blocks, float *y, int64_t n)
     }
 }
 
+/* Low 2 bits of codes j, j + 32, j + 64, j + 96 into one byte, per 128. */
+static void pack_2bit(uint8_t *qs, const uint8_t *L)
+{
+    for (int j = 0; j < QK_K; j += 128)
+        for (int l = 0; l < 32; l++)
+            qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
+                                      (L[j + l + 96] << 6));
+}
+
 /* ---- Q3_K: sixteen sub-blocks of 16 with a 6-bit signed scale -------------- */
 
 /* make_q3_quants with do_rmse: codes -nmax..nmax-1 weighted by x^2, then
@@ -499,10 +510,7 @@ void hvq_ggml_q3_k_row(const float *x, const float *qw, uint8_t *out, int64_t n)
                 hmask[j % 32] |= (uint8_t)(1u << (j / 32));
                 L[j] = (int8_t)(L[j] - 4);
             }
-        for (int j = 0; j < QK_K; j += 128)
-            for (int l = 0; l < 32; l++)
-                qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) |
-                                          (L[j + l + 96] << 6));
+        pack_2bit(qs, (const uint8_t *)L);
     }
 }
 
@@ -515,6 +523,99 @@ void hvq_ggml_q3_k_dequant(const uint8_t *blocks, float *y, int64_t n)
             const float dl = d_all * (float)(q3_k_scale(sc, v / 16) - 32);
             int code = (q[(v / 128) * 32 + v % 32] >> (2 * ((v / 32) % 4))) & 3;
             *y++ = dl * (float)(code - ((hm[v % 32] >> (v / 32)) & 1 ? 0 : 4));
+        }
+    }
+}
+
+/* ---- Q2_K: sixteen sub-blocks of 16 with a 4-bit scale and a 4-bit min ---- */
+
+/* Codes 0..3 in L, the scale (low nibble) and min (high) codes in sc, and
+ * d, dmin without weights (quantize_row_q2_K_ref: make_qkx2_quants with
+ * weights |x| and absolute errors). */
+static void q2_k_ref_scales(const float *x, uint8_t *L, uint8_t *sc, float *d, float *dmin)
+{
+    float scales[16], mins[16], weights[16], max_scale = 0.0f, max_min = 0.0f;
+    uint8_t Laux[16];
+    for (int j = 0; j < 16; j++) {
+        for (int l = 0; l < 16; l++)
+            weights[l] = fabsf(x[16 * j + l]);
+        scales[j] = hvq_ggml_make_qkx3(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux,
+                                       -0.5f, 0.1f, 15, 1);
+        if (scales[j] > max_scale)
+            max_scale = scales[j];
+        if (mins[j] > max_min)
+            max_min = mins[j];
+    }
+    memset(sc, 0, 16);
+    *d = *dmin = 0.0f;
+    if (max_scale > 0.0f) {
+        float iscale = 15.0f / max_scale;
+        for (int j = 0; j < 16; j++)
+            sc[j] = (uint8_t)hvq_ggml_nearest(iscale * scales[j]);
+        *d = max_scale / 15.0f;
+    }
+    if (max_min > 0.0f) {
+        float iscale = 15.0f / max_min;
+        for (int j = 0; j < 16; j++)
+            sc[j] |= (uint8_t)((unsigned)hvq_ggml_nearest(iscale * mins[j]) << 4);
+        *dmin = max_min / 15.0f;
+    }
+}
+
+/* The same with importance weights qw (quantize_row_q2_K_impl). */
+static void q2_k_impl_scales(const float *x, const float *qw, uint8_t *L, uint8_t *sc, float *d,
+                             float *dmin)
+{
+    float scales[16], mins[16], sw[16], weight[16], sumx2 = 0.0f;
+    uint8_t Laux[16], Ls[16], Lm[16];
+    for (int j = 0; j < QK_K; j++)
+        sumx2 += x[j] * x[j];
+    const float sigma2 = sumx2 / (float)QK_K;
+    for (int j = 0; j < 16; j++) {
+        sw[j] = hvq_ggml_weights(x + 16 * j, qw + 16 * j, sigma2, 16, weight);
+        scales[j] = hvq_ggml_make_qkx3(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux,
+                                       -0.9f, 0.05f, 36, 0);
+    }
+    *d = make_qp(16, 15, scales, Ls, sw);
+    *dmin = make_qp(16, 15, mins, Lm, sw);
+    for (int j = 0; j < 16; j++)
+        sc[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
+}
+
+void hvq_ggml_q2_k_row(const float *x, const float *qw, uint8_t *out, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K, out += 84) {
+        uint8_t L[QK_K];
+        float d, dmin;
+        if (qw)
+            q2_k_impl_scales(x, qw + b * QK_K, L, out, &d, &dmin);
+        else
+            q2_k_ref_scales(x, L, out, &d, &dmin);
+        hvq_ggml_put_f16(out + 80, d);
+        hvq_ggml_put_f16(out + 82, dmin);
+        for (int j = 0; j < 16; j++) {
+            const float dj = hvq_ggml_get_f16(out + 80) * (float)(out[j] & 0xf);
+            if (dj == 0.0f)
+                continue;
+            const float m = hvq_ggml_get_f16(out + 82) * (float)(out[j] >> 4);
+            for (int i = 0; i < 16; i++) {
+                int l = hvq_ggml_nearest((x[16 * j + i] + m) / dj);
+                L[16 * j + i] = (uint8_t)(l < 0 ? 0 : l > 3 ? 3 : l);
+            }
+        }
+        pack_2bit(out + 16, L);
+    }
+}
+
+void hvq_ggml_q2_k_dequant(const uint8_t *blocks, float *y, int64_t n)
+{
+    for (int64_t b = 0; b < n / QK_K; b++, blocks += 84) {
+        const float d = hvq_ggml_get_f16(blocks + 80), min = hvq_ggml_get_f16(blocks + 82);
+        for (int v = 0; v < QK_K; v++) {
+            const uint8_t sc = blocks[v / 16];
+            const float dl = d * (float)(sc & 0xf), ml = min * (float)(sc >> 4);
+            int code = blocks[16 + (v / 128) * 32 + v % 32] >> (2 * ((v / 32) % 4)) & 3;
+            *y++ = dl * (float)code - ml;
         }
     }
 }

@@ -50,20 +50,29 @@ float hvq_ggml_weights(const float *x, const float *qw, float sigma2, int n, flo
  * codes l + nmax in L, returns the scale. */
 float hvq_ggml_make_qx(int n, int nmax, const float *x, int8_t *L, const float *qw);
 
-/* make_qkx3_quants with use_mad false (weights w, or x^2 when NULL); with
- * weights it is also make_qkx2_quants: codes 0..nmax in L, -min in
- * *the_min, returns the scale. */
+/* make_qkx3_quants (weights w, or x^2 when NULL; errors squared, or
+ * absolute with use_mad); with weights it is also make_qkx2_quants: codes
+ * 0..nmax in L, -min in *the_min, returns the scale. */
 float hvq_ggml_make_qkx3(int n, int nmax, const float *x, const float *w, uint8_t *L,
-                         float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep);
+                         float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep,
+                         int use_mad);
 
 /* The K types' rows and dequantization (ggml_kquants.c). */
+void hvq_ggml_q2_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
 void hvq_ggml_q3_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
 void hvq_ggml_q4_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
 void hvq_ggml_q5_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
 void hvq_ggml_q6_k_row(const float *x, const float *qw, uint8_t *out, int64_t n);
+void hvq_ggml_q2_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q3_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q4_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q5_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q6_k_dequant(const uint8_t *blocks, float *y, int64_t n);
+
+/* The 4-bit non-linear types' rows and dequantization (ggml_iquants.c). */
+void hvq_ggml_iq4_nl_row(const float *x, const float *qw, uint8_t *out, int64_t n);
+void hvq_ggml_iq4_xs_row(const float *x, const float *qw, uint8_t *out, int64_t n);
+void hvq_ggml_iq4_nl_dequant(const uint8_t *blocks, float *y, int64_t n);
+void hvq_ggml_iq4_xs_dequant(const uint8_t *blocks, float *y, int64_t n);
 
 #endif

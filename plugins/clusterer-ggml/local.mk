@@ -6,6 +6,7 @@ plugins_clusterer_ggml_la_SOURCES = \
 	plugins/clusterer-ggml/ggml.c \
 	plugins/clusterer-ggml/ggml_quants.c \
 	plugins/clusterer-ggml/ggml_kquants.c \
+	plugins/clusterer-ggml/ggml_iquants.c \
 	plugins/clusterer-ggml/ggml_quants.h
 plugins_clusterer_ggml_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
 plugins_clusterer_ggml_la_LDFLAGS = $(PLUGIN_LDFLAGS)
