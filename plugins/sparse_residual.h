@@ -2,8 +2,8 @@
  * nothing but plugin.h and the host table (plugins link against nothing
  * from hvqconv).
  *
- * The count: floor(sparsity * numel) entries, so that coders with the same
- * sparsity keep the same entries.
+ * The parameter and the count: floor(sparsity * numel) entries, so that
+ * coders with the same sparsity keep the same entries.
  *
  * The fp16 correction. Encode: for each kept entry the correction S is fp16(target - recon[pos]),
  * then moved to whichever fp16 neighbour makes recon[pos] + S closest to the
@@ -21,10 +21,17 @@
 #include <math.h>
 #include <stdint.h>
 
-/* The number of entries kept of numel for a sparsity rho in [0, 1]. */
-static inline uint64_t sparse_count(double rho, uint64_t numel)
+/* The one parameter of the sparse coders, and their residual_count:
+ * floor(sparsity * numel) entries. */
+static const hvq_param_spec sparse_params[] = {
+    {"sparsity", HVQ_PARAM_FLOAT, "0.02", 0, 1, NULL,
+     "fraction rho of entries kept exactly (0.02 or 2% = the paper's High)"},
+    {NULL, 0, NULL, 0, 0, NULL, NULL},
+};
+
+static inline uint64_t sparse_count(const hvq_params *params, uint64_t numel)
 {
-    double k = floor(rho * (double)numel);
+    double k = floor(params->values[0].f * (double)numel);
     if (k < 0)
         return 0;
     return (uint64_t)k > numel ? numel : (uint64_t)k;

@@ -19,19 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-enum { P_SPARSITY };
-
-static const hvq_param_spec coo16_params[] = {
-    {"sparsity", HVQ_PARAM_FLOAT, "0.02", 0, 1, NULL,
-     "fraction rho of entries kept exactly (0.02 or 2% = the paper's High)"},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
-};
-
-static uint64_t coo16_count(const hvq_params *params, uint64_t numel)
-{
-    return sparse_count(params->values[P_SPARSITY].f, numel);
-}
-
 static hvq_status coo16_encode(hvq_ctx *ctx, const hvq_params *params, hvq_residual_input *in,
                                hvq_encoded *enc)
 {
@@ -109,8 +96,8 @@ static const hvq_plugin coo16_plugin = {
     .version = "1.0.0",
     .summary = "the paper's sparse residual: 32-bit position + fp16 value per entry",
     .license = "MIT",
-    .params = coo16_params,
-    .residual_count = coo16_count,
+    .params = sparse_params,
+    .residual_count = sparse_count,
     .residual_encode = coo16_encode,
     .residual_decode = coo16_decode,
 };
