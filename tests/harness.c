@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "harness.h"
+#include "params.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -218,4 +219,36 @@ int th_run(char **out, char **err, const char *const *args)
     if (WIFSIGNALED(status))
         return 128 + WTERMSIG(status);
     return 255;
+}
+
+const hvq_plugin *th_plugin(hvq_registry *reg, uint32_t kind, const char *name)
+{
+    const hvq_loaded_plugin *lp = hvq_registry_find(reg, kind, name);
+    ck_assert_msg(lp != NULL, "plugin %s not found in the build tree", name);
+    return &lp->desc;
+}
+
+void th_params_make(th_params *tp, const hvq_plugin *d, const char *const *kv)
+{
+    char why[256];
+    size_t n = hvq_param_count(d->params);
+    ck_assert_uint_le(n, 16);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(hvq_param_parse(&d->params[i], d->params[i].default_value, &tp->v[i], why,
+                                      sizeof why) == HVQ_OK,
+                      "default of %s: %s", d->params[i].name, why);
+    for (size_t k = 0; kv && kv[k]; k++) {
+        const char *eq = strchr(kv[k], '=');
+        char key[64];
+        ck_assert_msg(eq != NULL, "'%s' is not key=value", kv[k]);
+        snprintf(key, sizeof key, "%.*s", (int)(eq - kv[k]), kv[k]);
+        long idx = hvq_param_index(d->params, key);
+        ck_assert_int_ge(idx, 0);
+        ck_assert_msg(hvq_param_parse(&d->params[idx], eq + 1, &tp->v[idx], why, sizeof why) ==
+                          HVQ_OK,
+                      "%s: %s", kv[k], why);
+    }
+    tp->p.count = n;
+    tp->p.values = tp->v;
+    tp->p.specs = d->params;
 }

@@ -46,6 +46,17 @@ int th_exists(const char *path);
  * exit status (or 128+signal). */
 int th_run(char **out, char **err, const char *const *args);
 
+/* The plugin of that kind and name from reg; aborts the test when absent. */
+const hvq_plugin *th_plugin(hvq_registry *reg, uint32_t kind, const char *name);
+
+/* Resolved parameters of a plugin, as the host would pass them: the
+ * defaults, then "key=value" overrides (kv NULL-terminated, or NULL). */
+typedef struct th_params {
+    hvq_value v[16];
+    hvq_params p;
+} th_params;
+void th_params_make(th_params *tp, const hvq_plugin *d, const char *const *kv);
+
 /* ck_assert that haystack contains needle, printing both on failure. */
 #define th_assert_contains(haystack, needle)                                  \
     ck_assert_msg((haystack) != NULL && strstr((haystack), (needle)) != NULL, \

@@ -13,35 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Resolved parameters of a plugin: defaults, then "key=value" overrides. */
-typedef struct tparams {
-    hvq_value v[16];
-    hvq_params p;
-} tparams;
-
-static void make_params(tparams *tp, const hvq_plugin *d, const char *const *kv)
-{
-    char why[256];
-    size_t n = hvq_param_count(d->params);
-    ck_assert_uint_le(n, 16);
-    for (size_t i = 0; i < n; i++)
-        ck_assert_msg(hvq_param_parse(&d->params[i], d->params[i].default_value, &tp->v[i], why,
-                                      sizeof why) == HVQ_OK,
-                      "default of %s: %s", d->params[i].name, why);
-    for (size_t k = 0; kv && kv[k]; k++) {
-        const char *eq = strchr(kv[k], '=');
-        char key[64];
-        snprintf(key, sizeof key, "%.*s", (int)(eq - kv[k]), kv[k]);
-        long idx = hvq_param_index(d->params, key);
-        ck_assert_int_ge(idx, 0);
-        ck_assert_int_eq(hvq_param_parse(&d->params[idx], eq + 1, &tp->v[idx], why, sizeof why),
-                         HVQ_OK);
-    }
-    tp->p.count = n;
-    tp->p.values = tp->v;
-    tp->p.specs = d->params;
-}
-
 /* Deterministic heavy-tailed test data (ratio of normals has heavy tails;
  * clipped to stay finite and within fp16 range). */
 static uint64_t rng_state;
@@ -82,9 +53,7 @@ static void teardown(void)
 
 static const hvq_plugin *plugin(uint32_t kind, const char *name)
 {
-    const hvq_loaded_plugin *lp = hvq_registry_find(reg, kind, name);
-    ck_assert_msg(lp != NULL, "plugin %s not found in the build tree", name);
-    return &lp->desc;
+    return th_plugin(reg, kind, name);
 }
 
 /* ---- importance ---------------------------------------------------------- */
@@ -99,8 +68,8 @@ START_TEST(importance_matches_reference)
     const char *names[] = {"magnitude", "hasvq", "obd"};
     for (int k = 0; k < 3; k++) {
         const hvq_plugin *d = plugin(HVQ_KIND_IMPORTANCE, names[k]);
-        tparams tp;
-        make_params(&tp, d, NULL);
+        th_params tp;
+        th_params_make(&tp, d, NULL);
         ck_assert_int_eq(d->importance_score(ctx, &tp.p, w, R, C, h, s), HVQ_OK);
         for (int i = 0; i < R * C; i++) {
             float hj = h[i % C] > 1e-6f ? h[i % C] : 1e-6f; /* the default h_floor */
@@ -116,16 +85,16 @@ END_TEST
 START_TEST(coo16_count_is_floor_of_rho_numel)
 {
     const hvq_plugin *d = plugin(HVQ_KIND_RESIDUAL, "coo16");
-    tparams tp;
+    th_params tp;
     const char *mid[] = {"sparsity=0.015", NULL}, *high[] = {"sparsity=2%", NULL};
-    make_params(&tp, d, mid);
+    th_params_make(&tp, d, mid);
     ck_assert_uint_eq(d->residual_count(&tp.p, 2048ull * 2048), 62914); /* 62914.56 */
     ck_assert_uint_eq(d->residual_count(&tp.p, 4096), 61);              /* 61.44 */
-    make_params(&tp, d, high);
+    th_params_make(&tp, d, high);
     ck_assert_uint_eq(d->residual_count(&tp.p, 2048ull * 2048), 83886); /* 83886.08 */
     ck_assert_uint_eq(d->residual_count(&tp.p, 10), 0);
     const hvq_plugin *none = plugin(HVQ_KIND_RESIDUAL, "none");
-    make_params(&tp, none, NULL);
+    th_params_make(&tp, none, NULL);
     ck_assert_uint_eq(none->residual_count(&tp.p, 1000000), 0);
 }
 END_TEST
@@ -154,8 +123,8 @@ START_TEST(coo16_reconstructs_targets_and_decodes_identically)
     target[0] = recon[pos[0]];        /* a zero correction */
     target[1] = recon[pos[1]] + 1e-7f; /* a tiny one (fp16 subnormal range) */
     const hvq_plugin *d = plugin(HVQ_KIND_RESIDUAL, "coo16");
-    tparams tp;
-    make_params(&tp, d, NULL);
+    th_params tp;
+    th_params_make(&tp, d, NULL);
     hvq_encoded enc;
     hvq_encoded_init(&enc);
     hvq_residual_input in = {.tensor_name = "t", .rows = R, .cols = C, .pos = pos,
@@ -242,8 +211,8 @@ START_TEST(rtn_matches_reference_and_decodes_identically)
         snprintf(gkv, sizeof gkv, "group_size=%s", cases[k].g);
         snprintf(mkv, sizeof mkv, "mode=%s", cases[k].mode);
         const char *kv[] = {gkv, mkv, NULL};
-        tparams tp;
-        make_params(&tp, d, kv);
+        th_params tp;
+        th_params_make(&tp, d, kv);
         float ones[C];
         for (int c = 0; c < C; c++)
             ones[c] = 1.0f;
@@ -274,8 +243,8 @@ START_TEST(rtn_levels_are_symmetric_minus7_to_7)
     /* A row 0..7 * 0.5 must map to levels 0..7 exactly (scale 0.5). */
     float w[8] = {0, 0.5f, -1.0f, 1.5f, -2.0f, 2.5f, -3.0f, 3.5f}, recon[8];
     const hvq_plugin *d = plugin(HVQ_KIND_CLUSTERER, "rtn");
-    tparams tp;
-    make_params(&tp, d, NULL);
+    th_params tp;
+    th_params_make(&tp, d, NULL);
     float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
     hvq_cluster_input in = {.tensor_name = "t", .x = w, .rows = 1, .cols = 8, .hessian = ones};
     hvq_encoded enc;
@@ -296,8 +265,8 @@ START_TEST(rtn_rejects_values_beyond_fp16)
 {
     float w[4] = {1e6f, 0, 0, 0}, recon[4];
     const hvq_plugin *d = plugin(HVQ_KIND_CLUSTERER, "rtn");
-    tparams tp;
-    make_params(&tp, d, NULL);
+    th_params tp;
+    th_params_make(&tp, d, NULL);
     float ones[4] = {1, 1, 1, 1};
     hvq_cluster_input in = {.tensor_name = "big", .x = w, .rows = 1, .cols = 4, .hessian = ones};
     hvq_encoded enc;
@@ -313,8 +282,8 @@ START_TEST(rtn_decode_refuses_corrupt_components)
     float w[64], recon[64];
     fill(w, 64, 5);
     const hvq_plugin *d = plugin(HVQ_KIND_CLUSTERER, "rtn");
-    tparams tp;
-    make_params(&tp, d, NULL);
+    th_params tp;
+    th_params_make(&tp, d, NULL);
     float ones[16];
     for (int i = 0; i < 16; i++)
         ones[i] = 1;
