@@ -36,7 +36,7 @@ plugins_importance_hasvq_la_LIBADD = -lm
 plugins_importance_obd_la_SOURCES = plugins/importance-obd/obd.c
 plugins_importance_obd_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 
-plugins_residual_coo16_la_SOURCES = plugins/residual-coo16/coo16.c
+plugins_residual_coo16_la_SOURCES = plugins/residual-coo16/coo16.c plugins/sparse_residual.h
 plugins_residual_coo16_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 plugins_residual_coo16_la_LIBADD = -lm
 

@@ -969,6 +969,14 @@ START_TEST(test_python_reader)
     compress_hvq(P("k.hvq"), KMEANS_SETS, N_KMEANS_SETS);
     decode_ok(P("k.hvq"), P("ky.safetensors"), "f32");
     python_check(P("k.hvq"), P("ky.safetensors"));
+    /* the residual rice (its bit stream read from docs/FORMAT.md alone):
+     * the same weights as with coo16 */
+    const char *rice_sets[N_KMEANS_SETS + 2];
+    memcpy(rice_sets, KMEANS_SETS, sizeof KMEANS_SETS);
+    rice_sets[N_KMEANS_SETS] = "--set";
+    rice_sets[N_KMEANS_SETS + 1] = "stages.residual.plugin=rice";
+    compress_hvq(P("r.hvq"), rice_sets, N_KMEANS_SETS + 2);
+    python_check(P("r.hvq"), P("ky.safetensors"));
 }
 END_TEST
 

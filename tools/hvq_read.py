@@ -2,7 +2,7 @@
 """Decode an hvq container (docs/FORMAT.md, version 1) with the Python
 standard library alone: every tensor to float32, written as a safetensors
 file (-o) or compared bit for bit with one (--compare). Knows the clusterers
-rtn and kmeans and the residuals coo16 and none. A sharded container is read
+rtn and kmeans and the residuals coo16, rice and none. A sharded container is read
 through its NAME.hvq.index.json or its directory.
 
   hvq_read.py MODEL.hvq|NAME.hvq.index.json|DIR [-o OUT.safetensors] [--compare REF.safetensors]
@@ -122,7 +122,30 @@ def coo16(a, comp, rows, cols, out):
     for p, v in zip(pos, val):
         out[p] = out[p] + v  # float32 addition: rounded on assignment
 
-DECODERS = {"rtn": rtn, "kmeans": kmeans, "coo16": coo16, "none": lambda *args: None}
+def rice(a, comp, rows, cols, out):
+    m, k, nbits = (int(a[x]) for x in ("count", "k", "bits"))
+    s, val, n = comp["positions"][2], to_f32("F16", comp["values"][2]), rows * cols
+    w = max(1, (n - 1).bit_length())
+    if k > w or len(s) != (nbits + 7) // 8 or len(val) != m:
+        raise ValueError("rice: bad k, bits or count")
+    bit = lambda j: s[j >> 3] >> (j & 7) & 1 if j < nbits else 0
+    at = nxt = 0
+    for v in val:
+        q = 0
+        while q < 32 and bit(at):
+            q, at = q + 1, at + 1
+        at, width, g = (at + 1, k, q << k) if q < 32 else (at, w, 0)
+        g |= sum(bit(at + j) << j for j in range(width))
+        at, p = at + width, nxt + g
+        if at > nbits or p >= n:
+            raise ValueError("rice: stream truncated or position out of range")
+        out[p] = out[p] + v  # float32 addition, as coo16
+        nxt = p + 1
+    if at != nbits or (nbits % 8 and s[-1] >> (nbits % 8)):
+        raise ValueError("rice: bits left over")
+
+DECODERS = {"rtn": rtn, "kmeans": kmeans, "coo16": coo16, "rice": rice,
+            "none": lambda *args: None}
 
 def decode(path):
     """(source metadata, [(name, dtype, shape, float32 array or raw bytes)])."""
