@@ -815,16 +815,13 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, long cand,
     if (k > numel)
         return hvq_error(ctx, HVQ_E_INTERNAL, "residual '%s' asked for %llu of %llu entries",
                          rp->desc.name, (unsigned long long)k, (unsigned long long)numel);
-    if (raw && k > 0)
-        return hvq_error(ctx, HVQ_E_INPUT,
-                         "tensor '%s': clusterer '%s' quantizes raw weights and takes no "
-                         "sparse residual, but residual '%s' asks for %llu entries",
-                         name, cp->desc.name, rp->desc.name, (unsigned long long)k);
     tr->n_sparse = k;
 
-    /* Normalization: s_i = max_j |W_ij| rounded to fp16 (what is stored). */
+    /* Normalization: s_i = max_j |W_ij| rounded to fp16 (what is stored).
+     * A raw clusterer with sparse entries needs it too, for the importance
+     * scores only. */
     const float *x = wk->w;
-    if (!raw) {
+    if (!raw || k > 0) {
         hvq_parallel_for(ctx, n_row_chunks, 1, job_normalize, &job);
         uint64_t c = 0;
         bad = first_bad(wk->cbad, n_row_chunks, &c);
@@ -850,6 +847,8 @@ static hvq_status compress_tensor(run_state *rs, const hvq_tensor *t, long cand,
         }
         job.pos = wk->pos;
         job.target = wk->target;
+        if (raw) /* the raw weights, the sparse ones set apart */
+            memcpy(wk->x, wk->w, (size_t)numel * sizeof *wk->x);
         hvq_parallel_for(ctx, k, HVQ_PAR_ELEMS, job_split, &job);
     }
     STAGE_DONE(HVQ_TIME_IMPORTANCE);
@@ -1161,41 +1160,6 @@ static int in_input_dir(const char *path, const char *dir)
     return in;
 }
 
-/* Refuses, before any work, a raw clusterer paired with a residual coder
- * that keeps entries (base stages and every override). */
-static hvq_status check_stage_pairs(hvq_ctx *ctx, const hvq_pipeline *p)
-{
-    for (size_t o = 0; o <= p->n_overrides + p->n_candidates; o++) {
-        const hvq_stage_cfg *cs = &p->stages[HVQ_STAGE_CLUSTERER];
-        const hvq_stage_cfg *rs = &p->stages[HVQ_STAGE_RESIDUAL];
-        if (o != p->n_overrides) {
-            const hvq_override *ov = o < p->n_overrides ? &p->overrides[o]
-                                                        : &p->candidates[o - p->n_overrides - 1];
-            if (!ov->stages[HVQ_STAGE_CLUSTERER].present &&
-                !ov->stages[HVQ_STAGE_RESIDUAL].present)
-                continue;
-            if (ov->stages[HVQ_STAGE_CLUSTERER].present)
-                cs = &ov->stages[HVQ_STAGE_CLUSTERER];
-            if (ov->stages[HVQ_STAGE_RESIDUAL].present)
-                rs = &ov->stages[HVQ_STAGE_RESIDUAL];
-        }
-        if (!cs->resolved || !rs->resolved)
-            continue;
-        hvq_params rp = {rs->n_values, rs->values, rs->resolved->desc.params};
-        if ((cs->resolved->desc.flags & HVQ_CLUSTERER_RAW) &&
-            rs->resolved->desc.residual_count(&rp, 1000000) > 0)
-            return hvq_error(ctx, HVQ_E_INPUT,
-                             "%s: %s%s%sclusterer '%s' quantizes raw weights and takes no "
-                             "sparse residual; set the residual stage to 'none' (it is '%s')",
-                             p->path, o > p->n_overrides ? "candidate '" : "",
-                             o > p->n_overrides ? p->candidates[o - p->n_overrides - 1].match
-                                                : "",
-                             o > p->n_overrides ? "': " : "", cs->resolved->desc.name,
-                             rs->resolved->desc.name);
-    }
-    return HVQ_OK;
-}
-
 hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pipeline *p,
                             hvq_run_report *rep)
 {
@@ -1217,8 +1181,6 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
                          in_input_dir(p->output, p->input) ? p->output : p->report, p->input);
     if (p->report && same_target(p->report, p->output))
         return hvq_error(ctx, HVQ_E_INPUT, "%s: the report may not be the output", p->report);
-    if ((st = check_stage_pairs(ctx, p)) != HVQ_OK)
-        return st;
 
     hvq_ctx_add_input(ctx, p->input);
     const hvq_loaded_plugin *src = hvq_registry_detect(reg, ctx, p->input);

@@ -360,7 +360,8 @@ struct hvq_encoded {
  * row-major float32. Unless the clusterer sets HVQ_CLUSTERER_RAW, x is the
  * normalized body B (W / s with the sparse entries set to 0) and the
  * reconstruction is in the normalized domain too; with HVQ_CLUSTERER_RAW it
- * is the original W and the reconstruction is W_hat itself. */
+ * is the original W (with the sparse entries, if the residual keeps any,
+ * set to 0) and the reconstruction is W_hat itself. */
 typedef struct hvq_cluster_input {
     const char *tensor_name;
     const float *x;          /* rows * cols values; host-owned */
@@ -421,7 +422,10 @@ typedef struct hvq_writer_setup {
 
 /* Descriptor flags. */
 #define HVQ_CLUSTERER_RAW (1u << 0) /* works on the raw weights: no row
-                                       normalization, no sparse split */
+                                       normalization (the sparse entries a
+                                       residual keeps, chosen on the
+                                       normalized scores, are set to 0 and
+                                       corrected in the raw domain) */
 
 /* ------------------------------------------------------------------------
  * The descriptor. Fields are grouped by kind; a plugin fills the header,

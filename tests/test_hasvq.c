@@ -114,6 +114,77 @@ START_TEST(paper_accounting_matches_hand_computed_figure)
 }
 END_TEST
 
+/* A raw clusterer (llama.cpp's Q4_0 blocks) with a sparse residual: the
+ * kept entries are set to 0 before the blocks are made and corrected in
+ * the raw domain, so they come back to fp16 precision of their
+ * correction; no row scales are stored; the container decodes to the
+ * reconstruction the report measured. */
+START_TEST(raw_clusterer_with_residual)
+{
+    enum { R = 64, C = 96 };
+    static float w[R * C];
+    rng = 11;
+    for (int i = 0; i < R * C; i++)
+        w[i] = (float)((urand() - 0.5) * (1.0 + 40.0 * (urand() > 0.99)));
+    char *dir = th_tmpdir("hasvq-raw");
+    char in[4096], out[4096], deq[4096], dec[4096], set_in[4200], set_out[4200];
+    snprintf(in, sizeof in, "%s/m.safetensors", dir);
+    snprintf(out, sizeof out, "%s/m.hvq", dir);
+    snprintf(deq, sizeof deq, "%s/deq.safetensors", dir);
+    snprintf(dec, sizeof dec, "%s/dec.safetensors", dir);
+    write_matrix(in, w, R, C);
+    snprintf(set_in, sizeof set_in, "input=%s", in);
+    snprintf(set_out, sizeof set_out, "output=%s", out);
+    const char *sets[] = {set_in, set_out, "stages.importance.plugin=hasvq",
+                          "stages.clusterer.plugin=ggml", "stages.clusterer.type=q4_0",
+                          "stages.residual.plugin=rice", "stages.residual.sparsity=0.01",
+                          "stages.writer.plugin=hvq", NULL};
+    hvq_ctx *ctx = th_ctx();
+    hvq_registry *reg = th_registry(ctx);
+    hvq_pipeline *p = NULL;
+    hvq_run_report rep;
+    ck_assert_msg(run(ctx, reg, sets, &p, &rep) == HVQ_OK, "%s", hvq_ctx_error(ctx));
+    const hvq_tensor_report *t = &rep.t[0];
+    ck_assert_uint_eq(t->n_sparse, 61); /* floor(0.01 x 6144) */
+    /* Q4_0: 18 bytes per 32 weights; no row scales; the rest is the
+     * residual's (61 fp16 values and the position stream) */
+    ck_assert_uint_gt(t->stored_bytes, 18u * R * C / 32 + 2 * 61);
+    ck_assert_uint_lt(t->stored_bytes, 18u * R * C / 32 + 2 * 61 + 4 * 61);
+    double amax = 0;
+    for (int i = 0; i < R * C; i++)
+        amax = fabs(w[i]) > amax ? fabs(w[i]) : amax;
+    /* the correction is below the largest |W| plus a Q4_0 step of the
+     * block without its outliers; half an fp16 ulp of it: 2^-11 * 2 amax */
+    ck_assert_msg(t->max_abs_err_sparse <= amax * 0x1p-10, "max error at the sparse entries %g",
+                  t->max_abs_err_sparse);
+    hvq_run_report_free(&rep);
+    hvq_pipeline_free(p);
+    const char *dargs[] = {"decode", "-q", out, "-o", dec, "--dtype", "f32", NULL};
+    ck_assert_int_eq(th_run(NULL, NULL, dargs), 0);
+    char set_deq[4200];
+    snprintf(set_deq, sizeof set_deq, "output=%s", deq);
+    const char *sets2[] = {set_in, set_deq, "stages.importance.plugin=hasvq",
+                           "stages.clusterer.plugin=ggml", "stages.clusterer.type=q4_0",
+                           "stages.residual.plugin=rice", "stages.residual.sparsity=0.01",
+                           "stages.writer.plugin=dequant", "stages.writer.dtype=f32", NULL};
+    ck_assert_msg(run(ctx, reg, sets2, &p, &rep) == HVQ_OK, "%s", hvq_ctx_error(ctx));
+    hvq_run_report_free(&rep);
+    hvq_pipeline_free(p);
+    size_t na, nb;
+    char *a = th_read_file(dec, &na), *b = th_read_file(deq, &nb);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_uint_eq(na, nb);
+    ck_assert_msg(memcmp(a, b, na) == 0, "the decoded container differs from the run's output");
+    free(a);
+    free(b);
+    hvq_ctx_free(ctx);
+    hvq_registry_free(reg);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(real_model_high_fidelity)
 {
     const char *data = th_shared_data();
@@ -162,6 +233,7 @@ int main(void)
     TCase *tc = tcase_create("driver");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, paper_accounting_matches_hand_computed_figure);
+    tcase_add_test(tc, raw_clusterer_with_residual);
     tcase_add_test(tc, real_model_high_fidelity);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
