@@ -961,7 +961,7 @@ static hvq_status measure_once(run_state *rs, const hvq_tensor *t, long cand, wo
     o->bytes = tr.stored_bytes;
     /* metric: relative weighs each tensor's error by its own Hessian-
      * weighted norm, so every tensor's relative error counts alike */
-    o->err = rs->p->target.absolute || !(tr.hw2 > 0) ? tr.herr2 : tr.herr2 / tr.hw2;
+    o->err = rs->p->target.relative && tr.hw2 > 0 ? tr.herr2 / tr.hw2 : tr.herr2;
     return st;
 }
 

@@ -1086,7 +1086,7 @@ static int parse_target(hvq_target_cfg *t, const char *key, const char *text,
                      text);
             return 0;
         }
-        t->absolute = text[0] == 'a';
+        t->relative = text[0] == 'r';
         return 1;
     }
     if (strcmp(key, "bpw") == 0) {
@@ -2289,7 +2289,7 @@ static char *to_yaml(const hvq_pipeline *p, int recorded, const char *src_name,
             hvq_buf_printf(&b, "target: { bpw: %.17g", p->target.bpw);
         else
             hvq_buf_printf(&b, "target: { size: %llu", (unsigned long long)p->target.bytes);
-        hvq_buf_printf(&b, ", metric: %s }\n", p->target.absolute ? "absolute" : "relative");
+        hvq_buf_printf(&b, ", metric: %s }\n", p->target.relative ? "relative" : "absolute");
     }
     put_overrides(&b, p, p->candidates, p->n_candidates, "candidates", "name");
 

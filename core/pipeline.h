@@ -82,10 +82,11 @@ typedef struct hvq_target_cfg {
     int present;            /* bpw or size given */
     double bpw;             /* > 0 when given */
     uint64_t bytes;         /* > 0 when given */
-    int absolute;           /* metric: 0 relative (default): the sum over
-                               tensors of each one's Hessian-weighted
-                               relative error; 1 absolute: of sum_j H_j
-                               sum_i e_ij^2 (the pooled error's numerator) */
+    int relative;           /* metric: 0 absolute (default): the sum over
+                               tensors of sum_j H_j sum_i e_ij^2, so the
+                               model's pooled Hessian-weighted error is
+                               smallest; 1 relative: the sum of each
+                               tensor's Hessian-weighted relative error */
     hvq_mark mark;          /* of the target: key (or the --set) */
 } hvq_target_cfg;
 

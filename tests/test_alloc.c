@@ -211,7 +211,7 @@ START_TEST(pipeline_keys)
     /* a target with candidates: recorded with both (they decide the bytes) */
     snprintf(text, sizeof text, "target: { bpw: 4.5 }\n%s", cands);
     ck_assert_int_eq(load(text, NULL, &msg), HVQ_OK);
-    th_assert_contains(msg, "target: { bpw: 4.5, metric: relative }");
+    th_assert_contains(msg, "target: { bpw: 4.5, metric: absolute }");
     th_assert_contains(msg, "- name: \"small\"");
     th_assert_contains(msg, "- name: \"c2\""); /* unnamed: cN */
     th_assert_contains(msg, "centroids: 16");
@@ -219,7 +219,7 @@ START_TEST(pipeline_keys)
     /* a size, from --set */
     const char *set_size[] = {"target.size=900MB", NULL};
     ck_assert_int_eq(load(cands, set_size, &msg), HVQ_OK);
-    th_assert_contains(msg, "target: { size: 900000000, metric: relative }");
+    th_assert_contains(msg, "target: { size: 900000000, metric: absolute }");
     free(msg);
     /* candidates without a target */
     ck_assert_int_eq(load(cands, NULL, &msg), HVQ_E_INPUT);
