@@ -9,6 +9,7 @@ libhvqcore_la_SOURCES = \
 	core/dtype.c core/dtype.h \
 	core/driver.c core/driver.h \
 	core/alloc.c core/alloc.h \
+	core/measure.c core/driver_int.h \
 	core/report.c core/report.h \
 	core/parallel.c core/parallel.h \
 	core/util.c core/util.h
