@@ -978,6 +978,7 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
     work wk = {0};
     int writer_opened = 0, source_opened = 1;
     long *choice = NULL;
+    hvq_alloc_plan *plan = NULL;
 
     if ((st = src->desc.source_open(ctx, p->input, &sstate)) != HVQ_OK)
         goto done;
@@ -1033,7 +1034,8 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
         }
         hvq_log(ctx, HVQ_LOG_INFO, "allocation: measuring %zu candidates on every selected tensor",
                 p->n_candidates);
-        if ((st = hvq_allocate(&rs, src, sstate, infos, selected, n, &wk, rep, choice)) != HVQ_OK)
+        if ((st = hvq_allocate(&rs, src, sstate, infos, selected, n, &wk, rep, choice, &plan)) !=
+            HVQ_OK)
             goto done;
     }
 
@@ -1075,6 +1077,7 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
                 rep->compressed_params += rep->t[i].params;
                 rep->paper_bits_compressed += rep->t[i].paper_bits;
                 rep->stored_bytes_compressed += rep->t[i].stored_bytes;
+                hvq_alloc_settle(plan, i, rep->t[i].stored_bytes, rep, choice);
                 rep->err2 += rep->t[i].err2;
                 rep->w2 += rep->t[i].w2;
                 rep->herr2 += rep->t[i].herr2;
@@ -1096,6 +1099,12 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
         progress_tensor(ctx, &pg, i, infos[i].name, &rep->t[i]);
     }
     progress_end(ctx, &pg);
+    if (rep->allocated && rep->stored_bytes_compressed > rep->alloc_budget)
+        hvq_log(ctx, HVQ_LOG_WARN,
+                "%s: the compressed tensors take %llu bytes, %llu more than the target "
+                "allows: the sizes estimated on samples (target.sample) were too low",
+                p->input, (unsigned long long)rep->stored_bytes_compressed,
+                (unsigned long long)(rep->stored_bytes_compressed - rep->alloc_budget));
     if ((st = wp->desc.writer_finish(ctx, wstate)) != HVQ_OK)
         goto done;
     rep->output_bytes = hvq_outputs_size(ctx, p->output);
@@ -1132,6 +1141,7 @@ done:
         hvq_outputs_abort(ctx);
     work_free(&wk);
     free(choice);
+    hvq_alloc_plan_free(plan);
     free(infos);
     free(selected);
     free(yaml);

@@ -37,6 +37,8 @@ typedef struct hvq_tensor_report {
     char candidate[64];      /* with a size target: the candidate chosen
                                 ("" without one; "(stages)" for a tensor no
                                 candidate could encode) */
+    uint64_t est_bytes;      /* its size and error (the metric's) as the */
+    double est_err;          /* allocation measured or estimated them */
     uint64_t rows, cols, n_sparse;
     double paper_bits;       /* components + row scales, paper accounting */
     uint64_t stored_bytes;   /* bytes of the components + fp16 row scales as

@@ -44,9 +44,19 @@ hvq_status hvq_compress_tensor(run_state *rs, const hvq_tensor *t, long cand, wo
  * measures every candidate on every selected tensor of the source and
  * chooses one per tensor (core/alloc.h); choice[i] is the candidate of
  * tensor i, -1 for the pipeline's stages. Fills rep's allocation fields
- * and each tensor report's candidate. */
+ * and each tensor report's candidate; *plan keeps the measurements for
+ * hvq_alloc_settle (free it with hvq_alloc_plan_free, also on failure). */
+typedef struct hvq_alloc_plan hvq_alloc_plan;
 hvq_status hvq_allocate(run_state *rs, const hvq_loaded_plugin *src, void *sstate,
                         const hvq_tensor_info *infos, const unsigned char *selected, size_t n,
-                        work *wk, hvq_run_report *rep, long *choice);
+                        work *wk, hvq_run_report *rep, long *choice, hvq_alloc_plan **plan);
+
+/* Tensor i was compressed with its choice and took bytes. When the sizes
+ * were estimated on samples (target.sample), the tensors not yet
+ * compressed are chosen again for the budget that is left, so that the
+ * estimates' errors do not add up. */
+void hvq_alloc_settle(hvq_alloc_plan *plan, size_t i, uint64_t bytes, hvq_run_report *rep,
+                      long *choice);
+void hvq_alloc_plan_free(hvq_alloc_plan *plan);
 
 #endif

@@ -28,10 +28,58 @@ static long same_settings(const hvq_pipeline *p, const char *name, size_t c)
     return -1;
 }
 
-/* Compresses t with setting cand (-1: the pipeline's stages) and keeps
- * only its true size and Hessian-weighted error. */
-static hvq_status measure_once(run_state *rs, const hvq_tensor *t, long cand, work *wk,
-                               hvq_alloc_option *o)
+/* What a tensor is measured on: itself, or (target.sample = S rows, for a
+ * tensor of more than 2S rows) two nested samples of its rows: t[0] holds
+ * S rows spread evenly (row i * rows / S), t[1] every other one of those.
+ * The size of the whole tensor is extrapolated along the line through the
+ * two samples' sizes (exact for sizes affine in the rows: blocks, scales
+ * and gains per row plus codebooks per tensor), its errors scaled from
+ * t[0] by rows / S. */
+typedef struct sample_set {
+    int n;              /* 0: the whole tensor; 2: samples */
+    uint64_t rows, r[2];
+    hvq_tensor t[2];
+    void *buf[2];
+} sample_set;
+
+static void samples_free(sample_set *ss)
+{
+    free(ss->buf[0]);
+    free(ss->buf[1]);
+    memset(ss, 0, sizeof *ss);
+}
+
+static hvq_status samples_make(hvq_ctx *ctx, const hvq_tensor *t, uint64_t s, sample_set *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    uint64_t rows = t->info.ndim > 0 ? (uint64_t)t->info.shape[0] : 0;
+    if (s == 0 || rows <= 2 * s || t->info.nbytes % rows)
+        return HVQ_OK;
+    size_t rb = (size_t)(t->info.nbytes / rows);
+    ss->rows = rows;
+    ss->r[0] = s;
+    ss->r[1] = (s + 1) / 2;
+    for (int k = 0; k < 2; k++) {
+        if (!(ss->buf[k] = malloc((size_t)ss->r[k] * rb + 1))) {
+            samples_free(ss);
+            return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+        }
+        for (uint64_t i = 0; i < ss->r[k]; i++) {
+            uint64_t src = (k ? 2 * i : i) * rows / s; /* t[1]: the even rows of t[0] */
+            memcpy((char *)ss->buf[k] + i * rb, (const char *)t->data + src * rb, rb);
+        }
+        ss->t[k].info = t->info;
+        ss->t[k].info.shape[0] = (int64_t)ss->r[k];
+        ss->t[k].info.nbytes = ss->r[k] * rb;
+        ss->t[k].data = ss->buf[k];
+    }
+    ss->n = 2;
+    return HVQ_OK;
+}
+
+/* One compression with setting cand: its true size and error sums. */
+static hvq_status compress_sizes(run_state *rs, const hvq_tensor *t, long cand, work *wk,
+                                 uint64_t *bytes, double *herr2, double *hw2)
 {
     hvq_tensor_report tr;
     hvq_encoded cenc, renc;
@@ -43,21 +91,44 @@ static hvq_status measure_once(run_state *rs, const hvq_tensor *t, long cand, wo
     hvq_status st = hvq_compress_tensor(rs, t, cand, wk, &tr, &cenc, &renc, &res);
     hvq_encoded_clear(&cenc);
     hvq_encoded_clear(&renc);
+    *bytes = tr.stored_bytes;
+    *herr2 = tr.herr2;
+    *hw2 = tr.hw2;
+    return st;
+}
+
+/* Compresses t (or its samples) with setting cand (-1: the pipeline's
+ * stages) and keeps only the true size and the error the metric weighs. */
+static hvq_status measure_once(run_state *rs, const sample_set *ss, const hvq_tensor *t,
+                               long cand, work *wk, hvq_alloc_option *o)
+{
+    uint64_t b[2] = {0, 0};
+    double e[2] = {0, 0}, w[2] = {0, 0};
+    hvq_status st = compress_sizes(rs, ss->n ? &ss->t[0] : t, cand, wk, &b[0], &e[0], &w[0]);
+    if (st == HVQ_OK && ss->n)
+        st = compress_sizes(rs, &ss->t[1], cand, wk, &b[1], &e[1], &w[1]);
     o->feasible = st == HVQ_OK;
-    o->bytes = tr.stored_bytes;
+    o->bytes = b[0];
+    if (ss->n) {
+        double slope = b[0] > b[1] ? (double)(b[0] - b[1]) / (double)(ss->r[0] - ss->r[1]) : 0;
+        double f = (double)ss->rows / (double)ss->r[0];
+        o->bytes = b[0] + (uint64_t)llround(slope * (double)(ss->rows - ss->r[0]));
+        e[0] *= f;
+        w[0] *= f;
+    }
     /* metric: relative weighs each tensor's error by its own Hessian-
      * weighted norm, so every tensor's relative error counts alike */
-    o->err = rs->p->target.relative && tr.hw2 > 0 ? tr.herr2 / tr.hw2 : tr.herr2;
+    o->err = rs->p->target.relative && w[0] > 0 ? e[0] / w[0] : e[0];
     return st;
 }
 
 /* measure_once for a candidate: one that cannot encode the tensor (bad
  * input for it, or unsupported) is infeasible, not a failure; the reason
  * goes to *why (the first one kept) and the error is cleared. */
-static hvq_status measure(run_state *rs, const hvq_tensor *t, long cand, work *wk,
-                          hvq_alloc_option *o, char **why)
+static hvq_status measure(run_state *rs, const sample_set *ss, const hvq_tensor *t, long cand,
+                          work *wk, hvq_alloc_option *o, char **why)
 {
-    hvq_status st = measure_once(rs, t, cand, wk, o);
+    hvq_status st = measure_once(rs, ss, t, cand, wk, o);
     if (st != HVQ_E_INPUT && st != HVQ_E_UNSUPPORTED)
         return st;
     if (!*why)
@@ -75,13 +146,14 @@ static hvq_status measure_tensor(run_state *rs, const hvq_tensor *t, work *wk,
     const char *name = t->info.name;
     char *why = NULL;
     int any = 0;
-    hvq_status st = HVQ_OK;
+    sample_set ss;
+    hvq_status st = samples_make(rs->ctx, t, p->target.sample, &ss);
     for (size_t c = 0; c < p->n_candidates && st == HVQ_OK; c++) {
         long same = same_settings(p, name, c);
         if (same >= 0)
             o[c] = o[same];
         else
-            st = measure(rs, t, (long)c, wk, &o[c], &why);
+            st = measure(rs, &ss, t, (long)c, wk, &o[c], &why);
         any |= o[c].feasible;
     }
     *fallback = st == HVQ_OK && !any;
@@ -89,8 +161,9 @@ static hvq_status measure_tensor(run_state *rs, const hvq_tensor *t, work *wk,
         hvq_log(rs->ctx, HVQ_LOG_WARN,
                 "tensor '%s': no candidate can encode it (%s); it uses the pipeline's "
                 "stages: instead", name, why ? why : "?");
-        st = measure_once(rs, t, -1, wk, &o[0]);
+        st = measure_once(rs, &ss, t, -1, wk, &o[0]);
     }
+    samples_free(&ss);
     free(why);
     return st;
 }
@@ -145,9 +218,62 @@ static hvq_status alloc_unreachable(hvq_ctx *ctx, const hvq_pipeline *p,
                      (unsigned long long)rep->alloc_passthrough);
 }
 
+struct hvq_alloc_plan {
+    const hvq_pipeline *p;
+    size_t n_sel, m;
+    hvq_alloc_option *opt; /* [n_sel * m] */
+    size_t *idx;           /* k-th measured tensor -> tensor index */
+    size_t *pick;          /* k -> option chosen */
+    int *fb;               /* k -> no candidate fits: option 0, the stages */
+};
+
+void hvq_alloc_plan_free(hvq_alloc_plan *plan)
+{
+    if (!plan)
+        return;
+    free(plan->opt);
+    free(plan->idx);
+    free(plan->pick);
+    free(plan->fb);
+    free(plan);
+}
+
+/* The choices of plan into choice[] and the tensor reports, from k0 on. */
+static void apply_choice(const hvq_alloc_plan *plan, size_t k0, hvq_run_report *rep,
+                         long *choice)
+{
+    for (size_t k = k0; k < plan->n_sel; k++) {
+        hvq_tensor_report *tr = &rep->t[plan->idx[k]];
+        const hvq_alloc_option *o = &plan->opt[k * plan->m + plan->pick[k]];
+        choice[plan->idx[k]] = plan->fb[k] ? -1 : (long)plan->pick[k];
+        snprintf(tr->candidate, sizeof tr->candidate, "%s",
+                 plan->fb[k] ? "(stages)" : plan->p->candidates[plan->pick[k]].match);
+        tr->est_bytes = o->bytes;
+        tr->est_err = o->err;
+    }
+}
+
+void hvq_alloc_settle(hvq_alloc_plan *plan, size_t i, uint64_t bytes, hvq_run_report *rep,
+                      long *choice)
+{
+    if (!plan || !plan->p->target.sample)
+        return; /* measured on whole tensors: nothing to correct */
+    size_t k = 0, m = plan->m, bad;
+    while (k < plan->n_sel && plan->idx[k] != i)
+        k++;
+    if (k == plan->n_sel)
+        return;
+    for (size_t c = 0; c < m; c++) /* tensor k is done: one option, its true size */
+        plan->opt[k * m + c].feasible = c == plan->pick[k];
+    plan->opt[k * m + plan->pick[k]].bytes = bytes;
+    uint64_t mb;
+    if (hvq_alloc_solve(plan->opt, plan->n_sel, m, rep->alloc_budget, plan->pick, &mb, &bad) == 0)
+        apply_choice(plan, k + 1, rep, choice);
+}
+
 hvq_status hvq_allocate(run_state *rs, const hvq_loaded_plugin *src, void *sstate,
                         const hvq_tensor_info *infos, const unsigned char *selected, size_t n,
-                        work *wk, hvq_run_report *rep, long *choice)
+                        work *wk, hvq_run_report *rep, long *choice, hvq_alloc_plan **planp)
 {
     hvq_ctx *ctx = rs->ctx;
     const hvq_pipeline *p = rs->p;
@@ -156,12 +282,21 @@ hvq_status hvq_allocate(run_state *rs, const hvq_loaded_plugin *src, void *sstat
     hvq_status st = alloc_budget(ctx, p, rep, infos, selected, n);
     if (st != HVQ_OK)
         return st;
+    hvq_alloc_plan *plan = calloc(1, sizeof *plan);
     hvq_alloc_option *opt = calloc(n * m + 1, sizeof *opt);
     size_t *idx = calloc(n + 1, sizeof *idx), *pick = calloc(n + 1, sizeof *pick);
     int *fb = calloc(n + 1, sizeof *fb);
-    if (!opt || !idx || !pick || !fb) {
-        st = hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
-        goto done;
+    *planp = plan;
+    if (plan)
+        *plan = (hvq_alloc_plan){.p = p, .m = m, .opt = opt, .idx = idx, .pick = pick, .fb = fb};
+    if (!plan || !opt || !idx || !pick || !fb) {
+        if (!plan) {
+            free(opt);
+            free(idx);
+            free(pick);
+            free(fb);
+        }
+        return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
     }
     uint64_t params = 0;
     for (size_t i = 0; i < n && st == HVQ_OK; i++) {
@@ -181,8 +316,9 @@ hvq_status hvq_allocate(run_state *rs, const hvq_loaded_plugin *src, void *sstat
         rep->alloc_fallbacks += (size_t)fb[n_sel];
         idx[n_sel++] = i;
     }
+    plan->n_sel = n_sel;
     if (st != HVQ_OK)
-        goto done;
+        return st;
     for (size_t k = 0; k < n_sel; k++) /* a fallback has only its option 0 */
         for (size_t c = 1; fb[k] && c < m; c++)
             opt[k * m + c].feasible = 0;
@@ -193,18 +329,10 @@ hvq_status hvq_allocate(run_state *rs, const hvq_loaded_plugin *src, void *sstat
                        rc < 0 ? "out of memory" : "allocation: no option for a tensor");
     else if (rc == 1)
         st = alloc_unreachable(ctx, p, rep, params);
-    for (size_t k = 0; k < n_sel && st == HVQ_OK; k++) {
-        choice[idx[k]] = fb[k] ? -1 : (long)pick[k];
-        snprintf(rep->t[idx[k]].candidate, sizeof rep->t[idx[k]].candidate, "%s",
-                 fb[k] ? "(stages)" : p->candidates[pick[k]].match);
-    }
+    if (st == HVQ_OK)
+        apply_choice(plan, 0, rep, choice);
     rep->allocated = st == HVQ_OK;
     rep->alloc_seconds = hvq_now() - t0;
-done:
-    free(opt);
-    free(idx);
-    free(pick);
-    free(fb);
     return st;
 }
 

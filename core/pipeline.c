@@ -54,7 +54,7 @@ static const char *const override_keys[] = {
 static const char *const candidate_keys[] = {
     "name", "hessian", "importance", "clusterer", "residual"};
 
-static const char *const target_keys[] = {"bpw", "size", "metric"};
+static const char *const target_keys[] = {"bpw", "size", "metric", "sample"};
 
 /* Deepest nesting accepted in a pipeline file (a real one needs 5). */
 #define MAX_DEPTH 32
@@ -1080,6 +1080,17 @@ static int parse_target(hvq_target_cfg *t, const char *key, const char *text,
                         char *why, size_t why_len)
 {
     static const hvq_param_spec size_spec = {"size", HVQ_PARAM_SIZE, NULL, 0, 0, NULL, NULL};
+    if (strcmp(key, "sample") == 0) {
+        char *end;
+        unsigned long long v = strtoull(text, &end, 10);
+        if (end == text || *end || text[0] == '-' || v > (1ull << 40)) {
+            snprintf(why, why_len, "'target.sample' must be a number of rows (0: whole "
+                     "tensors), got '%s'", text);
+            return 0;
+        }
+        t->sample = v;
+        return 1;
+    }
     if (strcmp(key, "metric") == 0) {
         if (strcmp(text, "relative") != 0 && strcmp(text, "absolute") != 0) {
             snprintf(why, why_len, "'target.metric' must be relative or absolute, got '%s'",
@@ -1133,9 +1144,10 @@ static hvq_status load_target(loader *L, const ynode *key, const ynode *v)
     for (size_t i = 0; i < v->n; i += 2) {
         const ynode *k = v->kids[i], *val = v->kids[i + 1];
         if (strcmp(k->text, "bpw") != 0 && strcmp(k->text, "size") != 0 &&
-            strcmp(k->text, "metric") != 0)
-            return unknown_key(L, k, "key", " in 'target'", target_keys, 3);
-        if (k->text[0] != 'm' && (t->bpw > 0 || t->bytes > 0))
+            strcmp(k->text, "metric") != 0 && strcmp(k->text, "sample") != 0)
+            return unknown_key(L, k, "key", " in 'target'", target_keys, 4);
+        int sets_size = strcmp(k->text, "bpw") == 0 || strcmp(k->text, "size") == 0;
+        if (sets_size && (t->bpw > 0 || t->bytes > 0))
             return mark_error(L->ctx, HVQ_E_INPUT, L->p, &k->mark,
                               "'target' takes one of bpw: and size:, not both");
         if (val->kind != YN_SCALAR || !parse_target(t, k->text, val->text, why, sizeof why))
@@ -1368,7 +1380,7 @@ static const char *const set_keys[] = {
     "input",  "output",         "report",         "seed",
     "name",   "select.include", "select.exclude", "stages",
     "evaluate.tokens", "evaluate.ctx", "evaluate.windows",
-    "target.bpw", "target.size", "target.metric"};
+    "target.bpw", "target.size", "target.metric", "target.sample"};
 
 /* target=, target.bpw, target.size. */
 static hvq_status set_target(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
@@ -1385,17 +1397,18 @@ static hvq_status set_target(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
         return HVQ_OK;
     }
     if (!sub || (strcmp(sub, "bpw") != 0 && strcmp(sub, "size") != 0 &&
-                 strcmp(sub, "metric") != 0)) {
-        const char *near = sub ? nearest(sub, target_keys, 3) : NULL;
+                 strcmp(sub, "metric") != 0 && strcmp(sub, "sample") != 0)) {
+        const char *near = sub ? nearest(sub, target_keys, 4) : NULL;
         if (near)
             return mark_error(ctx, HVQ_E_INPUT, p, m,
                               "unknown key '%s'; did you mean 'target.%s'?", key, near);
         return mark_error(ctx, HVQ_E_INPUT, p, m,
-                          "unknown key '%s' (valid keys under target: bpw, size, metric)", key);
+                          "unknown key '%s' (valid keys under target: bpw, size, metric, "
+                          "sample)", key);
     }
     if (!parse_target(&p->target, sub, value, why, sizeof why))
         return mark_error(ctx, HVQ_E_INPUT, p, m, "%s", why);
-    if (sub[0] != 'm') {
+    if (strcmp(sub, "bpw") == 0 || strcmp(sub, "size") == 0) {
         p->target.present = 1;
         p->target.mark = *m;
     }
@@ -1645,7 +1658,7 @@ hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
                           "select.exclude, stages.STAGE.plugin, "
                           "stages.STAGE.PARAMETER, evaluate.tokens, "
                           "evaluate.ctx, evaluate.windows, target.bpw, "
-                          "target.size, target.metric)",
+                          "target.size, target.metric, target.sample)",
                           key);
     }
 }
@@ -2289,7 +2302,10 @@ static char *to_yaml(const hvq_pipeline *p, int recorded, const char *src_name,
             hvq_buf_printf(&b, "target: { bpw: %.17g", p->target.bpw);
         else
             hvq_buf_printf(&b, "target: { size: %llu", (unsigned long long)p->target.bytes);
-        hvq_buf_printf(&b, ", metric: %s }\n", p->target.relative ? "relative" : "absolute");
+        hvq_buf_printf(&b, ", metric: %s", p->target.relative ? "relative" : "absolute");
+        if (p->target.sample)
+            hvq_buf_printf(&b, ", sample: %llu", (unsigned long long)p->target.sample);
+        hvq_buf_puts(&b, " }\n");
     }
     put_overrides(&b, p, p->candidates, p->n_candidates, "candidates", "name");
 

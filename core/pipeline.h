@@ -87,6 +87,9 @@ typedef struct hvq_target_cfg {
                                model's pooled Hessian-weighted error is
                                smallest; 1 relative: the sum of each
                                tensor's Hessian-weighted relative error */
+    uint64_t sample;        /* 0: candidates measured on whole tensors;
+                               S: on samples of S rows of tensors with
+                               more than 2S rows (core/measure.c) */
     hvq_mark mark;          /* of the target: key (or the --set) */
 } hvq_target_cfg;
 

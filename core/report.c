@@ -218,6 +218,9 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
         if (t->candidate[0]) {
             hvq_buf_puts(b, ", \"candidate\": ");
             hvq_buf_json_string(b, t->candidate);
+            hvq_buf_printf(b, ", \"estimated_bytes\": %llu, \"estimated_error\": ",
+                           (unsigned long long)t->est_bytes);
+            json_num(b, t->est_err);
         }
         hvq_buf_printf(b, ", \"rows\": %llu, \"cols\": %llu, \"sparse_entries\": %llu",
                        (unsigned long long)t->rows, (unsigned long long)t->cols,

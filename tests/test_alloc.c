@@ -261,6 +261,8 @@ START_TEST(pipeline_key_errors)
          "candidate 'c1': stage 'clusterer' (plugin 'kmeans'): unknown parameter 'centroid'"},
         {"", "target.bpv=4", "did you mean 'target.bpw'?"},
         {"", "target.bpw=-1", "above 0"},
+        {"target: { bpw: 4, sample: -3 }\n", NULL, "'target.sample' must be a number of rows"},
+        {"", "target.sample=lots", "'target.sample' must be a number of rows"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *sets[] = {bad[i].set, NULL};
@@ -347,6 +349,33 @@ START_TEST(binary_target_met)
 }
 END_TEST
 
+/* Candidates measured on samples of 32 rows (the demo's 172-row MLP
+ * matrices): the sizes are estimated, the tensors left are chosen again as
+ * each one's true size is known, and the target is met. */
+START_TEST(binary_sampled_target_met)
+{
+    char *dir = th_tmpdir("alloc-sample");
+    const char *targets[] = {"3.3", "4.5", "5.2"};
+    metric_arg = "target.sample=32";
+    for (size_t k = 0; k < 3; k++) {
+        char *err = NULL, path[4096];
+        int rc = run_demo(dir, "tests/data/alloc/demo.yaml", targets[k], "2", "s", &err);
+        ck_assert_msg(rc == 0, "exit %d: %s", rc, err ? err : "");
+        ck_assert_msg(!err || !strstr(err, "more than the target"), "%s", err);
+        free(err);
+        snprintf(path, sizeof path, "%s/s.json", dir);
+        char *json = th_read_file(path, NULL);
+        ck_assert_ptr_nonnull(json);
+        ck_assert_double_le(json_number(json, "achieved_bytes"), json_number(json, "budget_bytes"));
+        th_assert_contains(json, "\"estimated_bytes\": ");
+        th_assert_contains(json, "sample: 32");
+        free(json);
+    }
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(binary_threads_same_bytes)
 {
     char *dir = th_tmpdir("alloc-threads");
@@ -424,6 +453,7 @@ static Suite *alloc_suite(void)
     tc = tcase_create("binary");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, binary_target_met, 0, 2);
+    tcase_add_test(tc, binary_sampled_target_met);
     tcase_add_test(tc, binary_threads_same_bytes);
     tcase_add_test(tc, binary_unreachable);
     tcase_add_test(tc, binary_fallback);

@@ -1291,7 +1291,7 @@ START_TEST(err_set)
               "output, report, seed, name, select.include, select.exclude, "
               "stages.STAGE.plugin, stages.STAGE.PARAMETER, evaluate.tokens, "
               "evaluate.ctx, evaluate.windows, target.bpw, target.size, "
-              "target.metric)");
+              "target.metric, target.sample)");
     set_fails("stages.clusterr.plugin=rtn",
               "--set stages.clusterr.plugin=rtn: unknown stage 'clusterr'; "
               "did you mean 'clusterer'?");
