@@ -19,7 +19,7 @@
 #               pipelines/mid.yaml, pipelines/high-fidelity.yaml and
 #               pipelines/int4-g32.yaml; --hvq none runs no hvqconv pipeline
 #   --types T   llama.cpp types (default: Q3_K_S Q3_K_M Q4_0 Q4_K_S Q4_K_M
-#               IQ4_XS Q5_K_S Q5_K_M Q6_K Q8_0)
+#               IQ4_XS Q5_K_S Q5_K_M Q6_K Q8_0; none: no llama.cpp type)
 #   --layers L  the full-size layers (default 0,11,21)
 #   --imatrix F default ../shared/data/imatrix/tinyllama-1.1b.imatrix.dat
 #   --llamacpp DIR  llama.cpp's tools (default $LLAMACPP_BIN, else
@@ -58,13 +58,14 @@ while [ $# -gt 0 ]; do
     --no-llama) NO_LLAMA=1 ;;
     --threads) THREADS=$2; shift ;;
     --dir) DIR=$2; shift ;;
-    -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,$p' "$0" | sed '/^set -eu/,$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/rd_matrices.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 [ -n "$HVQ_LIST" ] || HVQ_LIST="pipelines/mid.yaml${nl}pipelines/high-fidelity.yaml${nl}pipelines/int4-g32.yaml$nl"
 [ "$HVQ_LIST" = "none$nl" ] && HVQ_LIST=
+[ "$TYPES" = none ] && TYPES=
 [ -n "$IMATRIX" ] || IMATRIX=$SRC/../shared/data/imatrix/tinyllama-1.1b.imatrix.dat
 [ -f "$IMATRIX" ] || { echo "bench: no importance matrix $IMATRIX (--imatrix FILE)" >&2; exit 1; }
 IMATRIX=$(cd "$(dirname "$IMATRIX")" && pwd)/$(basename "$IMATRIX")

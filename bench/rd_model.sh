@@ -12,7 +12,8 @@
 #               arguments (--set KEY=VALUE ...), repeatable; default:
 #               pipelines/mid.yaml, pipelines/high-fidelity.yaml and
 #               pipelines/int4-g32.yaml; --hvq none runs none
-#   --types T   llama.cpp types (default: Q3_K_M Q4_0 Q4_K_M Q5_K_M Q6_K Q8_0)
+#   --types T   llama.cpp types (default: Q3_K_M Q4_0 Q4_K_M Q5_K_M Q6_K Q8_0;
+#               none: only the F32 reference and hvqconv)
 #   --data DIR  the shared data (default ../shared/data beside the source tree)
 #   --llamacpp DIR  llama.cpp's tools (default $LLAMACPP_BIN, else
 #               /tmp/llamacpp-tools/bin; ../shared/tools/build_llamacpp_tools.sh
@@ -45,13 +46,14 @@ while [ $# -gt 0 ]; do
     --ctx) CTX=$2; shift ;;
     --threads) THREADS=$2; shift ;;
     --dir) DIR=$2; shift ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,$p' "$0" | sed '/^set -eu/,$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/rd_model.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 [ -n "$HVQ_LIST" ] || HVQ_LIST="pipelines/mid.yaml${nl}pipelines/high-fidelity.yaml${nl}pipelines/int4-g32.yaml$nl"
 [ "$HVQ_LIST" = "none$nl" ] && HVQ_LIST=
+[ "$TYPES" = none ] && TYPES=
 [ -n "$DATA" ] || DATA=$SRC/../shared/data
 MODEL=$DATA/stories260K/stories260K.f32.gguf
 IMATRIX=$DATA/stories260K/imatrix.gguf
