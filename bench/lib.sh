@@ -109,8 +109,8 @@ rd_hvq() {
     [ $# -ge 1 ] || { echo "bench: empty --hvq" >&2; return 1; }
     pipe=$1
     shift
-    [ -f "$pipe" ] || pipe=$SRC/$pipe
-    [ -f "$pipe" ] || { echo "bench: no pipeline $1" >&2; return 1; }
+    [ -f "$pipe" ] || [ ! -f "$SRC/$pipe" ] || pipe=$SRC/$pipe
+    [ -f "$pipe" ] || { echo "bench: no pipeline $pipe (--hvq '$spec')" >&2; return 1; }
     RD_LABEL=$("$PY" "$SRC/bench/rd_tool.py" label "$pipe" "$@")
     RD_TAG=$(printf '%s' "$RD_LABEL" | tr -c 'A-Za-z0-9._-' '_')
     writer=$("$PY" "$SRC/bench/rd_tool.py" writer "$pipe" "$@")

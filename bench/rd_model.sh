@@ -68,8 +68,11 @@ mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 . "$SRC/bench/lib.sh"
 bench_python
-bench_llamacpp
-[ "$HAVE_LLAMA" = 1 ] || { echo "bench: rd_model.sh needs llama-perplexity" >&2; exit 1; }
+[ -x "$LLAMACPP_BIN/llama-perplexity" ] && [ -x "$LLAMACPP_BIN/llama-quantize" ] || {
+    echo "bench: rd_model.sh needs llama.cpp's llama-perplexity and llama-quantize in $LLAMACPP_BIN" >&2
+    echo "       (set LLAMACPP_BIN or --llamacpp DIR; ../shared/tools/build_llamacpp_tools.sh DIR builds them)" >&2
+    exit 1
+}
 [ -z "$HVQ_LIST" ] || bench_hvqconv
 T0=$(date +%s)
 
