@@ -102,7 +102,8 @@ bench_llamacpp() {
 # command line) on INPUT with the imatrix as its Hessian, and leaves in
 # OUTDIR/$RD_TAG.json the report and in RD_DECODED a GGUF F32 of the result
 # (decoded from the container, or written so by a dequant writer). Sets
-# RD_LABEL (the method's name for the table) and RD_TAG (a file name).
+# RD_LABEL (the method's name for the table), RD_TAG (a file name) and
+# RD_CONTAINER (the container written, empty for a dequant writer).
 rd_hvq() {
     spec=$1 input=$2 imatrix=$3 outdir=$4
     eval "set -- $spec"
@@ -115,6 +116,7 @@ rd_hvq() {
     RD_TAG=$(printf '%s' "$RD_LABEL" | tr -c 'A-Za-z0-9._-' '_')
     writer=$("$PY" "$SRC/bench/rd_tool.py" writer "$pipe" "$@")
     RD_DECODED=$outdir/$RD_TAG.dec.gguf
+    RD_CONTAINER=
     log=$outdir/$RD_TAG.log
     rm -f "$RD_DECODED"
     # the imatrix first, so that the spec's own stages.hessian.* settings
@@ -126,6 +128,7 @@ rd_hvq() {
             --set stages.hessian.plugin=imatrix --set "stages.hessian.path=$imatrix" \
             "$@" >"$log" 2>&1 ||
             { echo "bench: hvqconv run failed ($spec), see $log" >&2; return 1; }
+        RD_CONTAINER=$outdir/$RD_TAG.hvq
         "$HVQCONV" decode -q "$outdir/$RD_TAG.hvq" -o "$RD_DECODED" --dtype f32 \
             --threads "$THREADS" --force >>"$log" 2>&1 ||
             { echo "bench: hvqconv decode failed, see $log" >&2; return 1; }

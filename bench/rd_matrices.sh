@@ -120,6 +120,7 @@ printf '%s' "$HVQ_LIST" | while IFS= read -r spec; do
     [ -n "$spec" ] || continue
     rd_hvq "$spec" "$M/H.gguf" "$IMATRIX" "$OUT"
     measure --hvq-report "$OUT/$RD_TAG.json" --decoded "$RD_DECODED" --method "$RD_LABEL" \
+        ${RD_CONTAINER:+--container "$RD_CONTAINER"} \
         --out "$OUT/res/hvq-$RD_TAG.json"
     rm -f "$RD_DECODED" "$OUT/$RD_TAG.hvq"
 done

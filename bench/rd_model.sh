@@ -108,6 +108,7 @@ printf '%s' "$HVQ_LIST" | while IFS= read -r spec; do
     rd_hvq "$spec" "$MODEL" "$IMATRIX" "$OUT"
     p=$(ppl "$RD_DECODED" "$OUT/$RD_TAG.ppl.log")
     measure --hvq-report "$OUT/$RD_TAG.json" --decoded "$RD_DECODED" --method "$RD_LABEL" \
+        ${RD_CONTAINER:+--container "$RD_CONTAINER"} \
         --ppl "$p" --out "$OUT/res/hvq-$RD_TAG.json"
 done
 

@@ -278,6 +278,11 @@ def cmd_measure(a):
         res["report_bpw_stored"] = tot.get("bpp_stored")
         res["report_rel_hessian"] = tot.get("rel_hessian_error")
         res["report_compressed_params"] = tot.get("compressed_params")
+        if a.container:
+            # the whole container: compressed and passed-through tensors,
+            # header, index and metadata
+            res["container_bytes"] = os.path.getsize(a.container)
+            res["report_stored_bytes_compressed"] = tot.get("stored_bytes_compressed")
         if worst > a.tolerance:
             print("rd_tool: warning: %s: the report's Hessian-weighted error differs from the "
                   "decoded output's by up to %.2e (relative)" % (a.method, worst), file=sys.stderr)
@@ -369,6 +374,14 @@ def type_mix(r):
     return ", ".join("%s x%d" % (k, v) for k, v in sorted(r["types"].items(), key=lambda x: -x[1]))
 
 
+def short(method):
+    """A method's name for the plot: the usual settings abbreviated."""
+    for k, v in (("high-fidelity", "high"), ("block_size=", "b"), ("centroids=", "k"),
+                 ("sparsity=", "sp"), ("iterations=", "it")):
+        method = method.replace(k, v)
+    return method
+
+
 def cmd_table(a):
     rs = [json.load(open(p)) for p in a.results]
     if not rs:
@@ -400,14 +413,15 @@ def cmd_table(a):
     with open(a.csv, "w", newline="") as f:
         c = csv.writer(f)
         c.writerow(["method", "by", "n_tensors", "params", "bytes", "bpw", "rel_hessian",
-                    "rel_frobenius", "ppl", "report_rel_hessian", "report_bpw_stored", "types"])
+                    "rel_frobenius", "ppl", "report_rel_hessian", "report_bpw_stored",
+                    "container_bytes", "types"])
         for r in rs:
             c.writerow([r["method"], r["kind"], r["n_tensors"], r["params"], r["bytes"],
                         "%.6f" % r["bpw"], "%.6e" % r["rel_hessian"], "%.6e" % r["rel_frobenius"],
                         "%.4f" % r["ppl"] if r.get("ppl") is not None else "",
                         "%.6e" % r["report_rel_hessian"] if r.get("report_rel_hessian") is not None else "",
                         "%.6f" % r["report_bpw_stored"] if r.get("report_bpw_stored") is not None else "",
-                        type_mix(r)])
+                        r.get("container_bytes", ""), type_mix(r)])
     if not a.png:
         return
     try:
@@ -420,22 +434,35 @@ def cmd_table(a):
         return
     fig, ax = plt.subplots(figsize=(8, 5.5))
     key = "ppl" if ppl else "rel_hessian"
+    # perplexity: its excess over the unquantized model's, so that a log
+    # scale separates the good points instead of one bad one flattening them
+    excess = ppl and a.ref_ppl is not None
+
+    def yval(r):
+        return r[key] - a.ref_ppl if excess else r[key]
+
     for kind, mk, col in (("llama.cpp", "o", "tab:blue"), ("hvqconv", "s", "tab:red")):
         pts = [r for r in rs if r["kind"] == kind and r.get(key) is not None]
+        if excess:
+            pts = [r for r in pts if yval(r) > 0]
         if not pts:
             continue
         xs = [r["bpw"] for r in pts]
-        ys = [r[key] for r in pts]
+        ys = [yval(r) for r in pts]
         if kind == "llama.cpp":
             ax.plot(xs, ys, "-", color=col, alpha=0.4)
         ax.scatter(xs, ys, marker=mk, color=col, label=kind, zorder=3)
+        labels = {}  # points at the same place share one label
         for r, x, y in zip(pts, xs, ys):
-            ax.annotate(r["method"], (x, y), textcoords="offset points", xytext=(4, 4),
+            labels.setdefault((round(x, 3), float("%.4g" % y)), []).append(short(r["method"]))
+        for (x, y), ms in labels.items():
+            ax.annotate(", ".join(ms), (x, y), textcoords="offset points", xytext=(4, 4),
                         fontsize=7, color=col)
-    if ppl and a.ref_ppl is not None:
-        ax.axhline(a.ref_ppl, color="gray", ls="--", lw=1, label="F32 %.3f" % a.ref_ppl)
     ax.set_xlabel("true bits per weight (stored bytes x 8 / parameters, linear weights)")
-    ax.set_ylabel("perplexity" if ppl else "Hessian-weighted relative error")
+    if excess:
+        ax.set_ylabel("perplexity - unquantized perplexity (%.4f)" % a.ref_ppl)
+    else:
+        ax.set_ylabel("perplexity" if ppl else "Hessian-weighted relative error")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -466,6 +493,7 @@ def main():
     p.add_argument("--decoded")
     p.add_argument("--method", required=True)
     p.add_argument("--ppl", type=float)
+    p.add_argument("--container", help="the .hvq written: its size goes in the result")
     p.add_argument("--tolerance", type=float, default=1e-3)
     p.add_argument("--out", required=True)
     p = sub.add_parser("table")
