@@ -81,13 +81,24 @@ rm -rf "$OUT"
 mkdir -p "$OUT/res"
 
 # ppl GGUF LOG: llama-perplexity's final estimate, one thread (-t 1: two
-# threads spin against each other on a 2-core machine)
+# threads spin against each other on a 2-core machine). llama.cpp's logger
+# writes from a thread of its own and sometimes loses the last lines at exit
+# (seen here under load: the log stops a chunk short of the estimate, exit
+# status 0); then the run is repeated, up to three times in all.
 ppl() {
-    "$LLAMACPP_BIN/llama-perplexity" -m "$1" -f "$TEXT" -c "$CTX" -t 1 >"$2" 2>&1 ||
-        { echo "bench: llama-perplexity failed on $1, see $2" >&2; return 1; }
-    v=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$2" | tail -n 1)
-    [ -n "$v" ] || { echo "bench: no final estimate in $2" >&2; return 1; }
-    echo "$v"
+    n=0
+    while [ $n -lt 3 ]; do
+        n=$((n + 1))
+        "$LLAMACPP_BIN/llama-perplexity" -m "$1" -f "$TEXT" -c "$CTX" -t 1 >"$2" 2>&1 ||
+            { echo "bench: llama-perplexity failed on $1, see $2" >&2; return 1; }
+        v=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$2" | tail -n 1)
+        if [ -n "$v" ]; then
+            echo "$v"
+            return 0
+        fi
+        echo "bench: no final estimate in $2 (run $n of 3)" >&2
+    done
+    return 1
 }
 measure() { "$PY" "$SRC/bench/rd_tool.py" measure --ref "$MODEL" --imatrix "$IMATRIX" "$@"; }
 
