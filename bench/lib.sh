@@ -54,3 +54,97 @@ bench_model() {
     echo "$stamp" >"$mdir/synth.stamp"
     echo "   synthesized in $(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }") s" >&2
 }
+
+# ---- for the rate-distortion benchmarks (rd_matrices.sh, rd_model.sh) ----
+
+# PY: a python3 that imports numpy ($PYTHON, else python3, else
+# /usr/bin/python3), with llama.cpp's gguf-py importable: $GGUF_PY, else
+# $LLAMACPP_BIN/../src/gguf-py (where build_llamacpp_tools.sh puts the
+# source), else an installed gguf package (pip install gguf).
+bench_python() {
+    PY=
+    for p in ${PYTHON:-} python3 /usr/bin/python3; do
+        if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import numpy' 2>/dev/null; then
+            PY=$p
+            break
+        fi
+    done
+    [ -n "$PY" ] || { echo "bench: needs python3 with numpy (apt-get install python3-numpy)" >&2; exit 1; }
+    gp=${GGUF_PY:-$LLAMACPP_BIN/../src/gguf-py}
+    if [ -d "$gp/gguf" ]; then
+        PYTHONPATH=$(cd "$gp" && pwd)${PYTHONPATH:+:$PYTHONPATH}
+        export PYTHONPATH
+    fi
+    "$PY" -c 'import gguf, gguf.quants' 2>/dev/null || {
+        echo "bench: needs llama.cpp's gguf-py: set GGUF_PY=LLAMACPP_SRC/gguf-py," >&2
+        echo "       or build llama.cpp with ../shared/tools/build_llamacpp_tools.sh DIR" >&2
+        echo "       and set LLAMACPP_BIN=DIR/bin, or pip install gguf" >&2
+        exit 1
+    }
+    "$PY" -c 'import matplotlib' 2>/dev/null ||
+        echo "bench: no matplotlib, no plot (apt-get install python3-matplotlib)" >&2
+}
+
+# HAVE_LLAMA=1 when $LLAMACPP_BIN holds llama-quantize and llama-perplexity
+# (../shared/tools/build_llamacpp_tools.sh DIR builds them into DIR/bin).
+bench_llamacpp() {
+    HAVE_LLAMA=0
+    if [ -x "$LLAMACPP_BIN/llama-quantize" ] && [ -x "$LLAMACPP_BIN/llama-perplexity" ]; then
+        HAVE_LLAMA=1
+    else
+        echo "bench: no llama.cpp tools in $LLAMACPP_BIN (set LLAMACPP_BIN or --llamacpp DIR;" >&2
+        echo "       build them with ../shared/tools/build_llamacpp_tools.sh DIR): llama.cpp rows skipped" >&2
+    fi
+}
+
+# rd_hvq SPEC INPUT IMATRIX OUTDIR: runs `hvqconv run` with SPEC (a
+# pipeline file and extra `hvqconv run` arguments, split like a shell
+# command line) on INPUT with the imatrix as its Hessian, and leaves in
+# OUTDIR/$RD_TAG.json the report and in RD_DECODED a GGUF F32 of the result
+# (decoded from the container, or written so by a dequant writer). Sets
+# RD_LABEL (the method's name for the table), RD_TAG (a file name) and
+# RD_CONTAINER (the container written, empty for a dequant writer).
+rd_hvq() {
+    spec=$1 input=$2 imatrix=$3 outdir=$4
+    eval "set -- $spec"
+    [ $# -ge 1 ] || { echo "bench: empty --hvq" >&2; return 1; }
+    pipe=$1
+    shift
+    [ -f "$pipe" ] || [ ! -f "$SRC/$pipe" ] || pipe=$SRC/$pipe
+    [ -f "$pipe" ] || { echo "bench: no pipeline $pipe (--hvq '$spec')" >&2; return 1; }
+    RD_LABEL=$("$PY" "$SRC/bench/rd_tool.py" label "$pipe" "$@")
+    RD_TAG=$(printf '%s' "$RD_LABEL" | tr -c 'A-Za-z0-9._-' '_')
+    writer=$("$PY" "$SRC/bench/rd_tool.py" writer "$pipe" "$@")
+    RD_DECODED=$outdir/$RD_TAG.dec.gguf
+    RD_CONTAINER=
+    log=$outdir/$RD_TAG.log
+    rm -f "$RD_DECODED"
+    # the imatrix first, so that the spec's own stages.hessian.* settings
+    # (missing=error, ...) apply to it
+    case $writer in
+    hvq)
+        "$HVQCONV" run "$pipe" --input "$input" --output "$outdir/$RD_TAG.hvq" \
+            -r "$outdir/$RD_TAG.json" --threads "$THREADS" --force \
+            --set stages.hessian.plugin=imatrix --set "stages.hessian.path=$imatrix" \
+            "$@" >"$log" 2>&1 ||
+            { echo "bench: hvqconv run failed ($spec), see $log" >&2; return 1; }
+        RD_CONTAINER=$outdir/$RD_TAG.hvq
+        "$HVQCONV" decode -q "$outdir/$RD_TAG.hvq" -o "$RD_DECODED" --dtype f32 \
+            --threads "$THREADS" --force >>"$log" 2>&1 ||
+            { echo "bench: hvqconv decode failed, see $log" >&2; return 1; }
+        ;;
+    dequant)
+        # F32, so that nothing is rounded after the run measured its error
+        "$HVQCONV" run "$pipe" --input "$input" --output "$RD_DECODED" \
+            -r "$outdir/$RD_TAG.json" --threads "$THREADS" --force \
+            --set stages.hessian.plugin=imatrix --set "stages.hessian.path=$imatrix" \
+            "$@" --set stages.writer.dtype=f32 --set stages.writer.format=gguf \
+            >"$log" 2>&1 ||
+            { echo "bench: hvqconv run failed ($spec), see $log" >&2; return 1; }
+        ;;
+    *)
+        echo "bench: $spec: cannot tell the writer (got '$writer'): want hvq or dequant" >&2
+        return 1
+        ;;
+    esac
+}

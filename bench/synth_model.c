@@ -9,6 +9,7 @@
  * Usage:
  *   synth_model [--layers N] [--seed S] [--threads T] OUTDIR
  *   synth_model --matrix ROWSxCOLS [--seed S] [--threads T] OUTDIR
+ *   synth_model --spec FILE [--seed S] [--threads T] OUTDIR
  *
  * Writes OUTDIR/model.safetensors and OUTDIR/hessian.safetensors (OUTDIR is
  * created if needed; the files are written under temporary names and
@@ -41,6 +42,12 @@
  *
  * --matrix ROWSxCOLS: one tensor "layer.weight" of that shape with the same
  * weight statistics, and its diagonal.
+ *
+ * --spec FILE: the tensors FILE lists, one a line "NAME ROWS COLS SD" (SD the
+ * standard deviation before the row scales; blank lines and lines starting
+ * with # are skipped), with the same weight statistics, each with its own
+ * diagonal; any names and shapes (bench/rd_matrices.sh uses llama.cpp's
+ * names and TinyLlama-1.1B's shapes).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -403,8 +410,10 @@ static void usage(FILE *f)
 {
     fputs("Usage: synth_model [--layers N] [--seed S] [--threads T] OUTDIR\n"
           "       synth_model --matrix ROWSxCOLS [--seed S] [--threads T] OUTDIR\n"
+          "       synth_model --spec FILE [--seed S] [--threads T] OUTDIR\n"
           "Writes OUTDIR/model.safetensors (F16, SmolLM2-1.7B's shapes: 24 layers by\n"
-          "default, or one ROWSxCOLS matrix \"layer.weight\") and OUTDIR/hessian.safetensors\n"
+          "default, or one ROWSxCOLS matrix \"layer.weight\", or the tensors FILE lists\n"
+          "one a line as \"NAME ROWS COLS SD\") and OUTDIR/hessian.safetensors\n"
           "(an F32 diagonal per linear weight).\n",
           f);
 }
@@ -413,7 +422,7 @@ int main(int argc, char **argv)
 {
     int layers = 24, threads = 0;
     uint64_t seed = 1, mrows = 0, mcols = 0;
-    const char *dir = NULL;
+    const char *dir = NULL, *spec = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--layers") && i + 1 < argc)
@@ -430,6 +439,8 @@ int main(int argc, char **argv)
             }
             mrows = r;
             mcols = c;
+        } else if (!strcmp(a, "--spec") && i + 1 < argc) {
+            spec = argv[++i];
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -453,7 +464,33 @@ int main(int argc, char **argv)
     list model = {0}, hess = {0};
     const uint64_t H = 2048, I = 8192, V = 49152;
     char name[96], key[96];
-    if (mrows) {
+    if (spec) {
+        FILE *sf = fopen(spec, "r");
+        if (!sf)
+            die("cannot open", spec);
+        char line[512];
+        int ln = 0;
+        while (fgets(line, sizeof line, sf)) {
+            ln++;
+            char nm[96];
+            unsigned long long r, c;
+            double sd;
+            const char *p = line + strspn(line, " \t");
+            if (*p == '#' || *p == '\n' || *p == '\0')
+                continue;
+            if (sscanf(p, "%95s %llu %llu %lf", nm, &r, &c, &sd) != 4 || !r || !c || !(sd > 0)) {
+                fprintf(stderr, "synth_model: %s:%d: want \"NAME ROWS COLS SD\"\n", spec, ln);
+                return 2;
+            }
+            add(&model, nm, K_WEIGHT, r, c, 2, sd);
+            add(&hess, nm, K_HESS, 1, c, 1, 0);
+        }
+        fclose(sf);
+        if (!model.n) {
+            fprintf(stderr, "synth_model: %s lists no tensor\n", spec);
+            return 2;
+        }
+    } else if (mrows) {
         add(&model, "layer.weight", K_WEIGHT, mrows, mcols, 2, 0.02);
         add(&hess, "layer.weight", K_HESS, 1, mcols, 1, 0);
     } else {
