@@ -97,10 +97,12 @@ static uint64_t block_size(const char *t) { return types[type_index(t)].block; }
 /* ---- running the plugin ------------------------------------------------------ */
 
 /* Encodes x (rows x cols) as type with weights mode and hessian h (NULL: all
- * 1); checks the component's shape, decode == recon, recon == the scalar
- * dequantization of the blocks. Returns the status; enc holds the result. */
-static hvq_status encode(const char *type, const char *mode, const float *x, uint64_t rows,
-                         uint64_t cols, const float *h, float *recon, hvq_encoded *enc)
+ * 1) on context cx (its threads); checks the component's shape, decode ==
+ * recon, recon == the scalar dequantization of the blocks. Returns the
+ * status; enc holds the result. */
+static hvq_status encode_on(hvq_ctx *cx, const char *type, const char *mode, const float *x,
+                            uint64_t rows, uint64_t cols, const float *h, float *recon,
+                            hvq_encoded *enc)
 {
     char tkv[32], wkv[32];
     snprintf(tkv, sizeof tkv, "type=%s", type);
@@ -114,19 +116,19 @@ static hvq_status encode(const char *type, const char *mode, const float *x, uin
     hvq_cluster_input in = {.tensor_name = "t", .x = x, .rows = rows, .cols = cols,
                             .hessian = h ? h : ones, .seed = 1};
     hvq_encoded_init(enc);
-    hvq_status st = ggml->cluster_encode(ctx, &tp.p, &in, recon, enc);
+    hvq_status st = ggml->cluster_encode(cx, &tp.p, &in, recon, enc);
     free(ones);
     if (st != HVQ_OK)
         return st;
-    const hvq_component *c = ctx->host->enc_get(enc, "blocks");
+    const hvq_component *c = cx->host->enc_get(enc, "blocks");
     ck_assert_ptr_nonnull(c);
     ck_assert_int_eq(c->dtype, HVQ_DTYPE_U8);
     ck_assert_uint_eq(c->nbytes, rows * cols / block_size(type) * block_bytes(type));
     ck_assert_uint_eq(c->paper_bits, 8 * c->nbytes);
-    ck_assert_str_eq(ctx->host->enc_attr_get(enc, "type"), type);
+    ck_assert_str_eq(cx->host->enc_attr_get(enc, "type"), type);
     float *dec = malloc(rows * cols * sizeof *dec);
-    ck_assert_int_eq(ggml->cluster_check(ctx, enc, rows, cols), HVQ_OK);
-    ck_assert_int_eq(ggml->cluster_decode(ctx, enc, rows, cols, dec), HVQ_OK);
+    ck_assert_int_eq(ggml->cluster_check(cx, enc, rows, cols), HVQ_OK);
+    ck_assert_int_eq(ggml->cluster_decode(cx, enc, rows, cols, dec), HVQ_OK);
     ck_assert_msg(memcmp(dec, recon, rows * cols * sizeof *dec) == 0, "decode != recon");
     const uint8_t *b = c->data;
     size_t bb = block_bytes(type);
@@ -137,6 +139,13 @@ static hvq_status encode(const char *type, const char *mode, const float *x, uin
     }
     free(dec);
     return HVQ_OK;
+}
+
+/* encode_on the test's context (one thread). */
+static hvq_status encode(const char *type, const char *mode, const float *x, uint64_t rows,
+                         uint64_t cols, const float *h, float *recon, hvq_encoded *enc)
+{
+    return encode_on(ctx, type, mode, x, rows, cols, h, recon, enc);
 }
 
 /* ---- fixtures made by llama-quantize ------------------------------------------ */
@@ -381,6 +390,103 @@ START_TEST(k_types_round_trip_and_refuse_short_rows)
 }
 END_TEST
 
+/* ---- threads ------------------------------------------------------------------- */
+
+/* Contexts with 1, 2 and 3 threads (the first the test's own). */
+static void thread_ctxs(hvq_ctx *cs[3])
+{
+    cs[0] = ctx;
+    for (int k = 1; k < 3; k++) {
+        hvq_ctx_opts o = {.quiet = 1, .threads = k + 1};
+        cs[k] = hvq_ctx_new(&o);
+        ck_assert_ptr_nonnull(cs[k]);
+    }
+}
+
+/* Rows of 256 make chunks of 128 rows (common/parallel_for.h): 600 rows are
+ * five chunks, the last one short. Every type gives the same blocks and
+ * recon (and decode, in encode_on) with 1, 2 and 3 threads. */
+START_TEST(threads_give_the_same_bytes)
+{
+    enum { R = 600, C = 256 };
+    float *x = malloc(R * C * sizeof *x), *recon[3], h[C];
+    for (int i = 0; i < R * C; i++)
+        x[i] = urand() * (i % 41 == 0 ? 0.4f : 0.02f) * (float)(1 + i / C % 7);
+    for (int j = 0; j < C; j++)
+        h[j] = 0.01f + urand() * urand();
+    hvq_ctx *cs[3];
+    thread_ctxs(cs);
+    const char *names[] = {"q4_0", "q5_1", "q8_0", "iq4_nl", "q2_K", "q3_K", "q4_K", "q6_K",
+                           "iq4_xs"};
+    for (int t = 0; t < 9; t++)
+        for (int m = 0; m < 2; m++) {
+            hvq_encoded enc[3];
+            for (int k = 0; k < 3; k++) {
+                recon[k] = malloc(R * C * sizeof *recon[k]);
+                ck_assert_int_eq(encode_on(cs[k], names[t], m ? "hessian" : "none", x, R, C, h,
+                                           recon[k], &enc[k]),
+                                 HVQ_OK);
+            }
+            const hvq_component *b0 = ctx->host->enc_get(&enc[0], "blocks");
+            for (int k = 1; k < 3; k++) {
+                const hvq_component *bk = ctx->host->enc_get(&enc[k], "blocks");
+                ck_assert_msg(memcmp(b0->data, bk->data, b0->nbytes) == 0,
+                              "%s: %d threads write other blocks", names[t], k + 1);
+                ck_assert_msg(memcmp(recon[0], recon[k], R * C * sizeof *recon[k]) == 0,
+                              "%s: %d threads give another recon", names[t], k + 1);
+            }
+            for (int k = 0; k < 3; k++) {
+                hvq_encoded_clear(&enc[k]);
+                free(recon[k]);
+            }
+        }
+    hvq_ctx_free(cs[1]);
+    hvq_ctx_free(cs[2]);
+    free(x);
+}
+END_TEST
+
+/* Encodes x on 1, 2 and 3 threads: refused with the same message, which
+ * names what. */
+static void refused_on_threads(const float *x, uint64_t rows, uint64_t cols, const char *what)
+{
+    hvq_ctx *cs[3];
+    thread_ctxs(cs);
+    float *recon = malloc(rows * cols * sizeof *recon);
+    for (int k = 0; k < 3; k++) {
+        hvq_encoded enc;
+        ck_assert_int_eq(encode_on(cs[k], "q4_0", "none", x, rows, cols, NULL, recon, &enc),
+                         HVQ_E_INPUT);
+        th_assert_contains(hvq_ctx_error(cs[k]), what);
+        hvq_encoded_clear(&enc);
+    }
+    hvq_ctx_clear_error(ctx);
+    hvq_ctx_free(cs[1]);
+    hvq_ctx_free(cs[2]);
+    free(recon);
+}
+
+/* The first fault in row order, whatever chunk a thread met first: the
+ * first overflowing row; a value that is not finite before any overflow
+ * (as a check of the whole tensor first would report it). */
+START_TEST(threads_report_the_first_bad_row)
+{
+    enum { R = 600, C = 256 };
+    float *x = malloc(R * C * sizeof *x);
+    for (int i = 0; i < R * C; i++)
+        x[i] = urand() * 0.02f;
+    x[590 * C + 3] = 1e6f; /* d = 1e6 / -8, beyond fp16 */
+    x[300 * C + 9] = -1e6f;
+    x[310 * C + 9] = 2e6f;
+    refused_on_threads(x, R, C, "tensor 't': row 300: values beyond the fp16 range");
+    x[599 * C + 1] = NAN;
+    x[450 * C + 7] = INFINITY;
+    x[450 * C + 200] = NAN;
+    refused_on_threads(x, R, C, "tensor 't': value 115207 is not finite");
+    free(x);
+}
+END_TEST
+
 /* ---- bad input ----------------------------------------------------------------- */
 
 START_TEST(refuses_rows_that_fit_no_block_and_huge_values)
@@ -526,6 +632,8 @@ static Suite *suite(void)
     tcase_add_test(tc, zero_blocks_follow_llama_cpp);
     tcase_add_test(tc, random_rows_follow_the_reference_formulas);
     tcase_add_test(tc, k_types_round_trip_and_refuse_short_rows);
+    tcase_add_test(tc, threads_give_the_same_bytes);
+    tcase_add_test(tc, threads_report_the_first_bad_row);
     tcase_add_test(tc, refuses_rows_that_fit_no_block_and_huge_values);
     tcase_add_test(tc, check_and_decode_refuse_corrupt_encodings);
     tcase_add_test(tc, q4_0_pipeline_runs_on_the_demo_model);

@@ -21,6 +21,9 @@
  * (llama-quantize falls back to another type for such tensors; exclude
  * them in the pipeline).
  *
+ * Rows are quantized (and decoded) on up to host->threads(ctx) threads, in
+ * fixed chunks of rows; the bytes do not depend on the count.
+ *
  * Component: "blocks" (U8, [rows, cols / block * block bytes]); attributes
  * "type" (q4_0, ...) and "weights" (none or hessian, what was used).
  * paper_bits = 8 * bytes. recon = ggml's dequantize_row_* of the blocks.
@@ -28,6 +31,7 @@
 #include "plugin.h"
 
 #include "ggml_quants.h"
+#include "parallel_for.h"
 
 #include <math.h>
 #include <string.h>
@@ -60,6 +64,102 @@ static const float *choose_weights(const char *mode, const hvq_cluster_input *in
     return NULL;
 }
 
+/* ---- rows on the host's threads ----------------------------------------
+ * Each row's blocks depend on that row and the weights alone, so the rows
+ * are cut into fixed chunks (common/parallel_for.h) and quantized on up to
+ * host->threads(ctx) threads, the bytes the same for any count. Workers
+ * make no host calls: each chunk notes its first faults, and the calling
+ * thread reports the first one in row order after the join. */
+
+#define NO_FAULT UINT64_MAX
+
+/* The first faults of one chunk: the index of the first value that is not
+ * finite, the first row whose scales overflow fp16 (NO_FAULT: none). */
+typedef struct chunk_fault {
+    uint64_t nonfinite, overflow;
+} chunk_fault;
+
+typedef struct row_job {
+    const hvq_ggml_type *t;
+    const float *x, *qw; /* encode: the weights and importance weights */
+    uint8_t *blocks;     /* encode: written; decode: read */
+    float *recon;
+    uint64_t cols, row_bytes;
+    chunk_fault *faults; /* encode: one per chunk */
+} row_job;
+
+/* The index of the first value of v[0..n) that is not finite, or n. */
+static uint64_t first_nonfinite(const float *v, uint64_t n)
+{
+    uint64_t j = 0;
+    while (j < n && isfinite(v[j]))
+        j++;
+    return j;
+}
+
+/* Rows [r0, r1): a value that is not finite ends the chunk (no later value
+ * can come first); after a row whose scales overflow, the rest are only
+ * checked for values that are not finite (those are reported first). */
+static void encode_rows(void *arg, uint64_t chunk, uint64_t r0, uint64_t r1)
+{
+    const row_job *j = arg;
+    chunk_fault *f = &j->faults[chunk];
+    f->nonfinite = f->overflow = NO_FAULT;
+    for (uint64_t r = r0; r < r1; r++) {
+        const float *x = j->x + r * j->cols;
+        float *y = j->recon + r * j->cols;
+        uint64_t c = first_nonfinite(x, j->cols);
+        if (c < j->cols) {
+            f->nonfinite = r * j->cols + c;
+            return;
+        }
+        if (f->overflow != NO_FAULT)
+            continue;
+        j->t->quantize_row(x, j->qw, j->blocks + r * j->row_bytes, (int64_t)j->cols);
+        j->t->dequantize_row(j->blocks + r * j->row_bytes, y, (int64_t)j->cols);
+        if (first_nonfinite(y, j->cols) < j->cols)
+            f->overflow = r;
+    }
+}
+
+static void decode_rows(void *arg, uint64_t chunk, uint64_t r0, uint64_t r1)
+{
+    const row_job *j = arg;
+    (void)chunk;
+    for (uint64_t r = r0; r < r1; r++)
+        j->t->dequantize_row(j->blocks + r * j->row_bytes, j->recon + r * j->cols,
+                             (int64_t)j->cols);
+}
+
+/* Quantizes every row into j->blocks and j->recon on the ctx's threads;
+ * reports the first fault in row order: a value that is not finite before
+ * any overflow, as a whole-tensor check first would. */
+static hvq_status encode_all(hvq_ctx *ctx, const hvq_cluster_input *in, row_job *j)
+{
+    const hvq_host *H = ctx->host;
+    uint64_t per = hvq_par_rows(in->cols), n = hvq_parallel_chunks(in->rows, per);
+    j->faults = H->alloc(ctx, (n ? n : 1) * sizeof *j->faults);
+    if (!j->faults)
+        return H->status(ctx);
+    hvq_parallel_for_n(H->threads(ctx), in->rows, per, encode_rows, j);
+    uint64_t nonfinite = NO_FAULT, overflow = NO_FAULT;
+    for (uint64_t c = 0; c < n; c++) {
+        if (nonfinite == NO_FAULT)
+            nonfinite = j->faults[c].nonfinite;
+        if (overflow == NO_FAULT)
+            overflow = j->faults[c].overflow;
+    }
+    H->free(j->faults);
+    if (nonfinite != NO_FAULT)
+        return H->error(ctx, HVQ_E_INPUT, "tensor '%s': value %llu is not finite",
+                        in->tensor_name, (unsigned long long)nonfinite);
+    if (overflow != NO_FAULT)
+        return H->error(ctx, HVQ_E_INPUT,
+                        "tensor '%s': row %llu: values beyond the fp16 range of %s's scales",
+                        in->tensor_name, (unsigned long long)overflow, j->t->name);
+    return HVQ_OK;
+}
+
 static hvq_status ggml_encode(hvq_ctx *ctx, const hvq_params *params,
                               const hvq_cluster_input *in, float *recon, hvq_encoded *enc)
 {
@@ -72,10 +172,6 @@ static hvq_status ggml_encode(hvq_ctx *ctx, const hvq_params *params,
                         "tensor '%s': rows of %llu columns are not a multiple of the %s block "
                         "size %d",
                         in->tensor_name, (unsigned long long)in->cols, t->name, t->block);
-    for (uint64_t i = 0; i < in->rows * in->cols; i++)
-        if (!isfinite(in->x[i]))
-            return H->error(ctx, HVQ_E_INPUT, "tensor '%s': value %llu is not finite",
-                            in->tensor_name, (unsigned long long)i);
     const float *qw = t->uses_weights ? choose_weights(params->values[P_WEIGHTS].s, in) : NULL;
     uint64_t row_bytes = in->cols / (uint64_t)t->block * t->block_bytes;
     int64_t shape[2] = {(int64_t)in->rows, (int64_t)row_bytes};
@@ -83,18 +179,11 @@ static hvq_status ggml_encode(hvq_ctx *ctx, const hvq_params *params,
                                   8 * in->rows * row_bytes);
     if (!c)
         return H->status(ctx);
-    uint8_t *blocks = c->data;
-    for (uint64_t r = 0; r < in->rows; r++) {
-        t->quantize_row(in->x + r * in->cols, qw, blocks + r * row_bytes, (int64_t)in->cols);
-        t->dequantize_row(blocks + r * row_bytes, recon + r * in->cols, (int64_t)in->cols);
-        for (uint64_t j = 0; j < in->cols; j++)
-            if (!isfinite(recon[r * in->cols + j]))
-                return H->error(ctx, HVQ_E_INPUT,
-                                "tensor '%s': row %llu: values beyond the fp16 range of %s's "
-                                "scales",
-                                in->tensor_name, (unsigned long long)r, t->name);
-    }
-    hvq_status st = H->enc_attr(ctx, enc, "type", t->name);
+    row_job j = {.t = t, .x = in->x, .qw = qw, .blocks = c->data, .recon = recon,
+                 .cols = in->cols, .row_bytes = row_bytes};
+    hvq_status st = encode_all(ctx, in, &j);
+    if (st == HVQ_OK)
+        st = H->enc_attr(ctx, enc, "type", t->name);
     if (st == HVQ_OK)
         st = H->enc_attr(ctx, enc, "weights", qw ? "hessian" : "none");
     return st;
@@ -143,10 +232,9 @@ static hvq_status ggml_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t row
     const hvq_component *c = ctx->host->enc_get(enc, "blocks");
     if (!c->data && c->nbytes)
         return ctx->host->error(ctx, HVQ_E_INPUT, "ggml: component blocks has no data");
-    uint64_t row_bytes = cols / (uint64_t)t->block * t->block_bytes;
-    for (uint64_t r = 0; r < rows; r++)
-        t->dequantize_row((const uint8_t *)c->data + r * row_bytes, recon + r * cols,
-                          (int64_t)cols);
+    row_job j = {.t = t, .blocks = c->data, .recon = recon, .cols = cols,
+                 .row_bytes = cols / (uint64_t)t->block * t->block_bytes};
+    hvq_parallel_for_n(ctx->host->threads(ctx), rows, hvq_par_rows(cols), decode_rows, &j);
     return HVQ_OK;
 }
 

@@ -1,6 +1,7 @@
 # clusterer "ggml": llama.cpp's block quantizers, bit-exact, and their tests.
 # -ffp-contract=off: llama.cpp's reference build evaluates every multiply and
 # add separately (no fused multiply-add), and identical bytes need the same.
+# libhvqjson.la: common/parallel_for.c, the row loop on the host's threads.
 plugin_LTLIBRARIES += plugins/clusterer_ggml.la
 plugins_clusterer_ggml_la_SOURCES = \
 	plugins/clusterer-ggml/ggml.c \
@@ -10,7 +11,7 @@ plugins_clusterer_ggml_la_SOURCES = \
 	plugins/clusterer-ggml/ggml_quants.h
 plugins_clusterer_ggml_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
 plugins_clusterer_ggml_la_LDFLAGS = $(PLUGIN_LDFLAGS)
-plugins_clusterer_ggml_la_LIBADD = -lm
+plugins_clusterer_ggml_la_LIBADD = libhvqjson.la -lm
 
 check_PROGRAMS += tests/test_ggml
 tests_test_ggml_SOURCES = tests/test_ggml.c
