@@ -15,6 +15,7 @@
  */
 #include "config.h"
 
+#include "dtype.h"
 #include "harness.h"
 
 #include <check.h>
@@ -621,6 +622,61 @@ START_TEST(pipeline_with_imatrix_stores_llama_quantize_blocks)
 }
 END_TEST
 
+/* col_exponent: the blocks are those of W * c quantized with the weights
+ * H / c^2 (the plain plugin on those inputs is the reference), c is the
+ * fp16 of (H_j / mean H)^a, and recon is the blocks' values / c. */
+START_TEST(column_gains_follow_their_definition)
+{
+    enum { R = 8, C = 256 };
+    static float x[R * C], xs[R * C], h[C], hs[C], cg[C], recon[R * C], ref[R * C], dec[R * C];
+    rng = 5;
+    for (int i = 0; i < R * C; i++)
+        x[i] = urand();
+    double mean = 0;
+    for (int j = 0; j < C; j++)
+        mean += (h[j] = (float)exp(1.5 * sin(0.37 * j)));
+    mean /= C;
+    const char *tnames[] = {"q4_0", "q4_K", "iq4_nl"};
+    for (size_t k = 0; k < 3; k++) {
+        char tkv[32];
+        snprintf(tkv, sizeof tkv, "type=%s", tnames[k]);
+        const char *kv[] = {tkv, "weights=hessian", "col_exponent=0.25", NULL};
+        th_params tp;
+        th_params_make(&tp, ggml, kv);
+        hvq_cluster_input in = {.tensor_name = "t", .x = x, .rows = R, .cols = C, .hessian = h,
+                                .seed = 1};
+        hvq_encoded enc, plain;
+        hvq_encoded_init(&enc);
+        ck_assert_int_eq(ggml->cluster_encode(ctx, &tp.p, &in, recon, &enc), HVQ_OK);
+        const hvq_component *cc = ctx->host->enc_get(&enc, "col_gains");
+        ck_assert_ptr_nonnull(cc);
+        for (int j = 0; j < C; j++) {
+            cg[j] = hvq_f16_to_f32(hvq_f32_to_f16((float)pow(h[j] / mean, 0.25)));
+            ck_assert(hvq_f16_to_f32(((const uint16_t *)cc->data)[j]) == cg[j]);
+            hs[j] = h[j] / (cg[j] * cg[j]);
+        }
+        for (int i = 0; i < R * C; i++)
+            xs[i] = x[i] * cg[i % C];
+        ck_assert_int_eq(encode(tnames[k], "hessian", xs, R, C, hs, ref, &plain), HVQ_OK);
+        const hvq_component *a = ctx->host->enc_get(&enc, "blocks");
+        const hvq_component *b = ctx->host->enc_get(&plain, "blocks");
+        ck_assert_uint_eq(a->nbytes, b->nbytes);
+        ck_assert_int_eq(memcmp(a->data, b->data, a->nbytes), 0);
+        for (int i = 0; i < R * C; i++)
+            ck_assert(recon[i] == ref[i] / cg[i % C]);
+        ck_assert_int_eq(ggml->cluster_check(ctx, &enc, R, C), HVQ_OK);
+        ck_assert_int_eq(ggml->cluster_decode(ctx, &enc, R, C, dec), HVQ_OK);
+        ck_assert_int_eq(memcmp(dec, recon, sizeof dec), 0);
+        ((uint16_t *)cc->data)[3] = 0; /* a zero gain */
+        ck_assert_int_eq(ggml->cluster_decode(ctx, &enc, R, C, dec), HVQ_E_INPUT);
+        ((hvq_component *)cc)->nbytes = 2 * (C - 1);
+        ck_assert_int_eq(ggml->cluster_check(ctx, &enc, R, C), HVQ_E_INPUT);
+        hvq_encoded_clear(&enc);
+        hvq_encoded_clear(&plain);
+    }
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("ggml");
@@ -636,6 +692,7 @@ static Suite *suite(void)
     tcase_add_test(tc, threads_report_the_first_bad_row);
     tcase_add_test(tc, refuses_rows_that_fit_no_block_and_huge_values);
     tcase_add_test(tc, check_and_decode_refuse_corrupt_encodings);
+    tcase_add_test(tc, column_gains_follow_their_definition);
     tcase_add_test(tc, q4_0_pipeline_runs_on_the_demo_model);
     tcase_add_test(tc, pipeline_with_imatrix_stores_llama_quantize_blocks);
     suite_add_tcase(s, tc);

@@ -27,16 +27,25 @@
  * Component: "blocks" (U8, [rows, cols / block * block bytes]); attributes
  * "type" (q4_0, ...) and "weights" (none or hessian, what was used).
  * paper_bits = 8 * bytes. recon = ggml's dequantize_row_* of the blocks.
+ *
+ * Beyond llama.cpp, col_exponent a > 0 (default 0): activation-aware column
+ * gains c_j = fp16((H_j / mean H)^a) (common/col_gains.h): the blocks are
+ * those of W * c, quantized with the importance weights H_j / c_j^2 (the
+ * same Hessian-weighted error), and recon = dequantized / c_j. The
+ * component "col_gains" (F16 [cols]) and the attribute "col_exponent" are
+ * then stored too, and the blocks alone are no longer W's.
  */
 #include "plugin.h"
 
+#include "col_gains.h"
 #include "ggml_quants.h"
 #include "parallel_for.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
-enum { P_TYPE, P_WEIGHTS };
+enum { P_TYPE, P_WEIGHTS, P_COL_EXPONENT };
 
 static const char *const type_choices[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl",
                                            "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_xs", NULL};
@@ -48,6 +57,9 @@ static const hvq_param_spec ggml_params[] = {
      "q2_K..q6_K, iq4_xs (256)"},
     {"weights", HVQ_PARAM_CHOICE, "auto", 0, 0, weights_choices,
      "importance weights: none, hessian (H as llama.cpp's imatrix), auto (hessian unless H=1)"},
+    {"col_exponent", HVQ_PARAM_FLOAT, "0", 0, 2, NULL,
+     "column gains (H_j / mean H)^a applied before the blocks (as AWQ; stored beside them, "
+     "so the blocks alone are not llama.cpp's); 0 = none, llama.cpp's blocks"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -160,6 +172,44 @@ static hvq_status encode_all(hvq_ctx *ctx, const hvq_cluster_input *in, row_job 
     return HVQ_OK;
 }
 
+/* recon[r][c] /= cg[c], for a whole matrix. */
+static void unscale_columns(float *recon, uint64_t rows, uint64_t cols, const float *cg)
+{
+    for (uint64_t r = 0; r < rows; r++)
+        for (uint64_t c = 0; c < cols; c++)
+            recon[r * cols + c] = recon[r * cols + c] / cg[c];
+}
+
+/* encode_all on W * c with the weights qw / c^2, the column gains stored,
+ * the reconstruction divided by c. */
+static hvq_status encode_scaled(hvq_ctx *ctx, const hvq_cluster_input *in, row_job *j,
+                                double a, const char *exponent, hvq_encoded *enc)
+{
+    uint64_t rows = in->rows, cols = in->cols;
+    float *cg = malloc((size_t)cols * sizeof *cg + 1), *qw = malloc((size_t)cols * sizeof *qw + 1);
+    float *xs = malloc((size_t)(rows * cols) * sizeof *xs + 1);
+    hvq_status st = cg && qw && xs ? HVQ_OK
+                                   : ctx->host->error(ctx, HVQ_E_NOMEM, "ggml: out of memory");
+    if (st == HVQ_OK) {
+        hvq_col_gains(ctx, in->hessian, cols, a, cg);
+        for (uint64_t c = 0; c < cols; c++)
+            qw[c] = j->qw ? j->qw[c] / (cg[c] * cg[c]) : 0.0f;
+        for (uint64_t i = 0; i < rows * cols; i++)
+            xs[i] = in->x[i] * cg[i % cols];
+        j->x = xs;
+        j->qw = j->qw ? qw : NULL;
+        st = encode_all(ctx, in, j);
+    }
+    if (st == HVQ_OK) {
+        unscale_columns(j->recon, rows, cols, cg);
+        st = hvq_col_gains_store(ctx, enc, cg, cols, exponent);
+    }
+    free(cg);
+    free(qw);
+    free(xs);
+    return st;
+}
+
 static hvq_status ggml_encode(hvq_ctx *ctx, const hvq_params *params,
                               const hvq_cluster_input *in, float *recon, hvq_encoded *enc)
 {
@@ -181,7 +231,9 @@ static hvq_status ggml_encode(hvq_ctx *ctx, const hvq_params *params,
         return H->status(ctx);
     row_job j = {.t = t, .x = in->x, .qw = qw, .blocks = c->data, .recon = recon,
                  .cols = in->cols, .row_bytes = row_bytes};
-    hvq_status st = encode_all(ctx, in, &j);
+    double a = params->count > P_COL_EXPONENT ? params->values[P_COL_EXPONENT].f : 0.0;
+    hvq_status st = a > 0.0 ? encode_scaled(ctx, in, &j, a, params->values[P_COL_EXPONENT].s, enc)
+                            : encode_all(ctx, in, &j);
     if (st == HVQ_OK)
         st = H->enc_attr(ctx, enc, "type", t->name);
     if (st == HVQ_OK)
@@ -212,6 +264,10 @@ static hvq_status ggml_layout(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t row
                         "ggml: component blocks missing or of the wrong size for a %llux%llu %s "
                         "matrix",
                         (unsigned long long)rows, (unsigned long long)cols, t->name);
+    float *cg;
+    hvq_status st = hvq_col_gains_load(ctx, enc, cols, "ggml", 1, &cg);
+    if (st != HVQ_OK)
+        return st;
     *type = t;
     return HVQ_OK;
 }
@@ -234,7 +290,13 @@ static hvq_status ggml_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t row
         return ctx->host->error(ctx, HVQ_E_INPUT, "ggml: component blocks has no data");
     row_job j = {.t = t, .blocks = c->data, .recon = recon, .cols = cols,
                  .row_bytes = cols / (uint64_t)t->block * t->block_bytes};
+    float *cg;
+    if ((st = hvq_col_gains_load(ctx, enc, cols, "ggml", 0, &cg)) != HVQ_OK)
+        return st;
     hvq_parallel_for_n(ctx->host->threads(ctx), rows, hvq_par_rows(cols), decode_rows, &j);
+    if (cg)
+        unscale_columns(recon, rows, cols, cg);
+    free(cg);
     return HVQ_OK;
 }
 
@@ -243,7 +305,7 @@ static const hvq_plugin ggml_plugin = {
     .kinds = HVQ_KIND_CLUSTERER,
     .flags = HVQ_CLUSTERER_RAW,
     .name = "ggml",
-    .version = "1.1.0",
+    .version = "1.2.0",
     .summary = "llama.cpp's Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL, Q2_K..Q6_K and IQ4_XS blocks, "
                "bit-exact with llama-quantize",
     .license = "MIT",

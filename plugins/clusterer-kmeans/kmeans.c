@@ -91,6 +91,8 @@
 #include "kmeans_core.h"
 #include "kmeans_gain.h"
 
+#include "col_gains.h"
+
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -300,19 +302,6 @@ out:
     return st;
 }
 
-/* The component "col_gains" and the attribute "col_exponent". */
-static hvq_status add_col_gains(hvq_ctx *ctx, hvq_encoded *enc, const float *cg, uint64_t cols,
-                                const char *exponent)
-{
-    const hvq_host *H = ctx->host;
-    int64_t shape[1] = {(int64_t)cols};
-    hvq_component *c = H->enc_add(ctx, enc, "col_gains", HVQ_DTYPE_F16, 1, shape, 16 * cols);
-    if (!c)
-        return HVQ_E_NOMEM;
-    hvq_status st = H->convert(ctx, HVQ_DTYPE_F16, c->data, HVQ_DTYPE_F32, cg, (size_t)cols);
-    return st == HVQ_OK ? H->enc_attr(ctx, enc, "col_exponent", exponent) : st;
-}
-
 /* The body with gains (scale: rms, a scale_group or col_exponent): x * c /
  * g clustered, the reconstruction multiplied back by g and divided by c. */
 static hvq_status kmeans_encode(hvq_ctx *ctx, const hvq_params *params,
@@ -335,7 +324,7 @@ static hvq_status kmeans_encode(hvq_ctx *ctx, const hvq_params *params,
     float *cg = alpha > 0.0 ? malloc((size_t)in->cols * sizeof *cg + 1) : NULL;
     hvq_status st = g && xs && (cg || alpha == 0.0) ? HVQ_OK : nomem(ctx, in->tensor_name);
     if (st == HVQ_OK && cg)
-        km_col_gains(ctx, in->hessian, in->cols, alpha, cg);
+        hvq_col_gains(ctx, in->hessian, in->cols, alpha, cg);
     if (st == HVQ_OK)
         st = km_gain_apply(ctx, in, mode, group, cg, g, xs);
     hvq_cluster_input scaled = *in;
@@ -350,7 +339,7 @@ static hvq_status kmeans_encode(hvq_ctx *ctx, const hvq_params *params,
     if (st == HVQ_OK)
         st = H->convert(ctx, HVQ_DTYPE_F16, gc->data, HVQ_DTYPE_F32, g, (size_t)(in->rows * ng));
     if (st == HVQ_OK && cg)
-        st = add_col_gains(ctx, enc, cg, in->cols, params->values[P_COL_EXPONENT].s);
+        st = hvq_col_gains_store(ctx, enc, cg, in->cols, params->values[P_COL_EXPONENT].s);
     if (st == HVQ_OK) {
         km_gain_scale(recon, in->rows, in->cols, ng == 1 ? 0 : group, g, cg);
         char buf[32];

@@ -1,26 +1,13 @@
 /* Scale modes of the k-means clusterer (kmeans_gain.h). */
 #include "kmeans_gain.h"
 
-#include "f16_round.h"
+#include "col_gains.h"
 
 #include <math.h>
 
 uint64_t km_gain_groups(uint64_t cols, uint64_t group)
 {
     return group == 0 || group >= cols ? 1 : (cols + group - 1) / group;
-}
-
-void km_col_gains(hvq_ctx *ctx, const float *h, uint64_t cols, double a, float *c)
-{
-    double mean = 0.0;
-    for (uint64_t j = 0; j < cols; j++)
-        mean += h[j];
-    mean = cols ? mean / (double)cols : 0.0;
-    for (uint64_t j = 0; j < cols; j++) {
-        double r = mean > 0.0 ? h[j] / mean : 1.0;
-        double v = pow(r > 1e-6 ? r : 1e-6, a);
-        c[j] = hvq_host_round_f16(ctx, (float)(v < 6.2e-5 ? 6.2e-5 : v > 6e4 ? 6e4 : v)); /* fp16 normal */
-    }
 }
 
 /* The gain of columns [c0, c1) of row r (x times the column gains cg);

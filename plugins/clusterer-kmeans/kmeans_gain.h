@@ -32,9 +32,6 @@ enum { KM_GAIN_MAX = 0, KM_GAIN_RMS = 1 };
 /* Groups per row for a group size (0: one per row). */
 uint64_t km_gain_groups(uint64_t cols, uint64_t group);
 
-/* The column gains c[cols] for exponent a > 0 (fp16-representable). */
-void km_col_gains(hvq_ctx *ctx, const float *h, uint64_t cols, double a, float *c);
-
 /* Computes the fp16-representable gains g[rows * groups] of x * c (the
  * body times the column gains, NULL for none; sparse_pos ascending flat
  * positions excluded) and writes x * c / g to xs (0 where g is 0).
