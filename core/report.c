@@ -317,9 +317,10 @@ void hvq_report_compare(FILE *f, const hvq_run_report *const *reps, size_t n,
     for (size_t i = 0; i < n; i++) {
         const hvq_run_report *r = reps[i];
         const hvq_pipeline *p = r->pipeline;
-        /* the clusterer most tensors used */
-        const char *clus = "-";
-        for (size_t t = 0; t < r->n; t++)
+        /* the clusterer of the first compressed tensor; "allocated" when a
+         * size target chose each tensor's */
+        const char *clus = r->allocated ? "allocated" : "-";
+        for (size_t t = 0; t < r->n && !r->allocated; t++)
             if (r->t[t].compressed) {
                 clus = r->t[t].clusterer;
                 break;

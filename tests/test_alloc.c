@@ -439,6 +439,24 @@ START_TEST(binary_fallback)
 }
 END_TEST
 
+/* compare applies the target to the pipelines that declare candidates and
+ * shows them as "allocated" beside a paper pipeline compressed as it is. */
+START_TEST(binary_compare_target)
+{
+    char *out = NULL, *err = NULL;
+    const char *args[] = {"compare", "-q", th_src("tests/data/alloc/demo.yaml"),
+                          th_src("pipelines/int4-g32.yaml"), "--input",
+                          th_src("models/stories260K"), "--target-bpw", "4.5", "--no-eval",
+                          "--threads", "2", NULL};
+    int rc = th_run(&out, &err, args);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err ? err : "");
+    th_assert_contains(out, "allocated");
+    th_assert_contains(out, "rtn");
+    free(out);
+    free(err);
+}
+END_TEST
+
 static Suite *alloc_suite(void)
 {
     Suite *s = suite_create("alloc");
@@ -457,6 +475,7 @@ static Suite *alloc_suite(void)
     tcase_add_test(tc, binary_threads_same_bytes);
     tcase_add_test(tc, binary_unreachable);
     tcase_add_test(tc, binary_fallback);
+    tcase_add_test(tc, binary_compare_target);
     suite_add_tcase(s, tc);
     return s;
 }
