@@ -79,7 +79,10 @@ def rope(x, pos, inv):
     return np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
 
 
-def forward(W, cfg, toks):
+def forward(W, cfg, toks, hook=None):
+    """hook(layer, which, x), when given, sees the input x of every linear
+    layer: which is "qkv", "o", "gate_up" or "down"."""
+    hook = hook or (lambda layer, which, x: None)
     H = cfg["hidden_size"]
     nh = cfg["num_attention_heads"]
     nkv = cfg.get("num_key_value_heads", nh)
@@ -95,6 +98,7 @@ def forward(W, cfg, toks):
     for l in range(L):
         p = "model.layers.%d." % l
         h = rmsnorm(x, W[p + "input_layernorm.weight"], eps)
+        hook(l, "qkv", h)
         q = (h @ W[p + "self_attn.q_proj.weight"].T).reshape(n, nh, hd)
         k = (h @ W[p + "self_attn.k_proj.weight"].T).reshape(n, nkv, hd)
         v = (h @ W[p + "self_attn.v_proj.weight"].T).reshape(n, nkv, hd)
@@ -107,11 +111,15 @@ def forward(W, cfg, toks):
         pr = np.exp(s)
         pr /= pr.sum(axis=-1, keepdims=True)
         a = np.einsum("hij,jhd->ihd", pr, v).reshape(n, nh * hd)
+        hook(l, "o", a)
         x = x + a @ W[p + "self_attn.o_proj.weight"].T
         h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
+        hook(l, "gate_up", h)
         g = h @ W[p + "mlp.gate_proj.weight"].T
         u = h @ W[p + "mlp.up_proj.weight"].T
-        x = x + ((g / (1.0 + np.exp(-g))) * u) @ W[p + "mlp.down_proj.weight"].T
+        m = (g / (1.0 + np.exp(-g))) * u
+        hook(l, "down", m)
+        x = x + m @ W[p + "mlp.down_proj.weight"].T
     x = rmsnorm(x, W["model.norm.weight"], eps)
     tied = cfg.get("tie_word_embeddings", False) or "lm_head.weight" not in W
     head = W["model.embed_tokens.weight"] if tied else W["lm_head.weight"]
