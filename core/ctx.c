@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "ctx.h"
+#include "driver.h"
 #include "dtype.h"
 #include "params.h"
 #include "registry.h"
@@ -992,6 +993,7 @@ static const hvq_host host_table = {
     .sink_open_params = host_sink_open_params,
     .output_rename = host_output_rename,
     .model_meta = host_model_meta,
+    .hessian_full = hvq_cluster_hessian_full,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

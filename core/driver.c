@@ -418,6 +418,49 @@ static void progress_end(hvq_ctx *ctx, progress *pg)
     }
 }
 
+/* ---- the full Hessian, on a clusterer's request ------------------------- */
+
+/* What the host passes to cluster_encode: the plugin's input first, then
+ * what host->hessian_full needs to find the tensor's full Hessian. */
+typedef struct cluster_call {
+    hvq_cluster_input in; /* first: the plugin's pointer is this one */
+    const hvq_loaded_plugin *hessian;
+    void *hstate;
+    const hvq_tensor_info *info;
+} cluster_call;
+
+/* The cluster_encode call running on this thread (plugins call
+ * host->hessian_full from the thread that called them). */
+static _Thread_local const cluster_call *tl_call;
+
+hvq_status hvq_cluster_hessian_full(hvq_ctx *ctx, const hvq_cluster_input *in, float *h)
+{
+    const cluster_call *call = tl_call;
+    if (!in || !call || &call->in != in)
+        return hvq_error(ctx, HVQ_E_INTERNAL,
+                         "hessian_full: not the input of the cluster_encode call running on "
+                         "this thread");
+    const hvq_plugin *d = &call->hessian->desc;
+    if (!d->hessian_get_full)
+        return HVQ_E_NOTFOUND;
+    uint64_t n = in->cols;
+    hvq_status st = d->hessian_get_full(ctx, call->hstate, call->info, in->rows, n, h);
+    if (st != HVQ_OK)
+        return st;
+    for (uint64_t i = 0; i < n; i++)
+        for (uint64_t j = 0; j < n; j++) {
+            float v = h[i * n + j];
+            if (!isfinite(v) || (i == j && v < 0.0f) || v != h[j * n + i])
+                return hvq_error(ctx, HVQ_E_INPUT,
+                                 "tensor '%s': hessian '%s' gave a full matrix that is not "
+                                 "finite and symmetric with a non-negative diagonal (at "
+                                 "[%llu, %llu])",
+                                 in->tensor_name, d->name, (unsigned long long)i,
+                                 (unsigned long long)j);
+        }
+    return HVQ_OK;
+}
+
 /* ---- hessian instances (one per plugin and parameter set) --------------- */
 
 
@@ -446,6 +489,7 @@ static hvq_status hessian_for(run_state *rs, const hvq_loaded_plugin *pl,
 }
 
 /* ---- one tensor ---------------------------------------------------------- */
+
 
 
 static void work_free(work *wk)
@@ -831,12 +875,16 @@ hvq_status hvq_compress_tensor(run_state *rs, const hvq_tensor *t, long cand, wo
     STAGE_DONE(HVQ_TIME_IMPORTANCE);
 
     /* Body quantization */
-    hvq_cluster_input cin = {
-        .tensor_name = name, .x = x, .rows = rows, .cols = cols, .hessian = wk->h,
-        .row_scale = raw ? NULL : wk->scale, .sparse_pos = k ? wk->pos : NULL,
-        .n_sparse = k, .seed = hvq_tensor_seed(rs->p->seed, name),
+    cluster_call call = {
+        .in = {.tensor_name = name, .x = x, .rows = rows, .cols = cols, .hessian = wk->h,
+               .row_scale = raw ? NULL : wk->scale, .sparse_pos = k ? wk->pos : NULL,
+               .n_sparse = k, .seed = hvq_tensor_seed(rs->p->seed, name)},
+        .hessian = hp, .hstate = hstate, .info = &t->info,
     };
-    if ((st = cp->desc.cluster_encode(ctx, &cpar, &cin, wk->recon, cenc)) != HVQ_OK)
+    tl_call = &call;
+    st = cp->desc.cluster_encode(ctx, &cpar, &call.in, wk->recon, cenc);
+    tl_call = NULL;
+    if (st != HVQ_OK)
         return st;
     STAGE_DONE(HVQ_TIME_CLUSTERER);
 

@@ -104,4 +104,8 @@ uint64_t hvq_tensor_seed(uint64_t seed, const char *name);
 hvq_status hvq_top_k(hvq_ctx *ctx, const float *score, uint64_t n, uint64_t k,
                      uint64_t *pos);
 
+/* host->hessian_full: the full Hessian of the tensor whose cluster input
+ * (as the driver made it) is in, from the pipeline's hessian stage. */
+hvq_status hvq_cluster_hessian_full(hvq_ctx *ctx, const hvq_cluster_input *in, float *h);
+
 #endif

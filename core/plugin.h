@@ -194,6 +194,7 @@ typedef struct hvq_output hvq_output;   /* a file being written atomically */
 typedef struct hvq_sink_handle hvq_sink_handle; /* an opened sink plugin */
 typedef struct hvq_component hvq_component;     /* defined below */
 typedef struct hvq_encoded hvq_encoded;         /* defined below */
+typedef struct hvq_cluster_input hvq_cluster_input; /* defined below */
 typedef struct hvq_model hvq_model;             /* a model file opened for a
                                                    plugin by the host */
 
@@ -323,6 +324,15 @@ struct hvq_host {
     /* The metadata of a model opened with model_open (valid until
      * model_close); the format's own encoding (see the source plugin). */
     void (*model_meta)(hvq_model *m, const hvq_meta **meta, size_t *n);
+
+    /* The full input Hessian of the tensor a clusterer is encoding, for
+     * error feedback (GPTQ): fills h[0..cols*cols) row-major with the
+     * matrix the pipeline's hessian stage gives for in->tensor_name (its
+     * hessian_get_full, e.g. calibrate's mean x x^T over the calibration
+     * tokens). in must be the input the host passed to cluster_encode.
+     * HVQ_E_NOTFOUND (no message set) when the stage gives none. Check
+     * struct_size before calling: older hosts lack it. */
+    hvq_status (*hessian_full)(hvq_ctx *ctx, const hvq_cluster_input *in, float *h);
 };
 
 /* ------------------------------------------------------------------------
@@ -362,7 +372,7 @@ struct hvq_encoded {
  * reconstruction is in the normalized domain too; with HVQ_CLUSTERER_RAW it
  * is the original W (with the sparse entries, if the residual keeps any,
  * set to 0) and the reconstruction is W_hat itself. */
-typedef struct hvq_cluster_input {
+struct hvq_cluster_input {
     const char *tensor_name;
     const float *x;          /* rows * cols values; host-owned */
     uint64_t rows, cols;
@@ -373,7 +383,7 @@ typedef struct hvq_cluster_input {
     uint64_t n_sparse;
     uint64_t seed;           /* derived from the pipeline seed and the
                                 tensor name; use it for every random draw */
-} hvq_cluster_input;
+};
 
 /* What a residual coder gets for one tensor: the positions chosen by the
  * importance stage (sorted ascending, flat row-major), the exact target
@@ -545,6 +555,14 @@ typedef struct hvq_plugin {
      * Absent: only cluster_decode checks. */
     hvq_status (*cluster_check)(hvq_ctx *ctx, const hvq_encoded *enc,
                                 uint64_t rows, uint64_t cols);
+
+    /* HESSIAN, optional: the full matrix for a tensor whose matrix view is
+     * rows x cols, h[0..cols*cols) row-major (symmetric, what hessian_get
+     * gives on its diagonal); HVQ_E_NOTFOUND, with no message, when this
+     * instance has none (e.g. calibrate without full: true). The host calls
+     * it only when a clusterer asks (host->hessian_full). */
+    hvq_status (*hessian_get_full)(hvq_ctx *ctx, void *state, const hvq_tensor_info *t,
+                                   uint64_t rows, uint64_t cols, float *h);
 
     /* New fields are appended here. */
 } hvq_plugin;

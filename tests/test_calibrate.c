@@ -563,6 +563,62 @@ START_TEST(names_and_missing)
 }
 END_TEST
 
+/* full: true gives mean x x^T: symmetric, its diagonal the diagonal
+ * hessian_get gives (the same sums in double, bit for bit), positive
+ * semidefinite (x^T H x >= 0 for a few x); without it HVQ_E_NOTFOUND; H = 1
+ * tensors (missing: uniform) get the identity. */
+START_TEST(full_matrix)
+{
+    char toks[PATH_MAX + 16];
+    snprintf(toks, sizeof toks, "tokens=%s", th_src(TOKENS));
+    const char *kv[] = {toks, "windows=2", "ctx=32", "full=true", "missing=uniform", NULL};
+    inst in;
+    ck_assert_msg(inst_open(&in, "calibrate", th_src(MODEL), kv) == HVQ_OK, "%s",
+                  hvq_ctx_error(ctx));
+    ck_assert_ptr_nonnull(in.pl->hessian_get_full);
+    static float full[FFN * FFN], d[FFN];
+    const char *names[] = {"model.layers.2.mlp.down_proj.weight", "blk.4.attn_q.weight"};
+    const uint64_t cols[] = {FFN, HIDDEN};
+    for (int t = 0; t < 2; t++) {
+        uint64_t n = cols[t];
+        hvq_tensor_info ti = {.name = names[t], .dtype = HVQ_DTYPE_F32, .ndim = 2,
+                              .shape = {32, (int64_t)n}};
+        ck_assert_int_eq(in.pl->hessian_get_full(ctx, in.st, &ti, 32, n, full), HVQ_OK);
+        ck_assert_int_eq(inst_get(&in, names[t], n, d), HVQ_OK);
+        for (uint64_t i = 0; i < n; i++) {
+            ck_assert_msg(full[i * n + i] == d[i], "%s: H[%llu][%llu] %a, diagonal %a",
+                          names[t], (unsigned long long)i, (unsigned long long)i,
+                          (double)full[i * n + i], (double)d[i]);
+            for (uint64_t j = 0; j < n; j++)
+                ck_assert(full[i * n + j] == full[j * n + i]);
+        }
+        for (int k = 0; k < 4; k++) {
+            double q = 0;
+            for (uint64_t i = 0; i < n; i++)
+                for (uint64_t j = 0; j < n; j++)
+                    q += (double)full[i * n + j] * sin(1.0 + (double)(i * (k + 1))) *
+                         sin(1.0 + (double)(j * (k + 1)));
+            ck_assert_msg(q >= -1e-6, "x^T H x = %g", q); /* float rounding of the means */
+        }
+    }
+    hvq_tensor_info head = {.name = "lm_head.weight", .ndim = 2, .shape = {32, HIDDEN}};
+    ck_assert_int_eq(in.pl->hessian_get_full(ctx, in.st, &head, 32, HIDDEN, full), HVQ_OK);
+    for (int i = 0; i < HIDDEN; i++)
+        for (int j = 0; j < HIDDEN; j++)
+            ck_assert(full[i * HIDDEN + j] == (i == j ? 1.0f : 0.0f));
+    inst_close(&in);
+
+    const char *kv2[] = {toks, "windows=1", "ctx=32", NULL};
+    ck_assert_int_eq(inst_open(&in, "calibrate", th_src(MODEL), kv2), HVQ_OK);
+    hvq_tensor_info ti = {.name = names[1], .ndim = 2, .shape = {32, HIDDEN}};
+    hvq_ctx_clear_error(ctx);
+    ck_assert_int_eq(in.pl->hessian_get_full(ctx, in.st, &ti, 32, HIDDEN, full),
+                     HVQ_E_NOTFOUND);
+    ck_assert_str_eq(hvq_ctx_error(ctx), "");
+    inst_close(&in);
+}
+END_TEST
+
 /* Opening with tokens=path (and kv) must fail with status st and a message
  * holding reason. */
 static void open_fails(const char *model, const char *tokens, const char *ctx_len,
@@ -1009,6 +1065,7 @@ int main(void)
     tcase_add_test(tc, save_reads_back);
     tcase_add_test(tc, gguf_model_same);
     tcase_add_test(tc, names_and_missing);
+    tcase_add_test(tc, full_matrix);
     tcase_add_test(tc, bad_inputs);
     tcase_add_test(tc, pipeline_end_to_end);
     tcase_add_test(tc, evaluate_key);

@@ -41,6 +41,12 @@
  * `imatrix` Hessian source reads it back to the same diagonals (to float32
  * rounding). The file is one of the run's outputs: it appears when the run
  * succeeds, never after a failure.
+ *
+ * full: true also accumulates, per block and input, the full matrix
+ * sum_t x_t x_t^T (upper triangle, in double: 8 n^2 bytes for n columns),
+ * and hessian_get_full gives it over the token count: H = mean(x x^T), whose
+ * diagonal is hessian_get's, bit for bit (the same products summed in the
+ * same order). A tensor given H = 1 (missing: uniform) gets the identity.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -63,7 +69,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum { P_TOKENS, P_WINDOWS, P_CTX, P_SAVE, P_MISSING };
+enum { P_TOKENS, P_WINDOWS, P_CTX, P_SAVE, P_MISSING, P_FULL };
 
 /* The largest token file read (a billion int32 ids would be 4 GB; far more
  * than calibration needs) and config.json. */
@@ -88,11 +94,16 @@ static const hvq_param_spec cal_params[] = {
      "also write the statistics as a llama.cpp imatrix GGUF to this path (empty: don't)"},
     {"missing", HVQ_PARAM_CHOICE, "error", 0, 0, missing_choices,
      "a tensor that is not a linear layer of a block: stop (error) or use H = 1 (uniform)"},
+    {"full", HVQ_PARAM_BOOL, "false", 0, 0, NULL,
+     "also accumulate the full matrix mean(x x^T) per layer input, for clusterers with error "
+     "feedback (ggml gptq); 8 n^2 bytes per input of n columns"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
 typedef struct cal_acc {
     double *sum;    /* n values: sum over tokens of x_j^2 */
+    double *full;   /* with full: true, n x n: sum over tokens of x_i x_j
+                       (the upper triangle and the diagonal) */
     uint64_t n;     /* input columns (0 until the first call) */
     uint64_t count; /* tokens seen */
 } cal_acc;
@@ -106,6 +117,7 @@ typedef struct cal_acc {
 typedef struct cal_shared {
     char *model, *tokens;
     int64_t windows, ctx_len;
+    int full;
     int n_layers;
     cal_acc *acc;
     char **saved; /* save: paths written from these statistics */
@@ -119,6 +131,7 @@ static pthread_mutex_t g_shared_mu = PTHREAD_MUTEX_INITIALIZER;
 typedef struct cal_state {
     char *tokens_path;
     int missing_error;
+    int full;         /* accumulate the full matrices */
     int n_layers;
     cal_acc *acc;     /* n_layers * N_SLOTS */
     cal_shared *shared; /* acc belongs to it (NULL: to this instance) */
@@ -406,6 +419,16 @@ static hvq_status read_config(hvq_ctx *ctx, const char *model_path, char **json,
 
 /* ---- statistics ------------------------------------------------------------ */
 
+/* full += row^T row, the upper triangle and the diagonal (n x n). */
+static void add_outer(double *full, const float *row, int n)
+{
+    for (int i = 0; i < n; i++) {
+        double xi = row[i], *f = full + (size_t)i * (size_t)n;
+        for (int j = i; j < n; j++)
+            f[j] += xi * (double)row[j];
+    }
+}
+
 static void cal_hook(void *ud, int layer, hvq_llama_linear which, const float *x, int n_tokens,
                      int in_dim)
 {
@@ -440,11 +463,17 @@ static void cal_hook(void *ud, int layer, hvq_llama_linear which, const float *x
         s->fail_want = a->n;
         return;
     }
+    if (s->full && !a->full && !(a->full = calloc((size_t)in_dim * (size_t)in_dim, sizeof *a->full))) {
+        s->hook_failed = 2;
+        return;
+    }
     double *sum = a->sum;
     for (int t = 0; t < n_tokens; t++) {
         const float *row = x + (size_t)t * (size_t)in_dim;
         for (int j = 0; j < in_dim; j++)
             sum[j] += (double)row[j] * (double)row[j];
+        if (a->full)
+            add_outer(a->full, row, in_dim);
     }
     a->count += (uint64_t)n_tokens;
 }
@@ -584,9 +613,9 @@ done:
 /* ---- one calibration per run ---------------------------------------------- */
 
 static int shared_matches(const cal_shared *sh, const char *model, const char *tokens,
-                          int64_t windows, int64_t ctx_len)
+                          int64_t windows, int64_t ctx_len, int full)
 {
-    return sh && sh->windows == windows && sh->ctx_len == ctx_len &&
+    return sh && sh->windows == windows && sh->ctx_len == ctx_len && sh->full == full &&
            strcmp(sh->model, model) == 0 && strcmp(sh->tokens, tokens) == 0;
 }
 
@@ -596,7 +625,7 @@ static int shared_take(cal_state *s, const char *model, int64_t windows, int64_t
 {
     int took = 0;
     pthread_mutex_lock(&g_shared_mu);
-    if (shared_matches(g_shared, model, s->tokens_path, windows, ctx_len)) {
+    if (shared_matches(g_shared, model, s->tokens_path, windows, ctx_len, s->full)) {
         g_shared->refs++;
         s->shared = g_shared;
         s->acc = g_shared->acc;
@@ -617,6 +646,7 @@ static void shared_put(cal_state *s, const char *model, int64_t windows, int64_t
         if (sh && (sh->model = strdup(model)) && (sh->tokens = strdup(s->tokens_path))) {
             sh->windows = windows;
             sh->ctx_len = ctx_len;
+            sh->full = s->full;
             sh->n_layers = s->n_layers;
             sh->acc = s->acc;
             sh->refs = 1;
@@ -654,8 +684,10 @@ static int shared_saved(cal_shared *sh, const char *path)
 static void free_acc(const hvq_host *H, cal_acc *acc, int n_layers)
 {
     if (acc)
-        for (size_t i = 0; i < (size_t)n_layers * N_SLOTS; i++)
+        for (size_t i = 0; i < (size_t)n_layers * N_SLOTS; i++) {
             free(acc[i].sum);
+            free(acc[i].full);
+        }
     H->free(acc);
 }
 
@@ -672,6 +704,7 @@ static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *m
         return HVQ_E_NOMEM;
     *state = s;
     s->missing_error = strcmp(params->values[P_MISSING].s, "error") == 0;
+    s->full = params->count > P_FULL && params->values[P_FULL].i;
     int64_t windows = params->values[P_WINDOWS].i, ctx_len = params->values[P_CTX].i;
     const char *save = params->values[P_SAVE].s;
     if (!(s->tokens_path = H->strdup(ctx, params->values[P_TOKENS].s)))
@@ -840,28 +873,24 @@ static hvq_status note_missing(hvq_ctx *ctx, cal_state *s, const char *name)
     return HVQ_OK;
 }
 
-static hvq_status cal_get_h(hvq_ctx *ctx, void *state, const hvq_tensor_info *t, uint64_t rows,
-                            uint64_t cols, float *h)
+/* The accumulator of tensor t (cols input columns), checked; *acc = NULL
+ * for a tensor that is no linear layer of a block (missing: uniform). */
+static hvq_status acc_for(hvq_ctx *ctx, const cal_state *s, const hvq_tensor_info *t,
+                          uint64_t cols, const cal_acc **acc)
 {
     const hvq_host *H = ctx->host;
-    cal_state *s = state;
-    (void)rows;
     int layer;
     hvq_llama_linear which;
-    if (!find_linear(s, t->name, &layer, &which)) {
-        if (s->missing_error)
-            return H->error(ctx, HVQ_E_INPUT,
-                            "calibrate: tensor '%s' is not a linear layer of a block (q, k, v, "
-                            "o, gate, up, down), so calibration gives it no Hessian diagonal; "
-                            "exclude it in select, or set missing: uniform to use H = 1 for it",
-                            t->name);
-        hvq_status st = note_missing(ctx, s, t->name);
-        if (st != HVQ_OK)
-            return st;
-        for (uint64_t j = 0; j < cols; j++)
-            h[j] = 1.0f;
-        return HVQ_OK;
-    }
+    *acc = NULL;
+    if (!find_linear(s, t->name, &layer, &which))
+        return s->missing_error
+                   ? H->error(ctx, HVQ_E_INPUT,
+                              "calibrate: tensor '%s' is not a linear layer of a block (q, k, "
+                              "v, o, gate, up, down), so calibration gives it no Hessian "
+                              "diagonal; exclude it in select, or set missing: uniform to use "
+                              "H = 1 for it",
+                              t->name)
+                   : HVQ_OK;
     const cal_acc *a = &s->acc[(size_t)layer * N_SLOTS + (size_t)slot_of(which)];
     if (!a->sum || a->count == 0)
         return H->error(ctx, HVQ_E_INTERNAL,
@@ -872,6 +901,47 @@ static hvq_status cal_get_h(hvq_ctx *ctx, void *state, const hvq_tensor_info *t,
                         "calibrate: the diagonal for tensor '%s' has %llu values (the model's "
                         "activations) but the tensor has %llu input columns",
                         t->name, (unsigned long long)a->n, (unsigned long long)cols);
+    *acc = a;
+    return HVQ_OK;
+}
+
+/* hessian_get_full: mean x x^T, mirrored from the upper triangle; for a
+ * tensor with H = 1 (missing: uniform), the identity. */
+static hvq_status cal_get_full(hvq_ctx *ctx, void *state, const hvq_tensor_info *t,
+                               uint64_t rows, uint64_t cols, float *h)
+{
+    cal_state *s = state;
+    const cal_acc *a;
+    (void)rows;
+    if (!s->full)
+        return HVQ_E_NOTFOUND;
+    hvq_status st = acc_for(ctx, s, t, cols, &a);
+    if (st != HVQ_OK)
+        return st;
+    for (uint64_t i = 0; i < cols; i++)
+        for (uint64_t j = i; j < cols; j++) {
+            float v = a ? (float)(a->full[i * cols + j] / (double)a->count) : (float)(i == j);
+            h[i * cols + j] = h[j * cols + i] = v;
+        }
+    return HVQ_OK;
+}
+
+static hvq_status cal_get_h(hvq_ctx *ctx, void *state, const hvq_tensor_info *t, uint64_t rows,
+                            uint64_t cols, float *h)
+{
+    cal_state *s = state;
+    (void)rows;
+    const cal_acc *a;
+    hvq_status st = acc_for(ctx, s, t, cols, &a);
+    if (st != HVQ_OK)
+        return st;
+    if (!a) {
+        if ((st = note_missing(ctx, s, t->name)) != HVQ_OK)
+            return st;
+        for (uint64_t j = 0; j < cols; j++)
+            h[j] = 1.0f;
+        return HVQ_OK;
+    }
     for (uint64_t j = 0; j < cols; j++)
         h[j] = (float)(a->sum[j] / (double)a->count);
     return HVQ_OK;
@@ -931,13 +1001,14 @@ static const hvq_plugin cal_plugin = {
     HVQ_PLUGIN_HEADER,
     .kinds = HVQ_KIND_HESSIAN,
     .name = "calibrate",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .summary = "Hessian diagonals from running the model on calibration tokens (mean of x^2)",
     .license = "MIT",
     .params = cal_params,
     .hessian_open = cal_open,
     .hessian_get = cal_get_h,
     .hessian_close = cal_close,
+    .hessian_get_full = cal_get_full,
 };
 
 HVQ_REGISTER_PLUGIN(cal_plugin)
