@@ -938,12 +938,12 @@ END_TEST
 START_TEST(test_descriptor)
 {
     fixture f = fx_open(1);
-    ck_assert_str_eq(f.p->desc.version, "1.2.0");
+    ck_assert_str_eq(f.p->desc.version, "1.3.0");
     ck_assert_str_eq(f.p->desc.license, "MIT");
     ck_assert_int_eq(f.p->desc.flags & HVQ_CLUSTERER_RAW, 0);
     param_set ps;
     params_make(&ps, f.p->desc.params, NULL);
-    ck_assert_int_eq(ps.p.count, 10);
+    ck_assert_int_eq(ps.p.count, 12);
     ck_assert_int_eq(hvq_param_lookup(&ps.p, "block_size")->i, 2);
     ck_assert_int_eq(hvq_param_lookup(&ps.p, "centroids")->i, 2048);
     ck_assert_int_eq(hvq_param_lookup(&ps.p, "iterations")->i, 15);
@@ -954,6 +954,8 @@ START_TEST(test_descriptor)
     ck_assert_str_eq(hvq_param_lookup(&ps.p, "scale")->s, "max");
     ck_assert_int_eq(hvq_param_lookup(&ps.p, "scale_group")->i, 0);
     ck_assert_double_eq(hvq_param_lookup(&ps.p, "col_exponent")->f, 0.0);
+    ck_assert_str_eq(hvq_param_lookup(&ps.p, "gptq")->s, "off");
+    ck_assert_double_eq(hvq_param_lookup(&ps.p, "gptq_damp")->f, 0.01);
     hvq_value v;
     char why[128];
     long i = hvq_param_index(f.p->desc.params, "block_size");

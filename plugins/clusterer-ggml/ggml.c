@@ -34,22 +34,32 @@
  * same Hessian-weighted error), and recon = dequantized / c_j. The
  * component "col_gains" (F16 [cols]) and the attribute "col_exponent" are
  * then stored too, and the blocks alone are no longer W's.
+ *
+ * gptq: on (or auto, when the hessian stage gives the full matrix through
+ * host->hessian_full; off, the default, is llama.cpp's bytes) quantizes
+ * each row with GPTQ's error feedback (ggml_gptq.c, common/gptq.h; damping
+ * gptq_damp): the same layout and decoding, the attribute "feedback" =
+ * "gptq" added. Not combined with col_exponent.
  */
 #include "plugin.h"
 
 #include "col_gains.h"
+#include "gptq.h"
+#include "ggml_gptq.h"
 #include "ggml_quants.h"
 #include "parallel_for.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { P_TYPE, P_WEIGHTS, P_COL_EXPONENT };
+enum { P_TYPE, P_WEIGHTS, P_COL_EXPONENT, P_GPTQ, P_GPTQ_DAMP };
 
 static const char *const type_choices[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl",
                                            "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_xs", NULL};
 static const char *const weights_choices[] = {"auto", "none", "hessian", NULL};
+static const char *const gptq_choices[] = {"off", "on", "auto", NULL};
 
 static const hvq_param_spec ggml_params[] = {
     {"type", HVQ_PARAM_CHOICE, "q4_0", 0, 0, type_choices,
@@ -60,6 +70,11 @@ static const hvq_param_spec ggml_params[] = {
     {"col_exponent", HVQ_PARAM_FLOAT, "0", 0, 2, NULL,
      "column gains (H_j / mean H)^a applied before the blocks (as AWQ; stored beside them, "
      "so the blocks alone are not llama.cpp's); 0 = none, llama.cpp's blocks"},
+    {"gptq", HVQ_PARAM_CHOICE, "off", 0, 0, gptq_choices,
+     "error feedback with the full Hessian (GPTQ): off (llama.cpp's blocks), on (the hessian "
+     "stage must give a full matrix, e.g. calibrate with full: true), auto (when it does)"},
+    {"gptq_damp", HVQ_PARAM_FLOAT, "0.01", 1e-6, 10, NULL,
+     "GPTQ's damping: this times the mean of diag(H) added to the diagonal"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -89,6 +104,7 @@ static const float *choose_weights(const char *mode, const hvq_cluster_input *in
  * finite, the first row whose scales overflow fp16 (NO_FAULT: none). */
 typedef struct chunk_fault {
     uint64_t nonfinite, overflow;
+    int nomem; /* the chunk's scratch could not be allocated */
 } chunk_fault;
 
 typedef struct row_job {
@@ -98,6 +114,11 @@ typedef struct row_job {
     float *recon;
     uint64_t cols, row_bytes;
     chunk_fault *faults; /* encode: one per chunk */
+    /* encode with error feedback (gptq): the factor U (cols x cols), and
+     * the sparse positions to leave alone */
+    const double *u;
+    const uint64_t *sparse_pos;
+    uint64_t n_sparse;
 } row_job;
 
 /* The index of the first value of v[0..n) that is not finite, or n. */
@@ -109,29 +130,64 @@ static uint64_t first_nonfinite(const float *v, uint64_t n)
     return j;
 }
 
+/* Error feedback's scratch for one chunk of rows; 0 when out of memory. */
+static int gptq_scratch(const row_job *j, hvq_ggml_gptq_scratch *s, unsigned char **skip)
+{
+    s->w = malloc((size_t)j->cols * sizeof *s->w);
+    s->deq = malloc((size_t)j->t->block * sizeof *s->deq);
+    s->row = malloc((size_t)j->row_bytes);
+    *skip = j->n_sparse ? malloc((size_t)j->cols) : NULL;
+    return s->w && s->deq && s->row && (*skip || !j->n_sparse);
+}
+
+static void gptq_scratch_free(hvq_ggml_gptq_scratch *s, unsigned char *skip)
+{
+    free(s->w);
+    free(s->deq);
+    free(s->row);
+    free(skip);
+}
+
 /* Rows [r0, r1): a value that is not finite ends the chunk (no later value
  * can come first); after a row whose scales overflow, the rest are only
- * checked for values that are not finite (those are reported first). */
+ * checked for values that are not finite (those are reported first). With
+ * j->u, each row is quantized with error feedback (ggml_gptq.c). */
 static void encode_rows(void *arg, uint64_t chunk, uint64_t r0, uint64_t r1)
 {
     const row_job *j = arg;
     chunk_fault *f = &j->faults[chunk];
     f->nonfinite = f->overflow = NO_FAULT;
+    f->nomem = 0;
+    hvq_ggml_gptq_scratch gs = {NULL, NULL, NULL};
+    unsigned char *skip = NULL;
+    if (j->u && !gptq_scratch(j, &gs, &skip)) {
+        gptq_scratch_free(&gs, skip);
+        f->nomem = 1;
+        return;
+    }
     for (uint64_t r = r0; r < r1; r++) {
         const float *x = j->x + r * j->cols;
         float *y = j->recon + r * j->cols;
         uint64_t c = first_nonfinite(x, j->cols);
         if (c < j->cols) {
             f->nonfinite = r * j->cols + c;
-            return;
+            break;
         }
         if (f->overflow != NO_FAULT)
             continue;
-        j->t->quantize_row(x, j->qw, j->blocks + r * j->row_bytes, (int64_t)j->cols);
-        j->t->dequantize_row(j->blocks + r * j->row_bytes, y, (int64_t)j->cols);
+        uint8_t *out = j->blocks + r * j->row_bytes;
+        if (j->u) {
+            if (skip)
+                hvq_gptq_row_skip(j->sparse_pos, j->n_sparse, r, j->cols, skip);
+            hvq_ggml_gptq_row(j->t, x, skip, j->qw, j->u, j->cols, &gs, out);
+        } else {
+            j->t->quantize_row(x, j->qw, out, (int64_t)j->cols);
+        }
+        j->t->dequantize_row(out, y, (int64_t)j->cols);
         if (first_nonfinite(y, j->cols) < j->cols)
             f->overflow = r;
     }
+    gptq_scratch_free(&gs, skip);
 }
 
 static void decode_rows(void *arg, uint64_t chunk, uint64_t r0, uint64_t r1)
@@ -155,13 +211,17 @@ static hvq_status encode_all(hvq_ctx *ctx, const hvq_cluster_input *in, row_job 
         return H->status(ctx);
     hvq_parallel_for_n(H->threads(ctx), in->rows, per, encode_rows, j);
     uint64_t nonfinite = NO_FAULT, overflow = NO_FAULT;
+    int nomem = 0;
     for (uint64_t c = 0; c < n; c++) {
         if (nonfinite == NO_FAULT)
             nonfinite = j->faults[c].nonfinite;
         if (overflow == NO_FAULT)
             overflow = j->faults[c].overflow;
+        nomem |= j->faults[c].nomem;
     }
     H->free(j->faults);
+    if (nomem)
+        return H->error(ctx, HVQ_E_NOMEM, "ggml: out of memory");
     if (nonfinite != NO_FAULT)
         return H->error(ctx, HVQ_E_INPUT, "tensor '%s': value %llu is not finite",
                         in->tensor_name, (unsigned long long)nonfinite);
@@ -230,10 +290,25 @@ static hvq_status ggml_encode(hvq_ctx *ctx, const hvq_params *params,
     if (!c)
         return H->status(ctx);
     row_job j = {.t = t, .x = in->x, .qw = qw, .blocks = c->data, .recon = recon,
-                 .cols = in->cols, .row_bytes = row_bytes};
+                 .cols = in->cols, .row_bytes = row_bytes, .sparse_pos = in->sparse_pos,
+                 .n_sparse = in->sparse_pos ? in->n_sparse : 0};
     double a = params->count > P_COL_EXPONENT ? params->values[P_COL_EXPONENT].f : 0.0;
-    hvq_status st = a > 0.0 ? encode_scaled(ctx, in, &j, a, params->values[P_COL_EXPONENT].s, enc)
-                            : encode_all(ctx, in, &j);
+    double *u = NULL;
+    hvq_status st = hvq_gptq_prepare(ctx, in, params->count > P_GPTQ ? params->values[P_GPTQ].s : "off",
+                                     params->count > P_GPTQ_DAMP ? params->values[P_GPTQ_DAMP].f : 0.01,
+                                     &u);
+    if (st == HVQ_OK && u && a > 0.0)
+        st = H->error(ctx, HVQ_E_INPUT,
+                      "tensor '%s': gptq and col_exponent cannot be combined; set one of them "
+                      "off",
+                      in->tensor_name);
+    j.u = u;
+    if (st == HVQ_OK)
+        st = a > 0.0 ? encode_scaled(ctx, in, &j, a, params->values[P_COL_EXPONENT].s, enc)
+                     : encode_all(ctx, in, &j);
+    free(u);
+    if (st == HVQ_OK && j.u)
+        st = H->enc_attr(ctx, enc, "feedback", "gptq");
     if (st == HVQ_OK)
         st = H->enc_attr(ctx, enc, "type", t->name);
     if (st == HVQ_OK)
@@ -305,7 +380,7 @@ static const hvq_plugin ggml_plugin = {
     .kinds = HVQ_KIND_CLUSTERER,
     .flags = HVQ_CLUSTERER_RAW,
     .name = "ggml",
-    .version = "1.2.0",
+    .version = "1.3.0",
     .summary = "llama.cpp's Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL, Q2_K..Q6_K and IQ4_XS blocks, "
                "bit-exact with llama-quantize",
     .license = "MIT",

@@ -176,6 +176,17 @@ static void nl_dequant_group(const uint8_t *q4, float dl, float *y)
     }
 }
 
+float hvq_ggml_iq4_nl_requant(uint8_t *block, int j, float x)
+{
+    const float d = hvq_ggml_get_f16(block);
+    uint8_t *q = block + 2 + j % 16;
+    int shift = j < 16 ? 0 : 4, l = (*q >> shift) & 0xf;
+    if (d != 0.0f && isfinite(x / d))
+        l = best_index(x / d);
+    *q = (uint8_t)((*q & ~(0xf << shift)) | l << shift);
+    return d * (float)kvalues[l];
+}
+
 void hvq_ggml_iq4_nl_dequant(const uint8_t *blocks, float *y, int64_t n)
 {
     for (int64_t b = 0; b < n / QK_NL; b++)

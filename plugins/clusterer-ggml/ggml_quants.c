@@ -413,6 +413,24 @@ static void legacy_dequant(const legacy *t, const uint8_t *blk, float *y, int64_
     }
 }
 
+/* The code of value j set to the nearest under the block's d (and m),
+ * clamped to the type's range; returns what it decodes to. */
+static float legacy_requant(const legacy *t, uint8_t *blk, int j, float x)
+{
+    const int half = 1 << (t->bits - 1), nmax = (1 << t->bits) - 1;
+    const float d = hvq_ggml_get_f16(blk), m = t->has_min ? hvq_ggml_get_f16(blk + 2) : 0;
+    uint8_t *qh = blk + (t->has_min ? 4 : 2), *qs = qh + (t->bits == 5 ? 4 : 0);
+    float v = t->has_min ? (x - m) / d : x / d + (float)half;
+    int q = d != 0.0f && isfinite(v) ? (int)nearbyintf(fminf(fmaxf(v, 0.0f), (float)nmax))
+                                     : (t->has_min ? 0 : half);
+    uint8_t *b = &qs[j % (QK / 2)];
+    int shift = j < QK / 2 ? 0 : 4;
+    *b = (uint8_t)((*b & ~(0xf << shift)) | (q & 0xf) << shift);
+    if (t->bits == 5)
+        qh[j / 8] = (uint8_t)((qh[j / 8] & ~(1u << (j % 8))) | (unsigned)(q >> 4 & 1) << (j % 8));
+    return t->has_min ? (float)q * d + m : (float)(q - half) * d;
+}
+
 #define LEGACY(name)                                                                  \
     static void name##_row(const float *x, const float *qw, uint8_t *out, int64_t n)  \
     {                                                                                 \
@@ -421,6 +439,10 @@ static void legacy_dequant(const legacy *t, const uint8_t *blk, float *y, int64_
     static void name##_dequant(const uint8_t *blk, float *y, int64_t n)               \
     {                                                                                 \
         legacy_dequant(&name##_t, blk, y, n);                                         \
+    }                                                                                 \
+    static float name##_requant(uint8_t *blk, int j, float x)                         \
+    {                                                                                 \
+        return legacy_requant(&name##_t, blk, j, x);                                  \
     }
 LEGACY(q4_0)
 LEGACY(q4_1)
@@ -443,19 +465,28 @@ static void q8_0_dequant(const uint8_t *blk, float *y, int64_t n)
     }
 }
 
+static float q8_0_requant(uint8_t *blk, int j, float x)
+{
+    const float d = hvq_ggml_get_f16(blk), v = x / d;
+    if (d != 0.0f && isfinite(v))
+        blk[2 + j] = (uint8_t)(int8_t)nearbyintf(fminf(fmaxf(v, -128.0f), 127.0f));
+    return (float)(int8_t)blk[2 + j] * d;
+}
+
 static const hvq_ggml_type types[] = {
-    {"q4_0", "Q4_0", QK, 18, 1, q4_0_row, q4_0_dequant},
-    {"q4_1", "Q4_1", QK, 20, 1, q4_1_row, q4_1_dequant},
-    {"q8_0", "Q8_0", QK, 34, 0, q8_0_row, q8_0_dequant},
-    {"q5_0", "Q5_0", QK, 22, 1, q5_0_row, q5_0_dequant},
-    {"q5_1", "Q5_1", QK, 24, 1, q5_1_row, q5_1_dequant},
-    {"iq4_nl", "IQ4_NL", QK, 18, 1, hvq_ggml_iq4_nl_row, hvq_ggml_iq4_nl_dequant},
-    {"q2_K", "Q2_K", 256, 84, 1, hvq_ggml_q2_k_row, hvq_ggml_q2_k_dequant},
-    {"q3_K", "Q3_K", 256, 110, 1, hvq_ggml_q3_k_row, hvq_ggml_q3_k_dequant},
-    {"q4_K", "Q4_K", 256, 144, 1, hvq_ggml_q4_k_row, hvq_ggml_q4_k_dequant},
-    {"q5_K", "Q5_K", 256, 176, 1, hvq_ggml_q5_k_row, hvq_ggml_q5_k_dequant},
-    {"q6_K", "Q6_K", 256, 210, 1, hvq_ggml_q6_k_row, hvq_ggml_q6_k_dequant},
-    {"iq4_xs", "IQ4_XS", 256, 136, 1, hvq_ggml_iq4_xs_row, hvq_ggml_iq4_xs_dequant},
+    {"q4_0", "Q4_0", QK, 18, 1, q4_0_row, q4_0_dequant, q4_0_requant},
+    {"q4_1", "Q4_1", QK, 20, 1, q4_1_row, q4_1_dequant, q4_1_requant},
+    {"q8_0", "Q8_0", QK, 34, 0, q8_0_row, q8_0_dequant, q8_0_requant},
+    {"q5_0", "Q5_0", QK, 22, 1, q5_0_row, q5_0_dequant, q5_0_requant},
+    {"q5_1", "Q5_1", QK, 24, 1, q5_1_row, q5_1_dequant, q5_1_requant},
+    {"iq4_nl", "IQ4_NL", QK, 18, 1, hvq_ggml_iq4_nl_row, hvq_ggml_iq4_nl_dequant,
+     hvq_ggml_iq4_nl_requant},
+    {"q2_K", "Q2_K", 256, 84, 1, hvq_ggml_q2_k_row, hvq_ggml_q2_k_dequant, NULL},
+    {"q3_K", "Q3_K", 256, 110, 1, hvq_ggml_q3_k_row, hvq_ggml_q3_k_dequant, NULL},
+    {"q4_K", "Q4_K", 256, 144, 1, hvq_ggml_q4_k_row, hvq_ggml_q4_k_dequant, NULL},
+    {"q5_K", "Q5_K", 256, 176, 1, hvq_ggml_q5_k_row, hvq_ggml_q5_k_dequant, NULL},
+    {"q6_K", "Q6_K", 256, 210, 1, hvq_ggml_q6_k_row, hvq_ggml_q6_k_dequant, NULL},
+    {"iq4_xs", "IQ4_XS", 256, 136, 1, hvq_ggml_iq4_xs_row, hvq_ggml_iq4_xs_dequant, NULL},
 };
 
 const hvq_ggml_type *hvq_ggml_type_find(const char *name)

@@ -24,6 +24,11 @@ typedef struct hvq_ggml_type {
     int uses_weights;   /* 0 when llama.cpp ignores quant_weights */
     void (*quantize_row)(const float *x, const float *qw, uint8_t *out, int64_t n);
     void (*dequantize_row)(const uint8_t *blocks, float *y, int64_t n);
+    /* Error feedback (ggml_gptq.c): sets the code of value j of block to
+     * the one nearest x under the block's scales as they stand, and returns
+     * the value it decodes to. NULL for the types with super-blocks (their
+     * values are fixed when the whole block is quantized). */
+    float (*requant)(uint8_t *block, int j, float x);
 } hvq_ggml_type;
 
 /* The type called name (the plugin's choice value), or NULL. */
@@ -68,6 +73,8 @@ void hvq_ggml_q3_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q4_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q5_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q6_k_dequant(const uint8_t *blocks, float *y, int64_t n);
+
+float hvq_ggml_iq4_nl_requant(uint8_t *block, int j, float x);
 
 /* The 4-bit non-linear types' rows and dequantization (ggml_iquants.c). */
 void hvq_ggml_iq4_nl_row(const float *x, const float *qw, uint8_t *out, int64_t n);

@@ -8,6 +8,8 @@ plugins_clusterer_ggml_la_SOURCES = \
 	plugins/clusterer-ggml/ggml_quants.c \
 	plugins/clusterer-ggml/ggml_kquants.c \
 	plugins/clusterer-ggml/ggml_iquants.c \
+	plugins/clusterer-ggml/ggml_gptq.c \
+	plugins/clusterer-ggml/ggml_gptq.h \
 	plugins/clusterer-ggml/ggml_quants.h
 plugins_clusterer_ggml_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
 plugins_clusterer_ggml_la_LDFLAGS = $(PLUGIN_LDFLAGS)
@@ -19,3 +21,11 @@ tests_test_ggml_CFLAGS = $(HVQ_TEST_CFLAGS) -ffp-contract=off
 tests_test_ggml_LDADD = $(HVQ_TEST_LIBS) -lm
 TESTS += tests/test_ggml
 EXTRA_DIST += tests/data/ggml
+
+# error feedback (common/gptq.c, ggml_gptq.c, kmeans_gptq.c) against
+# references written from the definition
+check_PROGRAMS += tests/test_gptq
+tests_test_gptq_SOURCES = tests/test_gptq.c
+tests_test_gptq_CFLAGS = $(HVQ_TEST_CFLAGS) -I$(top_srcdir)/common
+tests_test_gptq_LDADD = $(HVQ_TEST_LIBS) libhvqjson.la -lm
+TESTS += tests/test_gptq

@@ -85,13 +85,20 @@
  * rms) and scale_group: gains per row or group on top of the core's row
  * scales (kmeans_gain.h: the component "gains" and the attributes
  * "scale" and "scale_group"; absent with the defaults, the paper's).
+ * gptq (off | on | auto) and gptq_damp: for block_size 1 without gains,
+ * the codebook trained as above, then every value re-assigned with GPTQ's
+ * error feedback through the full Hessian (kmeans_gptq.c); the attribute
+ * "feedback" = "gptq" is added. on needs that setting and a full Hessian;
+ * auto applies it where both are there, else changes nothing.
  */
 #include "plugin.h"
 
 #include "kmeans_core.h"
 #include "kmeans_gain.h"
+#include "kmeans_gptq.h"
 
 #include "col_gains.h"
+#include "gptq.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -101,12 +108,13 @@
 
 enum {
     P_BLOCK_SIZE, P_CENTROIDS, P_ITERATIONS, P_STABILITY, P_FIT, P_REVIVAL_SAMPLE, P_ACCEL,
-    P_SCALE, P_SCALE_GROUP, P_COL_EXPONENT
+    P_SCALE, P_SCALE_GROUP, P_COL_EXPONENT, P_GPTQ, P_GPTQ_DAMP
 };
 
 static const char *const fit_choices[] = {"error", "shrink", NULL};
 static const char *const scale_choices[] = {"max", "rms", NULL};
 static const char *const accel_choices[] = {"auto", "none", NULL};
+static const char *const gptq_choices[] = {"off", "on", "auto", NULL};
 
 static const hvq_param_spec kmeans_params[] = {
     {"block_size", HVQ_PARAM_INT, "2", 1, KM_MAX_BLOCK, NULL,
@@ -133,6 +141,12 @@ static const hvq_param_spec kmeans_params[] = {
     {"col_exponent", HVQ_PARAM_FLOAT, "0", 0, 2, NULL,
      "column gains (H_j / mean H)^a before the row or group gains (activation-aware, as "
      "AWQ): columns with larger inputs get finer steps; 0 = none (the paper)"},
+    {"gptq", HVQ_PARAM_CHOICE, "off", 0, 0, gptq_choices,
+     "error feedback with the full Hessian (GPTQ) for block_size 1 without gains: off (the "
+     "paper), on (the hessian stage must give a full matrix, e.g. calibrate with full: true), "
+     "auto (when it does and the setting allows)"},
+    {"gptq_damp", HVQ_PARAM_FLOAT, "0.01", 1e-6, 10, NULL,
+     "GPTQ's damping: this times the mean of diag(H) added to the diagonal"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -148,8 +162,8 @@ static hvq_status nomem(hvq_ctx *ctx, const char *name)
 }
 
 static hvq_status kmeans_encode_body(hvq_ctx *ctx, const hvq_params *params,
-                                     const hvq_cluster_input *in, float *recon,
-                                     hvq_encoded *enc)
+                                     const hvq_cluster_input *in, const double *u,
+                                     float *recon, hvq_encoded *enc)
 {
     const hvq_host *H = ctx->host;
     const char *name = in->tensor_name ? in->tensor_name : "?";
@@ -278,7 +292,13 @@ static hvq_status kmeans_encode_body(hvq_ctx *ctx, const hvq_params *params,
     }
     km_codebook_set(&cb, cent);
     km_encode_all(in->x, numel, &cb, cent, bits, ic->data, recon, threads, accel, guess);
+    if (u && km_gptq_scalar(in, cent, k, bits, u, threads, ic->data, recon)) {
+        st = nomem(ctx, name);
+        goto out;
+    }
     H->progress(ctx, (uint64_t)iterations + 1, (uint64_t)iterations + 1);
+    if (u && (st = H->enc_attr(ctx, enc, "feedback", "gptq")) != HVQ_OK)
+        goto out;
 
     char buf[32];
     snprintf(buf, sizeof buf, "%d", b);
@@ -314,8 +334,24 @@ static hvq_status kmeans_encode(hvq_ctx *ctx, const hvq_params *params,
     uint64_t group = params->count > P_SCALE_GROUP ? (uint64_t)params->values[P_SCALE_GROUP].i
                                                    : 0;
     double alpha = params->count > P_COL_EXPONENT ? params->values[P_COL_EXPONENT].f : 0.0;
-    if (mode == KM_GAIN_MAX && group == 0 && alpha == 0.0)
-        return kmeans_encode_body(ctx, params, in, recon, enc);
+    const char *gptq = params->count > P_GPTQ ? params->values[P_GPTQ].s : "off";
+    int plain = mode == KM_GAIN_MAX && group == 0 && alpha == 0.0;
+    if (strcmp(gptq, "on") == 0 && (!plain || params->values[P_BLOCK_SIZE].i != 1))
+        return H->error(ctx, HVQ_E_INPUT,
+                        "tensor '%s': kmeans gptq: on needs block_size 1 and no gains "
+                        "(scale: max, scale_group: 0, col_exponent: 0); use gptq: auto to "
+                        "apply it only where it can",
+                        in->tensor_name);
+    if (plain) {
+        double *u = NULL;
+        hvq_status st = HVQ_OK;
+        if (params->values[P_BLOCK_SIZE].i == 1)
+            st = hvq_gptq_prepare(ctx, in, gptq, params->values[P_GPTQ_DAMP].f, &u);
+        if (st == HVQ_OK)
+            st = kmeans_encode_body(ctx, params, in, u, recon, enc);
+        free(u);
+        return st;
+    }
     if (in->cols && in->rows > UINT64_MAX / in->cols / sizeof(float))
         return H->error(ctx, HVQ_E_INPUT, "tensor '%s': too large", in->tensor_name);
     uint64_t ng = km_gain_groups(in->cols, group), numel = in->rows * in->cols;
@@ -330,7 +366,7 @@ static hvq_status kmeans_encode(hvq_ctx *ctx, const hvq_params *params,
     hvq_cluster_input scaled = *in;
     scaled.x = xs;
     if (st == HVQ_OK)
-        st = kmeans_encode_body(ctx, params, &scaled, recon, enc);
+        st = kmeans_encode_body(ctx, params, &scaled, NULL, recon, enc);
     int64_t shape[2] = {(int64_t)in->rows, (int64_t)ng};
     hvq_component *gc = NULL;
     if (st == HVQ_OK &&
@@ -562,7 +598,7 @@ static const hvq_plugin kmeans_plugin = {
     HVQ_PLUGIN_HEADER,
     .kinds = HVQ_KIND_CLUSTERER,
     .name = "kmeans",
-    .version = "1.2.0",
+    .version = "1.3.0",
     .summary = "the paper's k-means vector quantization with dead-unit revival (HAS-VQ)",
     .license = "MIT",
     .params = kmeans_params,

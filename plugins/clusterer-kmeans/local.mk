@@ -6,11 +6,13 @@ plugins_clusterer_kmeans_la_SOURCES = \
 	plugins/clusterer-kmeans/kmeans.c \
 	plugins/clusterer-kmeans/kmeans_gain.c \
 	plugins/clusterer-kmeans/kmeans_gain.h \
+	plugins/clusterer-kmeans/kmeans_gptq.c \
+	plugins/clusterer-kmeans/kmeans_gptq.h \
 	plugins/clusterer-kmeans/kmeans_core.c \
 	plugins/clusterer-kmeans/kmeans_core.h
 plugins_clusterer_kmeans_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
 plugins_clusterer_kmeans_la_LDFLAGS = $(PLUGIN_LDFLAGS)
-plugins_clusterer_kmeans_la_LIBADD = -lm
+plugins_clusterer_kmeans_la_LIBADD = libhvqjson.la -lm
 
 check_PROGRAMS += tests/test_kmeans
 tests_test_kmeans_SOURCES = tests/test_kmeans.c \
