@@ -120,12 +120,16 @@ rd_hvq() {
     log=$outdir/$RD_TAG.log
     rm -f "$RD_DECODED"
     # the imatrix first, so that the spec's own stages.hessian.* settings
-    # (missing=error, ...) apply to it
+    # (missing=error, ...) apply to it; a spec that names its own Hessian
+    # plugin (calibrate with full=true, ...) gets none
+    set -- --set stages.hessian.plugin=imatrix --set "stages.hessian.path=$imatrix" "$@"
+    case " $* " in
+    *" stages.hessian.plugin="*" stages.hessian.plugin="*) shift 4 ;;
+    esac
     case $writer in
     hvq)
         "$HVQCONV" run "$pipe" --input "$input" --output "$outdir/$RD_TAG.hvq" \
             -r "$outdir/$RD_TAG.json" --threads "$THREADS" --force \
-            --set stages.hessian.plugin=imatrix --set "stages.hessian.path=$imatrix" \
             "$@" >"$log" 2>&1 ||
             { echo "bench: hvqconv run failed ($spec), see $log" >&2; return 1; }
         RD_CONTAINER=$outdir/$RD_TAG.hvq
@@ -137,7 +141,6 @@ rd_hvq() {
         # F32, so that nothing is rounded after the run measured its error
         "$HVQCONV" run "$pipe" --input "$input" --output "$RD_DECODED" \
             -r "$outdir/$RD_TAG.json" --threads "$THREADS" --force \
-            --set stages.hessian.plugin=imatrix --set "stages.hessian.path=$imatrix" \
             "$@" --set stages.writer.dtype=f32 --set stages.writer.format=gguf \
             >"$log" 2>&1 ||
             { echo "bench: hvqconv run failed ($spec), see $log" >&2; return 1; }

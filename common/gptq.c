@@ -30,17 +30,21 @@ static int cholesky_lower(double *a, uint64_t n)
     return 0;
 }
 
-/* The inverse of the lower triangular l into inv (both n x n). */
-static void invert_lower(const double *l, uint64_t n, double *inv)
+/* The inverse of the lower triangular l, transposed, into inv_t (both
+ * n x n): inv_t[c][i] = (l^-1)[i][c], so that both operands of the inner
+ * products run along rows. */
+static void invert_lower_t(const double *l, uint64_t n, double *inv_t)
 {
-    memset(inv, 0, (size_t)(n * n) * sizeof *inv);
+    memset(inv_t, 0, (size_t)(n * n) * sizeof *inv_t);
     for (uint64_t c = 0; c < n; c++) {
-        inv[c * n + c] = 1.0 / l[c * n + c];
+        double *col = inv_t + c * n;
+        col[c] = 1.0 / l[c * n + c];
         for (uint64_t i = c + 1; i < n; i++) {
+            const double *li = l + i * n;
             double s = 0.0;
             for (uint64_t k = c; k < i; k++)
-                s += l[i * n + k] * inv[k * n + c];
-            inv[i * n + c] = -s / l[i * n + i];
+                s += li[k] * col[k];
+            col[i] = -s / li[i];
         }
     }
 }
@@ -70,10 +74,10 @@ int hvq_gptq_factor(const float *h, uint64_t n, double damp, double *u)
         rc = cholesky_lower(a, n);
     }
     if (rc == 0) {
-        invert_lower(a, n, li);
+        invert_lower_t(a, n, li);
         for (uint64_t i = 0; i < n; i++)
             for (uint64_t j = 0; j < n; j++)
-                u[i * n + j] = li[(n - 1 - i) * n + (n - 1 - j)];
+                u[i * n + j] = li[(n - 1 - j) * n + (n - 1 - i)];
     }
     free(a);
     free(li);
