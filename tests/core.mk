@@ -17,7 +17,8 @@ check_LTLIBRARIES += \
 	tests/broken/dup_rtn.la \
 	tests/broken/no_decode.la \
 	tests/broken/two_kinds.la \
-	tests/broken/fp16.la
+	tests/broken/fp16.la \
+	tests/broken/asym_h.la
 
 tests_broken_wrong_abi_la_SOURCES = tests/broken/wrong_abi.c tests/broken/broken.h
 tests_broken_wrong_abi_la_LDFLAGS = $(HVQ_TEST_MODULE_LDFLAGS)
@@ -27,6 +28,8 @@ tests_broken_null_entry_la_SOURCES = tests/broken/null_entry.c tests/broken/brok
 tests_broken_null_entry_la_LDFLAGS = $(HVQ_TEST_MODULE_LDFLAGS)
 tests_broken_short_desc_la_SOURCES = tests/broken/short_desc.c tests/broken/broken.h
 tests_broken_short_desc_la_LDFLAGS = $(HVQ_TEST_MODULE_LDFLAGS)
+tests_broken_asym_h_la_SOURCES = tests/broken/asym_h.c
+tests_broken_asym_h_la_LDFLAGS = $(HVQ_TEST_MODULE_LDFLAGS)
 tests_broken_bad_name_la_SOURCES = tests/broken/bad_name.c tests/broken/broken.h
 tests_broken_bad_name_la_LDFLAGS = $(HVQ_TEST_MODULE_LDFLAGS)
 tests_broken_dup_rtn_la_SOURCES = tests/broken/dup_rtn.c tests/broken/broken.h

@@ -398,6 +398,20 @@ START_TEST(pipeline_with_calibrated_full_hessian)
     ck_assert(!th_exists(out2));
     free(o);
     free(e);
+    /* A full Hessian that is not symmetric (tests/broken/asym_h.c) is
+     * refused by the driver before the clusterer uses it. */
+    char plugdir[4200];
+    snprintf(plugdir, sizeof plugdir, "%s/tests/broken/.libs", th_builddir());
+    const char *asym[] = {"--plugin-dir", plugdir, "run", th_src("pipelines/q4_0.yaml"), "-q",
+                          "--input", th_src("models/stories260K"), "-o", out2, "-r", rep,
+                          "--set", "stages.clusterer.gptq=on",
+                          "--set", "stages.hessian.plugin=asym", NULL};
+    ck_assert_int_eq(th_run(&o, &e, asym), 2);
+    th_assert_contains(e, "hessian 'asym' gave a full matrix that is not finite and symmetric "
+                          "with a non-negative diagonal (at [0, 1])");
+    ck_assert(!th_exists(out2));
+    free(o);
+    free(e);
     th_rmtree(dir);
     free(dir);
 }
