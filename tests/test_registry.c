@@ -770,8 +770,9 @@ static char *expected_dir_warnings(const char *rtn_path)
 
 START_TEST(load_dir_alone)
 {
-    /* Alone, the directory gives two plugins (fp16 and the second "rtn",
-     * which clashes with nothing) and one warning per broken plugin. */
+    /* Alone, the directory gives three plugins (asym, fp16 and the second
+     * "rtn", which clashes with nothing) and one warning per broken
+     * plugin. */
     hvq_ctx *ctx = th_ctx();
     hvq_registry *reg = hvq_registry_new();
     capture c;
@@ -783,9 +784,11 @@ START_TEST(load_dir_alone)
     char *want = expected_dir_warnings(NULL);
     ck_assert_str_eq(err, want);
     ck_assert_uint_eq(count_lines(err), 7);
-    ck_assert_uint_eq(hvq_registry_count(reg), 2);
-    ck_assert_str_eq(hvq_registry_at(reg, 0)->desc.name, "rtn"); /* dup_rtn.so < fp16.so */
-    ck_assert_str_eq(hvq_registry_at(reg, 1)->desc.name, "fp16");
+    ck_assert_uint_eq(hvq_registry_count(reg), 3);
+    /* asym_h.so < dup_rtn.so < fp16.so */
+    ck_assert_str_eq(hvq_registry_at(reg, 0)->desc.name, "asym");
+    ck_assert_str_eq(hvq_registry_at(reg, 1)->desc.name, "rtn");
+    ck_assert_str_eq(hvq_registry_at(reg, 2)->desc.name, "fp16");
     free(err);
     free(want);
     hvq_registry_free(reg);
@@ -807,8 +810,9 @@ START_TEST(load_dir_after_builtin)
     char *want = expected_dir_warnings(build("plugins/.libs/clusterer_rtn.so"));
     ck_assert_str_eq(err, want);
     ck_assert_uint_eq(count_lines(err), 8);
-    ck_assert_uint_eq(hvq_registry_count(reg), before + 1);
+    ck_assert_uint_eq(hvq_registry_count(reg), before + 2);
     ck_assert_ptr_nonnull(hvq_registry_find(reg, HVQ_KIND_CLUSTERER, "fp16"));
+    ck_assert_ptr_nonnull(hvq_registry_find(reg, HVQ_KIND_HESSIAN, "asym"));
     ck_assert_str_eq(hvq_registry_find(reg, HVQ_KIND_CLUSTERER, "rtn")->path,
                      build("plugins/.libs/clusterer_rtn.so"));
     free(err);
