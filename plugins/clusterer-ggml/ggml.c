@@ -39,7 +39,9 @@
  * host->hessian_full; off, the default, is llama.cpp's bytes) quantizes
  * each row with GPTQ's error feedback (ggml_gptq.c, common/gptq.h; damping
  * gptq_damp): the same layout and decoding, the attribute "feedback" =
- * "gptq" added. Not combined with col_exponent.
+ * "gptq" added. Types of 32-wide blocks only: on refuses the K types and
+ * IQ4_XS, auto leaves them as llama.cpp quantizes them. Not combined with
+ * col_exponent.
  */
 #include "plugin.h"
 
@@ -71,8 +73,9 @@ static const hvq_param_spec ggml_params[] = {
      "column gains (H_j / mean H)^a applied before the blocks (as AWQ; stored beside them, "
      "so the blocks alone are not llama.cpp's); 0 = none, llama.cpp's blocks"},
     {"gptq", HVQ_PARAM_CHOICE, "off", 0, 0, gptq_choices,
-     "error feedback with the full Hessian (GPTQ): off (llama.cpp's blocks), on (the hessian "
-     "stage must give a full matrix, e.g. calibrate with full: true), auto (when it does)"},
+     "error feedback with the full Hessian (GPTQ), 32-wide types: off (llama.cpp's blocks), on "
+     "(the hessian stage must give a full matrix, e.g. calibrate with full: true), auto (when "
+     "it does and the type allows)"},
     {"gptq_damp", HVQ_PARAM_FLOAT, "0.01", 1e-6, 10, NULL,
      "GPTQ's damping: this times the mean of diag(H) added to the diagonal"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
@@ -134,16 +137,14 @@ static uint64_t first_nonfinite(const float *v, uint64_t n)
 static int gptq_scratch(const row_job *j, hvq_ggml_gptq_scratch *s, unsigned char **skip)
 {
     s->w = malloc((size_t)j->cols * sizeof *s->w);
-    s->deq = malloc((size_t)j->t->block * sizeof *s->deq);
     s->row = malloc((size_t)j->row_bytes);
     *skip = j->n_sparse ? malloc((size_t)j->cols) : NULL;
-    return s->w && s->deq && s->row && (*skip || !j->n_sparse);
+    return s->w && s->row && (*skip || !j->n_sparse);
 }
 
 static void gptq_scratch_free(hvq_ggml_gptq_scratch *s, unsigned char *skip)
 {
     free(s->w);
-    free(s->deq);
     free(s->row);
     free(skip);
 }
@@ -158,7 +159,7 @@ static void encode_rows(void *arg, uint64_t chunk, uint64_t r0, uint64_t r1)
     chunk_fault *f = &j->faults[chunk];
     f->nonfinite = f->overflow = NO_FAULT;
     f->nomem = 0;
-    hvq_ggml_gptq_scratch gs = {NULL, NULL, NULL};
+    hvq_ggml_gptq_scratch gs = {NULL, NULL};
     unsigned char *skip = NULL;
     if (j->u && !gptq_scratch(j, &gs, &skip)) {
         gptq_scratch_free(&gs, skip);
@@ -294,9 +295,17 @@ static hvq_status ggml_encode(hvq_ctx *ctx, const hvq_params *params,
                  .n_sparse = in->sparse_pos ? in->n_sparse : 0};
     double a = params->count > P_COL_EXPONENT ? params->values[P_COL_EXPONENT].f : 0.0;
     double *u = NULL;
-    hvq_status st = hvq_gptq_prepare(ctx, in, params->count > P_GPTQ ? params->values[P_GPTQ].s : "off",
-                                     params->count > P_GPTQ_DAMP ? params->values[P_GPTQ_DAMP].f : 0.01,
-                                     &u);
+    const char *gptq = params->count > P_GPTQ ? params->values[P_GPTQ].s : "off";
+    if (!t->requant && strcmp(gptq, "on") == 0)
+        return H->error(ctx, HVQ_E_INPUT,
+                        "tensor '%s': gptq works with the types of 32-wide blocks (q4_0, q4_1, "
+                        "q5_0, q5_1, q8_0, iq4_nl), not %s; use gptq: auto to apply it only "
+                        "where it can",
+                        in->tensor_name, t->name);
+    if (!t->requant)
+        gptq = "off"; /* auto */
+    hvq_status st = hvq_gptq_prepare(
+        ctx, in, gptq, params->count > P_GPTQ_DAMP ? params->values[P_GPTQ_DAMP].f : 0.01, &u);
     if (st == HVQ_OK && u && a > 0.0)
         st = H->error(ctx, HVQ_E_INPUT,
                       "tensor '%s': gptq and col_exponent cannot be combined; set one of them "
