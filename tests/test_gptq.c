@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include "ggml_quants.h"
 #include "gptq.h"
 #include "harness.h"
 
@@ -225,17 +226,18 @@ START_TEST(ggml_gptq_follows_the_definition)
     hvq_encoded_clear(&enc);
     hvq_encoded_clear(&enc0);
 
-    /* Every other 32-wide type decodes what it reports and shrinks the
-     * output error. */
+    /* Every other type with a requant decodes what it reports and shrinks
+     * the output error (rows of two super-blocks for the K types). */
     enum { N2 = 512 };
     static float x2[R * N2], h2[N2 * N2], r2[R * N2], p2[R * N2], d2[R * N2];
     for (int i = 0; i < R * N2; i++)
         x2[i] = (float)(urand() * 0.05);
     make_h(h2, N2, 1200, -1);
     cx = ctx_with(h2);
-    const char *types[] = {"type=q4_1", "type=q5_0", "type=q5_1", "type=q8_0", "type=iq4_nl"};
+    const char *types[] = {"type=q4_1", "type=q5_0", "type=q5_1", "type=q8_0", "type=iq4_nl",
+                           "type=q4_K", "type=q5_K", "type=q6_K"};
     hvq_cluster_input in2 = {.tensor_name = "t2", .x = x2, .rows = R, .cols = N2, .hessian = x2};
-    for (int t = 0; t < 5; t++) {
+    for (int t = 0; t < 8; t++) {
         const char *kon[] = {types[t], "weights=none", "gptq=on", NULL};
         const char *koff[] = {types[t], "weights=none", NULL};
         ck_assert_msg(encode(ggml, cx, kon, &in2, r2, &enc) == HVQ_OK, "%s", hvq_ctx_error(cx));
@@ -278,7 +280,8 @@ START_TEST(ggml_gptq_modes_and_refusals)
                                           "full Hessian");
     hvq_encoded_clear(&e1);
     cx = ctx_with(h);
-    /* The K types: on is refused, auto leaves llama.cpp's bytes. */
+    /* Types without a requant (q2_K, q3_K, iq4_xs): on is refused, auto
+     * leaves llama.cpp's bytes. */
     static float xk[R * 256], hk[256 * 256], ka[R * 256], kb[R * 256];
     for (int i = 0; i < R * 256; i++)
         xk[i] = (float)(urand() * 0.05);
@@ -286,15 +289,15 @@ START_TEST(ggml_gptq_modes_and_refusals)
     hvq_cluster_input ink = {.tensor_name = "blk.0.ffn_up.weight", .x = xk, .rows = R,
                              .cols = 256, .hessian = xk};
     cx = ctx_with(hk);
-    const char *kon[] = {"type=q4_K", "gptq=on", NULL}, *kauto[] = {"type=q4_K", "gptq=auto", NULL},
-               *koff[] = {"type=q4_K", NULL};
+    const char *kon[] = {"type=q3_K", "gptq=on", NULL}, *kauto[] = {"type=q3_K", "gptq=auto", NULL},
+               *koff[] = {"type=q3_K", NULL};
     ck_assert_int_eq(encode(ggml, cx, kon, &ink, ka, &e1), HVQ_E_INPUT);
-    th_assert_contains(hvq_ctx_error(cx), "gptq works with the types of 32-wide blocks");
+    th_assert_contains(hvq_ctx_error(cx), "gptq works with the types whose codes it can set");
     hvq_encoded_clear(&e1);
     ck_assert_int_eq(encode(ggml, cx, kauto, &ink, ka, &e1), HVQ_OK);
     ck_assert_int_eq(encode(ggml, cx, koff, &ink, kb, &e2), HVQ_OK);
     ck_assert_mem_eq(cx->host->enc_get(&e1, "blocks")->data,
-                     cx->host->enc_get(&e2, "blocks")->data, R * 144);
+                     cx->host->enc_get(&e2, "blocks")->data, R * 110);
     ck_assert_ptr_null(cx->host->enc_attr_get(&e1, "feedback"));
     hvq_encoded_clear(&e1);
     hvq_encoded_clear(&e2);
@@ -321,6 +324,54 @@ START_TEST(ggml_gptq_modes_and_refusals)
     ck_assert_mem_eq(a + 2 * N, b + 2 * N, N * sizeof *a); /* row 2 has none */
     hvq_encoded_clear(&e1);
     hvq_encoded_clear(&e2);
+}
+END_TEST
+
+/* requant of every type that has one (the plugin's quantizers compiled
+ * into this test): the value it returns is what ggml's dequantization of
+ * the block gives at j, no other value moves, and it is the nearest of the
+ * codes' values, which are evenly spaced (iq4_nl: one of sixteen fixed
+ * levels times the scale) between those that targets beyond either end
+ * give. */
+START_TEST(requant_sets_the_nearest_code)
+{
+    rng = 7;
+    const char *names[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_K", "q5_K", "q6_K"};
+    const int levels[] = {16, 16, 32, 32, 256, 16, 32, 64};
+    for (int t = 0; t < 8; t++) {
+        const hvq_ggml_type *ty = hvq_ggml_type_find(names[t]);
+        ck_assert_ptr_nonnull(ty);
+        ck_assert_ptr_nonnull(ty->requant);
+        const int n = ty->block;
+        float x[256], before[256], after[256];
+        uint8_t blk[256];
+        for (int trial = 0; trial < 50; trial++) {
+            for (int i = 0; i < n; i++)
+                x[i] = (float)(urand() * (i % 13 == 0 ? 1.0 : 0.2));
+            ty->quantize_row(x, NULL, blk, n);
+            int j = (int)((urand() + 1.0) * 0.5 * n) % n;
+            ty->dequantize_row(blk, before, n);
+            float lo = ty->requant(blk, j, -1e30f), hi = ty->requant(blk, j, 1e30f);
+            float step = (hi - lo) / (float)(levels[t] - 1);
+            float target = (float)(urand() * 1.5);
+            float v = ty->requant(blk, j, target);
+            ty->dequantize_row(blk, after, n);
+            ck_assert_msg(memcmp(&v, &after[j], 4) == 0, "%s: requant %a, decoded %a", names[t],
+                          (double)v, (double)after[j]);
+            for (int i = 0; i < n; i++)
+                if (i != j)
+                    ck_assert_msg(memcmp(&before[i], &after[i], 4) == 0, "%s: value %d moved",
+                                  names[t], i);
+            ck_assert(v >= fminf(lo, hi) && v <= fmaxf(lo, hi));
+            /* nearest: within half a step, unless clamped at an end; the
+             * tolerance covers the float rounding of the scales */
+            int clamped = (target <= fminf(lo, hi) && v == fminf(lo, hi)) ||
+                          (target >= fmaxf(lo, hi) && v == fmaxf(lo, hi));
+            ck_assert_msg(clamped || fabsf(target - v) <= 0.5f * fabsf(step) * 1.0001f + 1e-7f,
+                          "%s: target %g gave %g, step %g", names[t], (double)target, (double)v,
+                          (double)step);
+        }
+    }
 }
 END_TEST
 
@@ -447,6 +498,7 @@ static Suite *suite(void)
     tcase_add_test(tc, factor_inverts_the_damped_hessian);
     tcase_add_test(tc, ggml_gptq_follows_the_definition);
     tcase_add_test(tc, ggml_gptq_modes_and_refusals);
+    tcase_add_test(tc, requant_sets_the_nearest_code);
     tcase_add_test(tc, kmeans_gptq_follows_the_definition);
     tcase_add_test(tc, pipeline_with_calibrated_full_hessian);
     suite_add_tcase(s, tc);

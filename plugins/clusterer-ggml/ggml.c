@@ -39,8 +39,9 @@
  * host->hessian_full; off, the default, is llama.cpp's bytes) quantizes
  * each row with GPTQ's error feedback (ggml_gptq.c, common/gptq.h; damping
  * gptq_damp): the same layout and decoding, the attribute "feedback" =
- * "gptq" added. Types of 32-wide blocks only: on refuses the K types and
- * IQ4_XS, auto leaves them as llama.cpp quantizes them. Not combined with
+ * "gptq" added. For the types whose codes it can set one by one (the
+ * 32-wide ones, q4_K, q5_K, q6_K): on refuses q2_K, q3_K and iq4_xs, auto
+ * leaves them as llama.cpp quantizes them. Not combined with
  * col_exponent.
  */
 #include "plugin.h"
@@ -73,9 +74,9 @@ static const hvq_param_spec ggml_params[] = {
      "column gains (H_j / mean H)^a applied before the blocks (as AWQ; stored beside them, "
      "so the blocks alone are not llama.cpp's); 0 = none, llama.cpp's blocks"},
     {"gptq", HVQ_PARAM_CHOICE, "off", 0, 0, gptq_choices,
-     "error feedback with the full Hessian (GPTQ), 32-wide types: off (llama.cpp's blocks), on "
-     "(the hessian stage must give a full matrix, e.g. calibrate with full: true), auto (when "
-     "it does and the type allows)"},
+     "error feedback with the full Hessian (GPTQ; not q2_K, q3_K, iq4_xs): off (llama.cpp's "
+     "blocks), on (the hessian stage must give a full matrix, e.g. calibrate with full: true), "
+     "auto (when it does and the type allows)"},
     {"gptq_damp", HVQ_PARAM_FLOAT, "0.01", 1e-6, 10, NULL,
      "GPTQ's damping: this times the mean of diag(H) added to the diagonal"},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
@@ -298,9 +299,9 @@ static hvq_status ggml_encode(hvq_ctx *ctx, const hvq_params *params,
     const char *gptq = params->count > P_GPTQ ? params->values[P_GPTQ].s : "off";
     if (!t->requant && strcmp(gptq, "on") == 0)
         return H->error(ctx, HVQ_E_INPUT,
-                        "tensor '%s': gptq works with the types of 32-wide blocks (q4_0, q4_1, "
-                        "q5_0, q5_1, q8_0, iq4_nl), not %s; use gptq: auto to apply it only "
-                        "where it can",
+                        "tensor '%s': gptq works with the types whose codes it can set one "
+                        "by one (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q4_K, q5_K, q6_K), not "
+                        "%s; use gptq: auto to apply it only where it can",
                         in->tensor_name, t->name);
     if (!t->requant)
         gptq = "off"; /* auto */

@@ -18,11 +18,12 @@
  * error is spread. The stored blocks are ggml's layout, decoded by ggml's
  * dequantize_row.
  *
- * Only the types of 32-wide blocks have a requant. For the super-blocks of
- * 256 the codes would have to stay those of the block-start quantization
- * while the feedback moves the values under them; measured on random rows
- * with a correlated H, that raised the output error of q4_K above plain
- * rounding for 8 seeds in 10, so the K types get no feedback.
+ * The 32-wide types, q4_K, q5_K and q6_K have a requant (for the K types,
+ * under the scale and min of the value's sub-block, the super-block's
+ * scales fixed at its start). q2_K, q3_K and iq4_xs have none and get no
+ * feedback: keeping a block's codes from its start while the feedback
+ * moves the values under them raised q4_K's output error above plain
+ * rounding for 8 random seeds in 10, before q4_K had its requant.
  *
  * Sparse entries (kept exactly by a residual coder) stay 0 in the blocks,
  * as without feedback, take no updates and spread no error.

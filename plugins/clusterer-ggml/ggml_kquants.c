@@ -271,6 +271,37 @@ static void k45_dequant(const uint8_t *blk, const uint8_t *qh, const uint8_t *ql
     }
 }
 
+/* Code j of a Q4_K / Q5_K super-block (qh NULL for Q4_K) set to the one
+ * nearest x under its sub-block's scale and min; returns what
+ * k45_dequant gives for it. */
+static float k45_requant(uint8_t *blk, uint8_t *qh, uint8_t *ql, int j, float x)
+{
+    const float d = hvq_ggml_get_f16(blk), min = hvq_ggml_get_f16(blk + 2);
+    const int c = j / 64, hi = j % 64 >= 32, l = j % 32, max = qh ? 31 : 15;
+    uint8_t sc, m;
+    scale_min(2 * c + hi, blk + 4, &sc, &m);
+    const float d1 = d * (float)sc, m1 = min * (float)m, v = (x + m1) / d1;
+    uint8_t *q = ql + 32 * c + l;
+    const unsigned u = (hi ? 2u : 1u) << (2 * c);
+    int code = (hi ? *q >> 4 : *q & 0xf) + (qh && (qh[l] & u) ? 16 : 0);
+    if (d1 != 0.0f && isfinite(v))
+        code = (int)nearbyintf(fminf(fmaxf(v, 0.0f), (float)max));
+    *q = (uint8_t)(hi ? (*q & 0x0f) | (code & 0xf) << 4 : (*q & 0xf0) | (code & 0xf));
+    if (qh)
+        qh[l] = (uint8_t)((qh[l] & ~u) | (code >> 4 ? u : 0u));
+    return d1 * (float)code - m1;
+}
+
+float hvq_ggml_q4_k_requant(uint8_t *block, int j, float x)
+{
+    return k45_requant(block, NULL, block + 16, j, x);
+}
+
+float hvq_ggml_q5_k_requant(uint8_t *block, int j, float x)
+{
+    return k45_requant(block, block + 16, block + 48, j, x);
+}
+
 void hvq_ggml_q4_k_dequant(const uint8_t *blocks, float *y, int64_t n)
 {
     for (int64_t b = 0; b < n / QK_K; b++)
@@ -365,6 +396,23 @@ void hvq_ggml_q6_k_dequant(const uint8_t *blocks, float *y, int64_t n)
                 y[l + 96] = d * (float)sc[is + 6] * (float)q4;
             }
     }
+}
+
+/* Code j of a Q6_K super-block set to the one nearest x under its
+ * sub-block's scale (-32..31); returns what the dequantization gives. */
+float hvq_ggml_q6_k_requant(uint8_t *block, int j, float x)
+{
+    const int half = j / 128, g = j % 128 / 32, l = j % 32;
+    uint8_t *ql = block + 64 * half + (g & 1 ? 32 : 0) + l, *qh = block + 128 + 32 * half + l;
+    const int8_t sc = (int8_t)block[192 + 8 * half + l / 16 + 2 * g];
+    const float d = hvq_ggml_get_f16(block + 208), v = x / (d * (float)sc);
+    const int shift = g >= 2 ? 4 : 0;
+    int code = ((*ql >> shift) & 0xf) | (((*qh >> (2 * g)) & 3) << 4);
+    if (d * (float)sc != 0.0f && isfinite(v))
+        code = (int)nearbyintf(fminf(fmaxf(v, -32.0f), 31.0f)) + 32;
+    *ql = (uint8_t)((*ql & ~(0xf << shift)) | (code & 0xf) << shift);
+    *qh = (uint8_t)((*qh & ~(3 << (2 * g))) | ((code >> 4) & 3) << (2 * g));
+    return d * (float)sc * (float)(code - 32);
 }
 
 /* Low 2 bits of codes j, j + 32, j + 64, j + 96 into one byte, per 128. */

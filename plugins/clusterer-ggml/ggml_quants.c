@@ -483,9 +483,12 @@ static const hvq_ggml_type types[] = {
      hvq_ggml_iq4_nl_requant},
     {"q2_K", "Q2_K", 256, 84, 1, hvq_ggml_q2_k_row, hvq_ggml_q2_k_dequant, NULL},
     {"q3_K", "Q3_K", 256, 110, 1, hvq_ggml_q3_k_row, hvq_ggml_q3_k_dequant, NULL},
-    {"q4_K", "Q4_K", 256, 144, 1, hvq_ggml_q4_k_row, hvq_ggml_q4_k_dequant, NULL},
-    {"q5_K", "Q5_K", 256, 176, 1, hvq_ggml_q5_k_row, hvq_ggml_q5_k_dequant, NULL},
-    {"q6_K", "Q6_K", 256, 210, 1, hvq_ggml_q6_k_row, hvq_ggml_q6_k_dequant, NULL},
+    {"q4_K", "Q4_K", 256, 144, 1, hvq_ggml_q4_k_row, hvq_ggml_q4_k_dequant,
+     hvq_ggml_q4_k_requant},
+    {"q5_K", "Q5_K", 256, 176, 1, hvq_ggml_q5_k_row, hvq_ggml_q5_k_dequant,
+     hvq_ggml_q5_k_requant},
+    {"q6_K", "Q6_K", 256, 210, 1, hvq_ggml_q6_k_row, hvq_ggml_q6_k_dequant,
+     hvq_ggml_q6_k_requant},
     {"iq4_xs", "IQ4_XS", 256, 136, 1, hvq_ggml_iq4_xs_row, hvq_ggml_iq4_xs_dequant, NULL},
 };
 

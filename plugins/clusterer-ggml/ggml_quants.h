@@ -73,6 +73,9 @@ void hvq_ggml_q3_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q4_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q5_k_dequant(const uint8_t *blocks, float *y, int64_t n);
 void hvq_ggml_q6_k_dequant(const uint8_t *blocks, float *y, int64_t n);
+float hvq_ggml_q4_k_requant(uint8_t *block, int j, float x);
+float hvq_ggml_q5_k_requant(uint8_t *block, int j, float x);
+float hvq_ggml_q6_k_requant(uint8_t *block, int j, float x);
 
 float hvq_ggml_iq4_nl_requant(uint8_t *block, int j, float x);
 

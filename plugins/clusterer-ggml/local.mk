@@ -25,7 +25,11 @@ EXTRA_DIST += tests/data/ggml
 # error feedback (common/gptq.c, ggml_gptq.c, kmeans_gptq.c) against
 # references written from the definition
 check_PROGRAMS += tests/test_gptq
-tests_test_gptq_SOURCES = tests/test_gptq.c
-tests_test_gptq_CFLAGS = $(HVQ_TEST_CFLAGS) -I$(top_srcdir)/common
+tests_test_gptq_SOURCES = tests/test_gptq.c \
+	plugins/clusterer-ggml/ggml_quants.c \
+	plugins/clusterer-ggml/ggml_kquants.c \
+	plugins/clusterer-ggml/ggml_iquants.c
+tests_test_gptq_CFLAGS = $(HVQ_TEST_CFLAGS) -ffp-contract=off -I$(top_srcdir)/common \
+	-I$(top_srcdir)/plugins/clusterer-ggml
 tests_test_gptq_LDADD = $(HVQ_TEST_LIBS) libhvqjson.la -lm
 TESTS += tests/test_gptq
