@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const hvq_gptq_modes[] = {"off", "on", "auto", NULL};
+
 /* Lower Cholesky factor of a (n x n, overwritten): 0, or -1 when a is not
  * positive definite. */
 static int cholesky_lower(double *a, uint64_t n)

@@ -15,6 +15,11 @@
 
 #include "plugin.h"
 
+/* The choices of a clusterer's gptq parameter, NULL-terminated: off, on
+ * (a full Hessian required), auto (used where the Hessian stage gives
+ * one). */
+extern const char *const hvq_gptq_modes[];
+
 /* The widest row offered: the factor takes cols^2 doubles. */
 #define HVQ_GPTQ_MAX_COLS 32768u
 

@@ -491,7 +491,6 @@ static hvq_status hessian_for(run_state *rs, const hvq_loaded_plugin *pl,
 /* ---- one tensor ---------------------------------------------------------- */
 
 
-
 static void work_free(work *wk)
 {
     free(wk->w);

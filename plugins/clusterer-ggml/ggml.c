@@ -62,7 +62,6 @@ enum { P_TYPE, P_WEIGHTS, P_COL_EXPONENT, P_GPTQ, P_GPTQ_DAMP };
 static const char *const type_choices[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl",
                                            "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_xs", NULL};
 static const char *const weights_choices[] = {"auto", "none", "hessian", NULL};
-static const char *const gptq_choices[] = {"off", "on", "auto", NULL};
 
 static const hvq_param_spec ggml_params[] = {
     {"type", HVQ_PARAM_CHOICE, "q4_0", 0, 0, type_choices,
@@ -73,7 +72,7 @@ static const hvq_param_spec ggml_params[] = {
     {"col_exponent", HVQ_PARAM_FLOAT, "0", 0, 2, NULL,
      "column gains (H_j / mean H)^a applied before the blocks (as AWQ; stored beside them, "
      "so the blocks alone are not llama.cpp's); 0 = none, llama.cpp's blocks"},
-    {"gptq", HVQ_PARAM_CHOICE, "off", 0, 0, gptq_choices,
+    {"gptq", HVQ_PARAM_CHOICE, "off", 0, 0, hvq_gptq_modes,
      "error feedback with the full Hessian (GPTQ; not q2_K, q3_K, iq4_xs): off (llama.cpp's "
      "blocks), on (the hessian stage must give a full matrix, e.g. calibrate with full: true), "
      "auto (when it does and the type allows)"},

@@ -114,7 +114,6 @@ enum {
 static const char *const fit_choices[] = {"error", "shrink", NULL};
 static const char *const scale_choices[] = {"max", "rms", NULL};
 static const char *const accel_choices[] = {"auto", "none", NULL};
-static const char *const gptq_choices[] = {"off", "on", "auto", NULL};
 
 static const hvq_param_spec kmeans_params[] = {
     {"block_size", HVQ_PARAM_INT, "2", 1, KM_MAX_BLOCK, NULL,
@@ -141,7 +140,7 @@ static const hvq_param_spec kmeans_params[] = {
     {"col_exponent", HVQ_PARAM_FLOAT, "0", 0, 2, NULL,
      "column gains (H_j / mean H)^a before the row or group gains (activation-aware, as "
      "AWQ): columns with larger inputs get finer steps; 0 = none (the paper)"},
-    {"gptq", HVQ_PARAM_CHOICE, "off", 0, 0, gptq_choices,
+    {"gptq", HVQ_PARAM_CHOICE, "off", 0, 0, hvq_gptq_modes,
      "error feedback with the full Hessian (GPTQ) for block_size 1 without gains: off (the "
      "paper), on (the hessian stage must give a full matrix, e.g. calibrate with full: true), "
      "auto (when it does and the setting allows)"},
