@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include "full_hessian.h"
 #include "ggml_quants.h"
 #include "gptq.h"
 #include "harness.h"
@@ -40,42 +41,15 @@ static void unload(void)
     hvq_registry_free(reg);
 }
 
-static uint64_t rng = 7;
-static double urand(void) /* uniform in [-1, 1) */
-{
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (double)(rng >> 11) / (double)(1ull << 52) - 1.0;
-}
-
-/* A covariance of correlated inputs: mean of x x^T over t samples of x =
- * a random mixture, so columns are strongly correlated; column dead (if
- * >= 0) is always zero. */
-static void make_h(float *h, int n, int t, int dead)
-{
-    double *x = malloc((size_t)n * sizeof *x), *acc = calloc((size_t)(n * n), sizeof *acc);
-    for (int s = 0; s < t; s++) {
-        double base = urand();
-        for (int j = 0; j < n; j++)
-            x[j] = j == dead ? 0.0 : base * (1.0 + 0.1 * j) + 0.3 * urand();
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++)
-                acc[i * n + j] += x[i] * x[j];
-    }
-    for (int i = 0; i < n * n; i++)
-        h[i] = (float)(acc[i] / t);
-    free(x);
-    free(acc);
-}
-
 /* ---- the factor ---------------------------------------------------------- */
 
 START_TEST(factor_inverts_the_damped_hessian)
 {
-    rng = 7; /* the same data forked or not (CK_FORK=no) */
+    fh_rng = 7; /* the same data forked or not (CK_FORK=no) */
     enum { N = 40 };
     static float h[N * N];
     static double u[N * N];
-    make_h(h, N, 200, 5);
+    fh_make_h(h, N, 200, 5);
     const double damp = 0.01;
     ck_assert_int_eq(hvq_gptq_factor(h, N, damp, u), 0);
     double mean = 0;
@@ -109,30 +83,6 @@ END_TEST
 
 /* ---- a host that gives the full Hessian ----------------------------------- */
 
-static const float *g_full;
-static hvq_status test_hessian_full(hvq_ctx *cx, const hvq_cluster_input *in, float *h)
-{
-    (void)cx;
-    if (!g_full)
-        return HVQ_E_NOTFOUND;
-    memcpy(h, g_full, (size_t)(in->cols * in->cols) * sizeof *h);
-    return HVQ_OK;
-}
-
-static hvq_host test_host;
-static hvq_ctx test_ctx;
-
-/* ctx with host->hessian_full giving full (NULL: none). */
-static hvq_ctx *ctx_with(const float *full)
-{
-    test_host = *ctx->host;
-    test_host.hessian_full = test_hessian_full;
-    test_ctx = *ctx;
-    test_ctx.host = &test_host;
-    g_full = full;
-    return &test_ctx;
-}
-
 static hvq_status encode(const hvq_plugin *pl, hvq_ctx *cx, const char *const *kv,
                          const hvq_cluster_input *in, float *recon, hvq_encoded *enc)
 {
@@ -141,18 +91,6 @@ static hvq_status encode(const hvq_plugin *pl, hvq_ctx *cx, const char *const *k
     hvq_encoded_init(enc);
     hvq_ctx_clear_error(cx);
     return pl->cluster_encode(cx, &tp.p, in, recon, enc);
-}
-
-/* sum over rows of e^T H e, e = w - recon. */
-static double output_error(const float *w, const float *recon, const float *h, int rows, int n)
-{
-    double s = 0;
-    for (int r = 0; r < rows; r++)
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++)
-                s += ((double)w[r * n + i] - recon[r * n + i]) * h[i * n + j] *
-                     ((double)w[r * n + j] - recon[r * n + j]);
-    return s;
 }
 
 /* ---- ggml ---------------------------------------------------------------- */
@@ -197,14 +135,14 @@ static void ggml_reference(const float *x, int rows, int n, const double *u, flo
 
 START_TEST(ggml_gptq_follows_the_definition)
 {
-    rng = 7; /* the same data forked or not (CK_FORK=no) */
+    fh_rng = 7; /* the same data forked or not (CK_FORK=no) */
     enum { R = 5, N = 64 };
     static float x[R * N], h[N * N], recon[R * N], plain[R * N], ref[R * N], dec[R * N];
     static double u[N * N];
     for (int i = 0; i < R * N; i++)
-        x[i] = (float)(urand() * (i % 17 == 0 ? 0.4 : 0.05));
-    make_h(h, N, 300, 9);
-    hvq_ctx *cx = ctx_with(h);
+        x[i] = (float)(fh_urand() * (i % 17 == 0 ? 0.4 : 0.05));
+    fh_make_h(h, N, 300, 9);
+    hvq_ctx *cx = fh_ctx_with(ctx, h);
     const char *on[] = {"type=q4_0", "weights=none", "gptq=on", NULL};
     const char *off[] = {"type=q4_0", "weights=none", NULL};
     hvq_cluster_input in = {.tensor_name = "t", .x = x, .rows = R, .cols = N, .hessian = x};
@@ -221,7 +159,7 @@ START_TEST(ggml_gptq_follows_the_definition)
     /* It does what it is for: a smaller output error than rounding alone. */
     ck_assert_int_eq(encode(ggml, cx, off, &in, plain, &enc0), HVQ_OK);
     ck_assert_ptr_null(cx->host->enc_attr_get(&enc0, "feedback"));
-    double e_on = output_error(x, recon, h, R, N), e_off = output_error(x, plain, h, R, N);
+    double e_on = fh_output_error(x, recon, h, R, N), e_off = fh_output_error(x, plain, h, R, N);
     ck_assert_msg(e_on < e_off, "output error with gptq %g, without %g", e_on, e_off);
     hvq_encoded_clear(&enc);
     hvq_encoded_clear(&enc0);
@@ -231,9 +169,9 @@ START_TEST(ggml_gptq_follows_the_definition)
     enum { N2 = 512 };
     static float x2[R * N2], h2[N2 * N2], r2[R * N2], p2[R * N2], d2[R * N2];
     for (int i = 0; i < R * N2; i++)
-        x2[i] = (float)(urand() * 0.05);
-    make_h(h2, N2, 1200, -1);
-    cx = ctx_with(h2);
+        x2[i] = (float)(fh_urand() * 0.05);
+    fh_make_h(h2, N2, 1200, -1);
+    cx = fh_ctx_with(ctx, h2);
     const char *types[] = {"type=q4_1", "type=q5_0", "type=q5_1", "type=q8_0", "type=iq4_nl",
                            "type=q4_K", "type=q5_K", "type=q6_K"};
     hvq_cluster_input in2 = {.tensor_name = "t2", .x = x2, .rows = R, .cols = N2, .hessian = x2};
@@ -244,7 +182,7 @@ START_TEST(ggml_gptq_follows_the_definition)
         ck_assert_int_eq(ggml->cluster_decode(cx, &enc, R, N2, d2), HVQ_OK);
         ck_assert_mem_eq(d2, r2, sizeof d2);
         ck_assert_int_eq(encode(ggml, cx, koff, &in2, p2, &enc0), HVQ_OK);
-        double a = output_error(x2, r2, h2, R, N2), b = output_error(x2, p2, h2, R, N2);
+        double a = fh_output_error(x2, r2, h2, R, N2), b = fh_output_error(x2, p2, h2, R, N2);
         ck_assert_msg(a < b, "%s: output error with gptq %g, without %g", types[t], a, b);
         hvq_encoded_clear(&enc);
         hvq_encoded_clear(&enc0);
@@ -257,16 +195,16 @@ END_TEST
  * entries keep the value the residual overwrites and spread nothing. */
 START_TEST(ggml_gptq_modes_and_refusals)
 {
-    rng = 7; /* the same data forked or not (CK_FORK=no) */
+    fh_rng = 7; /* the same data forked or not (CK_FORK=no) */
     enum { R = 3, N = 64 };
     static float x[R * N], h[N * N], a[R * N], b[R * N];
     for (int i = 0; i < R * N; i++)
-        x[i] = (float)(urand() * 0.05);
-    make_h(h, N, 200, -1);
+        x[i] = (float)(fh_urand() * 0.05);
+    fh_make_h(h, N, 200, -1);
     hvq_cluster_input in = {.tensor_name = "blk.0.attn_q.weight", .x = x, .rows = R, .cols = N,
                             .hessian = x};
     hvq_encoded e1, e2;
-    hvq_ctx *cx = ctx_with(NULL);
+    hvq_ctx *cx = fh_ctx_with(ctx, NULL);
     const char *aut[] = {"type=q5_0", "gptq=auto", NULL}, *off[] = {"type=q5_0", NULL};
     ck_assert_int_eq(encode(ggml, cx, aut, &in, a, &e1), HVQ_OK);
     ck_assert_int_eq(encode(ggml, cx, off, &in, b, &e2), HVQ_OK);
@@ -279,16 +217,16 @@ START_TEST(ggml_gptq_modes_and_refusals)
     th_assert_contains(hvq_ctx_error(cx), "tensor 'blk.0.attn_q.weight': gptq: on needs the "
                                           "full Hessian");
     hvq_encoded_clear(&e1);
-    cx = ctx_with(h);
+    cx = fh_ctx_with(ctx, h);
     /* Types without a requant (q2_K, q3_K, iq4_xs): on is refused, auto
      * leaves llama.cpp's bytes. */
     static float xk[R * 256], hk[256 * 256], ka[R * 256], kb[R * 256];
     for (int i = 0; i < R * 256; i++)
-        xk[i] = (float)(urand() * 0.05);
-    make_h(hk, 256, 300, -1);
+        xk[i] = (float)(fh_urand() * 0.05);
+    fh_make_h(hk, 256, 300, -1);
     hvq_cluster_input ink = {.tensor_name = "blk.0.ffn_up.weight", .x = xk, .rows = R,
                              .cols = 256, .hessian = xk};
-    cx = ctx_with(hk);
+    cx = fh_ctx_with(ctx, hk);
     const char *kon[] = {"type=q3_K", "gptq=on", NULL}, *kauto[] = {"type=q3_K", "gptq=auto", NULL},
                *koff[] = {"type=q3_K", NULL};
     ck_assert_int_eq(encode(ggml, cx, kon, &ink, ka, &e1), HVQ_E_INPUT);
@@ -335,7 +273,7 @@ END_TEST
  * give. */
 START_TEST(requant_sets_the_nearest_code)
 {
-    rng = 7;
+    fh_rng = 7;
     const char *names[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_K", "q5_K", "q6_K"};
     const int levels[] = {16, 16, 32, 32, 256, 16, 32, 64};
     for (int t = 0; t < 8; t++) {
@@ -347,13 +285,13 @@ START_TEST(requant_sets_the_nearest_code)
         uint8_t blk[256];
         for (int trial = 0; trial < 50; trial++) {
             for (int i = 0; i < n; i++)
-                x[i] = (float)(urand() * (i % 13 == 0 ? 1.0 : 0.2));
+                x[i] = (float)(fh_urand() * (i % 13 == 0 ? 1.0 : 0.2));
             ty->quantize_row(x, NULL, blk, n);
-            int j = (int)((urand() + 1.0) * 0.5 * n) % n;
+            int j = (int)((fh_urand() + 1.0) * 0.5 * n) % n;
             ty->dequantize_row(blk, before, n);
             float lo = ty->requant(blk, j, -1e30f), hi = ty->requant(blk, j, 1e30f);
             float step = (hi - lo) / (float)(levels[t] - 1);
-            float target = (float)(urand() * 1.5);
+            float target = (float)(fh_urand() * 1.5);
             float v = ty->requant(blk, j, target);
             ty->dequantize_row(blk, after, n);
             ck_assert_msg(memcmp(&v, &after[j], 4) == 0, "%s: requant %a, decoded %a", names[t],
@@ -382,14 +320,14 @@ END_TEST
  * lower index) and its error spread by U. */
 START_TEST(kmeans_gptq_follows_the_definition)
 {
-    rng = 7; /* the same data forked or not (CK_FORK=no) */
+    fh_rng = 7; /* the same data forked or not (CK_FORK=no) */
     enum { R = 6, N = 40, K = 8 };
     static float x[R * N], h[N * N], recon[R * N], plain[R * N], dec[R * N];
     static double u[N * N];
     for (int i = 0; i < R * N; i++)
-        x[i] = (float)(urand() * 0.8);
-    make_h(h, N, 300, 11);
-    hvq_ctx *cx = ctx_with(h);
+        x[i] = (float)(fh_urand() * 0.8);
+    fh_make_h(h, N, 300, 11);
+    hvq_ctx *cx = fh_ctx_with(ctx, h);
     const char *on[] = {"block_size=1", "centroids=8", "gptq=on", NULL};
     const char *off[] = {"block_size=1", "centroids=8", NULL};
     hvq_cluster_input in = {.tensor_name = "t", .x = x, .rows = R, .cols = N, .hessian = x,
@@ -421,7 +359,7 @@ START_TEST(kmeans_gptq_follows_the_definition)
                 w[k] = (float)((double)w[k] - e * u[j * N + k]);
         }
     }
-    double e_on = output_error(x, recon, h, R, N), e_off = output_error(x, plain, h, R, N);
+    double e_on = fh_output_error(x, recon, h, R, N), e_off = fh_output_error(x, plain, h, R, N);
     ck_assert_msg(e_on < e_off, "output error with gptq %g, without %g", e_on, e_off);
     hvq_encoded_clear(&enc);
     hvq_encoded_clear(&enc0);

@@ -25,7 +25,7 @@ EXTRA_DIST += tests/data/ggml
 # error feedback (common/gptq.c, ggml_gptq.c, kmeans_gptq.c) against
 # references written from the definition
 check_PROGRAMS += tests/test_gptq
-tests_test_gptq_SOURCES = tests/test_gptq.c \
+tests_test_gptq_SOURCES = tests/test_gptq.c tests/full_hessian.c tests/full_hessian.h \
 	plugins/clusterer-ggml/ggml_quants.c \
 	plugins/clusterer-ggml/ggml_kquants.c \
 	plugins/clusterer-ggml/ggml_iquants.c
