@@ -31,7 +31,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     static const char *const plugins[] = {
         "formats/.libs/safetensors.so",      "plugins/.libs/clusterer_rtn.so",
         "plugins/.libs/clusterer_kmeans.so", "plugins/.libs/residual_coo16.so",
-        "plugins/.libs/residual_none.so",    NULL};
+        "plugins/.libs/residual_none.so",    "plugins/.libs/clusterer_ecsq.so",
+        NULL};
     hvq_fuzz_init(plugins);
     mkdir(hvq_fuzz_path("shards"), 0700);
     return 0;

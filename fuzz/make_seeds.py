@@ -332,6 +332,7 @@ def hvq_seeds(build):
                             "  residual: { plugin: coo16, sparsity: 0.02 }",
             "kmeans-b4": "clusterer: { plugin: kmeans, block_size: 4, centroids: 16, "
                          "iterations: 2, fit: shrink }",
+            "ecsq": "clusterer: { plugin: ecsq, bits: 4 }",
         }
         for name, stages in runs.items():
             y = os.path.join(tmp, name + ".yaml")
