@@ -357,6 +357,92 @@ START_TEST(plugin_gptq_modes)
 }
 END_TEST
 
+/* Column gains: the levels are those of W c with the step found for W c,
+ * recon = q step / c (what decode gives, bit for bit); the columns of
+ * large H get the finer steps, so the Hessian-weighted error falls; the
+ * gains are refused with feedback and checked on decode. */
+START_TEST(plugin_column_gains)
+{
+    fh_rng = 18;
+    enum { R = 40, N = 32 };
+    static float x[R * N], xs[R * N], rec[R * N], plain[R * N], ref[R * N], w[N], dec[R * N];
+    static int32_t q[R * N];
+    float hd[N], c[N];
+    for (int j = 0; j < N; j++)
+        hd[j] = (float)exp(3.0 * fh_urand()); /* H spread over e^-3 .. e^3 */
+    for (int i = 0; i < R * N; i++)
+        x[i] = (float)(gauss() * 0.05);
+    hvq_cluster_input in = {.tensor_name = "t", .x = x, .rows = R, .cols = N, .hessian = hd};
+    const char *kv[] = {"bits=4", "col_exponent=0.5", NULL};
+    const char *kv0[] = {"bits=4", NULL};
+    hvq_encoded enc, enc0;
+    ck_assert_msg(encode(ctx, kv, &in, rec, &enc) == HVQ_OK, "%s", hvq_ctx_error(ctx));
+    ck_assert_int_eq(encode(ctx, kv0, &in, plain, &enc0), HVQ_OK);
+    ck_assert_str_eq(ctx->host->enc_attr_get(&enc, "col_exponent"), "0.5");
+    const hvq_component *cc = ctx->host->enc_get(&enc, "col_gains");
+    ck_assert(cc && cc->nbytes == 2 * N);
+    ck_assert_int_eq(ctx->host->convert(ctx, HVQ_DTYPE_F32, c, HVQ_DTYPE_F16, cc->data, N),
+                     HVQ_OK);
+    double mean = 0;
+    for (int j = 0; j < N; j++)
+        mean += hd[j] / N;
+    for (int j = 0; j < N; j++) /* fp16 of sqrt(H_j / mean H) */
+        ck_assert(fabs(c[j] - sqrt(hd[j] / mean)) <= 1e-3 * sqrt(hd[j] / mean));
+    for (int i = 0; i < R * N; i++)
+        xs[i] = x[i] * c[i % N];
+    float step;
+    memcpy(&step, ctx->host->enc_get(&enc, "step")->data, 4);
+    ck_assert(step == ecsq_step_for_bits(xs, R * N, 4.0));
+    ecsq_quant_rows(xs, 0, R, N, step, NULL, NULL, 0, NULL, w, q, ref);
+    for (int i = 0; i < R * N; i++)
+        ck_assert(rec[i] == ref[i] / c[i % N]);
+    ck_assert_int_eq(ecsq->cluster_check(ctx, &enc, R, N), HVQ_OK);
+    ck_assert_int_eq(ecsq->cluster_decode(ctx, &enc, R, N, dec), HVQ_OK);
+    ck_assert_mem_eq(dec, rec, sizeof rec);
+    double e = 0, e0 = 0;
+    for (int i = 0; i < R * N; i++) {
+        e += hd[i % N] * (x[i] - rec[i]) * (x[i] - rec[i]);
+        e0 += hd[i % N] * (x[i] - plain[i]) * (x[i] - plain[i]);
+    }
+    ck_assert_msg(e < e0, "H-weighted error with gains %g, without %g", e, e0);
+    /* a gain of 0 is refused on decode; gains without the attribute too */
+    ((uint16_t *)ctx->host->enc_get(&enc, "col_gains")->data)[3] = 0;
+    hvq_ctx_clear_error(ctx);
+    ck_assert_int_eq(ecsq->cluster_decode(ctx, &enc, R, N, dec), HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(ctx), "ecsq: column gain 3 is not a finite value above 0");
+    for (size_t i = 0; i < enc.n_attrs; i++)
+        if (strcmp(enc.attrs[i].key, "col_exponent") == 0)
+            ((char *)enc.attrs[i].key)[0] = 'x';
+    hvq_ctx_clear_error(ctx);
+    ck_assert_int_eq(ecsq->cluster_check(ctx, &enc, R, N), HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(ctx), "col_gains and col_exponent go together");
+    hvq_encoded_clear(&enc);
+    hvq_encoded_clear(&enc0);
+    /* with the full Hessian's feedback: refused */
+    static float h[N * N];
+    fh_make_h(h, N, 100, -1);
+    hvq_ctx *cx = fh_ctx_with(ctx, h);
+    const char *both[] = {"bits=4", "col_exponent=0.5", "gptq=on", NULL};
+    ck_assert_int_eq(encode(cx, both, &in, rec, &enc), HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(cx), "gptq: on and col_exponent cannot be combined");
+    hvq_encoded_clear(&enc);
+    /* auto: the feedback, without the gains, where the full H is there */
+    const char *au[] = {"bits=4", "col_exponent=0.5", "gptq=auto", NULL};
+    const char *fb[] = {"bits=4", "gptq=on", NULL};
+    ck_assert_int_eq(encode(cx, au, &in, rec, &enc), HVQ_OK);
+    ck_assert_int_eq(encode(cx, fb, &in, ref, &enc0), HVQ_OK);
+    ck_assert_ptr_null(cx->host->enc_get(&enc, "col_gains"));
+    ck_assert_str_eq(cx->host->enc_attr_get(&enc, "feedback"), "gptq");
+    ck_assert_mem_eq(rec, ref, sizeof rec);
+    hvq_encoded_clear(&enc);
+    hvq_encoded_clear(&enc0);
+    cx = fh_ctx_with(ctx, NULL); /* and the gains where it is not */
+    ck_assert_int_eq(encode(cx, au, &in, rec, &enc), HVQ_OK);
+    ck_assert_ptr_nonnull(cx->host->enc_get(&enc, "col_gains"));
+    hvq_encoded_clear(&enc);
+}
+END_TEST
+
 /* Corrupt encodings are refused with a message, never decoded. */
 START_TEST(plugin_refuses_bad_input)
 {
@@ -375,6 +461,14 @@ START_TEST(plugin_refuses_bad_input)
     ck_assert_int_eq(encode(ctx, kv, &in, rec, &enc), HVQ_E_INPUT);
     th_assert_contains(hvq_ctx_error(ctx), "tensor 't': value 37 is not finite");
     hvq_encoded_clear(&enc);
+    /* finite, but not once scaled by its column's gain */
+    x[37] = 3e38f;
+    hdiag[37 % N] = 100.0f;
+    const char *gains[] = {"bits=3", "col_exponent=0.5", NULL};
+    ck_assert_int_eq(encode(ctx, gains, &in, rec, &enc), HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(ctx), "tensor 't': value 37 times its column gain is beyond");
+    hvq_encoded_clear(&enc);
+    hdiag[37 % N] = 1.0f;
     x[37] = 0.5f;
     ck_assert_int_eq(encode(ctx, kv, &in, rec, &enc), HVQ_OK);
     hvq_component *st = NULL, *bytes = NULL;
@@ -398,6 +492,12 @@ START_TEST(plugin_refuses_bad_input)
         ck_assert_int_eq(ecsq->cluster_decode(ctx, &enc, R, N, dec), HVQ_E_INPUT);
         th_assert_contains(hvq_ctx_error(ctx), "is not a positive number");
     }
+    /* a step so large the levels overflow a float */
+    const float huge = 1e38f;
+    memcpy(st->data, &huge, 4);
+    hvq_ctx_clear_error(ctx);
+    ck_assert_int_eq(ecsq->cluster_decode(ctx, &enc, R, N, dec), HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(ctx), "is beyond what a float holds");
     memcpy(st->data, &good, 4);
     bytes->nbytes--;
     hvq_ctx_clear_error(ctx);
@@ -473,6 +573,7 @@ static Suite *suite(void)
     tcase_add_test(tc, quantizer_follows_the_definitions);
     tcase_add_test(tc, plugin_round_trips_on_any_thread_count);
     tcase_add_test(tc, plugin_gptq_modes);
+    tcase_add_test(tc, plugin_column_gains);
     tcase_add_test(tc, plugin_refuses_bad_input);
     tcase_add_test(tc, pipeline_through_the_binary);
     suite_add_tcase(s, tc);

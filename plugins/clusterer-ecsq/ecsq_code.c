@@ -47,7 +47,7 @@ typedef struct enc {
     int oom;
 } enc;
 
-static void put_byte(enc *e, uint8_t b)
+static inline void put_byte(enc *e, uint8_t b)
 {
     if (e->first) {
         e->first = 0;
@@ -67,7 +67,7 @@ static void put_byte(enc *e, uint8_t b)
 }
 
 /* Moves the top byte of low out, resolving a carry into the bytes held. */
-static void shift_low(enc *e)
+static inline void shift_low(enc *e)
 {
     if ((uint32_t)e->low < 0xff000000u || (e->low >> 32) != 0) {
         uint8_t carry = (uint8_t)(e->low >> 32), b = e->cache;
@@ -81,7 +81,7 @@ static void shift_low(enc *e)
     e->low = (e->low & 0x00ffffffu) << 8;
 }
 
-static void enc_bit(enc *e, uint16_t *p, unsigned bit)
+static inline void enc_bit(enc *e, uint16_t *p, unsigned bit)
 {
     uint32_t bound = (e->range >> PROB_BITS) * *p;
     if (bit) {
@@ -98,7 +98,7 @@ static void enc_bit(enc *e, uint16_t *p, unsigned bit)
     }
 }
 
-static void enc_direct(enc *e, unsigned bit)
+static inline void enc_direct(enc *e, unsigned bit)
 {
     e->range >>= 1;
     if (bit)
@@ -163,7 +163,7 @@ typedef struct dec {
     int past; /* a byte beyond the stream was needed */
 } dec;
 
-static uint8_t next_byte(dec *d)
+static inline uint8_t next_byte(dec *d)
 {
     if (d->pos < d->len)
         return d->buf[d->pos++];
@@ -171,7 +171,7 @@ static uint8_t next_byte(dec *d)
     return 0;
 }
 
-static unsigned dec_bit(dec *d, uint16_t *p)
+static inline unsigned dec_bit(dec *d, uint16_t *p)
 {
     uint32_t bound = (d->range >> PROB_BITS) * *p;
     unsigned bit;
@@ -192,7 +192,7 @@ static unsigned dec_bit(dec *d, uint16_t *p)
     return bit;
 }
 
-static unsigned dec_direct(dec *d)
+static inline unsigned dec_direct(dec *d)
 {
     d->range >>= 1;
     unsigned bit = d->code >= d->range;

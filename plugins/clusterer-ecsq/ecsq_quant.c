@@ -8,15 +8,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The level of v under step, as plain rounding gives it. */
+static double level_at(float v, float step)
+{
+    return floor((double)v / step + 0.5);
+}
+
+/* The end of the run of values at level q that starts at v[i]: levels
+ * only grow along sorted values, so a galloping search finds it in
+ * O(log(run)) steps. */
+static uint64_t run_end(const float *v, uint64_t n, uint64_t i, double q, float step)
+{
+    uint64_t lo = i + 1, k = 1; /* v[lo - 1] is at level q */
+    while (lo + k - 1 < n && level_at(v[lo + k - 1], step) == q) {
+        lo += k;
+        k *= 2;
+    }
+    uint64_t hi = lo + k - 1 < n ? lo + k - 1 : n; /* v[hi] is past the run, or hi = n */
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (level_at(v[mid], step) == q)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 double ecsq_entropy_sorted(const float *v, uint64_t n, float step)
 {
     double h = 0.0;
     uint64_t i = 0;
     while (i < n) {
-        double q = floor((double)v[i] / step + 0.5);
-        uint64_t j = i + 1;
-        while (j < n && floor((double)v[j] / step + 0.5) == q)
-            j++;
+        uint64_t j = run_end(v, n, i, level_at(v[i], step), step);
         double p = (double)(j - i) / (double)n;
         h -= p * log2(p);
         i = j;
@@ -24,28 +48,52 @@ double ecsq_entropy_sorted(const float *v, uint64_t n, float step)
     return h;
 }
 
-static int cmp_float(const void *a, const void *b)
+/* The order-preserving key of a finite float: its bits, sign flipped for
+ * positives, all flipped for negatives. */
+static uint32_t float_key(float f)
 {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+
+/* Sorts v[0..n) ascending (finite values; -0 before +0) by four byte-wise
+ * counting passes through tmp (n floats). */
+static void radix_sort(float *v, float *tmp, uint64_t n)
+{
+    for (int shift = 0; shift < 32; shift += 8) {
+        uint64_t count[257] = {0};
+        for (uint64_t i = 0; i < n; i++)
+            count[((float_key(v[i]) >> shift) & 0xff) + 1]++;
+        for (int b = 0; b < 256; b++)
+            count[b + 1] += count[b];
+        for (uint64_t i = 0; i < n; i++)
+            tmp[count[(float_key(v[i]) >> shift) & 0xff]++] = v[i];
+        memcpy(v, tmp, (size_t)n * sizeof *v);
+    }
 }
 
 float ecsq_step_for_bits(const float *x, uint64_t n, double bits)
 {
     uint64_t m = n < ECSQ_SAMPLE ? n : ECSQ_SAMPLE;
     float *v = malloc((size_t)(m ? m : 1) * sizeof *v);
-    if (!v)
+    float *tmp = malloc((size_t)(m ? m : 1) * sizeof *tmp);
+    if (!v || !tmp) {
+        free(v);
+        free(tmp);
         return -1.0f;
+    }
     double amax = 0.0;
     for (uint64_t i = 0; i < m; i++) {
         v[i] = x[m == n ? i : i * (n / m)];
         amax = fmax(amax, fabs((double)v[i]));
     }
-    qsort(v, (size_t)m, sizeof *v, cmp_float);
+    radix_sort(v, tmp, m);
+    free(tmp);
     if (amax == 0.0)
         amax = 1.0;
     double lo = log(amax) - 22.0 * log(2.0), hi = log(amax) + 2.0 * log(2.0);
-    for (int it = 0; it < 60; it++) {
+    for (int it = 0; it < 40; it++) {
         double mid = 0.5 * (lo + hi);
         if (ecsq_entropy_sorted(v, m, (float)exp(mid)) > bits)
             lo = mid;

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 /* Values the step search looks at: an even sample of larger tensors. */
-#define ECSQ_SAMPLE (1u << 18)
+#define ECSQ_SAMPLE (1u << 16)
 
 /* The empirical entropy (bits per value) of round(v / step) over the
  * ascending values v[0..n). */
@@ -18,7 +18,7 @@ double ecsq_entropy_sorted(const float *v, uint64_t n, float step);
 /* The step (a float > 0) whose levels of plain rounding have an empirical
  * entropy of about bits per value over x[0..n) (every value when n <=
  * ECSQ_SAMPLE, else an evenly spaced sample of ECSQ_SAMPLE): bisection on
- * log(step), 60 halvings, between amax 2^-22 and 4 amax, amax = max |x|
+ * log(step), 40 halvings, between amax 2^-22 and 4 amax, amax = max |x|
  * (1 when every value is 0). -1 when out of memory. The values must be
  * finite. */
 float ecsq_step_for_bits(const float *x, uint64_t n, double bits);
