@@ -1,13 +1,14 @@
 #!/bin/sh
 # The whole-model benchmark: a synthetic model of SmolLM2-1.7B's shapes
 # (bench/synth_model.c), compressed with the High, Mid and INT4 pipelines
-# and with best.yaml sized to 4.8 bits per weight (candidates measured on
-# 256-row samples), and the High container decoded back to F16. Prints wall time, parameters
+# and with best.yaml and best-fast.yaml sized to 4.8 bits per weight
+# (candidates measured on 256- and 32-row samples), and the High container
+# decoded back to F16. Prints wall time, parameters
 # per second, peak resident memory and output size per step. Not a test:
 # nothing here runs in `make check`. See bench/README.md.
 #
 #   bench/run.sh [--small] [--layers N] [--threads N] [--dir DIR] [--seed S]
-#                [--only high,mid,int4,best,decode]
+#                [--only high,mid,int4,best,best-fast,decode]
 #
 #   --small       2 layers (0.23 B parameters) instead of 24 (1.71 B)
 #   --threads N   hvqconv's --threads (default: every core)
@@ -21,7 +22,7 @@ DIR=/tmp/hvqconv-bench
 LAYERS=24
 SEED=1
 THREADS=
-ONLY=high,mid,int4,best,decode
+ONLY=high,mid,int4,best,best-fast,decode
 while [ $# -gt 0 ]; do
     case $1 in
     --small) LAYERS=2 ;;
@@ -119,6 +120,14 @@ case ",$ONLY," in *,best,*)
     timed best-4.8 "$OUT/best.hvq" "$OUT/best.json" "$HVQCONV" run "$SRC/pipelines/best.yaml" \
         --input "$MODEL/model.safetensors" --output "$OUT/best.hvq" -r "$OUT/best.json" \
         --target-bpw 4.8 --set target.sample=256 --threads "$THREADS" --force $HESS ;;
+esac
+case ",$ONLY," in *,best-fast,*)
+    # best-fast.yaml: the entropy-coded candidates only, on 32-row samples
+    # shellcheck disable=SC2086
+    timed best-fast-4.8 "$OUT/best-fast.hvq" "$OUT/best-fast.json" "$HVQCONV" run \
+        "$SRC/pipelines/best-fast.yaml" --input "$MODEL/model.safetensors" \
+        --output "$OUT/best-fast.hvq" -r "$OUT/best-fast.json" --target-bpw 4.8 \
+        --threads "$THREADS" --force $HESS ;;
 esac
 case ",$ONLY," in *,decode,*)
     timed decode-high-f16 "$OUT/high-f16.safetensors" "" "$HVQCONV" decode -v "$OUT/high.hvq" \

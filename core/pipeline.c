@@ -1125,8 +1125,9 @@ static int parse_target(hvq_target_cfg *t, const char *key, const char *text,
     return 1;
 }
 
-/* target: { bpw: X } or { size: S }, optionally with metric:; null:
- * none. */
+/* target: { bpw: X } or { size: S }, optionally with metric: and
+ * sample:; with candidates, metric: and sample: alone (the size from the
+ * command line); null: none. */
 static hvq_status load_target(loader *L, const ynode *key, const ynode *v)
 {
     hvq_target_cfg *t = &L->p->target;
@@ -1154,10 +1155,10 @@ static hvq_status load_target(loader *L, const ynode *key, const ynode *v)
             return mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark, "%s",
                               val->kind != YN_SCALAR ? "'target' takes scalar values" : why);
     }
-    if (!(t->bpw > 0 || t->bytes > 0))
-        return mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "'target' needs bpw: or size: (e.g. target: { bpw: 4.8 })");
-    t->present = 1;
+    /* without a size, metric: and sample: wait for --target-bpw or
+     * --target-size (validate_target) */
+    t->present = t->bpw > 0 || t->bytes > 0;
+    t->in_file = 1;
     t->mark = key->mark;
     return HVQ_OK;
 }
@@ -1917,6 +1918,9 @@ static hvq_status validate_override(hvq_ctx *ctx, hvq_pipeline *p,
 static hvq_status validate_target(hvq_ctx *ctx, const hvq_pipeline *p)
 {
     hvq_mark none = {NULL, NULL, 0, 0};
+    if (!p->target.present && p->target.in_file && p->n_candidates == 0)
+        return mark_error(ctx, HVQ_E_INPUT, p, &p->target.mark,
+                          "'target' needs bpw: or size: (e.g. target: { bpw: 4.8 })");
     if (p->target.present && p->n_candidates == 0)
         return mark_error(ctx, HVQ_E_INPUT, p, &p->target.mark,
                           "a size target needs 'candidates:', the settings to choose "

@@ -80,6 +80,8 @@ typedef struct hvq_eval_cfg {
  * and what is minimised (metric:). */
 typedef struct hvq_target_cfg {
     int present;            /* bpw or size given */
+    int in_file;            /* the file has target: (perhaps only metric:
+                               or sample:, the size left to --target-bpw) */
     double bpw;             /* > 0 when given */
     uint64_t bytes;         /* > 0 when given */
     int relative;           /* metric: 0 absolute (default): the sum over

@@ -225,6 +225,15 @@ START_TEST(pipeline_keys)
     ck_assert_int_eq(load(cands, NULL, &msg), HVQ_E_INPUT);
     th_assert_contains(msg, "--target-bpw");
     free(msg);
+    /* the file's metric: and sample:, the size from the command line */
+    const char *set_bpw[] = {"target.bpw=4.5", NULL};
+    snprintf(text, sizeof text, "target: { metric: relative, sample: 64 }\n%s", cands);
+    ck_assert_int_eq(load(text, set_bpw, &msg), HVQ_OK);
+    th_assert_contains(msg, "target: { bpw: 4.5, metric: relative, sample: 64 }");
+    free(msg);
+    ck_assert_int_eq(load(text, NULL, &msg), HVQ_E_INPUT);
+    th_assert_contains(msg, "give a size target (--target-bpw X");
+    free(msg);
     /* a target without candidates */
     ck_assert_int_eq(load("target: { bpw: 4 }\n", NULL, &msg), HVQ_E_INPUT);
     th_assert_contains(msg, "needs 'candidates:'");
@@ -376,6 +385,58 @@ START_TEST(binary_sampled_target_met)
 }
 END_TEST
 
+/* The shipped pipelines sized by the command line: best.yaml and
+ * best-fast.yaml meet 4.5 and 5.5 bits per weight on the demo model with
+ * their own target: (metric relative), every compressed tensor of
+ * best-fast.yaml is an ecsq candidate, and 1 and 2 threads give the same
+ * bytes; without a size they stop with exit 2. */
+START_TEST(binary_shipped_size_pipelines)
+{
+    char *dir = th_tmpdir("alloc-shipped");
+    const char *yamls[] = {"pipelines/best.yaml", "pipelines/best-fast.yaml"};
+    const char *targets[] = {"4.5", "5.5"};
+    metric_arg = "seed=42"; /* nothing the files do not say */
+    for (int y = 0; y < 2; y++)
+        for (int k = 0; k < 2; k++) {
+            char *err = NULL, path[4096];
+            int rc = run_demo(dir, yamls[y], targets[k], k ? "2" : "1", k ? "p2" : "p1", &err);
+            ck_assert_msg(rc == 0, "%s %s: exit %d: %s", yamls[y], targets[k], rc, err);
+            free(err);
+            snprintf(path, sizeof path, "%s/%s.json", dir, k ? "p2" : "p1");
+            char *json = th_read_file(path, NULL);
+            ck_assert_ptr_nonnull(json);
+            ck_assert_double_le(json_number(json, "achieved_bytes"),
+                                json_number(json, "budget_bytes"));
+            th_assert_contains(json, "metric: relative");
+            if (y == 1)
+                ck_assert_msg(!strstr(json, "\"candidate\": \"q") &&
+                                  !strstr(json, "\"candidate\": \"vq"),
+                              "best-fast chose a candidate it does not list");
+            free(json);
+        }
+    /* the same target, 1 and 2 threads */
+    ck_assert_int_eq(run_demo(dir, yamls[1], "5.5", "1", "p1", NULL), 0);
+    char a[4096], b[4096];
+    snprintf(a, sizeof a, "%s/p1.hvq", dir);
+    snprintf(b, sizeof b, "%s/p2.hvq", dir);
+    size_t na, nb;
+    char *da = th_read_file(a, &na), *db = th_read_file(b, &nb);
+    ck_assert_ptr_nonnull(da);
+    ck_assert_ptr_nonnull(db);
+    ck_assert_msg(na == nb && memcmp(da, db, na) == 0, "1 and 2 threads wrote different bytes");
+    free(da);
+    free(db);
+    char *err = NULL;
+    const char *args[] = {"run", "-q", th_src(yamls[0]), "--input", th_src("models/stories260K"),
+                          "-o", a, "--force", NULL};
+    ck_assert_int_eq(th_run(NULL, &err, args), 2);
+    th_assert_contains(err, "give a size target (--target-bpw X");
+    free(err);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(binary_threads_same_bytes)
 {
     char *dir = th_tmpdir("alloc-threads");
@@ -473,6 +534,7 @@ static Suite *alloc_suite(void)
     tcase_add_loop_test(tc, binary_target_met, 0, 2);
     tcase_add_test(tc, binary_sampled_target_met);
     tcase_add_test(tc, binary_threads_same_bytes);
+    tcase_add_test(tc, binary_shipped_size_pipelines);
     tcase_add_test(tc, binary_unreachable);
     tcase_add_test(tc, binary_fallback);
     tcase_add_test(tc, binary_compare_target);
