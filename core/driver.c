@@ -1030,6 +1030,11 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
     if ((st = src->desc.source_open(ctx, p->input, &sstate)) != HVQ_OK)
         goto done;
     size_t n = src->desc.source_count(sstate);
+    if (n == 0) {
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: the model holds no tensors (nothing to compress)",
+                       p->input);
+        goto done;
+    }
     infos = hvq_calloc(ctx, n ? n : 1, sizeof *infos);
     selected = hvq_calloc(ctx, n ? n : 1, 1);
     rep->t = hvq_calloc(ctx, n ? n : 1, sizeof *rep->t);

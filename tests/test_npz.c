@@ -883,6 +883,15 @@ static void build_lone_v9(const char *p)
     free(m);
 }
 
+static void build_dotdot_member(const char *p)
+{
+    size_t len;
+    unsigned char *m = npy_make(1, good_dict, NULL, 16, &len);
+    zmember z[1] = {{"../../evil.npy", m, len, 0}};
+    make_zip(p, 0, z, 1);
+    free(m);
+}
+
 typedef struct bad_archive {
     const char *file;            /* name in the temporary directory */
     void (*build)(const char *path);
@@ -923,6 +932,10 @@ static const bad_archive bad_archives[] = {
     {"huge.npz", build_header_huge,
      "member 'a.npy': NPY header length 4294967280 exceeds the limit", 0},
     {"dup.npz", build_duplicate, "duplicate member name 'w.npy'", 0},
+    {"dotdot.npz", build_dotdot_member,
+     "member '../../evil.npy' cannot be an array name: it has a '.' or '..' "
+     "path component",
+     0},
     {"deflate-start.npz", build_deflate_broken_start,
      "member 'a.npy': cannot read: ", 0},
     {"crc.npz", build_stored_bad_crc, "member 'a.npy': cannot read: ZIP bad "
@@ -1375,6 +1388,63 @@ START_TEST(npz_sink_errors)
 }
 END_TEST
 
+/* Names a zip member cannot hold are refused before anything is written
+ * (a name of 65,532 bytes or more with '.npy' overflows the 16-bit name
+ * length; a '..' component would lead an extracting tool out of its
+ * directory); the longest name that fits and a name with '/' round-trip. */
+START_TEST(npz_sink_names)
+{
+    char *dir = th_tmpdir("npz-names");
+    char *path = tmpfile_in(dir, "n.npz");
+    void *sink = NULL;
+    hvq_tensor_info info[2];
+    float buf[4] = {1, 2, 3, 4};
+    size_t longest = 65535 - strlen(".npy");
+    char *name = malloc(longest + 2);
+    memset(name, 'w', longest + 1);
+    name[longest + 1] = '\0';
+    info[0] = mk_info("a/b", HVQ_DTYPE_F32, NULL, 2, 2, 16);
+    info[1] = mk_info(name, HVQ_DTYPE_F32, NULL, 2, 2, 16);
+    ck_assert_int_eq(np->sink_create(g_ctx, path, NULL, 0, info, 2, &sink),
+                     HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(g_ctx), "a name of 65532 bytes does not "
+                                             "fit a zip member name");
+    static const char *const bad[] = {"../x", "a/../b", "/abs", "a//b", "a/.",
+                                      "c\\d"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        info[1] = mk_info(bad[i], HVQ_DTYPE_F32, NULL, 2, 2, 16);
+        ck_assert_int_eq(np->sink_create(g_ctx, path, NULL, 0, info, 2,
+                                         &sink),
+                         HVQ_E_INPUT);
+        th_assert_contains(hvq_ctx_error(g_ctx), "cannot be a zip member name");
+    }
+    ck_assert(!th_exists(path));
+    name[longest] = '\0'; /* 65,531 bytes: fits */
+    info[1] = mk_info(name, HVQ_DTYPE_F32, NULL, 2, 2, 16);
+    ck_assert_msg(np->sink_create(g_ctx, path, NULL, 0, info, 2, &sink) ==
+                      HVQ_OK,
+                  "%s", hvq_ctx_error(g_ctx));
+    for (int i = 0; i < 2; i++) {
+        hvq_tensor t = {info[i], buf};
+        ck_assert_msg(np->sink_write(g_ctx, sink, &t) == HVQ_OK, "%s",
+                      hvq_ctx_error(g_ctx));
+    }
+    ck_assert_int_eq(np->sink_finish(g_ctx, sink), HVQ_OK);
+    np->sink_close(g_ctx, sink);
+    ck_assert_int_eq(hvq_outputs_commit(g_ctx), HVQ_OK);
+    void *src = open_ok(path);
+    for (int i = 0; i < 2; i++) {
+        hvq_tensor t = read_named(src, info[i].name, HVQ_DTYPE_F32, 2, 2, 2, 0);
+        ck_assert_mem_eq(t.data, buf, 16);
+    }
+    close_src(src);
+    free(name);
+    free(path);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * The real model (../shared/data), when present
  * ---------------------------------------------------------------------- */
@@ -1580,6 +1650,49 @@ START_TEST(npz_cli_errors)
     th_assert_contains(err, "not a zip archive");
     ck_assert(!th_exists(o));
     free(err);
+    /* An empty archive is an empty model: nothing to compress, exit 2. */
+    {
+        const char *empty = fixture("empty.npz");
+        const char *args[] = {"run", pipeline, "--input", empty, "--output", o, "-q",
+                              NULL};
+        rc = th_run(NULL, &err, args);
+        ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
+        th_assert_contains(err, "empty.npz: the model holds no tensors");
+        ck_assert(!th_exists(o));
+        free(err);
+    }
+    /* A model whose tensor name (65,535 bytes) fits no zip member name:
+     * refused with exit 2 before anything is written (it overflowed a
+     * buffer in libarchive's zip writer). */
+    {
+        char *st = tmpfile_in(dir, "long.safetensors");
+        size_t nlen = 65535, cap = nlen + 128;
+        char *hdr = malloc(cap), *file = malloc(cap + 16);
+        memcpy(hdr, "{\"", 2);
+        memset(hdr + 2, 'w', nlen);
+        int hl = 2 + (int)nlen;
+        hl += snprintf(hdr + hl, cap - (size_t)hl,
+                       "\":{\"dtype\":\"F32\",\"shape\":[2],"
+                       "\"data_offsets\":[0,8]}}");
+        while (hl % 8)
+            hdr[hl++] = ' ';
+        uint64_t h64 = (uint64_t)hl;
+        for (int b = 0; b < 8; b++)
+            file[b] = (char)(h64 >> (8 * b));
+        memcpy(file + 8, hdr, (size_t)hl);
+        memset(file + 8 + hl, 0, 8);
+        th_write_file(st, file, 8 + (size_t)hl + 8);
+        const char *args[] = {"run", pipeline, "--input", st, "--output", o, "-q",
+                              NULL};
+        rc = th_run(NULL, &err, args);
+        ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
+        th_assert_contains(err, "a name of 65535 bytes does not fit a zip member name");
+        ck_assert(!th_exists(o));
+        free(err);
+        free(hdr);
+        free(file);
+        free(st);
+    }
     free(bad);
     free(o);
     th_rmtree(dir);
@@ -1649,6 +1762,7 @@ static Suite *suite(void)
     tcase_add_test(tc, npz_round_trip_compressed);
     tcase_add_test(tc, npz_write_empty_model);
     tcase_add_test(tc, npz_sink_errors);
+    tcase_add_test(tc, npz_sink_names);
     tcase_add_test(tc, npz_real_f32);
     tcase_add_test(tc, npz_real_f16_compressed);
     tcase_add_test(tc, npz_cli_run);

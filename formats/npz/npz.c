@@ -53,6 +53,8 @@
 
 #define NPZ_EXT ".npz"
 #define NPY_EXT ".npy"
+/* The longest member name a zip header holds (a 16-bit length). */
+#define NPZ_MAX_MEMBER 65535u
 #define NPZ_MSG 2048
 #define NPZ_BLOCK 65536
 #define NPZ_CHUNK ((size_t)1 << 30) /* libarchive's zip writer takes 32-bit
@@ -570,6 +572,30 @@ static int npz_is_empty_zip(npz_source *s)
            22 + ((unsigned)e[20] | (unsigned)e[21] << 8) == s->file_size;
 }
 
+/* Why the array name a[0..len) cannot be a member name safely (NULL: it
+ * can): a tool that extracts the archive must not be led out of its
+ * directory, so no absolute name, no "." or ".." component, no empty
+ * component, no backslash. "a/b" is allowed, as numpy's savez writes it. */
+static const char *npz_name_problem(const char *a, size_t len)
+{
+    if (len > 0 && a[0] == '/')
+        return "it starts with '/'";
+    if (memchr(a, '\\', len))
+        return "it holds a backslash";
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && a[i] != '/')
+            continue;
+        size_t n = i - start;
+        if (n == 0)
+            return "it has an empty path component";
+        if ((n == 1 && a[start] == '.') || (n == 2 && a[start] == '.' && a[start + 1] == '.'))
+            return "it has a '.' or '..' path component";
+        start = i + 1;
+    }
+    return NULL;
+}
+
 static hvq_status npz_open_zip(hvq_ctx *ctx, npz_source *s)
 {
     npz_tensor **sorted;
@@ -607,6 +633,11 @@ static hvq_status npz_open_zip(hvq_ctx *ctx, npz_source *s)
         if (len == strlen(NPY_EXT) || name[len - strlen(NPY_EXT) - 1] == '/')
             return npz_fail(ctx, HVQ_E_INPUT, s->path, NULL,
                             "member '%.300s' has an empty array name", name);
+        const char *why = npz_name_problem(name, len - strlen(NPY_EXT));
+        if (why)
+            return npz_fail(ctx, HVQ_E_INPUT, s->path, NULL,
+                            "member '%.300s' cannot be an array name: %s",
+                            name, why);
         if (archive_entry_filetype(e) != AE_IFREG)
             return npz_fail(ctx, HVQ_E_INPUT, s->path, name,
                             "not a regular file (a link or a device)");
@@ -1021,6 +1052,16 @@ static hvq_status npz_check_decl(hvq_ctx *ctx, const char *path,
                             "tensor name '%.200s' is not valid UTF-8 (zip "
                             "member names are written in UTF-8)",
                             t->name);
+        if (strlen(t->name) > NPZ_MAX_MEMBER - strlen(NPY_EXT))
+            return npz_fail(ctx, HVQ_E_INPUT, path, NULL,
+                            "tensor '%.60s...': a name of %zu bytes does not "
+                            "fit a zip member name (%u bytes with '.npy')",
+                            t->name, strlen(t->name), NPZ_MAX_MEMBER);
+        const char *why = npz_name_problem(t->name, strlen(t->name));
+        if (why)
+            return npz_fail(ctx, HVQ_E_INPUT, path, NULL,
+                            "tensor '%.200s' cannot be a zip member name: %s",
+                            t->name, why);
         if (t->ndim < 0 || t->ndim > HVQ_MAX_DIMS)
             return npz_fail(ctx, HVQ_E_INPUT, path, NULL,
                             "tensor '%.200s': %d dimensions (0..%d allowed)",
