@@ -4,6 +4,7 @@
 #endif
 
 #include "llama_tok.h"
+#include "file.h"
 #include "json.h"
 
 #include <errno.h>
@@ -159,10 +160,12 @@ static hvq_status set_piece(hvq_ctx *ctx, hvq_tokenizer *t, int i, const char *s
 hvq_status hvq_tokenizer_load_llama2c(hvq_ctx *ctx, const char *path, hvq_tokenizer **out)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
+    int odd;
+    FILE *f = hvq_fopen_regular(path, &odd);
     if (!f)
-        return ctx->host->error(ctx, errno == ENOENT ? HVQ_E_INPUT : HVQ_E_IO,
-                                "%s: cannot open: %s", path, strerror(errno));
+        return ctx->host->error(ctx, odd || errno == ENOENT ? HVQ_E_INPUT : HVQ_E_IO,
+                                "%s: cannot open: %s", path,
+                                odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0)
         size = ftell(f);

@@ -5,6 +5,7 @@
 #include "container.h"
 #include "driver.h"
 #include "eval.h"
+#include "file.h"
 #include "buf.h"
 #include "llama.h"
 #include "llama_tok.h"
@@ -96,10 +97,12 @@ static char *config_for(const char *model)
 static hvq_status read_text(hvq_ctx *ctx, const char *path, long max, char **out, size_t *len)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
+    int odd;
+    FILE *f = hvq_fopen_regular(path, &odd);
     if (!f)
-        return hvq_error(ctx, errno == ENOENT ? HVQ_E_INPUT : HVQ_E_IO, "%s: cannot open: %s",
-                         path, strerror(errno));
+        return hvq_error(ctx, odd || errno == ENOENT ? HVQ_E_INPUT : HVQ_E_IO,
+                         "%s: cannot open: %s", path,
+                         odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0)
         size = ftell(f);
@@ -213,10 +216,12 @@ hvq_status hvq_eval_read_tokens(hvq_ctx *ctx, const char *path, int32_t **ids, u
 {
     *ids = NULL;
     *n = 0;
-    FILE *f = fopen(path, "rb");
+    int odd;
+    FILE *f = hvq_fopen_regular(path, &odd);
     if (!f)
-        return hvq_error(ctx, errno == ENOENT || errno == EISDIR ? HVQ_E_INPUT : HVQ_E_IO,
-                         "%s: cannot open: %s", path, strerror(errno));
+        return hvq_error(ctx, odd || errno == ENOENT ? HVQ_E_INPUT : HVQ_E_IO,
+                         "%s: cannot open: %s", path,
+                         odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
     unsigned char head[6] = {0};
     size_t hn = fread(head, 1, sizeof head, f);
     int is_npy = hn == 6 && memcmp(head, "\x93NUMPY", 6) == 0;
@@ -325,6 +330,13 @@ static hvq_status get_from_model(void *ud, hvq_ctx *ctx, const char *name, float
                                       (size_t)numel)) != HVQ_OK) {
         free(out);
         return st;
+    }
+    uint64_t bad = hvq_first_nonfinite(out, numel);
+    if (bad < numel) {
+        free(out);
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: tensor '%s': value %llu is not finite (a model "
+                         "with NaN or infinite weights has no perplexity)",
+                         s->path, name, (unsigned long long)bad);
     }
     *data = out;
     *ndim = t.info.ndim;
@@ -623,6 +635,11 @@ static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *m
     res->n_scored = scored;
     res->nll = nll / (double)scored;
     res->ppl = exp(res->nll);
+    if (!isfinite(res->nll)) {
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: the loss is not finite (the forward pass "
+                       "overflows with these weights)", model_path);
+        goto done;
+    }
 done:
     hvq_llama_free(llama);
     if (model)

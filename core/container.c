@@ -16,6 +16,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1028,7 +1029,27 @@ static void scale_chunk(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
     }
 }
 
+static hvq_status decode_tensor(hvq_ctx *ctx, hvq_container *c, size_t i, float *out);
+
+/* A tensor decoded to float32: every value must be finite (a NaN or
+ * infinite scale, min, codebook entry or sparse value is a corrupt file,
+ * never written by hvqconv). */
 hvq_status hvq_container_read_decoded(hvq_ctx *ctx, hvq_container *c, size_t i, float *out)
+{
+    hvq_status st = decode_tensor(ctx, c, i, out);
+    if (st != HVQ_OK)
+        return st;
+    const hvq_container_tensor *p = &c->t[i].pub;
+    uint64_t bad = hvq_first_nonfinite(out, p->numel);
+    if (bad < p->numel)
+        return cfail(ctx, HVQ_E_INPUT, c,
+                     "tensor '%s': value %llu decodes to %s (a stored component is not "
+                     "finite)",
+                     p->name, (unsigned long long)bad, isnan(out[bad]) ? "NaN" : "infinity");
+    return HVQ_OK;
+}
+
+static hvq_status decode_tensor(hvq_ctx *ctx, hvq_container *c, size_t i, float *out)
 {
     hvq_status st = hvq_container_verify(ctx, c, i);
     if (st != HVQ_OK)

@@ -270,6 +270,10 @@ hvq_status hvq_registry_add(hvq_registry *reg, hvq_ctx *ctx, const hvq_plugin *d
 
 hvq_status hvq_registry_load_file(hvq_registry *reg, hvq_ctx *ctx, const char *path)
 {
+    /* dlopen of a FIFO would wait for a writer forever */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: plugin refused: not a regular file", path);
     /* RTLD_LOCAL: plugins cannot see each other's symbols. */
     void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!dl) {

@@ -62,4 +62,4 @@ tests_test_cli_CFLAGS = $(HVQ_TEST_CFLAGS)
 tests_test_cli_LDADD = $(HVQ_TEST_LIBS)
 TESTS += tests/test_registry tests/test_cli
 
-EXTRA_DIST += tests/data/cli
+EXTRA_DIST += tests/data/cli tests/data/nan

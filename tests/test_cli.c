@@ -1053,6 +1053,129 @@ END_TEST
 
 /* ---- the example plugin -------------------------------------------------- */
 
+/* Every input a user names that is not a regular file (here a FIFO, which
+ * an fopen waits on forever for a writer) is refused at once with exit 2
+ * and its name: eval's tokens, text, tokenizer and config, the imatrix and
+ * calibrate's tokens; a FIFO named *.so in a plugin directory is refused
+ * with a warning and the run goes on. (Before: each of these hung.) */
+START_TEST(fail_fifo_inputs)
+{
+    char *dir = th_tmpdir("fifo");
+    char fifo[4096], so[4200], out[4200], hpath[4200], tpath[4200];
+    snprintf(fifo, sizeof fifo, "%s/p", dir);
+    snprintf(so, sizeof so, "%s/x.so", dir);
+    snprintf(out, sizeof out, "%s/o.safetensors", dir);
+    snprintf(hpath, sizeof hpath, "stages.hessian.path=%s", fifo);
+    snprintf(tpath, sizeof tpath, "stages.hessian.tokens=%s", fifo);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    ck_assert_int_eq(mkfifo(so, 0600), 0);
+    const char *demo = th_src("models/stories260K");
+    const char *tok = th_src("tests/data/eval/tok512.bin");
+    const char *pipe = th_src("pipelines/int4-rtn.yaml");
+    const char *cases[][12] = {
+        {"eval", demo, "--tokens", fifo, NULL},
+        {"eval", demo, "--text", fifo, "--tokenizer", tok, NULL},
+        {"eval", demo, "--text", th_src("README.md"), "--tokenizer", fifo, NULL},
+        {"eval", th_src("models/stories260K/model.safetensors"), "--config", fifo, "--tokens",
+         th_src("models/stories260K/tinystories-calib.tok512.npy"), NULL},
+        {"run", "-q", pipe, "-o", out, "--set", "stages.hessian.plugin=imatrix", "--set", hpath,
+         NULL},
+        {"run", "-q", pipe, "-o", out, "--set", "stages.hessian.plugin=calibrate", "--set",
+         tpath, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *err = NULL;
+        int rc = th_run(NULL, &err, cases[i]);
+        ck_assert_msg(rc == 2, "case %zu: exit %d: %s", i, rc, err);
+        th_assert_contains(err, fifo);
+        th_assert_contains(err, "not a regular file");
+        ck_assert(!th_exists(out));
+        free(err);
+    }
+    char *err = NULL;
+    char rep[4200];
+    snprintf(rep, sizeof rep, "%s/o.json", dir);
+    const char *plug[] = {"--plugin-dir", dir, "run", "-q", pipe, "--input", demo, "-o", out,
+                          "-r", rep, NULL};
+    int rc = th_run(NULL, &err, plug);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    th_assert_contains(err, "x.so: plugin refused: not a regular file");
+    free(err);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* Non-finite values are refused wherever they come from (exit 2, the file
+ * named): a container whose stored component is NaN but whose checksum
+ * matches (tests/data/nan/make_nan.py: rtn's min of one row) in verify,
+ * verify --json (valid JSON) and decode, which writes nothing; a model with
+ * one NaN weight in eval, which printed "PPL -nan" with exit 0. */
+START_TEST(fail_nan_components)
+{
+    char *dir = th_tmpdir("cli-nancomp");
+    const char *good = th_src("tests/data/nan/asym.hvq");
+    const char *nanc = th_src("tests/data/nan/nan-min.hvq");
+    const char *o = join(dir, "d.safetensors");
+    char *out = NULL, *err = NULL;
+    int rc = hvq(&out, &err, "verify", good, (const char *)NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    free(out);
+    free(err);
+    const char *want = "tensor 'a.weight': value 96 decodes to NaN (a stored component is "
+                       "not finite)";
+    rc = hvq(&out, &err, "verify", nanc, (const char *)NULL);
+    ck_assert_int_eq(rc, 2);
+    th_assert_contains(err, want);
+    free(out);
+    free(err);
+    rc = hvq(&out, &err, "verify", "--json", nanc, (const char *)NULL);
+    ck_assert_int_eq(rc, 2);
+    th_assert_contains(out, "\"ok\": false");
+    ck_assert_msg(!strstr(out, "nan\"") && !strstr(out, ": nan"), "not JSON: %s", out);
+    free(out);
+    free(err);
+    rc = hvq(&out, &err, "decode", nanc, "-o", o, (const char *)NULL);
+    ck_assert_int_eq(rc, 2);
+    th_assert_contains(err, want);
+    ck_assert(!th_exists(o));
+    free(out);
+    free(err);
+
+    /* the demo model with one NaN weight */
+    const char *mdir = join(dir, "m");
+    ck_assert_int_eq(mkdir(mdir, 0755), 0);
+    size_t n, cn;
+    char *st = th_read_file(th_src("models/stories260K/model.safetensors"), &n);
+    char *cfg = th_read_file(th_src("models/stories260K/config.json"), &cn);
+    ck_assert(st && cfg && n > 8);
+    uint64_t hl = 0;
+    for (int b = 0; b < 8; b++)
+        hl |= (uint64_t)(unsigned char)st[b] << (8 * b);
+    const char *key = strstr(st + 8, "\"model.layers.0.self_attn.q_proj.weight\"");
+    ck_assert_ptr_nonnull(key);
+    unsigned long long begin = 0;
+    ck_assert_int_eq(sscanf(strstr(key, "data_offsets") + 15, "%llu", &begin), 1);
+    const float nanv = NAN;
+    memcpy(st + 8 + hl + begin + 4 * 7, &nanv, 4);
+    th_write_file(join(mdir, "model.safetensors"), st, n);
+    th_write_file(join(mdir, "config.json"), cfg, cn);
+    free(st);
+    free(cfg);
+    rc = hvq(&out, &err, "eval", mdir, "--tokens",
+             th_src("models/stories260K/tinystories-calib.tok512.npy"), "--json",
+             (const char *)NULL);
+    ck_assert_msg(rc == 2, "exit %d: %s %s", rc, out, err);
+    th_assert_contains(err, "tensor 'model.layers.0.self_attn.q_proj.weight': value 7 is not "
+                            "finite");
+    ck_assert_msg(!strstr(out, "nan"), "printed: %s", out);
+    free(out);
+    free(err);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(example_sign)
 {
     char *dir = th_tmpdir("cli-example");
@@ -1139,6 +1262,8 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, fail_existing_output);
     tcase_add_test(tc, fail_output_is_input);
     tcase_add_test(tc, fail_nan_weight);
+    tcase_add_test(tc, fail_fifo_inputs);
+    tcase_add_test(tc, fail_nan_components);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("example");

@@ -57,6 +57,7 @@
 
 #include "plugin.h"
 
+#include "file.h"
 #include "buf.h"
 #include "json.h"
 #include "llama.h"
@@ -172,9 +173,11 @@ static hvq_status slurp(hvq_ctx *ctx, const char *path, uint64_t limit, const ch
     const hvq_host *H = ctx->host;
     *buf = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
+    int odd;
+    FILE *f = hvq_fopen_regular(path, &odd);
     if (!f)
-        return H->error(ctx, HVQ_E_INPUT, "%s: cannot open %s: %s", path, what, strerror(errno));
+        return H->error(ctx, HVQ_E_INPUT, "%s: cannot open %s: %s", path, what,
+                        odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) != 0) {
         int e = errno;
@@ -366,7 +369,8 @@ static hvq_status cal_get(void *ud, hvq_ctx *ctx, const char *name, float **data
 /* Whether path is a regular file starting with the GGUF magic. */
 static int is_gguf_file(const char *path)
 {
-    FILE *f = fopen(path, "rb");
+    int odd;
+    FILE *f = hvq_fopen_regular(path, &odd);
     char magic[4];
     int yes = 0;
     if (!f)

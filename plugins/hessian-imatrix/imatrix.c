@@ -46,6 +46,7 @@
 
 #include "plugin.h"
 
+#include "file.h"
 #include "json.h"
 
 #include <errno.h>
@@ -203,9 +204,11 @@ static hvq_status read_file(hvq_ctx *ctx, const char *path, unsigned char **buf,
     *buf = NULL;
     *len = 0;
     *gguf = 0;
-    FILE *f = fopen(path, "rb");
+    int odd;
+    FILE *f = hvq_fopen_regular(path, &odd);
     if (!f)
-        return H->error(ctx, HVQ_E_INPUT, "%s: cannot open: %s", path, strerror(errno));
+        return H->error(ctx, HVQ_E_INPUT, "%s: cannot open: %s", path,
+                        odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) != 0) {
         int e = errno;

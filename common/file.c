@@ -1,0 +1,37 @@
+/* Opening an input file without hanging: see file.h. */
+#include "config.h"
+
+#include "file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Closes fd and returns NULL with errno e. */
+static FILE *fail(int fd, int e)
+{
+    close(fd);
+    errno = e;
+    return NULL;
+}
+
+FILE *hvq_fopen_regular(const char *path, int *not_regular)
+{
+    *not_regular = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return fail(fd, errno);
+    if (!S_ISREG(st.st_mode)) {
+        *not_regular = 1;
+        return fail(fd, EINVAL);
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0)
+        return fail(fd, errno);
+    FILE *f = fdopen(fd, "rb");
+    return f ? f : fail(fd, errno);
+}
