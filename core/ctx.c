@@ -205,6 +205,17 @@ hvq_output *hvq_output_open(hvq_ctx *ctx, const char *final_path)
             hvq_error(ctx, HVQ_E_INTERNAL, "%s: opened twice for writing", final_path);
             return NULL;
         }
+    if (!final_path[0]) {
+        hvq_error(ctx, HVQ_E_INPUT, "the output path is empty");
+        return NULL;
+    }
+    /* a directory is never replaced, even with --force: refused before any
+     * work (the final rename would fail after all of it) */
+    if (stat(final_path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        hvq_error(ctx, HVQ_E_INPUT, "%s: is a directory; the output must be a file name",
+                  final_path);
+        return NULL;
+    }
     if (!p->opts.force && stat(final_path, &st) == 0) {
         hvq_error(ctx, HVQ_E_INPUT,
                   "%s: already exists (use --force to replace it)", final_path);

@@ -507,6 +507,12 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         free(sets);
         return EXIT_BAD_INPUT;
     }
+    if (keep && !keep[0]) {
+        fprintf(stderr, "hvqconv: error: --keep needs a directory, not an empty name\n"
+                        "Try 'hvqconv compare --help'.\n");
+        free(sets);
+        return EXIT_BAD_INPUT;
+    }
     if (!cl->opts.threads)
         cl->opts.threads = hvq_default_threads();
     hvq_ctx *ctx = hvq_ctx_new(&cl->opts);

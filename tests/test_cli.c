@@ -1176,6 +1176,46 @@ START_TEST(fail_nan_components)
 }
 END_TEST
 
+/* Output paths that cannot be written are bad input (exit 2) refused
+ * before any work: an empty -o (it ended in "cannot rename into place",
+ * exit 1), a directory even with --force (the same, after all the work),
+ * and compare --keep "" (which wrote into /). */
+START_TEST(fail_bad_output_paths)
+{
+    char *dir = th_tmpdir("cli-outpath");
+    const char *c = th_src("tests/data/nan/asym.hvq");
+    const char *sub = join(dir, "d.safetensors");
+    ck_assert_int_eq(mkdir(sub, 0755), 0);
+    char *out = NULL, *err = NULL;
+    int rc = hvq(&out, &err, "decode", c, "-o", "", (const char *)NULL);
+    ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
+    th_assert_contains(err, "the output path is empty");
+    free(out);
+    free(err);
+    rc = hvq(&out, &err, "decode", c, "-o", sub, "--force", (const char *)NULL);
+    ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
+    th_assert_contains(err, "d.safetensors: is a directory; the output must be a file name");
+    free(out);
+    free(err);
+    rc = hvq(&out, &err, "run", "-q", th_src("pipelines/int4-rtn.yaml"), "--input",
+             th_src("models/stories260K"), "-o", sub, "-r", join(dir, "r.json"), "--force",
+             (const char *)NULL);
+    ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
+    th_assert_contains(err, "is a directory");
+    free(out);
+    free(err);
+    assert_dir_holds(dir, "d.safetensors", (const char *)NULL);
+    rc = hvq(&out, &err, "compare", "-q", th_src("pipelines/int4-rtn.yaml"), "--keep", "",
+             (const char *)NULL);
+    ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
+    th_assert_contains(err, "--keep needs a directory, not an empty name");
+    free(out);
+    free(err);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(example_sign)
 {
     char *dir = th_tmpdir("cli-example");
@@ -1264,6 +1304,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, fail_nan_weight);
     tcase_add_test(tc, fail_fifo_inputs);
     tcase_add_test(tc, fail_nan_components);
+    tcase_add_test(tc, fail_bad_output_paths);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("example");
