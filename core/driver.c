@@ -985,6 +985,29 @@ static int in_input_dir(const char *path, const char *dir)
     return in;
 }
 
+/* One warning when the selection leaves nothing to compress, and one per
+ * override whose pattern matches no tensor of the input (a typo there
+ * silently changes nothing otherwise). */
+static void warn_unmatched(hvq_ctx *ctx, const hvq_pipeline *p, const hvq_tensor_info *infos,
+                           size_t n, const unsigned char *selected)
+{
+    size_t n_sel = 0;
+    for (size_t i = 0; i < n; i++)
+        n_sel += selected[i] != 0;
+    if (n_sel == 0)
+        hvq_log(ctx, HVQ_LOG_WARN, "%s: the selection matches no tensor to compress; every "
+                "tensor passes through unchanged", p->input);
+    for (size_t k = 0; k < p->n_overrides; k++) {
+        const hvq_override *o = &p->overrides[k];
+        size_t i = 0;
+        while (i < n && !hvq_glob_match(o->match, infos[i].name))
+            i++;
+        if (i == n)
+            hvq_log(ctx, HVQ_LOG_WARN, "%s:%d: override '%s' matches no tensor of %s",
+                    o->mark.file ? o->mark.file : "--set", o->mark.line, o->match, p->input);
+    }
+}
+
 hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pipeline *p,
                             hvq_run_report *rep)
 {
@@ -1078,6 +1101,7 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
                     "passed through unchanged", p->input, infos[i].name, tr->why_passed);
     }
 
+    warn_unmatched(ctx, p, infos, n, selected);
     if (p->target.present) {
         choice = calloc(n + 1, sizeof *choice);
         if (!choice) {

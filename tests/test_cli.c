@@ -1216,6 +1216,40 @@ START_TEST(fail_bad_output_paths)
 }
 END_TEST
 
+/* A selection that leaves nothing to compress and an override whose
+ * pattern matches no tensor each get one warning (a typo there silently
+ * changed nothing); the run still succeeds. */
+START_TEST(warn_unmatched_patterns)
+{
+    char *dir = th_tmpdir("cli-unmatched");
+    const char *yaml = join(dir, "ov.yaml");
+    char text[8192];
+    snprintf(text, sizeof text,
+             "name: ov\ninput: %s\nstages:\n  clusterer: { plugin: rtn }\n"
+             "  writer: { plugin: dequant }\noverrides:\n"
+             "  - match: \"*q_prj*\"\n    clusterer: { group_size: 32 }\n"
+             "  - match: \"*q_proj*\"\n    clusterer: { group_size: 32 }\n",
+             th_src("models/stories260K"));
+    th_write_file(yaml, text, strlen(text));
+    char *out = NULL, *err = NULL;
+    int rc = hvq(&out, &err, "run", "-q", yaml, "-o", join(dir, "o.safetensors"), "-r",
+                 join(dir, "o.json"), (const char *)NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    ck_assert_uint_eq(count_lines_with(err, "matches no tensor"), 1);
+    th_assert_contains(err, "ov.yaml:7: override '*q_prj*' matches no tensor of");
+    free(out);
+    free(err);
+    rc = hvq(&out, &err, "run", "-q", yaml, "-o", join(dir, "p.safetensors"), "-r",
+             join(dir, "p.json"), "--set", "select.include=nothing*", (const char *)NULL);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
+    th_assert_contains(err, "the selection matches no tensor to compress");
+    free(out);
+    free(err);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(example_sign)
 {
     char *dir = th_tmpdir("cli-example");
@@ -1305,6 +1339,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, fail_fifo_inputs);
     tcase_add_test(tc, fail_nan_components);
     tcase_add_test(tc, fail_bad_output_paths);
+    tcase_add_test(tc, warn_unmatched_patterns);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("example");
