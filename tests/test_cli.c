@@ -1078,10 +1078,10 @@ START_TEST(fail_fifo_inputs)
         {"eval", demo, "--text", th_src("README.md"), "--tokenizer", fifo, NULL},
         {"eval", th_src("models/stories260K/model.safetensors"), "--config", fifo, "--tokens",
          th_src("models/stories260K/tinystories-calib.tok512.npy"), NULL},
-        {"run", "-q", pipe, "-o", out, "--set", "stages.hessian.plugin=imatrix", "--set", hpath,
-         NULL},
-        {"run", "-q", pipe, "-o", out, "--set", "stages.hessian.plugin=calibrate", "--set",
-         tpath, NULL},
+        {"run", "-q", pipe, "--input", demo, "-o", out, "--set",
+         "stages.hessian.plugin=imatrix", "--set", hpath, NULL},
+        {"run", "-q", pipe, "--input", demo, "-o", out, "--set",
+         "stages.hessian.plugin=calibrate", "--set", tpath, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *err = NULL;
