@@ -6,6 +6,7 @@
 #include "driver.h"
 #include "eval.h"
 #include "file.h"
+#include "finite.h"
 #include "buf.h"
 #include "llama.h"
 #include "llama_tok.h"

@@ -10,6 +10,7 @@
 #include "container.h"
 #include "crc32.h"
 #include "dtype.h"
+#include "finite.h"
 #include "json.h"
 #include "parallel.h"
 #include "util.h"

@@ -4,7 +4,6 @@
 #include "util.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,12 +175,4 @@ int hvq_parse_count(const char *opt, const char *arg, long lo, long hi, int *out
 int hvq_parse_threads(const char *arg, int *out)
 {
     return hvq_parse_count("--threads", arg, 1, 1024, out);
-}
-
-uint64_t hvq_first_nonfinite(const float *v, uint64_t n)
-{
-    uint64_t i = 0;
-    while (i < n && isfinite(v[i]))
-        i++;
-    return i;
 }

@@ -22,9 +22,6 @@ const char *hvq_nearest(const char *word, const char *const *candidates,
 int hvq_mul_u64(uint64_t a, uint64_t b, uint64_t *out);
 int hvq_add_u64(uint64_t a, uint64_t b, uint64_t *out);
 
-/* The index of the first value of v[0..n) that is NaN or infinite, or n. */
-uint64_t hvq_first_nonfinite(const float *v, uint64_t n);
-
 /* Seconds since an arbitrary epoch (monotonic). */
 double hvq_now(void);
 

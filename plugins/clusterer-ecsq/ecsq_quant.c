@@ -122,7 +122,7 @@ void ecsq_quant_rows(const float *x, uint64_t r0, uint64_t r1, uint64_t cols, fl
         memcpy(w, x + r * cols, (size_t)cols * sizeof *w);
         if (skip)
             hvq_gptq_row_skip(pos, n_pos, r, cols, skip);
-        int32_t *qr = q + r * cols;
+        int32_t *qr = q + (r - r0) * cols;
         float *o = recon + r * cols;
         for (uint64_t c = 0; c < cols; c++) {
             if (skip && skip[c]) {

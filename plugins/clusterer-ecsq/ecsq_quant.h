@@ -24,8 +24,9 @@ double ecsq_entropy_sorted(const float *v, uint64_t n, float step);
 float ecsq_step_for_bits(const float *x, uint64_t n, double bits);
 
 /* Quantizes rows [r0, r1) of the rows x cols matrix x (finite values)
- * with the step: q (rows x cols levels, |q| <= ECSQ_MAX_LEVEL) and recon
- * = (float)q * step. skip (NULL: none; else scratch of cols bytes filled
+ * with the step: q (the (r1 - r0) x cols levels of those rows, |q| <=
+ * ECSQ_MAX_LEVEL) and recon (the whole matrix's: rows r0..r1 written) =
+ * (float)q * step. skip (NULL: none; else scratch of cols bytes filled
  * per row by hvq_gptq_row_skip from pos[0..n_pos)) marks the entries a
  * residual keeps: level 0. With u (common/gptq.h's factor, cols x cols;
  * NULL: plain rounding), each row's columns in order, each value's

@@ -47,6 +47,7 @@
 #include "plugin.h"
 
 #include "col_gains.h"
+#include "finite.h"
 #include "gptq.h"
 #include "ggml_gptq.h"
 #include "ggml_quants.h"
@@ -124,15 +125,6 @@ typedef struct row_job {
     uint64_t n_sparse;
 } row_job;
 
-/* The index of the first value of v[0..n) that is not finite, or n. */
-static uint64_t first_nonfinite(const float *v, uint64_t n)
-{
-    uint64_t j = 0;
-    while (j < n && isfinite(v[j]))
-        j++;
-    return j;
-}
-
 /* Error feedback's scratch for one chunk of rows; 0 when out of memory. */
 static int gptq_scratch(const row_job *j, hvq_ggml_gptq_scratch *s, unsigned char **skip)
 {
@@ -169,7 +161,7 @@ static void encode_rows(void *arg, uint64_t chunk, uint64_t r0, uint64_t r1)
     for (uint64_t r = r0; r < r1; r++) {
         const float *x = j->x + r * j->cols;
         float *y = j->recon + r * j->cols;
-        uint64_t c = first_nonfinite(x, j->cols);
+        uint64_t c = hvq_first_nonfinite(x, j->cols);
         if (c < j->cols) {
             f->nonfinite = r * j->cols + c;
             break;
@@ -185,7 +177,7 @@ static void encode_rows(void *arg, uint64_t chunk, uint64_t r0, uint64_t r1)
             j->t->quantize_row(x, j->qw, out, (int64_t)j->cols);
         }
         j->t->dequantize_row(out, y, (int64_t)j->cols);
-        if (first_nonfinite(y, j->cols) < j->cols)
+        if (hvq_first_nonfinite(y, j->cols) < j->cols)
             f->overflow = r;
     }
     gptq_scratch_free(&gs, skip);

@@ -215,10 +215,6 @@ static hvq_status read_file(hvq_ctx *ctx, const char *path, unsigned char **buf,
         fclose(f);
         return H->error(ctx, HVQ_E_IO, "%s: cannot stat: %s", path, strerror(e));
     }
-    if (!S_ISREG(st.st_mode)) {
-        fclose(f);
-        return H->error(ctx, HVQ_E_INPUT, "%s: not a regular file", path);
-    }
     char magic[4];
     if (fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0) {
         fclose(f);
