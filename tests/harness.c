@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,4 +251,84 @@ int th_run(char **out, char **err, const char *const *args)
     if (WIFSIGNALED(status))
         return 128 + WTERMSIG(status);
     return 255;
+}
+
+int th_hvq(char **out, char **err, ...)
+{
+    const char *args[64];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, err);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL) {
+        ck_assert_uint_lt(n, 63);
+        args[n++] = a;
+    }
+    va_end(ap);
+    args[n] = NULL;
+    return th_run(out, err, args);
+}
+
+const char *th_join(const char *dir, const char *name)
+{
+    static char bufs[32][PATH_MAX];
+    static int k;
+    char tmp[PATH_MAX];
+    int n = snprintf(tmp, sizeof tmp, "%s/%s", dir, name); /* dir may be a slot */
+    ck_assert(n > 0 && n < PATH_MAX);
+    char *b = bufs[k++ % 32];
+    memcpy(b, tmp, (size_t)n + 1);
+    return b;
+}
+
+void th_assert_dir_holds(const char *dir, ...)
+{
+    const char *want[16];
+    size_t n_want = 0;
+    va_list ap;
+    va_start(ap, dir);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL && n_want < 16)
+        want[n_want++] = a;
+    va_end(ap);
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "opendir %s: %s", dir, strerror(errno));
+    struct dirent *e;
+    size_t found = 0;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        int ok = 0;
+        for (size_t i = 0; i < n_want; i++)
+            ok |= strcmp(e->d_name, want[i]) == 0;
+        if (!ok) {
+            char name[256];
+            snprintf(name, sizeof name, "%s", e->d_name);
+            closedir(d);
+            ck_abort_msg("unexpected file '%s' in %s", name, dir);
+        }
+        found++;
+    }
+    closedir(d);
+    ck_assert_msg(found == n_want, "%s holds %zu of the %zu expected files", dir, found, n_want);
+}
+
+void th_copy_file(const char *from, const char *to, size_t max_bytes)
+{
+    size_t n;
+    char *data = th_read_file(from, &n);
+    ck_assert_msg(data != NULL, "cannot read %s", from);
+    th_write_file(to, data, n < max_bytes ? n : max_bytes);
+    free(data);
+}
+
+int th_same_bytes(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *da = th_read_file(a, &na), *db = th_read_file(b, &nb);
+    ck_assert_msg(da != NULL && db != NULL, "cannot read %s or %s", a, b);
+    int same = na == nb && memcmp(da, db, na) == 0;
+    free(da);
+    free(db);
+    return same;
 }

@@ -59,6 +59,18 @@ int th_exists(const char *path);
  * exit status (or 128+signal). */
 int th_run(char **out, char **err, const char *const *args);
 
+/* th_run with the arguments as a NULL-terminated list. */
+int th_hvq(char **out, char **err, ...);
+/* "dir/name" in a rotating static buffer (valid for the next 31 calls). */
+const char *th_join(const char *dir, const char *name);
+/* Asserts that dir holds exactly the listed entries (NULL-terminated; no
+ * temporary .NAME.tmp-* file or anything else). */
+void th_assert_dir_holds(const char *dir, ...);
+/* Copies the first max_bytes (SIZE_MAX: all) of from to to. */
+void th_copy_file(const char *from, const char *to, size_t max_bytes);
+/* Whether files a and b hold the same bytes. */
+int th_same_bytes(const char *a, const char *b);
+
 /* ck_assert that haystack contains needle, printing both on failure. */
 #define th_assert_contains(haystack, needle)                                  \
     ck_assert_msg((haystack) != NULL && strstr((haystack), (needle)) != NULL, \

@@ -34,23 +34,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-/* Runs hvqconv with the NULL-terminated arguments; out and err may be NULL. */
-static int hvq(char **out, char **err, ...)
-{
-    const char *args[64];
-    size_t n = 0;
-    va_list ap;
-    va_start(ap, err);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) != NULL) {
-        ck_assert_uint_lt(n, 63);
-        args[n++] = a;
-    }
-    va_end(ap);
-    args[n] = NULL;
-    return th_run(out, err, args);
-}
-
 static const char *pipeline_rtn(void) { return th_src("pipelines/int4-rtn.yaml"); }
 static const char *model_dir(void) { return th_src("models/stories260K"); }
 
@@ -59,53 +42,6 @@ static const char *broken_dir(void)
     static char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/tests/broken/.libs", th_builddir());
     return dir;
-}
-
-/* "dir/name" in a rotating static buffer (valid for the next 31 calls). */
-static const char *join(const char *dir, const char *name)
-{
-    static char bufs[32][PATH_MAX];
-    static int k;
-    char tmp[PATH_MAX];
-    int n = snprintf(tmp, sizeof tmp, "%s/%s", dir, name); /* dir may be a slot */
-    ck_assert(n > 0 && n < PATH_MAX);
-    char *b = bufs[k++ % 32];
-    memcpy(b, tmp, (size_t)n + 1);
-    return b;
-}
-
-/* Asserts that dir holds exactly the listed entries (NULL-terminated; no
- * temporary .NAME.tmp-* file or anything else). */
-static void assert_dir_holds(const char *dir, ...)
-{
-    const char *want[16];
-    size_t n_want = 0;
-    va_list ap;
-    va_start(ap, dir);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) != NULL)
-        want[n_want++] = a;
-    va_end(ap);
-    DIR *d = opendir(dir);
-    ck_assert_msg(d != NULL, "opendir %s: %s", dir, strerror(errno));
-    struct dirent *e;
-    size_t found = 0;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        int ok = 0;
-        for (size_t i = 0; i < n_want; i++)
-            ok |= strcmp(e->d_name, want[i]) == 0;
-        if (!ok) {
-            char name[256];
-            snprintf(name, sizeof name, "%s", e->d_name);
-            closedir(d);
-            ck_abort_msg("unexpected file '%s' in %s", name, dir);
-        }
-        found++;
-    }
-    closedir(d);
-    ck_assert_msg(found == n_want, "%s holds %zu of the %zu expected files", dir, found, n_want);
 }
 
 static size_t count_lines_with(const char *text, const char *needle)
@@ -156,25 +92,7 @@ static int lists(const char *out, const char *kind, const char *name)
     return 0;
 }
 
-static void copy_file(const char *from, const char *to, size_t max_bytes)
-{
-    size_t n;
-    char *data = th_read_file(from, &n);
-    ck_assert_msg(data != NULL, "cannot read %s", from);
-    th_write_file(to, data, n < max_bytes ? n : max_bytes);
-    free(data);
-}
 
-static int same_bytes(const char *a, const char *b)
-{
-    size_t na, nb;
-    char *da = th_read_file(a, &na), *db = th_read_file(b, &nb);
-    ck_assert_msg(da != NULL && db != NULL, "cannot read %s or %s", a, b);
-    int same = na == nb && memcmp(da, db, na) == 0;
-    free(da);
-    free(db);
-    return same;
-}
 
 static float f16_round(float v) { return hvq_f16_to_f32(hvq_f32_to_f16(v)); }
 
@@ -417,7 +335,7 @@ START_TEST(help_and_version)
     };
     for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
         char *out, *err;
-        int rc = hvq(&out, &err, helps[i][0], helps[i][1], (const char *)NULL);
+        int rc = th_hvq(&out, &err, helps[i][0], helps[i][1], (const char *)NULL);
         ck_assert_msg(rc == 0, "%s %s: exit %d", helps[i][0], helps[i][1] ? helps[i][1] : "", rc);
         th_assert_contains(out, "Usage: hvqconv");
         ck_assert_str_eq(err, "");
@@ -425,12 +343,12 @@ START_TEST(help_and_version)
         free(err);
     }
     char *out, *err;
-    ck_assert_int_eq(hvq(&out, &err, "run", "--help", (const char *)NULL), 0);
+    ck_assert_int_eq(th_hvq(&out, &err, "run", "--help", (const char *)NULL), 0);
     th_assert_contains(out, "--set");
     th_assert_contains(out, "--force");
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, "--version", (const char *)NULL), 0);
+    ck_assert_int_eq(th_hvq(&out, &err, "--version", (const char *)NULL), 0);
     th_assert_contains(out, "hvqconv " PACKAGE_VERSION);
     th_assert_contains(out, "plugin ABI 1");
     free(out);
@@ -441,23 +359,23 @@ END_TEST
 START_TEST(bad_usage)
 {
     char *out, *err;
-    ck_assert_int_eq(hvq(&out, &err, "frobnicate", (const char *)NULL), 2);
+    ck_assert_int_eq(th_hvq(&out, &err, "frobnicate", (const char *)NULL), 2);
     th_assert_contains(err, "unknown command 'frobnicate'");
     ck_assert_str_eq(out, "");
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, (const char *)NULL), 2); /* no command */
+    ck_assert_int_eq(th_hvq(&out, &err, (const char *)NULL), 2); /* no command */
     th_assert_contains(err, "Usage: hvqconv");
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, "--frobnicate", "list-plugins", (const char *)NULL), 2);
+    ck_assert_int_eq(th_hvq(&out, &err, "--frobnicate", "list-plugins", (const char *)NULL), 2);
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, "run", (const char *)NULL), 2);
+    ck_assert_int_eq(th_hvq(&out, &err, "run", (const char *)NULL), 2);
     th_assert_contains(err, "run needs a pipeline file");
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, "run", "a.yaml", "b.yaml", (const char *)NULL), 2);
+    ck_assert_int_eq(th_hvq(&out, &err, "run", "a.yaml", "b.yaml", (const char *)NULL), 2);
     th_assert_contains(err, "unexpected argument 'b.yaml'");
     free(out);
     free(err);
@@ -466,7 +384,7 @@ START_TEST(bad_usage)
     static const char *const bad_threads[] = {"0", "", "x", "2x", "1025", "99999999999999999999"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         for (size_t j = 0; j < sizeof bad_threads / sizeof *bad_threads; j++) {
-            ck_assert_int_eq(hvq(&out, &err, cmds[i], "--threads", bad_threads[j], "-o",
+            ck_assert_int_eq(th_hvq(&out, &err, cmds[i], "--threads", bad_threads[j], "-o",
                                  "/nonexistent/out", "x.yaml", (const char *)NULL),
                              2);
             char want[64];
@@ -476,14 +394,14 @@ START_TEST(bad_usage)
             free(out);
             free(err);
         }
-    ck_assert_int_eq(hvq(&out, &err, "describe", (const char *)NULL), 2);
+    ck_assert_int_eq(th_hvq(&out, &err, "describe", (const char *)NULL), 2);
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, "list-plugins", "extra", (const char *)NULL), 2);
+    ck_assert_int_eq(th_hvq(&out, &err, "list-plugins", "extra", (const char *)NULL), 2);
     free(out);
     free(err);
     /* a pipeline that does not exist */
-    ck_assert_int_eq(hvq(&out, &err, "run", "/nonexistent/p.yaml", (const char *)NULL), 2);
+    ck_assert_int_eq(th_hvq(&out, &err, "run", "/nonexistent/p.yaml", (const char *)NULL), 2);
     th_assert_contains(err, "/nonexistent/p.yaml");
     free(out);
     free(err);
@@ -493,7 +411,7 @@ END_TEST
 START_TEST(list_plugins)
 {
     char *out, *err;
-    ck_assert_int_eq(hvq(&out, &err, "list-plugins", (const char *)NULL), 0);
+    ck_assert_int_eq(th_hvq(&out, &err, "list-plugins", (const char *)NULL), 0);
     ck_assert_str_eq(err, "");
     ck_assert_msg(lists(out, "source,sink", "safetensors"), "%s", out);
     ck_assert_msg(lists(out, "hessian", "uniform"), "%s", out);
@@ -513,7 +431,7 @@ END_TEST
 START_TEST(describe)
 {
     char *out, *err;
-    ck_assert_int_eq(hvq(&out, &err, "describe", "rtn", (const char *)NULL), 0);
+    ck_assert_int_eq(th_hvq(&out, &err, "describe", "rtn", (const char *)NULL), 0);
     th_assert_contains(out, "rtn (clusterer)");
     const char *gs = line_with(out, "group_size");
     th_assert_contains(gs, " int ");
@@ -525,24 +443,24 @@ START_TEST(describe)
     th_assert_contains(mode, "symmetric|asymmetric");
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, "describe", "safetensors", (const char *)NULL), 0);
+    ck_assert_int_eq(th_hvq(&out, &err, "describe", "safetensors", (const char *)NULL), 0);
     th_assert_contains(out, "safetensors (source,sink)");
     th_assert_contains(out, "extensions: .safetensors");
     free(out);
     free(err);
 
     /* unknown names: exit 2, with the nearest name when there is one */
-    ck_assert_int_eq(hvq(&out, &err, "describe", "nosuch", (const char *)NULL), 2);
+    ck_assert_int_eq(th_hvq(&out, &err, "describe", "nosuch", (const char *)NULL), 2);
     th_assert_contains(err, "no plugin named 'nosuch'");
     th_assert_contains(err, "hvqconv list-plugins");
     ck_assert_str_eq(out, "");
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, "describe", "rnt", (const char *)NULL), 2);
+    ck_assert_int_eq(th_hvq(&out, &err, "describe", "rnt", (const char *)NULL), 2);
     th_assert_contains(err, "no plugin named 'rnt'; did you mean 'rtn'?");
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, "describe", "dequnt", (const char *)NULL), 2);
+    ck_assert_int_eq(th_hvq(&out, &err, "describe", "dequnt", (const char *)NULL), 2);
     th_assert_contains(err, "did you mean 'dequant'?");
     free(out);
     free(err);
@@ -569,7 +487,7 @@ static void check_broken_refusals(const char *err)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char prefix[PATH_MAX + 64];
-        snprintf(prefix, sizeof prefix, "hvqconv: warning: %s: ", join(broken_dir(), bad[i].file));
+        snprintf(prefix, sizeof prefix, "hvqconv: warning: %s: ", th_join(broken_dir(), bad[i].file));
         ck_assert_msg(count_lines_with(err, prefix) == 1, "want one line starting %s in:\n%s",
                       prefix, err);
         th_assert_contains(line_with(err, prefix), bad[i].reason);
@@ -579,7 +497,7 @@ static void check_broken_refusals(const char *err)
      * built-in one is the duplicate; either way the line names both files. */
     const char *dup = line_with(err, "duplicate clusterer plugin name 'rtn'");
     ck_assert_msg(dup != NULL, "no duplicate line in:\n%s", err);
-    th_assert_contains(dup, join(broken_dir(), "dup_rtn.so"));
+    th_assert_contains(dup, th_join(broken_dir(), "dup_rtn.so"));
     th_assert_contains(dup, "clusterer_rtn.so");
     /* one line per broken plugin, nothing else */
     ck_assert_uint_eq(count_lines_with(err, "plugin refused: "), 8);
@@ -590,10 +508,10 @@ START_TEST(broken_list)
 {
     char *out, *err;
     ck_assert_int_eq(
-        hvq(&out, &err, "--plugin-dir", broken_dir(), "list-plugins", (const char *)NULL), 0);
+        th_hvq(&out, &err, "--plugin-dir", broken_dir(), "list-plugins", (const char *)NULL), 0);
     check_broken_refusals(err);
     ck_assert_msg(lists(out, "clusterer", "fp16"), "%s", out);
-    th_assert_contains(line_with(out, " fp16 "), join(broken_dir(), "fp16.so"));
+    th_assert_contains(line_with(out, " fp16 "), th_join(broken_dir(), "fp16.so"));
     ck_assert_msg(lists(out, "source,sink", "safetensors"), "%s", out);
     ck_assert_msg(lists(out, "hessian", "uniform"), "%s", out);
     ck_assert_msg(lists(out, "importance", "magnitude"), "%s", out);
@@ -605,7 +523,7 @@ START_TEST(broken_list)
     free(err);
 
     /* the option also works after the command, and for describe */
-    ck_assert_int_eq(hvq(&out, &err, "describe", "fp16", "--plugin-dir", broken_dir(),
+    ck_assert_int_eq(th_hvq(&out, &err, "describe", "fp16", "--plugin-dir", broken_dir(),
                          (const char *)NULL), 0);
     th_assert_contains(out, "fp16 (clusterer)");
     th_assert_contains(out, "parameters: none");
@@ -622,7 +540,7 @@ START_TEST(plugin_path_env)
     snprintf(path, sizeof path, "/nonexistent/dir:%s", broken_dir());
     ck_assert_int_eq(setenv("HVQ_PLUGIN_PATH", path, 1), 0);
     char *out, *err;
-    int rc = hvq(&out, &err, "list-plugins", (const char *)NULL);
+    int rc = th_hvq(&out, &err, "list-plugins", (const char *)NULL);
     ck_assert_int_eq(rc, 0);
     check_broken_refusals(err);
     ck_assert_msg(lists(out, "clusterer", "fp16"), "%s", out);
@@ -633,7 +551,7 @@ START_TEST(plugin_path_env)
     snprintf(path, sizeof path, "%s/plugins/.libs:%s/formats/.libs", th_builddir(),
              th_builddir());
     ck_assert_int_eq(setenv("HVQ_PLUGIN_PATH", path, 1), 0);
-    rc = hvq(&out, &err, "--plugin-dir", join(th_builddir(), "plugins/.libs"), "list-plugins",
+    rc = th_hvq(&out, &err, "--plugin-dir", th_join(th_builddir(), "plugins/.libs"), "list-plugins",
              (const char *)NULL);
     unsetenv("HVQ_PLUGIN_PATH");
     ck_assert_int_eq(rc, 0);
@@ -651,25 +569,25 @@ START_TEST(broken_run)
      * this run uses); the good test plugin from the same directory runs end
      * to end, checked value by value. */
     char *dir = th_tmpdir("cli-broken");
-    char o1[PATH_MAX], o2[PATH_MAX]; /* kept across many join() calls */
-    snprintf(o1, sizeof o1, "%s", join(dir, "a.safetensors"));
-    snprintf(o2, sizeof o2, "%s", join(dir, "b.safetensors"));
+    char o1[PATH_MAX], o2[PATH_MAX]; /* kept across many th_join() calls */
+    snprintf(o1, sizeof o1, "%s", th_join(dir, "a.safetensors"));
+    snprintf(o2, sizeof o2, "%s", th_join(dir, "b.safetensors"));
     char *out, *err;
-    int rc = hvq(&out, &err, "--plugin-dir", broken_dir(), "run", pipeline_rtn(), "-q", "-i",
+    int rc = th_hvq(&out, &err, "--plugin-dir", broken_dir(), "run", pipeline_rtn(), "-q", "-i",
                  model_dir(), "-o", o1, "--set", "report=", (const char *)NULL);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, err);
     check_broken_refusals(err);
     ck_assert(th_exists(o1));
     free(out);
     free(err);
-    rc = hvq(&out, &err, "--plugin-dir", broken_dir(), "run", pipeline_rtn(), "-q", "-i",
+    rc = th_hvq(&out, &err, "--plugin-dir", broken_dir(), "run", pipeline_rtn(), "-q", "-i",
              model_dir(), "-o", o2, "--set", "stages.clusterer.plugin=fp16", "--set", "report=",
              (const char *)NULL);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, err);
     check_broken_refusals(err);
     free(out);
     free(err);
-    ck_assert_uint_eq(check_output(join(model_dir(), "model.safetensors"), o2, REF_FP16, 0), 35);
+    ck_assert_uint_eq(check_output(th_join(model_dir(), "model.safetensors"), o2, REF_FP16, 0), 35);
     th_rmtree(dir);
     free(dir);
 }
@@ -680,18 +598,18 @@ END_TEST
 START_TEST(run_rtn_exact)
 {
     char *dir = th_tmpdir("cli-rtn");
-    const char *o = join(dir, "out.safetensors"), *r = join(dir, "report.json");
+    const char *o = th_join(dir, "out.safetensors"), *r = th_join(dir, "report.json");
     char *out, *err;
-    int rc = hvq(&out, &err, "run", pipeline_rtn(), "--input", model_dir(), "--output", o,
+    int rc = th_hvq(&out, &err, "run", pipeline_rtn(), "--input", model_dir(), "--output", o,
                  "--report", r, "-q", (const char *)NULL);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, err);
     ck_assert_str_eq(err, "");
     th_assert_contains(out, "int4-rtn");
     free(out);
     free(err);
-    assert_dir_holds(dir, "out.safetensors", "report.json", (const char *)NULL);
+    th_assert_dir_holds(dir, "out.safetensors", "report.json", (const char *)NULL);
     /* 5 layers x 7 projections */
-    ck_assert_uint_eq(check_output(join(model_dir(), "model.safetensors"), o, REF_RTN, 0), 35);
+    ck_assert_uint_eq(check_output(th_join(model_dir(), "model.safetensors"), o, REF_RTN, 0), 35);
     char *rep = th_read_file(r, NULL);
     ck_assert_ptr_nonnull(rep);
     th_assert_contains(rep, "\"bpp_paper\"");
@@ -705,14 +623,14 @@ END_TEST
 START_TEST(run_set_group_size)
 {
     char *dir = th_tmpdir("cli-group");
-    const char *o = join(dir, "out.safetensors");
+    const char *o = th_join(dir, "out.safetensors");
     char *out, *err;
-    int rc = hvq(&out, &err, "run", pipeline_rtn(), "-i", model_dir(), "-o", o, "-q", "--set",
+    int rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-i", model_dir(), "-o", o, "-q", "--set",
                  "stages.clusterer.group_size=32", "--set", "report=", (const char *)NULL);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, err);
     free(out);
     free(err);
-    ck_assert_uint_eq(check_output(join(model_dir(), "model.safetensors"), o, REF_RTN, 32), 35);
+    ck_assert_uint_eq(check_output(th_join(model_dir(), "model.safetensors"), o, REF_RTN, 32), 35);
     th_rmtree(dir);
     free(dir);
 }
@@ -721,16 +639,16 @@ END_TEST
 START_TEST(run_deterministic)
 {
     char *dir = th_tmpdir("cli-det");
-    const char *a = join(dir, "a.safetensors"), *b = join(dir, "b.safetensors"),
-               *c = join(dir, "c.safetensors");
-    ck_assert_int_eq(hvq(NULL, NULL, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", a,
+    const char *a = th_join(dir, "a.safetensors"), *b = th_join(dir, "b.safetensors"),
+               *c = th_join(dir, "c.safetensors");
+    ck_assert_int_eq(th_hvq(NULL, NULL, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", a,
                          "--set", "report=", (const char *)NULL), 0);
-    ck_assert_int_eq(hvq(NULL, NULL, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", b,
+    ck_assert_int_eq(th_hvq(NULL, NULL, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", b,
                          "--threads", "1", "--set", "report=", (const char *)NULL), 0);
-    ck_assert_int_eq(hvq(NULL, NULL, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", c,
+    ck_assert_int_eq(th_hvq(NULL, NULL, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", c,
                          "--threads", "2", "--set", "report=", (const char *)NULL), 0);
-    ck_assert_msg(same_bytes(a, b), "two runs differ");
-    ck_assert_msg(same_bytes(a, c), "1 and 2 threads differ");
+    ck_assert_msg(th_same_bytes(a, b), "two runs differ");
+    ck_assert_msg(th_same_bytes(a, c), "1 and 2 threads differ");
     th_rmtree(dir);
     free(dir);
 }
@@ -741,10 +659,10 @@ END_TEST
 START_TEST(typo_in_file)
 {
     char *dir = th_tmpdir("cli-typo");
-    const char *o = join(dir, "out.safetensors");
+    const char *o = th_join(dir, "out.safetensors");
     const char *yaml = th_src("tests/data/cli/typo-param.yaml");
     char *out, *err;
-    ck_assert_int_eq(hvq(&out, &err, "run", yaml, "-i", model_dir(), "-o", o, (const char *)NULL),
+    ck_assert_int_eq(th_hvq(&out, &err, "run", yaml, "-i", model_dir(), "-o", o, (const char *)NULL),
                      2);
     char where[PATH_MAX + 32];
     snprintf(where, sizeof where, "%s:7:29: ", yaml);
@@ -754,7 +672,7 @@ START_TEST(typo_in_file)
     ck_assert_str_eq(out, "");
     free(out);
     free(err);
-    assert_dir_holds(dir, (const char *)NULL);
+    th_assert_dir_holds(dir, (const char *)NULL);
     th_rmtree(dir);
     free(dir);
 }
@@ -763,9 +681,9 @@ END_TEST
 START_TEST(typo_in_set)
 {
     char *dir = th_tmpdir("cli-settypo");
-    const char *o = join(dir, "out.safetensors");
+    const char *o = th_join(dir, "out.safetensors");
     char *out, *err;
-    ck_assert_int_eq(hvq(&out, &err, "run", pipeline_rtn(), "-i", model_dir(), "-o", o, "--set",
+    ck_assert_int_eq(th_hvq(&out, &err, "run", pipeline_rtn(), "-i", model_dir(), "-o", o, "--set",
                          "stages.clusterer.group_sise=32", (const char *)NULL),
                      2);
     th_assert_contains(err, "group_sise");
@@ -774,19 +692,19 @@ START_TEST(typo_in_set)
     free(out);
     free(err);
     /* an out-of-range value is refused the same way */
-    ck_assert_int_eq(hvq(&out, &err, "run", pipeline_rtn(), "-i", model_dir(), "-o", o, "--set",
+    ck_assert_int_eq(th_hvq(&out, &err, "run", pipeline_rtn(), "-i", model_dir(), "-o", o, "--set",
                          "stages.clusterer.group_size=-1", (const char *)NULL),
                      2);
     th_assert_contains(err, "group_size");
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, "run", pipeline_rtn(), "-i", model_dir(), "-o", o, "--set",
+    ck_assert_int_eq(th_hvq(&out, &err, "run", pipeline_rtn(), "-i", model_dir(), "-o", o, "--set",
                          "stages.clusterer.plugin=rnt", (const char *)NULL),
                      2);
     th_assert_contains(err, "did you mean 'rtn'?");
     free(out);
     free(err);
-    assert_dir_holds(dir, (const char *)NULL);
+    th_assert_dir_holds(dir, (const char *)NULL);
     th_rmtree(dir);
     free(dir);
 }
@@ -799,38 +717,38 @@ START_TEST(fail_output_dir_missing)
     char *dir = th_tmpdir("cli-nodir");
     char *out, *err;
     /* a directory that does not exist */
-    const char *o = join(dir, "nodir/out.safetensors");
-    int rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o, "-r",
-                 join(dir, "r.json"), (const char *)NULL);
+    const char *o = th_join(dir, "nodir/out.safetensors");
+    int rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o, "-r",
+                 th_join(dir, "r.json"), (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, o);
     ck_assert_str_eq(out, "");
     free(out);
     free(err);
-    assert_dir_holds(dir, (const char *)NULL);
+    th_assert_dir_holds(dir, (const char *)NULL);
 
     /* a "directory" that is a regular file */
-    th_write_file(join(dir, "file"), "x", 1);
-    o = join(dir, "file/out.safetensors");
-    rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o, "-r",
-             join(dir, "r.json"), (const char *)NULL);
+    th_write_file(th_join(dir, "file"), "x", 1);
+    o = th_join(dir, "file/out.safetensors");
+    rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o, "-r",
+             th_join(dir, "r.json"), (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, o);
     free(out);
     free(err);
-    assert_dir_holds(dir, "file", (const char *)NULL);
+    th_assert_dir_holds(dir, "file", (const char *)NULL);
 
     /* the report's directory is missing: the model output, already written
      * to its temporary file, must go too (all or nothing) */
-    o = join(dir, "out.safetensors");
-    const char *r = join(dir, "nodir/report.json");
-    rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o, "-r", r,
+    o = th_join(dir, "out.safetensors");
+    const char *r = th_join(dir, "nodir/report.json");
+    rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o, "-r", r,
              (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, r);
     free(out);
     free(err);
-    assert_dir_holds(dir, "file", (const char *)NULL);
+    th_assert_dir_holds(dir, "file", (const char *)NULL);
     th_rmtree(dir);
     free(dir);
 }
@@ -842,17 +760,17 @@ START_TEST(fail_output_dir_readonly)
     if (geteuid() == 0)
         return;
     char *dir = th_tmpdir("cli-ro");
-    const char *ro = join(dir, "ro");
+    const char *ro = th_join(dir, "ro");
     ck_assert_int_eq(mkdir(ro, 0555), 0);
     char *out, *err;
-    const char *o = join(ro, "out.safetensors");
-    int rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o, "-r",
-                 join(ro, "r.json"), (const char *)NULL);
+    const char *o = th_join(ro, "out.safetensors");
+    int rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o, "-r",
+                 th_join(ro, "r.json"), (const char *)NULL);
     ck_assert_int_ne(rc, 0);
     th_assert_contains(err, o);
     free(out);
     free(err);
-    assert_dir_holds(ro, (const char *)NULL);
+    th_assert_dir_holds(ro, (const char *)NULL);
     chmod(ro, 0755);
     th_rmtree(dir);
     free(dir);
@@ -862,42 +780,42 @@ END_TEST
 START_TEST(fail_corrupt_input)
 {
     char *dir = th_tmpdir("cli-corrupt");
-    const char *in = join(dir, "model");
+    const char *in = th_join(dir, "model");
     ck_assert_int_eq(mkdir(in, 0755), 0);
-    const char *weights = join(in, "model.safetensors");
-    copy_file(join(model_dir(), "config.json"), join(in, "config.json"), SIZE_MAX);
-    copy_file(join(model_dir(), "model.safetensors"), weights, 600000); /* truncated */
-    const char *outdir = join(dir, "out");
+    const char *weights = th_join(in, "model.safetensors");
+    th_copy_file(th_join(model_dir(), "config.json"), th_join(in, "config.json"), SIZE_MAX);
+    th_copy_file(th_join(model_dir(), "model.safetensors"), weights, 600000); /* truncated */
+    const char *outdir = th_join(dir, "out");
     ck_assert_int_eq(mkdir(outdir, 0755), 0);
-    const char *o = join(outdir, "out.safetensors");
+    const char *o = th_join(outdir, "out.safetensors");
     char *out, *err;
-    const char *r = join(outdir, "r.json");
-    int rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", in, "-o", o, "-r", r,
+    const char *r = th_join(outdir, "r.json");
+    int rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", in, "-o", o, "-r", r,
                  (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, "model.safetensors");
     ck_assert_str_eq(out, "");
     free(out);
     free(err);
-    assert_dir_holds(outdir, (const char *)NULL);
+    th_assert_dir_holds(outdir, (const char *)NULL);
 
     /* the same truncated file given directly */
-    rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", weights, "-o", o, "-r", r,
+    rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", weights, "-o", o, "-r", r,
              (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, weights);
     free(out);
     free(err);
-    assert_dir_holds(outdir, (const char *)NULL);
+    th_assert_dir_holds(outdir, (const char *)NULL);
 
     /* not a model at all */
-    rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", join(in, "config.json"), "-o", o,
+    rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", th_join(in, "config.json"), "-o", o,
              "-r", r, (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, "config.json");
     free(out);
     free(err);
-    assert_dir_holds(outdir, (const char *)NULL);
+    th_assert_dir_holds(outdir, (const char *)NULL);
     th_rmtree(dir);
     free(dir);
 }
@@ -906,11 +824,11 @@ END_TEST
 START_TEST(fail_existing_output)
 {
     char *dir = th_tmpdir("cli-exists");
-    const char *o = join(dir, "out.safetensors");
+    const char *o = th_join(dir, "out.safetensors");
     th_write_file(o, "original", 8);
     char *out, *err;
-    int rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o, "-r",
-                 join(dir, "r0.json"), (const char *)NULL);
+    int rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o, "-r",
+                 th_join(dir, "r0.json"), (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, o);
     th_assert_contains(err, "--force");
@@ -920,27 +838,27 @@ START_TEST(fail_existing_output)
     char *data = th_read_file(o, &n);
     ck_assert(n == 8 && memcmp(data, "original", 8) == 0);
     free(data);
-    assert_dir_holds(dir, "out.safetensors", (const char *)NULL);
+    th_assert_dir_holds(dir, "out.safetensors", (const char *)NULL);
 
     /* the report too */
-    const char *o2 = join(dir, "new.safetensors"), *r = join(dir, "r.json");
+    const char *o2 = th_join(dir, "new.safetensors"), *r = th_join(dir, "r.json");
     th_write_file(r, "{}", 2);
-    rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o2, "-r", r,
+    rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o", o2, "-r", r,
              (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, r);
     free(out);
     free(err);
-    assert_dir_holds(dir, "out.safetensors", "r.json", (const char *)NULL);
+    th_assert_dir_holds(dir, "out.safetensors", "r.json", (const char *)NULL);
 
     /* --force replaces both */
-    rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "--force", "-i", model_dir(), "-o", o, "-r",
+    rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "--force", "-i", model_dir(), "-o", o, "-r",
              r, (const char *)NULL);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, err);
     free(out);
     free(err);
-    assert_dir_holds(dir, "out.safetensors", "r.json", (const char *)NULL);
-    ck_assert_uint_eq(check_output(join(model_dir(), "model.safetensors"), o, REF_RTN, 0), 35);
+    th_assert_dir_holds(dir, "out.safetensors", "r.json", (const char *)NULL);
+    ck_assert_uint_eq(check_output(th_join(model_dir(), "model.safetensors"), o, REF_RTN, 0), 35);
     char *rep = th_read_file(r, NULL);
     th_assert_contains(rep, "\"bpp_paper\"");
     free(rep);
@@ -952,12 +870,12 @@ END_TEST
 START_TEST(fail_output_is_input)
 {
     char *dir = th_tmpdir("cli-same");
-    const char *in = join(dir, "m.safetensors");
-    copy_file(join(model_dir(), "model.safetensors"), in, SIZE_MAX);
+    const char *in = th_join(dir, "m.safetensors");
+    th_copy_file(th_join(model_dir(), "model.safetensors"), in, SIZE_MAX);
     char *out, *err;
     for (int force = 0; force < 2; force++) {
-        int rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", in, "-o", in, "-r",
-                     join(dir, "r.json"), force ? "--force" : "-q", (const char *)NULL);
+        int rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", in, "-o", in, "-r",
+                     th_join(dir, "r.json"), force ? "--force" : "-q", (const char *)NULL);
         ck_assert_int_eq(rc, 2);
         th_assert_contains(err, "may not be the input");
         free(out);
@@ -966,51 +884,51 @@ START_TEST(fail_output_is_input)
     /* spelt differently */
     char other[PATH_MAX];
     snprintf(other, sizeof other, "%s/./m.safetensors", dir);
-    int rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "--force", "-i", in, "-o", other,
-                 "-r", join(dir, "r.json"), (const char *)NULL);
+    int rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "--force", "-i", in, "-o", other,
+                 "-r", th_join(dir, "r.json"), (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, "may not be the input");
     free(out);
     free(err);
     /* the report may not overwrite the input either */
-    rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "--force", "-i", in, "-o",
-             join(dir, "o.safetensors"), "-r", in, (const char *)NULL);
+    rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "--force", "-i", in, "-o",
+             th_join(dir, "o.safetensors"), "-r", in, (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     free(out);
     free(err);
-    ck_assert(same_bytes(in, join(model_dir(), "model.safetensors")));
-    assert_dir_holds(dir, "m.safetensors", (const char *)NULL);
+    ck_assert(th_same_bytes(in, th_join(model_dir(), "model.safetensors")));
+    th_assert_dir_holds(dir, "m.safetensors", (const char *)NULL);
 
     /* a model given as a directory: its files may not be replaced */
-    const char *mdir = join(dir, "model");
+    const char *mdir = th_join(dir, "model");
     ck_assert_int_eq(mkdir(mdir, 0755), 0);
-    const char *weights = join(mdir, "model.safetensors");
-    copy_file(join(model_dir(), "model.safetensors"), weights, SIZE_MAX);
-    rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "--force", "-i", mdir, "-o", weights, "-r",
-             join(dir, "r.json"), (const char *)NULL);
+    const char *weights = th_join(mdir, "model.safetensors");
+    th_copy_file(th_join(model_dir(), "model.safetensors"), weights, SIZE_MAX);
+    rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "--force", "-i", mdir, "-o", weights, "-r",
+             th_join(dir, "r.json"), (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, "may not replace a file of the input directory");
     free(out);
     free(err);
-    rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "--force", "-i", mdir, "-o",
-             join(dir, "o.safetensors"), "-r", weights, (const char *)NULL);
+    rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "--force", "-i", mdir, "-o",
+             th_join(dir, "o.safetensors"), "-r", weights, (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     free(out);
     free(err);
-    ck_assert(same_bytes(weights, join(model_dir(), "model.safetensors")));
-    assert_dir_holds(mdir, "model.safetensors", (const char *)NULL);
-    assert_dir_holds(dir, "m.safetensors", "model", (const char *)NULL);
+    ck_assert(th_same_bytes(weights, th_join(model_dir(), "model.safetensors")));
+    th_assert_dir_holds(mdir, "model.safetensors", (const char *)NULL);
+    th_assert_dir_holds(dir, "m.safetensors", "model", (const char *)NULL);
 
     /* the report may not be the output, however spelt */
     char again[PATH_MAX];
     snprintf(again, sizeof again, "%s/./o.safetensors", dir);
-    rc = hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o",
-             join(dir, "o.safetensors"), "-r", again, (const char *)NULL);
+    rc = th_hvq(&out, &err, "run", pipeline_rtn(), "-q", "-i", model_dir(), "-o",
+             th_join(dir, "o.safetensors"), "-r", again, (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, "the report may not be the output");
     free(out);
     free(err);
-    assert_dir_holds(dir, "m.safetensors", "model", (const char *)NULL);
+    th_assert_dir_holds(dir, "m.safetensors", "model", (const char *)NULL);
     th_rmtree(dir);
     free(dir);
 }
@@ -1020,12 +938,12 @@ START_TEST(fail_nan_weight)
 {
     char *dir = th_tmpdir("cli-nan");
     const char *pipe = write_small_pipeline(dir);
-    const char *in = join(dir, "small.safetensors"), *o = join(dir, "out.safetensors");
+    const char *in = th_join(dir, "small.safetensors"), *o = th_join(dir, "out.safetensors");
     char *out, *err;
 
     /* the hand-written model itself is fine */
     write_small_model(in, 0.5f);
-    int rc = hvq(&out, &err, "run", pipe, "-q", "-i", in, "-o", o, (const char *)NULL);
+    int rc = th_hvq(&out, &err, "run", pipe, "-q", "-i", in, "-o", o, (const char *)NULL);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, err);
     free(out);
     free(err);
@@ -1035,7 +953,7 @@ START_TEST(fail_nan_weight)
     static const char *const what[] = {"NaN", "infinite", "infinite"};
     for (int i = 0; i < 3; i++) {
         write_small_model(in, bad[i]);
-        rc = hvq(&out, &err, "run", pipe, "-q", "-i", in, "-o", o, (const char *)NULL);
+        rc = th_hvq(&out, &err, "run", pipe, "-q", "-i", in, "-o", o, (const char *)NULL);
         ck_assert_int_eq(rc, 2);
         th_assert_contains(err, in);
         th_assert_contains(err, "tensor 'a.weight'");
@@ -1044,7 +962,7 @@ START_TEST(fail_nan_weight)
         ck_assert_str_eq(out, "");
         free(out);
         free(err);
-        assert_dir_holds(dir, "small.yaml", "small.safetensors", (const char *)NULL);
+        th_assert_dir_holds(dir, "small.yaml", "small.safetensors", (const char *)NULL);
     }
     th_rmtree(dir);
     free(dir);
@@ -1116,26 +1034,26 @@ START_TEST(fail_nan_components)
     char *dir = th_tmpdir("cli-nancomp");
     const char *good = th_src("tests/data/nan/asym.hvq");
     const char *nanc = th_src("tests/data/nan/nan-min.hvq");
-    const char *o = join(dir, "d.safetensors");
+    const char *o = th_join(dir, "d.safetensors");
     char *out = NULL, *err = NULL;
-    int rc = hvq(&out, &err, "verify", good, (const char *)NULL);
+    int rc = th_hvq(&out, &err, "verify", good, (const char *)NULL);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     free(out);
     free(err);
     const char *want = "tensor 'a.weight': value 96 decodes to NaN (a stored component is "
                        "not finite)";
-    rc = hvq(&out, &err, "verify", nanc, (const char *)NULL);
+    rc = th_hvq(&out, &err, "verify", nanc, (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, want);
     free(out);
     free(err);
-    rc = hvq(&out, &err, "verify", "--json", nanc, (const char *)NULL);
+    rc = th_hvq(&out, &err, "verify", "--json", nanc, (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(out, "\"ok\": false");
     ck_assert_msg(!strstr(out, "nan\"") && !strstr(out, ": nan"), "not JSON: %s", out);
     free(out);
     free(err);
-    rc = hvq(&out, &err, "decode", nanc, "-o", o, (const char *)NULL);
+    rc = th_hvq(&out, &err, "decode", nanc, "-o", o, (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, want);
     ck_assert(!th_exists(o));
@@ -1143,7 +1061,7 @@ START_TEST(fail_nan_components)
     free(err);
 
     /* the demo model with one NaN weight */
-    const char *mdir = join(dir, "m");
+    const char *mdir = th_join(dir, "m");
     ck_assert_int_eq(mkdir(mdir, 0755), 0);
     size_t n, cn;
     char *st = th_read_file(th_src("models/stories260K/model.safetensors"), &n);
@@ -1158,11 +1076,11 @@ START_TEST(fail_nan_components)
     ck_assert_int_eq(sscanf(strstr(key, "data_offsets") + 15, "%llu", &begin), 1);
     const float nanv = NAN;
     memcpy(st + 8 + hl + begin + 4 * 7, &nanv, 4);
-    th_write_file(join(mdir, "model.safetensors"), st, n);
-    th_write_file(join(mdir, "config.json"), cfg, cn);
+    th_write_file(th_join(mdir, "model.safetensors"), st, n);
+    th_write_file(th_join(mdir, "config.json"), cfg, cn);
     free(st);
     free(cfg);
-    rc = hvq(&out, &err, "eval", mdir, "--tokens",
+    rc = th_hvq(&out, &err, "eval", mdir, "--tokens",
              th_src("models/stories260K/tinystories-calib.tok512.npy"), "--json",
              (const char *)NULL);
     ck_assert_msg(rc == 2, "exit %d: %s %s", rc, out, err);
@@ -1184,28 +1102,28 @@ START_TEST(fail_bad_output_paths)
 {
     char *dir = th_tmpdir("cli-outpath");
     const char *c = th_src("tests/data/nan/asym.hvq");
-    const char *sub = join(dir, "d.safetensors");
+    const char *sub = th_join(dir, "d.safetensors");
     ck_assert_int_eq(mkdir(sub, 0755), 0);
     char *out = NULL, *err = NULL;
-    int rc = hvq(&out, &err, "decode", c, "-o", "", (const char *)NULL);
+    int rc = th_hvq(&out, &err, "decode", c, "-o", "", (const char *)NULL);
     ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
     th_assert_contains(err, "the output path is empty");
     free(out);
     free(err);
-    rc = hvq(&out, &err, "decode", c, "-o", sub, "--force", (const char *)NULL);
+    rc = th_hvq(&out, &err, "decode", c, "-o", sub, "--force", (const char *)NULL);
     ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
     th_assert_contains(err, "d.safetensors: is a directory; the output must be a file name");
     free(out);
     free(err);
-    rc = hvq(&out, &err, "run", "-q", th_src("pipelines/int4-rtn.yaml"), "--input",
-             th_src("models/stories260K"), "-o", sub, "-r", join(dir, "r.json"), "--force",
+    rc = th_hvq(&out, &err, "run", "-q", th_src("pipelines/int4-rtn.yaml"), "--input",
+             th_src("models/stories260K"), "-o", sub, "-r", th_join(dir, "r.json"), "--force",
              (const char *)NULL);
     ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
     th_assert_contains(err, "is a directory");
     free(out);
     free(err);
-    assert_dir_holds(dir, "d.safetensors", (const char *)NULL);
-    rc = hvq(&out, &err, "compare", "-q", th_src("pipelines/int4-rtn.yaml"), "--keep", "",
+    th_assert_dir_holds(dir, "d.safetensors", (const char *)NULL);
+    rc = th_hvq(&out, &err, "compare", "-q", th_src("pipelines/int4-rtn.yaml"), "--keep", "",
              (const char *)NULL);
     ck_assert_msg(rc == 2, "exit %d: %s", rc, err);
     th_assert_contains(err, "--keep needs a directory, not an empty name");
@@ -1222,7 +1140,7 @@ END_TEST
 START_TEST(warn_unmatched_patterns)
 {
     char *dir = th_tmpdir("cli-unmatched");
-    const char *yaml = join(dir, "ov.yaml");
+    const char *yaml = th_join(dir, "ov.yaml");
     char text[8192];
     snprintf(text, sizeof text,
              "name: ov\ninput: %s\nstages:\n  clusterer: { plugin: rtn }\n"
@@ -1232,15 +1150,15 @@ START_TEST(warn_unmatched_patterns)
              th_src("models/stories260K"));
     th_write_file(yaml, text, strlen(text));
     char *out = NULL, *err = NULL;
-    int rc = hvq(&out, &err, "run", "-q", yaml, "-o", join(dir, "o.safetensors"), "-r",
-                 join(dir, "o.json"), (const char *)NULL);
+    int rc = th_hvq(&out, &err, "run", "-q", yaml, "-o", th_join(dir, "o.safetensors"), "-r",
+                 th_join(dir, "o.json"), (const char *)NULL);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     ck_assert_uint_eq(count_lines_with(err, "matches no tensor"), 1);
     th_assert_contains(err, "ov.yaml:7: override '*q_prj*' matches no tensor of");
     free(out);
     free(err);
-    rc = hvq(&out, &err, "run", "-q", yaml, "-o", join(dir, "p.safetensors"), "-r",
-             join(dir, "p.json"), "--set", "select.include=nothing*", (const char *)NULL);
+    rc = th_hvq(&out, &err, "run", "-q", yaml, "-o", th_join(dir, "p.safetensors"), "-r",
+             th_join(dir, "p.json"), "--set", "select.include=nothing*", (const char *)NULL);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err);
     th_assert_contains(err, "the selection matches no tensor to compress");
     free(out);
@@ -1254,21 +1172,21 @@ START_TEST(example_sign)
 {
     char *dir = th_tmpdir("cli-example");
     /* The header where pkg-config's -I${includedir} would find it. */
-    const char *inc = join(dir, "include"), *hdir = join(dir, "include/hvqconv");
-    const char *plugins = join(dir, "plugins");
+    const char *inc = th_join(dir, "include"), *hdir = th_join(dir, "include/hvqconv");
+    const char *plugins = th_join(dir, "plugins");
     ck_assert_int_eq(mkdir(inc, 0755), 0);
     ck_assert_int_eq(mkdir(hdir, 0755), 0);
     ck_assert_int_eq(mkdir(plugins, 0755), 0);
-    copy_file(th_src("core/plugin.h"), join(hdir, "plugin.h"), SIZE_MAX);
+    th_copy_file(th_src("core/plugin.h"), th_join(hdir, "plugin.h"), SIZE_MAX);
 
     const char *cc = getenv("HVQ_CC");
     if (!cc || !*cc)
         cc = "cc";
     char cmd[4 * PATH_MAX + 256];
-    const char *log = join(dir, "cc.log");
+    const char *log = th_join(dir, "cc.log");
     snprintf(cmd, sizeof cmd,
              "%s -shared -fPIC -std=c99 -Wall -Wextra -Werror -I'%s' '%s' -o '%s' >'%s' 2>&1", cc,
-             inc, th_src("examples/clusterer-sign/sign.c"), join(plugins, "sign.so"), log);
+             inc, th_src("examples/clusterer-sign/sign.c"), th_join(plugins, "sign.so"), log);
     int rc = system(cmd);
     if (rc != 0) {
         char *text = th_read_file(log, NULL);
@@ -1276,29 +1194,29 @@ START_TEST(example_sign)
     }
 
     char *out, *err;
-    ck_assert_int_eq(hvq(&out, &err, "--plugin-dir", plugins, "list-plugins", (const char *)NULL),
+    ck_assert_int_eq(th_hvq(&out, &err, "--plugin-dir", plugins, "list-plugins", (const char *)NULL),
                      0);
     ck_assert_msg(lists(out, "clusterer", "sign"), "%s", out);
-    th_assert_contains(line_with(out, " sign "), join(plugins, "sign.so"));
+    th_assert_contains(line_with(out, " sign "), th_join(plugins, "sign.so"));
     ck_assert_str_eq(err, "");
     free(out);
     free(err);
-    ck_assert_int_eq(hvq(&out, &err, "--plugin-dir", plugins, "describe", "sign",
+    ck_assert_int_eq(th_hvq(&out, &err, "--plugin-dir", plugins, "describe", "sign",
                          (const char *)NULL), 0);
     th_assert_contains(out, "sign (clusterer) 1.0.0");
     th_assert_contains(out, "parameters: none");
     free(out);
     free(err);
 
-    const char *o = join(dir, "sign.safetensors"), *r = join(dir, "sign.json");
-    rc = hvq(&out, &err, "--plugin-dir", plugins, "run", pipeline_rtn(), "--set",
+    const char *o = th_join(dir, "sign.safetensors"), *r = th_join(dir, "sign.json");
+    rc = th_hvq(&out, &err, "--plugin-dir", plugins, "run", pipeline_rtn(), "--set",
              "stages.clusterer.plugin=sign", "-q", "-i", model_dir(), "-o", o, "-r", r,
              (const char *)NULL);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, err);
     th_assert_contains(out, "sign");
     free(out);
     free(err);
-    ck_assert_uint_eq(check_output(join(model_dir(), "model.safetensors"), o, REF_SIGN, 0), 35);
+    ck_assert_uint_eq(check_output(th_join(model_dir(), "model.safetensors"), o, REF_SIGN, 0), 35);
     char *rep = th_read_file(r, NULL);
     ck_assert_ptr_nonnull(rep);
     th_assert_contains(rep, "\"sign\"");

@@ -159,20 +159,7 @@ static uint32_t crc32_of(const unsigned char *p, size_t n)
 
 static char *g_dir; /* this test's temporary directory */
 
-/* "dir/name" in a rotating static buffer (valid for the next 31 calls). */
-static const char *join(const char *dir, const char *name)
-{
-    static char bufs[32][PATH_MAX];
-    static int k;
-    char tmp[PATH_MAX];
-    int n = snprintf(tmp, sizeof tmp, "%s/%s", dir, name);
-    ck_assert(n > 0 && n < PATH_MAX);
-    char *b = bufs[k++ % 32];
-    memcpy(b, tmp, (size_t)n + 1);
-    return b;
-}
-
-static const char *gpath(const char *name) { return join(g_dir, name); }
+static const char *gpath(const char *name) { return th_join(g_dir, name); }
 
 static void setup(void) { g_dir = th_tmpdir("corrupt"); }
 
@@ -185,21 +172,6 @@ static void teardown(void)
 
 static int run_v(char **out, char **err, const char *const *args) { return th_run(out, err, args); }
 
-static int hvq(char **out, char **err, ...)
-{
-    const char *args[64];
-    size_t n = 0;
-    va_list ap;
-    va_start(ap, err);
-    const char *a;
-    while ((a = va_arg(ap, const char *)) != NULL) {
-        ck_assert_uint_lt(n, 63);
-        args[n++] = a;
-    }
-    va_end(ap);
-    args[n] = NULL;
-    return run_v(out, err, args);
-}
 
 static void write_text(const char *path, const char *text) { th_write_file(path, text, strlen(text)); }
 
@@ -267,9 +239,9 @@ static void bad_in(const char *label, const char *const *t, const char *name, co
             if (e->d_name[0] == '.')
                 continue;
             size_t len;
-            char *x = th_read_file(join(extra_dir, e->d_name), &len);
+            char *x = th_read_file(th_join(extra_dir, e->d_name), &len);
             ck_assert_ptr_nonnull(x);
-            th_write_file(join(cdir, e->d_name), x, len);
+            th_write_file(th_join(cdir, e->d_name), x, len);
             free(x);
             n_extra++;
         }
@@ -675,7 +647,7 @@ START_TEST(corrupt_safetensors)
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.')
             continue;
-        bytes f = b_file(join(fx, e->d_name));
+        bytes f = b_file(th_join(fx, e->d_name));
         char lab[300];
         snprintf(lab, sizeof lab, "safetensors fixture %s", e->d_name);
         bad(lab, t, "m.safetensors", &f, NULL);
@@ -717,7 +689,7 @@ START_TEST(corrupt_safetensors_dir_and_shards)
     /* sharded: the fixtures, then the index damaged */
     t[4] = "@IN@";
     const char *sh = th_src("tests/data/safetensors/sharded");
-    bytes idx = b_file(join(sh, "model.safetensors.index.json"));
+    bytes idx = b_file(th_join(sh, "model.safetensors.index.json"));
     truncations("sharded index", t, "model.safetensors.index.json", &idx, 32, idx.n - 2);
     static const char *const fixtures[][2] = {
         {"sharded-missing-shard", "model-00002-of-00002.safetensors"},
@@ -725,8 +697,8 @@ START_TEST(corrupt_safetensors_dir_and_shards)
         {"sharded-unlisted", NULL},
     };
     for (size_t i = 0; i < 3; i++) {
-        const char *dir = th_src(join("tests/data/safetensors", fixtures[i][0]));
-        bytes f = b_file(join(dir, "model.safetensors.index.json"));
+        const char *dir = th_src(th_join("tests/data/safetensors", fixtures[i][0]));
+        bytes f = b_file(th_join(dir, "model.safetensors.index.json"));
         bad_in(fixtures[i][0], t, "model.safetensors.index.json", f.p, f.n, NULL, dir,
                fixtures[i][1]);
         free(f.p);
@@ -1271,9 +1243,9 @@ START_TEST(valid_oddities)
     for (int k = 0; k < 2; k++) {
         unlink(o);
         unlink(dec);
-        int rc = k == 0 ? hvq(&out, &err, "run", pipe_kmeans(), "-q", "-i", in, "-o", o,
+        int rc = k == 0 ? th_hvq(&out, &err, "run", pipe_kmeans(), "-q", "-i", in, "-o", o,
                               (const char *)NULL)
-                        : hvq(&out, &err, "run", pipe_kmeans(), "-q", "-i", in, "-o", o, "-s",
+                        : th_hvq(&out, &err, "run", pipe_kmeans(), "-q", "-i", in, "-o", o, "-s",
                               "stages.clusterer.plugin=rtn", "-s", "stages.residual.plugin=none",
                               (const char *)NULL);
         ck_assert_msg(rc == 0, "%s: exit %d:\n%s", pipes[k], rc, err);
@@ -1284,11 +1256,11 @@ START_TEST(valid_oddities)
         th_assert_contains(err, "tensor 'f.weight' matches the selection but is empty");
         free(out);
         free(err);
-        rc = hvq(&out, &err, "verify", o, (const char *)NULL);
+        rc = th_hvq(&out, &err, "verify", o, (const char *)NULL);
         ck_assert_msg(rc == 0, "verify: %d\n%s", rc, err);
         free(out);
         free(err);
-        rc = hvq(&out, &err, "decode", "-q", o, "-o", dec, (const char *)NULL);
+        rc = th_hvq(&out, &err, "decode", "-q", o, "-o", dec, (const char *)NULL);
         ck_assert_msg(rc == 0, "decode: %d\n%s", rc, err);
         free(out);
         free(err);
@@ -1320,12 +1292,12 @@ START_TEST(valid_oddities)
                                        "stages.clusterer.block_size=16"};
     for (size_t i = 0; i < 3; i++) {
         unlink(o);
-        int rc = hvq(&out, &err, "run", pipe_kmeans(), "-q", "-i", in, "-o", o, "-s", sets[i],
+        int rc = th_hvq(&out, &err, "run", pipe_kmeans(), "-q", "-i", in, "-o", o, "-s", sets[i],
                      "-s", "stages.clusterer.centroids=2", (const char *)NULL);
         ck_assert_msg(rc == 0, "%s: exit %d:\n%s", sets[i], rc, err);
         free(out);
         free(err);
-        rc = hvq(&out, &err, "verify", o, (const char *)NULL);
+        rc = th_hvq(&out, &err, "verify", o, (const char *)NULL);
         ck_assert_msg(rc == 0, "verify after %s: %d\n%s", sets[i], rc, err);
         free(out);
         free(err);
@@ -1334,13 +1306,13 @@ START_TEST(valid_oddities)
         unlink(o);
         char set[64];
         snprintf(set, sizeof set, "stages.clusterer.group_size=%d", gs);
-        int rc = hvq(&out, &err, "run", pipe_kmeans(), "-q", "-i", in, "-o", o, "-s",
+        int rc = th_hvq(&out, &err, "run", pipe_kmeans(), "-q", "-i", in, "-o", o, "-s",
                      "stages.clusterer.plugin=rtn", "-s", "stages.residual.plugin=none", "-s", set,
                      (const char *)NULL);
         ck_assert_msg(rc == 0, "%s: exit %d:\n%s", set, rc, err);
         free(out);
         free(err);
-        rc = hvq(&out, &err, "verify", o, (const char *)NULL);
+        rc = th_hvq(&out, &err, "verify", o, (const char *)NULL);
         ck_assert_msg(rc == 0, "verify after %s: %d\n%s", set, rc, err);
         free(out);
         free(err);
@@ -1396,7 +1368,7 @@ START_TEST(corrupt_container)
     static tmpl dec = {"decode", "-q", "@IN@", "-o", "@OUT@", NULL};
     static tmpl ins = {"inspect", "@IN@", NULL};
     char *out, *err;
-    int rc = hvq(&out, &err, "verify", gpath("good.hvq"), (const char *)NULL);
+    int rc = th_hvq(&out, &err, "verify", gpath("good.hvq"), (const char *)NULL);
     ck_assert_msg(rc == 0, "verify: %d\n%s", rc, err);
     th_assert_contains(out, gpath("good.hvq"));
     th_assert_contains(out, "OK");
@@ -1404,22 +1376,22 @@ START_TEST(corrupt_container)
     ck_assert_str_eq(err, "");
     free(out);
     free(err);
-    rc = hvq(&out, &err, "verify", "--json", gpath("good.hvq"), (const char *)NULL);
+    rc = th_hvq(&out, &err, "verify", "--json", gpath("good.hvq"), (const char *)NULL);
     ck_assert_int_eq(rc, 0);
     th_assert_contains(out, "\"ok\": true");
     free(out);
     free(err);
-    rc = hvq(&out, &err, "verify", "--help", (const char *)NULL);
+    rc = th_hvq(&out, &err, "verify", "--help", (const char *)NULL);
     ck_assert_int_eq(rc, 0);
     th_assert_contains(out, "Usage: hvqconv verify");
     free(out);
     free(err);
-    rc = hvq(&out, &err, "verify", (const char *)NULL);
+    rc = th_hvq(&out, &err, "verify", (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, "verify needs a container");
     free(out);
     free(err);
-    rc = hvq(&out, &err, "--help", (const char *)NULL);
+    rc = th_hvq(&out, &err, "--help", (const char *)NULL);
     th_assert_contains(out, "verify FILE.hvq");
     free(out);
     free(err);
@@ -1500,11 +1472,11 @@ START_TEST(corrupt_container)
     const char *src = gpath("s-src.safetensors");
     th_write_file(src, st.p, st.n);
     free(st.p);
-    ok_run("sharded container", "run", "-q", pipe_kmeans(), "-i", src, "-o", join(sd, "m.hvq"),
+    ok_run("sharded container", "run", "-q", pipe_kmeans(), "-i", src, "-o", th_join(sd, "m.hvq"),
            "-s", "stages.writer.max_shard_size=100", (const char *)NULL);
-    const char *shard2 = keep(b_s2, join(sd, "m-00002-of-00002.hvq"));
+    const char *shard2 = keep(b_s2, th_join(sd, "m-00002-of-00002.hvq"));
     ck_assert(th_exists(shard2));
-    rc = hvq(&out, &err, "verify", sd, (const char *)NULL);
+    rc = th_hvq(&out, &err, "verify", sd, (const char *)NULL);
     ck_assert_msg(rc == 0, "verify sharded: %d\n%s", rc, err);
     free(out);
     free(err);
@@ -1512,7 +1484,7 @@ START_TEST(corrupt_container)
     unlink(shard2);
     for (int k = 0; k < 3; k++) {
         static char idx[PATH_MAX];
-        keep(idx, join(sd, "m.hvq.index.json"));
+        keep(idx, th_join(sd, "m.hvq.index.json"));
         const char *args[8];
         int j = 0;
         for (; cmds[k][j]; j++)
@@ -1524,7 +1496,7 @@ START_TEST(corrupt_container)
     }
     /* shard 2 cut short */
     th_write_file(shard2, s2.p, s2.n - 3);
-    rc = hvq(&out, &err, "verify", sd, (const char *)NULL);
+    rc = th_hvq(&out, &err, "verify", sd, (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(err, "m-00002-of-00002.hvq");
     free(out);
@@ -1532,7 +1504,7 @@ START_TEST(corrupt_container)
     /* shard 2 with a flipped data byte: the checksum of its tensor */
     s2.p[s2.n - 1] ^= 1;
     th_write_file(shard2, s2.p, s2.n);
-    rc = hvq(&out, &err, "verify", "--json", sd, (const char *)NULL);
+    rc = th_hvq(&out, &err, "verify", "--json", sd, (const char *)NULL);
     ck_assert_int_eq(rc, 2);
     th_assert_contains(out, "\"ok\": false");
     th_assert_contains(err, "checksum mismatch");
@@ -1590,7 +1562,7 @@ START_TEST(container_size_claims)
            (const char *)NULL);
     char *out, *err;
     /* one vector, one centroid, 0-bit indices: valid, and decodes */
-    int rc = hvq(&out, &err, "verify", o, (const char *)NULL);
+    int rc = th_hvq(&out, &err, "verify", o, (const char *)NULL);
     ck_assert_msg(rc == 0, "verify: %d\n%s", rc, err);
     free(out);
     free(err);
@@ -1655,7 +1627,7 @@ START_TEST(corrupt_container_eval)
     const char *cfg = th_src("models/stories260K/config.json");
     const char *tok = th_src("models/stories260K/tinystories-calib.tok512.npy");
     char *out, *err;
-    int rc = hvq(&out, &err, "eval", o, "--tokens", tok, "--ctx", "16", "--max-windows", "1",
+    int rc = th_hvq(&out, &err, "eval", o, "--tokens", tok, "--ctx", "16", "--max-windows", "1",
                  "--config", cfg, (const char *)NULL);
     ck_assert_msg(rc == 0, "eval: %d\n%s", rc, err);
     free(out);
@@ -1749,19 +1721,19 @@ START_TEST(write_failures)
         b_oh[PATH_MAX], b_cont[PATH_MAX], b_model[PATH_MAX];
     const char *od = keep(b_od, gpath("wf"));
     ck_assert_int_eq(mkdir(od, 0755), 0);
-    const char *o = keep(b_o, join(od, "o.safetensors"));
+    const char *o = keep(b_o, th_join(od, "o.safetensors"));
     const char *pipe = keep(b_pipe, th_src("pipelines/int4-rtn.yaml"));
 #define model_dir() keep(b_model, th_src("models/stories260K"))
     const char *a1[] = {"run", "-q", pipe, "-i", model_dir(), "-o", o, "-r", "", NULL};
     limited_fails("run, safetensors", od, o, 0, a1);
-    const char *on = keep(b_on, join(od, "o.npz"));
+    const char *on = keep(b_on, th_join(od, "o.npz"));
     const char *a2[] = {"run", "-q", pipe, "-i", model_dir(), "-o", on, "-r", "", NULL};
     limited_fails("run, npz", od, on, 0, a2);
-    const char *og = keep(b_og, join(od, "o.gguf"));
+    const char *og = keep(b_og, th_join(od, "o.gguf"));
     const char *a3[] = {"run", "-q", pipe, "-i", model_dir(), "-o", og, "-r", "", NULL};
     limited_fails("run, gguf", od, og, 0, a3);
     /* the container: in memory, streamed from the first byte, sharded */
-    const char *oh = keep(b_oh, join(od, "o.hvq"));
+    const char *oh = keep(b_oh, th_join(od, "o.hvq"));
     const char *a4[] = {"run", "-q", pipe, "-i", model_dir(), "-o", oh, "-r", "", "-s",
                         "stages.writer.plugin=hvq", NULL};
     limited_fails("run, hvq", od, oh, 0, a4);
@@ -1810,7 +1782,7 @@ START_TEST(reproducible)
     write_text(p2, yaml);
     const char *d2 = gpath("other");
     ck_assert_int_eq(mkdir(d2, 0755), 0);
-    const char *o1 = gpath("a.hvq"), *o2 = join(d2, "b-different-name.hvq");
+    const char *o1 = gpath("a.hvq"), *o2 = th_join(d2, "b-different-name.hvq");
     ok_run("repro 1", "run", "-q", p1, "-i", model_dir(), "-o", o1, "-t", "1", "-r",
            gpath("r1.json"), (const char *)NULL);
     ok_run("repro 2", "run", "-q", p2, "-i", model_dir(), "-o", o2, "-t", "2",
@@ -1837,7 +1809,7 @@ START_TEST(reproducible)
     free(b1);
     free(b2);
     /* the dequantized model too */
-    const char *q1 = gpath("q1.safetensors"), *q2 = join(d2, "q2.safetensors");
+    const char *q1 = gpath("q1.safetensors"), *q2 = th_join(d2, "q2.safetensors");
     ok_run("dequant 1", "run", "-q", p1, "-i", model_dir(), "-o", q1, "-t", "1", "-s",
            "stages.writer.plugin=dequant", (const char *)NULL);
     ok_run("dequant 2", "run", "-q", p1, "-i", model_dir(), "-o", q2, "-t", "2", "-s",
