@@ -1,17 +1,28 @@
-/* Opening an input file without hanging: a FIFO (or a device) opened with
- * fopen blocks until a writer appears, so every reader of a path the user
- * names opens it through here. Linked into the core and plugins
+/* Opening an input file without hanging, and recording it as an input of
+ * the run: a FIFO (or a device) opened with fopen blocks until a writer
+ * appears, so every reader of a path the user names opens it through here;
+ * and every file a run reads goes through the host's input_open, so that no
+ * output of the run may replace it. Linked into the core and plugins
  * (libhvqjson). */
 #ifndef HVQ_COMMON_FILE_H
 #define HVQ_COMMON_FILE_H
 
 #include <stdio.h>
 
+#include "plugin.h"
+
+/* open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) through the host's
+ * input_open when ctx's host has one (then the file is an input of the
+ * run), else directly. -1 with errno set on failure. */
+int hvq_open_input(hvq_ctx *ctx, const char *path);
+
 /* path opened for reading ("rb") when it is a regular file: opened with
- * O_NONBLOCK (which never waits), checked with fstat, then switched back
- * to blocking reads. NULL with errno set when it cannot be opened, and
- * with *not_regular = 1 (errno EINVAL) when it is something else: a
- * FIFO, a socket, a device or a directory. */
-FILE *hvq_fopen_regular(const char *path, int *not_regular);
+ * hvq_open_input (O_NONBLOCK never waits), checked with fstat, then
+ * switched back to blocking reads. NULL with errno set when it cannot be
+ * opened, and with *not_regular = 1 when it is something else: errno
+ * EISDIR for a directory, EINVAL for a FIFO, a socket or a device. ctx
+ * may be NULL (the
+ * file is then not recorded as an input). */
+FILE *hvq_fopen_input(hvq_ctx *ctx, const char *path, int *not_regular);
 
 #endif

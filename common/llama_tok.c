@@ -161,7 +161,7 @@ hvq_status hvq_tokenizer_load_llama2c(hvq_ctx *ctx, const char *path, hvq_tokeni
 {
     *out = NULL;
     int odd;
-    FILE *f = hvq_fopen_regular(path, &odd);
+    FILE *f = hvq_fopen_input(ctx, path, &odd);
     if (!f)
         return ctx->host->error(ctx, odd || errno == ENOENT ? HVQ_E_INPUT : HVQ_E_IO,
                                 "%s: cannot open: %s", path,

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "container.h"
+#include "driver.h"
 #include "dtype.h"
 #include "parallel.h"
 #include "params.h"
@@ -53,7 +54,7 @@ static hvq_registry *load_registry(hvq_ctx *ctx, const dirs *d)
         return NULL;
     }
     if (hvq_registry_load_default(reg, ctx, d->v, d->n) != HVQ_OK) {
-        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        hvq_ctx_print_error(ctx);
         hvq_registry_free(reg);
         return NULL;
     }
@@ -101,7 +102,7 @@ static int run_command(hvq_ctx_opts *opts, dirs *d, cmd_run_fn fn, const void *a
     if (reg) {
         hvq_status st = fn(ctx, reg, args);
         if (st != HVQ_OK)
-            fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+            hvq_ctx_print_error(ctx);
         rc = exit_for(st);
     }
     hvq_ctx_free(ctx);
@@ -335,6 +336,10 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
     for (size_t i = 0; i < n && st == HVQ_OK; i++) {
         const hvq_container_tensor *t = hvq_container_info(c, i);
         hvq_tensor out;
+        if (hvq_interrupted) {
+            st = hvq_interrupt_error(ctx);
+            break;
+        }
         tl = hvq_now();
         if ((st = hvq_container_verify(ctx, c, i)) != HVQ_OK)
             break;
@@ -737,7 +742,9 @@ static hvq_status inspect_run(hvq_ctx *ctx, const hvq_registry *reg, const char 
             const hvq_container_tensor *t = hvq_container_info(c, i);
             char shape[160];
             shape_text(shape, sizeof shape, t);
-            hvq_buf_printf(&b, "  %-*s %-14s %-5s %-4s %12llu %7.3f  ", (int)width, t->name, shape,
+            char shown[512];
+            hvq_buf_printf(&b, "  %-*s %-14s %-5s %-4s %12llu %7.3f  ", (int)width,
+                           hvq_printable(t->name, shown, sizeof shown), shape,
                            t->dtype_name, t->compressed ? "hvq" : "raw",
                            (unsigned long long)t->stored_bytes,
                            ratio(8.0 * (double)t->stored_bytes, (double)t->numel));

@@ -70,22 +70,12 @@ static char *dir_of(const char *path)
     return d;
 }
 
-/* "dir/name", malloc'd. */
-static char *join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 /* The config.json that belongs to a model path (a directory: inside it; a
  * file: beside it), malloc'd, or NULL when there is none. */
 static char *config_for(const char *model)
 {
     char *dir = is_dir(model) ? strdup(model) : dir_of(model);
-    char *p = dir ? join(dir, "config.json") : NULL;
+    char *p = dir ? hvq_path_join(dir, "config.json") : NULL;
     free(dir);
     if (p && !is_file(p)) {
         free(p);
@@ -99,7 +89,7 @@ static hvq_status read_text(hvq_ctx *ctx, const char *path, long max, char **out
 {
     *out = NULL;
     int odd;
-    FILE *f = hvq_fopen_regular(path, &odd);
+    FILE *f = hvq_fopen_input(ctx, path, &odd);
     if (!f)
         return hvq_error(ctx, odd || errno == ENOENT ? HVQ_E_INPUT : HVQ_E_IO,
                          "%s: cannot open: %s", path,
@@ -218,7 +208,7 @@ hvq_status hvq_eval_read_tokens(hvq_ctx *ctx, const char *path, int32_t **ids, u
     *ids = NULL;
     *n = 0;
     int odd;
-    FILE *f = hvq_fopen_regular(path, &odd);
+    FILE *f = hvq_fopen_input(ctx, path, &odd);
     if (!f)
         return hvq_error(ctx, odd || errno == ENOENT ? HVQ_E_INPUT : HVQ_E_IO,
                          "%s: cannot open: %s", path,
@@ -428,7 +418,7 @@ static char *config_for_container(hvq_container *c, const char *path)
         found = config_for(input);
         if (!found && input[0] != '/') {
             char *cdir = is_dir(path) ? strdup(path) : dir_of(path);
-            char *rel = cdir ? join(cdir, input) : NULL;
+            char *rel = cdir ? hvq_path_join(cdir, input) : NULL;
             if (rel)
                 found = config_for(rel);
             free(rel);
@@ -817,7 +807,7 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
         return EXIT_OTHER;
     }
     if (hvq_registry_load_default(reg, ctx, dirs, n_dirs) != HVQ_OK) {
-        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        hvq_ctx_print_error(ctx);
         hvq_registry_free(reg);
         hvq_ctx_free(ctx);
         free(dirs);
@@ -880,7 +870,7 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
         }
         fflush(stdout);
     } else {
-        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        hvq_ctx_print_error(ctx);
     }
     hvq_registry_free(reg);
     hvq_ctx_free(ctx);

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include "container.h"
+#include "file.h"
 #include "crc32.h"
 #include "dtype.h"
 #include "finite.h"
@@ -555,7 +556,8 @@ static hvq_status shard_sizes(hvq_ctx *ctx, hvq_container *c, uint64_t index_siz
         dirpart[0] = '\0';
     size_t len = 0;
     char *text = NULL;
-    FILE *f = fopen(c->open_path, "rb");
+    int odd;
+    FILE *f = hvq_fopen_input(ctx, c->open_path, &odd);
     hvq_status st = HVQ_OK;
     if (!f || !(text = hvq_alloc(ctx, (size_t)index_size + 1)) ||
         (len = fread(text, 1, (size_t)index_size, f)) != index_size)

@@ -2,7 +2,7 @@
  * error message, logging, and atomic outputs. */
 #include "config.h"
 
-#include "ctx.h"
+#include "ctx_int.h"
 #include "driver.h"
 #include "dtype.h"
 #include "params.h"
@@ -20,14 +20,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-struct hvq_output {
-    char *final_path;
-    char *tmp_path;
-    int fd;
-    uint64_t pos;
-    struct hvq_output *next;
-};
-
 struct hvq_sink_handle {
     const hvq_loaded_plugin *plugin;
     void *state;
@@ -37,26 +29,35 @@ struct hvq_sink_handle {
     size_t n_values;
 };
 
-typedef struct ctx_private {
-    hvq_ctx pub;
-    hvq_ctx_opts opts;
-    hvq_status status;
-    char msg[4096];
-    hvq_output *outputs;
-    const hvq_registry *registry;
-    int line_dirty; /* a progress line is on the terminal */
-    char **inputs;  /* directories holding the run's inputs (hvq_ctx_add_input) */
-    size_t n_inputs;
-} ctx_private;
-
-static ctx_private *priv(const hvq_ctx *ctx) { return (ctx_private *)ctx->host_private; }
-
 /* ---- errors and logging ------------------------------------------------ */
 
+/* The message formatted whole (malloc'd), or NULL. */
+static char *vformat(const char *fmt, va_list ap)
+{
+    va_list aq;
+    va_copy(aq, ap);
+    int n = vsnprintf(NULL, 0, fmt, aq);
+    va_end(aq);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s)
+        vsnprintf(s, (size_t)n + 1, fmt, ap);
+    return s;
+}
+
+/* A message longer than the buffer (a path of thousands of bytes) keeps
+ * its start and its end, where the reason is. */
 static hvq_status verror(hvq_ctx *ctx, hvq_status st, const char *fmt, va_list ap)
 {
     ctx_private *p = priv(ctx);
-    vsnprintf(p->msg, sizeof p->msg, fmt, ap);
+    char *full = vformat(fmt, ap);
+    size_t n = full ? strlen(full) : 0, cap = sizeof p->msg;
+    if (!full)
+        snprintf(p->msg, cap, "%s (the message could not be formatted)", fmt);
+    else if (n < cap)
+        memcpy(p->msg, full, n + 1);
+    else
+        snprintf(p->msg, cap, "%.*s ... %s", (int)(cap / 4), full, full + n - (cap / 2));
+    free(full);
     p->status = st;
     return st;
 }
@@ -128,10 +129,13 @@ static void vlog(hvq_ctx *ctx, hvq_log_level lvl, const char *fmt, va_list ap)
         p->line_dirty = 0;
     }
     static const char *const tag[] = {"error: ", "warning: ", "", "debug: "};
-    fprintf(stderr, "hvqconv: %s", tag[lvl <= HVQ_LOG_DEBUG ? lvl : 3]);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    char *msg = vformat(fmt, ap), buf[8192];
+    fprintf(stderr, "hvqconv: %s%s\n", tag[lvl <= HVQ_LOG_DEBUG ? lvl : 3],
+            msg ? hvq_printable(msg, buf, sizeof buf) : fmt);
+    free(msg);
 }
+
+void hvq_ctx_print_error(hvq_ctx *ctx) { hvq_log(ctx, HVQ_LOG_ERROR, "%s", priv(ctx)->msg); }
 
 static void host_log(hvq_ctx *ctx, hvq_log_level lvl, const char *fmt, ...)
 {
@@ -192,389 +196,6 @@ char *hvq_strdup(hvq_ctx *ctx, const char *s)
     if (d)
         memcpy(d, s, n);
     return d;
-}
-
-/* ---- atomic outputs ---------------------------------------------------- */
-
-hvq_output *hvq_output_open(hvq_ctx *ctx, const char *final_path)
-{
-    ctx_private *p = priv(ctx);
-    struct stat st;
-    for (hvq_output *o = p->outputs; o; o = o->next)
-        if (strcmp(o->final_path, final_path) == 0) {
-            hvq_error(ctx, HVQ_E_INTERNAL, "%s: opened twice for writing", final_path);
-            return NULL;
-        }
-    if (!final_path[0]) {
-        hvq_error(ctx, HVQ_E_INPUT, "the output path is empty");
-        return NULL;
-    }
-    /* a directory is never replaced, even with --force: refused before any
-     * work (the final rename would fail after all of it) */
-    if (stat(final_path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        hvq_error(ctx, HVQ_E_INPUT, "%s: is a directory; the output must be a file name",
-                  final_path);
-        return NULL;
-    }
-    if (!p->opts.force && stat(final_path, &st) == 0) {
-        hvq_error(ctx, HVQ_E_INPUT,
-                  "%s: already exists (use --force to replace it)", final_path);
-        return NULL;
-    }
-    char *dcopy = hvq_strdup(ctx, final_path), *bcopy = hvq_strdup(ctx, final_path);
-    hvq_output *o = hvq_calloc(ctx, 1, sizeof *o);
-    if (!dcopy || !bcopy || !o)
-        goto fail;
-    const char *dir = dirname(dcopy), *base = basename(bcopy);
-    size_t n = strlen(dir) + strlen(base) + 32;
-    o->tmp_path = hvq_alloc(ctx, n);
-    o->final_path = hvq_strdup(ctx, final_path);
-    if (!o->tmp_path || !o->final_path)
-        goto fail;
-    snprintf(o->tmp_path, n, "%s/.%s.tmp-XXXXXX", dir, base);
-    o->fd = mkstemp(o->tmp_path);
-    if (o->fd < 0) {
-        /* A directory that does not exist, is not a directory, or may not be
-         * written is a bad output path (bad input, exit status 2); anything
-         * else (disk full, too many files, EIO) is an I/O failure. */
-        int e = errno;
-        hvq_status status = e == ENOENT || e == ENOTDIR || e == EACCES || e == EPERM ||
-                                    e == EROFS
-                                ? HVQ_E_INPUT
-                                : HVQ_E_IO;
-        hvq_error(ctx, status, "%s: cannot create a file in '%s': %s", final_path, dir,
-                  strerror(e));
-        goto fail;
-    }
-    mode_t mask = umask(0);
-    umask(mask);
-    fchmod(o->fd, 0666 & ~mask);
-    o->next = p->outputs;
-    p->outputs = o;
-    free(dcopy);
-    free(bcopy);
-    return o;
-fail:
-    free(dcopy);
-    free(bcopy);
-    if (o) {
-        free(o->tmp_path);
-        free(o->final_path);
-        free(o);
-    }
-    return NULL;
-}
-
-static hvq_status host_output_write(hvq_ctx *ctx, hvq_output *o, const void *buf, size_t n)
-{
-    const char *b = buf;
-    while (n > 0) {
-        ssize_t w = write(o->fd, b, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return hvq_error(ctx, HVQ_E_IO, "%s: write failed: %s", o->final_path,
-                             strerror(errno));
-        }
-        b += w;
-        n -= (size_t)w;
-        o->pos += (uint64_t)w;
-    }
-    return HVQ_OK;
-}
-
-static hvq_status host_output_pwrite(hvq_ctx *ctx, hvq_output *o, const void *buf,
-                                     size_t n, uint64_t off)
-{
-    const char *b = buf;
-    while (n > 0) {
-        ssize_t w = pwrite(o->fd, b, n, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return hvq_error(ctx, HVQ_E_IO, "%s: write failed: %s", o->final_path,
-                             strerror(errno));
-        }
-        b += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return HVQ_OK;
-}
-
-static uint64_t host_output_tell(hvq_output *o) { return o->pos; }
-
-static hvq_status host_output_rename(hvq_ctx *ctx, hvq_output *o, const char *final_path)
-{
-    for (hvq_output *x = priv(ctx)->outputs; x; x = x->next)
-        if (x != o && strcmp(x->final_path, final_path) == 0)
-            return hvq_error(ctx, HVQ_E_INTERNAL, "%s: two outputs of one run", final_path);
-    char *d = hvq_strdup(ctx, final_path);
-    if (!d)
-        return HVQ_E_NOMEM;
-    free(o->final_path);
-    o->final_path = d;
-    return HVQ_OK;
-}
-
-static void output_free(hvq_output *o)
-{
-    free(o->final_path);
-    free(o->tmp_path);
-    free(o);
-}
-
-static void fsync_dir_of(const char *path)
-{
-    char *d = strdup(path);
-    if (!d)
-        return;
-    int fd = open(dirname(d), O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(d);
-}
-
-/* ---- stale forms of a replaced output ------------------------------------ */
-
-/* An output NAME.EXT exists in one of two forms: the file itself, or shards
- * NAME-ddddd-of-ddddd.EXT with an index NAME.EXT.index.json. Splits base
- * (either form's file name) into its family's stem and extension: stem
- * "NAME", ext ".EXT". Returns 0 for a name of no family (no extension). */
-static int family_of(const char *base, size_t *stem_len, const char **ext, size_t *ext_len)
-{
-    static const char idx[] = ".index.json";
-    size_t n = strlen(base), li = sizeof idx - 1;
-    if (n > li && strcmp(base + n - li, idx) == 0)
-        n -= li; /* NAME.EXT.index.json: the family of NAME.EXT */
-    const char *dot = NULL;
-    for (size_t i = n; i > 0; i--)
-        if (base[i - 1] == '.') {
-            dot = base + i - 1;
-            break;
-        }
-    if (!dot || dot == base)
-        return 0;
-    size_t sl = (size_t)(dot - base);
-    /* NAME-ddddd-of-ddddd.EXT: the shard suffix is not part of the stem */
-    static const char pat[] = "-#####-of-#####";
-    size_t lp = sizeof pat - 1;
-    if (sl > lp) {
-        const char *q = dot - lp;
-        int shard = 1;
-        for (size_t i = 0; i < lp && shard; i++)
-            shard = pat[i] == '#' ? (q[i] >= '0' && q[i] <= '9') : q[i] == pat[i];
-        if (shard)
-            sl -= lp;
-    }
-    *stem_len = sl;
-    *ext = dot;
-    *ext_len = n - (size_t)(dot - base);
-    return 1;
-}
-
-/* Whether name is a member of the family (stem, ext) in either form. */
-static int family_member(const char *name, const char *stem, size_t sl, const char *ext,
-                         size_t el)
-{
-    size_t sl2, el2;
-    const char *ext2;
-    return family_of(name, &sl2, &ext2, &el2) && sl2 == sl && el2 == el &&
-           strncmp(name, stem, sl) == 0 && strncmp(ext2, ext, el) == 0;
-}
-
-void hvq_ctx_add_input(hvq_ctx *ctx, const char *path)
-{
-    ctx_private *p = priv(ctx);
-    struct stat sb;
-    char *copy = strdup(path), *dir = NULL;
-    if (copy && stat(path, &sb) == 0)
-        dir = strdup(S_ISDIR(sb.st_mode) ? path : dirname(copy));
-    free(copy);
-    char **grown = dir ? realloc(p->inputs, (p->n_inputs + 1) * sizeof *grown) : NULL;
-    if (!grown) {
-        free(dir);
-        return;
-    }
-    p->inputs = grown;
-    p->inputs[p->n_inputs++] = dir;
-}
-
-static int same_inode(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-           sa.st_ino == sb.st_ino;
-}
-
-/* Whether directory dir holds one of the run's inputs. */
-static int input_dir(const ctx_private *p, const char *dir)
-{
-    for (size_t i = 0; i < p->n_inputs; i++)
-        if (same_inode(p->inputs[i], dir))
-            return 1;
-    return 0;
-}
-
-/* With --force an output replaces an earlier one of the same name in
- * whichever form that had: after the renames, files of the family of a
- * committed output that this run did not write (the shards of an earlier
- * run with more shards, a single file where shards now are, or shards and
- * index where a single file now is) are removed, so that a loader never
- * picks up a stale file beside the new ones. committed lists the final
- * paths written. */
-static void remove_stale_forms(hvq_ctx *ctx, char **committed, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char *dcopy = strdup(committed[i]), *bcopy = strdup(committed[i]);
-        const char *dir = dcopy ? dirname(dcopy) : NULL, *base = bcopy ? basename(bcopy) : NULL;
-        size_t sl, el;
-        const char *ext;
-        /* Never in a directory an input was read from: a file of the family
-         * there may be one of the input's shards. */
-        DIR *d = dir && base && family_of(base, &sl, &ext, &el) && !input_dir(priv(ctx), dir)
-                     ? opendir(dir)
-                     : NULL;
-        struct dirent *e;
-        while (d && (e = readdir(d)) != NULL) {
-            if (!family_member(e->d_name, base, sl, ext, el))
-                continue;
-            size_t len = strlen(dir) + strlen(e->d_name) + 2;
-            char *path = malloc(len);
-            if (!path)
-                break;
-            snprintf(path, len, "%s/%s", dir, e->d_name);
-            int ours = 0;
-            for (size_t j = 0; j < n && !ours; j++)
-                ours = same_inode(path, committed[j]);
-            struct stat sb;
-            if (!ours && lstat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
-                if (unlink(path) == 0)
-                    hvq_log(ctx, HVQ_LOG_INFO, "%s: removed (a stale part of the replaced output)",
-                            path);
-                else
-                    hvq_log(ctx, HVQ_LOG_WARN, "%s: a stale part of the replaced output, cannot "
-                                               "remove it: %s",
-                            path, strerror(errno));
-            }
-            free(path);
-        }
-        if (d)
-            closedir(d);
-        free(dcopy);
-        free(bcopy);
-    }
-}
-
-hvq_status hvq_outputs_commit(hvq_ctx *ctx)
-{
-    ctx_private *p = priv(ctx);
-    hvq_status st = HVQ_OK;
-    for (hvq_output *o = p->outputs; o; o = o->next) {
-        if (fsync(o->fd) != 0 && errno != EINVAL) {
-            st = hvq_error(ctx, HVQ_E_IO, "%s: fsync failed: %s", o->final_path,
-                           strerror(errno));
-            break;
-        }
-        if (close(o->fd) != 0) {
-            o->fd = -1;
-            st = hvq_error(ctx, HVQ_E_IO, "%s: close failed: %s", o->final_path,
-                           strerror(errno));
-            break;
-        }
-        o->fd = -1;
-    }
-    if (st != HVQ_OK) {
-        hvq_outputs_abort(ctx);
-        return st;
-    }
-    /* Every final name is checked before the first rename, so a run that
-     * cannot place all its files places none. */
-    for (hvq_output *o = p->outputs; o && !p->opts.force; o = o->next) {
-        struct stat sb;
-        if (stat(o->final_path, &sb) == 0) {
-            st = hvq_error(ctx, HVQ_E_INPUT,
-                           "%s: already exists (use --force to replace it)",
-                           o->final_path);
-            hvq_outputs_abort(ctx);
-            return st;
-        }
-    }
-    size_t n_out = 0, n_done = 0;
-    for (hvq_output *o = p->outputs; o; o = o->next)
-        n_out++;
-    char **done = p->opts.force ? calloc(n_out ? n_out : 1, sizeof *done) : NULL;
-    while (p->outputs) {
-        hvq_output *o = p->outputs;
-        if (rename(o->tmp_path, o->final_path) != 0) {
-            st = hvq_error(ctx, HVQ_E_IO, "%s: cannot rename into place: %s",
-                           o->final_path, strerror(errno));
-            hvq_outputs_abort(ctx);
-            break;
-        }
-        fsync_dir_of(o->final_path);
-        p->outputs = o->next;
-        if (done) {
-            done[n_done++] = o->final_path;
-            o->final_path = NULL;
-        }
-        output_free(o);
-    }
-    if (st == HVQ_OK && done)
-        remove_stale_forms(ctx, done, n_done);
-    for (size_t i = 0; i < n_done; i++)
-        free(done[i]);
-    free(done);
-    return st;
-}
-
-/* Whether path is a file of the output `of` in either of its forms: the
- * same directory, and a member of its family. */
-static int of_output(const char *path, const char *of)
-{
-    char *dp = strdup(path), *bp = strdup(path), *dof = strdup(of), *bof = strdup(of);
-    int in = 0;
-    if (dp && bp && dof && bof) {
-        const char *base = basename(bof);
-        size_t sl, el;
-        const char *ext;
-        if (strcmp(dirname(dp), dirname(dof)) == 0) {
-            const char *b = basename(bp);
-            in = strcmp(b, base) == 0 ||
-                 (family_of(base, &sl, &ext, &el) && family_member(b, base, sl, ext, el));
-        }
-    }
-    free(dp);
-    free(bp);
-    free(dof);
-    free(bof);
-    return in;
-}
-
-uint64_t hvq_outputs_size(hvq_ctx *ctx, const char *of)
-{
-    uint64_t total = 0;
-    for (hvq_output *o = priv(ctx)->outputs; o; o = o->next) {
-        struct stat st;
-        if (o->fd >= 0 && (!of || of_output(o->final_path, of)) && fstat(o->fd, &st) == 0)
-            total += (uint64_t)st.st_size;
-    }
-    return total;
-}
-
-void hvq_outputs_abort(hvq_ctx *ctx)
-{
-    ctx_private *p = priv(ctx);
-    while (p->outputs) {
-        hvq_output *o = p->outputs;
-        if (o->fd >= 0)
-            close(o->fd);
-        unlink(o->tmp_path);
-        p->outputs = o->next;
-        output_free(o);
-    }
 }
 
 /* ---- sinks for writers ------------------------------------------------- */
@@ -980,9 +601,9 @@ static const hvq_host host_table = {
     .progress = host_progress,
     .threads = host_threads,
     .output_open = host_output_open,
-    .output_write = host_output_write,
-    .output_pwrite = host_output_pwrite,
-    .output_tell = host_output_tell,
+    .output_write = hvq_output_write,
+    .output_pwrite = hvq_output_pwrite,
+    .output_tell = hvq_output_tell,
     .convert = hvq_convert,
     .dtype_size = hvq_dtype_size,
     .dtype_name = hvq_dtype_name,
@@ -1002,9 +623,10 @@ static const hvq_host host_table = {
     .model_info = host_model_info,
     .model_close = host_model_close,
     .sink_open_params = host_sink_open_params,
-    .output_rename = host_output_rename,
+    .output_rename = hvq_output_rename,
     .model_meta = host_model_meta,
     .hessian_full = hvq_cluster_hessian_full,
+    .input_open = hvq_input_open,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }
@@ -1028,9 +650,6 @@ void hvq_ctx_free(hvq_ctx *ctx)
     if (!ctx)
         return;
     hvq_outputs_abort(ctx);
-    ctx_private *p = priv(ctx);
-    for (size_t i = 0; i < p->n_inputs; i++)
-        free(p->inputs[i]);
-    free(p->inputs);
-    free(p);
+    hvq_inputs_free(ctx);
+    free(priv(ctx));
 }

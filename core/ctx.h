@@ -29,6 +29,9 @@ const hvq_host *hvq_host_table(void);
 const char *hvq_ctx_error(const hvq_ctx *ctx);
 hvq_status hvq_ctx_status(hvq_ctx *ctx);
 void hvq_ctx_clear_error(hvq_ctx *ctx);
+/* Prints the error to stderr as "hvqconv: error: MESSAGE" on a line of its
+ * own (after a progress line), control characters escaped. */
+void hvq_ctx_print_error(hvq_ctx *ctx);
 const hvq_ctx_opts *hvq_ctx_options(const hvq_ctx *ctx);
 
 /* Registry the host's sink_open looks formats up in (not owned). */
@@ -47,20 +50,36 @@ void *hvq_alloc(hvq_ctx *ctx, size_t n);
 void *hvq_calloc(hvq_ctx *ctx, size_t count, size_t size);
 char *hvq_strdup(hvq_ctx *ctx, const char *s);
 
-/* Atomic outputs: every output opened on ctx (through the host table or
- * directly) is renamed into place by commit, after fsync, or removed by
- * abort. commit refuses to replace an existing file unless opts.force. */
+/* Atomic outputs (core/output.c). An output is written to an anonymous
+ * file (O_TMPFILE) in the directory of its final name, or to a hidden
+ * temporary .NAME.tmp-XXXXXX there where the filesystem has no O_TMPFILE.
+ * An output may never write or remove a file the run reads (an input: the
+ * same file, the same path once links are resolved, or for the name first
+ * opened a shard or index of its name's forms), nor replace a directory,
+ * a symbolic link, a FIFO or a device; an existing file only with
+ * opts.force. Refused with HVQ_E_INPUT when opened, renamed, and again at
+ * commit (inputs read later). */
 hvq_output *hvq_output_open(hvq_ctx *ctx, const char *final_path);
-/* With opts.force, commit also removes the stale forms of each replaced
- * output (NAME.EXT, or its shards NAME-ddddd-of-ddddd.EXT and index
- * NAME.EXT.index.json) that the run did not write, except in directories
- * the run read an input from. */
+/* Puts every output in place or none, under an exclusive lock of each
+ * output directory (concurrent runs take turns). Each destination is
+ * checked before the first rename; with opts.force an existing file is
+ * replaced only when it is the name an output was opened under, or is
+ * listed (with the index itself) in an index NAME.EXT.index.json that
+ * hvqconv wrote ("written_by": "hvqconv"). The files replaced keep a second
+ * name until all renames succeed; a failed rename puts every destination
+ * back as it was. After success, the files of that kind the run did not
+ * write again (an earlier output's other shards or index, the named file
+ * where shards now are) are removed; anything else of the name's forms is
+ * left alone with a warning. */
 hvq_status hvq_outputs_commit(hvq_ctx *ctx);
-/* Records a path the run reads (a file, a directory, an index): its
- * directory is then never cleaned by commit. model_open records its paths
- * itself. */
+/* Records a file the run reads (hvq_ctx_add_input; the host's input_open
+ * records what plugins open; a directory is not recorded, the files read
+ * in it are). */
 void hvq_ctx_add_input(hvq_ctx *ctx, const char *path);
 void hvq_outputs_abort(hvq_ctx *ctx);
+/* For a fatal signal's handler (async-signal-safe): unlinks every hidden
+ * temporary of the open outputs. */
+void hvq_outputs_unlink_temporaries(void);
 
 /* Encoded-component sets. */
 void hvq_encoded_init(hvq_encoded *enc);

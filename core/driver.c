@@ -25,6 +25,7 @@
 
 #include <libgen.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,21 @@
 #include <unistd.h>
 
 volatile sig_atomic_t hvq_interrupted = 0;
+
+hvq_status hvq_interrupt_error(hvq_ctx *ctx)
+{
+    static const struct {
+        int sig;
+        const char *name;
+    } names[] = {{SIGINT, "SIGINT"},   {SIGTERM, "SIGTERM"}, {SIGHUP, "SIGHUP"},
+                 {SIGQUIT, "SIGQUIT"}, {SIGPIPE, "SIGPIPE"}, {SIGUSR1, "SIGUSR1"},
+                 {SIGUSR2, "SIGUSR2"}, {SIGALRM, "SIGALRM"}};
+    const char *name = "a signal";
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (names[i].sig == hvq_interrupted)
+            name = names[i].name;
+    return hvq_error(ctx, HVQ_E_IO, "interrupted (%s); no output was written", name);
+}
 
 const char *const hvq_time_stage_names[HVQ_TIME_STAGES] = {
     "convert", "hessian", "normalize", "importance", "clusterer", "residual", "metrics",
@@ -399,8 +415,10 @@ static void progress_tensor(hvq_ctx *ctx, progress *pg, size_t i, const char *na
             bar[b] = b < fill ? '#' : '.';
         bar[20] = '\0';
         double eta = frac > 0.0 ? el / frac - el : 0.0;
+        char shown[200];
         fprintf(stderr, "\r\033[K[%s] %3d%% %zu/%zu %.48s  ETA %.0fs", bar,
-                (int)(frac * 100.0), i + 1, pg->n_tensors, name, eta);
+                (int)(frac * 100.0), i + 1, pg->n_tensors, hvq_printable(name, shown, sizeof shown),
+                eta);
         fflush(stderr);
         hvq_ctx_line_dirty(ctx, 1);
     } else if (tr->compressed) {
@@ -985,6 +1003,54 @@ static int in_input_dir(const char *path, const char *dir)
     return in;
 }
 
+/* The file among the run's output and report that path names (however
+ * spelt), or NULL. */
+static const char *names_output(const hvq_pipeline *p, const char *path)
+{
+    if (same_target(path, p->output) || same_file(path, p->output))
+        return p->output;
+    if (p->report && *p->report && (same_target(path, p->report) || same_file(path, p->report)))
+        return p->report;
+    return NULL;
+}
+
+/* A parameter naming a file (a Hessian, an imatrix, calibration tokens, a
+ * saved imatrix) is a file the run reads or writes: refused before any
+ * work when it names the output or the report. */
+static hvq_status check_stage_paths(hvq_ctx *ctx, const hvq_pipeline *p,
+                                    const hvq_stage_cfg *stages)
+{
+    for (int s = 0; s < HVQ_STAGE_COUNT; s++) {
+        const hvq_stage_cfg *c = &stages[s];
+        for (size_t i = 0; c->resolved && c->values && i < c->n_values; i++) {
+            const hvq_value *v = &c->values[i];
+            if ((v->type != HVQ_PARAM_STRING && v->type != HVQ_PARAM_PATH) || !v->s || !*v->s)
+                continue;
+            const char *hit = names_output(p, v->s);
+            if (hit)
+                return hvq_error(ctx, HVQ_E_INPUT, "%s: stage %s: %s: %s names the run's %s; "
+                                 "a run never writes a file it reads, nor one file twice",
+                                 p->path, hvq_stage_name(s), c->resolved->desc.params[i].name,
+                                 v->s, hit == p->output ? "output" : "report");
+        }
+    }
+    return HVQ_OK;
+}
+
+static hvq_status check_all_stage_paths(hvq_ctx *ctx, const hvq_pipeline *p)
+{
+    hvq_status st = check_stage_paths(ctx, p, p->stages);
+    for (size_t k = 0; st == HVQ_OK && k < p->n_overrides; k++)
+        st = check_stage_paths(ctx, p, p->overrides[k].stages);
+    for (size_t k = 0; st == HVQ_OK && k < p->n_candidates; k++)
+        st = check_stage_paths(ctx, p, p->candidates[k].stages);
+    if (st == HVQ_OK && p->evaluate.present && p->evaluate.tokens &&
+        names_output(p, p->evaluate.tokens))
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: evaluate: tokens: %s names the run's output or "
+                       "report", p->path, p->evaluate.tokens);
+    return st;
+}
+
 /* One warning when the selection leaves nothing to compress, and one per
  * override whose pattern matches no tensor of the input (a typo there
  * silently changes nothing otherwise). */
@@ -1029,6 +1095,8 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
                          in_input_dir(p->output, p->input) ? p->output : p->report, p->input);
     if (p->report && same_target(p->report, p->output))
         return hvq_error(ctx, HVQ_E_INPUT, "%s: the report may not be the output", p->report);
+    if ((st = check_all_stage_paths(ctx, p)) != HVQ_OK)
+        return st;
 
     hvq_ctx_add_input(ctx, p->input);
     const hvq_loaded_plugin *src = hvq_registry_detect(reg, ctx, p->input);
@@ -1131,7 +1199,7 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
 
     for (size_t i = 0; i < n; i++) {
         if (hvq_interrupted) {
-            st = hvq_error(ctx, HVQ_E_IO, "interrupted");
+            st = hvq_interrupt_error(ctx);
             goto done;
         }
         hvq_tensor t;

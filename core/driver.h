@@ -81,9 +81,12 @@ typedef struct hvq_run_report {
  * system does not tell). */
 double hvq_peak_rss_mib(void);
 
-/* Set to nonzero (e.g. by a signal handler) to stop a run between tensors;
- * the run then fails with "interrupted" and leaves no output. */
+/* Set to the number of a signal (by its handler) to stop a run between
+ * tensors; the run then fails with hvq_interrupt_error's message and
+ * leaves no output. */
 extern volatile sig_atomic_t hvq_interrupted;
+/* "interrupted (SIGINT); no output was written" (HVQ_E_IO). */
+hvq_status hvq_interrupt_error(hvq_ctx *ctx);
 
 /* Runs p (already validated against reg). On success every output is in
  * place and rep is filled; on failure no output exists and ctx holds the

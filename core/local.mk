@@ -2,7 +2,7 @@
 noinst_LTLIBRARIES += libhvqcore.la
 libhvqcore_la_SOURCES = \
 	core/plugin.h \
-	core/ctx.c core/ctx.h \
+	core/ctx.c core/ctx.h core/ctx_int.h core/output.c \
 	core/registry.c core/registry.h \
 	core/params.c core/params.h \
 	core/pipeline.c core/pipeline.h \
@@ -12,7 +12,8 @@ libhvqcore_la_SOURCES = \
 	core/measure.c core/driver_int.h \
 	core/report.c core/report.h \
 	core/parallel.c core/parallel.h \
-	core/util.c core/util.h
+	core/util.c core/util.h \
+	core/signals.c core/signals.h
 libhvqcore_la_CFLAGS = $(AM_CFLAGS) $(YAML_CFLAGS)
 libhvqcore_la_LIBADD = $(YAML_LIBS)
 

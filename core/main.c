@@ -3,6 +3,8 @@
 
 #include "container.h"
 #include "ctx.h"
+#include "file.h"
+#include "signals.h"
 #include "driver.h"
 #include "eval.h"
 #include "params.h"
@@ -147,7 +149,7 @@ static hvq_registry *load_registry(hvq_ctx *ctx, const cli *c)
         return NULL;
     }
     if (hvq_registry_load_default(reg, ctx, c->plugin_dirs, c->n_plugin_dirs) != HVQ_OK) {
-        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        hvq_ctx_print_error(ctx);
         hvq_registry_free(reg);
         return NULL;
     }
@@ -193,15 +195,6 @@ static int parse_common(int c, cli *cl, const char *cmd, void (*usage)(FILE *))
         fprintf(stderr, "Try 'hvqconv %s --help'.\n", cmd);
         return EXIT_BAD_INPUT;
     }
-}
-
-static void on_signal(int sig)
-{
-    if (hvq_interrupted) {
-        signal(sig, SIG_DFL);
-        raise(sig);
-    }
-    hvq_interrupted = 1;
 }
 
 static hvq_status run_eval(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pipeline *p);
@@ -297,18 +290,16 @@ static int cmd_run(int argc, char **argv, cli *cl)
     hvq_run_report rep;
     memset(&rep, 0, sizeof rep);
     if (st == HVQ_OK) {
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
+        hvq_signals_polling(1);
         st = hvq_run_pipeline(ctx, reg, p, &rep);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
+        hvq_signals_polling(0);
         if (st == HVQ_OK)
             hvq_report_print(stdout, &rep);
     }
     if (st == HVQ_OK && do_eval)
         st = run_eval(ctx, reg, p);
     if (st != HVQ_OK && reg)
-        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        hvq_ctx_print_error(ctx);
     hvq_run_report_free(&rep);
     hvq_pipeline_free(p);
     hvq_ctx_free(ctx);
@@ -336,7 +327,8 @@ static char *input_config(const char *input)
         snprintf(cfg, n, "%s/config.json", input);
     } else {
         char magic[4] = {0};
-        FILE *f = fopen(input, "rb");
+        int odd;
+        FILE *f = hvq_fopen_input(NULL, input, &odd);
         size_t got = f ? fread(magic, 1, 4, f) : 0;
         if (f)
             fclose(f);
@@ -579,18 +571,14 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         cppl.n_windows = eres.n_windows;
         cppl.n_scored = eres.n_scored;
     }
-    if (st == HVQ_OK) {
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
-    }
+    hvq_signals_polling(st == HVQ_OK);
     for (size_t i = 0; st == HVQ_OK && i < n; i++) {
         if (!cl->opts.quiet)
             fprintf(stderr, "hvqconv: [%zu/%zu] %s\n", i + 1, n, ps[i]->path);
         st = hvq_run_pipeline(ctx, reg, ps[i], &reps[i]);
         rp[i] = &reps[i];
     }
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
+    hvq_signals_polling(0);
     /* Each output as written (an hvq container is decoded on the fly); one
      * that cannot be evaluated gets "-" and a warning. */
     for (size_t i = 0; st == HVQ_OK && ev && i < n; i++) {
@@ -633,7 +621,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
     if (st == HVQ_OK)
         hvq_report_compare(stdout, rp, n, ev ? &cppl : NULL);
     else if (reg)
-        fprintf(stderr, "hvqconv: error: %s\n", hvq_ctx_error(ctx));
+        hvq_ctx_print_error(ctx);
     if (made_dir)
         remove_outputs(dir, ps, n);
     for (size_t i = 0; i < n; i++) {
@@ -779,6 +767,7 @@ int main(int argc, char **argv)
     cli cl;
     memset(&cl, 0, sizeof cl);
     int c, rc = -1;
+    hvq_signals_install();
     while (rc < 0 && (c = getopt_long(argc, argv, "+qvhV", lo, NULL)) != -1) {
         if (c == 'h') {
             usage_main(stdout);
@@ -804,8 +793,11 @@ int main(int argc, char **argv)
             rc = cmd_list(sub_argc, sub_argv, &cl);
         else if (strcmp(cmd, "describe") == 0)
             rc = cmd_describe(sub_argc, sub_argv, &cl);
-        else if (strcmp(cmd, "decode") == 0)
+        else if (strcmp(cmd, "decode") == 0) {
+            hvq_signals_polling(1);
             rc = hvq_cmd_decode(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
+            hvq_signals_polling(0);
+        }
         else if (strcmp(cmd, "inspect") == 0)
             rc = hvq_cmd_inspect(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
         else if (strcmp(cmd, "verify") == 0)
@@ -818,5 +810,5 @@ int main(int argc, char **argv)
         }
     }
     free(cl.plugin_dirs);
-    return rc;
+    return hvq_signals_exit(rc);
 }

@@ -305,7 +305,7 @@ hvq_status hvq_allocate(run_state *rs, const hvq_loaded_plugin *src, void *sstat
             continue;
         hvq_tensor t;
         if (hvq_interrupted)
-            st = hvq_error(ctx, HVQ_E_IO, "interrupted");
+            st = hvq_interrupt_error(ctx);
         else if ((st = src->desc.source_read(ctx, sstate, i, &t)) == HVQ_OK &&
                  (st = hvq_tensor_check(ctx, p->input, src->desc.name, &infos[i], &t)) == HVQ_OK)
             st = measure_tensor(rs, &t, wk, opt + n_sel * m, &fb[n_sel]);

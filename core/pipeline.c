@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include "pipeline.h"
+#include "file.h"
 
 #include "ctx.h"
 #include "params.h"
@@ -1276,7 +1277,8 @@ static hvq_status load_root(loader *L, const ynode *root)
 static hvq_status read_file(hvq_ctx *ctx, const char *path,
                             unsigned char **data, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
+    int odd;
+    FILE *f = hvq_fopen_input(ctx, path, &odd);
     unsigned char *buf = NULL;
     size_t n = 0, cap = 0;
     int err;
@@ -1284,8 +1286,9 @@ static hvq_status read_file(hvq_ctx *ctx, const char *path,
     *data = NULL;
     *len = 0;
     if (!f)
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: cannot open pipeline: %s",
-                         path, strerror(errno));
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: cannot open pipeline: %s", path,
+                         odd && errno != EISDIR ? "not a regular file (a FIFO, a device?)"
+                                                : strerror(errno));
     for (;;) {
         size_t got;
         if (n == cap) {

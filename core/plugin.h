@@ -333,6 +333,15 @@ struct hvq_host {
      * HVQ_E_NOTFOUND (no message set) when the stage gives none. Check
      * struct_size before calling: older hosts lack it. */
     hvq_status (*hessian_full)(hvq_ctx *ctx, const hvq_cluster_input *in, float *h);
+
+    /* Opens path for reading as an input of the run, as
+     * open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) does (the caller checks
+     * the file type and clears O_NONBLOCK), and records the file: no output
+     * of the run may then write or remove it (the host refuses with
+     * HVQ_E_INPUT). -1 with errno set when it cannot be opened. Every file
+     * a plugin reads is opened through here. Check struct_size before
+     * calling: older hosts lack it. */
+    int (*input_open)(hvq_ctx *ctx, const char *path);
 };
 
 /* ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "report.h"
+#include "util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -97,7 +98,9 @@ void hvq_report_print(FILE *f, const hvq_run_report *rep)
         }
         char shape[64];
         shape_text(t, shape, sizeof shape);
-        fprintf(f, "%-44s %-10s %-10s %8.4f %9.3e %9.3e %8.2f %8.3f\n", t->name, shape,
+        char shown[512];
+        fprintf(f, "%-44s %-10s %-10s %8.4f %9.3e %9.3e %8.2f %8.3f\n",
+                hvq_printable(t->name, shown, sizeof shown), shape,
                 t->candidate[0] ? t->candidate : t->clusterer, t->paper_bits / (double)t->params, t->rel_fro, t->rel_hessian,
                 t->sqnr_db, t->seconds);
     }

@@ -176,3 +176,32 @@ int hvq_parse_threads(const char *arg, int *out)
 {
     return hvq_parse_count("--threads", arg, 1, 1024, out);
 }
+
+static int is_ctl(unsigned char c) { return (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f; }
+
+const char *hvq_printable(const char *s, char *buf, size_t cap)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    while (*u && !is_ctl(*u))
+        u++;
+    if (!*u || cap == 0)
+        return s;
+    size_t k = 0;
+    for (u = (const unsigned char *)s; *u && k + 5 < cap; u++) {
+        if (is_ctl(*u))
+            k += (size_t)snprintf(buf + k, cap - k, "\\x%02x", *u);
+        else
+            buf[k++] = (char)*u;
+    }
+    buf[k] = '\0';
+    return buf;
+}
+
+char *hvq_path_join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}

@@ -19,6 +19,15 @@ const char *hvq_nearest(const char *word, const char *const *candidates,
                         size_t n);
 
 /* Overflow-checked arithmetic; return 0 on overflow. */
+/* s as it may reach a terminal: itself when it holds no control character,
+ * else a copy in buf (cap bytes, truncated) with each control character
+ * other than newline and tab written as \xHH (a tensor name or path in a
+ * file must not move the cursor or change colours). */
+const char *hvq_printable(const char *s, char *buf, size_t cap);
+
+/* "dir/name", malloc'd (NULL when out of memory). */
+char *hvq_path_join(const char *dir, const char *name);
+
 int hvq_mul_u64(uint64_t a, uint64_t b, uint64_t *out);
 int hvq_add_u64(uint64_t a, uint64_t b, uint64_t *out);
 

@@ -1248,7 +1248,7 @@ START_TEST(err_unreadable)
     ck_assert_ptr_null(p);
 
     st = hvq_pipeline_load(ctx, tmp, &p);
-    check_error(st, HVQ_E_INPUT, "FILE: cannot read pipeline: Is a directory",
+    check_error(st, HVQ_E_INPUT, "FILE: cannot open pipeline: Is a directory",
                 tmp);
     ck_assert_ptr_null(p);
 }

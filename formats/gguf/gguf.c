@@ -85,6 +85,7 @@
 
 #include "gguf_local.h"
 #include "json.h"
+#include "file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -266,7 +267,7 @@ static hvq_status gg_map(hvq_ctx *ctx, gg_source *s, const char *path)
     int fd, e;
     void *map;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    fd = hvq_open_input(ctx, path);
     if (fd < 0) {
         e = errno;
         return gg_fail(ctx,

@@ -5,7 +5,7 @@ formats_npz_la_SOURCES = formats/npz/npz.c formats/npz/npy.c \
 	formats/npz/npy.h
 formats_npz_la_CFLAGS = $(AM_CFLAGS) $(ARCHIVE_CFLAGS)
 formats_npz_la_LDFLAGS = $(PLUGIN_LDFLAGS)
-formats_npz_la_LIBADD = $(ARCHIVE_LIBS)
+formats_npz_la_LIBADD = libhvqjson.la $(ARCHIVE_LIBS)
 
 # Its tests: fixtures written by numpy (tests/data/npz, made by
 # make_fixtures.py) and archives built in the test with libarchive.

@@ -32,6 +32,7 @@
 
 #include "plugin.h"
 #include "npy.h"
+#include "file.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -711,7 +712,7 @@ static hvq_status npz_source_open(hvq_ctx *ctx, const char *path,
         return HVQ_E_NOMEM;
     }
 
-    s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    s->fd = hvq_open_input(ctx, path);
     if (s->fd < 0) {
         e = errno;
         st = npz_fail(ctx,

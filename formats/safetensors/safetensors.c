@@ -34,6 +34,7 @@
 #include "plugin.h"
 #include "buf.h"
 #include "json.h"
+#include "file.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -457,7 +458,7 @@ static hvq_status st_map_file(st_source *s, const char *path, st_file **out)
         return HVQ_E_NOMEM;
     s->n_files++; /* from here on st_source_free releases it */
 
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    fd = hvq_open_input(ctx, path);
     if (fd < 0) {
         e = errno;
         return st_fail(ctx,
@@ -813,7 +814,7 @@ static hvq_status st_load_file(st_source *s, const char *path, int keep_meta)
 static hvq_status st_slurp(hvq_ctx *ctx, const char *path, char **out,
                            size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    int fd = hvq_open_input(ctx, path);
     struct stat sb;
     char *buf;
     size_t n, got = 0;
@@ -1571,7 +1572,7 @@ static hvq_status st_write_index(hvq_ctx *ctx, st_sink *k)
     hvq_buf_init(&b);
     hvq_buf_puts(&b, "{\n  \"metadata\": {\n    \"total_size\": ");
     hvq_buf_putu(&b, (unsigned long long)k->total);
-    hvq_buf_puts(&b, "\n  },\n  \"weight_map\": {");
+    hvq_buf_puts(&b, ",\n    \"written_by\": \"hvqconv\"\n  },\n  \"weight_map\": {");
     for (i = 0; i < k->n; i++) {
         hvq_buf_puts(&b, i ? ",\n    " : "\n    ");
         hvq_buf_json_string(&b, sorted[i].name);

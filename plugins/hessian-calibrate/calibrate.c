@@ -174,7 +174,7 @@ static hvq_status slurp(hvq_ctx *ctx, const char *path, uint64_t limit, const ch
     *buf = NULL;
     *len = 0;
     int odd;
-    FILE *f = hvq_fopen_regular(path, &odd);
+    FILE *f = hvq_fopen_input(ctx, path, &odd);
     if (!f)
         return H->error(ctx, HVQ_E_INPUT, "%s: cannot open %s: %s", path, what,
                         odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
@@ -366,7 +366,7 @@ static hvq_status cal_get(void *ud, hvq_ctx *ctx, const char *name, float **data
 static int is_gguf_file(const char *path)
 {
     int odd;
-    FILE *f = hvq_fopen_regular(path, &odd);
+    FILE *f = hvq_fopen_input(NULL, path, &odd);
     char magic[4];
     if (!f)
         return 0;

@@ -205,7 +205,7 @@ static hvq_status read_file(hvq_ctx *ctx, const char *path, unsigned char **buf,
     *len = 0;
     *gguf = 0;
     int odd;
-    FILE *f = hvq_fopen_regular(path, &odd);
+    FILE *f = hvq_fopen_input(ctx, path, &odd);
     if (!f)
         return H->error(ctx, HVQ_E_INPUT, "%s: cannot open: %s", path,
                         odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));

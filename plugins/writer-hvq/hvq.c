@@ -1031,7 +1031,7 @@ static hvq_status hw_shard_names(hvq_ctx *ctx, hw_state *s)
         qsort(s->locs, s->n_locs, sizeof *s->locs, hw_loc_cmp);
         hvq_buf_puts(&b, "{\n  \"metadata\": {\n    \"total_size\": ");
         hvq_buf_putu(&b, (unsigned long long)total);
-        hvq_buf_puts(&b, "\n  },\n  \"weight_map\": {");
+        hvq_buf_puts(&b, ",\n    \"written_by\": \"hvqconv\"\n  },\n  \"weight_map\": {");
         for (size_t i = 0; i < s->n_locs; i++) {
             const char *file = names[s->locs[i].shard];
             const char *slash = strrchr(file, '/');

@@ -1,0 +1,42 @@
+/* The context's private state, shared by the files of the host side:
+ * ctx.c (errors, logging, the host table, sinks, models) and output.c
+ * (inputs and atomic outputs). Nothing outside those two includes it. */
+#ifndef HVQ_CORE_CTX_INT_H
+#define HVQ_CORE_CTX_INT_H
+
+#include "ctx.h"
+
+#include <sys/types.h>
+
+/* A file the run reads (hvq_ctx_add_input, the host's input_open). */
+typedef struct hvq_input_file {
+    dev_t dev;
+    ino_t ino;
+    char *real; /* its path with every symbolic link resolved */
+} hvq_input_file;
+
+typedef struct ctx_private {
+    hvq_ctx pub;
+    hvq_ctx_opts opts;
+    hvq_status status;
+    char msg[4096];
+    hvq_output *outputs;
+    const struct hvq_registry *registry;
+    int line_dirty; /* a progress line is on the terminal */
+    hvq_input_file *inputs;
+    size_t n_inputs;
+} ctx_private;
+
+static inline ctx_private *priv(const hvq_ctx *ctx) { return (ctx_private *)ctx->host_private; }
+
+/* output.c: the host table's slots for outputs and inputs. */
+hvq_status hvq_output_write(hvq_ctx *ctx, hvq_output *o, const void *buf, size_t n);
+hvq_status hvq_output_pwrite(hvq_ctx *ctx, hvq_output *o, const void *buf, size_t n,
+                             uint64_t off);
+uint64_t hvq_output_tell(hvq_output *o);
+hvq_status hvq_output_rename(hvq_ctx *ctx, hvq_output *o, const char *final_path);
+int hvq_input_open(hvq_ctx *ctx, const char *path);
+/* Frees what output.c keeps on the context (after hvq_outputs_abort). */
+void hvq_inputs_free(hvq_ctx *ctx);
+
+#endif
