@@ -249,6 +249,7 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
     if (same_file(in, outp))
         return hvq_error(ctx, HVQ_E_INPUT, "%s: the output may not be the input", outp);
     hvq_ctx_add_input(ctx, in);
+    hvq_ctx_name_output(ctx, outp);
     hvq_container *c = NULL;
     hvq_status st = hvq_container_open(ctx, reg, in, &c);
     if (st != HVQ_OK)

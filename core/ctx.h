@@ -76,6 +76,11 @@ hvq_status hvq_outputs_commit(hvq_ctx *ctx);
  * records what plugins open; a directory is not recorded, the files read
  * in it are). */
 void hvq_ctx_add_input(hvq_ctx *ctx, const char *path);
+/* Records an output path the user gave (-o, --report) for the next commit
+ * (or abort): with opts.force the file of that name may be replaced, or
+ * removed where the output is now written as shards. Shard and index names a writer makes up are never
+ * replaced on this ground. */
+void hvq_ctx_name_output(hvq_ctx *ctx, const char *path);
 void hvq_outputs_abort(hvq_ctx *ctx);
 /* For a fatal signal's handler (async-signal-safe): unlinks every hidden
  * temporary of the open outputs. */

@@ -25,6 +25,8 @@ typedef struct ctx_private {
     int line_dirty; /* a progress line is on the terminal */
     hvq_input_file *inputs;
     size_t n_inputs;
+    char **named; /* output paths the user gave (hvq_ctx_name_output) */
+    size_t n_named;
 } ctx_private;
 
 static inline ctx_private *priv(const hvq_ctx *ctx) { return (ctx_private *)ctx->host_private; }
@@ -36,7 +38,7 @@ hvq_status hvq_output_pwrite(hvq_ctx *ctx, hvq_output *o, const void *buf, size_
 uint64_t hvq_output_tell(hvq_output *o);
 hvq_status hvq_output_rename(hvq_ctx *ctx, hvq_output *o, const char *final_path);
 int hvq_input_open(hvq_ctx *ctx, const char *path);
-/* Frees what output.c keeps on the context (after hvq_outputs_abort). */
+/* Frees what output.c keeps on the context: inputs, named outputs. */
 void hvq_inputs_free(hvq_ctx *ctx);
 
 #endif

@@ -1099,6 +1099,9 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
         return st;
 
     hvq_ctx_add_input(ctx, p->input);
+    hvq_ctx_name_output(ctx, p->output);
+    if (p->report && *p->report)
+        hvq_ctx_name_output(ctx, p->report);
     const hvq_loaded_plugin *src = hvq_registry_detect(reg, ctx, p->input);
     if (!src)
         return hvq_ctx_status(ctx);

@@ -199,6 +199,20 @@ static int parse_common(int c, cli *cl, const char *cmd, void (*usage)(FILE *))
 
 static hvq_status run_eval(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pipeline *p);
 
+/* --set KEY=DIRVALUE for a path of any length (DIR may be "" or "DIR/"). */
+static hvq_status set_path(hvq_ctx *ctx, hvq_pipeline *p, const char *key, const char *dir,
+                           const char *value)
+{
+    size_t n = strlen(key) + strlen(dir) + strlen(value) + 2;
+    char *kv = malloc(n);
+    if (!kv)
+        return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+    snprintf(kv, n, "%s=%s%s", key, dir, value);
+    hvq_status st = hvq_pipeline_set(ctx, p, kv);
+    free(kv);
+    return st;
+}
+
 static int cmd_run(int argc, char **argv, cli *cl)
 {
     static const struct option lo[] = {
@@ -265,19 +279,12 @@ static int cmd_run(int argc, char **argv, cli *cl)
     hvq_status st = reg ? HVQ_OK : HVQ_E_INTERNAL;
     if (st == HVQ_OK)
         st = hvq_pipeline_load(ctx, path, &p);
-    char buf[4096];
-    if (st == HVQ_OK && input) {
-        snprintf(buf, sizeof buf, "input=%s", input);
-        st = hvq_pipeline_set(ctx, p, buf);
-    }
-    if (st == HVQ_OK && output) {
-        snprintf(buf, sizeof buf, "output=%s", output);
-        st = hvq_pipeline_set(ctx, p, buf);
-    }
-    if (st == HVQ_OK && report) {
-        snprintf(buf, sizeof buf, "report=%s", report);
-        st = hvq_pipeline_set(ctx, p, buf);
-    }
+    if (st == HVQ_OK && input)
+        st = set_path(ctx, p, "input", "", input);
+    if (st == HVQ_OK && output)
+        st = set_path(ctx, p, "output", "", output);
+    if (st == HVQ_OK && report)
+        st = set_path(ctx, p, "report", "", report);
     for (size_t i = 0; st == HVQ_OK && i < n_sets; i++)
         st = hvq_pipeline_set(ctx, p, sets[i]);
     if (st == HVQ_OK && target[0])
@@ -442,12 +449,24 @@ static void compare_ppl_json(hvq_buf *b, const hvq_compare_ppl *c, size_t n)
     hvq_buf_puts(b, "]}");
 }
 
-/* Removes a directory of run outputs made by compare (files only). */
-static void remove_outputs(const char *dir, hvq_pipeline *const *ps, size_t n)
+/* Removes the temporary directory compare made for the outputs, with
+ * every file in it (all written there by its runs: files, shards and
+ * indexes). */
+static void remove_outputs(const char *dir)
 {
-    for (size_t i = 0; i < n; i++)
-        if (ps[i] && ps[i]->output)
-            unlink(ps[i]->output);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char *path = strcmp(e->d_name, ".") && strcmp(e->d_name, "..")
+                         ? hvq_path_join(dir, e->d_name)
+                         : NULL;
+        struct stat sb;
+        if (path && lstat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+            unlink(path);
+        free(path);
+    }
+    if (d)
+        closedir(d);
     rmdir(dir);
 }
 
@@ -534,13 +553,10 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         }
     }
     /* Load, override and validate every pipeline before running any. */
-    char buf[8192];
     for (size_t i = 0; st == HVQ_OK && i < n; i++) {
         st = hvq_pipeline_load(ctx, argv[optind + i], &ps[i]);
-        if (st == HVQ_OK && input) {
-            snprintf(buf, sizeof buf, "input=%s", input);
-            st = hvq_pipeline_set(ctx, ps[i], buf);
-        }
+        if (st == HVQ_OK && input)
+            st = set_path(ctx, ps[i], "input", "", input);
         for (size_t k = 0; st == HVQ_OK && k < n_sets; k++)
             st = hvq_pipeline_set(ctx, ps[i], sets[k]);
         if (st == HVQ_OK && target[0] && ps[i]->n_candidates) /* those that allocate */
@@ -549,8 +565,12 @@ static int cmd_compare(int argc, char **argv, cli *cl)
             const char *out = ps[i]->output && *ps[i]->output ? ps[i]->output : "out";
             const char *base = strrchr(out, '/');
             base = base ? base + 1 : out;
-            snprintf(buf, sizeof buf, "output=%s/%zu-%s", dir, i + 1, base);
-            st = hvq_pipeline_set(ctx, ps[i], buf);
+            char *prefix = malloc(strlen(dir) + 32);
+            if (prefix)
+                sprintf(prefix, "%s/%zu-", dir, i + 1);
+            st = prefix ? set_path(ctx, ps[i], "output", prefix, base)
+                        : hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+            free(prefix);
         }
         if (st == HVQ_OK)
             st = hvq_pipeline_set(ctx, ps[i], "report=");
@@ -595,6 +615,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         cppl.input_bpp_file =
             (double)input_bytes(ps[0]->input) * 8.0 / (double)reps[0].total_params;
     if (st == HVQ_OK && report && *report) {
+        hvq_ctx_name_output(ctx, report);
         hvq_output *o = hvq_output_open(ctx, report);
         if (!o) {
             st = hvq_ctx_status(ctx);
@@ -623,7 +644,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
     else if (reg)
         hvq_ctx_print_error(ctx);
     if (made_dir)
-        remove_outputs(dir, ps, n);
+        remove_outputs(dir);
     for (size_t i = 0; i < n; i++) {
         hvq_run_report_free(&reps[i]);
         hvq_pipeline_free(ps[i]);

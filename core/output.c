@@ -197,9 +197,32 @@ int hvq_input_open(hvq_ctx *ctx, const char *path)
     return fd;
 }
 
+void hvq_ctx_name_output(hvq_ctx *ctx, const char *path)
+{
+    ctx_private *p = priv(ctx);
+    char **grown = realloc(p->named, (p->n_named + 1) * sizeof *grown);
+    if (!grown)
+        return;
+    p->named = grown;
+    if ((grown[p->n_named] = strdup(path)) != NULL)
+        p->n_named++;
+}
+
+/* The named outputs belong to one commit (compare commits one run after
+ * another on one context). */
+static void named_clear(ctx_private *p)
+{
+    for (size_t i = 0; i < p->n_named; i++)
+        free(p->named[i]);
+    free(p->named);
+    p->named = NULL;
+    p->n_named = 0;
+}
+
 void hvq_inputs_free(hvq_ctx *ctx)
 {
     ctx_private *p = priv(ctx);
+    named_clear(p);
     for (size_t i = 0; i < p->n_inputs; i++)
         free(p->inputs[i].real);
     free(p->inputs);
@@ -302,6 +325,31 @@ static int create_file(hvq_ctx *ctx, hvq_output *o, const char *base)
     return fd;
 }
 
+/* One warning for hidden temporaries .BASE.tmp-* beside a new output: left
+ * by a run killed (SIGKILL, a crash) on a filesystem without O_TMPFILE.
+ * Not removed: another run may be writing them now. */
+static void warn_leftovers(hvq_ctx *ctx, const hvq_output *o, const char *base)
+{
+    size_t n = strlen(base) + 8;
+    char *prefix = malloc(n);
+    DIR *d = prefix ? opendir(o->dir) : NULL;
+    struct dirent *e;
+    size_t found = 0;
+    if (prefix)
+        snprintf(prefix, n, ".%s.tmp-", base);
+    while (d && (e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0 &&
+            !(o->tmp_path && strcmp(strrchr(o->tmp_path, '/') + 1, e->d_name) == 0))
+            found++;
+    if (found)
+        hvq_log(ctx, HVQ_LOG_WARN, "%s: %zu hidden temporar%s %s* beside it, left by a run "
+                "that was killed; remove %s when no other run writes here", o->final_path, found,
+                found == 1 ? "y" : "ies", prefix, found == 1 ? "it" : "them");
+    if (d)
+        closedir(d);
+    free(prefix);
+}
+
 hvq_output *hvq_output_open(hvq_ctx *ctx, const char *final_path)
 {
     ctx_private *p = priv(ctx);
@@ -337,6 +385,7 @@ hvq_output *hvq_output_open(hvq_ctx *ctx, const char *final_path)
                   strerror(e));
         goto fail;
     }
+    warn_leftovers(ctx, o, base);
     free(base);
     o->next = p->outputs;
     p->outputs = o;
@@ -436,6 +485,7 @@ uint64_t hvq_outputs_size(hvq_ctx *ctx, const char *of)
 void hvq_outputs_abort(hvq_ctx *ctx)
 {
     ctx_private *p = priv(ctx);
+    named_clear(p);
     while (p->outputs) {
         hvq_output *o = p->outputs;
         if (o->fd >= 0)
@@ -451,8 +501,21 @@ void hvq_outputs_abort(hvq_ctx *ctx)
 
 /* ---- what --force may replace ------------------------------------------ */
 
-/* The files --force may replace or remove: the names the run's outputs
- * were opened under (the user named them), and, for each output's family,
+/* Whether base is a name a writer makes up for the forms of an output: a
+ * shard NAME-ddddd-of-ddddd.EXT or an index NAME.EXT.index.json. */
+static int generated_name(const char *base)
+{
+    size_t sl, el, n = strlen(base), li = strlen(".index.json");
+    const char *ext;
+    if (n > li && strcmp(base + n - li, ".index.json") == 0)
+        return 1;
+    return family_of(base, &sl, &ext, &el) && (size_t)(ext - base) != sl;
+}
+
+/* The files --force may replace or remove: the output paths the user gave
+ * (hvq_ctx_name_output), the names the run's outputs were opened under
+ * unless a writer made them up (a shard's, an index's), and, for each
+ * output's family,
  * an index NAME.EXT.index.json that hvqconv wrote ("written_by": "hvqconv"
  * in its metadata) with the shards it lists. Nothing else: a Hugging Face
  * model's shards beside the output are never touched. */
@@ -545,13 +608,16 @@ static void owned_index(owned *w, const char *dir, const char *index)
 
 static void owned_collect(const ctx_private *p, owned *w)
 {
+    for (size_t i = 0; i < p->n_named; i++)
+        owned_add(w, strdup(p->named[i]));
     for (hvq_output *o = p->outputs; o; o = o->next) {
         char *dir, *base;
-        owned_add(w, strdup(o->named));
-        /* NAME.EXT.index.json is written for the output named NAME.EXT */
-        size_t n = strlen(o->final_path), li = strlen(".index.json");
-        if (n > li && strcmp(o->final_path + n - li, ".index.json") == 0)
-            owned_add(w, strndup(o->final_path, n - li));
+        if (!split_path(o->named, &dir, &base))
+            continue;
+        if (!generated_name(base))
+            owned_add(w, strdup(o->named));
+        free(dir);
+        free(base);
         if (!split_path(o->final_path, &dir, &base))
             continue;
         char *index = family_index(base);

@@ -63,3 +63,19 @@ tests_test_cli_LDADD = $(HVQ_TEST_LIBS)
 TESTS += tests/test_registry tests/test_cli
 
 EXTRA_DIST += tests/data/cli tests/data/nan
+
+# Failures of the machine on demand (a failing rename, a shrinking input, a
+# signal mid-run, no O_TMPFILE), preloaded into the binary by test_safety.
+check_LTLIBRARIES += tests/fault/fault.la
+tests_fault_fault_la_SOURCES = tests/fault/fault.c
+tests_fault_fault_la_LDFLAGS = $(HVQ_TEST_MODULE_LDFLAGS)
+tests_fault_fault_la_LIBADD = -ldl
+
+# Nothing lost (issue 14): inputs never written, --force replacing only
+# what hvqconv wrote, all-or-nothing commits, special and concurrent
+# outputs, signals, an input shrinking under the run.
+check_PROGRAMS += tests/test_safety
+tests_test_safety_SOURCES = tests/test_safety.c
+tests_test_safety_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_safety_LDADD = $(HVQ_TEST_LIBS)
+TESTS += tests/test_safety

@@ -59,6 +59,9 @@ int th_exists(const char *path);
  * exit status (or 128+signal). */
 int th_run(char **out, char **err, const char *const *args);
 
+/* Runs every test of s; the exit status for main (frees s). */
+int th_run_suite(Suite *s);
+
 /* th_run with the arguments as a NULL-terminated list. */
 int th_hvq(char **out, char **err, ...);
 /* "dir/name" in a rotating static buffer (valid for the next 31 calls). */

@@ -891,9 +891,15 @@ START_TEST(cli_failures_leave_nothing)
     char *keep = th_read_file(P("m.hvq.index.json"), &len);
     ck_assert(keep && len == 4 && memcmp(keep, "keep", 4) == 0);
     free(keep);
-    /* --force replaces them */
+    /* --force does not replace files hvqconv did not write for it */
     const char *forced[] = {"--set", "stages.writer.plugin=hvq", "--set",
                             "stages.writer.max_shard_size=100KB", "--force"};
+    ck_assert_int_eq(compress(P("m.hvq"), &err, forced, N(forced)), 2);
+    th_assert_contains(err, "hvqconv did not write it");
+    free(err);
+    ck_assert_int_eq(dir_entries(dir), 2);
+    /* removed by hand, the name is free */
+    ck_assert_int_eq(unlink(P("m.hvq.index.json")), 0);
     compress_ok(P("m.hvq"), forced, N(forced));
     ck_assert_uint_eq(index_shards(P("m.hvq.index.json"), "m", ".hvq"), 3);
 }
