@@ -247,6 +247,37 @@ void gg_put_u64(hvq_buf *b, uint64_t v)
     hvq_buf_append(b, c, 8);
 }
 
+hvq_status gg_out_drain(gg_out *o, int all)
+{
+    hvq_status st = HVQ_OK;
+    if (o->b.oom)
+        return gg_fail(o->ctx, HVQ_E_NOMEM, o->path, "out of memory");
+    if (o->b.len == 0 || (!all && o->b.len < GG_DRAIN))
+        return HVQ_OK;
+    if (o->out != NULL)
+        st = o->ctx->host->output_write(o->ctx, o->out, o->b.data, o->b.len);
+    o->drained += o->b.len;
+    o->b.len = 0;
+    return st;
+}
+
+hvq_status gg_out_patch_u64(gg_out *o, uint64_t at, uint64_t v)
+{
+    unsigned char c[8];
+    int i;
+    for (i = 0; i < 8; i++)
+        c[i] = (unsigned char)(v >> (8 * i));
+    if (o->b.oom)
+        return gg_fail(o->ctx, HVQ_E_NOMEM, o->path, "out of memory");
+    if (at >= o->drained) {
+        memcpy(o->b.data + (at - o->drained), c, 8);
+        return HVQ_OK;
+    }
+    if (o->out == NULL)
+        return HVQ_OK;
+    return o->ctx->host->output_pwrite(o->ctx, o->out, c, 8, at);
+}
+
 float gg_half_to_float(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h >> 15) << 31;
