@@ -232,7 +232,8 @@ typedef struct gg_source {
     uint64_t data_start;
     gg_tensor *tensors;
     size_t n_tensors;
-    hvq_meta *meta;         /* keys and values: host memory */
+    hvq_meta *meta;         /* keys: host memory; values: malloc'd (each
+                               the buffer it was written into) */
     size_t n_meta;
     void *buf;              /* dequantized or realigned data */
     size_t buf_cap;
@@ -252,7 +253,7 @@ static void gg_source_free(gg_source *s)
     h->free(s->tensors);
     for (i = 0; i < s->n_meta; i++) {
         h->free((void *)s->meta[i].key);
-        h->free((void *)s->meta[i].value);
+        free((void *)s->meta[i].value); /* from hvq_buf: malloc */
     }
     h->free(s->meta);
     h->free(s->buf);
@@ -384,17 +385,38 @@ static hvq_status gg_read_preamble(gg_reader *r, gg_source *s,
     return HVQ_OK;
 }
 
+/* A metadata value (of type type, at r) as its JSON text, malloc'd: the
+ * buffer it is written into becomes the value, so that a value of
+ * hundreds of megabytes (a tokenizer's arrays) is never copied. */
+static hvq_status gg_read_value(gg_reader *r, uint32_t type,
+                                const char **value)
+{
+    hvq_buf b;
+    char *v;
+    hvq_status st;
+    hvq_buf_init(&b);
+    st = gg_meta_to_json(r, type, &b);
+    v = st == HVQ_OK ? realloc(b.data, b.len + 1) : NULL;
+    if (v == NULL) {
+        hvq_buf_free(&b);
+        return st != HVQ_OK ? st
+                            : gg_fail(r->ctx, HVQ_E_NOMEM, r->path,
+                                      "out of memory");
+    }
+    v[b.len] = '\0';
+    *value = v;
+    return HVQ_OK;
+}
+
 /* The metadata entries, into s->meta. */
 static hvq_status gg_read_meta(gg_reader *r, gg_source *s, uint64_t n_kv)
 {
     hvq_ctx *ctx = r->ctx;
     const hvq_host *h = s->host;
     gg_keyref *refs = NULL;
-    hvq_buf b;
     uint64_t i;
     hvq_status st = HVQ_OK;
 
-    hvq_buf_init(&b);
     s->meta = h->calloc(ctx, n_kv ? (size_t)n_kv : 1, sizeof *s->meta);
     if (s->meta == NULL)
         return HVQ_E_NOMEM;
@@ -461,15 +483,9 @@ static hvq_status gg_read_meta(gg_reader *r, gg_source *s, uint64_t n_kv)
             }
             s->alignment = a;
         }
-        b.len = 0;
-        st = gg_meta_to_json(r, type, &b);
+        st = gg_read_value(r, type, &m->value);
         if (st != HVQ_OK)
             goto out;
-        m->value = gg_strndup(ctx, (const unsigned char *)b.data, b.len);
-        if (m->value == NULL) {
-            st = HVQ_E_NOMEM;
-            goto out;
-        }
     }
     r->where[0] = '\0';
 
@@ -495,7 +511,6 @@ static hvq_status gg_read_meta(gg_reader *r, gg_source *s, uint64_t n_kv)
         }
 out:
     h->free(refs);
-    hvq_buf_free(&b);
     return st;
 }
 
@@ -743,6 +758,21 @@ out:
     return st;
 }
 
+/* The header has been read into memory of its own (the metadata as JSON
+ * text, the tensor infos): the mapped pages that hold it, a tokenizer's
+ * tens of megabytes, need not stay resident. The mapping is private and
+ * read-only, so they are only dropped, and read again if ever touched. */
+static void gg_release_header(gg_source *s, uint64_t header_end)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    uint64_t n;
+    if (s->map == NULL || page <= 0)
+        return;
+    n = header_end - header_end % (uint64_t)page;
+    if (n > 0)
+        (void)madvise((void *)s->map, (size_t)n, MADV_DONTNEED);
+}
+
 static hvq_status gg_source_open(hvq_ctx *ctx, const char *path,
                                  void **state)
 {
@@ -781,6 +811,7 @@ static hvq_status gg_source_open(hvq_ctx *ctx, const char *path,
         gg_source_free(s);
         return st;
     }
+    gg_release_header(s, r.pos);
     ctx->host->log(ctx, HVQ_LOG_DEBUG,
                    "%s: GGUF v%u, %zu tensors, %zu metadata entries, "
                    "alignment %u",

@@ -35,13 +35,20 @@ static void gg_json_float(hvq_buf *out, double v, int is_f32)
     }
 }
 
+static void gg_json_int(hvq_buf *out, int64_t v)
+{
+    if (v < 0)
+        hvq_buf_append(out, "-", 1);
+    hvq_buf_putu(out, v < 0 ? 0ull - (unsigned long long)v
+                            : (unsigned long long)v);
+}
+
 /* A scalar (fixed-size or string) value as bare JSON. */
 static hvq_status gg_scalar_to_json(gg_reader *r, uint32_t type,
                                     const char *what, hvq_buf *out)
 {
     unsigned n = gg_vtype_size(type);
     const unsigned char *p;
-    char tmp[40];
     uint64_t u = 0;
     hvq_status st;
     unsigned i;
@@ -71,35 +78,33 @@ static hvq_status gg_scalar_to_json(gg_reader *r, uint32_t type,
     case GG_UINT16:
     case GG_UINT32:
     case GG_UINT64:
-        snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)u);
+        hvq_buf_putu(out, (unsigned long long)u);
         break;
     case GG_INT8:
-        snprintf(tmp, sizeof tmp, "%d", (int)(int8_t)(uint8_t)u);
+        gg_json_int(out, (int8_t)(uint8_t)u);
         break;
     case GG_INT16:
-        snprintf(tmp, sizeof tmp, "%d", (int)(int16_t)(uint16_t)u);
+        gg_json_int(out, (int16_t)(uint16_t)u);
         break;
     case GG_INT32:
-        snprintf(tmp, sizeof tmp, "%ld", (long)(int32_t)(uint32_t)u);
+        gg_json_int(out, (int32_t)(uint32_t)u);
         break;
     case GG_INT64: {
         int64_t s;
         memcpy(&s, &u, sizeof s);
-        snprintf(tmp, sizeof tmp, "%lld", (long long)s);
+        gg_json_int(out, s);
         break;
     }
     case GG_FLOAT32: {
         uint32_t b32 = (uint32_t)u;
         float f;
         memcpy(&f, &b32, sizeof f);
-        tmp[0] = '\0';
         gg_json_float(out, (double)f, 1);
         break;
     }
     case GG_FLOAT64: {
         double d;
         memcpy(&d, &u, sizeof d);
-        tmp[0] = '\0';
         gg_json_float(out, d, 0);
         break;
     }
@@ -110,14 +115,13 @@ static hvq_status gg_scalar_to_json(gg_reader *r, uint32_t type,
                            "(only 0 and 1 are valid)",
                            r->where, what, (unsigned long long)r->pos,
                            (unsigned long long)u);
-        snprintf(tmp, sizeof tmp, "%s", u ? "true" : "false");
+        hvq_buf_puts(out, u ? "true" : "false");
         break;
     default:
         return gg_fail(r->ctx, HVQ_E_INTERNAL, r->path,
                        "%s: unexpected value type %u", r->where,
                        (unsigned)type);
     }
-    hvq_buf_puts(out, tmp);
     r->pos += n;
     return HVQ_OK;
 }
@@ -129,7 +133,7 @@ static hvq_status gg_array_to_json(gg_reader *r, hvq_buf *out, int depth)
     uint64_t count, i, at;
     unsigned min;
     hvq_status st;
-    char what[64];
+    hvq_buf what;
 
     if (depth > GG_MAX_NESTING)
         return gg_fail(r->ctx, HVQ_E_UNSUPPORTED, r->path,
@@ -161,24 +165,27 @@ static hvq_status gg_array_to_json(gg_reader *r, hvq_buf *out, int depth)
     hvq_buf_puts(out, "{\"gguf_type\":\"array\",\"item_type\":\"");
     hvq_buf_puts(out, gg_vtype_name(it));
     hvq_buf_puts(out, "\",\"value\":[");
-    for (i = 0; i < count; i++) {
+    hvq_buf_init(&what);
+    for (i = 0; i < count && st == HVQ_OK; i++) {
         if (i)
             hvq_buf_append(out, ",", 1);
         if (it == GG_ARRAY) {
             st = gg_array_to_json(r, out, depth + 1);
         } else {
-            snprintf(what, sizeof what, "array item %llu",
-                     (unsigned long long)i);
-            st = gg_scalar_to_json(r, it, what, out);
+            what.len = 0; /* "array item 12", without printf's cost */
+            hvq_buf_puts(&what, "array item ");
+            hvq_buf_putu(&what, (unsigned long long)i);
+            st = gg_scalar_to_json(r, it, what.oom ? "an array item"
+                                                   : what.data, out);
         }
-        if (st != HVQ_OK)
-            return st;
-        if (out->oom)
-            return gg_fail(r->ctx, HVQ_E_NOMEM, r->path,
-                           "%s: out of memory", r->where);
+        if (st == HVQ_OK && out->oom)
+            st = gg_fail(r->ctx, HVQ_E_NOMEM, r->path,
+                         "%s: out of memory", r->where);
     }
-    hvq_buf_puts(out, "]}");
-    return HVQ_OK;
+    hvq_buf_free(&what);
+    if (st == HVQ_OK)
+        hvq_buf_puts(out, "]}");
+    return st;
 }
 
 hvq_status gg_meta_to_json(gg_reader *r, uint32_t type, hvq_buf *out)

@@ -204,9 +204,12 @@ hvq_status gg_read_str(gg_reader *r, const char *what, uint64_t cap,
     char lwhat[160];
     uint64_t n, at;
     hvq_status st;
-    snprintf(lwhat, sizeof lwhat, "the length of %s", what);
     at = r->pos;
-    st = gg_read_u64(r, lwhat, &n);
+    if (r->pos > r->size || r->size - r->pos < 8) { /* only then formatted */
+        snprintf(lwhat, sizeof lwhat, "the length of %s", what);
+        return gg_need(r, 8, lwhat);
+    }
+    st = gg_read_u64(r, what, &n);
     if (st != HVQ_OK)
         return st;
     if (n > r->size - r->pos)
