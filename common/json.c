@@ -793,6 +793,25 @@ static hvq_json_value *parse_document(parser *p)
     return root;
 }
 
+/* Readies p for text[0..len), *err cleared; -1 (*err filled) when there
+ * is no text. */
+static int parser_init(parser *p, const char *text, size_t len,
+                       unsigned flags, hvq_json_error *err)
+{
+    memset(p, 0, sizeof *p);
+    p->err = err;
+    if (err != NULL)
+        memset(err, 0, sizeof *err);
+    if (text == NULL && len > 0) {
+        fail(p, HVQ_JSON_E_SYNTAX, 0, "no input");
+        return -1;
+    }
+    p->s = (const unsigned char *)text;
+    p->len = len;
+    p->flags = flags;
+    return 0;
+}
+
 hvq_json_doc *hvq_json_parse(const char *text, size_t len, unsigned flags,
                              hvq_json_error *err)
 {
@@ -800,23 +819,14 @@ hvq_json_doc *hvq_json_parse(const char *text, size_t len, unsigned flags,
     hvq_json_doc *doc;
     hvq_json_value *root;
 
-    memset(&p, 0, sizeof p);
-    p.err = err;
-    if (err != NULL)
-        memset(err, 0, sizeof *err);
-    if (text == NULL && len > 0) {
-        fail(&p, HVQ_JSON_E_SYNTAX, 0, "no input");
+    if (parser_init(&p, text, len, flags, err) != 0)
         return NULL;
-    }
     doc = calloc(1, sizeof *doc);
     if (doc == NULL) {
         fail(&p, HVQ_JSON_E_NOMEM, 0, "out of memory");
         return NULL;
     }
     doc->next_cap = ARENA_FIRST;
-    p.s = (const unsigned char *)text;
-    p.len = len;
-    p.flags = flags;
     p.doc = doc;
 
     root = parse_document(&p);
@@ -879,18 +889,10 @@ int hvq_json_validate(const char *text, size_t len, hvq_json_error *err)
     hvq_json_doc doc;
     int ok;
 
-    memset(&p, 0, sizeof p);
-    memset(&doc, 0, sizeof doc);
-    p.err = err;
-    if (err != NULL)
-        memset(err, 0, sizeof *err);
-    if (text == NULL && len > 0) {
-        fail(&p, HVQ_JSON_E_SYNTAX, 0, "no input");
+    if (parser_init(&p, text, len, 0, err) != 0)
         return -1;
-    }
+    memset(&doc, 0, sizeof doc);
     doc.next_cap = ARENA_FIRST;
-    p.s = (const unsigned char *)text;
-    p.len = len;
     p.doc = &doc;
     p.discard = 1; /* the stacks stay unused */
     ok = parse_document(&p) != NULL;

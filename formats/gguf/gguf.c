@@ -1112,20 +1112,6 @@ static hvq_status gg_write_zeros(hvq_ctx *ctx, hvq_output *out, uint64_t n)
     return HVQ_OK;
 }
 
-static hvq_status gg_check_meta_entry(hvq_ctx *ctx, const char *path,
-                                      const hvq_meta *meta, size_t i)
-{
-    if (meta[i].key == NULL || meta[i].value == NULL)
-        return gg_fail(ctx, HVQ_E_INPUT, path,
-                       "metadata entry %zu has no key or value", i);
-    if (!hvq_json_utf8_valid(meta[i].key, strlen(meta[i].key)) ||
-        !hvq_json_utf8_valid(meta[i].value, strlen(meta[i].value)))
-        return gg_fail(ctx, HVQ_E_INPUT, path,
-                       "metadata entry '%.200s' is not valid UTF-8",
-                       meta[i].key);
-    return HVQ_OK;
-}
-
 /* The sink's state, with its output open (the file not yet written). */
 static hvq_status gg_sink_new(hvq_ctx *ctx, const char *path,
                               const hvq_tensor_info *tensors, size_t n,
@@ -1237,9 +1223,16 @@ static hvq_status gg_sink_create(hvq_ctx *ctx, const char *path,
         return gg_fail(ctx, HVQ_E_INTERNAL, path, "no tensor declarations");
     if (n_meta > 0 && meta == NULL)
         return gg_fail(ctx, HVQ_E_INTERNAL, path, "no metadata array");
-    for (i = 0; i < n_meta; i++)
-        if ((st = gg_check_meta_entry(ctx, path, meta, i)) != HVQ_OK)
-            return st;
+    for (i = 0; i < n_meta; i++) {
+        if (meta[i].key == NULL || meta[i].value == NULL)
+            return gg_fail(ctx, HVQ_E_INPUT, path,
+                           "metadata entry %zu has no key or value", i);
+        if (!hvq_json_utf8_valid(meta[i].key, strlen(meta[i].key)) ||
+            !hvq_json_utf8_valid(meta[i].value, strlen(meta[i].value)))
+            return gg_fail(ctx, HVQ_E_INPUT, path,
+                           "metadata entry '%.200s' is not valid UTF-8",
+                           meta[i].key);
+    }
     types = h->calloc(ctx, n ? n : 1, sizeof *types);
     typed = h->alloc(ctx, n_meta ? n_meta : 1);
     st = types != NULL && typed != NULL ? HVQ_OK : HVQ_E_NOMEM;

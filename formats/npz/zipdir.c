@@ -5,9 +5,9 @@
 #endif
 
 #include "zipdir.h"
+#include "npy.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,21 +30,6 @@ static uint64_t zd_le(const unsigned char *p, unsigned n)
     while (n-- > 0)
         v = v << 8 | p[n];
     return v;
-}
-
-static int zd_fail(char *why, size_t len, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static int zd_fail(char *why, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, len, fmt, ap);
-    va_end(ap);
-    return -1;
 }
 
 int npz_pread_all(int fd, void *buf, size_t n, uint64_t off)
@@ -72,8 +57,8 @@ static int zd_read(int fd, void *buf, size_t n, uint64_t off, const char *what,
 {
     int e = npz_pread_all(fd, buf, n, off);
     if (e < 0)
-        return zd_fail(why, len, "%s at byte %llu is cut short by the end of "
-                       "the file", what, (unsigned long long)off);
+        return npy_fail(why, len, "%s at byte %llu is cut short by the end of "
+                        "the file", what, (unsigned long long)off);
     return e;
 }
 
@@ -88,8 +73,8 @@ static int zd_find_end(int fd, uint64_t size, uint64_t *at,
     int e;
 
     if (size < ZD_EOCD_LEN)
-        return zd_fail(why, len, "%llu bytes, too short for a zip archive",
-                       (unsigned long long)size);
+        return npy_fail(why, len, "%llu bytes, too short for a zip archive",
+                        (unsigned long long)size);
     buf = malloc(tail);
     if (buf == NULL)
         return -2;
@@ -105,11 +90,13 @@ static int zd_find_end(int fd, uint64_t size, uint64_t *at,
         }
     free(buf);
     return e != 0 ? e
-                  : zd_fail(why, len, "no end of central directory record");
+                  : npy_fail(why, len, "no end of central directory record");
 }
 
 /* The 64-bit count, size and offset from the ZIP64 records before the
- * end record at eocd; *end becomes where the ZIP64 record starts. */
+ * end record at eocd, when there is a locator (else they stay: 65535
+ * entries may be just that); *end becomes where the ZIP64 record
+ * starts. */
 static int zd_read_zip64(int fd, uint64_t eocd, uint64_t *n, uint64_t *cd_size,
                          uint64_t *cd_off, uint64_t *end, char *why, size_t len)
 {
@@ -117,24 +104,22 @@ static int zd_read_zip64(int fd, uint64_t eocd, uint64_t *n, uint64_t *cd_size,
     uint64_t at;
     int e;
     if (eocd < ZD_LOC64_LEN)
-        return zd_fail(why, len, "no ZIP64 end of central directory locator");
+        return 0;
     e = zd_read(fd, loc, sizeof loc, eocd - ZD_LOC64_LEN, "the ZIP64 locator",
                 why, len);
-    if (e != 0)
+    if (e != 0 || memcmp(loc, "PK\006\007", 4) != 0)
         return e;
-    if (memcmp(loc, "PK\006\007", 4) != 0)
-        return zd_fail(why, len, "no ZIP64 end of central directory locator");
     at = zd_le(loc + 8, 8);
     if (at > eocd - ZD_LOC64_LEN || eocd - ZD_LOC64_LEN - at < ZD_END64_LEN)
-        return zd_fail(why, len, "the ZIP64 end of central directory record "
-                       "at byte %llu is not before its locator",
-                       (unsigned long long)at);
+        return npy_fail(why, len, "the ZIP64 end of central directory record "
+                        "at byte %llu is not before its locator",
+                        (unsigned long long)at);
     e = zd_read(fd, rec, sizeof rec, at, "the ZIP64 end record", why, len);
     if (e != 0)
         return e;
     if (memcmp(rec, "PK\006\006", 4) != 0)
-        return zd_fail(why, len, "no ZIP64 end of central directory record "
-                       "at byte %llu", (unsigned long long)at);
+        return npy_fail(why, len, "no ZIP64 end of central directory record "
+                        "at byte %llu", (unsigned long long)at);
     *n = zd_le(rec + 32, 8);
     *cd_size = zd_le(rec + 40, 8);
     *cd_off = zd_le(rec + 48, 8);
@@ -164,14 +149,14 @@ int npz_zip_dir_read(int fd, uint64_t file_size, npz_zip_dir *d, char *why,
             return e;
     }
     if (cd_size > end || cd_off > end - cd_size)
-        return zd_fail(why, why_len, "the central directory (%llu bytes at "
-                       "byte %llu) does not end before its end record at "
-                       "byte %llu", (unsigned long long)cd_size,
-                       (unsigned long long)cd_off, (unsigned long long)end);
+        return npy_fail(why, why_len, "the central directory (%llu bytes at "
+                        "byte %llu) does not end before its end record at "
+                        "byte %llu", (unsigned long long)cd_size,
+                        (unsigned long long)cd_off, (unsigned long long)end);
     if (n > cd_size / ZD_ENTRY_LEN)
-        return zd_fail(why, why_len, "a central directory of %llu bytes "
-                       "cannot hold the %llu entries it declares",
-                       (unsigned long long)cd_size, (unsigned long long)n);
+        return npy_fail(why, why_len, "a central directory of %llu bytes "
+                        "cannot hold the %llu entries it declares",
+                        (unsigned long long)cd_size, (unsigned long long)n);
     start = end - cd_size; /* cd_off plus any bytes before the archive */
     d->shift = start - cd_off;
     d->n = n;
@@ -198,7 +183,7 @@ static int zd_zip64_extra(const unsigned char *x, size_t xlen,
     while (xlen >= 4) {
         size_t id = (size_t)zd_le(x, 2), sz = (size_t)zd_le(x + 2, 2);
         if (sz > xlen - 4)
-            return zd_fail(why, len, "an extra field runs past its entry");
+            return npy_fail(why, len, "an extra field runs past its entry");
         if (id == 1) {
             uint64_t *want[3] = {&m->usize, &m->csize, off};
             const unsigned char *q = x + 4;
@@ -207,8 +192,8 @@ static int zd_zip64_extra(const unsigned char *x, size_t xlen,
                 if (*want[k] != ZD_SAT32)
                     continue;
                 if (left < 8)
-                    return zd_fail(why, len, "its ZIP64 extra field is too "
-                                   "short");
+                    return npy_fail(why, len, "its ZIP64 extra field is too "
+                                    "short");
                 *want[k] = zd_le(q, 8);
                 q += 8;
                 left -= 8;
@@ -230,15 +215,15 @@ int npz_zip_dir_entry(const npz_zip_dir *d, size_t *pos, npz_zip_member *m,
 
     memset(m, 0, sizeof *m);
     if (left < ZD_ENTRY_LEN || memcmp(p, "PK\001\002", 4) != 0)
-        return zd_fail(why, why_len, "no central directory entry at byte %zu "
-                       "of the central directory", *pos);
+        return npy_fail(why, why_len, "no central directory entry at byte %zu "
+                        "of the central directory", *pos);
     nlen = (size_t)zd_le(p + 28, 2);
     xlen = (size_t)zd_le(p + 30, 2);
     clen = (size_t)zd_le(p + 32, 2);
     if (nlen + xlen + clen > left - ZD_ENTRY_LEN)
-        return zd_fail(why, why_len, "the central directory entry at byte "
-                       "%zu runs past the end of the central directory",
-                       *pos);
+        return npy_fail(why, why_len, "the central directory entry at byte "
+                        "%zu runs past the end of the central directory",
+                        *pos);
     m->method = (unsigned)zd_le(p + 10, 2);
     m->csize = zd_le(p + 20, 4);
     m->usize = zd_le(p + 24, 4);
@@ -249,8 +234,8 @@ int npz_zip_dir_entry(const npz_zip_dir *d, size_t *pos, npz_zip_member *m,
     if (e != 0)
         return e;
     if (off > UINT64_MAX - d->shift)
-        return zd_fail(why, why_len, "its local header offset %llu is out of "
-                       "range", (unsigned long long)off);
+        return npy_fail(why, why_len, "its local header offset %llu is out of "
+                        "range", (unsigned long long)off);
     m->offset = off + d->shift;
     *pos += ZD_ENTRY_LEN + nlen + xlen + clen;
     return 0;
@@ -267,24 +252,24 @@ int npz_zip_local_read(int fd, const npz_zip_dir *d, const npz_zip_member *cd,
 
     *loc = *cd;
     if (cd->offset > d->file_size || d->file_size - cd->offset < ZD_LOCAL_LEN)
-        return zd_fail(why, why_len, "its local header at byte %llu lies "
-                       "beyond the end of the file (%llu bytes)",
-                       (unsigned long long)cd->offset,
-                       (unsigned long long)d->file_size);
+        return npy_fail(why, why_len, "its local header at byte %llu lies "
+                        "beyond the end of the file (%llu bytes)",
+                        (unsigned long long)cd->offset,
+                        (unsigned long long)d->file_size);
     e = zd_read(fd, h, sizeof h, cd->offset, "its local header", why,
                 why_len);
     if (e != 0)
         return e;
     if (memcmp(h, "PK\003\004", 4) != 0)
-        return zd_fail(why, why_len, "no local header at byte %llu",
-                       (unsigned long long)cd->offset);
+        return npy_fail(why, why_len, "no local header at byte %llu",
+                        (unsigned long long)cd->offset);
     nlen = (size_t)zd_le(h + 26, 2);
     xlen = (size_t)zd_le(h + 28, 2);
     *data_at = cd->offset + ZD_LOCAL_LEN + nlen + xlen;
     if (*data_at > d->file_size)
-        return zd_fail(why, why_len, "its local header at byte %llu runs "
-                       "past the end of the file",
-                       (unsigned long long)cd->offset);
+        return npy_fail(why, why_len, "its local header at byte %llu runs "
+                        "past the end of the file",
+                        (unsigned long long)cd->offset);
     loc->method = (unsigned)zd_le(h + 8, 2);
     if (zd_le(h + 6, 2) & 0x08)
         return 0; /* the sizes follow the data: the directory's are used */
@@ -306,22 +291,22 @@ int npz_zip_member_check(const npz_zip_dir *d, const npz_zip_member *m,
                          size_t why_len)
 {
     if (m->csize > d->file_size - data_at)
-        return zd_fail(why, why_len, "%s gives it %llu compressed bytes "
-                       "from byte %llu, beyond the end of the file (%llu "
-                       "bytes)", which, (unsigned long long)m->csize,
-                       (unsigned long long)data_at,
-                       (unsigned long long)d->file_size);
+        return npy_fail(why, why_len, "%s gives it %llu compressed bytes "
+                        "from byte %llu, beyond the end of the file (%llu "
+                        "bytes)", which, (unsigned long long)m->csize,
+                        (unsigned long long)data_at,
+                        (unsigned long long)d->file_size);
     if (m->method == NPZ_METHOD_STORED && m->usize > m->csize)
-        return zd_fail(why, why_len, "%s claims %llu bytes for it, but it "
-                       "is stored (not compressed) in %llu", which,
-                       (unsigned long long)m->usize,
-                       (unsigned long long)m->csize);
+        return npy_fail(why, why_len, "%s claims %llu bytes for it, but it "
+                        "is stored (not compressed) in %llu", which,
+                        (unsigned long long)m->usize,
+                        (unsigned long long)m->csize);
     if (m->method != NPZ_METHOD_STORED &&
         m->csize < UINT64_MAX / NPZ_DEFLATE_MAX_RATIO &&
         m->usize > m->csize * NPZ_DEFLATE_MAX_RATIO)
-        return zd_fail(why, why_len, "%s claims %llu bytes for it from %llu "
-                       "compressed bytes, more than the %u times deflate can "
-                       "expand them", which, (unsigned long long)m->usize,
-                       (unsigned long long)m->csize, NPZ_DEFLATE_MAX_RATIO);
+        return npy_fail(why, why_len, "%s claims %llu bytes for it from %llu "
+                        "compressed bytes, more than the %u times deflate can "
+                        "expand them", which, (unsigned long long)m->usize,
+                        (unsigned long long)m->csize, NPZ_DEFLATE_MAX_RATIO);
     return 0;
 }
