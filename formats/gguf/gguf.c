@@ -486,6 +486,7 @@ static hvq_status gg_read_meta(gg_reader *r, gg_source *s, uint64_t n_kv)
         st = gg_read_value(r, type, &m->value);
         if (st != HVQ_OK)
             goto out;
+        gg_release(r, 0);
     }
     r->where[0] = '\0';
 
@@ -758,21 +759,6 @@ out:
     return st;
 }
 
-/* The header has been read into memory of its own (the metadata as JSON
- * text, the tensor infos): the mapped pages that hold it, a tokenizer's
- * tens of megabytes, need not stay resident. The mapping is private and
- * read-only, so they are only dropped, and read again if ever touched. */
-static void gg_release_header(gg_source *s, uint64_t header_end)
-{
-    long page = sysconf(_SC_PAGESIZE);
-    uint64_t n;
-    if (s->map == NULL || page <= 0)
-        return;
-    n = header_end - header_end % (uint64_t)page;
-    if (n > 0)
-        (void)madvise((void *)s->map, (size_t)n, MADV_DONTNEED);
-}
-
 static hvq_status gg_source_open(hvq_ctx *ctx, const char *path,
                                  void **state)
 {
@@ -800,6 +786,7 @@ static hvq_status gg_source_open(hvq_ctx *ctx, const char *path,
         r.ctx = ctx;
         r.path = s->path;
         r.p = s->map;
+        r.mapped = 1;
         r.size = s->size;
         st = gg_read_preamble(&r, s, &n_tensors, &n_kv);
     }
@@ -811,7 +798,7 @@ static hvq_status gg_source_open(hvq_ctx *ctx, const char *path,
         gg_source_free(s);
         return st;
     }
-    gg_release_header(s, r.pos);
+    gg_release(&r, 1); /* the header: read, and kept in memory of its own */
     ctx->host->log(ctx, HVQ_LOG_DEBUG,
                    "%s: GGUF v%u, %zu tensors, %zu metadata entries, "
                    "alignment %u",

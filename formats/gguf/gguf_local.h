@@ -98,7 +98,17 @@ typedef struct gg_reader {
     uint64_t size;
     uint64_t pos;
     char where[400];         /* "metadata entry 3 ('general.name')" */
+    int mapped;              /* p is a private read-only mapping */
+    uint64_t released;       /* its first bytes dropped (whole pages) */
 } gg_reader;
+
+/* Once GG_RELEASE_STEP more bytes have been read (with all, at once),
+ * drops the mapped pages wholly before r->pos: what they held has been
+ * converted (a tokenizer's tens of megabytes of metadata) and is not read
+ * again. The mapping is private and read-only, so the pages are only
+ * dropped from memory, and read again from the file if ever touched. */
+#define GG_RELEASE_STEP (4u << 20)
+void gg_release(gg_reader *r, int all);
 
 hvq_status gg_need(gg_reader *r, uint64_t n, const char *what);
 hvq_status gg_read_u32(gg_reader *r, const char *what, uint32_t *v);

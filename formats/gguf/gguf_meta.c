@@ -181,6 +181,7 @@ static hvq_status gg_array_to_json(gg_reader *r, hvq_buf *out, int depth)
         if (st == HVQ_OK && out->oom)
             st = gg_fail(r->ctx, HVQ_E_NOMEM, r->path,
                          "%s: out of memory", r->where);
+        gg_release(r, 0);
     }
     hvq_buf_free(&what);
     if (st == HVQ_OK)

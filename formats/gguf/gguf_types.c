@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static const gg_type gg_types[] = {
     {0, "F32", 1, 4, HVQ_DTYPE_F32},
@@ -248,6 +250,23 @@ void gg_put_u64(hvq_buf *b, uint64_t v)
     for (i = 0; i < 8; i++)
         c[i] = (char)(unsigned char)(v >> (8 * i));
     hvq_buf_append(b, c, 8);
+}
+
+void gg_release(gg_reader *r, int all)
+{
+    long page;
+    uint64_t end;
+    if (!r->mapped || r->p == NULL || r->pos > r->size ||
+        (!all && r->pos - r->released < GG_RELEASE_STEP))
+        return;
+    page = sysconf(_SC_PAGESIZE);
+    if (page <= 0)
+        return;
+    end = r->pos - r->pos % (uint64_t)page;
+    if (end > r->released)
+        (void)madvise((void *)(r->p + r->released),
+                      (size_t)(end - r->released), MADV_DONTNEED);
+    r->released = end > r->released ? end : r->released;
 }
 
 hvq_status gg_out_drain(gg_out *o, int all)
