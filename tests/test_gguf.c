@@ -1851,8 +1851,8 @@ END_TEST
 #define BIG_META_TOKENS 600000u
 #define BIG_META_CHARSMAP (4u << 20)
 /* The most a child writing a GGUF may use for it, in MiB. Today a copy
- * takes 52 and decode, which reads the metadata escaped twice in the
- * container, 95 (140 and 111 under ASan, whose allocator and shadow
+ * takes 36 and decode, which reads the metadata escaped twice in the
+ * container, 95 (127 and 111 under ASan, whose allocator and shadow
  * memory cost more). The sink used to build a DOM of each value, about
  * 100 bytes per array item whatever its size: 530 and 570 MB. */
 #if defined(__SANITIZE_ADDRESS__)
