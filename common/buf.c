@@ -61,8 +61,13 @@ void hvq_buf_puts(hvq_buf *b, const char *s) { hvq_buf_append(b, s, strlen(s)); 
 
 void hvq_buf_putu(hvq_buf *b, unsigned long long v)
 {
-    char tmp[32];
-    hvq_buf_append(b, tmp, (size_t)snprintf(tmp, sizeof tmp, "%llu", v));
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do { /* by hand: snprintf costs more than the rest of a JSON number */
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    hvq_buf_append(b, tmp + i, sizeof tmp - i);
 }
 
 void hvq_buf_printf(hvq_buf *b, const char *fmt, ...)

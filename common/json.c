@@ -79,16 +79,38 @@ static void *arena_alloc(hvq_json_doc *doc, size_t n)
     return (char *)c + ARENA_HDR;
 }
 
-void hvq_json_free(hvq_json_doc *doc)
+/* Frees every chunk of the arena. */
+static void arena_release(hvq_json_doc *doc)
 {
     arena_chunk *c, *next;
-    if (doc == NULL)
-        return;
     for (c = doc->chunks; c != NULL; c = next) {
         next = c->next;
         free(c);
     }
+    doc->chunks = NULL;
+}
+
+void hvq_json_free(hvq_json_doc *doc)
+{
+    if (doc == NULL)
+        return;
+    arena_release(doc);
     free(doc);
+}
+
+/* Empties the arena for reuse: the head chunk stays (its space free
+ * again), every other chunk is released. */
+static void arena_reset(hvq_json_doc *doc)
+{
+    arena_chunk *c = doc->chunks, *next;
+    if (c == NULL)
+        return;
+    for (arena_chunk *x = c->next; x != NULL; x = next) {
+        next = x->next;
+        free(x);
+    }
+    c->next = NULL;
+    c->used = 0;
 }
 
 const hvq_json_value *hvq_json_root(const hvq_json_doc *doc)
@@ -189,6 +211,10 @@ typedef struct parser {
     hvq_json_doc *doc;
     hvq_json_error *err;
     int failed;
+    /* Checking only: the items and members of containers are not kept,
+     * and the arena is emptied after each one (hvq_json_validate). */
+    int discard;
+    hvq_json_value scratch; /* what a value is when discarded */
     /* Scratch stacks for the items/members of the open containers. */
     hvq_json_value **vstack;
     size_t vlen, vcap;
@@ -264,7 +290,10 @@ static void skip_ws(parser *p)
 
 static hvq_json_value *new_value(parser *p, hvq_json_type t, size_t offset)
 {
-    hvq_json_value *v = arena_alloc(p->doc, sizeof *v);
+    hvq_json_value *v;
+    if (p->discard)
+        return &p->scratch; /* kept by nobody */
+    v = arena_alloc(p->doc, sizeof *v);
     if (v == NULL) {
         fail_nomem(p);
         return NULL;
@@ -498,8 +527,8 @@ static hvq_json_value *parse_number(parser *p)
     }
     n = p->pos - start;
     v = new_value(p, HVQ_JSON_NUMBER, start);
-    if (v == NULL)
-        return NULL;
+    if (v == NULL || p->discard)
+        return v; /* checking only: no text, no conversion */
     text = arena_alloc(p->doc, n + 1);
     if (text == NULL) {
         fail_nomem(p);
@@ -567,7 +596,9 @@ static hvq_json_value *parse_array(parser *p)
             hvq_json_value *item = parse_value(p);
             if (item == NULL)
                 return NULL;
-            if (push_value(p, item) != 0) {
+            if (p->discard) {
+                arena_reset(p->doc);
+            } else if (push_value(p, item) != 0) {
                 fail_nomem(p);
                 return NULL;
             }
@@ -636,7 +667,9 @@ static hvq_json_value *parse_object(parser *p)
             m.value = parse_value(p);
             if (m.value == NULL)
                 return NULL;
-            if (push_member(p, &m) != 0) {
+            if (p->discard) {
+                arena_reset(p->doc);
+            } else if (push_member(p, &m) != 0) {
                 fail_nomem(p);
                 return NULL;
             }
@@ -739,6 +772,46 @@ static hvq_json_value *parse_value(parser *p)
     }
 }
 
+/* One value filling the input but for whitespace around it. */
+static hvq_json_value *parse_document(parser *p)
+{
+    hvq_json_value *root;
+    skip_ws(p);
+    if (p->pos >= p->len) {
+        fail(p, HVQ_JSON_E_SYNTAX, p->pos, "empty input");
+        return NULL;
+    }
+    root = parse_value(p);
+    if (root != NULL) {
+        skip_ws(p);
+        if (p->pos < p->len) {
+            fail(p, HVQ_JSON_E_SYNTAX, p->pos,
+                 "unexpected data after the JSON value");
+            root = NULL;
+        }
+    }
+    return root;
+}
+
+/* Readies p for text[0..len), *err cleared; -1 (*err filled) when there
+ * is no text. */
+static int parser_init(parser *p, const char *text, size_t len,
+                       unsigned flags, hvq_json_error *err)
+{
+    memset(p, 0, sizeof *p);
+    p->err = err;
+    if (err != NULL)
+        memset(err, 0, sizeof *err);
+    if (text == NULL && len > 0) {
+        fail(p, HVQ_JSON_E_SYNTAX, 0, "no input");
+        return -1;
+    }
+    p->s = (const unsigned char *)text;
+    p->len = len;
+    p->flags = flags;
+    return 0;
+}
+
 hvq_json_doc *hvq_json_parse(const char *text, size_t len, unsigned flags,
                              hvq_json_error *err)
 {
@@ -746,40 +819,17 @@ hvq_json_doc *hvq_json_parse(const char *text, size_t len, unsigned flags,
     hvq_json_doc *doc;
     hvq_json_value *root;
 
-    memset(&p, 0, sizeof p);
-    p.err = err;
-    if (err != NULL)
-        memset(err, 0, sizeof *err);
-    if (text == NULL && len > 0) {
-        fail(&p, HVQ_JSON_E_SYNTAX, 0, "no input");
+    if (parser_init(&p, text, len, flags, err) != 0)
         return NULL;
-    }
     doc = calloc(1, sizeof *doc);
     if (doc == NULL) {
         fail(&p, HVQ_JSON_E_NOMEM, 0, "out of memory");
         return NULL;
     }
     doc->next_cap = ARENA_FIRST;
-    p.s = (const unsigned char *)text;
-    p.len = len;
-    p.flags = flags;
     p.doc = doc;
 
-    skip_ws(&p);
-    if (p.pos >= p.len) {
-        fail(&p, HVQ_JSON_E_SYNTAX, p.pos, "empty input");
-        root = NULL;
-    } else {
-        root = parse_value(&p);
-        if (root != NULL) {
-            skip_ws(&p);
-            if (p.pos < p.len) {
-                fail(&p, HVQ_JSON_E_SYNTAX, p.pos,
-                     "unexpected data after the JSON value");
-                root = NULL;
-            }
-        }
-    }
+    root = parse_document(&p);
     free(p.vstack);
     free(p.mstack);
     if (root == NULL) {
@@ -788,6 +838,98 @@ hvq_json_doc *hvq_json_parse(const char *text, size_t len, unsigned flags,
     }
     doc->root = root;
     return doc;
+}
+
+/* ------------------------------------------------------------------------
+ * Piece by piece: hvq_json_validate and the cursor.
+ * ---------------------------------------------------------------------- */
+struct hvq_json_cursor {
+    parser p;
+    hvq_json_doc doc; /* the arena of the value last parsed */
+};
+
+hvq_json_cursor *hvq_json_cursor_new(const char *text, size_t len)
+{
+    hvq_json_cursor *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->doc.next_cap = ARENA_FIRST;
+    c->p.s = (const unsigned char *)(text != NULL ? text : "");
+    c->p.len = text != NULL ? len : 0;
+    c->p.doc = &c->doc;
+    return c;
+}
+
+void hvq_json_cursor_free(hvq_json_cursor *c)
+{
+    if (c == NULL)
+        return;
+    arena_release(&c->doc);
+    free(c->p.vstack);
+    free(c->p.mstack);
+    free(c);
+}
+
+/* Readies the cursor's parser for one more call. */
+static parser *cursor_begin(hvq_json_cursor *c, hvq_json_error *err,
+                            int discard)
+{
+    arena_reset(&c->doc);
+    c->p.err = err; /* filled on a failure only */
+    c->p.failed = 0;
+    c->p.depth = 0;
+    c->p.vlen = c->p.mlen = 0;
+    c->p.discard = discard;
+    return &c->p;
+}
+
+int hvq_json_validate(const char *text, size_t len, hvq_json_error *err)
+{
+    parser p;
+    hvq_json_doc doc;
+    int ok;
+
+    if (parser_init(&p, text, len, 0, err) != 0)
+        return -1;
+    memset(&doc, 0, sizeof doc);
+    doc.next_cap = ARENA_FIRST;
+    p.doc = &doc;
+    p.discard = 1; /* the stacks stay unused */
+    ok = parse_document(&p) != NULL;
+    arena_release(&doc);
+    return ok ? 0 : -1;
+}
+
+int hvq_json_cursor_peek(hvq_json_cursor *c)
+{
+    skip_ws(&c->p);
+    return c->p.pos < c->p.len ? c->p.s[c->p.pos] : 0;
+}
+
+int hvq_json_cursor_take(hvq_json_cursor *c, char ch)
+{
+    if (hvq_json_cursor_peek(c) != (unsigned char)ch || ch == 0)
+        return 0;
+    c->p.pos++;
+    return 1;
+}
+
+const hvq_json_value *hvq_json_cursor_value(hvq_json_cursor *c,
+                                            hvq_json_error *err)
+{
+    return parse_value(cursor_begin(c, err, 0));
+}
+
+int hvq_json_cursor_skip(hvq_json_cursor *c, hvq_json_error *err)
+{
+    return parse_value(cursor_begin(c, err, 1)) != NULL ? 0 : -1;
+}
+
+size_t hvq_json_cursor_pos(const hvq_json_cursor *c) { return c->p.pos; }
+
+void hvq_json_cursor_seek(hvq_json_cursor *c, size_t pos)
+{
+    c->p.pos = pos < c->p.len ? pos : c->p.len;
 }
 
 /* ------------------------------------------------------------------------

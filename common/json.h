@@ -172,6 +172,43 @@ const hvq_json_member *hvq_json_object_duplicate(const hvq_json_value *v,
  * strings (NUL bytes allowed), else 0. */
 int hvq_json_utf8_valid(const char *s, size_t len);
 
+/* ------------------------------------------------------------------------
+ * A large document piece by piece. A DOM costs about 100 bytes a value,
+ * whatever the value's size in the text: an array of ten million small
+ * numbers takes a gigabyte. These read such a text with memory bounded by
+ * its largest single leaf instead.
+ * ---------------------------------------------------------------------- */
+
+/* 0 when text[0..len) is one JSON value by exactly the rules of
+ * hvq_json_parse() without flags (same errors, same *err), else -1. Keeps
+ * nothing: the memory used is that of the longest string or number. */
+int hvq_json_validate(const char *text, size_t len, hvq_json_error *err);
+
+/* A cursor walks a text whose containers the caller steps through itself
+ * (take '[', then one value after another, take ',' or ']'), each item
+ * parsed on its own. It does not track nesting depth or check the
+ * punctuation it is not asked for: validate the whole text first. The text
+ * must outlive the cursor. NULL when out of memory. */
+typedef struct hvq_json_cursor hvq_json_cursor;
+hvq_json_cursor *hvq_json_cursor_new(const char *text, size_t len);
+void hvq_json_cursor_free(hvq_json_cursor *c);
+
+/* The next byte after whitespace (which is skipped), or 0 at the end. */
+int hvq_json_cursor_peek(hvq_json_cursor *c);
+/* Skips whitespace and consumes ch when it comes next: 1, else 0. */
+int hvq_json_cursor_take(hvq_json_cursor *c, char ch);
+/* Parses the value at the cursor and moves past it; NULL with *err filled
+ * on an error (err may be NULL). The value and everything reachable from
+ * it belong to the cursor and stay valid until its next value or skip. */
+const hvq_json_value *hvq_json_cursor_value(hvq_json_cursor *c,
+                                            hvq_json_error *err);
+/* Moves past the value at the cursor, checking it and keeping nothing:
+ * 0, or -1 with *err filled. */
+int hvq_json_cursor_skip(hvq_json_cursor *c, hvq_json_error *err);
+/* The byte offset of the cursor, and a move to one returned earlier. */
+size_t hvq_json_cursor_pos(const hvq_json_cursor *c);
+void hvq_json_cursor_seek(hvq_json_cursor *c, size_t pos);
+
 #ifdef __cplusplus
 }
 #endif

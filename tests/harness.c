@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -205,6 +207,11 @@ static char *slurp_fd(int fd)
 
 int th_run(char **out, char **err, const char *const *args)
 {
+    return th_run_rss(out, err, args, NULL);
+}
+
+int th_run_rss(char **out, char **err, const char *const *args, long *max_rss_kb)
+{
     char exe[PATH_MAX];
     snprintf(exe, sizeof exe, "%s/hvqconv", th_builddir());
     char outp[PATH_MAX], errp[PATH_MAX];
@@ -233,8 +240,12 @@ int th_run(char **out, char **err, const char *const *args)
         _exit(127);
     }
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
         ;
+    if (max_rss_kb)
+        *max_rss_kb = ru.ru_maxrss;
     free(argv);
     lseek(ofd, 0, SEEK_SET);
     lseek(efd, 0, SEEK_SET);

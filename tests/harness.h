@@ -58,6 +58,9 @@ int th_exists(const char *path);
  * stderr (malloc'd, NUL-terminated, may be NULL to discard). Returns the
  * exit status (or 128+signal). */
 int th_run(char **out, char **err, const char *const *args);
+/* The same, and the child's peak resident set size in KiB (wait4's
+ * ru_maxrss) into *max_rss_kb. */
+int th_run_rss(char **out, char **err, const char *const *args, long *max_rss_kb);
 
 /* Runs every test of s; the exit status for main (frees s). */
 int th_run_suite(Suite *s);

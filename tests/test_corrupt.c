@@ -975,6 +975,78 @@ START_TEST(corrupt_npz)
 }
 END_TEST
 
+/* ---- what an archive's members claim --------------------------------------- */
+
+/* tests/data/claims (make_claims.py): int32 token arrays whose NPY header
+ * and zip records claim 1 TiB in a file of a few hundred bytes, read as a
+ * model (run), as eval's tokens and as calibrate's. Each is refused before
+ * anything is allocated for it: exit 2, the file and the member named
+ * (they asked for 1 TiB: exit 1, "out of memory", no file named). */
+START_TEST(npz_size_claims)
+{
+    static const struct {
+        const char *file, *phrase;
+    } cases[] = {
+        {"stored-1tib.npz", "member 'ids.npy': the central directory gives it 1099511627904 "
+                            "compressed bytes from byte 57, beyond the end of the file (344 "
+                            "bytes)"},
+        {"stored-claim.npz", "member 'ids.npy': the central directory claims 1099511627904 bytes "
+                             "for it, but it is stored (not compressed) in 192"},
+        {"deflated-claim.npz", "member 'ids.npy': the central directory claims 1099511627904 "
+                               "bytes for it from 4170 compressed bytes, more than the 1032 "
+                               "times deflate can expand them"},
+        {"local-claim.npz", "member 'ids.npy': its local header claims 1099511627904 bytes for "
+                            "it, but it is stored (not compressed) in 192"},
+        {"claim.npy", "needs 1099511627776 data bytes but the file holds 64"},
+    };
+    static char b_model[PATH_MAX], b_cal[PATH_MAX];
+    const char *model = keep(b_model, model_dir());
+    const char *cal = keep(b_cal, gpath("cal.yaml"));
+    static tmpl run = {"run", "-q", NULL, "-i", "@IN@", "-o", "@OUT@", NULL};
+    const char *t_run[8], *t_eval[] = {"eval", model, "--tokens", "@IN@", NULL};
+    const char *t_cal[] = {"run", "-q", cal, "-i", model, "-o", "@OUT@", NULL};
+    memcpy(t_run, run, sizeof t_run);
+    t_run[2] = pipe_all();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char lab[160], pipe[2 * PATH_MAX];
+        const char *name = strrchr(cases[i].file, '.');
+        char in_case[PATH_MAX];
+        bytes b = b_file(th_src(join("tests/data/claims", cases[i].file)));
+        /* calibrate reads the file where bad_in puts it */
+        snprintf(in_case, sizeof in_case, "%s/ids%s", gpath("case"), name);
+        snprintf(pipe, sizeof pipe, "name: cal\nselect:\n  include: [\"*q_proj.weight\"]\n"
+                 "stages:\n  hessian: { plugin: calibrate, tokens: \"%s\", windows: 1, ctx: 8 }\n"
+                 "  clusterer: rtn\n  writer: dequant\n", in_case);
+        write_text(cal, pipe);
+        snprintf(lab, sizeof lab, "run %s", cases[i].file);
+        bad_in(lab, t_run, strrchr(in_case, '/') + 1, b.p, b.n, cases[i].phrase, NULL, NULL);
+        snprintf(lab, sizeof lab, "eval --tokens %s", cases[i].file);
+        bad_in(lab, t_eval, strrchr(in_case, '/') + 1, b.p, b.n, cases[i].phrase, NULL, NULL);
+        snprintf(lab, sizeof lab, "calibrate tokens %s", cases[i].file);
+        bad_in(lab, t_cal, strrchr(in_case, '/') + 1, b.p, b.n, cases[i].phrase, NULL, NULL);
+        free(b.p);
+    }
+    /* The same ids behind ZIP64 end records and extra fields, and behind a
+     * self-extracting stub: read, not refused (eval takes only files that
+     * start as a zip or an NPY). */
+    static const char *const good[] = {"zip64-ok.npz", "sfx-ok.npz"};
+    for (size_t i = 0; i < 2; i++) {
+        static char b_f[PATH_MAX];
+        const char *f = keep(b_f, th_src(join("tests/data/claims", good[i])));
+        ok_run(good[i], "run", "-q", pipe_all(), "-i", f, "-o", gpath("good.safetensors"),
+               "-f", (const char *)NULL);
+        if (i > 0)
+            continue;
+        char *out, *err;
+        int rc = hvq(&out, &err, "eval", model, "--tokens", f, "--ctx", "8", (const char *)NULL);
+        ck_assert_msg(rc == 0, "eval --tokens %s: exit %d\n%s", good[i], rc, err);
+        th_assert_contains(out, "PPL");
+        free(out);
+        free(err);
+    }
+}
+END_TEST
+
 /* ---- Hessians: imatrix (.dat, GGUF) and file ------------------------------ */
 
 static const char *pipe_imatrix(void)
@@ -1844,6 +1916,11 @@ static Suite *suite(void)
     tcase_add_test(tc, write_failures);
     tcase_add_test(tc, reproducible);
     suite_add_tcase(s, tc);
+    TCase *tm = tcase_create("claims");
+    tcase_add_checked_fixture(tm, setup, teardown);
+    tcase_set_timeout(tm, 600);
+    tcase_add_test(tm, npz_size_claims);
+    suite_add_tcase(s, tm);
     return s;
 }
 

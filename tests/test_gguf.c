@@ -677,6 +677,81 @@ START_TEST(gguf_sink_meta_texts)
 }
 END_TEST
 
+/* Values far larger than the sink's 64 KiB of buffered output: array
+ * counts patched in the file once the items are out (nested ones too),
+ * read back as the same text; a bad item deep in such an array is named. */
+START_TEST(gguf_sink_large_values)
+{
+    enum { N_OUTER = 3, N_INNER = 40000 };
+    size_t cap = (size_t)N_OUTER * N_INNER * 8 + 4096, o = 0, i, k;
+    char *nested = malloc(cap), *flat = malloc(cap);
+    const char *p = tmp("large.gguf");
+    hvq_meta meta[2];
+    hvq_tensor_info info;
+    hvq_tensor t;
+    float w[2] = {1, 2};
+    void *sink = NULL, *src;
+
+    ck_assert_ptr_nonnull(nested);
+    ck_assert_ptr_nonnull(flat);
+    o += (size_t)snprintf(nested + o, cap - o, "{\"gguf_type\":\"array\","
+                          "\"item_type\":\"array\",\"value\":[");
+    for (k = 0; k < N_OUTER; k++) {
+        o += (size_t)snprintf(nested + o, cap - o, "%s{\"gguf_type\":\"array\","
+                              "\"item_type\":\"uint16\",\"value\":[", k ? "," : "");
+        for (i = 0; i < N_INNER / (k + 1); i++)
+            o += (size_t)snprintf(nested + o, cap - o, "%s%zu", i ? "," : "",
+                                  (i * 7 + k) % 65536);
+        o += (size_t)snprintf(nested + o, cap - o, "]}");
+    }
+    snprintf(nested + o, cap - o, "]}");
+    o = (size_t)snprintf(flat, cap, "{\"gguf_type\":\"array\",\"item_type\":"
+                         "\"string\",\"value\":[");
+    for (i = 0; i < N_INNER; i++)
+        o += (size_t)snprintf(flat + o, cap - o, "%s\"s%zu\"", i ? "," : "", i);
+    snprintf(flat + o, cap - o, "]}");
+    meta[0].key = "test.nested";
+    meta[0].value = nested;
+    meta[1].key = "test.flat";
+    meta[1].value = flat;
+    memset(&info, 0, sizeof info);
+    info.name = "w";
+    info.dtype = HVQ_DTYPE_F32;
+    info.ndim = 1;
+    info.shape[0] = 2;
+    info.nbytes = sizeof w;
+    ck_assert_msg(gg->sink_create(g_ctx, p, meta, 2, &info, 1, &sink) == HVQ_OK,
+                  "%s", hvq_ctx_error(g_ctx));
+    t.info = info;
+    t.data = w;
+    ck_assert_int_eq(gg->sink_write(g_ctx, sink, &t), HVQ_OK);
+    ck_assert_int_eq(gg->sink_finish(g_ctx, sink), HVQ_OK);
+    gg->sink_close(g_ctx, sink);
+    ck_assert_int_eq(hvq_outputs_commit(g_ctx), HVQ_OK);
+    src = open_ok(p);
+    ck_assert_str_eq(meta_get(src, "test.nested"), nested);
+    ck_assert_str_eq(meta_get(src, "test.flat"), flat);
+    gg->source_close(g_ctx, src);
+
+    /* The last item of the last inner array out of range. */
+    o = strlen(nested) - 3;
+    while (nested[o] != ',')
+        o--;
+    memcpy(nested + o, ",70000", 6);
+    ck_assert_str_eq(nested + o + 6, "]}]}");
+    sink = (void *)1;
+    ck_assert_int_eq(gg->sink_create(g_ctx, tmp("bad.gguf"), meta, 2, &info, 1, &sink),
+                     HVQ_E_INPUT);
+    ck_assert_ptr_null(sink);
+    th_assert_contains(hvq_ctx_error(g_ctx), "bad.gguf: metadata 'test.nested' (array item");
+    th_assert_contains(hvq_ctx_error(g_ctx), "the uint16 value 70000 is not an integer in "
+                                             "0..65535");
+    ck_assert(!th_exists(tmp("bad.gguf")));
+    free(nested);
+    free(flat);
+}
+END_TEST
+
 typedef struct sink_bad {
     const char *key, *value;      /* one metadata entry, or NULL */
     hvq_dtype dtype;              /* tensor "w" */
@@ -1766,6 +1841,129 @@ START_TEST(gguf_cli_end_to_end)
 END_TEST
 
 /* ========================================================================
+ * Memory: a tokenizer's worth of metadata through the real binary
+ * ====================================================================== */
+
+/* The fixture's tokenizer: BIG_META_TOKENS entries in each of its three
+ * parallel arrays (tokens, scores, token types) and a precompiled_charsmap
+ * (an array of uint8, as SentencePiece's normalizer is stored) of
+ * BIG_META_CHARSMAP bytes: 18 MB of metadata, 9 MB of it short strings. */
+#define BIG_META_TOKENS 600000u
+#define BIG_META_CHARSMAP (4u << 20)
+/* The most a child writing a GGUF may use for it, in MiB. Today a copy
+ * takes 36 and decode, which reads the metadata escaped twice in the
+ * container, 95 (127 and 111 under ASan, whose allocator and shadow
+ * memory cost more). The sink used to build a DOM of each value, about
+ * 100 bytes per array item whatever its size: 530 and 570 MB. */
+#if defined(__SANITIZE_ADDRESS__)
+#define BIG_META_MAX_RSS_MB 320
+#else
+#define BIG_META_MAX_RSS_MB 160
+#endif
+
+/* The fixture: one small F32 tensor behind the tokenizer. */
+static const char *big_meta_gguf(const char *name, size_t *meta_bytes)
+{
+    gb kv, f;
+    float w[64];
+    char tok[32];
+    bt t = {"w.weight", 0, 2, {8, 8, 0, 0}, w, sizeof w};
+    uint32_t i, n = BIG_META_TOKENS;
+    const char *p;
+
+    memset(&kv, 0, sizeof kv);
+    memset(&f, 0, sizeof f);
+    for (i = 0; i < 64; i++)
+        w[i] = (float)i * 0.25f - 8.0f;
+    kv_head(&kv, "tokenizer.ggml.model", T_STR);
+    gb_str(&kv, "llama");
+    kv_head(&kv, "tokenizer.ggml.tokens", T_ARR);
+    gb_u32(&kv, T_STR);
+    gb_u64(&kv, n);
+    for (i = 0; i < n; i++) {
+        snprintf(tok, sizeof tok, i % 3 ? "t%u" : "\xe2\x96\x81w%u", i);
+        gb_str(&kv, tok);
+    }
+    kv_head(&kv, "tokenizer.ggml.scores", T_ARR);
+    gb_u32(&kv, T_F32);
+    gb_u64(&kv, n);
+    for (i = 0; i < n; i++)
+        gb_f32(&kv, -(float)i * 0.125f);
+    kv_head(&kv, "tokenizer.ggml.token_type", T_ARR);
+    gb_u32(&kv, T_I32);
+    gb_u64(&kv, n);
+    for (i = 0; i < n; i++)
+        gb_u32(&kv, i < 3 ? 3 : i < 259 ? 6 : 1);
+    kv_head(&kv, "tokenizer.ggml.precompiled_charsmap", T_ARR);
+    gb_u32(&kv, T_U8);
+    gb_u64(&kv, BIG_META_CHARSMAP);
+    for (i = 0; i < BIG_META_CHARSMAP; i++)
+        gb_u8(&kv, (uint8_t)(i * 7u >> 3));
+    *meta_bytes = kv.len;
+    gb_file(&f, 3, &kv, 5, &t, 1, 32, NULL);
+    p = save(name, &f);
+    gb_free(&kv);
+    gb_free(&f);
+    return p;
+}
+
+/* Runs hvqconv; exit status 0 and the peak RSS under the bound. */
+static void run_bounded(const char *what, const char *const *args)
+{
+    char *out = NULL, *err = NULL;
+    long rss_kb = 0;
+    int rc = th_run_rss(&out, &err, args, &rss_kb);
+    ck_assert_msg(rc == 0, "%s exited %d:\n%s%s", what, rc, out, err);
+    ck_assert_msg(rss_kb > 0 && rss_kb < BIG_META_MAX_RSS_MB * 1024L,
+                  "%s: peak RSS %ld KiB, more than %d MiB", what, rss_kb,
+                  BIG_META_MAX_RSS_MB);
+    free(out);
+    free(err);
+}
+
+/* GGUF in, GGUF out (byte for byte), and GGUF in, .hvq, decode to GGUF:
+ * the memory of each run that writes the GGUF is bounded by a small
+ * multiple of the metadata. */
+START_TEST(gguf_cli_large_metadata)
+{
+    char in[4096], y[4096], yh[4096], z[4096], pipe[4096];
+    size_t meta_bytes;
+    FILE *f;
+
+    snprintf(in, sizeof in, "%s", big_meta_gguf("big.gguf", &meta_bytes));
+    ck_assert_uint_gt(meta_bytes, 10u << 20);
+    snprintf(y, sizeof y, "%s", tmp("Y.gguf"));
+    snprintf(yh, sizeof yh, "%s", tmp("Y.hvq"));
+    snprintf(z, sizeof z, "%s", tmp("Z.gguf"));
+    snprintf(pipe, sizeof pipe, "%s", tmp("copy.yaml"));
+    f = fopen(pipe, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("name: copy\nselect:\n  include: [\"nothing\"]\nstages:\n"
+          "  clusterer: rtn\n  writer: { plugin: dequant, dtype: same }\n", f);
+    fclose(f);
+    {
+        const char *args[] = {"run", pipe, "-i", in, "-o", y, "-q", NULL};
+        run_bounded("run to GGUF", args);
+    }
+    ck_assert(same_bytes(in, y));
+    {
+        const char *args[] = {"run", pipe, "-i", in, "-o", yh, "-q",
+                              "--set", "stages.writer.plugin=hvq", NULL};
+        char *out = NULL, *err = NULL;
+        int rc = th_run(&out, &err, args);
+        ck_assert_msg(rc == 0, "run to .hvq exited %d:\n%s%s", rc, out, err);
+        free(out);
+        free(err);
+    }
+    {
+        const char *args[] = {"decode", yh, "-o", z, "-q", NULL};
+        run_bounded("decode to GGUF", args);
+    }
+    ck_assert(same_bytes(in, z));
+}
+END_TEST
+
+/* ========================================================================
  * Suite
  * ====================================================================== */
 static Suite *suite(void)
@@ -1781,6 +1979,7 @@ static Suite *suite(void)
     tcase_add_test(tc, gguf_sink_meta_texts);
     tcase_add_loop_test(tc, gguf_sink_errors, 0,
                         (int)(sizeof sink_bads / sizeof sink_bads[0]));
+    tcase_add_test(tc, gguf_sink_large_values);
     tcase_add_test(tc, gguf_sink_order);
     tcase_add_test(tc, gguf_dequant);
     tcase_add_test(tc, gguf_opaque_passthrough);
@@ -1795,6 +1994,7 @@ static Suite *suite(void)
     tcase_add_test(tr, gguf_real_matches_safetensors);
     tcase_add_test(tr, gguf_real_rewrite);
     tcase_add_test(tr, gguf_cli_end_to_end);
+    tcase_add_test(tr, gguf_cli_large_metadata);
     suite_add_tcase(s, tr);
     return s;
 }

@@ -156,6 +156,15 @@ START_TEST(json_invalid)
     th_assert_contains(err.message, b->reason);
     /* NULL err is allowed. */
     ck_assert_ptr_null(hvq_json_parse(b->text, len, 0, NULL));
+    /* hvq_json_validate says the same, word for word. */
+    {
+        hvq_json_error verr;
+        ck_assert_int_eq(hvq_json_validate(b->text, len, &verr), -1);
+        ck_assert_int_eq(verr.status, err.status);
+        ck_assert_uint_eq(verr.offset, err.offset);
+        ck_assert_str_eq(verr.message, err.message);
+        ck_assert_int_eq(hvq_json_validate(b->text, len, NULL), -1);
+    }
 }
 END_TEST
 
@@ -282,6 +291,10 @@ START_TEST(json_depth)
     ck_assert_int_eq(err.status, HVQ_JSON_E_DEPTH);
     ck_assert_uint_eq(err.offset, HVQ_JSON_MAX_DEPTH);
     th_assert_contains(err.message, "nesting deeper than 64 levels");
+    ck_assert_int_eq(hvq_json_validate(buf, 2 * (HVQ_JSON_MAX_DEPTH + 1), &err), -1);
+    ck_assert_int_eq(err.status, HVQ_JSON_E_DEPTH);
+    ck_assert_uint_eq(err.offset, HVQ_JSON_MAX_DEPTH);
+    ck_assert_int_eq(hvq_json_validate(buf + 1, 2 * HVQ_JSON_MAX_DEPTH, &err), 0);
 
     /* Objects count too; a deep unterminated input fails cleanly. */
     {
@@ -443,6 +456,72 @@ START_TEST(json_utf8_valid)
 }
 END_TEST
 
+/* Validation without a DOM, and a cursor walking containers by hand. */
+START_TEST(json_cursor)
+{
+    const char *text = " {\"a\": [1, \"two\", [3, {\"x\": null}], true] ,\"b\":-0.5} ";
+    hvq_json_cursor *c;
+    const hvq_json_value *v;
+    hvq_json_error err;
+    size_t at;
+
+    ck_assert_int_eq(hvq_json_validate(text, strlen(text), &err), 0);
+    ck_assert_int_eq(err.status, HVQ_JSON_OK);
+    ck_assert_int_eq(hvq_json_validate(NULL, 0, &err), -1);
+    th_assert_contains(err.message, "empty input at byte 0");
+    ck_assert_int_eq(hvq_json_validate("[1,2] x", 7, &err), -1);
+    th_assert_contains(err.message, "unexpected data after the JSON value at byte 6");
+
+    c = hvq_json_cursor_new(text, strlen(text));
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(hvq_json_cursor_peek(c), '{');
+    ck_assert_int_eq(hvq_json_cursor_take(c, '['), 0);
+    ck_assert_int_eq(hvq_json_cursor_take(c, '{'), 1);
+    v = hvq_json_cursor_value(c, &err);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_str_eq(hvq_json_string(v, NULL), "a");
+    ck_assert_int_eq(hvq_json_cursor_take(c, ':'), 1);
+    at = hvq_json_cursor_pos(c);
+    ck_assert_int_eq(hvq_json_cursor_take(c, '['), 1);
+    v = hvq_json_cursor_value(c, &err);
+    ck_assert_str_eq(v->str, "1");
+    ck_assert_int_eq(hvq_json_cursor_take(c, ','), 1);
+    v = hvq_json_cursor_value(c, &err);
+    ck_assert_str_eq(hvq_json_string(v, NULL), "two");
+    ck_assert_int_eq(hvq_json_cursor_take(c, ','), 1);
+    /* a whole container as one value, then one skipped */
+    v = hvq_json_cursor_value(c, &err);
+    ck_assert_uint_eq(hvq_json_count(v), 2);
+    ck_assert_int_eq(hvq_json_get(hvq_json_item(v, 1), "x")->type, HVQ_JSON_NULL);
+    ck_assert_int_eq(hvq_json_cursor_take(c, ','), 1);
+    ck_assert_int_eq(hvq_json_cursor_skip(c, &err), 0);
+    ck_assert_int_eq(hvq_json_cursor_take(c, ']'), 1);
+    ck_assert_int_eq(hvq_json_cursor_take(c, ','), 1);
+    ck_assert_str_eq(hvq_json_cursor_value(c, &err)->str, "b");
+    ck_assert_int_eq(hvq_json_cursor_take(c, ':'), 1);
+    v = hvq_json_cursor_value(c, &err);
+    ck_assert(v->num == -0.5);
+    ck_assert_int_eq(hvq_json_cursor_take(c, '}'), 1);
+    ck_assert_int_eq(hvq_json_cursor_peek(c), 0);
+    ck_assert_int_eq(hvq_json_cursor_take(c, 0), 0);
+    /* back to the array: skipped whole */
+    hvq_json_cursor_seek(c, at);
+    ck_assert_int_eq(hvq_json_cursor_skip(c, &err), 0);
+    ck_assert_int_eq(hvq_json_cursor_take(c, ','), 1);
+    /* a bad leaf fails with the parser's message */
+    hvq_json_cursor_free(c);
+    c = hvq_json_cursor_new("[01]", 4);
+    ck_assert_int_eq(hvq_json_cursor_take(c, '['), 1);
+    ck_assert_ptr_null(hvq_json_cursor_value(c, &err));
+    th_assert_contains(err.message, "leading zero in number at byte 1");
+    hvq_json_cursor_seek(c, 1);
+    ck_assert_int_eq(hvq_json_cursor_skip(c, &err), -1);
+    th_assert_contains(err.message, "leading zero");
+    hvq_json_cursor_free(c);
+    hvq_json_cursor_free(NULL);
+}
+END_TEST
+
 START_TEST(json_large)
 {
     /* Many members and long strings exercise the arena and stacks. */
@@ -459,6 +538,7 @@ START_TEST(json_large)
     text[o++] = '}';
     doc = hvq_json_parse(text, o, HVQ_JSON_NO_DUPLICATES, NULL);
     ck_assert_ptr_nonnull(doc);
+    ck_assert_int_eq(hvq_json_validate(text, o, NULL), 0);
     r = hvq_json_root(doc);
     ck_assert_uint_eq(hvq_json_count(r), n);
     ck_assert_str_eq(r->members[n - 1].key, "t19999");
@@ -475,6 +555,7 @@ START_TEST(json_large)
     ck_assert_ptr_nonnull(doc);
     ck_assert_uint_eq(hvq_json_root(doc)->len, (1 << 20) - 2);
     hvq_json_free(doc);
+    ck_assert_int_eq(hvq_json_validate(big, 1 << 20, NULL), 0);
     free(big);
 }
 END_TEST
@@ -1220,6 +1301,7 @@ static Suite *suite(void)
     tcase_add_test(tj, json_int64_exact);
     tcase_add_test(tj, json_numbers);
     tcase_add_test(tj, json_utf8_valid);
+    tcase_add_test(tj, json_cursor);
     tcase_add_test(tj, json_large);
     suite_add_tcase(s, tj);
 

@@ -233,7 +233,8 @@ typedef struct gg_source {
     uint64_t data_start;
     gg_tensor *tensors;
     size_t n_tensors;
-    hvq_meta *meta;         /* keys and values: host memory */
+    hvq_meta *meta;         /* keys: host memory; values: malloc'd (each
+                               the buffer it was written into) */
     size_t n_meta;
     void *buf;              /* dequantized or realigned data */
     size_t buf_cap;
@@ -253,7 +254,7 @@ static void gg_source_free(gg_source *s)
     h->free(s->tensors);
     for (i = 0; i < s->n_meta; i++) {
         h->free((void *)s->meta[i].key);
-        h->free((void *)s->meta[i].value);
+        free((void *)s->meta[i].value); /* from hvq_buf: malloc */
     }
     h->free(s->meta);
     h->free(s->buf);
@@ -385,17 +386,38 @@ static hvq_status gg_read_preamble(gg_reader *r, gg_source *s,
     return HVQ_OK;
 }
 
+/* A metadata value (of type type, at r) as its JSON text, malloc'd: the
+ * buffer it is written into becomes the value, so that a value of
+ * hundreds of megabytes (a tokenizer's arrays) is never copied. */
+static hvq_status gg_read_value(gg_reader *r, uint32_t type,
+                                const char **value)
+{
+    hvq_buf b;
+    char *v;
+    hvq_status st;
+    hvq_buf_init(&b);
+    st = gg_meta_to_json(r, type, &b);
+    v = st == HVQ_OK ? realloc(b.data, b.len + 1) : NULL;
+    if (v == NULL) {
+        hvq_buf_free(&b);
+        return st != HVQ_OK ? st
+                            : gg_fail(r->ctx, HVQ_E_NOMEM, r->path,
+                                      "out of memory");
+    }
+    v[b.len] = '\0';
+    *value = v;
+    return HVQ_OK;
+}
+
 /* The metadata entries, into s->meta. */
 static hvq_status gg_read_meta(gg_reader *r, gg_source *s, uint64_t n_kv)
 {
     hvq_ctx *ctx = r->ctx;
     const hvq_host *h = s->host;
     gg_keyref *refs = NULL;
-    hvq_buf b;
     uint64_t i;
     hvq_status st = HVQ_OK;
 
-    hvq_buf_init(&b);
     s->meta = h->calloc(ctx, n_kv ? (size_t)n_kv : 1, sizeof *s->meta);
     if (s->meta == NULL)
         return HVQ_E_NOMEM;
@@ -462,15 +484,10 @@ static hvq_status gg_read_meta(gg_reader *r, gg_source *s, uint64_t n_kv)
             }
             s->alignment = a;
         }
-        b.len = 0;
-        st = gg_meta_to_json(r, type, &b);
+        st = gg_read_value(r, type, &m->value);
         if (st != HVQ_OK)
             goto out;
-        m->value = gg_strndup(ctx, (const unsigned char *)b.data, b.len);
-        if (m->value == NULL) {
-            st = HVQ_E_NOMEM;
-            goto out;
-        }
+        gg_release(r, 0);
     }
     r->where[0] = '\0';
 
@@ -496,7 +513,6 @@ static hvq_status gg_read_meta(gg_reader *r, gg_source *s, uint64_t n_kv)
         }
 out:
     h->free(refs);
-    hvq_buf_free(&b);
     return st;
 }
 
@@ -771,6 +787,7 @@ static hvq_status gg_source_open(hvq_ctx *ctx, const char *path,
         r.ctx = ctx;
         r.path = s->path;
         r.p = s->map;
+        r.mapped = 1;
         r.size = s->size;
         st = gg_read_preamble(&r, s, &n_tensors, &n_kv);
     }
@@ -782,6 +799,7 @@ static hvq_status gg_source_open(hvq_ctx *ctx, const char *path,
         gg_source_free(s);
         return st;
     }
+    gg_release(&r, 1); /* the header: read, and kept in memory of its own */
     ctx->host->log(ctx, HVQ_LOG_DEBUG,
                    "%s: GGUF v%u, %zu tensors, %zu metadata entries, "
                    "alignment %u",
@@ -1082,6 +1100,92 @@ static hvq_status gg_write_zeros(hvq_ctx *ctx, hvq_output *out, uint64_t n)
     return HVQ_OK;
 }
 
+/* The sink's state, with its output open (the file not yet written). */
+static hvq_status gg_sink_new(hvq_ctx *ctx, const char *path,
+                              const hvq_tensor_info *tensors, size_t n,
+                              uint32_t alignment, gg_sink **out)
+{
+    const hvq_host *h = ctx->host;
+    gg_sink *k = h->calloc(ctx, 1, sizeof *k);
+    hvq_status st;
+    size_t i;
+
+    *out = k;
+    if (k == NULL)
+        return HVQ_E_NOMEM;
+    k->host = h;
+    k->alignment = alignment;
+    k->path = h->strdup(ctx, path);
+    k->decl = h->calloc(ctx, n ? n : 1, sizeof *k->decl);
+    if (k->path == NULL || k->decl == NULL)
+        return HVQ_E_NOMEM;
+    k->n = n; /* decl is zeroed: gg_sink_free copes with a partial fill */
+    for (i = 0; i < n; i++) {
+        k->decl[i].name = h->strdup(ctx, tensors[i].name);
+        if (k->decl[i].name == NULL)
+            return HVQ_E_NOMEM;
+        k->decl[i].nbytes = tensors[i].nbytes;
+    }
+    k->out = h->output_open(ctx, path);
+    if (k->out != NULL)
+        return HVQ_OK;
+    st = h->status(ctx); /* the host has set the message and status */
+    return st != HVQ_OK ? st : HVQ_E_IO;
+}
+
+/* The header (magic, version, counts, metadata, tensor infos, zero
+ * padding to the alignment) to o, drained to its end. Run twice: counting
+ * only (o->out NULL), which checks every value, then writing; typed[i]
+ * carries what the first run learnt of entry i (gg_meta_from_text). */
+static hvq_status gg_write_header(hvq_ctx *ctx, const char *path,
+                                  const hvq_meta *meta, size_t n_meta,
+                                  const hvq_tensor_info *tensors,
+                                  const gg_type *const *types, size_t n,
+                                  gg_out *o, uint32_t *alignment,
+                                  signed char *typed)
+{
+    static const char zero[256];
+    uint64_t off = 0, len;
+    size_t i;
+    int d;
+    hvq_status st = HVQ_OK;
+
+    *alignment = GG_DEFAULT_ALIGNMENT;
+    hvq_buf_append(&o->b, GG_MAGIC, 4);
+    gg_put_u32(&o->b, GG_VERSION_WRITTEN);
+    gg_put_u64(&o->b, (uint64_t)n);
+    gg_put_u64(&o->b, (uint64_t)n_meta);
+    for (i = 0; i < n_meta && st == HVQ_OK; i++)
+        st = gg_meta_from_text(ctx, path, &meta[i], o, alignment, &typed[i]);
+    for (i = 0; i < n && st == HVQ_OK; i++) {
+        const hvq_tensor_info *t = &tensors[i];
+        uint64_t padded;
+        size_t nlen = strlen(t->name);
+        gg_put_u64(&o->b, (uint64_t)nlen);
+        hvq_buf_append(&o->b, t->name, nlen);
+        gg_put_u32(&o->b, (uint32_t)t->ndim);
+        for (d = t->ndim - 1; d >= 0; d--)
+            gg_put_u64(&o->b, (uint64_t)t->shape[d]);
+        gg_put_u32(&o->b, types[i]->id);
+        gg_put_u64(&o->b, off);
+        if (!gg_align_up(t->nbytes, *alignment, &padded) ||
+            !gg_add(off, padded, &off))
+            return gg_fail(ctx, HVQ_E_INPUT, path,
+                           "the tensors add up to more than 2^64 bytes");
+        st = gg_out_drain(o, 0);
+    }
+    if (st != HVQ_OK)
+        return st;
+    len = o->drained + o->b.len;
+    while (len % *alignment != 0) {
+        size_t c = *alignment - len % *alignment;
+        c = c > sizeof zero ? sizeof zero : c;
+        hvq_buf_append(&o->b, zero, c);
+        len += c;
+    }
+    return gg_out_drain(o, 1);
+}
+
 static hvq_status gg_sink_create(hvq_ctx *ctx, const char *path,
                                  const hvq_meta *meta, size_t n_meta,
                                  const hvq_tensor_info *tensors, size_t n,
@@ -1090,15 +1194,17 @@ static hvq_status gg_sink_create(hvq_ctx *ctx, const char *path,
     const hvq_host *h = ctx->host;
     gg_sink *k = NULL;
     const gg_type **types = NULL;
-    hvq_buf b;
-    uint32_t alignment = GG_DEFAULT_ALIGNMENT;
-    uint64_t off = 0, hlen;
+    signed char *typed = NULL;
+    gg_out o;
+    uint32_t alignment;
     size_t i;
-    int d;
     hvq_status st;
 
     *state = NULL;
-    hvq_buf_init(&b);
+    memset(&o, 0, sizeof o);
+    o.ctx = ctx;
+    o.path = path;
+    hvq_buf_init(&o.b);
     if (path == NULL)
         return h->error(ctx, HVQ_E_INTERNAL, "gguf: no output path");
     if (n > 0 && tensors == NULL)
@@ -1116,102 +1222,41 @@ static hvq_status gg_sink_create(hvq_ctx *ctx, const char *path,
                            meta[i].key);
     }
     types = h->calloc(ctx, n ? n : 1, sizeof *types);
-    if (types == NULL)
-        return HVQ_E_NOMEM;
+    typed = h->alloc(ctx, n_meta ? n_meta : 1);
+    st = types != NULL && typed != NULL ? HVQ_OK : HVQ_E_NOMEM;
+    if (st != HVQ_OK)
+        goto fail;
+    memset(typed, -1, n_meta);
     for (i = 0; i < n; i++) {
         st = gg_check_tensor(ctx, path, &tensors[i], i, &types[i]);
         if (st != HVQ_OK)
             goto fail;
     }
     st = gg_check_unique(ctx, path, meta, n_meta, tensors, n);
+    if (st == HVQ_OK) /* every value checked before the file is created */
+        st = gg_write_header(ctx, path, meta, n_meta, tensors, types, n, &o,
+                             &alignment, typed);
     if (st != HVQ_OK)
         goto fail;
 
-    /* The header: magic, version, counts, metadata, tensor infos. */
-    hvq_buf_append(&b, GG_MAGIC, 4);
-    gg_put_u32(&b, GG_VERSION_WRITTEN);
-    gg_put_u64(&b, (uint64_t)n);
-    gg_put_u64(&b, (uint64_t)n_meta);
-    for (i = 0; i < n_meta; i++) {
-        st = gg_meta_from_text(ctx, path, &meta[i], &b, &alignment);
-        if (st != HVQ_OK)
-            goto fail;
-    }
-    for (i = 0; i < n; i++) {
-        const hvq_tensor_info *t = &tensors[i];
-        uint64_t padded;
-        size_t nlen = strlen(t->name);
-        gg_put_u64(&b, (uint64_t)nlen);
-        hvq_buf_append(&b, t->name, nlen);
-        gg_put_u32(&b, (uint32_t)t->ndim);
-        for (d = t->ndim - 1; d >= 0; d--)
-            gg_put_u64(&b, (uint64_t)t->shape[d]);
-        gg_put_u32(&b, types[i]->id);
-        gg_put_u64(&b, off);
-        if (!gg_align_up(t->nbytes, alignment, &padded) ||
-            !gg_add(off, padded, &off)) {
-            st = gg_fail(ctx, HVQ_E_INPUT, path,
-                         "the tensors add up to more than 2^64 bytes");
-            goto fail;
-        }
-    }
-    /* Zero padding to the alignment. */
-    if (!b.oom && b.len % alignment != 0) {
-        size_t pad = alignment - b.len % alignment;
-        char zero[256];
-        memset(zero, 0, sizeof zero);
-        while (pad > 0 && !b.oom) {
-            size_t c = pad > sizeof zero ? sizeof zero : pad;
-            hvq_buf_append(&b, zero, c);
-            pad -= c;
-        }
-    }
-    if (b.oom) {
-        st = gg_fail(ctx, HVQ_E_NOMEM, path, "out of memory");
-        goto fail;
-    }
-    hlen = b.len;
-
-    k = h->calloc(ctx, 1, sizeof *k);
-    if (k == NULL) {
-        st = HVQ_E_NOMEM;
-        goto fail;
-    }
-    k->host = h;
-    k->alignment = alignment;
-    k->path = h->strdup(ctx, path);
-    k->decl = h->calloc(ctx, n ? n : 1, sizeof *k->decl);
-    if (k->path == NULL || k->decl == NULL) {
-        st = HVQ_E_NOMEM;
-        goto fail;
-    }
-    k->n = n; /* decl is zeroed: gg_sink_free copes with a partial fill */
-    for (i = 0; i < n; i++) {
-        k->decl[i].name = h->strdup(ctx, tensors[i].name);
-        if (k->decl[i].name == NULL) {
-            st = HVQ_E_NOMEM;
-            goto fail;
-        }
-        k->decl[i].nbytes = tensors[i].nbytes;
-    }
-
-    k->out = h->output_open(ctx, path);
-    if (k->out == NULL) {
-        st = h->status(ctx); /* the host has set the message and status */
-        if (st == HVQ_OK)
-            st = HVQ_E_IO;
-        goto fail;
-    }
-    st = h->output_write(ctx, k->out, b.data, (size_t)hlen);
+    st = gg_sink_new(ctx, path, tensors, n, alignment, &k);
     if (st != HVQ_OK)
         goto fail;
-    hvq_buf_free(&b);
+    o.out = k->out;
+    o.drained = 0;
+    st = gg_write_header(ctx, path, meta, n_meta, tensors, types, n, &o,
+                         &alignment, typed);
+    if (st != HVQ_OK)
+        goto fail;
+    hvq_buf_free(&o.b);
     h->free(types);
+    h->free(typed);
     *state = k;
     return HVQ_OK;
 fail:
-    hvq_buf_free(&b);
+    hvq_buf_free(&o.b);
     h->free(types);
+    h->free(typed);
     gg_sink_free(k);
     return st;
 }

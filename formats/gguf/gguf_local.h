@@ -98,7 +98,17 @@ typedef struct gg_reader {
     uint64_t size;
     uint64_t pos;
     char where[400];         /* "metadata entry 3 ('general.name')" */
+    int mapped;              /* p is a private read-only mapping */
+    uint64_t released;       /* its first bytes dropped (whole pages) */
 } gg_reader;
+
+/* Once GG_RELEASE_STEP more bytes have been read (with all, at once),
+ * drops the mapped pages wholly before r->pos: what they held has been
+ * converted (a tokenizer's tens of megabytes of metadata) and is not read
+ * again. The mapping is private and read-only, so the pages are only
+ * dropped from memory, and read again from the file if ever touched. */
+#define GG_RELEASE_STEP (4u << 20)
+void gg_release(gg_reader *r, int all);
 
 hvq_status gg_need(gg_reader *r, uint64_t n, const char *what);
 hvq_status gg_read_u32(gg_reader *r, const char *what, uint32_t *v);
@@ -112,19 +122,41 @@ hvq_status gg_read_str(gg_reader *r, const char *what, uint64_t cap,
 void gg_put_u32(hvq_buf *b, uint32_t v);
 void gg_put_u64(hvq_buf *b, uint64_t v);
 
+/* Where the sink's header goes. Bytes are appended to b; gg_out_drain
+ * writes them to out once GG_DRAIN of them have gathered (all of them when
+ * asked), or only counts them when out is NULL: the first pass, which
+ * checks everything before the file is created. */
+typedef struct gg_out {
+    hvq_ctx *ctx;
+    const char *path;
+    hvq_output *out;
+    hvq_buf b;
+    uint64_t drained;        /* bytes drained before b's first */
+} gg_out;
+
+#define GG_DRAIN (64u << 10)
+
+hvq_status gg_out_drain(gg_out *o, int all);
+/* Stores v at byte offset at of the output (already appended): in b when
+ * it is still there, else with output_pwrite; nothing when counting. */
+hvq_status gg_out_patch_u64(gg_out *o, uint64_t at, uint64_t v);
+
 /* Source: the value of type `type` at r (a metadata entry's value, after
  * its type) as the JSON text of the documented encoding, appended to out:
  * {"gguf_type":"uint32","value":32}, or for arrays
  * {"gguf_type":"array","item_type":"string","value":["a","b"]}. */
 hvq_status gg_meta_to_json(gg_reader *r, uint32_t type, hvq_buf *out);
 
-/* Sink: one metadata entry as a GGUF key/value (key, type, value) appended
- * to out. A value in the typed JSON encoding keeps its type; any other
- * text becomes a string. For general.alignment, *alignment receives the
- * value (which must be a uint32 power of two); otherwise it is untouched. */
+/* Sink: one metadata entry as a GGUF key/value (key, type, value) to o.
+ * A value in the typed JSON encoding keeps its type; any other text
+ * becomes a string. For general.alignment, *alignment receives the value
+ * (which must be a uint32 power of two); otherwise it is untouched. The
+ * memory used is that of the largest leaf of the value, not the value's.
+ * *typed is -1 the first time (the text is then checked to be JSON) and
+ * keeps the answer, 0 or 1, for another call on the same entry. */
 hvq_status gg_meta_from_text(hvq_ctx *ctx, const char *path,
-                             const hvq_meta *m, hvq_buf *out,
-                             uint32_t *alignment);
+                             const hvq_meta *m, gg_out *o,
+                             uint32_t *alignment, signed char *typed);
 
 /* IEEE half to single precision, exact. */
 float gg_half_to_float(uint16_t h);

@@ -35,13 +35,20 @@ static void gg_json_float(hvq_buf *out, double v, int is_f32)
     }
 }
 
+static void gg_json_int(hvq_buf *out, int64_t v)
+{
+    if (v < 0)
+        hvq_buf_append(out, "-", 1);
+    hvq_buf_putu(out, v < 0 ? 0ull - (unsigned long long)v
+                            : (unsigned long long)v);
+}
+
 /* A scalar (fixed-size or string) value as bare JSON. */
 static hvq_status gg_scalar_to_json(gg_reader *r, uint32_t type,
                                     const char *what, hvq_buf *out)
 {
     unsigned n = gg_vtype_size(type);
     const unsigned char *p;
-    char tmp[40];
     uint64_t u = 0;
     hvq_status st;
     unsigned i;
@@ -71,35 +78,33 @@ static hvq_status gg_scalar_to_json(gg_reader *r, uint32_t type,
     case GG_UINT16:
     case GG_UINT32:
     case GG_UINT64:
-        snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)u);
+        hvq_buf_putu(out, (unsigned long long)u);
         break;
     case GG_INT8:
-        snprintf(tmp, sizeof tmp, "%d", (int)(int8_t)(uint8_t)u);
+        gg_json_int(out, (int8_t)(uint8_t)u);
         break;
     case GG_INT16:
-        snprintf(tmp, sizeof tmp, "%d", (int)(int16_t)(uint16_t)u);
+        gg_json_int(out, (int16_t)(uint16_t)u);
         break;
     case GG_INT32:
-        snprintf(tmp, sizeof tmp, "%ld", (long)(int32_t)(uint32_t)u);
+        gg_json_int(out, (int32_t)(uint32_t)u);
         break;
     case GG_INT64: {
         int64_t s;
         memcpy(&s, &u, sizeof s);
-        snprintf(tmp, sizeof tmp, "%lld", (long long)s);
+        gg_json_int(out, s);
         break;
     }
     case GG_FLOAT32: {
         uint32_t b32 = (uint32_t)u;
         float f;
         memcpy(&f, &b32, sizeof f);
-        tmp[0] = '\0';
         gg_json_float(out, (double)f, 1);
         break;
     }
     case GG_FLOAT64: {
         double d;
         memcpy(&d, &u, sizeof d);
-        tmp[0] = '\0';
         gg_json_float(out, d, 0);
         break;
     }
@@ -110,14 +115,13 @@ static hvq_status gg_scalar_to_json(gg_reader *r, uint32_t type,
                            "(only 0 and 1 are valid)",
                            r->where, what, (unsigned long long)r->pos,
                            (unsigned long long)u);
-        snprintf(tmp, sizeof tmp, "%s", u ? "true" : "false");
+        hvq_buf_puts(out, u ? "true" : "false");
         break;
     default:
         return gg_fail(r->ctx, HVQ_E_INTERNAL, r->path,
                        "%s: unexpected value type %u", r->where,
                        (unsigned)type);
     }
-    hvq_buf_puts(out, tmp);
     r->pos += n;
     return HVQ_OK;
 }
@@ -129,7 +133,7 @@ static hvq_status gg_array_to_json(gg_reader *r, hvq_buf *out, int depth)
     uint64_t count, i, at;
     unsigned min;
     hvq_status st;
-    char what[64];
+    hvq_buf what;
 
     if (depth > GG_MAX_NESTING)
         return gg_fail(r->ctx, HVQ_E_UNSUPPORTED, r->path,
@@ -161,24 +165,28 @@ static hvq_status gg_array_to_json(gg_reader *r, hvq_buf *out, int depth)
     hvq_buf_puts(out, "{\"gguf_type\":\"array\",\"item_type\":\"");
     hvq_buf_puts(out, gg_vtype_name(it));
     hvq_buf_puts(out, "\",\"value\":[");
-    for (i = 0; i < count; i++) {
+    hvq_buf_init(&what);
+    for (i = 0; i < count && st == HVQ_OK; i++) {
         if (i)
             hvq_buf_append(out, ",", 1);
         if (it == GG_ARRAY) {
             st = gg_array_to_json(r, out, depth + 1);
         } else {
-            snprintf(what, sizeof what, "array item %llu",
-                     (unsigned long long)i);
-            st = gg_scalar_to_json(r, it, what, out);
+            what.len = 0; /* "array item 12", without printf's cost */
+            hvq_buf_puts(&what, "array item ");
+            hvq_buf_putu(&what, (unsigned long long)i);
+            st = gg_scalar_to_json(r, it, what.oom ? "an array item"
+                                                   : what.data, out);
         }
-        if (st != HVQ_OK)
-            return st;
-        if (out->oom)
-            return gg_fail(r->ctx, HVQ_E_NOMEM, r->path,
-                           "%s: out of memory", r->where);
+        if (st == HVQ_OK && out->oom)
+            st = gg_fail(r->ctx, HVQ_E_NOMEM, r->path,
+                         "%s: out of memory", r->where);
+        gg_release(r, 0);
     }
-    hvq_buf_puts(out, "]}");
-    return HVQ_OK;
+    hvq_buf_free(&what);
+    if (st == HVQ_OK)
+        hvq_buf_puts(out, "]}");
+    return st;
 }
 
 hvq_status gg_meta_to_json(gg_reader *r, uint32_t type, hvq_buf *out)
@@ -201,12 +209,20 @@ hvq_status gg_meta_to_json(gg_reader *r, uint32_t type, hvq_buf *out)
 
 /* ------------------------------------------------------------------------
  * Sink: JSON -> file bytes
+ *
+ * The text is never parsed into one DOM: that costs about 100 bytes a
+ * value, so a tokenizer's arrays (10 MB of GGUF) took a gigabyte. It is
+ * checked with hvq_json_validate, then walked with a cursor that parses
+ * one leaf at a time, and the bytes go to a gg_out drained between items.
+ * An array's count is written as 0 and patched once its items are known.
  * ---------------------------------------------------------------------- */
 typedef struct gg_enc {
     hvq_ctx *ctx;
     const char *path;
     const char *key;
-    hvq_buf *out;
+    gg_out *o;
+    hvq_buf *out;            /* &o->b */
+    hvq_json_cursor *cur;    /* over the value text */
 } gg_enc;
 
 #define GG_ENC_FAIL(e, ...)                                                   \
@@ -221,7 +237,7 @@ static void gg_put_bytes(hvq_buf *b, uint64_t v, unsigned n)
     hvq_buf_append(b, c, n);
 }
 
-/* "item 3 of " or "" for messages. */
+/* " (array item 3)" or "" for messages (formatted only for one). */
 static const char *gg_at(char *buf, size_t len, long long item)
 {
     if (item < 0)
@@ -237,7 +253,6 @@ static hvq_status gg_enc_float(gg_enc *e, const hvq_json_value *v,
 {
     char at[48];
     const char *tn = is_f32 ? "float32" : "float64";
-    gg_at(at, sizeof at, item);
     if (v->type == HVQ_JSON_STRING) {
         const char *s = v->str;
         if (strcmp(s, "nan") == 0) {
@@ -259,13 +274,14 @@ static hvq_status gg_enc_float(gg_enc *e, const hvq_json_value *v,
                            "metadata '%.200s'%s: the %s value is the string "
                            "\"%.40s\"; expected a number, \"nan\", \"inf\" "
                            "or \"-inf\"",
-                           e->key, at, tn, s);
+                           e->key, gg_at(at, sizeof at, item), tn, s);
     }
     if (v->type != HVQ_JSON_NUMBER)
         return GG_ENC_FAIL(e,
                            "metadata '%.200s'%s: the %s value is a %s, "
                            "expected a number",
-                           e->key, at, tn, hvq_json_kind(v));
+                           e->key, gg_at(at, sizeof at, item), tn,
+                           hvq_json_kind(v));
     errno = 0;
     if (is_f32) {
         float f = strtof(v->str, NULL);
@@ -274,7 +290,7 @@ static hvq_status gg_enc_float(gg_enc *e, const hvq_json_value *v,
             return GG_ENC_FAIL(e,
                                "metadata '%.200s'%s: %.60s is out of range "
                                "for float32",
-                               e->key, at, v->str);
+                               e->key, gg_at(at, sizeof at, item), v->str);
         memcpy(&b, &f, sizeof b);
         gg_put_bytes(e->out, b, 4);
     } else {
@@ -284,7 +300,7 @@ static hvq_status gg_enc_float(gg_enc *e, const hvq_json_value *v,
             return GG_ENC_FAIL(e,
                                "metadata '%.200s'%s: %.60s is out of range "
                                "for float64",
-                               e->key, at, v->str);
+                               e->key, gg_at(at, sizeof at, item), v->str);
         memcpy(&b, &d, sizeof b);
         gg_put_bytes(e->out, b, 8);
     }
@@ -297,7 +313,6 @@ static hvq_status gg_enc_scalar(gg_enc *e, uint32_t t, const hvq_json_value *v,
 {
     char at[48];
     const char *tn = gg_vtype_name(t);
-    gg_at(at, sizeof at, item);
     switch (t) {
     case GG_FLOAT32:
     case GG_FLOAT64:
@@ -308,7 +323,8 @@ static hvq_status gg_enc_scalar(gg_enc *e, uint32_t t, const hvq_json_value *v,
             return GG_ENC_FAIL(e,
                                "metadata '%.200s'%s: the bool value is a "
                                "%s, expected true or false",
-                               e->key, at, hvq_json_kind(v));
+                               e->key, gg_at(at, sizeof at, item),
+                               hvq_json_kind(v));
         gg_put_bytes(e->out, (uint64_t)b, 1);
         return HVQ_OK;
     }
@@ -317,7 +333,8 @@ static hvq_status gg_enc_scalar(gg_enc *e, uint32_t t, const hvq_json_value *v,
             return GG_ENC_FAIL(e,
                                "metadata '%.200s'%s: the string value is a "
                                "%s, expected a string",
-                               e->key, at, hvq_json_kind(v));
+                               e->key, gg_at(at, sizeof at, item),
+                               hvq_json_kind(v));
         gg_put_u64(e->out, (uint64_t)v->len);
         hvq_buf_append(e->out, v->str, v->len);
         return HVQ_OK;
@@ -327,7 +344,7 @@ static hvq_status gg_enc_scalar(gg_enc *e, uint32_t t, const hvq_json_value *v,
             return GG_ENC_FAIL(e,
                                "metadata '%.200s'%s: the uint64 value %.60s "
                                "is not an integer in 0..18446744073709551615",
-                               e->key, at,
+                               e->key, gg_at(at, sizeof at, item),
                                v->type == HVQ_JSON_NUMBER ? v->str
                                                           : hvq_json_kind(v));
         gg_put_u64(e->out, u);
@@ -346,7 +363,7 @@ static hvq_status gg_enc_scalar(gg_enc *e, uint32_t t, const hvq_json_value *v,
                                    "%.60s is not an integer in "
                                    "-9223372036854775808.."
                                    "9223372036854775807",
-                                   e->key, at,
+                                   e->key, gg_at(at, sizeof at, item),
                                    v->type == HVQ_JSON_NUMBER
                                        ? v->str
                                        : hvq_json_kind(v));
@@ -362,7 +379,7 @@ static hvq_status gg_enc_scalar(gg_enc *e, uint32_t t, const hvq_json_value *v,
             return GG_ENC_FAIL(e,
                                "metadata '%.200s'%s: the %s value %.60s is "
                                "not an integer in %lld..%lld",
-                               e->key, at, tn,
+                               e->key, gg_at(at, sizeof at, item), tn,
                                v->type == HVQ_JSON_NUMBER ? v->str
                                                           : hvq_json_kind(v),
                                lo[t], hi[t]);
@@ -372,98 +389,220 @@ static hvq_status gg_enc_scalar(gg_enc *e, uint32_t t, const hvq_json_value *v,
     }
 }
 
-/* Checks that obj has exactly the members gguf_type, value (and item_type
- * when it is an array); gives the type id, the value and the item type. */
-static hvq_status gg_enc_header(gg_enc *e, const hvq_json_value *obj,
-                                int *type, const hvq_json_value **value,
-                                int *item_type, long long item)
+/* The kind of the JSON value at the cursor, from its first byte (the text
+ * is valid JSON), for messages. */
+static const char *gg_kind_at(gg_enc *e)
 {
-    const hvq_json_value *gt, *it, *val;
-    const hvq_json_member *dup;
+    switch (hvq_json_cursor_peek(e->cur)) {
+    case '{': return "object";
+    case '[': return "array";
+    case '"': return "string";
+    case 't': case 'f': return "boolean";
+    case 'n': return "null";
+    default: return "number";
+    }
+}
+
+static hvq_status gg_cursor_fail(gg_enc *e, const hvq_json_error *err)
+{
+    if (err->status == HVQ_JSON_E_NOMEM)
+        return gg_fail(e->ctx, HVQ_E_NOMEM, e->path, "out of memory");
+    return GG_ENC_FAIL(e, "metadata '%.200s': %s", e->key, err->message);
+}
+
+/* The leaf at the cursor, parsed (and passed). An array or object where a
+ * leaf belongs is an error for the caller to report: it comes back
+ * unparsed as an empty value of its kind in *shell. */
+static hvq_status gg_leaf(gg_enc *e, const hvq_json_value **v,
+                          hvq_json_value *shell)
+{
+    hvq_json_error err;
+    int c = hvq_json_cursor_peek(e->cur);
+    if (c == '[' || c == '{') {
+        memset(shell, 0, sizeof *shell);
+        shell->type = c == '[' ? HVQ_JSON_ARRAY : HVQ_JSON_OBJECT;
+        *v = shell;
+        return HVQ_OK;
+    }
+    *v = hvq_json_cursor_value(e->cur, &err);
+    return *v != NULL ? HVQ_OK : gg_cursor_fail(e, &err);
+}
+
+/* What an object of the typed encoding holds, read member by member. A
+ * repeated member is found when it is one of the three names; any other
+ * name is unexpected anyway. */
+typedef struct gg_typed {
+    unsigned seen;             /* bit k: member k (gguf_type, item_type,
+                                  value) is present */
+    const char *kind[3];       /* their JSON kinds (first occurrence) */
+    char name[2][48];          /* gguf_type and item_type when strings */
+    int type, item_type;       /* their ids, or -1 */
+    size_t value_at;           /* where "value" starts */
+    long item_type_index, extra_index; /* member indexes, or -1 */
+    char dup[48], extra[48];   /* the first repeat, the first other name */
+    size_t end;                /* just past the object */
+} gg_typed;
+
+static const char *const gg_members[3] = {"gguf_type", "item_type", "value"};
+
+/* One member's value: recorded when it is the first of its name, else
+ * skipped. */
+static hvq_status gg_walk_member(gg_enc *e, gg_typed *h, int k, int first)
+{
+    hvq_json_error err;
+    const hvq_json_value *v;
+    if (first && k < 3)
+        h->kind[k] = gg_kind_at(e);
+    if (first && k == 2)
+        h->value_at = hvq_json_cursor_pos(e->cur);
+    if (!first || k > 1 || strcmp(h->kind[k], "string") != 0)
+        return hvq_json_cursor_skip(e->cur, &err) == 0
+                   ? HVQ_OK
+                   : gg_cursor_fail(e, &err);
+    v = hvq_json_cursor_value(e->cur, &err);
+    if (v == NULL)
+        return gg_cursor_fail(e, &err);
+    snprintf(h->name[k], sizeof h->name[k], "%s", v->str);
+    if (k == 0)
+        h->type = gg_vtype_by_name(v->str);
+    else
+        h->item_type = gg_vtype_by_name(v->str);
+    return HVQ_OK;
+}
+
+/* Reads the members of the object at the cursor into h; the cursor ends
+ * past the object. */
+static hvq_status gg_walk_typed(gg_enc *e, gg_typed *h)
+{
+    hvq_json_error err;
+    hvq_status st;
+    long i;
+
+    memset(h, 0, sizeof *h);
+    h->type = h->item_type = -1;
+    h->item_type_index = h->extra_index = -1;
+    hvq_json_cursor_take(e->cur, '{');
+    for (i = 0; !hvq_json_cursor_take(e->cur, '}'); i++) {
+        const hvq_json_value *key;
+        int k = 0;
+        hvq_json_cursor_take(e->cur, ',');
+        key = hvq_json_cursor_value(e->cur, &err);
+        if (key == NULL)
+            return gg_cursor_fail(e, &err);
+        while (k < 3 && strcmp(key->str, gg_members[k]) != 0)
+            k++;
+        if (k < 3 && (h->seen & (1u << k)) && !h->dup[0])
+            snprintf(h->dup, sizeof h->dup, "%s", key->str);
+        if (k == 3 && h->extra_index < 0) {
+            h->extra_index = i;
+            snprintf(h->extra, sizeof h->extra, "%s", key->str);
+        }
+        if (k == 1 && h->item_type_index < 0)
+            h->item_type_index = i;
+        hvq_json_cursor_take(e->cur, ':');
+        st = gg_walk_member(e, h, k, k < 3 && !(h->seen & (1u << k)));
+        if (st != HVQ_OK)
+            return st;
+        if (k < 3)
+            h->seen |= 1u << k;
+    }
+    h->end = hvq_json_cursor_pos(e->cur);
+    return HVQ_OK;
+}
+
+/* Checks that the object h describes has exactly the members gguf_type,
+ * value (and item_type when it is an array), each valid. */
+static hvq_status gg_check_typed(gg_enc *e, const gg_typed *h, long long item)
+{
     char at[48];
-    size_t i, want;
-    int t, nomem;
+    const char *tk = h->seen & 1u ? h->kind[0] : "missing";
+    const char *ik = h->seen & 2u ? h->kind[1] : "missing";
+    int is_array = h->type == GG_ARRAY;
 
     gg_at(at, sizeof at, item);
-    if (obj->type != HVQ_JSON_OBJECT)
-        return GG_ENC_FAIL(e,
-                           "metadata '%.200s'%s: an item of an array of "
-                           "arrays is a %s, expected an object "
-                           "{\"gguf_type\":\"array\",\"item_type\":...,"
-                           "\"value\":[...]}",
-                           e->key, at, hvq_json_kind(obj));
-    dup = hvq_json_object_duplicate(obj, &nomem);
-    if (nomem)
-        return gg_fail(e->ctx, HVQ_E_NOMEM, e->path, "out of memory");
-    if (dup != NULL)
+    if (h->dup[0])
         return GG_ENC_FAIL(e, "metadata '%.200s'%s: \"%.40s\" appears twice",
-                           e->key, at, dup->key);
-    gt = hvq_json_get(obj, "gguf_type");
-    if (gt == NULL || gt->type != HVQ_JSON_STRING)
+                           e->key, at, h->dup);
+    if (strcmp(tk, "string") != 0)
         return GG_ENC_FAIL(e,
                            "metadata '%.200s'%s: \"gguf_type\" is %s%s, "
                            "expected a type name",
-                           e->key, at, gt == NULL ? "" : "a ",
-                           hvq_json_kind(gt));
-    t = gg_vtype_by_name(gt->str);
-    if (t < 0)
+                           e->key, at, h->seen & 1u ? "a " : "", tk);
+    if (h->type < 0)
         return GG_ENC_FAIL(e,
                            "metadata '%.200s'%s: unknown gguf_type \"%.40s\" "
                            "(expected uint8, int8, uint16, int16, uint32, "
                            "int32, uint64, int64, float32, float64, bool, "
                            "string or array)",
-                           e->key, at, gt->str);
-    val = hvq_json_get(obj, "value");
-    if (val == NULL)
+                           e->key, at, h->name[0]);
+    if (!(h->seen & 4u))
         return GG_ENC_FAIL(e, "metadata '%.200s'%s: no \"value\"", e->key,
                            at);
-    want = 2;
-    *item_type = -1;
-    if (t == GG_ARRAY) {
-        it = hvq_json_get(obj, "item_type");
-        if (it == NULL || it->type != HVQ_JSON_STRING)
-            return GG_ENC_FAIL(e,
-                               "metadata '%.200s'%s: an array needs "
-                               "\"item_type\" naming a gguf type (it is "
-                               "%s%s)",
-                               e->key, at, it == NULL ? "" : "a ",
-                               hvq_json_kind(it));
-        *item_type = gg_vtype_by_name(it->str);
-        if (*item_type < 0)
-            return GG_ENC_FAIL(e,
-                               "metadata '%.200s'%s: unknown item_type "
-                               "\"%.40s\"",
-                               e->key, at, it->str);
-        if (val->type != HVQ_JSON_ARRAY)
-            return GG_ENC_FAIL(e,
-                               "metadata '%.200s'%s: the array's \"value\" "
-                               "is a %s, expected a JSON array",
-                               e->key, at, hvq_json_kind(val));
-        want = 3;
-    }
-    if (obj->count != want) {
-        for (i = 0; i < obj->count; i++) {
-            const char *k = obj->members[i].key;
-            if (strcmp(k, "gguf_type") != 0 && strcmp(k, "value") != 0 &&
-                (t != GG_ARRAY || strcmp(k, "item_type") != 0))
-                break;
-        }
+    if (is_array && strcmp(ik, "string") != 0)
+        return GG_ENC_FAIL(e,
+                           "metadata '%.200s'%s: an array needs "
+                           "\"item_type\" naming a gguf type (it is %s%s)",
+                           e->key, at, h->seen & 2u ? "a " : "", ik);
+    if (is_array && h->item_type < 0)
+        return GG_ENC_FAIL(e,
+                           "metadata '%.200s'%s: unknown item_type \"%.40s\"",
+                           e->key, at, h->name[1]);
+    if (is_array && strcmp(h->kind[2], "array") != 0)
+        return GG_ENC_FAIL(e,
+                           "metadata '%.200s'%s: the array's \"value\" is a "
+                           "%s, expected a JSON array",
+                           e->key, at, h->kind[2]);
+    if (h->extra_index >= 0 || (!is_array && h->item_type_index >= 0)) {
+        int first_item = !is_array && h->item_type_index >= 0 &&
+                         (h->extra_index < 0 ||
+                          h->item_type_index < h->extra_index);
         return GG_ENC_FAIL(e,
                            "metadata '%.200s'%s: unexpected member "
                            "\"%.40s\" in a typed %s value",
-                           e->key, at,
-                           i < obj->count ? obj->members[i].key : "?",
-                           gt->str);
+                           e->key, at, first_item ? "item_type" : h->extra,
+                           h->name[0]);
     }
-    *type = t;
-    *value = val;
     return HVQ_OK;
 }
 
-/* An array value (item type, count, items) from its typed object. */
-static hvq_status gg_enc_array(gg_enc *e, int item_type,
-                               const hvq_json_value *arr, int depth)
+static hvq_status gg_enc_array(gg_enc *e, int item_type, int depth);
+
+/* Item i of an array of arrays: an object of the typed array form. */
+static hvq_status gg_enc_nested(gg_enc *e, size_t i, int depth)
 {
+    char at[48];
+    gg_typed h;
+    hvq_status st;
+
+    if (hvq_json_cursor_peek(e->cur) != '{')
+        return GG_ENC_FAIL(e,
+                           "metadata '%.200s'%s: an item of an array of "
+                           "arrays is a %s, expected an object "
+                           "{\"gguf_type\":\"array\",\"item_type\":...,"
+                           "\"value\":[...]}",
+                           e->key, gg_at(at, sizeof at, (long long)i),
+                           gg_kind_at(e));
+    st = gg_walk_typed(e, &h);
+    if (st == HVQ_OK)
+        st = gg_check_typed(e, &h, (long long)i);
+    if (st != HVQ_OK)
+        return st;
+    if (h.type != GG_ARRAY)
+        return GG_ENC_FAIL(e,
+                           "metadata '%.200s' (array item %zu): an item of "
+                           "an array of arrays has gguf_type \"%s\", "
+                           "expected \"array\"",
+                           e->key, i, gg_vtype_name((uint32_t)h.type));
+    hvq_json_cursor_seek(e->cur, h.value_at);
+    st = gg_enc_array(e, h.item_type, depth + 1);
+    hvq_json_cursor_seek(e->cur, h.end);
+    return st;
+}
+
+/* The array at the cursor (item type, count, items). */
+static hvq_status gg_enc_array(gg_enc *e, int item_type, int depth)
+{
+    uint64_t count_at;
     size_t i;
     hvq_status st;
     if (depth > GG_MAX_NESTING)
@@ -472,77 +611,113 @@ static hvq_status gg_enc_array(gg_enc *e, int item_type,
                        "levels deep",
                        e->key, GG_MAX_NESTING);
     gg_put_u32(e->out, (uint32_t)item_type);
-    gg_put_u64(e->out, (uint64_t)arr->count);
-    for (i = 0; i < arr->count; i++) {
-        const hvq_json_value *v = arr->items[i];
+    count_at = e->o->drained + e->out->len;
+    gg_put_u64(e->out, 0);
+    hvq_json_cursor_take(e->cur, '[');
+    for (i = 0; !hvq_json_cursor_take(e->cur, ']'); i++) {
+        hvq_json_cursor_take(e->cur, ',');
         if (item_type == GG_ARRAY) {
-            const hvq_json_value *inner = NULL;
-            int t = -1, it2 = -1;
-            st = gg_enc_header(e, v, &t, &inner, &it2, (long long)i);
-            if (st != HVQ_OK)
-                return st;
-            if (t != GG_ARRAY)
-                return GG_ENC_FAIL(e,
-                                   "metadata '%.200s' (array item %zu): an "
-                                   "item of an array of arrays has "
-                                   "gguf_type \"%s\", expected \"array\"",
-                                   e->key, i, gg_vtype_name((uint32_t)t));
-            st = gg_enc_array(e, it2, inner, depth + 1);
+            st = gg_enc_nested(e, i, depth);
         } else {
-            st = gg_enc_scalar(e, (uint32_t)item_type, v, (long long)i);
+            const hvq_json_value *v;
+            hvq_json_value shell;
+            st = gg_leaf(e, &v, &shell);
+            if (st == HVQ_OK)
+                st = gg_enc_scalar(e, (uint32_t)item_type, v, (long long)i);
         }
+        if (st == HVQ_OK)
+            st = gg_out_drain(e->o, 0);
         if (st != HVQ_OK)
             return st;
     }
+    return gg_out_patch_u64(e->o, count_at, (uint64_t)i);
+}
+
+/* Whether text is meant as the typed encoding: valid JSON whose root is
+ * an object with a "gguf_type" member; *typed < 0 asks, 0 or 1 is the
+ * answer of an earlier call on the same text. When typed, *h describes
+ * the root. */
+static hvq_status gg_is_typed(gg_enc *e, const char *text, gg_typed *h,
+                              signed char *typed)
+{
+    hvq_json_error err;
+    hvq_status st;
+    if (*typed == 0 || hvq_json_cursor_peek(e->cur) != '{') {
+        *typed = 0;
+        return HVQ_OK;
+    }
+    if (*typed < 0 && hvq_json_validate(text, strlen(text), &err) != 0) {
+        *typed = 0;
+        return err.status == HVQ_JSON_E_NOMEM
+                   ? gg_fail(e->ctx, HVQ_E_NOMEM, e->path, "out of memory")
+                   : HVQ_OK;
+    }
+    st = gg_walk_typed(e, h);
+    *typed = st == HVQ_OK && (h->seen & 1u);
+    return st;
+}
+
+/* general.alignment: a uint32 power of two, into *alignment. */
+static hvq_status gg_enc_alignment(gg_enc *e, const gg_typed *h,
+                                   uint32_t *alignment)
+{
+    const hvq_json_value *val;
+    hvq_json_value shell;
+    int64_t a;
+    hvq_status st;
+    if (h->type != GG_UINT32)
+        return gg_fail(e->ctx, HVQ_E_INPUT, e->path,
+                       "metadata '%s' has type %s; it must be a uint32",
+                       GG_ALIGNMENT_KEY, gg_vtype_name((uint32_t)h->type));
+    hvq_json_cursor_seek(e->cur, h->value_at);
+    st = gg_leaf(e, &val, &shell);
+    if (st != HVQ_OK)
+        return st;
+    if (val->type != HVQ_JSON_NUMBER || hvq_json_int64(val, &a) != 0 ||
+        a <= 0 || a > 0xffffffffLL || (a & (a - 1)) != 0)
+        return gg_fail(e->ctx, HVQ_E_INPUT, e->path,
+                       "metadata '%s' is %.40s; it must be a power of two "
+                       "that fits in a uint32",
+                       GG_ALIGNMENT_KEY,
+                       val->type == HVQ_JSON_NUMBER ? val->str
+                                                    : hvq_json_kind(val));
+    *alignment = (uint32_t)a;
     return HVQ_OK;
 }
 
-/* Whether text is meant as the typed encoding: a JSON object with a
- * "gguf_type" member. *doc gets the parsed document then (else NULL). */
-static int gg_is_typed(const char *text, hvq_json_doc **doc, int *nomem)
+/* The value of a typed entry: its type, then the value. */
+static hvq_status gg_enc_typed(gg_enc *e, const gg_typed *h,
+                               uint32_t *alignment)
 {
-    hvq_json_error err;
-    const hvq_json_value *root;
-    size_t n = strlen(text);
-    *doc = NULL;
-    *nomem = 0;
-    /* Cheap pre-check: only an object can be typed. */
-    while (n > 0 && (*text == ' ' || *text == '\t' || *text == '\n' ||
-                     *text == '\r')) {
-        text++;
-        n--;
-    }
-    if (n == 0 || *text != '{')
-        return 0;
-    *doc = hvq_json_parse(text, n, 0, &err);
-    if (*doc == NULL) {
-        *nomem = err.status == HVQ_JSON_E_NOMEM;
-        return 0;
-    }
-    root = hvq_json_root(*doc);
-    if (root->type == HVQ_JSON_OBJECT && hvq_json_get(root, "gguf_type"))
-        return 1;
-    hvq_json_free(*doc);
-    *doc = NULL;
-    return 0;
+    const hvq_json_value *val;
+    hvq_json_value shell;
+    hvq_status st = gg_check_typed(e, h, -1);
+    if (st == HVQ_OK && strcmp(e->key, GG_ALIGNMENT_KEY) == 0)
+        st = gg_enc_alignment(e, h, alignment);
+    if (st != HVQ_OK)
+        return st;
+    gg_put_u32(e->out, (uint32_t)h->type);
+    hvq_json_cursor_seek(e->cur, h->value_at);
+    if (h->type == GG_ARRAY)
+        return gg_enc_array(e, h->item_type, 1);
+    st = gg_leaf(e, &val, &shell);
+    return st != HVQ_OK ? st : gg_enc_scalar(e, (uint32_t)h->type, val, -1);
 }
 
 hvq_status gg_meta_from_text(hvq_ctx *ctx, const char *path,
-                             const hvq_meta *m, hvq_buf *out,
-                             uint32_t *alignment)
+                             const hvq_meta *m, gg_out *o,
+                             uint32_t *alignment, signed char *typed)
 {
     gg_enc e;
-    hvq_json_doc *doc = NULL;
-    const hvq_json_value *val = NULL;
-    int t = -1, it = -1, nomem = 0;
-    int is_align = strcmp(m->key, GG_ALIGNMENT_KEY) == 0;
+    gg_typed h;
     size_t klen = strlen(m->key);
     hvq_status st;
 
     e.ctx = ctx;
     e.path = path;
     e.key = m->key;
-    e.out = out;
+    e.o = o;
+    e.out = &o->b;
     if (klen == 0)
         return gg_fail(ctx, HVQ_E_INPUT, path, "a metadata key is empty");
     if (klen > GG_MAX_KEY)
@@ -550,56 +725,25 @@ hvq_status gg_meta_from_text(hvq_ctx *ctx, const char *path,
                        "metadata key '%.60s...' is %zu bytes, more than "
                        "GGUF's limit of %u",
                        m->key, klen, GG_MAX_KEY);
-    gg_put_u64(out, (uint64_t)klen);
-    hvq_buf_append(out, m->key, klen);
-
-    if (!gg_is_typed(m->value, &doc, &nomem)) {
-        if (nomem)
-            return gg_fail(ctx, HVQ_E_NOMEM, path, "out of memory");
-        if (is_align)
-            return gg_fail(ctx, HVQ_E_INPUT, path,
-                           "metadata '%s' is the plain string \"%.40s\"; "
-                           "it must be a uint32 "
-                           "({\"gguf_type\":\"uint32\",\"value\":N})",
-                           GG_ALIGNMENT_KEY, m->value);
+    gg_put_u64(e.out, (uint64_t)klen);
+    hvq_buf_append(e.out, m->key, klen);
+    e.cur = hvq_json_cursor_new(m->value, strlen(m->value));
+    if (e.cur == NULL)
+        return gg_fail(ctx, HVQ_E_NOMEM, path, "out of memory");
+    st = gg_is_typed(&e, m->value, &h, typed);
+    if (st == HVQ_OK && *typed) {
+        st = gg_enc_typed(&e, &h, alignment);
+    } else if (st == HVQ_OK && strcmp(m->key, GG_ALIGNMENT_KEY) == 0) {
+        st = gg_fail(ctx, HVQ_E_INPUT, path,
+                     "metadata '%s' is the plain string \"%.40s\"; it must "
+                     "be a uint32 ({\"gguf_type\":\"uint32\",\"value\":N})",
+                     GG_ALIGNMENT_KEY, m->value);
+    } else if (st == HVQ_OK) {
         /* A plain string. */
-        gg_put_u32(out, GG_STRING);
-        gg_put_u64(out, (uint64_t)strlen(m->value));
-        hvq_buf_append(out, m->value, strlen(m->value));
-        return out->oom ? gg_fail(ctx, HVQ_E_NOMEM, path, "out of memory")
-                        : HVQ_OK;
+        gg_put_u32(e.out, GG_STRING);
+        gg_put_u64(e.out, (uint64_t)strlen(m->value));
+        hvq_buf_append(e.out, m->value, strlen(m->value));
     }
-    st = gg_enc_header(&e, hvq_json_root(doc), &t, &val, &it, -1);
-    if (st != HVQ_OK)
-        goto done;
-    if (is_align) {
-        int64_t a;
-        if (t != GG_UINT32) {
-            st = gg_fail(ctx, HVQ_E_INPUT, path,
-                         "metadata '%s' has type %s; it must be a uint32",
-                         GG_ALIGNMENT_KEY, gg_vtype_name((uint32_t)t));
-            goto done;
-        }
-        if (val->type != HVQ_JSON_NUMBER || hvq_json_int64(val, &a) != 0 ||
-            a <= 0 || a > 0xffffffffLL || (a & (a - 1)) != 0) {
-            st = gg_fail(ctx, HVQ_E_INPUT, path,
-                         "metadata '%s' is %.40s; it must be a power of two "
-                         "that fits in a uint32",
-                         GG_ALIGNMENT_KEY,
-                         val->type == HVQ_JSON_NUMBER ? val->str
-                                                      : hvq_json_kind(val));
-            goto done;
-        }
-        *alignment = (uint32_t)a;
-    }
-    gg_put_u32(out, (uint32_t)t);
-    if (t == GG_ARRAY)
-        st = gg_enc_array(&e, it, val, 1);
-    else
-        st = gg_enc_scalar(&e, (uint32_t)t, val, -1);
-    if (st == HVQ_OK && out->oom)
-        st = gg_fail(ctx, HVQ_E_NOMEM, path, "out of memory");
-done:
-    hvq_json_free(doc);
-    return st;
+    hvq_json_cursor_free(e.cur);
+    return st != HVQ_OK ? st : gg_out_drain(o, 0);
 }

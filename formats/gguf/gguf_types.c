@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static const gg_type gg_types[] = {
     {0, "F32", 1, 4, HVQ_DTYPE_F32},
@@ -204,9 +206,12 @@ hvq_status gg_read_str(gg_reader *r, const char *what, uint64_t cap,
     char lwhat[160];
     uint64_t n, at;
     hvq_status st;
-    snprintf(lwhat, sizeof lwhat, "the length of %s", what);
     at = r->pos;
-    st = gg_read_u64(r, lwhat, &n);
+    if (r->pos > r->size || r->size - r->pos < 8) { /* only then formatted */
+        snprintf(lwhat, sizeof lwhat, "the length of %s", what);
+        return gg_need(r, 8, lwhat);
+    }
+    st = gg_read_u64(r, what, &n);
     if (st != HVQ_OK)
         return st;
     if (n > r->size - r->pos)
@@ -245,6 +250,54 @@ void gg_put_u64(hvq_buf *b, uint64_t v)
     for (i = 0; i < 8; i++)
         c[i] = (char)(unsigned char)(v >> (8 * i));
     hvq_buf_append(b, c, 8);
+}
+
+void gg_release(gg_reader *r, int all)
+{
+    long page;
+    uint64_t end;
+    if (!r->mapped || r->p == NULL || r->pos > r->size ||
+        (!all && r->pos - r->released < GG_RELEASE_STEP))
+        return;
+    page = sysconf(_SC_PAGESIZE);
+    if (page <= 0)
+        return;
+    end = r->pos - r->pos % (uint64_t)page;
+    if (end > r->released)
+        (void)madvise((void *)(r->p + r->released),
+                      (size_t)(end - r->released), MADV_DONTNEED);
+    r->released = end > r->released ? end : r->released;
+}
+
+hvq_status gg_out_drain(gg_out *o, int all)
+{
+    hvq_status st = HVQ_OK;
+    if (o->b.oom)
+        return gg_fail(o->ctx, HVQ_E_NOMEM, o->path, "out of memory");
+    if (o->b.len == 0 || (!all && o->b.len < GG_DRAIN))
+        return HVQ_OK;
+    if (o->out != NULL)
+        st = o->ctx->host->output_write(o->ctx, o->out, o->b.data, o->b.len);
+    o->drained += o->b.len;
+    o->b.len = 0;
+    return st;
+}
+
+hvq_status gg_out_patch_u64(gg_out *o, uint64_t at, uint64_t v)
+{
+    unsigned char c[8];
+    int i;
+    for (i = 0; i < 8; i++)
+        c[i] = (unsigned char)(v >> (8 * i));
+    if (o->b.oom)
+        return gg_fail(o->ctx, HVQ_E_NOMEM, o->path, "out of memory");
+    if (at >= o->drained) {
+        memcpy(o->b.data + (at - o->drained), c, 8);
+        return HVQ_OK;
+    }
+    if (o->out == NULL)
+        return HVQ_OK;
+    return o->ctx->host->output_pwrite(o->ctx, o->out, c, 8, at);
 }
 
 float gg_half_to_float(uint16_t h)

@@ -59,13 +59,7 @@ static const npy_type *npy_type_by_descr(const char *d, size_t len,
 /* ------------------------------------------------------------------------
  * Messages
  * ---------------------------------------------------------------------- */
-static int npy_fail(char *why, size_t len, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static int npy_fail(char *why, size_t len, const char *fmt, ...)
+int npy_fail(char *why, size_t len, const char *fmt, ...)
 {
     va_list ap;
     if (why != NULL && len > 0) {

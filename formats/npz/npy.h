@@ -49,6 +49,14 @@ typedef struct npy_header {
     uint64_t nbytes;           /* numel * type->size */
 } npy_header;
 
+/* Formats the reason into why[0..len) (why may be NULL) and returns -1:
+ * how the functions here, and zipdir.c's, fail. */
+int npy_fail(char *why, size_t len, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
 /* The type of an hvqconv dtype, or NULL when numpy has none (BF16, OPAQUE). */
 const npy_type *npy_type_of(hvq_dtype t);
 

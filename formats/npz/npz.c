@@ -9,9 +9,12 @@
  * Source: the archive is read with libarchive's seekable zip reader (the
  * central directory, so ZIP64 and data descriptors work). Opening walks the
  * members and parses every NPY header (reading only the first bytes of each
- * member); source_read decompresses one member into a buffer owned by the
- * source, reading forward through the archive and starting over when asked
- * for an earlier member. Big-endian data is byte-swapped and Fortran-order
+ * member), after checking what every member claims against what the
+ * archive holds (zipdir.h: a stored member no larger than its stored
+ * bytes, a deflated one no larger than 1032 times them), so that no claim
+ * is allocated that the file cannot back. source_read decompresses one
+ * member into a buffer owned by the source, reading forward through the
+ * archive and starting over when asked for an earlier member. Big-endian data is byte-swapped and Fortran-order
  * data transposed to C order; a tensor's dtype_name is the numpy descr of
  * the data as delivered ('<f4', '|b1', ...). A lone .npy file is a model
  * with one tensor named after the file's stem.
@@ -33,6 +36,7 @@
 #include "plugin.h"
 #include "npy.h"
 #include "file.h"
+#include "zipdir.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -151,27 +155,6 @@ static void npz_locale_free(npz_locale *l)
     if (l->utf8 != (locale_t)0)
         freelocale(l->utf8);
     l->utf8 = (locale_t)0;
-}
-
-/* Reads exactly n bytes at offset off; 0, or errno (EIO-like), or -1 when
- * the file ends first. */
-static int npz_pread_all(int fd, void *buf, size_t n, uint64_t off)
-{
-    unsigned char *p = buf;
-    while (n > 0) {
-        size_t chunk = n > NPZ_CHUNK ? NPZ_CHUNK : n;
-        ssize_t r = pread(fd, p, chunk, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return errno ? errno : EIO;
-        if (r == 0)
-            return -1;
-        p += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -597,6 +580,48 @@ static const char *npz_name_problem(const char *a, size_t len)
     return NULL;
 }
 
+/* What every member of the archive claims, against what the archive
+ * holds (zipdir.h): checked before anything is allocated for a member, as
+ * a claim of a terabyte in a file of 300 bytes would otherwise be. */
+static hvq_status npz_check_claims(hvq_ctx *ctx, npz_source *s)
+{
+    npz_zip_dir d;
+    npz_zip_member m, loc;
+    char why[512], name[NPZ_MSG / 4] = "";
+    size_t pos = 0;
+    uint64_t k, data_at = 0;
+    int claim = 0; /* the failure is a claim, not damage */
+    int e = npz_zip_dir_read(s->fd, s->file_size, &d, why, sizeof why);
+
+    for (k = 0; e == 0 && k < d.n; k++) {
+        name[0] = '\0';
+        e = npz_zip_dir_entry(&d, &pos, &m, why, sizeof why);
+        if (e != 0)
+            break;
+        snprintf(name, sizeof name, "%.*s",
+                 (int)(m.name_len < sizeof name ? m.name_len : sizeof name - 1),
+                 (const char *)m.name);
+        e = npz_zip_local_read(s->fd, &d, &m, &loc, &data_at, why, sizeof why);
+        claim = e == 0;
+        if (e == 0)
+            e = npz_zip_member_check(&d, &m, data_at, "the central directory",
+                                     why, sizeof why);
+        if (e == 0)
+            e = npz_zip_member_check(&d, &loc, data_at, "its local header",
+                                     why, sizeof why);
+    }
+    npz_zip_dir_free(&d);
+    if (e == -2)
+        return npz_fail(ctx, HVQ_E_NOMEM, s->path, NULL, "out of memory");
+    if (e > 0)
+        return npz_fail(ctx, HVQ_E_IO, s->path, NULL, "read failed: %s",
+                        strerror(e));
+    if (e < 0)
+        return npz_fail(ctx, HVQ_E_INPUT, s->path, name[0] ? name : NULL,
+                        "%s%s", claim ? "" : "damaged zip archive: ", why);
+    return HVQ_OK;
+}
+
 static hvq_status npz_open_zip(hvq_ctx *ctx, npz_source *s)
 {
     npz_tensor **sorted;
@@ -606,6 +631,8 @@ static hvq_status npz_open_zip(hvq_ctx *ctx, npz_source *s)
     if (npz_is_empty_zip(s))
         return HVQ_OK;
     st = npz_arc_open(ctx, s);
+    if (st == HVQ_OK)
+        st = npz_check_claims(ctx, s);
     if (st != HVQ_OK)
         return st;
     for (;;) {
@@ -648,6 +675,7 @@ static hvq_status npz_open_zip(hvq_ctx *ctx, npz_source *s)
         if (!archive_entry_size_is_set(e) || archive_entry_size(e) < 0)
             return npz_fail(ctx, HVQ_E_INPUT, s->path, name,
                             "the archive does not record its size");
+
         t = npz_add(ctx, s);
         if (t == NULL)
             return HVQ_E_NOMEM;
