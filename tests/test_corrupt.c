@@ -1011,7 +1011,7 @@ START_TEST(npz_size_claims)
         char lab[160], pipe[2 * PATH_MAX];
         const char *name = strrchr(cases[i].file, '.');
         char in_case[PATH_MAX];
-        bytes b = b_file(th_src(join("tests/data/claims", cases[i].file)));
+        bytes b = b_file(th_src(th_join("tests/data/claims", cases[i].file)));
         /* calibrate reads the file where bad_in puts it */
         snprintf(in_case, sizeof in_case, "%s/ids%s", gpath("case"), name);
         snprintf(pipe, sizeof pipe, "name: cal\nselect:\n  include: [\"*q_proj.weight\"]\n"
@@ -1032,13 +1032,13 @@ START_TEST(npz_size_claims)
     static const char *const good[] = {"zip64-ok.npz", "sfx-ok.npz"};
     for (size_t i = 0; i < 2; i++) {
         static char b_f[PATH_MAX];
-        const char *f = keep(b_f, th_src(join("tests/data/claims", good[i])));
+        const char *f = keep(b_f, th_src(th_join("tests/data/claims", good[i])));
         ok_run(good[i], "run", "-q", pipe_all(), "-i", f, "-o", gpath("good.safetensors"),
                "-f", (const char *)NULL);
         if (i > 0)
             continue;
         char *out, *err;
-        int rc = hvq(&out, &err, "eval", model, "--tokens", f, "--ctx", "8", (const char *)NULL);
+        int rc = th_hvq(&out, &err, "eval", model, "--tokens", f, "--ctx", "8", (const char *)NULL);
         ck_assert_msg(rc == 0, "eval --tokens %s: exit %d\n%s", good[i], rc, err);
         th_assert_contains(out, "PPL");
         free(out);
