@@ -22,18 +22,26 @@
 #include "config.h"
 
 #include "buf.h"
+#include "driver.h"
 #include "eval.h"
 #include "harness.h"
 #include "json.h"
 #include "llama.h"
 #include "llama_tok.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MODEL "models/stories260K"
@@ -1164,6 +1172,243 @@ START_TEST(test_shared_text)
 }
 END_TEST
 
+/* ---- stopping a window ---------------------------------------------------- */
+
+/* A window this long takes the demo model minutes (its attention alone is
+ * 32768^2 / 2 scores per head and layer: some 100 s on two threads, longer
+ * under the sanitizers); stopped, it ends within one tile or row per
+ * thread. The tests run under a 60 s timeout; they take about a second. */
+#define LONG_CTX 32768
+
+/* LONG_CTX tokens: the test tokens over and over. */
+static int32_t *long_tokens(hvq_ctx *ctx)
+{
+    int32_t *ids, *out = malloc(LONG_CTX * sizeof *out);
+    uint64_t n;
+    ck_assert_int_eq(hvq_eval_read_tokens(ctx, th_src(TOKENS), &ids, &n), HVQ_OK);
+    ck_assert_ptr_nonnull(out);
+    for (int i = 0; i < LONG_CTX; i++)
+        out[i] = ids[(uint64_t)i % n];
+    free(ids);
+    return out;
+}
+
+/* The window runs in its own thread; its first hook call (layer 0's Q)
+ * tells the test it has started and, when `block`, waits there until the
+ * test has set hvq_interrupted. */
+typedef struct stop_run {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int block, started, flag_set, calls, last_layer;
+    hvq_ctx *ctx;
+    hvq_llama *m;
+    const int32_t *ids;
+    double nll;
+    uint64_t cnt;
+    hvq_status st;
+} stop_run;
+
+static void stop_hook(void *ud, int layer, hvq_llama_linear which, const float *x, int n,
+                      int in_dim)
+{
+    stop_run *r = ud;
+    (void)which, (void)x, (void)n, (void)in_dim;
+    pthread_mutex_lock(&r->mu);
+    r->calls++;
+    r->last_layer = layer;
+    if (!r->started) {
+        r->started = 1;
+        pthread_cond_broadcast(&r->cv);
+        while (r->block && !r->flag_set)
+            pthread_cond_wait(&r->cv, &r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void *stop_window(void *p)
+{
+    stop_run *r = p;
+    r->st = hvq_llama_window(r->ctx, r->m, r->ids, LONG_CTX, &r->nll, &r->cnt);
+    return NULL;
+}
+
+/* Runs a long window and sets hvq_interrupted once its first hook call
+ * came; returns when the window has returned. */
+static void stop_once(stop_run *r, int block)
+{
+    pthread_t th;
+    r->block = block;
+    r->started = r->flag_set = r->calls = 0;
+    r->last_layer = -1;
+    r->nll = 0;
+    r->cnt = 0;
+    ck_assert_int_eq(pthread_create(&th, NULL, stop_window, r), 0);
+    pthread_mutex_lock(&r->mu);
+    while (!r->started)
+        pthread_cond_wait(&r->cv, &r->mu);
+    hvq_interrupted = SIGINT;
+    r->flag_set = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    hvq_interrupted = 0;
+}
+
+/* A window stops on hvq_interrupted (any nonzero value) in every worker,
+ * within the step it is in, and fails with "interrupted" without touching
+ * its results; the model then runs a window as before. */
+START_TEST(test_window_stops)
+{
+    hvq_ctx_opts o = {.quiet = 1, .threads = 3};
+    hvq_ctx *ctx = hvq_ctx_new(&o);
+    hvq_registry *reg = th_registry(ctx);
+    hvq_model *hm = ctx->host->model_open(ctx, th_src(MODEL));
+    ck_assert_ptr_nonnull(hm);
+    char *cfg = th_read_file(th_src(MODEL "/config.json"), NULL);
+    hvq_llama_source src = {cfg, NULL, 0, plain_get, hm, "demo"};
+    hvq_llama *m = NULL;
+    ck_assert_msg(hvq_llama_load(ctx, &src, &m) == HVQ_OK, "%s", hvq_ctx_error(ctx));
+    int32_t *ids = long_tokens(ctx);
+    double before = window_nll(ctx, m, ids, 200);
+    hvq_llama_set_stop(m, &hvq_interrupted);
+
+    stop_run r = {.ctx = ctx, .m = m, .ids = ids};
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    hvq_llama_set_hook(m, stop_hook, &r);
+    /* Set while the window waits in its first hook: the hooks of Q, K and
+     * V come before the first check, nothing after. */
+    stop_once(&r, 1);
+    ck_assert_int_eq(r.st, HVQ_E_IO);
+    ck_assert_str_eq(hvq_ctx_error(ctx), "interrupted");
+    ck_assert_int_eq(r.calls, 3);
+    ck_assert(r.nll == 0 && r.cnt == 0);
+    /* Set while the window runs layer 0 (its Q, K and V products, then an
+     * attention of seconds): it stops there, in the workers. */
+    stop_once(&r, 0);
+    ck_assert_int_eq(r.st, HVQ_E_IO);
+    ck_assert_str_eq(hvq_ctx_error(ctx), "interrupted");
+    ck_assert_int_eq(r.last_layer, 0);
+    ck_assert(r.nll == 0 && r.cnt == 0);
+    pthread_mutex_destroy(&r.mu);
+    pthread_cond_destroy(&r.cv);
+
+    hvq_llama_set_hook(m, NULL, NULL);
+    ck_assert(window_nll(ctx, m, ids, 200) == before);
+    free(ids);
+    free(cfg);
+    hvq_llama_free(m);
+    ctx->host->model_close(ctx, hm);
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+}
+END_TEST
+
+/* The number of threads of the running child pid (Linux: /proc/pid/task),
+ * or -1 (no /proc, or the child has ended). */
+static int thread_count(pid_t pid)
+{
+    siginfo_t info = {0};
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid)
+        return -1;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/task", (long)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Starts `hvqconv eval` on one long window with -v and stderr into a
+ * pipe; sends sig once the forward pass runs: after the log line that
+ * comes just before the windows, and, where /proc tells, once the process
+ * has more than one thread (the forward's workers: nothing else in eval
+ * starts threads). Returns the wait status; stdout in P("out"), stderr in
+ * *err. */
+static int eval_signalled(int sig, char **err)
+{
+    char n_ctx[16];
+    snprintf(n_ctx, sizeof n_ctx, "%d", LONG_CTX);
+    char exe[PATH_MAX];
+    snprintf(exe, sizeof exe, "%s/hvqconv", th_builddir());
+    const char *argv[] = {exe, "eval", th_src(MODEL), "--tokens", P("long.bin"), "--ctx", n_ctx,
+                          "--threads", "2", "--json", "-v", NULL};
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int out = open(P("out"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(out, 1);
+        dup2(pfd[1], 2);
+        close(pfd[0]);
+        execv(exe, (char *const *)argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    hvq_buf b;
+    hvq_buf_init(&b);
+    char chunk[4096];
+    int sent = 0;
+    for (ssize_t got; !sent && (got = read(pfd[0], chunk, sizeof chunk)) != 0;) {
+        if (got < 0) {
+            ck_assert_int_eq(errno, EINTR);
+            continue;
+        }
+        hvq_buf_append(&b, chunk, (size_t)got);
+        if (!b.data || !strstr(b.data, "layers, hidden"))
+            continue;
+        struct timespec ms = {0, 1000000};
+        while (thread_count(pid) == 1)
+            nanosleep(&ms, NULL);
+        ck_assert_int_eq(kill(pid, sig), 0);
+        sent = 1;
+    }
+    ck_assert_msg(sent, "eval ended before it was signalled:\n%s", b.data ? b.data : "");
+    for (ssize_t got; (got = read(pfd[0], chunk, sizeof chunk)) != 0;)
+        if (got > 0)
+            hvq_buf_append(&b, chunk, (size_t)got);
+    close(pfd[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        ck_assert_int_eq(errno, EINTR);
+    *err = b.data ? b.data : strdup("");
+    return status;
+}
+
+/* SIGINT or SIGTERM during the one window of a run (its last): the run
+ * fails with "interrupted", prints no result and no JSON. */
+START_TEST(test_eval_signal)
+{
+    hvq_ctx *ctx = th_ctx();
+    hvq_registry *reg = th_registry(ctx);
+    int32_t *ids = long_tokens(ctx);
+    th_write_file(P("long.bin"), ids, LONG_CTX * sizeof *ids); /* little-endian hosts */
+    free(ids);
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+    static const int sigs[] = {SIGINT, SIGTERM};
+    for (int k = 0; k < 2; k++) {
+        char *err = NULL;
+        int status = eval_signalled(sigs[k], &err);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) != 0,
+                      "signal %d: wait status %#x, stderr:\n%s", sigs[k], status, err);
+        th_assert_contains(err, "interrupted");
+        ck_assert_ptr_null(strstr(err, "PPL"));
+        size_t n = 0;
+        char *out = th_read_file(P("out"), &n);
+        ck_assert_msg(out && n == 0, "signal %d: stdout: %s", sigs[k], out ? out : "(none)");
+        free(out);
+        free(err);
+    }
+}
+END_TEST
+
 /* ---- the encoder against its reference ------------------------------------ */
 
 /* common/llama_tok.c, internal: hvq_tokenizer_encode that also counts its
@@ -1559,6 +1804,12 @@ static Suite *eval_suite(void)
     tcase_add_test(tc, test_shared_hf);
     tcase_add_test(tc, test_shared_gguf);
     suite_add_tcase(s, tc);
+    TCase *stop = tcase_create("stop");
+    tcase_add_checked_fixture(stop, setup, teardown);
+    tcase_set_timeout(stop, 60);
+    tcase_add_test(stop, test_window_stops);
+    tcase_add_test(stop, test_eval_signal);
+    suite_add_tcase(s, stop);
     return s;
 }
 
