@@ -1248,29 +1248,26 @@ static int ll_run_alloc(ll_run *r, hvq_llama *m, int threads, int64_t N)
     int64_t H = c->hidden, I = c->intermediate, V = c->vocab, half = c->head_dim / 2;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
     int64_t lrows = N - 1 < LL_LOGIT_ROWS ? N - 1 : LL_LOGIT_ROWS;
-    size_t floats = (size_t)(N * H * 2 + N * QD * 2 + N * KD * 3 + N * I * 2 + N * half * 2 +
-                             (int64_t)threads * N + lrows * V);
     *r = (ll_run){.m = m, .threads = threads, .N = N, .QD = QD, .KD = KD};
-    r->buf = malloc(floats * sizeof(float));
+    float **part[] = {&r->x, &r->h,   &r->q,    &r->att, &r->k,  &r->v,       &r->g,
+                      &r->u, &r->cosv, &r->sinv, &r->kt,  &r->scratch, &r->logits};
+    const int64_t floats[] = {N * H, N * H,    N * QD,   N * QD, N * KD, N * KD,    N * I,
+                              N * I, N * half, N * half, N * KD, threads * N, lrows * V};
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++)
+        total += (size_t)floats[i];
+    r->buf = malloc(total * sizeof(float));
     r->row_nll = malloc((size_t)(N > 1 ? N - 1 : 1) * sizeof(double));
     if (!r->buf || !r->row_nll) {
         free(r->buf);
         free(r->row_nll);
         return 0;
     }
-    r->x = r->buf;
-    r->h = r->x + N * H;
-    r->q = r->h + N * H;
-    r->att = r->q + N * QD;
-    r->k = r->att + N * QD;
-    r->v = r->k + N * KD;
-    r->g = r->v + N * KD;
-    r->u = r->g + N * I;
-    r->cosv = r->u + N * I;
-    r->sinv = r->cosv + N * half;
-    r->kt = r->sinv + N * half;
-    r->scratch = r->kt + N * KD;
-    r->logits = r->scratch + threads * N;
+    float *p = r->buf;
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
+        *part[i] = p;
+        p += floats[i];
+    }
     r->stop.flag = m->stop;
     atomic_init(&r->stop.seen, 0);
     return 1;

@@ -417,6 +417,7 @@ static int pair_id(const hvq_tokenizer *t, int a, int b, char *buf, float *sc)
  * score > best, best starting at -inf), so it never enters the heap. */
 
 typedef struct tok_syms {
+    int32_t *mem;               /* the arrays below, one allocation */
     int32_t *tok, *prev, *next; /* -1: none */
     int32_t *pid;               /* the piece of (i, next[i]), valid in the heap */
     float *psc;                 /* its score */
@@ -504,28 +505,22 @@ static void sym_pair(const hvq_tokenizer *t, tok_syms *s, int32_t i, char *buf)
     }
 }
 
-static void syms_free(tok_syms *s)
-{
-    free(s->tok);
-    free(s->prev);
-    free(s->next);
-    free(s->pid);
-    free(s->psc);
-    free(s->heap);
-    free(s->slot);
-}
+_Static_assert(sizeof(float) == sizeof(int32_t), "psc shares the int32 block");
 
+/* Room for n symbols: seven arrays of n 32-bit values (psc's floats too). */
 static int syms_alloc(tok_syms *s, size_t n)
 {
     memset(s, 0, sizeof *s);
-    s->tok = malloc(n * sizeof *s->tok);
-    s->prev = malloc(n * sizeof *s->prev);
-    s->next = malloc(n * sizeof *s->next);
-    s->pid = malloc(n * sizeof *s->pid);
-    s->psc = malloc(n * sizeof *s->psc);
-    s->heap = malloc(n * sizeof *s->heap);
-    s->slot = malloc(n * sizeof *s->slot);
-    return s->tok && s->prev && s->next && s->pid && s->psc && s->heap && s->slot;
+    if (!(s->mem = malloc(n * 7 * sizeof *s->mem)))
+        return 0;
+    s->tok = s->mem;
+    s->prev = s->tok + n;
+    s->next = s->prev + n;
+    s->pid = s->next + n;
+    s->heap = s->pid + n;
+    s->slot = s->heap + n;
+    s->psc = (float *)(void *)(s->slot + n);
+    return 1;
 }
 
 /* The symbols before any merge: the dummy prefix, then per UTF-8 code point
@@ -609,7 +604,7 @@ hvq_status hvq_tokenizer_encode_work(hvq_ctx *ctx, const hvq_tokenizer *t, const
     if (work)
         *work += s.work;
 done:
-    syms_free(&s);
+    free(s.mem);
     free(buf);
     return st;
 }
