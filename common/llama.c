@@ -29,6 +29,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,7 @@ struct hvq_llama {
     double *inv_freq;  /* head_dim / 2 rotary frequencies */
     hvq_llama_hook_fn hook;
     void *hook_ud;
+    const volatile sig_atomic_t *stop; /* hvq_llama_set_stop */
 };
 
 static const char *const hf_linear[HVQ_LLAMA_N_LINEAR] = {
@@ -86,6 +88,8 @@ void hvq_llama_set_hook(hvq_llama *m, hvq_llama_hook_fn fn, void *ud)
     m->hook = fn;
     m->hook_ud = ud;
 }
+
+void hvq_llama_set_stop(hvq_llama *m, const volatile sig_atomic_t *flag) { m->stop = flag; }
 
 void hvq_llama_free(hvq_llama *m)
 {
@@ -679,6 +683,28 @@ fail:
 
 typedef void (*ll_range_fn)(void *arg, int64_t begin, int64_t end, int thread);
 
+/* Stopping a window: every worker reads the caller's flag (hvq_llama_set_stop)
+ * at each tile of a matrix product, each attention row and each row of
+ * logits, and the window between its steps; the first to see it set latches
+ * it in `seen`, so the others stop at their next check without reading the
+ * flag again. A stopped step leaves its output unfinished: the window then
+ * only unwinds. */
+typedef struct ll_stop {
+    const volatile sig_atomic_t *flag; /* NULL: never stop */
+    atomic_int seen;
+} ll_stop;
+
+static int ll_stopped(ll_stop *s)
+{
+    if (atomic_load_explicit(&s->seen, memory_order_relaxed))
+        return 1;
+    if (s->flag && *s->flag) {
+        atomic_store_explicit(&s->seen, 1, memory_order_relaxed);
+        return 1;
+    }
+    return 0;
+}
+
 typedef struct ll_task {
     ll_range_fn fn;
     void *arg;
@@ -933,6 +959,7 @@ typedef struct ll_mm {
     float *Y;
     int64_t n, in, out;
     ll_kernel_fn kernel;
+    ll_stop *stop;
 } ll_mm;
 
 /* Tiles: TT tokens by TO output rows, so both stay in cache. */
@@ -947,15 +974,17 @@ static void ll_mm_range(void *arg, int64_t o0, int64_t o1, int thread)
         int64_t oe = ob + LL_TO < o1 ? ob + LL_TO : o1;
         for (int64_t tb = 0; tb < j->n; tb += LL_TT) {
             int64_t te = tb + LL_TT < j->n ? tb + LL_TT : j->n;
+            if (ll_stopped(j->stop))
+                return;
             j->kernel(j->X, j->W, j->Y, j->in, j->out, tb, te, ob, oe);
         }
     }
 }
 
-static void ll_matmul(int threads, const float *X, const float *W, float *Y, int64_t n,
-                      int64_t in, int64_t out)
+static void ll_matmul(ll_stop *stop, int threads, const float *X, const float *W, float *Y,
+                      int64_t n, int64_t in, int64_t out)
 {
-    ll_mm j = {X, W, Y, n, in, out, ll_kernel()};
+    ll_mm j = {X, W, Y, n, in, out, ll_kernel(), stop};
     int nt = ll_threads_for(threads, (double)n * (double)in * (double)out);
     ll_parallel(nt, out, 4, ll_mm_range, &j);
 }
@@ -1137,6 +1166,7 @@ typedef struct ll_attn {
     int64_t n;
     int n_heads, n_kv, hd;
     float scale;
+    ll_stop *stop;
 } ll_attn;
 
 /* Items are (head, position) pairs, head-major. */
@@ -1146,7 +1176,7 @@ static void ll_attn_range(void *arg, int64_t b, int64_t e, int thread)
     int64_t qs = (int64_t)a->n_heads * a->hd, ks = (int64_t)a->n_kv * a->hd;
     int group = a->n_heads / a->n_kv;
     float *sc = a->scratch + (int64_t)thread * a->n;
-    for (int64_t it = b; it < e; it++) {
+    for (int64_t it = b; it < e && !ll_stopped(a->stop); it++) {
         int h = (int)(it / a->n);
         int64_t i = it % a->n;
         int kh = h / group;
@@ -1178,13 +1208,14 @@ typedef struct ll_nll {
     const int32_t *targets;
     double *nll;         /* per row */
     int64_t vocab;
+    ll_stop *stop;
 } ll_nll;
 
 static void ll_nll_range(void *arg, int64_t b, int64_t e, int thread)
 {
     const ll_nll *a = arg;
     (void)thread;
-    for (int64_t r = b; r < e; r++) {
+    for (int64_t r = b; r < e && !ll_stopped(a->stop); r++) {
         const float *l = a->logits + r * a->vocab;
         double mx = l[0];
         for (int64_t i = 1; i < a->vocab; i++)
@@ -1198,6 +1229,145 @@ static void ll_nll_range(void *arg, int64_t b, int64_t e, int thread)
 }
 
 #define LL_LOGIT_ROWS 64
+#define LL_TABLE_ROWS 4096 /* positions of the RoPE tables between two checks */
+
+/* One window's activations (row-major, one row per token). */
+typedef struct ll_run {
+    hvq_llama *m;
+    int threads;
+    int64_t N, QD, KD;
+    float *buf; /* everything below but row_nll */
+    float *x, *h, *q, *att, *k, *v, *g, *u, *cosv, *sinv, *kt, *scratch, *logits;
+    double *row_nll;
+    ll_stop stop;
+} ll_run;
+
+static int ll_run_alloc(ll_run *r, hvq_llama *m, int threads, int64_t N)
+{
+    const hvq_llama_config *c = &m->cfg;
+    int64_t H = c->hidden, I = c->intermediate, V = c->vocab, half = c->head_dim / 2;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t lrows = N - 1 < LL_LOGIT_ROWS ? N - 1 : LL_LOGIT_ROWS;
+    *r = (ll_run){.m = m, .threads = threads, .N = N, .QD = QD, .KD = KD};
+    float **part[] = {&r->x, &r->h,   &r->q,    &r->att, &r->k,  &r->v,       &r->g,
+                      &r->u, &r->cosv, &r->sinv, &r->kt,  &r->scratch, &r->logits};
+    const int64_t floats[] = {N * H, N * H,    N * QD,   N * QD, N * KD, N * KD,    N * I,
+                              N * I, N * half, N * half, N * KD, threads * N, lrows * V};
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++)
+        total += (size_t)floats[i];
+    r->buf = malloc(total * sizeof(float));
+    r->row_nll = malloc((size_t)(N > 1 ? N - 1 : 1) * sizeof(double));
+    if (!r->buf || !r->row_nll) {
+        free(r->buf);
+        free(r->row_nll);
+        return 0;
+    }
+    float *p = r->buf;
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
+        *part[i] = p;
+        p += floats[i];
+    }
+    r->stop.flag = m->stop;
+    atomic_init(&r->stop.seen, 0);
+    return 1;
+}
+
+/* The embeddings and the RoPE tables; 0 when stopped. */
+static int ll_tables(ll_run *r, const int32_t *tokens)
+{
+    const hvq_llama *m = r->m;
+    int64_t H = m->cfg.hidden, half = m->cfg.head_dim / 2;
+    for (int64_t t = 0; t < r->N; t++)
+        memcpy(r->x + t * H, m->embed + (int64_t)tokens[t] * H, (size_t)H * sizeof(float));
+    for (int64_t t = 0; t < r->N; t++) {
+        if (t % LL_TABLE_ROWS == 0 && ll_stopped(&r->stop))
+            return 0;
+        for (int64_t i = 0; i < half; i++) {
+            double ang = (double)t * m->inv_freq[i];
+            r->cosv[t * half + i] = (float)cos(ang);
+            r->sinv[t * half + i] = (float)sin(ang);
+        }
+    }
+    return 1;
+}
+
+static void ll_hook(const ll_run *r, int l, hvq_llama_linear which, const float *x, int64_t dim)
+{
+    if (r->m->hook)
+        r->m->hook(r->m->hook_ud, l, which, x, (int)r->N, (int)dim);
+}
+
+/* The attention half of layer l: x += attention(rmsnorm(x)). */
+static void ll_attention(ll_run *r, int l)
+{
+    const hvq_llama_config *c = &r->m->cfg;
+    const ll_layer *L = &r->m->layers[l];
+    int64_t N = r->N, H = c->hidden, QD = r->QD, KD = r->KD, hd = c->head_dim;
+    ll_stop *st = &r->stop;
+    rmsnorm(r->h, r->x, L->attn_norm, N, H, c->rms_eps);
+    ll_hook(r, l, HVQ_LLAMA_Q, r->h, H);
+    ll_hook(r, l, HVQ_LLAMA_K, r->h, H);
+    ll_hook(r, l, HVQ_LLAMA_V, r->h, H);
+    ll_matmul(st, r->threads, r->h, L->w[HVQ_LLAMA_Q], r->q, N, H, QD);
+    ll_matmul(st, r->threads, r->h, L->w[HVQ_LLAMA_K], r->k, N, H, KD);
+    ll_matmul(st, r->threads, r->h, L->w[HVQ_LLAMA_V], r->v, N, H, KD);
+    if (ll_stopped(st))
+        return;
+    rope(r->q, N, QD, c->n_heads, (int)hd, c->rope_interleaved, r->cosv, r->sinv);
+    rope(r->k, N, KD, c->n_kv_heads, (int)hd, c->rope_interleaved, r->cosv, r->sinv);
+    for (int64_t t = 0; t < N; t++)
+        for (int64_t e = 0; e < KD; e++)
+            r->kt[e * N + t] = r->k[t * KD + e];
+    ll_attn aj = {r->q, r->kt, r->v, r->att, r->scratch, N, c->n_heads, c->n_kv_heads, (int)hd,
+                  (float)(1.0 / sqrt((double)hd)), st};
+    ll_parallel(ll_threads_for(r->threads, (double)N * N * QD), (int64_t)c->n_heads * N, 1,
+                ll_attn_range, &aj);
+    if (ll_stopped(st))
+        return;
+    ll_hook(r, l, HVQ_LLAMA_O, r->att, QD);
+    ll_matmul(st, r->threads, r->att, L->w[HVQ_LLAMA_O], r->h, N, QD, H);
+    for (int64_t i = 0; i < N * H; i++)
+        r->x[i] += r->h[i];
+}
+
+/* The MLP half of layer l: x += down(silu(gate h) * up h), h = rmsnorm(x). */
+static void ll_mlp(ll_run *r, int l)
+{
+    const hvq_llama_config *c = &r->m->cfg;
+    const ll_layer *L = &r->m->layers[l];
+    int64_t N = r->N, H = c->hidden, I = c->intermediate;
+    ll_stop *st = &r->stop;
+    rmsnorm(r->h, r->x, L->ffn_norm, N, H, c->rms_eps);
+    ll_hook(r, l, HVQ_LLAMA_GATE, r->h, H);
+    ll_hook(r, l, HVQ_LLAMA_UP, r->h, H);
+    ll_matmul(st, r->threads, r->h, L->w[HVQ_LLAMA_GATE], r->g, N, H, I);
+    ll_matmul(st, r->threads, r->h, L->w[HVQ_LLAMA_UP], r->u, N, H, I);
+    if (ll_stopped(st))
+        return;
+    for (int64_t i = 0; i < N * I; i++)
+        r->g[i] = r->g[i] / (1.0f + expf(-r->g[i])) * r->u[i];
+    ll_hook(r, l, HVQ_LLAMA_DOWN, r->g, I);
+    ll_matmul(st, r->threads, r->g, L->w[HVQ_LLAMA_DOWN], r->h, N, I, H);
+    for (int64_t i = 0; i < N * H; i++)
+        r->x[i] += r->h[i];
+}
+
+/* The negative log-likelihood of tokens[1..N-1], row by row into row_nll:
+ * only rows 0..N-2 predict a token of the window. */
+static void ll_loss(ll_run *r, const int32_t *tokens)
+{
+    const hvq_llama *m = r->m;
+    int64_t N = r->N, H = m->cfg.hidden, V = m->cfg.vocab;
+    rmsnorm(r->h, r->x, m->out_norm, N - 1, H, m->cfg.rms_eps);
+    for (int64_t r0 = 0; r0 < N - 1 && !ll_stopped(&r->stop); r0 += LL_LOGIT_ROWS) {
+        int64_t rows = N - 1 - r0 < LL_LOGIT_ROWS ? N - 1 - r0 : LL_LOGIT_ROWS;
+        ll_matmul(&r->stop, r->threads, r->h + r0 * H, m->head, r->logits, rows, H, V);
+        ll_nll nj = {r->logits, tokens + r0 + 1, r->row_nll + r0, V, &r->stop};
+        ll_parallel(ll_threads_for(r->threads, (double)rows * V * 8), rows, 1, ll_nll_range,
+                    &nj);
+    }
+}
 
 hvq_status hvq_llama_window(hvq_ctx *ctx, hvq_llama *m, const int32_t *tokens, int n,
                             double *nll, uint64_t *n_scored)
@@ -1217,86 +1387,29 @@ hvq_status hvq_llama_window(hvq_ctx *ctx, hvq_llama *m, const int32_t *tokens, i
         threads = 1;
     if (threads > 256)
         threads = 256;
-    int64_t N = n, H = c->hidden, I = c->intermediate, V = c->vocab, hd = c->head_dim;
-    int64_t QD = (int64_t)c->n_heads * hd, KD = (int64_t)c->n_kv_heads * hd;
-    int64_t half = hd / 2;
-    int64_t lrows = N - 1 < LL_LOGIT_ROWS ? N - 1 : LL_LOGIT_ROWS;
-    size_t floats = (size_t)(N * H * 2 + N * QD * 2 + N * KD * 3 + N * I * 2 + N * half * 2 +
-                             (int64_t)threads * N + lrows * V);
-    float *buf = malloc(floats * sizeof(float));
-    double *row_nll = malloc((size_t)(N > 1 ? N - 1 : 1) * sizeof(double));
-    if (!buf || !row_nll) {
-        free(buf);
-        free(row_nll);
+    ll_run r;
+    if (!ll_run_alloc(&r, m, threads, n))
         return ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory (a window of %d tokens)", n);
-    }
-    float *x = buf, *h = x + N * H, *q = h + N * H, *att = q + N * QD, *k = att + N * QD;
-    float *v = k + N * KD, *g = v + N * KD, *u = g + N * I, *cosv = u + N * I;
-    float *sinv = cosv + N * half, *kt = sinv + N * half, *scratch = kt + N * KD;
-    float *logits = scratch + threads * N;
-
-    for (int64_t t = 0; t < N; t++)
-        memcpy(x + t * H, m->embed + (int64_t)tokens[t] * H, (size_t)H * sizeof(float));
-    for (int64_t t = 0; t < N; t++)
-        for (int64_t i = 0; i < half; i++) {
-            double ang = (double)t * m->inv_freq[i];
-            cosv[t * half + i] = (float)cos(ang);
-            sinv[t * half + i] = (float)sin(ang);
+    if (ll_tables(&r, tokens)) {
+        for (int l = 0; l < c->n_layers && !ll_stopped(&r.stop); l++) {
+            ll_attention(&r, l);
+            if (!ll_stopped(&r.stop))
+                ll_mlp(&r, l);
         }
-    for (int l = 0; l < c->n_layers; l++) {
-        const ll_layer *L = &m->layers[l];
-        rmsnorm(h, x, L->attn_norm, N, H, c->rms_eps);
-        if (m->hook) {
-            m->hook(m->hook_ud, l, HVQ_LLAMA_Q, h, n, (int)H);
-            m->hook(m->hook_ud, l, HVQ_LLAMA_K, h, n, (int)H);
-            m->hook(m->hook_ud, l, HVQ_LLAMA_V, h, n, (int)H);
-        }
-        ll_matmul(threads, h, L->w[HVQ_LLAMA_Q], q, N, H, QD);
-        ll_matmul(threads, h, L->w[HVQ_LLAMA_K], k, N, H, KD);
-        ll_matmul(threads, h, L->w[HVQ_LLAMA_V], v, N, H, KD);
-        rope(q, N, QD, c->n_heads, (int)hd, c->rope_interleaved, cosv, sinv);
-        rope(k, N, KD, c->n_kv_heads, (int)hd, c->rope_interleaved, cosv, sinv);
-        for (int64_t t = 0; t < N; t++)
-            for (int64_t e = 0; e < KD; e++)
-                kt[e * N + t] = k[t * KD + e];
-        ll_attn aj = {q, kt, v, att, scratch, N, c->n_heads, c->n_kv_heads, (int)hd,
-                      (float)(1.0 / sqrt((double)hd))};
-        ll_parallel(ll_threads_for(threads, (double)N * N * QD), (int64_t)c->n_heads * N, 1,
-                    ll_attn_range, &aj);
-        if (m->hook)
-            m->hook(m->hook_ud, l, HVQ_LLAMA_O, att, n, (int)QD);
-        ll_matmul(threads, att, L->w[HVQ_LLAMA_O], h, N, QD, H);
-        for (int64_t i = 0; i < N * H; i++)
-            x[i] += h[i];
-        rmsnorm(h, x, L->ffn_norm, N, H, c->rms_eps);
-        if (m->hook) {
-            m->hook(m->hook_ud, l, HVQ_LLAMA_GATE, h, n, (int)H);
-            m->hook(m->hook_ud, l, HVQ_LLAMA_UP, h, n, (int)H);
-        }
-        ll_matmul(threads, h, L->w[HVQ_LLAMA_GATE], g, N, H, I);
-        ll_matmul(threads, h, L->w[HVQ_LLAMA_UP], u, N, H, I);
-        for (int64_t i = 0; i < N * I; i++)
-            g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        if (m->hook)
-            m->hook(m->hook_ud, l, HVQ_LLAMA_DOWN, g, n, (int)I);
-        ll_matmul(threads, g, L->w[HVQ_LLAMA_DOWN], h, N, I, H);
-        for (int64_t i = 0; i < N * H; i++)
-            x[i] += h[i];
+        if (!ll_stopped(&r.stop))
+            ll_loss(&r, tokens);
     }
-    /* Only rows 0..n-2 predict a token of the window. */
-    rmsnorm(h, x, m->out_norm, N - 1, H, c->rms_eps);
-    for (int64_t r0 = 0; r0 < N - 1; r0 += LL_LOGIT_ROWS) {
-        int64_t rows = N - 1 - r0 < LL_LOGIT_ROWS ? N - 1 - r0 : LL_LOGIT_ROWS;
-        ll_matmul(threads, h + r0 * H, m->head, logits, rows, H, V);
-        ll_nll nj = {logits, tokens + r0 + 1, row_nll + r0, V};
-        ll_parallel(ll_threads_for(threads, (double)rows * V * 8), rows, 1, ll_nll_range, &nj);
+    hvq_status st = HVQ_OK;
+    if (ll_stopped(&r.stop)) {
+        st = ctx->host->error(ctx, HVQ_E_IO, "interrupted");
+    } else {
+        double sum = 0;
+        for (int64_t i = 0; i < r.N - 1; i++)
+            sum += r.row_nll[i];
+        *nll += sum;
+        *n_scored += (uint64_t)(r.N - 1);
     }
-    double sum = 0;
-    for (int64_t r = 0; r < N - 1; r++)
-        sum += row_nll[r];
-    *nll += sum;
-    *n_scored += (uint64_t)(N - 1);
-    free(buf);
-    free(row_nll);
-    return HVQ_OK;
+    free(r.buf);
+    free(r.row_nll);
+    return st;
 }

@@ -18,6 +18,7 @@
 
 #include "plugin.h"
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -95,10 +96,20 @@ typedef void (*hvq_llama_hook_fn)(void *ud, int layer, hvq_llama_linear which,
                                   const float *x, int n_tokens, int in_dim);
 void hvq_llama_set_hook(hvq_llama *m, hvq_llama_hook_fn fn, void *ud);
 
+/* When set, a window stops soon after *flag becomes nonzero (set by a
+ * signal handler or another thread): every worker thread checks it at each
+ * tile of a matrix product (32 tokens by 16 outputs) and at each attention
+ * or logit row, and the window between its steps, so that even a window of
+ * a million tokens stops after at most one such item per thread.
+ * NULL (the default): windows always run to the end. */
+void hvq_llama_set_stop(hvq_llama *m, const volatile sig_atomic_t *flag);
+
 /* Runs one window of n tokens (1 <= n <= any length; token ids checked
  * against the vocabulary) from an empty cache and adds to *nll the negative
  * log-likelihood (natural log, double) of tokens[1..n-1] given their
- * prefixes, and n-1 to *n_scored. */
+ * prefixes, and n-1 to *n_scored. Stopped (hvq_llama_set_stop): HVQ_E_IO
+ * with the message "interrupted", *nll and *n_scored untouched, every
+ * thread joined and nothing left allocated. */
 hvq_status hvq_llama_window(hvq_ctx *ctx, hvq_llama *m, const int32_t *tokens, int n,
                             double *nll, uint64_t *n_scored);
 

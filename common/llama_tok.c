@@ -73,6 +73,24 @@ void hvq_tokenizer_free(hvq_tokenizer *t)
 int hvq_tokenizer_size(const hvq_tokenizer *t) { return t->n; }
 int hvq_tokenizer_bos(const hvq_tokenizer *t) { return t->bos; }
 
+const char *hvq_tokenizer_piece(const hvq_tokenizer *t, int id, size_t *len)
+{
+    *len = t->len[id];
+    return t->piece[id];
+}
+
+float hvq_tokenizer_score(const hvq_tokenizer *t, int id) { return t->score[id]; }
+int hvq_tokenizer_lookup(const hvq_tokenizer *t, const char *s, size_t n)
+{
+    return lookup(t, s, n);
+}
+int hvq_tokenizer_space_prefix(const hvq_tokenizer *t) { return t->add_prefix; }
+
+int hvq_tokenizer_byte(const hvq_tokenizer *t, unsigned char b)
+{
+    return t->byte_id[b] >= 0 ? t->byte_id[b] : t->unk;
+}
+
 static hvq_tokenizer *tok_new(int n)
 {
     hvq_tokenizer *t = calloc(1, sizeof *t);
@@ -384,23 +402,131 @@ static int pair_id(const hvq_tokenizer *t, int a, int b, char *buf, float *sc)
     return id;
 }
 
-hvq_status hvq_tokenizer_encode(hvq_ctx *ctx, const hvq_tokenizer *t, const char *text,
-                                size_t len, int bos, int32_t **ids, size_t *n, size_t *cap)
+/* ---- merging -------------------------------------------------------------
+ *
+ * The rule (llama2.c's): merge the adjacent pair whose piece has the highest
+ * score, the leftmost on ties, until no pair is a piece. Rescanning the
+ * whole list for each merge is quadratic (a paragraph of 200 KB took half a
+ * minute), so the symbols form a doubly linked list in text order, where a
+ * merge folds symbol next[i] into symbol i and every symbol keeps its first
+ * position, and the symbols whose pair (i, next[i]) is a piece sit in a
+ * binary heap ordered by (score descending, i ascending). Since positions
+ * keep the list's order, the top of the heap is exactly the pair the scan
+ * picked; each merge changes two pairs, so a text of n bytes takes
+ * O(n log n). A pair scoring -inf or NaN never won the scan (its test was
+ * score > best, best starting at -inf), so it never enters the heap. */
+
+typedef struct tok_syms {
+    int32_t *mem;               /* the arrays below, one allocation */
+    int32_t *tok, *prev, *next; /* -1: none */
+    int32_t *pid;               /* the piece of (i, next[i]), valid in the heap */
+    float *psc;                 /* its score */
+    int32_t *heap, *slot;       /* slot[i]: i's index in heap, -1 when absent */
+    size_t n_heap;
+    uint64_t work;              /* pair lookups and heap steps, for the tests */
+} tok_syms;
+
+/* Is symbol a's pair merged before symbol b's? */
+static int sym_first(const tok_syms *s, int32_t a, int32_t b)
 {
-    hvq_status st = HVQ_OK;
-    if (bos && (st = push(ctx, ids, n, cap, t->bos)) != HVQ_OK)
-        return st;
-    if (len == 0)
-        return HVQ_OK;
-    /* Working list: at most one token per byte, plus the prefix. */
-    int32_t *w = malloc((len + 1) * sizeof *w);
-    int32_t *pid = malloc((len + 1) * sizeof *pid);  /* merge id of (i, i+1) */
-    float *psc = malloc((len + 1) * sizeof *psc);
-    char *buf = malloc(TOK_MAX_PIECE * 2 + 8);
-    if (!w || !pid || !psc || !buf) {
-        st = ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
-        goto done;
+    return s->psc[a] > s->psc[b] || (s->psc[a] == s->psc[b] && a < b);
+}
+
+static void heap_put(tok_syms *s, size_t k, int32_t i)
+{
+    s->heap[k] = i;
+    s->slot[i] = (int32_t)k;
+}
+
+static void sift_up(tok_syms *s, size_t k)
+{
+    int32_t i = s->heap[k];
+    while (k > 0) {
+        size_t p = (k - 1) / 2;
+        s->work++;
+        if (!sym_first(s, i, s->heap[p]))
+            break;
+        heap_put(s, k, s->heap[p]);
+        k = p;
     }
+    heap_put(s, k, i);
+}
+
+static void sift_down(tok_syms *s, size_t k)
+{
+    int32_t i = s->heap[k];
+    for (size_t c; (c = 2 * k + 1) < s->n_heap;) {
+        s->work++;
+        if (c + 1 < s->n_heap && sym_first(s, s->heap[c + 1], s->heap[c]))
+            c++;
+        if (!sym_first(s, s->heap[c], i))
+            break;
+        heap_put(s, k, s->heap[c]);
+        k = c;
+    }
+    heap_put(s, k, i);
+}
+
+static void heap_remove(tok_syms *s, int32_t i)
+{
+    size_t k = (size_t)s->slot[i], last = --s->n_heap;
+    s->slot[i] = -1;
+    if (k == last)
+        return;
+    int32_t j = s->heap[last];
+    heap_put(s, k, j);
+    sift_up(s, k);
+    sift_down(s, (size_t)s->slot[j]);
+}
+
+/* Looks up the pair of symbol i (with next[i]) and puts i in the heap, moves
+ * it, or takes it out, accordingly. */
+static void sym_pair(const hvq_tokenizer *t, tok_syms *s, int32_t i, char *buf)
+{
+    float sc = -INFINITY;
+    int id = -1;
+    if (s->next[i] >= 0) {
+        id = pair_id(t, s->tok[i], s->tok[s->next[i]], buf, &sc);
+        s->work++;
+    }
+    if (id < 0 || !(sc > -INFINITY)) {
+        if (s->slot[i] >= 0)
+            heap_remove(s, i);
+        return;
+    }
+    s->pid[i] = id;
+    s->psc[i] = sc;
+    if (s->slot[i] < 0) {
+        heap_put(s, s->n_heap++, i);
+        sift_up(s, (size_t)s->slot[i]);
+    } else {
+        sift_up(s, (size_t)s->slot[i]);
+        sift_down(s, (size_t)s->slot[i]);
+    }
+}
+
+_Static_assert(sizeof(float) == sizeof(int32_t), "psc shares the int32 block");
+
+/* Room for n symbols: seven arrays of n 32-bit values (psc's floats too). */
+static int syms_alloc(tok_syms *s, size_t n)
+{
+    memset(s, 0, sizeof *s);
+    if (!(s->mem = malloc(n * 7 * sizeof *s->mem)))
+        return 0;
+    s->tok = s->mem;
+    s->prev = s->tok + n;
+    s->next = s->prev + n;
+    s->pid = s->next + n;
+    s->heap = s->pid + n;
+    s->slot = s->heap + n;
+    s->psc = (float *)(void *)(s->slot + n);
+    return 1;
+}
+
+/* The symbols before any merge: the dummy prefix, then per UTF-8 code point
+ * its piece, or one byte token (else the unknown token) per byte. */
+static size_t first_symbols(const hvq_tokenizer *t, const char *text, size_t len, int32_t *w)
+{
     size_t m = 0;
     if (t->add_prefix) {
         int sp = lookup(t, " ", 1);
@@ -415,43 +541,78 @@ hvq_status hvq_tokenizer_encode(hvq_ctx *ctx, const hvq_tokenizer *t, const char
         if (id >= 0) {
             w[m++] = id;
         } else {
-            for (size_t k = 0; k < cl; k++) {
-                int b = t->byte_id[(unsigned char)text[i + k]];
-                w[m++] = b >= 0 ? b : t->unk;
-            }
+            for (size_t k = 0; k < cl; k++)
+                w[m++] = hvq_tokenizer_byte(t, (unsigned char)text[i + k]);
         }
         i += cl;
     }
-    for (size_t i = 0; i + 1 < m; i++)
-        pid[i] = pair_id(t, w[i], w[i + 1], buf, &psc[i]);
-    for (;;) {
-        float best = -INFINITY;
-        size_t at = (size_t)-1;
-        for (size_t i = 0; i + 1 < m; i++)
-            if (pid[i] >= 0 && psc[i] > best) {
-                best = psc[i];
-                at = i;
-            }
-        if (at == (size_t)-1)
-            break;
-        w[at] = pid[at];
-        memmove(w + at + 1, w + at + 2, (m - at - 2) * sizeof *w);
-        memmove(pid + at + 1, pid + at + 2, (m - at - 2) * sizeof *pid);
-        memmove(psc + at + 1, psc + at + 2, (m - at - 2) * sizeof *psc);
-        m--;
-        if (at > 0)
-            pid[at - 1] = pair_id(t, w[at - 1], w[at], buf, &psc[at - 1]);
-        if (at + 1 < m)
-            pid[at] = pair_id(t, w[at], w[at + 1], buf, &psc[at]);
+    return m;
+}
+
+/* Merges s's m symbols (tok filled) to the end. */
+static void merge_all(const hvq_tokenizer *t, tok_syms *s, size_t m, char *buf)
+{
+    for (size_t i = 0; i < m; i++) {
+        s->prev[i] = (int32_t)i - 1;
+        s->next[i] = i + 1 < m ? (int32_t)i + 1 : -1;
+        s->slot[i] = -1;
     }
-    for (size_t i = 0; i < m && st == HVQ_OK; i++)
-        st = push(ctx, ids, n, cap, w[i]);
+    for (size_t i = 0; i + 1 < m; i++)
+        sym_pair(t, s, (int32_t)i, buf);
+    while (s->n_heap) {
+        int32_t i = s->heap[0], j = s->next[i];
+        s->tok[i] = s->pid[i];
+        if (s->slot[j] >= 0)
+            heap_remove(s, j);
+        s->next[i] = s->next[j];
+        if (s->next[j] >= 0)
+            s->prev[s->next[j]] = i;
+        if (s->prev[i] >= 0)
+            sym_pair(t, s, s->prev[i], buf);
+        sym_pair(t, s, i, buf);
+    }
+}
+
+/* hvq_tokenizer_encode, adding to *work (when not NULL) the number of pair
+ * lookups and heap steps the merging took. For the tests (declared there,
+ * not in the header: internal). */
+hvq_status hvq_tokenizer_encode_work(hvq_ctx *ctx, const hvq_tokenizer *t, const char *text,
+                                     size_t len, int bos, int32_t **ids, size_t *n,
+                                     size_t *cap, uint64_t *work);
+hvq_status hvq_tokenizer_encode_work(hvq_ctx *ctx, const hvq_tokenizer *t, const char *text,
+                                     size_t len, int bos, int32_t **ids, size_t *n,
+                                     size_t *cap, uint64_t *work)
+{
+    hvq_status st = HVQ_OK;
+    if (bos && (st = push(ctx, ids, n, cap, t->bos)) != HVQ_OK)
+        return st;
+    if (len == 0)
+        return HVQ_OK;
+    if (len > INT32_MAX - 1) /* symbols are int32: at most one per byte, plus the prefix */
+        return ctx->host->error(ctx, HVQ_E_INPUT, "a paragraph of %zu bytes is too long to "
+                                "tokenize (at most 2 GiB)", len);
+    tok_syms s;
+    char *buf = malloc(TOK_MAX_PIECE * 2 + 8);
+    if (!syms_alloc(&s, len + 1) || !buf) {
+        st = ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
+        goto done;
+    }
+    size_t m = first_symbols(t, text, len, s.tok);
+    merge_all(t, &s, m, buf);
+    for (int32_t i = 0; i >= 0 && st == HVQ_OK; i = s.next[i])
+        st = push(ctx, ids, n, cap, s.tok[i]);
+    if (work)
+        *work += s.work;
 done:
-    free(w);
-    free(pid);
-    free(psc);
+    free(s.mem);
     free(buf);
     return st;
+}
+
+hvq_status hvq_tokenizer_encode(hvq_ctx *ctx, const hvq_tokenizer *t, const char *text,
+                                size_t len, int bos, int32_t **ids, size_t *n, size_t *cap)
+{
+    return hvq_tokenizer_encode_work(ctx, t, text, len, bos, ids, n, cap, NULL);
 }
 
 static int blank(const char *s, size_t n)

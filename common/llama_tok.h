@@ -7,7 +7,8 @@
  *     there is none, one byte token per byte (<0xXX>);
  *   - then, repeatedly, the adjacent pair whose concatenation is a piece
  *     with the highest score (the leftmost on ties) is merged, until no
- *     pair is a piece.
+ *     pair is a piece (in O(n log n) for n bytes, with a heap of the
+ *     pairs).
  * Vocabularies come from a llama2.c tokenizer.bin (int32 max piece length,
  * then per token a float32 score, an int32 length and the bytes) or from a
  * GGUF file's metadata (tokenizer.ggml.model "llama": tokens, scores,
@@ -32,6 +33,18 @@ void hvq_tokenizer_free(hvq_tokenizer *t);
 
 int hvq_tokenizer_size(const hvq_tokenizer *t); /* number of tokens */
 int hvq_tokenizer_bos(const hvq_tokenizer *t);  /* BOS id (1 for llama2.c) */
+
+/* The vocabulary as the encoder sees it (0 <= id < size): token id's
+ * piece (spaces as ' ', NUL-terminated, *len its length) and score; the
+ * token a code point or a merge may become for s[0..n) (never a control,
+ * unknown or byte token; the first of duplicates), or -1; the token byte b
+ * falls back to (its <0xXX> token, else the unknown token); whether text
+ * gets the dummy-prefix space. */
+const char *hvq_tokenizer_piece(const hvq_tokenizer *t, int id, size_t *len);
+float hvq_tokenizer_score(const hvq_tokenizer *t, int id);
+int hvq_tokenizer_lookup(const hvq_tokenizer *t, const char *s, size_t n);
+int hvq_tokenizer_byte(const hvq_tokenizer *t, unsigned char b);
+int hvq_tokenizer_space_prefix(const hvq_tokenizer *t);
 
 /* Encodes text[0..len) as one piece of text, appending the ids to *ids
  * (grown with realloc; *n used, *cap allocated). */

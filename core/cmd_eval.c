@@ -567,6 +567,7 @@ static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *m
     }
     if ((st = hvq_llama_load(ctx, &src, &llama)) != HVQ_OK)
         goto done;
+    hvq_llama_set_stop(llama, &hvq_interrupted); /* a window stops within a tile */
     res->config = *hvq_llama_get_config(llama);
     /* Tensors are copied: the files are no longer needed. */
     if (model) {
@@ -619,6 +620,9 @@ static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *m
         fputs("\r\033[K", stderr);
         hvq_ctx_line_dirty(ctx, 0);
     }
+    /* A signal during the last window, after its last check, still fails. */
+    if (st == HVQ_OK && hvq_interrupted)
+        st = hvq_error(ctx, HVQ_E_IO, "interrupted");
     if (st != HVQ_OK)
         goto done;
     res->seconds = now_seconds() - t1;
@@ -716,7 +720,7 @@ static void eval_on_signal(int sig)
         raise(sig);
     }
     eval_signal_seen = 1;
-    hvq_interrupted = 1;
+    hvq_interrupted = sig; /* the signal's number: any nonzero value means interrupted */
 }
 
 int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
@@ -823,6 +827,8 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
                                      config, &r);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    if (st == HVQ_OK && hvq_interrupted) /* between the last check and here */
+        st = hvq_error(ctx, HVQ_E_IO, "interrupted");
     if (st == HVQ_OK) {
         uint64_t processed = r.n_windows * (uint64_t)r.ctx_len;
         double tps = r.seconds > 0 ? (double)processed / r.seconds : 0.0;

@@ -22,18 +22,26 @@
 #include "config.h"
 
 #include "buf.h"
+#include "driver.h"
 #include "eval.h"
 #include "harness.h"
 #include "json.h"
 #include "llama.h"
 #include "llama_tok.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MODEL "models/stories260K"
@@ -668,6 +676,20 @@ static hvq_status plain_get(void *ud, hvq_ctx *ctx, const char *name, float **da
     return HVQ_OK;
 }
 
+/* The demo model through the model API (*hm stays open: close it after
+ * hvq_llama_free). */
+static hvq_llama *load_demo(hvq_ctx *ctx, hvq_model **hm)
+{
+    *hm = ctx->host->model_open(ctx, th_src(MODEL));
+    ck_assert_ptr_nonnull(*hm);
+    char *cfg = th_read_file(th_src(MODEL "/config.json"), NULL);
+    hvq_llama_source src = {cfg, NULL, 0, plain_get, *hm, "demo"};
+    hvq_llama *m = NULL;
+    ck_assert_msg(hvq_llama_load(ctx, &src, &m) == HVQ_OK, "%s", hvq_ctx_error(ctx));
+    free(cfg);
+    return m;
+}
+
 START_TEST(test_hook)
 {
     hvq_ctx *ctx = th_ctx();
@@ -675,12 +697,8 @@ START_TEST(test_hook)
     int32_t *ids;
     uint64_t n_ids;
     ck_assert_int_eq(hvq_eval_read_tokens(ctx, th_src(TOKENS), &ids, &n_ids), HVQ_OK);
-    hvq_model *hm = ctx->host->model_open(ctx, th_src(MODEL));
-    ck_assert_ptr_nonnull(hm);
-    char *cfg = th_read_file(th_src(MODEL "/config.json"), NULL);
-    hvq_llama_source src = {cfg, NULL, 0, plain_get, hm, "demo"};
-    hvq_llama *m = NULL;
-    ck_assert_msg(hvq_llama_load(ctx, &src, &m) == HVQ_OK, "%s", hvq_ctx_error(ctx));
+    hvq_model *hm;
+    hvq_llama *m = load_demo(ctx, &hm);
     char name[128];
     ck_assert_str_eq(hvq_llama_linear_name(0, 3, HVQ_LLAMA_O, name, sizeof name),
                      "model.layers.3.self_attn.o_proj.weight");
@@ -740,7 +758,6 @@ START_TEST(test_hook)
     free(h.qkv);
     free(h.gu);
     free(h.layer0_q);
-    free(cfg);
     hvq_llama_free(m);
     ctx->host->model_close(ctx, hm);
     free(ids);
@@ -1164,6 +1181,546 @@ START_TEST(test_shared_text)
 }
 END_TEST
 
+/* ---- stopping a window ---------------------------------------------------- */
+
+/* A window this long takes the demo model minutes (its attention alone is
+ * 32768^2 / 2 scores per head and layer: 100 to 200 s on two threads,
+ * longer under the sanitizers); stopped, it ends within one tile or row
+ * per thread. The tests take half a second each (also under ASan) and run
+ * under Check's timeout of 120 s, which the code before the stop exceeded:
+ * it ran each window to its end. */
+#define LONG_CTX 32768
+
+/* LONG_CTX tokens: the test tokens over and over. */
+static int32_t *long_tokens(hvq_ctx *ctx)
+{
+    int32_t *ids, *out = malloc(LONG_CTX * sizeof *out);
+    uint64_t n;
+    ck_assert_int_eq(hvq_eval_read_tokens(ctx, th_src(TOKENS), &ids, &n), HVQ_OK);
+    ck_assert_ptr_nonnull(out);
+    for (int i = 0; i < LONG_CTX; i++)
+        out[i] = ids[(uint64_t)i % n];
+    free(ids);
+    return out;
+}
+
+/* The window runs in its own thread; its first hook call (layer 0's Q)
+ * tells the test it has started and, when `block`, waits there until the
+ * test has set hvq_interrupted. */
+typedef struct stop_run {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int block, started, flag_set, calls, last_layer;
+    hvq_ctx *ctx;
+    hvq_llama *m;
+    const int32_t *ids;
+    double nll;
+    uint64_t cnt;
+    hvq_status st;
+} stop_run;
+
+static void stop_hook(void *ud, int layer, hvq_llama_linear which, const float *x, int n,
+                      int in_dim)
+{
+    stop_run *r = ud;
+    (void)which, (void)x, (void)n, (void)in_dim;
+    pthread_mutex_lock(&r->mu);
+    r->calls++;
+    r->last_layer = layer;
+    if (!r->started) {
+        r->started = 1;
+        pthread_cond_broadcast(&r->cv);
+        while (r->block && !r->flag_set)
+            pthread_cond_wait(&r->cv, &r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void *stop_window(void *p)
+{
+    stop_run *r = p;
+    r->st = hvq_llama_window(r->ctx, r->m, r->ids, LONG_CTX, &r->nll, &r->cnt);
+    return NULL;
+}
+
+/* Runs a long window and sets hvq_interrupted once its first hook call
+ * came; returns when the window has returned. */
+static void stop_once(stop_run *r, int block)
+{
+    pthread_t th;
+    r->block = block;
+    r->started = r->flag_set = r->calls = 0;
+    r->last_layer = -1;
+    r->nll = 0;
+    r->cnt = 0;
+    ck_assert_int_eq(pthread_create(&th, NULL, stop_window, r), 0);
+    pthread_mutex_lock(&r->mu);
+    while (!r->started)
+        pthread_cond_wait(&r->cv, &r->mu);
+    hvq_interrupted = SIGINT;
+    r->flag_set = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    hvq_interrupted = 0;
+}
+
+/* A window stops on hvq_interrupted (any nonzero value) in every worker,
+ * within the step it is in, and fails with "interrupted" without touching
+ * its results; the model then runs a window as before. */
+START_TEST(test_window_stops)
+{
+    hvq_ctx_opts o = {.quiet = 1, .threads = 3};
+    hvq_ctx *ctx = hvq_ctx_new(&o);
+    hvq_registry *reg = th_registry(ctx);
+    hvq_model *hm;
+    hvq_llama *m = load_demo(ctx, &hm);
+    int32_t *ids = long_tokens(ctx);
+    double before = window_nll(ctx, m, ids, 200);
+    hvq_llama_set_stop(m, &hvq_interrupted);
+
+    stop_run r = {.ctx = ctx, .m = m, .ids = ids};
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    hvq_llama_set_hook(m, stop_hook, &r);
+    /* Set while the window waits in its first hook: the hooks of Q, K and
+     * V come before the first check, nothing after. */
+    stop_once(&r, 1);
+    ck_assert_int_eq(r.st, HVQ_E_IO);
+    ck_assert_str_eq(hvq_ctx_error(ctx), "interrupted");
+    ck_assert_int_eq(r.calls, 3);
+    ck_assert(r.nll == 0 && r.cnt == 0);
+    /* Set while the window runs layer 0 (its Q, K and V products, then an
+     * attention of seconds): it stops there, in the workers. */
+    stop_once(&r, 0);
+    ck_assert_int_eq(r.st, HVQ_E_IO);
+    ck_assert_str_eq(hvq_ctx_error(ctx), "interrupted");
+    ck_assert_int_eq(r.last_layer, 0);
+    ck_assert(r.nll == 0 && r.cnt == 0);
+    pthread_mutex_destroy(&r.mu);
+    pthread_cond_destroy(&r.cv);
+
+    hvq_llama_set_hook(m, NULL, NULL);
+    ck_assert(window_nll(ctx, m, ids, 200) == before);
+    free(ids);
+    hvq_llama_free(m);
+    ctx->host->model_close(ctx, hm);
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+}
+END_TEST
+
+/* The number of threads of the running child pid (Linux: /proc/pid/task),
+ * or -1 (no /proc, or the child has ended). */
+static int thread_count(pid_t pid)
+{
+    siginfo_t info = {0};
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid)
+        return -1;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/task", (long)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Starts `hvqconv eval` on one long window with -v and stderr into a
+ * pipe; sends sig once the forward pass runs: after the log line that
+ * comes just before the windows, and, where /proc tells, once the process
+ * has more than one thread (the forward's workers: nothing else in eval
+ * starts threads). Returns the wait status; stdout in P("out"), stderr in
+ * *err. */
+static int eval_signalled(int sig, char **err)
+{
+    char n_ctx[16];
+    snprintf(n_ctx, sizeof n_ctx, "%d", LONG_CTX);
+    char exe[PATH_MAX];
+    snprintf(exe, sizeof exe, "%s/hvqconv", th_builddir());
+    const char *argv[] = {exe, "eval", th_src(MODEL), "--tokens", P("long.bin"), "--ctx", n_ctx,
+                          "--threads", "2", "--json", "-v", NULL};
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int out = open(P("out"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(out, 1);
+        dup2(pfd[1], 2);
+        close(pfd[0]);
+        execv(exe, (char *const *)argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    hvq_buf b;
+    hvq_buf_init(&b);
+    char chunk[4096];
+    int sent = 0;
+    for (ssize_t got; !sent && (got = read(pfd[0], chunk, sizeof chunk)) != 0;) {
+        if (got < 0) {
+            ck_assert_int_eq(errno, EINTR);
+            continue;
+        }
+        hvq_buf_append(&b, chunk, (size_t)got);
+        if (!b.data || !strstr(b.data, "layers, hidden"))
+            continue;
+        struct timespec ms = {0, 1000000};
+        while (thread_count(pid) == 1)
+            nanosleep(&ms, NULL);
+        ck_assert_int_eq(kill(pid, sig), 0);
+        sent = 1;
+    }
+    ck_assert_msg(sent, "eval ended before it was signalled:\n%s", b.data ? b.data : "");
+    for (ssize_t got; (got = read(pfd[0], chunk, sizeof chunk)) != 0;)
+        if (got > 0)
+            hvq_buf_append(&b, chunk, (size_t)got);
+    close(pfd[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        ck_assert_int_eq(errno, EINTR);
+    *err = b.data ? b.data : strdup("");
+    return status;
+}
+
+/* SIGINT or SIGTERM during the one window of a run (its last): the run
+ * fails with "interrupted", prints no result and no JSON. */
+START_TEST(test_eval_signal)
+{
+    hvq_ctx *ctx = th_ctx();
+    hvq_registry *reg = th_registry(ctx);
+    int32_t *ids = long_tokens(ctx);
+    th_write_file(P("long.bin"), ids, LONG_CTX * sizeof *ids); /* little-endian hosts */
+    free(ids);
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+    static const int sigs[] = {SIGINT, SIGTERM};
+    for (int k = 0; k < 2; k++) {
+        char *err = NULL;
+        int status = eval_signalled(sigs[k], &err);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) != 0,
+                      "signal %d: wait status %#x, stderr:\n%s", sigs[k], status, err);
+        th_assert_contains(err, "interrupted");
+        ck_assert_ptr_null(strstr(err, "PPL"));
+        size_t n = 0;
+        char *out = th_read_file(P("out"), &n);
+        ck_assert_msg(out && n == 0, "signal %d: stdout: %s", sigs[k], out ? out : "(none)");
+        free(out);
+        free(err);
+    }
+}
+END_TEST
+
+/* ---- the encoder against its reference ------------------------------------ */
+
+/* common/llama_tok.c, internal: hvq_tokenizer_encode that also counts its
+ * pair lookups and heap steps into *work. */
+hvq_status hvq_tokenizer_encode_work(hvq_ctx *ctx, const hvq_tokenizer *t, const char *text,
+                                     size_t len, int bos, int32_t **ids, size_t *n,
+                                     size_t *cap, uint64_t *work);
+
+/* The piece of tokens a and b together, or -1 (*sc its score). */
+static int ref_pair(const hvq_tokenizer *t, int a, int b, float *sc)
+{
+    char buf[8192 + 8];
+    size_t la, lb;
+    const char *pa = hvq_tokenizer_piece(t, a, &la), *pb = hvq_tokenizer_piece(t, b, &lb);
+    if (la + lb > 8192)
+        return -1;
+    memcpy(buf, pa, la);
+    memcpy(buf + la, pb, lb);
+    int id = hvq_tokenizer_lookup(t, buf, la + lb);
+    if (id >= 0)
+        *sc = hvq_tokenizer_score(t, id);
+    return id;
+}
+
+/* The encoder as it was before the heap (commit e7713a8), the reference:
+ * after each merge it scans every pair for the best score (a test of
+ * score > best starting from -inf: the leftmost wins ties, a -inf or NaN
+ * score never wins) and moves the rest of the list down. Quadratic. The
+ * ids (no BOS) in malloc'd *ids. */
+static size_t ref_encode(const hvq_tokenizer *t, const char *text, size_t len, int32_t **ids)
+{
+    int32_t *w = malloc((len + 2) * sizeof *w), *pid = malloc((len + 2) * sizeof *pid);
+    float *psc = malloc((len + 2) * sizeof *psc);
+    ck_assert(w && pid && psc);
+    size_t m = 0;
+    int sp = hvq_tokenizer_lookup(t, " ", 1);
+    if (len && hvq_tokenizer_space_prefix(t) && sp >= 0)
+        w[m++] = sp;
+    for (size_t i = 0, cl; i < len; i += cl) {
+        for (cl = 1; cl < 4 && i + cl < len && ((unsigned char)text[i + cl] & 0xC0) == 0x80;)
+            cl++;
+        int id = hvq_tokenizer_lookup(t, text + i, cl);
+        for (size_t k = 0; k < cl; k++)
+            if (id < 0 || k == 0)
+                w[m++] = id >= 0 ? id : hvq_tokenizer_byte(t, (unsigned char)text[i + k]);
+    }
+    for (size_t i = 0; i + 1 < m; i++)
+        pid[i] = ref_pair(t, w[i], w[i + 1], &psc[i]);
+    for (;;) {
+        float best = -INFINITY;
+        size_t at = SIZE_MAX;
+        for (size_t i = 0; i + 1 < m; i++)
+            if (pid[i] >= 0 && psc[i] > best) {
+                best = psc[i];
+                at = i;
+            }
+        if (at == SIZE_MAX)
+            break;
+        w[at] = pid[at];
+        memmove(w + at + 1, w + at + 2, (m - at - 2) * sizeof *w);
+        memmove(pid + at + 1, pid + at + 2, (m - at - 2) * sizeof *pid);
+        memmove(psc + at + 1, psc + at + 2, (m - at - 2) * sizeof *psc);
+        m--;
+        if (at > 0)
+            pid[at - 1] = ref_pair(t, w[at - 1], w[at], &psc[at - 1]);
+        if (at + 1 < m)
+            pid[at] = ref_pair(t, w[at], w[at + 1], &psc[at]);
+    }
+    free(pid);
+    free(psc);
+    *ids = w;
+    return m;
+}
+
+static void assert_as_ref(hvq_ctx *ctx, const hvq_tokenizer *t, const char *text, size_t len,
+                          const char *what, int k)
+{
+    int32_t *want, *ids = NULL;
+    size_t n_want = ref_encode(t, text, len, &want), n = 0, cap = 0, i = 0;
+    ck_assert_int_eq(hvq_tokenizer_encode(ctx, t, text, len, 0, &ids, &n, &cap), HVQ_OK);
+    while (i < n && i < n_want && ids[i] == want[i])
+        i++;
+    ck_assert_msg(n == n_want && i == n, "%s %d (%zu bytes): %zu tokens, the reference %zu; "
+                  "first difference at %zu", what, k, len, n, n_want, i);
+    free(ids);
+    free(want);
+}
+
+static uint64_t lcg(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 33;
+}
+
+/* n random pieces of text from the given ones, into buf; the length. */
+static size_t random_text(uint64_t *seed, const char *const *parts, size_t n_parts, size_t n,
+                          char *buf)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = parts[lcg(seed) % n_parts];
+        memcpy(buf + len, p, strlen(p));
+        len += strlen(p);
+    }
+    return len;
+}
+
+/* A llama2.c tokenizer.bin: <unk>, <s>, </s>, then the pieces. */
+static void write_vocab(const char *path, const char *const *pieces, const float *scores, int n)
+{
+    hvq_buf b;
+    hvq_buf_init(&b);
+    int32_t max = 16;
+    hvq_buf_append(&b, (const char *)&max, 4);
+    for (int i = -3; i < n; i++) {
+        const char *p = i < 0 ? (const char *[]){"<unk>", "<s>", "</s>"}[i + 3] : pieces[i];
+        float sc = i < 0 ? 0.0f : scores[i];
+        int32_t len = (int32_t)strlen(p);
+        hvq_buf_append(&b, (const char *)&sc, 4);
+        hvq_buf_append(&b, (const char *)&len, 4);
+        hvq_buf_append(&b, p, (size_t)len);
+    }
+    ck_assert(!b.oom);
+    th_write_file(path, b.data, b.len);
+    hvq_buf_free(&b);
+}
+
+/* The demo vocabulary, from tokenizer.bin and in GGUF form, on the demo
+ * texts, random bytes and random UTF-8. */
+START_TEST(test_encode_as_reference)
+{
+    hvq_ctx *ctx = th_ctx();
+    hvq_tokenizer *tk[2] = {NULL, NULL};
+    ck_assert_int_eq(hvq_tokenizer_load_llama2c(ctx, th_src(TOKENIZER), &tk[0]), HVQ_OK);
+    size_t nm;
+    hvq_meta *meta = gguf_vocab_meta(th_src(TOKENIZER), &nm);
+    ck_assert_int_eq(hvq_tokenizer_from_gguf(ctx, meta, nm, "test", &tk[1]), HVQ_OK);
+    free_meta(meta, nm);
+    static const char *const words[] = {
+        " ", " ", "the", "Once", "upon", "a", "time", ",", ".", "Lily", "\n", "was", "happy",
+        "dog", "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x99\x82", "1", "2", "@-@", "  ", "\t", "'s"};
+    const size_t nw = sizeof words / sizeof words[0];
+    char *buf = malloc(1 << 16);
+    uint64_t seed = 42;
+    for (int k = 0; k < 2; k++) {
+        const hvq_tokenizer *t = tk[k];
+        assert_as_ref(ctx, t, "", 0, "empty", k);
+        assert_as_ref(ctx, t, "a", 1, "one byte", k);
+        assert_as_ref(ctx, t, " ", 1, "a space", k);
+        assert_as_ref(ctx, t, "\xe4", 1, "a cut code point", k);
+        assert_as_ref(ctx, t, "\0\xff\x80", 3, "unknown bytes", k);
+        assert_as_ref(ctx, t, CHECK_TEXT, strlen(CHECK_TEXT), "the check text", k);
+        for (int r = 0; r < 200; r++) {
+            size_t len = lcg(&seed) % 300;
+            for (size_t i = 0; i < len; i++)
+                buf[i] = (char)lcg(&seed);
+            assert_as_ref(ctx, t, buf, len, "random bytes", r);
+            len = random_text(&seed, words, nw, lcg(&seed) % 400, buf);
+            assert_as_ref(ctx, t, buf, len, "random words", r);
+        }
+        const char *files[] = {"text/tinystories.txt", "text/wiki.test.raw"};
+        for (int f = 0; f < 2 && th_shared_data(); f++) {
+            size_t len;
+            char *text = th_read_file(shared(files[f]), &len);
+            ck_assert_ptr_nonnull(text);
+            /* The lines of the first 64 KB, then its first 12 KB whole. */
+            for (size_t i = 0, ll; i < len && i < 65536; i += ll + 1) {
+                const char *e = memchr(text + i, '\n', len - i);
+                ll = e ? (size_t)(e - text) - i : len - i;
+                assert_as_ref(ctx, t, text + i, ll, files[f], (int)i);
+            }
+            assert_as_ref(ctx, t, text, len < 12288 ? len : 12288, files[f], -1);
+            free(text);
+        }
+    }
+    free(buf);
+    hvq_tokenizer_free(tk[0]);
+    hvq_tokenizer_free(tk[1]);
+    hvq_ctx_free(ctx);
+}
+END_TEST
+
+/* The ids of text by t, no BOS, as a string "4 5 6". */
+static const char *encoded(hvq_ctx *ctx, const hvq_tokenizer *t, const char *text)
+{
+    static char out[256];
+    int32_t *ids = NULL;
+    size_t n = 0, cap = 0, o = 0;
+    ck_assert_int_eq(hvq_tokenizer_encode(ctx, t, text, strlen(text), 0, &ids, &n, &cap),
+                     HVQ_OK);
+    out[0] = '\0';
+    for (size_t i = 0; i < n && o < sizeof out - 16; i++)
+        o += (size_t)snprintf(out + o, sizeof out - o, "%s%d", i ? " " : "", ids[i]);
+    free(ids);
+    return out;
+}
+
+/* Ties and scores that never win, on small vocabularies made for it; then
+ * random vocabularies over a small alphabet (many ties, -inf and NaN
+ * scores, duplicate pieces, byte tokens for some bytes only) against the
+ * reference. */
+START_TEST(test_encode_ties)
+{
+    hvq_ctx *ctx = th_ctx();
+    hvq_tokenizer *t = NULL;
+    /* ids: 3 a, 4 b, 5 c, 6 aa, 7 ab, 8 bc, 9 cc (-inf), 10 ca (NaN), 11 <0x64> */
+    const char *p1[] = {"a", "b", "c", "aa", "ab", "bc", "cc", "ca", "<0x64>"};
+    float s1[] = {0, 0, 0, 1, 2, 2, -INFINITY, NAN, 0};
+    write_vocab(P("v1.bin"), p1, s1, 9);
+    ck_assert_int_eq(hvq_tokenizer_load_llama2c(ctx, P("v1.bin"), &t), HVQ_OK);
+    ck_assert_str_eq(encoded(ctx, t, "aaa"), "6 3");       /* the leftmost "aa" */
+    ck_assert_str_eq(encoded(ctx, t, "aaaaa"), "6 6 3");
+    ck_assert_str_eq(encoded(ctx, t, "abc"), "7 5");       /* "ab" and "bc" tie at 2 */
+    ck_assert_str_eq(encoded(ctx, t, "cc"), "5 5");        /* -inf never merges */
+    ck_assert_str_eq(encoded(ctx, t, "ca"), "5 3");        /* nor NaN */
+    ck_assert_str_eq(encoded(ctx, t, "ccaa"), "5 5 6");
+    ck_assert_str_eq(encoded(ctx, t, "dae"), "11 3 0");    /* byte token, then unknown */
+    ck_assert_str_eq(encoded(ctx, t, "a"), "3");           /* no " " piece: no prefix */
+    hvq_tokenizer_free(t);
+
+    static const char *const alpha[] = {"a", "b", "c", " ", "d", "e", "\xc3\xa9", "\xe4\xb8\xad"};
+    static const float levels[] = {-2, -1, -0.0f, 0, 0, 1, 1, 2, -INFINITY, NAN};
+    uint64_t seed = 7;
+    char pieces[64][8], text[512];
+    const char *pp[64];
+    float sc[64];
+    for (int v = 0; v < 30; v++) {
+        int n = 0;
+        for (int i = 0; i < 6; i++) { /* a b c " " é and d's byte token */
+            snprintf(pieces[n], 8, "%s", i < 4 ? alpha[i] : i == 4 ? alpha[6] : "<0x64>");
+            sc[n++] = levels[lcg(&seed) % 10];
+        }
+        for (; n < 64; n++) {
+            size_t len = 0, want = 2 + lcg(&seed) % 3;
+            for (size_t k = 0; k < want; k++) {
+                const char *a = lcg(&seed) % 7 == 0 ? alpha[6] : alpha[lcg(&seed) % 4];
+                memcpy(pieces[n] + len, a, strlen(a));
+                len += strlen(a);
+                if (len > 4)
+                    break;
+            }
+            pieces[n][len] = '\0';
+            sc[n] = levels[lcg(&seed) % 10];
+        }
+        for (int i = 0; i < 64; i++)
+            pp[i] = pieces[i];
+        write_vocab(P("v.bin"), pp, sc, 64);
+        ck_assert_int_eq(hvq_tokenizer_load_llama2c(ctx, P("v.bin"), &t), HVQ_OK);
+        for (int r = 0; r < 40; r++) {
+            size_t len = random_text(&seed, alpha, 8, lcg(&seed) % 150, text);
+            assert_as_ref(ctx, t, text, len, "random vocabulary", v * 100 + r);
+        }
+        hvq_tokenizer_free(t);
+    }
+    hvq_ctx_free(ctx);
+}
+END_TEST
+
+/* Merging is O(n log n): on paragraphs of 2 MB the pair lookups and heap
+ * steps stay under 4 n log2 n (measured: 0.6 n log2 n on words, 1.9 on a
+ * run of a's where everything merges, 0.05 on random bytes). The scan
+ * before the heap looked at every pair for each merge, of the order of
+ * n^2 / 4 steps: some 10^12 here. */
+START_TEST(test_encode_work)
+{
+    hvq_ctx *ctx = th_ctx();
+    hvq_tokenizer *tk[2] = {NULL, NULL};
+    ck_assert_int_eq(hvq_tokenizer_load_llama2c(ctx, th_src(TOKENIZER), &tk[0]), HVQ_OK);
+    /* Runs of a's merge all the way, the longer pieces first. */
+    const char *pa[] = {"a", "aa", "aaaa", "aaaaaaaa", "aaaaaaaaaaaaaaaa"};
+    float sa[] = {0, 1, 2, 3, 4};
+    write_vocab(P("a.bin"), pa, sa, 5);
+    ck_assert_int_eq(hvq_tokenizer_load_llama2c(ctx, P("a.bin"), &tk[1]), HVQ_OK);
+    static const char *const words[] = {" ", "the", " Once", " upon", " a", " time,", " Lily.",
+                                        "\n", " happy", " dog", "\xc3\xa9", "\xe4\xb8\xad"};
+    const size_t n = 2u << 20;
+    char *text = malloc(n + 64);
+    ck_assert_ptr_nonnull(text);
+    uint64_t seed = 1;
+    for (int kind = 0; kind < 3; kind++) {
+        size_t len = 0;
+        if (kind == 0) /* words */
+            while (len < n)
+                len += random_text(&seed, words, 12, 1, text + len);
+        else /* one letter, random bytes */
+            for (len = 0; len < n; len++)
+                text[len] = kind == 1 ? 'a' : (char)lcg(&seed);
+        int32_t *ids = NULL;
+        size_t cnt = 0, cap = 0;
+        uint64_t work = 0;
+        ck_assert_int_eq(hvq_tokenizer_encode_work(ctx, tk[kind == 1], text, len, 0, &ids, &cnt,
+                                                   &cap, &work), HVQ_OK);
+        double bound = 4.0 * (double)len * log2((double)len);
+        ck_assert_msg(work >= len / 2 && (double)work <= bound,
+                      "text %d of %zu bytes: %llu steps (%.2f n log2 n)", kind, len,
+                      (unsigned long long)work, (double)work / ((double)len * log2((double)len)));
+        ck_assert_uint_gt(cnt, 0);
+        free(ids);
+    }
+    free(text);
+    for (int k = 0; k < 2; k++)
+        hvq_tokenizer_free(tk[k]);
+    hvq_ctx_free(ctx);
+}
+END_TEST
+
 /* ---- the shared data: the task's reference figures ------------------------ */
 
 START_TEST(test_shared_hf)
@@ -1246,9 +1803,14 @@ static Suite *eval_suite(void)
     tcase_add_test(tc, test_container_equals_decoded);
     tcase_add_test(tc, test_tokenizer);
     tcase_add_test(tc, test_text_cli);
+    tcase_add_test(tc, test_encode_as_reference);
+    tcase_add_test(tc, test_encode_ties);
+    tcase_add_test(tc, test_encode_work);
     tcase_add_test(tc, test_shared_text);
     tcase_add_test(tc, test_shared_hf);
     tcase_add_test(tc, test_shared_gguf);
+    tcase_add_test(tc, test_window_stops);
+    tcase_add_test(tc, test_eval_signal);
     suite_add_tcase(s, tc);
     return s;
 }
