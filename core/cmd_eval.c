@@ -601,7 +601,7 @@ static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *m
     int tty = !hvq_ctx_options(ctx)->quiet && isatty(2);
     for (uint64_t w = 0; w < windows; w++) {
         if (hvq_interrupted) {
-            st = hvq_error(ctx, HVQ_E_IO, "interrupted");
+            st = hvq_interrupt_error(ctx);
             break;
         }
         st = hvq_llama_window(ctx, llama, ids + w * (uint64_t)ctx_len, ctx_len, &nll, &scored);
@@ -622,7 +622,7 @@ static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *m
     }
     /* A signal during the last window, after its last check, still fails. */
     if (st == HVQ_OK && hvq_interrupted)
-        st = hvq_error(ctx, HVQ_E_IO, "interrupted");
+        st = hvq_interrupt_error(ctx);
     if (st != HVQ_OK)
         goto done;
     res->seconds = now_seconds() - t1;
@@ -827,8 +827,8 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
                                      config, &r);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
-    if (st == HVQ_OK && hvq_interrupted) /* between the last check and here */
-        st = hvq_error(ctx, HVQ_E_IO, "interrupted");
+    if (hvq_interrupted) /* stopped anywhere, or between the last check and here */
+        st = hvq_interrupt_error(ctx);
     if (st == HVQ_OK) {
         uint64_t processed = r.n_windows * (uint64_t)r.ctx_len;
         double tps = r.seconds > 0 ? (double)processed / r.seconds : 0.0;
