@@ -35,21 +35,6 @@
 
 volatile sig_atomic_t hvq_interrupted = 0;
 
-hvq_status hvq_interrupt_error(hvq_ctx *ctx)
-{
-    static const struct {
-        int sig;
-        const char *name;
-    } names[] = {{SIGINT, "SIGINT"},   {SIGTERM, "SIGTERM"}, {SIGHUP, "SIGHUP"},
-                 {SIGQUIT, "SIGQUIT"}, {SIGPIPE, "SIGPIPE"}, {SIGUSR1, "SIGUSR1"},
-                 {SIGUSR2, "SIGUSR2"}, {SIGALRM, "SIGALRM"}};
-    const char *name = "a signal";
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (names[i].sig == hvq_interrupted)
-            name = names[i].name;
-    return hvq_error(ctx, HVQ_E_IO, "interrupted (%s); no output was written", name);
-}
-
 const char *const hvq_time_stage_names[HVQ_TIME_STAGES] = {
     "convert", "hessian", "normalize", "importance", "clusterer", "residual", "metrics",
     "writer",

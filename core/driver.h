@@ -85,7 +85,8 @@ double hvq_peak_rss_mib(void);
  * tensors; the run then fails with hvq_interrupt_error's message and
  * leaves no output. */
 extern volatile sig_atomic_t hvq_interrupted;
-/* "interrupted (SIGINT); no output was written" (HVQ_E_IO). */
+/* "interrupted (SIGINT); no output was written" (HVQ_E_IO); in signals.c,
+ * beside the signals it names. */
 hvq_status hvq_interrupt_error(hvq_ctx *ctx);
 
 /* Runs p (already validated against reg). On success every output is in

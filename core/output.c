@@ -102,6 +102,14 @@ static char *resolve_dir_of(const char *path)
     return out;
 }
 
+/* Whether the existing entries a and b are one file (links not followed). */
+static int same_entry(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return lstat(a, &sa) == 0 && lstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
 /* ---- the family of an output's name ------------------------------------ */
 
 /* An output NAME.EXT exists in one of two forms: the file itself, or shards
@@ -552,16 +560,15 @@ static void owned_free(owned *w)
 /* Whether the existing file path is one of w's (same file). */
 static int owned_has(const owned *w, const char *path)
 {
-    struct stat a, b;
-    if (lstat(path, &a) != 0)
-        return 0;
     for (size_t i = 0; i < w->n; i++)
-        if (lstat(w->path[i], &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        if (same_entry(path, w->path[i]))
             return 1;
     return 0;
 }
 
-/* The text of a small regular file (malloc'd), or NULL. */
+/* The text of a small regular file (malloc'd), or NULL. Not read through
+ * hvq_input_open: an earlier output's index is not an input of the run, and
+ * recording it as one would forbid replacing it. */
 static char *slurp_small(const char *path, size_t *len)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -819,11 +826,8 @@ static hvq_status place_all(hvq_ctx *ctx)
 /* Whether the existing file path is one the run has just put in place. */
 static int committed(const ctx_private *p, const char *path)
 {
-    struct stat a, b;
-    if (lstat(path, &a) != 0)
-        return 0;
     for (hvq_output *o = p->outputs; o; o = o->next)
-        if (lstat(o->final_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        if (same_entry(path, o->final_path))
             return 1;
     return 0;
 }

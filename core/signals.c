@@ -17,8 +17,14 @@
 
 static volatile sig_atomic_t polling;
 
-static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT,
-                                   SIGPIPE, SIGUSR1, SIGUSR2, SIGALRM};
+/* The signals that stop a command, with the names its message gives. */
+static const struct {
+    int sig;
+    const char *name;
+} stops[] = {{SIGINT, "SIGINT"},   {SIGTERM, "SIGTERM"}, {SIGHUP, "SIGHUP"},
+             {SIGQUIT, "SIGQUIT"}, {SIGPIPE, "SIGPIPE"}, {SIGUSR1, "SIGUSR1"},
+             {SIGUSR2, "SIGUSR2"}, {SIGALRM, "SIGALRM"}};
+#define N_STOPS (sizeof stops / sizeof *stops)
 
 static void on_stop(int sig)
 {
@@ -110,8 +116,8 @@ void hvq_signals_install(void)
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = on_stop;
-    for (size_t i = 0; i < sizeof stop_signals / sizeof *stop_signals; i++)
-        sigaction(stop_signals[i], &sa, NULL);
+    for (size_t i = 0; i < N_STOPS; i++)
+        sigaction(stops[i].sig, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGXFSZ, &sa, NULL);
     sa.sa_handler = NULL;
@@ -126,4 +132,13 @@ int hvq_signals_exit(int rc)
 {
     int sig = hvq_interrupted;
     return rc != 0 && sig > 0 && sig < 64 ? 128 + sig : rc;
+}
+
+hvq_status hvq_interrupt_error(hvq_ctx *ctx)
+{
+    const char *name = "a signal";
+    for (size_t i = 0; i < N_STOPS; i++)
+        if (stops[i].sig == hvq_interrupted)
+            name = stops[i].name;
+    return hvq_error(ctx, HVQ_E_IO, "interrupted (%s); no output was written", name);
 }
