@@ -1,7 +1,7 @@
 # The core: host table, registry, pipelines, driver, report; and the CLI.
 noinst_LTLIBRARIES += libhvqcore.la
 libhvqcore_la_SOURCES = \
-	core/plugin.h \
+	include/hvqconv/plugin.h \
 	core/ctx.c core/ctx.h core/ctx_int.h core/output.c \
 	core/registry.c core/registry.h \
 	core/params.c core/params.h \
@@ -23,4 +23,4 @@ hvqconv_LDADD = libhvqcore.la
 
 # The public contract, installed as <hvqconv/plugin.h>.
 hvqconvincludedir = $(includedir)/hvqconv
-hvqconvinclude_HEADERS = core/plugin.h
+hvqconvinclude_HEADERS = include/hvqconv/plugin.h

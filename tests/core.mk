@@ -41,15 +41,15 @@ tests_broken_two_kinds_la_LDFLAGS = $(HVQ_TEST_MODULE_LDFLAGS)
 tests_broken_fp16_la_SOURCES = tests/broken/fp16.c
 tests_broken_fp16_la_LDFLAGS = $(HVQ_TEST_MODULE_LDFLAGS)
 
-# The public header, alone (no config.h, only -I core), as strict C99 and
+# The public header, alone (no config.h, only -I include/hvqconv), as strict C99 and
 # as C++11; each is a complete plugin that test_registry loads.
 check_LTLIBRARIES += tests/header_c99.la tests/header_cxx.la
 tests_header_c99_la_SOURCES = tests/header_c99.c
-tests_header_c99_la_CPPFLAGS = -I$(top_srcdir)/core
+tests_header_c99_la_CPPFLAGS = -I$(top_srcdir)/include/hvqconv
 tests_header_c99_la_CFLAGS = -std=c99 -pedantic -Werror -Wall -Wextra
 tests_header_c99_la_LDFLAGS = $(HVQ_TEST_MODULE_LDFLAGS)
 tests_header_cxx_la_SOURCES = tests/header_cxx.cc
-tests_header_cxx_la_CPPFLAGS = -I$(top_srcdir)/core
+tests_header_cxx_la_CPPFLAGS = -I$(top_srcdir)/include/hvqconv
 tests_header_cxx_la_CXXFLAGS = -std=c++11 -pedantic -Werror -Wall
 tests_header_cxx_la_LDFLAGS = $(HVQ_TEST_MODULE_LDFLAGS)
 

@@ -1177,7 +1177,7 @@ START_TEST(example_sign)
     ck_assert_int_eq(mkdir(inc, 0755), 0);
     ck_assert_int_eq(mkdir(hdir, 0755), 0);
     ck_assert_int_eq(mkdir(plugins, 0755), 0);
-    th_copy_file(th_src("core/plugin.h"), th_join(hdir, "plugin.h"), SIZE_MAX);
+    th_copy_file(th_src("include/hvqconv/plugin.h"), th_join(hdir, "plugin.h"), SIZE_MAX);
 
     const char *cc = getenv("HVQ_CC");
     if (!cc || !*cc)

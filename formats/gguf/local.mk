@@ -2,6 +2,7 @@
 plugin_LTLIBRARIES += formats/gguf.la
 formats_gguf_la_SOURCES = formats/gguf/gguf.c formats/gguf/gguf_meta.c \
 	formats/gguf/gguf_types.c formats/gguf/gguf_local.h
+formats_gguf_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 formats_gguf_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 formats_gguf_la_LIBADD = libhvqjson.la
 

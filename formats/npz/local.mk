@@ -3,6 +3,7 @@
 plugin_LTLIBRARIES += formats/npz.la
 formats_npz_la_SOURCES = formats/npz/npz.c formats/npz/npy.c \
 	formats/npz/npy.h formats/npz/zipdir.c formats/npz/zipdir.h
+formats_npz_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 formats_npz_la_CFLAGS = $(AM_CFLAGS) $(ARCHIVE_CFLAGS)
 formats_npz_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 formats_npz_la_LIBADD = libhvqjson.la $(ARCHIVE_LIBS)

@@ -7,6 +7,7 @@ plugins_clusterer_ecsq_la_SOURCES = \
 	plugins/clusterer-ecsq/ecsq_code.h \
 	plugins/clusterer-ecsq/ecsq_quant.c \
 	plugins/clusterer-ecsq/ecsq_quant.h
+plugins_clusterer_ecsq_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 
 plugins_clusterer_ecsq_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 plugins_clusterer_ecsq_la_LIBADD = libhvqjson.la -lm

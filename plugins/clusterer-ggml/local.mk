@@ -11,6 +11,7 @@ plugins_clusterer_ggml_la_SOURCES = \
 	plugins/clusterer-ggml/ggml_gptq.c \
 	plugins/clusterer-ggml/ggml_gptq.h \
 	plugins/clusterer-ggml/ggml_quants.h
+plugins_clusterer_ggml_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 plugins_clusterer_ggml_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
 plugins_clusterer_ggml_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 plugins_clusterer_ggml_la_LIBADD = libhvqjson.la -lm

@@ -10,6 +10,7 @@ plugins_clusterer_kmeans_la_SOURCES = \
 	plugins/clusterer-kmeans/kmeans_gptq.h \
 	plugins/clusterer-kmeans/kmeans_core.c \
 	plugins/clusterer-kmeans/kmeans_core.h
+plugins_clusterer_kmeans_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 plugins_clusterer_kmeans_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
 plugins_clusterer_kmeans_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 plugins_clusterer_kmeans_la_LIBADD = libhvqjson.la -lm

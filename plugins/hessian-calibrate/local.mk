@@ -4,6 +4,7 @@
 # imatrix GGUF.
 plugin_LTLIBRARIES += plugins/hessian_calibrate.la
 plugins_hessian_calibrate_la_SOURCES = plugins/hessian-calibrate/calibrate.c
+plugins_hessian_calibrate_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 plugins_hessian_calibrate_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 plugins_hessian_calibrate_la_LIBADD = libhvqllama.la libhvqjson.la -lm
 

@@ -2,6 +2,7 @@
 # (legacy .dat, or GGUF read through the gguf format plugin).
 plugin_LTLIBRARIES += plugins/hessian_imatrix.la
 plugins_hessian_imatrix_la_SOURCES = plugins/hessian-imatrix/imatrix.c
+plugins_hessian_imatrix_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 plugins_hessian_imatrix_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 plugins_hessian_imatrix_la_LIBADD = libhvqjson.la -lm
 

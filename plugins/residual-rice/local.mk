@@ -5,6 +5,7 @@ plugins_residual_rice_la_SOURCES = \
 	plugins/residual-rice/rice_code.c \
 	plugins/residual-rice/rice_code.h \
 	plugins/sparse_residual.h
+plugins_residual_rice_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 plugins_residual_rice_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 plugins_residual_rice_la_LIBADD = -lm
 
