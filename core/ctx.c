@@ -5,6 +5,7 @@
 #include "ctx_int.h"
 #include "driver.h"
 #include "dtype.h"
+#include "parallel.h"
 #include "params.h"
 #include "registry.h"
 #include "util.h"
@@ -357,6 +358,11 @@ void hvq_encoded_clear(hvq_encoded *enc)
 
 /* enc_add, with zeroed data of the component's size when alloc, with
  * data NULL otherwise (a layout for cluster_check). */
+/* An encoding's arrays hold 4, 8, 16, ... entries: they grow when the
+ * count reaches 0 or a power of two from 4 on, so no capacity is stored
+ * (plugins see the struct; the bookkeeping stays the host's). */
+static int grow_at(size_t n) { return n == 0 || (n >= 4 && (n & (n - 1)) == 0); }
+
 static hvq_component *enc_add(hvq_ctx *ctx, hvq_encoded *enc, const char *name,
                               hvq_dtype dtype, int ndim, const int64_t *shape,
                               uint64_t paper_bits, int alloc)
@@ -381,13 +387,12 @@ static hvq_component *enc_add(hvq_ctx *ctx, hvq_encoded *enc, const char *name,
         hvq_error(ctx, HVQ_E_NOMEM, "component '%s' too large", name);
         return NULL;
     }
-    if (enc->n_components == enc->cap_components) {
-        size_t cap = enc->cap_components ? enc->cap_components * 2 : 4;
+    if (grow_at(enc->n_components)) {
+        size_t cap = enc->n_components ? enc->n_components * 2 : 4;
         hvq_component *c = host_realloc(ctx, enc->components, cap * sizeof *c);
         if (!c)
             return NULL;
         enc->components = c;
-        enc->cap_components = cap;
     }
     void *data = alloc ? hvq_calloc(ctx, 1, (size_t)nbytes) : NULL;
     if (alloc && !data)
@@ -432,13 +437,12 @@ static hvq_status host_enc_attr(hvq_ctx *ctx, hvq_encoded *enc, const char *key,
             enc->attrs[i].value = v;
             return HVQ_OK;
         }
-    if (enc->n_attrs == enc->cap_attrs) {
-        size_t cap = enc->cap_attrs ? enc->cap_attrs * 2 : 4;
+    if (grow_at(enc->n_attrs)) {
+        size_t cap = enc->n_attrs ? enc->n_attrs * 2 : 4;
         hvq_meta *a = host_realloc(ctx, enc->attrs, cap * sizeof *a);
         if (!a)
             return HVQ_E_NOMEM;
         enc->attrs = a;
-        enc->cap_attrs = cap;
     }
     char *k = hvq_strdup(ctx, key), *v = hvq_strdup(ctx, value);
     if (!k || !v) {
@@ -588,6 +592,17 @@ static hvq_status host_model_info(hvq_model *m, size_t i, hvq_tensor_info *info)
 
 static hvq_output *host_output_open(hvq_ctx *ctx, const char *path) { return hvq_output_open(ctx, path); }
 
+static const char *host_detect(hvq_ctx *ctx, const char *path)
+{
+    const hvq_registry *reg = priv(ctx)->registry;
+    if (!reg) {
+        hvq_error(ctx, HVQ_E_INTERNAL, "no plugin registry on this context");
+        return NULL;
+    }
+    const hvq_loaded_plugin *pl = hvq_registry_detect(reg, ctx, path);
+    return pl ? pl->desc.name : NULL;
+}
+
 static const hvq_host host_table = {
     .abi_version = HVQ_ABI_VERSION,
     .struct_size = sizeof(hvq_host),
@@ -604,7 +619,7 @@ static const hvq_host host_table = {
     .output_write = hvq_output_write,
     .output_pwrite = hvq_output_pwrite,
     .output_tell = hvq_output_tell,
-    .convert = hvq_convert,
+    .convert = hvq_convert_fast,
     .dtype_size = hvq_dtype_size,
     .dtype_name = hvq_dtype_name,
     .sink_open = host_sink_open,
@@ -627,6 +642,8 @@ static const hvq_host host_table = {
     .model_meta = host_model_meta,
     .hessian_full = hvq_cluster_hessian_full,
     .input_open = hvq_input_open,
+    .parallel_for = hvq_parallel_for,
+    .detect = host_detect,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

@@ -1,5 +1,13 @@
-/* The core's parallel loop on the ctx's threads (the loop itself is
- * common/parallel_for.c) and fast dtype conversion (see parallel.h). */
+/* The project's one thread pool: the deterministic parallel loop the
+ * core runs on a ctx's threads and plugins reach as host->parallel_for
+ * (see plugin.h), and fast dtype conversion (see parallel.h).
+ *
+ * Workers are started per call and take chunks from a shared atomic
+ * counter; the caller works too and then joins them. Starting two or three
+ * threads costs some tens of microseconds, nothing beside the per-tensor
+ * loops this serves (a 2048x2048 matrix is 128 chunks), and it keeps no
+ * state between calls: nothing to shut down, nothing shared between
+ * contexts. */
 #include "config.h"
 
 #include "parallel.h"
@@ -7,8 +15,65 @@
 #include "dtype.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define HVQ_PAR_MAX_THREADS 256
+
+typedef struct par_job {
+    hvq_chunk_fn fn;
+    void *arg;
+    uint64_t n_items, chunk, n_chunks;
+    atomic_uint_fast64_t next;
+} par_job;
+
+static void par_work(par_job *job)
+{
+    for (;;) {
+        uint64_t c = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
+        if (c >= job->n_chunks)
+            return;
+        uint64_t begin = c * job->chunk;
+        uint64_t end = job->n_items - begin > job->chunk ? begin + job->chunk : job->n_items;
+        job->fn(job->arg, c, begin, end);
+    }
+}
+
+static void *par_thread(void *p)
+{
+    par_work(p);
+    return NULL;
+}
+
+void hvq_parallel_for_n(int threads, uint64_t n_items, uint64_t chunk, hvq_chunk_fn fn,
+                        void *arg)
+{
+    if (chunk == 0)
+        chunk = 1;
+    uint64_t n_chunks = hvq_parallel_chunks(n_items, chunk);
+    if (n_chunks == 0)
+        return;
+    if (threads < 1)
+        threads = 1;
+    if (threads > HVQ_PAR_MAX_THREADS)
+        threads = HVQ_PAR_MAX_THREADS;
+    if ((uint64_t)threads > n_chunks)
+        threads = (int)n_chunks;
+    par_job job = {.fn = fn, .arg = arg, .n_items = n_items, .chunk = chunk,
+                   .n_chunks = n_chunks};
+    atomic_init(&job.next, 0);
+    pthread_t tid[HVQ_PAR_MAX_THREADS];
+    int started = 0;
+    for (int t = 1; t < threads; t++) {
+        if (pthread_create(&tid[started], NULL, par_thread, &job) != 0)
+            break; /* the others (and the caller) take its chunks */
+        started++;
+    }
+    par_work(&job); /* with one thread: every chunk here, in order */
+    for (int t = 0; t < started; t++)
+        pthread_join(tid[t], NULL);
+}
 
 void hvq_parallel_for(hvq_ctx *ctx, uint64_t n_items, uint64_t chunk, hvq_chunk_fn fn,
                       void *arg)

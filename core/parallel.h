@@ -1,15 +1,21 @@
-/* The core's deterministic parallel loop (common/parallel_for.h) on the
- * threads of a ctx, and fast dtype conversion. */
+/* The project's one thread pool, the deterministic parallel loop (plugins
+ * reach it as host->parallel_for; see plugin.h for its contract), and fast
+ * dtype conversion. */
 #ifndef HVQ_CORE_PARALLEL_H
 #define HVQ_CORE_PARALLEL_H
 
-#include "parallel_for.h"
 #include "plugin.h"
 
 #include <stdint.h>
 
-/* Runs fn over every chunk; returns when all are done. chunk 0 is taken as
- * 1. Threads: hvq_ctx_options(ctx)->threads (ctx may be NULL: one thread). */
+/* Runs fn over every chunk on up to threads (>= 1) threads, the caller
+ * included; returns when all are done. chunk 0 is taken as 1. With one
+ * thread, or one chunk, everything runs in the caller, in chunk order. */
+void hvq_parallel_for_n(int threads, uint64_t n_items, uint64_t chunk, hvq_chunk_fn fn,
+                        void *arg);
+
+/* The same on hvq_ctx_options(ctx)->threads (ctx may be NULL: one
+ * thread); host->parallel_for. */
 void hvq_parallel_for(hvq_ctx *ctx, uint64_t n_items, uint64_t chunk, hvq_chunk_fn fn,
                       void *arg);
 

@@ -404,7 +404,7 @@ static void thread_ctxs(hvq_ctx *cs[3])
     }
 }
 
-/* Rows of 256 make chunks of 128 rows (common/parallel_for.h): 600 rows are
+/* Rows of 256 make chunks of 128 rows (host->parallel_for): 600 rows are
  * five chunks, the last one short. Every type gives the same blocks and
  * recon (and decode, in encode_on) with 1, 2 and 3 threads. */
 START_TEST(threads_give_the_same_bytes)

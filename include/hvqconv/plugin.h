@@ -198,6 +198,10 @@ typedef struct hvq_cluster_input hvq_cluster_input; /* defined below */
 typedef struct hvq_model hvq_model;             /* a model file opened for a
                                                    plugin by the host */
 
+/* Called by host->parallel_for once per chunk: chunk is its number
+ * (0-based), [begin, end) its items. */
+typedef void (*hvq_chunk_fn)(void *arg, uint64_t chunk, uint64_t begin, uint64_t end);
+
 /* The context passed to every callback. Created and owned by the host; a
  * plugin must not keep it past the call that received it (an instance may
  * keep the ctx given to its open call until its close call). */
@@ -342,7 +346,36 @@ struct hvq_host {
      * a plugin reads is opened through here. Check struct_size before
      * calling: older hosts lack it. */
     int (*input_open)(hvq_ctx *ctx, const char *path);
+
+    /* The deterministic parallel loop, the project's one thread pool.
+     * Cuts [0, n_items) into chunks of `chunk` items (0 is taken as 1; the
+     * last chunk shorter) and runs fn once per chunk on the run's threads
+     * (host->threads), the caller included; returns when all are done.
+     * The chunking depends only on n_items and chunk, never on the thread
+     * count: a caller that keeps one partial result per chunk and combines
+     * them in chunk order gets the same bytes whatever the threads. Chunks
+     * run in no particular order and fn must not touch another chunk's
+     * data. It cannot fail (a thread that cannot start leaves its chunks to
+     * the others). Older hosts lack it: call hvq_host_parallel_for (below),
+     * which falls back to a loop in the caller. */
+    void (*parallel_for)(hvq_ctx *ctx, uint64_t n_items, uint64_t chunk,
+                         hvq_chunk_fn fn, void *arg);
+
+    /* The name of the source format that recognises path (a file or a
+     * directory) best, as the host chooses an input's format: the one
+     * place where magic bytes are sniffed. NULL with an HVQ_E_INPUT error
+     * set when no format recognises it or it cannot be read. Check
+     * HVQ_HOST_HAS before calling: older hosts lack it. */
+    const char *(*detect)(hvq_ctx *ctx, const char *path);
 };
+
+/* Whether the host a plugin runs in has the slot `field` (a host built
+ * before the slot was appended has a shorter table): a plugin checks it
+ * before calling any slot appended after the first release (hessian_full
+ * and later). */
+#define HVQ_HOST_HAS(host, field)                                             \
+    ((host)->struct_size >= offsetof(hvq_host, field) + sizeof((host)->field) \
+     && (host)->field != NULL)
 
 /* ------------------------------------------------------------------------
  * Stage inputs and outputs.
@@ -372,7 +405,7 @@ struct hvq_encoded {
     size_t n_components;
     hvq_meta *attrs;           /* host-owned; keys and values host->strdup'd */
     size_t n_attrs;
-    size_t cap_components, cap_attrs; /* host bookkeeping */
+    size_t host_reserved[2];   /* the host's; plugins must not touch it */
 };
 
 /* What a clusterer gets for one tensor. The matrix is rows x cols,
@@ -653,6 +686,41 @@ static inline uint64_t hvq_numel(const hvq_tensor_info *t)
     for (d = 0; d < t->ndim; d++)
         n *= (uint64_t)t->shape[d];
     return n;
+}
+
+/* The number of chunks host->parallel_for cuts [0, n_items) into (0 when
+ * n_items is 0; chunk 0 is taken as 1). */
+static inline uint64_t hvq_parallel_chunks(uint64_t n_items, uint64_t chunk)
+{
+    if (chunk == 0)
+        chunk = 1;
+    return n_items / chunk + (n_items % chunk != 0);
+}
+
+/* Rows per chunk for a row-wise loop over a rows x cols matrix: about
+ * HVQ_PAR_ELEMS elements per chunk, at least one row. Depends only on
+ * cols, so the results do not depend on the thread count. */
+#define HVQ_PAR_ELEMS 32768u
+static inline uint64_t hvq_par_rows(uint64_t cols)
+{
+    return cols >= HVQ_PAR_ELEMS ? 1 : HVQ_PAR_ELEMS / (cols ? cols : 1);
+}
+
+/* host->parallel_for where the host has it, else the same chunks one
+ * after the other in the caller (same results). */
+static inline void hvq_host_parallel_for(hvq_ctx *ctx, uint64_t n_items, uint64_t chunk,
+                                         hvq_chunk_fn fn, void *arg)
+{
+    if (HVQ_HOST_HAS(ctx->host, parallel_for)) {
+        ctx->host->parallel_for(ctx, n_items, chunk, fn, arg);
+        return;
+    }
+    if (chunk == 0)
+        chunk = 1;
+    for (uint64_t c = 0, n = hvq_parallel_chunks(n_items, chunk); c < n; c++) {
+        uint64_t begin = c * chunk;
+        fn(arg, c, begin, n_items - begin > chunk ? begin + chunk : n_items);
+    }
 }
 
 #ifdef __cplusplus

@@ -48,7 +48,6 @@
 #include "ecsq_quant.h"
 #include "finite.h"
 #include "gptq.h"
-#include "parallel_for.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -175,7 +174,7 @@ static hvq_status encode_streams(hvq_ctx *ctx, hvq_encoded *enc, ecsq_job *j)
                         ? HVQ_OK
                         : H->error(ctx, HVQ_E_NOMEM, "ecsq: out of memory");
     if (st == HVQ_OK) {
-        hvq_parallel_for_n(H->threads(ctx), rows, j->per, encode_stream, j);
+        hvq_host_parallel_for(ctx, rows, j->per, encode_stream, j);
         for (uint64_t s = 0; s < n && st == HVQ_OK; s++)
             if (j->fail[s])
                 st = H->error(ctx, HVQ_E_NOMEM, "ecsq: out of memory");
@@ -357,7 +356,7 @@ static hvq_status ecsq_decode_tensor(hvq_ctx *ctx, const hvq_encoded *enc, uint6
                       (unsigned long long)bc->nbytes);
     if (st == HVQ_OK) {
         j.offs = offs;
-        hvq_parallel_for_n(H->threads(ctx), rows, j.per, decode_stream, &j);
+        hvq_host_parallel_for(ctx, rows, j.per, decode_stream, &j);
         for (uint64_t s = 0; s < n && st == HVQ_OK; s++)
             if (j.fail[s])
                 st = j.fail[s] == 1 ? H->error(ctx, HVQ_E_NOMEM, "ecsq: out of memory")

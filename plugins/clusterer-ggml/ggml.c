@@ -51,7 +51,6 @@
 #include "gptq.h"
 #include "ggml_gptq.h"
 #include "ggml_quants.h"
-#include "parallel_for.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -97,7 +96,7 @@ static const float *choose_weights(const char *mode, const hvq_cluster_input *in
 
 /* ---- rows on the host's threads ----------------------------------------
  * Each row's blocks depend on that row and the weights alone, so the rows
- * are cut into fixed chunks (common/parallel_for.h) and quantized on up to
+ * are cut into fixed chunks (host->parallel_for) and quantized on up to
  * host->threads(ctx) threads, the bytes the same for any count. Workers
  * make no host calls: each chunk notes its first faults, and the calling
  * thread reports the first one in row order after the join. */
@@ -202,7 +201,7 @@ static hvq_status encode_all(hvq_ctx *ctx, const hvq_cluster_input *in, row_job 
     j->faults = H->alloc(ctx, (n ? n : 1) * sizeof *j->faults);
     if (!j->faults)
         return H->status(ctx);
-    hvq_parallel_for_n(H->threads(ctx), in->rows, per, encode_rows, j);
+    hvq_host_parallel_for(ctx, in->rows, per, encode_rows, j);
     uint64_t nonfinite = NO_FAULT, overflow = NO_FAULT;
     int nomem = 0;
     for (uint64_t c = 0; c < n; c++) {
@@ -369,7 +368,7 @@ static hvq_status ggml_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t row
     float *cg;
     if ((st = hvq_col_gains_load(ctx, enc, cols, "ggml", 0, &cg)) != HVQ_OK)
         return st;
-    hvq_parallel_for_n(ctx->host->threads(ctx), rows, hvq_par_rows(cols), decode_rows, &j);
+    hvq_host_parallel_for(ctx, rows, hvq_par_rows(cols), decode_rows, &j);
     if (cg)
         unscale_columns(recon, rows, cols, cg);
     free(cg);

@@ -1,12 +1,11 @@
 /* importance "hasvq": the paper's score I_ij = |W_norm_ij| * sqrt(H_j),
  * H the Hessian diagonal over input columns, floored at h_floor (the
- * reference implementation clamps H at 1e-6). Rows are scored on up to
- * host->threads(ctx) threads; every entry is computed alone, so the result
+ * reference implementation clamps H at 1e-6). Rows are scored on the
+ * host's threads (host->parallel_for); every entry is computed alone, so the result
  * does not depend on the count. */
 #include "plugin.h"
 
 #include <math.h>
-#include <pthread.h>
 
 enum { P_H_FLOOR };
 
@@ -16,25 +15,23 @@ static const hvq_param_spec hasvq_params[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
-#define MAX_THREADS 64
-
-typedef struct part {
+typedef struct job {
     const float *w, *sq;
     float *score;
-    uint64_t r0, r1, cols;
-} part;
+    uint64_t cols;
+} job;
 
-static void *score_rows(void *arg)
+static void score_rows(void *arg, uint64_t chunk, uint64_t r0, uint64_t r1)
 {
-    const part *p = arg;
+    const job *p = arg;
     const float *restrict sq = p->sq;
-    for (uint64_t r = p->r0; r < p->r1; r++) {
+    (void)chunk;
+    for (uint64_t r = r0; r < r1; r++) {
         const float *restrict wr = p->w + r * p->cols;
         float *restrict sr = p->score + r * p->cols;
         for (uint64_t j = 0; j < p->cols; j++)
             sr[j] = fabsf(wr[j]) * sq[j];
     }
-    return NULL;
 }
 
 static hvq_status hasvq_score(hvq_ctx *ctx, const hvq_params *params, const float *w,
@@ -46,29 +43,8 @@ static hvq_status hasvq_score(hvq_ctx *ctx, const hvq_params *params, const floa
         return HVQ_E_NOMEM;
     for (uint64_t j = 0; j < cols; j++)
         sq[j] = sqrtf(h[j] > floor_h ? h[j] : floor_h);
-    int nt = ctx->host->threads(ctx);
-    if (nt > MAX_THREADS)
-        nt = MAX_THREADS;
-    if ((uint64_t)nt > rows)
-        nt = (int)rows;
-    if (rows * cols < ((uint64_t)1 << 16) || nt < 1)
-        nt = 1;
-    part parts[MAX_THREADS];
-    pthread_t tid[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int t = 0; t < nt; t++) {
-        parts[t] = (part){w, sq, score, rows * (uint64_t)t / (uint64_t)nt,
-                          rows * (uint64_t)(t + 1) / (uint64_t)nt, cols};
-        if (t > 0)
-            started[t] = pthread_create(&tid[t], NULL, score_rows, &parts[t]) == 0;
-    }
-    score_rows(&parts[0]);
-    for (int t = 1; t < nt; t++) {
-        if (started[t])
-            pthread_join(tid[t], NULL);
-        else
-            score_rows(&parts[t]); /* could not start a thread: do it here */
-    }
+    job j = {w, sq, score, cols};
+    hvq_host_parallel_for(ctx, rows, hvq_par_rows(cols), score_rows, &j);
     ctx->host->free(sq);
     return HVQ_OK;
 }

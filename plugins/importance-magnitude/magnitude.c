@@ -1,27 +1,23 @@
 /* importance "magnitude": I_ij = |W_norm_ij|; ignores the Hessian. The
- * entries are scored on up to host->threads(ctx) threads, each alone, so
+ * entries are scored on the host's threads (host->parallel_for), each alone, so
  * the result does not depend on the count. */
 #include "plugin.h"
 
 #include <math.h>
-#include <pthread.h>
 
-#define MAX_THREADS 64
-
-typedef struct part {
+typedef struct job {
     const float *w;
     float *score;
-    uint64_t i0, i1;
-} part;
+} job;
 
-static void *score_range(void *arg)
+static void score_range(void *arg, uint64_t chunk, uint64_t i0, uint64_t i1)
 {
-    const part *p = arg;
+    const job *p = arg;
     const float *restrict w = p->w;
     float *restrict score = p->score;
-    for (uint64_t i = p->i0; i < p->i1; i++)
+    (void)chunk;
+    for (uint64_t i = i0; i < i1; i++)
         score[i] = fabsf(w[i]);
-    return NULL;
 }
 
 static hvq_status magnitude_score(hvq_ctx *ctx, const hvq_params *params, const float *w,
@@ -29,28 +25,8 @@ static hvq_status magnitude_score(hvq_ctx *ctx, const hvq_params *params, const 
                                   float *score)
 {
     (void)params; (void)h;
-    uint64_t n = rows * cols;
-    int nt = ctx->host->threads(ctx);
-    if (nt > MAX_THREADS)
-        nt = MAX_THREADS;
-    if (n < ((uint64_t)1 << 16) || nt < 1)
-        nt = 1;
-    part parts[MAX_THREADS];
-    pthread_t tid[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int t = 0; t < nt; t++) {
-        parts[t] = (part){w, score, n * (uint64_t)t / (uint64_t)nt,
-                          n * (uint64_t)(t + 1) / (uint64_t)nt};
-        if (t > 0)
-            started[t] = pthread_create(&tid[t], NULL, score_range, &parts[t]) == 0;
-    }
-    score_range(&parts[0]);
-    for (int t = 1; t < nt; t++) {
-        if (started[t])
-            pthread_join(tid[t], NULL);
-        else
-            score_range(&parts[t]); /* could not start a thread: do it here */
-    }
+    job j = {w, score};
+    hvq_host_parallel_for(ctx, rows * cols, HVQ_PAR_ELEMS, score_range, &j);
     return HVQ_OK;
 }
 
