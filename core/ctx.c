@@ -21,14 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-struct hvq_sink_handle {
-    const hvq_loaded_plugin *plugin;
-    void *state;
-    int finished;
-    hvq_value *values;  /* the sink's resolved parameters (instance lifetime) */
-    char **texts;       /* copies of the option values the above point into */
-    size_t n_values;
-};
 
 /* ---- errors and logging ------------------------------------------------ */
 
@@ -199,145 +191,6 @@ char *hvq_strdup(hvq_ctx *ctx, const char *s)
     return d;
 }
 
-/* ---- sinks for writers ------------------------------------------------- */
-
-static void sink_handle_free(hvq_sink_handle *h)
-{
-    if (!h)
-        return;
-    for (size_t i = 0; i < h->n_values; i++)
-        free(h->texts[i]);
-    free(h->texts);
-    free(h->values);
-    free(h);
-}
-
-/* Resolves the sink's declared parameters: defaults, then "key=value"
- * options. */
-static hvq_status sink_params(hvq_ctx *ctx, hvq_sink_handle *h, const char *path,
-                              const char *const *options)
-{
-    const hvq_plugin *d = &h->plugin->desc;
-    size_t n = hvq_param_count(d->params);
-    char why[512];
-    h->n_values = n;
-    h->values = hvq_calloc(ctx, n ? n : 1, sizeof *h->values);
-    h->texts = hvq_calloc(ctx, n ? n : 1, sizeof *h->texts);
-    if (!h->values || !h->texts)
-        return HVQ_E_NOMEM;
-    for (size_t i = 0; i < n; i++)
-        if (hvq_param_parse(&d->params[i], d->params[i].default_value ? d->params[i].default_value
-                                                                      : "",
-                            &h->values[i], why, sizeof why) != HVQ_OK)
-            return hvq_error(ctx, HVQ_E_INTERNAL, "output format '%s': the default of '%s' is "
-                             "invalid: %s (a bug in the plugin)", d->name, d->params[i].name, why);
-    for (size_t k = 0; options && options[k]; k++) {
-        const char *eq = strchr(options[k], '=');
-        size_t klen = eq ? (size_t)(eq - options[k]) : strlen(options[k]);
-        long idx = -1;
-        for (size_t i = 0; i < n; i++)
-            if (strlen(d->params[i].name) == klen && strncmp(d->params[i].name, options[k], klen) == 0)
-                idx = (long)i;
-        if (!eq || idx < 0) {
-            char key[128];
-            const char *names[64];
-            size_t nn = 0;
-            snprintf(key, sizeof key, "%.*s", (int)klen, options[k]);
-            for (size_t i = 0; i < n && nn < 64; i++)
-                names[nn++] = d->params[i].name;
-            const char *near = hvq_nearest(key, names, nn);
-            return hvq_error(ctx, HVQ_E_INPUT, "%s: output format '%s' has no option '%s'%s%s%s",
-                             path, d->name, key,
-                             near ? "; did you mean '" : (n ? "" : " (it takes none)"),
-                             near ? near : "", near ? "'?" : "");
-        }
-        free(h->texts[idx]);
-        if (!(h->texts[idx] = hvq_strdup(ctx, eq + 1)))
-            return HVQ_E_NOMEM;
-        if (hvq_param_parse(&d->params[idx], h->texts[idx], &h->values[idx], why, sizeof why) !=
-            HVQ_OK)
-            return hvq_error(ctx, HVQ_E_INPUT, "%s: output format '%s': option '%s': %s", path,
-                             d->name, d->params[idx].name, why);
-        h->values[idx].is_default = 0;
-    }
-    return HVQ_OK;
-}
-
-static hvq_sink_handle *host_sink_open_params(hvq_ctx *ctx, const char *format,
-                                              const char *path, const char *const *options,
-                                              const hvq_meta *meta, size_t n_meta,
-                                              const hvq_tensor_info *tensors, size_t n)
-{
-    const hvq_registry *reg = priv(ctx)->registry;
-    const hvq_loaded_plugin *pl;
-    if (!reg) {
-        hvq_error(ctx, HVQ_E_INTERNAL, "no plugin registry on this context");
-        return NULL;
-    }
-    if (format && *format) {
-        pl = hvq_registry_find(reg, HVQ_KIND_SINK, format);
-        if (!pl) {
-            const char *near = hvq_registry_suggest(reg, HVQ_KIND_SINK, format);
-            hvq_error(ctx, HVQ_E_INPUT, "%s: no such output format '%s'%s%s%s", path, format,
-                      near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
-            return NULL;
-        }
-    } else {
-        pl = hvq_registry_sink_for(reg, ctx, path);
-        if (!pl)
-            return NULL;
-    }
-    hvq_sink_handle *h = hvq_calloc(ctx, 1, sizeof *h);
-    if (!h)
-        return NULL;
-    h->plugin = pl;
-    if (sink_params(ctx, h, path, options) != HVQ_OK) {
-        sink_handle_free(h);
-        return NULL;
-    }
-    hvq_status st;
-    if (pl->desc.sink_create_params) {
-        hvq_params par = {h->n_values, h->values, pl->desc.params};
-        st = pl->desc.sink_create_params(ctx, path, &par, meta, n_meta, tensors, n, &h->state);
-    } else {
-        st = pl->desc.sink_create(ctx, path, meta, n_meta, tensors, n, &h->state);
-    }
-    if (st != HVQ_OK) {
-        pl->desc.sink_close(ctx, h->state);
-        sink_handle_free(h);
-        return NULL;
-    }
-    return h;
-}
-
-static hvq_sink_handle *host_sink_open(hvq_ctx *ctx, const char *format, const char *path,
-                                       const hvq_meta *meta, size_t n_meta,
-                                       const hvq_tensor_info *tensors, size_t n)
-{
-    return host_sink_open_params(ctx, format, path, NULL, meta, n_meta, tensors, n);
-}
-
-static hvq_status host_sink_write(hvq_ctx *ctx, hvq_sink_handle *h, const hvq_tensor *t)
-{
-    return h->plugin->desc.sink_write(ctx, h->state, t);
-}
-
-static hvq_status host_sink_finish(hvq_ctx *ctx, hvq_sink_handle *h)
-{
-    hvq_status st = h->plugin->desc.sink_finish(ctx, h->state);
-    if (st == HVQ_OK)
-        h->finished = 1;
-    return st;
-}
-
-static void host_sink_close(hvq_ctx *ctx, hvq_sink_handle *h)
-{
-    (void)ctx;
-    if (!h)
-        return;
-    h->plugin->desc.sink_close(ctx, h->state);
-    sink_handle_free(h);
-}
 
 /* ---- encoded components ------------------------------------------------ */
 
@@ -622,10 +475,10 @@ static const hvq_host host_table = {
     .convert = hvq_convert_fast,
     .dtype_size = hvq_dtype_size,
     .dtype_name = hvq_dtype_name,
-    .sink_open = host_sink_open,
-    .sink_write = host_sink_write,
-    .sink_finish = host_sink_finish,
-    .sink_close = host_sink_close,
+    .sink_open = hvq_sink_open,
+    .sink_write = hvq_sink_write,
+    .sink_finish = hvq_sink_finish,
+    .sink_close = hvq_sink_close,
     .param = hvq_param_lookup,
     .enc_add = host_enc_add,
     .enc_attr = host_enc_attr,
@@ -637,7 +490,7 @@ static const hvq_host host_table = {
     .model_count = host_model_count,
     .model_info = host_model_info,
     .model_close = host_model_close,
-    .sink_open_params = host_sink_open_params,
+    .sink_open_params = hvq_sink_open_params,
     .output_rename = hvq_output_rename,
     .model_meta = host_model_meta,
     .hessian_full = hvq_cluster_hessian_full,

@@ -1,6 +1,6 @@
 /* The context's private state, shared by the files of the host side:
- * ctx.c (errors, logging, the host table, sinks, models) and output.c
- * (inputs and atomic outputs). Nothing outside those two includes it. */
+ * ctx.c (errors, logging, the host table, models), output.c (inputs and
+ * atomic outputs) and sink.c (sinks). Nothing outside those includes it. */
 #ifndef HVQ_CORE_CTX_INT_H
 #define HVQ_CORE_CTX_INT_H
 
@@ -38,6 +38,17 @@ hvq_status hvq_output_pwrite(hvq_ctx *ctx, hvq_output *o, const void *buf, size_
 uint64_t hvq_output_tell(hvq_output *o);
 hvq_status hvq_output_rename(hvq_ctx *ctx, hvq_output *o, const char *final_path);
 int hvq_input_open(hvq_ctx *ctx, const char *path);
+
+/* sink.c: the host table's sink slots. */
+hvq_sink_handle *hvq_sink_open_params(hvq_ctx *ctx, const char *format, const char *path,
+                                      const char *const *options, const hvq_meta *meta,
+                                      size_t n_meta, const hvq_tensor_info *tensors, size_t n);
+hvq_sink_handle *hvq_sink_open(hvq_ctx *ctx, const char *format, const char *path,
+                               const hvq_meta *meta, size_t n_meta,
+                               const hvq_tensor_info *tensors, size_t n);
+hvq_status hvq_sink_write(hvq_ctx *ctx, hvq_sink_handle *h, const hvq_tensor *t);
+hvq_status hvq_sink_finish(hvq_ctx *ctx, hvq_sink_handle *h);
+void hvq_sink_close(hvq_ctx *ctx, hvq_sink_handle *h);
 /* Frees what output.c keeps on the context: inputs, named outputs. */
 void hvq_inputs_free(hvq_ctx *ctx);
 

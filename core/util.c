@@ -129,22 +129,6 @@ const char *hvq_nearest(const char *word, const char *const *cand, size_t n)
     return best;
 }
 
-int hvq_mul_u64(uint64_t a, uint64_t b, uint64_t *out)
-{
-    if (a != 0 && b > UINT64_MAX / a)
-        return 0;
-    *out = a * b;
-    return 1;
-}
-
-int hvq_add_u64(uint64_t a, uint64_t b, uint64_t *out)
-{
-    if (b > UINT64_MAX - a)
-        return 0;
-    *out = a + b;
-    return 1;
-}
-
 double hvq_now(void)
 {
     struct timespec ts;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "checked.h"
 
 /* Shell-style glob: '*' any run (also '/' and '.'), '?' one char, [abc]. */
 int hvq_glob_match(const char *pattern, const char *s);
@@ -28,8 +29,6 @@ const char *hvq_printable(const char *s, char *buf, size_t cap);
 /* "dir/name", malloc'd (NULL when out of memory). */
 char *hvq_path_join(const char *dir, const char *name);
 
-int hvq_mul_u64(uint64_t a, uint64_t b, uint64_t *out);
-int hvq_add_u64(uint64_t a, uint64_t b, uint64_t *out);
 
 /* Seconds since an arbitrary epoch (monotonic). */
 double hvq_now(void);

@@ -848,7 +848,7 @@ START_TEST(gguf_sink_errors)
     const char *p = tmp("bad-sink.gguf");
     hvq_tensor_info info;
     hvq_meta m;
-    void *sink = (void *)1;
+    hvq_sink_handle *sink;
     hvq_status s;
     const char *msg;
 
@@ -861,8 +861,10 @@ START_TEST(gguf_sink_errors)
     info.nbytes = c->nbytes;
     m.key = c->key;
     m.value = c->value;
-    s = gg->sink_create(g_ctx, p, c->key ? &m : NULL, c->key ? 1 : 0, &info,
-                        1, &sink);
+    /* through the host, which makes the checks common to every format */
+    sink = g_ctx->host->sink_open_params(g_ctx, "gguf", p, NULL, c->key ? &m : NULL,
+                                         c->key ? 1 : 0, &info, 1);
+    s = hvq_ctx_status(g_ctx);
     msg = hvq_ctx_error(g_ctx);
     ck_assert_msg(s == c->status, "case %d: status %d (%s)", _i, s, msg);
     ck_assert_ptr_null(sink);
@@ -870,16 +872,18 @@ START_TEST(gguf_sink_errors)
                   "message does not start with %s:\n%s", p, msg);
     th_assert_contains(msg, c->reason);
     ck_assert(!th_exists(p));
-    gg->sink_close(g_ctx, NULL);
 }
 END_TEST
 
-/* Declared order, sizes, duplicates, and a sink closed half-way. */
+/* Declared order, sizes, duplicates, and a sink closed half-way, through
+ * the host (host->sink_*), which checks them for every format. */
 START_TEST(gguf_sink_order)
 {
     float a[4] = {1, 2, 3, 4}, b[2] = {5, 6};
     hvq_tensor_info info[2];
     hvq_meta dup[2] = {{"k", "1"}, {"k", "2"}};
+    const hvq_host *H = g_ctx->host;
+    hvq_sink_handle *hs;
     void *sink = NULL;
     hvq_tensor t;
     const char *p = tmp("order.gguf");
@@ -892,32 +896,30 @@ START_TEST(gguf_sink_order)
     info[0].nbytes = 16;
     info[1] = info[0];
     info[1].name = "a";
-    ck_assert_int_eq(gg->sink_create(g_ctx, p, NULL, 0, info, 2, &sink),
-                     HVQ_E_INPUT);
+    ck_assert_ptr_null(H->sink_open_params(g_ctx, "gguf", p, NULL, NULL, 0, info, 2));
     th_assert_contains(hvq_ctx_error(g_ctx),
                        "tensor name 'a' is declared twice");
     info[1].name = "b";
     info[1].shape[0] = 2;
     info[1].nbytes = 8;
-    ck_assert_int_eq(gg->sink_create(g_ctx, p, dup, 2, info, 2, &sink),
-                     HVQ_E_INPUT);
+    ck_assert_ptr_null(H->sink_open_params(g_ctx, "gguf", p, NULL, dup, 2, info, 2));
     th_assert_contains(hvq_ctx_error(g_ctx), "metadata key 'k' is given twice");
 
-    ck_assert_int_eq(gg->sink_create(g_ctx, p, NULL, 0, info, 2, &sink),
-                     HVQ_OK);
+    hs = H->sink_open_params(g_ctx, "gguf", p, NULL, NULL, 0, info, 2);
+    ck_assert_ptr_nonnull(hs);
     t.info = info[1];
     t.data = b;
-    ck_assert_int_eq(gg->sink_write(g_ctx, sink, &t), HVQ_E_INTERNAL);
+    ck_assert_int_eq(H->sink_write(g_ctx, hs, &t), HVQ_E_INTERNAL);
     th_assert_contains(hvq_ctx_error(g_ctx),
                        "expected tensor 1 of 2 to be 'a' (16 bytes), got 'b'");
-    ck_assert_int_eq(gg->sink_finish(g_ctx, sink), HVQ_E_INTERNAL);
+    ck_assert_int_eq(H->sink_finish(g_ctx, hs), HVQ_E_INTERNAL);
     th_assert_contains(hvq_ctx_error(g_ctx),
                        "only 0 of 2 declared tensors were written");
     t.info = info[0];
     t.data = a;
-    ck_assert_int_eq(gg->sink_write(g_ctx, sink, &t), HVQ_OK);
+    ck_assert_int_eq(H->sink_write(g_ctx, hs, &t), HVQ_OK);
     /* Closed before the end: freed, and the output is abandoned. */
-    gg->sink_close(g_ctx, sink);
+    H->sink_close(g_ctx, hs);
     hvq_outputs_abort(g_ctx);
     ck_assert(!th_exists(p));
 

@@ -83,6 +83,7 @@
 #define _GNU_SOURCE 1
 #endif
 
+#include "checked.h"
 #include "gguf_local.h"
 #include "json.h"
 #include "file.h"
@@ -106,27 +107,6 @@
 /* ------------------------------------------------------------------------
  * Small helpers
  * ---------------------------------------------------------------------- */
-static int gg_ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-static int gg_mul(uint64_t a, uint64_t b, uint64_t *out)
-{
-    if (a != 0 && b > UINT64_MAX / a)
-        return 0;
-    *out = a * b;
-    return 1;
-}
-
-static int gg_add(uint64_t a, uint64_t b, uint64_t *out)
-{
-    if (b > UINT64_MAX - a)
-        return 0;
-    *out = a + b;
-    return 1;
-}
 
 /* x rounded up to a multiple of the power of two a; 0 on overflow. */
 static int gg_align_up(uint64_t x, uint64_t a, uint64_t *out)
@@ -136,7 +116,7 @@ static int gg_align_up(uint64_t x, uint64_t a, uint64_t *out)
         *out = x;
         return 1;
     }
-    return gg_add(x, a - r, out);
+    return hvq_add_u64(x, a - r, out);
 }
 
 /* "Q4_K [172, 64]" (hvq order) into buf. */
@@ -208,7 +188,7 @@ static int gg_probe(const char *path, const unsigned char *head,
         return 95;
     /* Only the name says GGUF: a low score, so that a damaged file still
      * reaches source_open and gets a precise error. */
-    return gg_ends_with(path, GG_EXT) ? 10 : 0;
+    return hvq_ends_with(path, GG_EXT) ? 10 : 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -610,7 +590,7 @@ static hvq_status gg_read_tensor_info(gg_reader *r, gg_source *s,
                        "type %s",
                        t->info.name, type->name);
     nblocks = numel / type->blck;
-    if (!gg_mul(nblocks, type->size, &bytes))
+    if (!hvq_mul_u64(nblocks, type->size, &bytes))
         return gg_fail(ctx, HVQ_E_INPUT, r->path,
                        "tensor '%.200s': the byte size of %s does not fit "
                        "in 64 bits",
@@ -625,7 +605,7 @@ static hvq_status gg_read_tensor_info(gg_reader *r, gg_source *s,
     t->file_bytes = bytes;
     if (tid == GG_TYPE_Q8_0 || tid == GG_TYPE_Q4_0) {
         uint64_t f32;
-        if (!gg_mul(numel, 4, &f32))
+        if (!hvq_mul_u64(numel, 4, &f32))
             return gg_fail(ctx, HVQ_E_INPUT, r->path,
                            "tensor '%.200s': %s is too large to dequantize",
                            t->info.name, desc);
@@ -942,7 +922,6 @@ typedef struct gg_sink {
     gg_decl *decl;
     size_t n, next;
     uint32_t alignment;
-    int failed;
 } gg_sink;
 
 static void gg_sink_free(gg_sink *k)
@@ -959,25 +938,14 @@ static void gg_sink_free(gg_sink *k)
 
 /* The ggml type of a declared tensor, checked against its shape and size. */
 static hvq_status gg_check_tensor(hvq_ctx *ctx, const char *path,
-                                  const hvq_tensor_info *t, size_t i,
-                                  const gg_type **out)
+                                  const hvq_tensor_info *t, const gg_type **out)
 {
     const gg_type *type;
     uint64_t numel = 1, bytes;
     size_t nlen;
-    int d;
     char desc[256];
 
-    if (t->name == NULL)
-        return gg_fail(ctx, HVQ_E_INPUT, path,
-                       "declared tensor %zu has no name", i);
     nlen = strlen(t->name);
-    if (nlen == 0)
-        return gg_fail(ctx, HVQ_E_INPUT, path,
-                       "declared tensor %zu has an empty name", i);
-    if (!hvq_json_utf8_valid(t->name, nlen))
-        return gg_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor name '%.200s' is not valid UTF-8", t->name);
     if (nlen > GG_MAX_NAME_WRITTEN)
         return gg_fail(ctx, HVQ_E_UNSUPPORTED, path,
                        "tensor name '%.200s' is %zu bytes; GGUF readers "
@@ -988,12 +956,6 @@ static hvq_status gg_check_tensor(hvq_ctx *ctx, const char *path,
                        "tensor '%.200s': %d dimensions; GGUF allows at "
                        "most %d",
                        t->name, t->ndim, GG_MAX_DIMS);
-    for (d = 0; d < t->ndim; d++)
-        if (t->shape[d] < 0)
-            return gg_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor '%.200s': shape dimension %d is negative "
-                           "(%lld)",
-                           t->name, d, (long long)t->shape[d]);
     if (t->dtype == HVQ_DTYPE_OPAQUE) {
         type = gg_type_by_name(t->dtype_name);
         if (type == NULL)
@@ -1014,18 +976,14 @@ static hvq_status gg_check_tensor(hvq_ctx *ctx, const char *path,
                                : "?");
     }
     gg_describe(desc, sizeof desc, type->name, t->ndim, t->shape);
-    if (!hvq_shape_numel(t->ndim, t->shape, &numel))
-        return gg_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': the non-zero dimensions of %s "
-                       "multiply past 63 bits",
-                       t->name, desc);
+    numel = hvq_numel(t); /* the host checked the shape rule */
     if (type->blck > 1 &&
         (t->ndim == 0 || (uint64_t)t->shape[t->ndim - 1] % type->blck != 0))
         return gg_fail(ctx, HVQ_E_INPUT, path,
                        "tensor '%.200s': the row length of %s is not a "
                        "multiple of the %s block size %u",
                        t->name, desc, type->name, (unsigned)type->blck);
-    if (!gg_mul(numel / type->blck, type->size, &bytes))
+    if (!hvq_mul_u64(numel / type->blck, type->size, &bytes))
         return gg_fail(ctx, HVQ_E_INPUT, path,
                        "tensor '%.200s': the byte size of %s does not fit "
                        "in 64 bits",
@@ -1038,53 +996,6 @@ static hvq_status gg_check_tensor(hvq_ctx *ctx, const char *path,
                        (unsigned long long)bytes);
     *out = type;
     return HVQ_OK;
-}
-
-static int gg_cstr_cmp(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Sorts v[0..n) and returns a string that occurs twice, or NULL. */
-static const char *gg_find_repeat(const char **v, size_t n)
-{
-    size_t i;
-    if (n < 2)
-        return NULL;
-    qsort(v, n, sizeof *v, gg_cstr_cmp);
-    for (i = 1; i < n; i++)
-        if (strcmp(v[i], v[i - 1]) == 0)
-            return v[i];
-    return NULL;
-}
-
-static hvq_status gg_check_unique(hvq_ctx *ctx, const char *path,
-                                  const hvq_meta *meta, size_t n_meta,
-                                  const hvq_tensor_info *tensors, size_t n)
-{
-    const char **names, *rep;
-    size_t i;
-    hvq_status st = HVQ_OK;
-    names = ctx->host->calloc(ctx, n > n_meta ? n : (n_meta ? n_meta : 1),
-                              sizeof *names);
-    if (names == NULL)
-        return HVQ_E_NOMEM;
-    for (i = 0; i < n; i++)
-        names[i] = tensors[i].name;
-    rep = gg_find_repeat(names, n);
-    if (rep != NULL)
-        st = gg_fail(ctx, HVQ_E_INPUT, path,
-                     "tensor name '%.200s' is declared twice", rep);
-    if (st == HVQ_OK) {
-        for (i = 0; i < n_meta; i++)
-            names[i] = meta[i].key;
-        rep = gg_find_repeat(names, n_meta);
-        if (rep != NULL)
-            st = gg_fail(ctx, HVQ_E_INPUT, path,
-                         "metadata key '%.200s' is given twice", rep);
-    }
-    ctx->host->free(names);
-    return st;
 }
 
 static hvq_status gg_write_zeros(hvq_ctx *ctx, hvq_output *out, uint64_t n)
@@ -1169,7 +1080,7 @@ static hvq_status gg_write_header(hvq_ctx *ctx, const char *path,
         gg_put_u32(&o->b, types[i]->id);
         gg_put_u64(&o->b, off);
         if (!gg_align_up(t->nbytes, *alignment, &padded) ||
-            !gg_add(off, padded, &off))
+            !hvq_add_u64(off, padded, &off))
             return gg_fail(ctx, HVQ_E_INPUT, path,
                            "the tensors add up to more than 2^64 bytes");
         st = gg_out_drain(o, 0);
@@ -1207,8 +1118,6 @@ static hvq_status gg_sink_create(hvq_ctx *ctx, const char *path,
     hvq_buf_init(&o.b);
     if (path == NULL)
         return h->error(ctx, HVQ_E_INTERNAL, "gguf: no output path");
-    if (n > 0 && tensors == NULL)
-        return gg_fail(ctx, HVQ_E_INTERNAL, path, "no tensor declarations");
     if (n_meta > 0 && meta == NULL)
         return gg_fail(ctx, HVQ_E_INTERNAL, path, "no metadata array");
     for (i = 0; i < n_meta; i++) {
@@ -1228,14 +1137,13 @@ static hvq_status gg_sink_create(hvq_ctx *ctx, const char *path,
         goto fail;
     memset(typed, -1, n_meta);
     for (i = 0; i < n; i++) {
-        st = gg_check_tensor(ctx, path, &tensors[i], i, &types[i]);
+        st = gg_check_tensor(ctx, path, &tensors[i], &types[i]);
         if (st != HVQ_OK)
             goto fail;
     }
-    st = gg_check_unique(ctx, path, meta, n_meta, tensors, n);
-    if (st == HVQ_OK) /* every value checked before the file is created */
-        st = gg_write_header(ctx, path, meta, n_meta, tensors, types, n, &o,
-                             &alignment, typed);
+    /* every value checked before the file is created */
+    st = gg_write_header(ctx, path, meta, n_meta, tensors, types, n, &o,
+                         &alignment, typed);
     if (st != HVQ_OK)
         goto fail;
 
@@ -1270,39 +1178,15 @@ static hvq_status gg_sink_write(hvq_ctx *ctx, void *state,
     uint64_t left, padded;
     hvq_status st;
 
-    if (k == NULL || t == NULL)
-        return ctx->host->error(ctx, HVQ_E_INTERNAL,
-                                "gguf: sink_write without a sink or tensor");
-    if (k->failed)
-        return gg_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "write after an earlier write failed");
-    if (k->next >= k->n)
-        return gg_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "tensor '%.200s' written, but all %zu declared "
-                       "tensors were already written",
-                       t->info.name ? t->info.name : "(null)", k->n);
+    /* The host checked the order, the sizes and the data (host->sink_write). */
     want = &k->decl[k->next];
-    if (t->info.name == NULL || strcmp(t->info.name, want->name) != 0 ||
-        t->info.nbytes != want->nbytes)
-        return gg_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "expected tensor %zu of %zu to be '%.200s' (%llu "
-                       "bytes), got '%.200s' (%llu bytes)",
-                       k->next + 1, k->n, want->name,
-                       (unsigned long long)want->nbytes,
-                       t->info.name ? t->info.name : "(null)",
-                       (unsigned long long)t->info.nbytes);
-    if (t->data == NULL && want->nbytes > 0)
-        return gg_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "tensor '%.200s' has no data", want->name);
     p = t->data;
     left = want->nbytes;
     while (left > 0) {
         size_t chunk = left > (1u << 30) ? (size_t)1 << 30 : (size_t)left;
         st = ctx->host->output_write(ctx, k->out, p, chunk);
-        if (st != HVQ_OK) {
-            k->failed = 1;
+        if (st != HVQ_OK)
             return st;
-        }
         p += chunk;
         left -= chunk;
     }
@@ -1310,28 +1194,16 @@ static hvq_status gg_sink_write(hvq_ctx *ctx, void *state,
     if (!gg_align_up(want->nbytes, k->alignment, &padded))
         padded = want->nbytes; /* cannot happen: checked in create */
     st = gg_write_zeros(ctx, k->out, padded - want->nbytes);
-    if (st != HVQ_OK) {
-        k->failed = 1;
+    if (st != HVQ_OK)
         return st;
-    }
     k->next++;
     return HVQ_OK;
 }
 
 static hvq_status gg_sink_finish(hvq_ctx *ctx, void *state)
 {
-    gg_sink *k = state;
-    if (k == NULL)
-        return ctx->host->error(ctx, HVQ_E_INTERNAL,
-                                "gguf: sink_finish without a sink");
-    if (k->failed)
-        return gg_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "finish after a failed write");
-    if (k->next != k->n)
-        return gg_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "only %zu of %zu declared tensors were written "
-                       "(missing '%.200s')",
-                       k->next, k->n, k->decl[k->next].name);
+    (void)ctx; (void)state; /* every tensor is written, padded (the host
+                               checked that all were) */
     return HVQ_OK;
 }
 
