@@ -11,11 +11,9 @@ const char *hvq_dtype_name(hvq_dtype t);   /* "F32", ...; "OPAQUE" */
 hvq_dtype hvq_dtype_parse_float(const char *s);
 int hvq_dtype_is_float(hvq_dtype t);       /* F32, F16, BF16, F64 */
 
-/* Scalar reference conversions (round to nearest even, NaN kept). */
-uint16_t hvq_f32_to_f16(float f);
-float hvq_f16_to_f32(uint16_t h);
-uint16_t hvq_f32_to_bf16(float f);
-float hvq_bf16_to_f32(uint16_t h);
+/* Scalar reference conversions (round to nearest even, NaN kept):
+ * hvq_f32_to_f16, hvq_f16_to_f32, hvq_f32_to_bf16, hvq_bf16_to_f32. */
+#include "f16.h"
 
 /* Converts n elements between F32 and F16/BF16/F64/F32. HVQ_E_UNSUPPORTED
  * (with a message on ctx, when ctx is not NULL) for other pairs. */

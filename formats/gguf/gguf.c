@@ -828,7 +828,7 @@ static void gg_dequant_q8_0(const unsigned char *src, float *dst,
     uint64_t b;
     int j;
     for (b = 0; b < nblocks; b++, src += 34, dst += 32) {
-        float d = gg_half_to_float((uint16_t)(src[0] | src[1] << 8));
+        float d = hvq_f16_to_f32((uint16_t)(src[0] | src[1] << 8));
         for (j = 0; j < 32; j++)
             dst[j] = (float)(int8_t)src[2 + j] * d;
     }
@@ -840,7 +840,7 @@ static void gg_dequant_q4_0(const unsigned char *src, float *dst,
     uint64_t b;
     int j;
     for (b = 0; b < nblocks; b++, src += 18, dst += 32) {
-        float d = gg_half_to_float((uint16_t)(src[0] | src[1] << 8));
+        float d = hvq_f16_to_f32((uint16_t)(src[0] | src[1] << 8));
         for (j = 0; j < 16; j++) {
             dst[j] = (float)((int)(src[2 + j] & 0x0f) - 8) * d;
             dst[j + 16] = (float)((int)(src[2 + j] >> 4) - 8) * d;

@@ -158,7 +158,7 @@ hvq_status gg_meta_from_text(hvq_ctx *ctx, const char *path,
                              const hvq_meta *m, gg_out *o,
                              uint32_t *alignment, signed char *typed);
 
-/* IEEE half to single precision, exact. */
-float gg_half_to_float(uint16_t h);
+/* IEEE half to single precision, exact: hvq_f16_to_f32. */
+#include "f16.h"
 
 #endif

@@ -300,28 +300,3 @@ hvq_status gg_out_patch_u64(gg_out *o, uint64_t at, uint64_t v)
     return o->ctx->host->output_pwrite(o->ctx, o->out, c, 8, at);
 }
 
-float gg_half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31;
-    uint32_t exp = (h >> 10) & 0x1f;
-    uint32_t man = h & 0x3ff;
-    uint32_t bits;
-    float f;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (man << 13);   /* inf, nan */
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112) << 23) | (man << 13);
-    } else if (man == 0) {
-        bits = sign;                               /* +-0 */
-    } else {
-        /* Subnormal: normalize. */
-        int e = -1;
-        do {
-            e++;
-            man <<= 1;
-        } while ((man & 0x400) == 0);
-        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ff) << 13);
-    }
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}

@@ -20,61 +20,17 @@
 
 enum { QK = 32 };
 
-/* ---- fp16 ---------------------------------------------------------------- */
-
-uint16_t hvq_ggml_fp16(float f)
-{
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    uint16_t sign = (uint16_t)((b >> 16) & 0x8000u);
-    uint32_t e = (b >> 23) & 0xffu, m = b & 0x7fffffu;
-    if (e == 0xff)
-        return (uint16_t)(sign | (m ? 0x7e00u : 0x7c00u));
-    int E = (int)e - 127;
-    if (E > 15)
-        return (uint16_t)(sign | 0x7c00u);
-    if (E >= -14) { /* normal: keep 10 of 23 mantissa bits, round to even */
-        uint32_t h = ((uint32_t)(E + 15) << 10) | (m >> 13), rem = m & 0x1fffu;
-        if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
-            h++; /* a carry into the exponent is right, up to infinity */
-        return (uint16_t)(sign | h);
-    }
-    if (e == 0 || E < -25) /* below half the smallest subnormal: zero */
-        return sign;
-    uint32_t m24 = m | 0x800000u;
-    int shift = -(E + 1); /* 14..24: units of 2^-24 */
-    uint32_t q = m24 >> shift, rem = m24 & ((1u << shift) - 1u), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (q & 1u)))
-        q++;
-    return (uint16_t)(sign | q);
-}
-
-float hvq_ggml_fp32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, b;
-    if (e == 0x1f) {
-        b = sign | 0x7f800000u | (m << 13);
-    } else if (e != 0) {
-        b = sign | ((e + 112u) << 23) | (m << 13);
-    } else {
-        float v = (float)m * 0x1p-24f; /* subnormal: exact */
-        return sign ? -v : v;
-    }
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
-}
 
 void hvq_ggml_put_f16(uint8_t *p, float f)
 {
-    uint16_t h = hvq_ggml_fp16(f);
+    uint16_t h = hvq_f32_to_f16(f);
     p[0] = (uint8_t)(h & 0xff);
     p[1] = (uint8_t)(h >> 8);
 }
 
 float hvq_ggml_get_f16(const uint8_t *p)
 {
-    return hvq_ggml_fp32((uint16_t)(p[0] | (p[1] << 8)));
+    return hvq_f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
 }
 
 /* ggml's nearest_int: round to nearest even through the float adder, valid

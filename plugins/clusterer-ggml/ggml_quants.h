@@ -34,9 +34,10 @@ typedef struct hvq_ggml_type {
 /* The type called name (the plugin's choice value), or NULL. */
 const hvq_ggml_type *hvq_ggml_type_find(const char *name);
 
-/* IEEE half <-> float, rounding to nearest even (ggml's conversion). */
-uint16_t hvq_ggml_fp16(float f);
-float hvq_ggml_fp32(uint16_t h);
+/* IEEE half <-> float, rounding to nearest even: the project's one
+ * conversion (common/f16.h), the same bits as ggml's for every finite value
+ * and infinity (the weights quantized here are finite). */
+#include "f16.h"
 
 /* ---- shared by the quantizers (ggml_quants.c, ggml_kquants.c) ---- */
 
