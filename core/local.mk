@@ -13,7 +13,8 @@ libhvqcore_la_SOURCES = \
 	core/report.c core/report.h \
 	core/parallel.c core/parallel.h \
 	core/util.c core/util.h \
-	core/signals.c core/signals.h
+	core/signals.c core/signals.h \
+	core/cli.c core/cli.h
 libhvqcore_la_CFLAGS = $(AM_CFLAGS) $(YAML_CFLAGS)
 libhvqcore_la_LIBADD = $(YAML_LIBS)
 

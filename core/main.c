@@ -1,6 +1,7 @@
 /* hvqconv: the command-line interface. */
 #include "config.h"
 
+#include "cli.h"
 #include "container.h"
 #include "ctx.h"
 #include "file.h"
@@ -23,18 +24,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-/* Exit statuses. */
-enum { EXIT_OK = 0, EXIT_FAILURE_OTHER = 1, EXIT_BAD_INPUT = 2 };
-
-static int exit_for(hvq_status st)
-{
-    switch (st) {
-    case HVQ_OK: case HVQ_WARN: return EXIT_OK;
-    case HVQ_E_INPUT: case HVQ_E_UNSUPPORTED: case HVQ_E_NOTFOUND: return EXIT_BAD_INPUT;
-    default: return EXIT_FAILURE_OTHER;
-    }
-}
 
 typedef struct cli {
     const char **plugin_dirs;
@@ -143,18 +132,7 @@ static void usage_describe(FILE *f)
 
 static hvq_registry *load_registry(hvq_ctx *ctx, const cli *c)
 {
-    hvq_registry *reg = hvq_registry_new();
-    if (!reg) {
-        fprintf(stderr, "hvqconv: error: out of memory\n");
-        return NULL;
-    }
-    if (hvq_registry_load_default(reg, ctx, c->plugin_dirs, c->n_plugin_dirs) != HVQ_OK) {
-        hvq_ctx_print_error(ctx);
-        hvq_registry_free(reg);
-        return NULL;
-    }
-    hvq_ctx_set_registry(ctx, reg);
-    return reg;
+    return hvq_cli_registry(ctx, c->plugin_dirs, c->n_plugin_dirs);
 }
 
 static int add_plugin_dir(cli *c, const char *dir)
@@ -185,15 +163,15 @@ static int parse_common(int c, cli *cl, const char *cmd, void (*usage)(FILE *))
     switch (c) {
     case OPT_PLUGIN_DIR:
         if (!add_plugin_dir(cl, optarg))
-            return EXIT_FAILURE_OTHER;
+            return HVQ_EXIT_OTHER;
         return -1;
     case 'q': cl->opts.quiet = 1; return -1;
     case 'v': cl->opts.verbose = 1; return -1;
-    case 'h': usage(stdout); return EXIT_OK;
-    case 'V': printf("hvqconv %s (plugin ABI %d)\n", PACKAGE_VERSION, HVQ_ABI_VERSION); return EXIT_OK;
+    case 'h': usage(stdout); return HVQ_EXIT_OK;
+    case 'V': printf("hvqconv %s (plugin ABI %d)\n", PACKAGE_VERSION, HVQ_ABI_VERSION); return HVQ_EXIT_OK;
     default:
         fprintf(stderr, "Try 'hvqconv %s --help'.\n", cmd);
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
 }
 
@@ -231,7 +209,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
     size_t n_sets = 0;
     int c, rc = -1, do_eval = 0;
     if (!sets)
-        return EXIT_FAILURE_OTHER;
+        return HVQ_EXIT_OTHER;
     cl->opts.threads = 0;
     while (rc < 0 && (c = getopt_long(argc, argv, "i:o:r:s:t:fqvhV", lo, NULL)) != -1) {
         switch (c) {
@@ -245,7 +223,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
         case OPT_TARGET_SIZE: target_option(c, optarg, target, sizeof target); break;
         case 't':
             if (!hvq_parse_threads(optarg, &cl->opts.threads))
-                rc = EXIT_BAD_INPUT;
+                rc = HVQ_EXIT_BAD_INPUT;
             break;
         default: rc = parse_common(c, cl, "run", usage_run);
         }
@@ -257,13 +235,13 @@ static int cmd_run(int argc, char **argv, cli *cl)
     if (optind >= argc) {
         fprintf(stderr, "hvqconv: error: run needs a pipeline file\nTry 'hvqconv run --help'.\n");
         free(sets);
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
     if (optind + 1 < argc) {
         fprintf(stderr, "hvqconv: error: unexpected argument '%s'\nTry 'hvqconv run --help'.\n",
                 argv[optind + 1]);
         free(sets);
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
     if (!cl->opts.threads)
         cl->opts.threads = hvq_default_threads();
@@ -272,7 +250,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
     hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
     if (!ctx) {
         free(sets);
-        return EXIT_FAILURE_OTHER;
+        return HVQ_EXIT_OTHER;
     }
     hvq_registry *reg = load_registry(ctx, cl);
     hvq_pipeline *p = NULL;
@@ -312,7 +290,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
     hvq_ctx_free(ctx);
     hvq_registry_free(reg);
     free(sets);
-    return exit_for(st);
+    return hvq_exit_for(st);
 }
 
 /* ---- perplexity: compare's PPL column and run --eval ---------------------- */
@@ -321,7 +299,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
  * input's (in its directory, or beside the file), since a dequantized file
  * written elsewhere has none beside it. NULL for a GGUF input (its outputs
  * carry llama.cpp metadata) or when there is none (malloc'd). */
-static char *input_config(const char *input)
+static char *input_config(hvq_ctx *ctx, const hvq_registry *reg, const char *input)
 {
     struct stat st;
     char *cfg = NULL;
@@ -333,14 +311,12 @@ static char *input_config(const char *input)
     if (S_ISDIR(st.st_mode)) {
         snprintf(cfg, n, "%s/config.json", input);
     } else {
-        char magic[4] = {0};
-        int odd;
-        FILE *f = hvq_fopen_input(NULL, input, &odd);
-        size_t got = f ? fread(magic, 1, 4, f) : 0;
-        if (f)
-            fclose(f);
+        /* the host's detection says what the file is */
+        const hvq_loaded_plugin *pl = hvq_registry_detect(reg, ctx, input);
         const char *slash = strrchr(input, '/');
-        if (got == 4 && memcmp(magic, "GGUF", 4) == 0)
+        if (!pl)
+            hvq_ctx_clear_error(ctx);
+        if (pl && strcmp(pl->desc.name, "gguf") == 0)
             cfg[0] = '\0';
         else if (slash)
             snprintf(cfg, n, "%.*s/config.json", (int)(slash - input), input);
@@ -394,7 +370,7 @@ static hvq_status eval_model(hvq_ctx *ctx, const hvq_registry *reg, const char *
 static hvq_status run_eval(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pipeline *p)
 {
     hvq_eval_result res;
-    char *cfg = input_config(p->input);
+    char *cfg = input_config(ctx, reg, p->input);
     hvq_status st = eval_model(ctx, reg, p->output, &p->evaluate, cfg, &res);
     free(cfg);
     if (st == HVQ_OK)
@@ -488,7 +464,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
     size_t n_sets = 0;
     int c, rc = -1, no_eval = 0;
     if (!sets)
-        return EXIT_FAILURE_OTHER;
+        return HVQ_EXIT_OTHER;
     cl->opts.threads = 0;
     while (rc < 0 && (c = getopt_long(argc, argv, "i:s:r:k:t:fqvhV", lo, NULL)) != -1) {
         switch (c) {
@@ -502,7 +478,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         case OPT_TARGET_SIZE: target_option(c, optarg, target, sizeof target); break;
         case 't':
             if (!hvq_parse_threads(optarg, &cl->opts.threads))
-                rc = EXIT_BAD_INPUT;
+                rc = HVQ_EXIT_BAD_INPUT;
             break;
         default: rc = parse_common(c, cl, "compare", usage_compare);
         }
@@ -516,13 +492,13 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         fprintf(stderr, "hvqconv: error: compare needs at least one pipeline file\n"
                         "Try 'hvqconv compare --help'.\n");
         free(sets);
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
     if (keep && !keep[0]) {
         fprintf(stderr, "hvqconv: error: --keep needs a directory, not an empty name\n"
                         "Try 'hvqconv compare --help'.\n");
         free(sets);
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
     if (!cl->opts.threads)
         cl->opts.threads = hvq_default_threads();
@@ -534,7 +510,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
     if (!ctx || !ps || !reps || !rp || !ppl) {
         free(sets); free(ps); free(reps); free(rp); free(ppl);
         hvq_ctx_free(ctx);
-        return EXIT_FAILURE_OTHER;
+        return HVQ_EXIT_OTHER;
     }
     char dir[4096] = "";
     int made_dir = 0;
@@ -602,7 +578,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
     /* Each output as written (an hvq container is decoded on the fly); one
      * that cannot be evaluated gets "-" and a warning. */
     for (size_t i = 0; st == HVQ_OK && ev && i < n; i++) {
-        char *cfg = input_config(ps[i]->input);
+        char *cfg = input_config(ctx, reg, ps[i]->input);
         ppl[i] = NAN;
         if (eval_model(ctx, reg, ps[i]->output, ev, cfg, &eres) == HVQ_OK)
             ppl[i] = eres.ppl;
@@ -656,7 +632,7 @@ static int cmd_compare(int argc, char **argv, cli *cl)
     free(sets);
     hvq_ctx_free(ctx);
     hvq_registry_free(reg);
-    return exit_for(st);
+    return hvq_exit_for(st);
 }
 
 static int cmd_list(int argc, char **argv, cli *cl)
@@ -672,15 +648,15 @@ static int cmd_list(int argc, char **argv, cli *cl)
         return rc;
     if (optind < argc) {
         fprintf(stderr, "hvqconv: error: unexpected argument '%s'\n", argv[optind]);
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
     hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
     if (!ctx)
-        return EXIT_FAILURE_OTHER;
+        return HVQ_EXIT_OTHER;
     hvq_registry *reg = load_registry(ctx, cl);
     if (!reg) {
         hvq_ctx_free(ctx);
-        return EXIT_FAILURE_OTHER;
+        return HVQ_EXIT_OTHER;
     }
     printf("%-12s %-14s %-8s %-58s %s\n", "KIND", "NAME", "VERSION", "SUMMARY", "FROM");
     static const uint32_t order[] = {HVQ_KIND_SOURCE, HVQ_KIND_SINK, HVQ_KIND_HESSIAN,
@@ -698,7 +674,7 @@ static int cmd_list(int argc, char **argv, cli *cl)
         }
     hvq_registry_free(reg);
     hvq_ctx_free(ctx);
-    return EXIT_OK;
+    return HVQ_EXIT_OK;
 }
 
 static void describe_one(const hvq_loaded_plugin *lp)
@@ -749,16 +725,16 @@ static int cmd_describe(int argc, char **argv, cli *cl)
     if (optind + 1 != argc) {
         fprintf(stderr, "hvqconv: error: describe needs one plugin name\n"
                         "Try 'hvqconv describe --help'.\n");
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
     const char *name = argv[optind];
     hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
     if (!ctx)
-        return EXIT_FAILURE_OTHER;
+        return HVQ_EXIT_OTHER;
     hvq_registry *reg = load_registry(ctx, cl);
     if (!reg) {
         hvq_ctx_free(ctx);
-        return EXIT_FAILURE_OTHER;
+        return HVQ_EXIT_OTHER;
     }
     int found = 0;
     for (size_t i = 0; i < hvq_registry_count(reg); i++) {
@@ -776,7 +752,7 @@ static int cmd_describe(int argc, char **argv, cli *cl)
     }
     hvq_registry_free(reg);
     hvq_ctx_free(ctx);
-    return found ? EXIT_OK : EXIT_BAD_INPUT;
+    return found ? HVQ_EXIT_OK : HVQ_EXIT_BAD_INPUT;
 }
 
 int main(int argc, char **argv)
@@ -792,14 +768,14 @@ int main(int argc, char **argv)
     while (rc < 0 && (c = getopt_long(argc, argv, "+qvhV", lo, NULL)) != -1) {
         if (c == 'h') {
             usage_main(stdout);
-            rc = EXIT_OK;
+            rc = HVQ_EXIT_OK;
         } else {
             rc = parse_common(c, &cl, "", usage_main);
         }
     }
     if (rc < 0 && optind >= argc) {
         usage_main(stderr);
-        rc = EXIT_BAD_INPUT;
+        rc = HVQ_EXIT_BAD_INPUT;
     }
     if (rc < 0) {
         const char *cmd = argv[optind];
@@ -827,7 +803,7 @@ int main(int argc, char **argv)
             rc = hvq_cmd_eval(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
         else {
             fprintf(stderr, "hvqconv: error: unknown command '%s'\nTry 'hvqconv --help'.\n", cmd);
-            rc = EXIT_BAD_INPUT;
+            rc = HVQ_EXIT_BAD_INPUT;
         }
     }
     free(cl.plugin_dirs);
