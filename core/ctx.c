@@ -354,14 +354,10 @@ static void host_model_close(hvq_ctx *ctx, hvq_model *m)
     free(m);
 }
 
-static hvq_model *host_model_open(hvq_ctx *ctx, const char *path)
+/* Opens path with the source plugin pl (NULL: detection failed, the
+ * error is set) and lists its tensors, checked. */
+static hvq_model *model_open_with(hvq_ctx *ctx, const char *path, const hvq_loaded_plugin *pl)
 {
-    const hvq_registry *reg = priv(ctx)->registry;
-    if (!reg) {
-        hvq_error(ctx, HVQ_E_INTERNAL, "no plugin registry on this context");
-        return NULL;
-    }
-    const hvq_loaded_plugin *pl = hvq_registry_detect(reg, ctx, path);
     hvq_ctx_add_input(ctx, path);
     if (!pl)
         return NULL;
@@ -400,6 +396,31 @@ static hvq_model *host_model_open(hvq_ctx *ctx, const char *path)
     sort_infos = m->infos; /* qsort has no context argument; single-threaded here */
     qsort(m->by_name, m->n, sizeof *m->by_name, cmp_by_name);
     return m;
+}
+
+static const hvq_registry *ctx_registry(hvq_ctx *ctx)
+{
+    const hvq_registry *reg = priv(ctx)->registry;
+    if (!reg)
+        hvq_error(ctx, HVQ_E_INTERNAL, "no plugin registry on this context");
+    return reg;
+}
+
+static hvq_model *host_model_open(hvq_ctx *ctx, const char *path)
+{
+    const hvq_registry *reg = ctx_registry(ctx);
+    return reg ? model_open_with(ctx, path, hvq_registry_detect(reg, ctx, path)) : NULL;
+}
+
+static hvq_model *host_model_open_as(hvq_ctx *ctx, const char *path, const char *format)
+{
+    const hvq_registry *reg = ctx_registry(ctx);
+    if (!reg)
+        return NULL;
+    const hvq_loaded_plugin *pl = hvq_registry_find(reg, HVQ_KIND_SOURCE, format);
+    if (!pl)
+        hvq_error(ctx, HVQ_E_INTERNAL, "%s: no source format '%s' is loaded", path, format);
+    return model_open_with(ctx, path, pl);
 }
 
 static hvq_status host_model_find(hvq_ctx *ctx, hvq_model *m, const char *name, hvq_tensor *t)
@@ -447,12 +468,10 @@ static hvq_output *host_output_open(hvq_ctx *ctx, const char *path) { return hvq
 
 static const char *host_detect(hvq_ctx *ctx, const char *path)
 {
-    const hvq_registry *reg = priv(ctx)->registry;
-    if (!reg) {
-        hvq_error(ctx, HVQ_E_INTERNAL, "no plugin registry on this context");
-        return NULL;
-    }
-    const hvq_loaded_plugin *pl = hvq_registry_detect(reg, ctx, path);
+    const hvq_registry *reg = ctx_registry(ctx);
+    const hvq_loaded_plugin *pl = NULL;
+    if (reg)
+        hvq_registry_probe(reg, ctx, path, &pl);
     return pl ? pl->desc.name : NULL;
 }
 
@@ -497,6 +516,7 @@ static const hvq_host host_table = {
     .input_open = hvq_input_open,
     .parallel_for = hvq_parallel_for,
     .detect = host_detect,
+    .model_open_as = host_model_open_as,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

@@ -478,35 +478,27 @@ static void list_kind(const hvq_registry *reg, uint32_t kind, char *buf, size_t 
         snprintf(buf, len, "none loaded");
 }
 
-const hvq_loaded_plugin *hvq_registry_detect(const hvq_registry *reg, hvq_ctx *ctx,
-                                             const char *path)
+hvq_status hvq_registry_probe(const hvq_registry *reg, hvq_ctx *ctx, const char *path,
+                              const hvq_loaded_plugin **out)
 {
     struct stat st;
+    *out = NULL;
     unsigned char head[4096];
     size_t head_len = 0;
-    if (stat(path, &st) != 0) {
-        hvq_error(ctx, HVQ_E_INPUT, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
-        hvq_error(ctx, HVQ_E_INPUT, "%s: not a regular file or a directory", path);
-        return NULL;
-    }
+    if (stat(path, &st) != 0)
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: cannot open: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: not a regular file or a directory", path);
     if (S_ISREG(st.st_mode)) {
         int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-        if (fd < 0) {
-            hvq_error(ctx, HVQ_E_INPUT, "%s: cannot open: %s", path, strerror(errno));
-            return NULL;
-        }
+        if (fd < 0)
+            return hvq_error(ctx, HVQ_E_INPUT, "%s: cannot open: %s", path, strerror(errno));
         ssize_t r = read(fd, head, sizeof head);
         close(fd);
-        if (r < 0) {
-            hvq_error(ctx, HVQ_E_INPUT, "%s: cannot read: %s", path, strerror(errno));
-            return NULL;
-        }
+        if (r < 0)
+            return hvq_error(ctx, HVQ_E_INPUT, "%s: cannot read: %s", path, strerror(errno));
         head_len = (size_t)r;
     }
-    const hvq_loaded_plugin *best = NULL;
     int best_score = 0;
     for (size_t i = 0; i < reg->n; i++) {
         const hvq_plugin *d = &reg->items[i]->desc;
@@ -515,10 +507,17 @@ const hvq_loaded_plugin *hvq_registry_detect(const hvq_registry *reg, hvq_ctx *c
         int s = d->probe(path, head, head_len);
         if (s > best_score) {
             best_score = s;
-            best = reg->items[i];
+            *out = reg->items[i];
         }
     }
-    if (!best) {
+    return HVQ_OK;
+}
+
+const hvq_loaded_plugin *hvq_registry_detect(const hvq_registry *reg, hvq_ctx *ctx,
+                                             const char *path)
+{
+    const hvq_loaded_plugin *best;
+    if (hvq_registry_probe(reg, ctx, path, &best) == HVQ_OK && !best) {
         char list[1024];
         list_kind(reg, HVQ_KIND_SOURCE, list, sizeof list);
         hvq_error(ctx, HVQ_E_INPUT, "%s: not a model file of any supported format (%s)",

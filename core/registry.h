@@ -60,8 +60,13 @@ const char *hvq_registry_suggest(const hvq_registry *reg, uint32_t kind,
 /* "source", "sink", "source,sink", "clusterer", ... into buf. */
 const char *hvq_kind_names(uint32_t kinds, char *buf, size_t len);
 
-/* The source whose probe is most confident for path, or NULL with an
- * error listing the supported formats. */
+/* The source plugin whose probe is surest of path (*out NULL when none
+ * recognises it); an error only when path cannot be read. The one place
+ * where files are sniffed (each format's probe reads the head it is
+ * given). */
+hvq_status hvq_registry_probe(const hvq_registry *reg, hvq_ctx *ctx, const char *path,
+                              const hvq_loaded_plugin **out);
+/* The same, or NULL with an error listing the supported formats. */
 const hvq_loaded_plugin *hvq_registry_detect(const hvq_registry *reg,
                                              hvq_ctx *ctx, const char *path);
 /* The sink whose extensions match path's, or NULL with an error. */

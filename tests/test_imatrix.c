@@ -762,8 +762,8 @@ START_TEST(corrupt_dat)
         memcpy(b, orig, n);
         memcpy(b + e3->off_values + 4 * 5, &badv[k], 4);
         snprintf(msg, sizeof msg,
-                 "entry 'blk.0.attn_q.weight' has the invalid value %s at index 5 (values must "
-                 "be finite and >= 0)",
+                 "'blk.0.attn_q.weight.in_sum2' has the invalid value %s at index 5 (values "
+                 "must be finite and >= 0)",
                  badt[k]);
         bad(b, n, msg);
     }

@@ -363,10 +363,17 @@ struct hvq_host {
 
     /* The name of the source format that recognises path (a file or a
      * directory) best, as the host chooses an input's format: the one
-     * place where magic bytes are sniffed. NULL with an HVQ_E_INPUT error
-     * set when no format recognises it or it cannot be read. Check
-     * HVQ_HOST_HAS before calling: older hosts lack it. */
+     * place where magic bytes are sniffed. NULL when no format recognises
+     * it (no error set), or when it cannot be read (an HVQ_E_INPUT error
+     * set). Check HVQ_HOST_HAS before calling: older hosts lack it. */
     const char *(*detect)(hvq_ctx *ctx, const char *path);
+
+    /* model_open with the source format named instead of detected: for a
+     * format without magic bytes that a plugin knows it is given (e.g.
+     * llama.cpp's legacy imatrix .dat, "imatrix-dat"). NULL with an error
+     * set when there is no such source format or it cannot open path.
+     * Check HVQ_HOST_HAS before calling. */
+    hvq_model *(*model_open_as)(hvq_ctx *ctx, const char *path, const char *format);
 };
 
 /* Whether the host a plugin runs in has the slot `field` (a host built

@@ -1,18 +1,18 @@
 /* hessian "imatrix": Hessian diagonals from a llama.cpp importance matrix
- * (the file `llama-imatrix` writes), in either of its two layouts, told
- * apart by content:
+ * (the file `llama-imatrix` writes), in either of its two layouts, both
+ * read through the host (this plugin parses no file format):
  *
- *   - the legacy .dat (no magic), little-endian:
- *       int32 n_entries
- *       n_entries x { int32 name_len, name bytes, int32 ncall,
- *                     int32 n_values, float32 values[n_values] }
- *       optional trailer: int32 last_chunk, int32 dataset_len, dataset name
- *     each value is mean(x^2) * ncall, so the diagonal is value / ncall;
- *   - GGUF ("GGUF" magic), read through whichever format plugin reads GGUF
- *     (host model_open): general.type = "imatrix", and per weight W the
+ *   - GGUF, when the host's detection says so (host->detect; the gguf
+ *     format reads it): general.type = "imatrix", and per weight W the
  *     tensors W.in_sum2 (sum of x^2 per input column, [n] or [n_mat, n]
  *     for a stack of expert matrices) and W.counts (activation rows, 1 or
- *     n_mat values); the diagonal is in_sum2 / counts. A stack of matrices
+ *     n_mat values);
+ *   - otherwise the legacy .dat, which has no magic bytes, opened by name
+ *     with the source format "imatrix-dat" (formats/imatrix; host
+ *     model_open_as), which presents each entry the same way: W.in_sum2
+ *     (the stored values, mean(x^2) * ncall) and W.counts (ncall).
+ *
+ *     The diagonal is in_sum2 / counts. A stack of matrices
  *     is folded into one diagonal: sum over matrices of in_sum2 divided by
  *     the total count, the mean of x^2 over every row any of them saw.
  *     Tensors with other suffixes are ignored.
@@ -46,7 +46,7 @@
 
 #include "plugin.h"
 
-#include "file.h"
+#include "checked.h"
 #include "json.h"
 
 #include <errno.h>
@@ -60,10 +60,6 @@
 enum { P_PATH, P_MISSING, P_NAMES };
 enum { NAMES_AUTO, NAMES_LLAMA, NAMES_HF };
 
-/* Limits of the legacy layout: the longest tensor name accepted, and the
- * largest file (a 70B model's imatrix is a few MB). */
-#define IMX_MAX_NAME 4096
-#define IMX_MAX_FILE (2ull << 30)
 /* Names listed in the closing warning before "and N more". */
 #define IMX_WARN_LIST 10
 
@@ -164,231 +160,7 @@ static const imx_entry *find_entry(const imx_state *s, const char *name)
     return NULL;
 }
 
-/* ---- the legacy .dat layout ---------------------------------------------- */
-
-typedef struct cursor {
-    const unsigned char *p;
-    size_t len, off;
-} cursor;
-
-/* Reads a little-endian int32; 0 when fewer than 4 bytes are left. */
-static int rd_i32(cursor *c, int32_t *v)
-{
-    if (c->len - c->off < 4)
-        return 0;
-    const unsigned char *b = c->p + c->off;
-    uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                 (uint32_t)b[3] << 24;
-    *v = u < 0x80000000u ? (int32_t)u : (int32_t)(u - 0x80000000u) - INT32_MAX - 1;
-    c->off += 4;
-    return 1;
-}
-
-static float f32_at(const unsigned char *b)
-{
-    uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                 (uint32_t)b[3] << 24;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* Reads a whole regular file of at most IMX_MAX_FILE bytes, unless it
- * starts with the GGUF magic: then only *gguf = 1 is set (the format plugin
- * reads it). A legacy file starting with "GGUF" would declare 1.18e9
- * entries, which its size rules out: the magic decides. */
-static hvq_status read_file(hvq_ctx *ctx, const char *path, unsigned char **buf, size_t *len,
-                            int *gguf)
-{
-    const hvq_host *H = ctx->host;
-    *buf = NULL;
-    *len = 0;
-    *gguf = 0;
-    int odd;
-    FILE *f = hvq_fopen_input(ctx, path, &odd);
-    if (!f)
-        return H->error(ctx, HVQ_E_INPUT, "%s: cannot open: %s", path,
-                        odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        int e = errno;
-        fclose(f);
-        return H->error(ctx, HVQ_E_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    char magic[4];
-    if (fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0) {
-        fclose(f);
-        *gguf = 1;
-        return HVQ_OK;
-    }
-    rewind(f);
-    if ((unsigned long long)st.st_size > IMX_MAX_FILE) {
-        fclose(f);
-        return H->error(ctx, HVQ_E_INPUT,
-                        "%s: %llu bytes, too large for an importance matrix (the limit is 2 GiB)",
-                        path, (unsigned long long)st.st_size);
-    }
-    size_t n = (size_t)st.st_size;
-    unsigned char *b = H->alloc(ctx, n ? n : 1);
-    if (!b) {
-        fclose(f);
-        return HVQ_E_NOMEM;
-    }
-    size_t got = fread(b, 1, n, f);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (got != n) {
-        H->free(b);
-        if (err)
-            return H->error(ctx, HVQ_E_IO, "%s: cannot read: %s", path, strerror(err));
-        return H->error(ctx, HVQ_E_IO, "%s: the file shrank while being read (%zu of %zu bytes)",
-                        path, got, n);
-    }
-    *buf = b;
-    *len = n;
-    return HVQ_OK;
-}
-
-/* "truncated" error for `what` of entry k at the cursor. */
-static hvq_status truncated(hvq_ctx *ctx, const imx_state *s, const cursor *c, int32_t k,
-                            int32_t count, const char *what, size_t need)
-{
-    return ctx->host->error(ctx, HVQ_E_INPUT,
-                            "%s: truncated in entry %ld of %ld: %s needs %zu bytes at offset %zu "
-                            "but the file ends at %zu",
-                            s->path, (long)k + 1, (long)count, what, need, c->off, c->len);
-}
-
-static hvq_status parse_dat(hvq_ctx *ctx, imx_state *s, const unsigned char *buf, size_t len)
-{
-    const hvq_host *H = ctx->host;
-    cursor c = {buf, len, 0};
-    int32_t count;
-    if (!rd_i32(&c, &count))
-        return H->error(ctx, HVQ_E_INPUT,
-                        "%s: %zu bytes, too short for an importance matrix (legacy .dat: an "
-                        "int32 entry count first; GGUF: the magic \"GGUF\")",
-                        s->path, len);
-    if (count < 0)
-        return H->error(ctx, HVQ_E_INPUT, "%s: negative entry count %ld", s->path, (long)count);
-    /* The smallest entry is 12 bytes plus a 1-byte name plus one value. */
-    if ((uint64_t)count > (len - 4) / 17)
-        return H->error(ctx, HVQ_E_INPUT,
-                        "%s: entry count %ld is more than a file of %zu bytes can hold; not an "
-                        "importance matrix?",
-                        s->path, (long)count, len);
-    for (int32_t k = 0; k < count; k++) {
-        int32_t nlen, ncall, nval;
-        if (!rd_i32(&c, &nlen))
-            return truncated(ctx, s, &c, k, count, "the name length", 4);
-        if (nlen <= 0 || nlen > IMX_MAX_NAME)
-            return H->error(ctx, HVQ_E_INPUT,
-                            "%s: entry %ld of %ld: invalid name length %ld at offset %zu (1 to "
-                            "%d accepted)",
-                            s->path, (long)k + 1, (long)count, (long)nlen, c.off - 4,
-                            IMX_MAX_NAME);
-        if (c.len - c.off < (size_t)nlen)
-            return truncated(ctx, s, &c, k, count, "the name", (size_t)nlen);
-        const char *np = (const char *)c.p + c.off;
-        if (memchr(np, '\0', (size_t)nlen))
-            return H->error(ctx, HVQ_E_INPUT, "%s: entry %ld of %ld: the name holds a NUL byte",
-                            s->path, (long)k + 1, (long)count);
-        char *name = H->alloc(ctx, (size_t)nlen + 1);
-        if (!name)
-            return HVQ_E_NOMEM;
-        memcpy(name, np, (size_t)nlen);
-        name[nlen] = '\0';
-        c.off += (size_t)nlen;
-        int got_ncall = rd_i32(&c, &ncall);
-        if (!got_ncall || !rd_i32(&c, &nval)) {
-            char what[IMX_MAX_NAME + 64];
-            snprintf(what, sizeof what, "the %s of '%s'", got_ncall ? "value count" : "ncall",
-                     name);
-            H->free(name);
-            return truncated(ctx, s, &c, k, count, what, 4);
-        }
-        if (ncall <= 0 || nval <= 0) {
-            hvq_status st =
-                H->error(ctx, HVQ_E_INPUT, "%s: entry '%s' (%ld of %ld): %s is %ld (must be > 0)",
-                         s->path, name, (long)k + 1, (long)count,
-                         ncall <= 0 ? "ncall" : "the value count",
-                         (long)(ncall <= 0 ? ncall : nval));
-            H->free(name);
-            return st;
-        }
-        if ((c.len - c.off) / 4 < (size_t)nval) {
-            char what[IMX_MAX_NAME + 64];
-            snprintf(what, sizeof what, "'%s' with %ld values", name, (long)nval);
-            H->free(name);
-            return truncated(ctx, s, &c, k, count, what, (size_t)nval * 4);
-        }
-        float *diag = H->alloc(ctx, (size_t)nval * sizeof *diag);
-        if (!diag) {
-            H->free(name);
-            return HVQ_E_NOMEM;
-        }
-        for (int32_t j = 0; j < nval; j++) {
-            float v = f32_at(c.p + c.off + 4 * (size_t)j);
-            if (!(v >= 0.0f) || isinf(v)) {
-                hvq_status st = H->error(ctx, HVQ_E_INPUT,
-                                         "%s: entry '%s' has the invalid value %g at index %ld "
-                                         "(values must be finite and >= 0)",
-                                         s->path, name, (double)v, (long)j);
-                H->free(name);
-                H->free(diag);
-                return st;
-            }
-            diag[j] = (float)((double)v / ncall);
-        }
-        c.off += 4 * (size_t)nval;
-        hvq_status st = add_entry(ctx, s, name, diag, (uint64_t)nval);
-        if (st != HVQ_OK)
-            return st;
-    }
-    /* Optional trailer: int32 last chunk, int32 dataset name length, name.
-     * Nothing else may follow the entries. */
-    size_t rest = c.len - c.off;
-    if (rest > 0) {
-        size_t at = c.off;
-        int32_t chunk, dlen;
-        if (rest < 8)
-            return H->error(ctx, HVQ_E_INPUT,
-                            "%s: %zu bytes of trailing data at offset %zu after the last entry "
-                            "(too short for a trailer: int32 last chunk, int32 dataset name "
-                            "length, name)",
-                            s->path, rest, at);
-        rd_i32(&c, &chunk);
-        rd_i32(&c, &dlen);
-        if (chunk < 0 || dlen < 0 || (size_t)dlen != rest - 8)
-            return H->error(ctx, HVQ_E_INPUT,
-                            "%s: %zu bytes of trailing data at offset %zu after the last entry "
-                            "are not a trailer (last chunk %ld, dataset name length %ld, %zu "
-                            "bytes left for the name)",
-                            s->path, rest, at, (long)chunk, (long)dlen, rest - 8);
-    }
-    return HVQ_OK;
-}
-
-static hvq_status load_dat(hvq_ctx *ctx, imx_state *s, const unsigned char *buf, size_t len)
-{
-    hvq_status st = parse_dat(ctx, s, buf, len);
-    if (st == HVQ_OK)
-        st = sort_entries(ctx, s);
-    if (st == HVQ_OK)
-        ctx->host->log(ctx, HVQ_LOG_DEBUG, "%s: legacy imatrix .dat, %zu entries", s->path, s->n);
-    return st;
-}
-
-/* ---- the GGUF layout ----------------------------------------------------- */
-
-static int ends_with(const char *s, const char *suffix, size_t *stem)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    if (n <= m || strcmp(s + n - m, suffix) != 0)
-        return 0;
-    *stem = n - m;
-    return 1;
-}
+/* ---- the matrix, as tensors ---------------------------------------------- */
 
 /* A string metadata value of a GGUF model (general.type, ...). The gguf
  * plugin gives typed metadata as JSON text,
@@ -448,8 +220,30 @@ static hvq_status tensor_f32(hvq_ctx *ctx, const imx_state *s, const hvq_tensor 
     return HVQ_OK;
 }
 
-/* One weight of a GGUF imatrix: stem.in_sum2 and stem.counts. */
-static hvq_status gguf_weight(hvq_ctx *ctx, imx_state *s, hvq_model *m, const char *sum_name,
+/* A counts tensor as doubles: F64 as stored (the legacy layout's ncall,
+ * exact), the other float types through float32. */
+static hvq_status tensor_counts(hvq_ctx *ctx, const imx_state *s, const hvq_tensor *t,
+                                double **out)
+{
+    const hvq_host *H = ctx->host;
+    uint64_t n = hvq_numel(&t->info);
+    float *f = NULL;
+    double *d = H->alloc(ctx, (size_t)(n ? n : 1) * sizeof *d);
+    hvq_status st = d ? HVQ_OK : HVQ_E_NOMEM;
+    if (st == HVQ_OK && t->info.dtype == HVQ_DTYPE_F64)
+        memcpy(d, t->data, (size_t)n * sizeof *d);
+    else if (st == HVQ_OK && (st = tensor_f32(ctx, s, t, &f)) == HVQ_OK)
+        for (uint64_t i = 0; i < n; i++)
+            d[i] = f[i];
+    H->free(f);
+    if (st != HVQ_OK)
+        H->free(d);
+    *out = st == HVQ_OK ? d : NULL;
+    return st;
+}
+
+/* One weight: stem.in_sum2 and stem.counts. */
+static hvq_status one_weight(hvq_ctx *ctx, imx_state *s, hvq_model *m, const char *sum_name,
                               size_t stem)
 {
     const hvq_host *H = ctx->host;
@@ -474,7 +268,8 @@ static hvq_status gguf_weight(hvq_ctx *ctx, imx_state *s, hvq_model *m, const ch
     }
     if (n <= 0 || n_mat <= 0)
         return H->error(ctx, HVQ_E_INPUT, "%s: tensor '%s' is empty", s->path, sum_name);
-    float *sum = NULL, *cnt = NULL, *diag = NULL;
+    float *sum = NULL, *diag = NULL;
+    double *cnt = NULL;
     char *name = NULL;
     if ((st = tensor_f32(ctx, s, &t, &sum)) != HVQ_OK)
         return st;
@@ -498,13 +293,13 @@ static hvq_status gguf_weight(hvq_ctx *ctx, imx_state *s, hvq_model *m, const ch
                       (long long)n_mat);
         goto fail;
     }
-    if ((st = tensor_f32(ctx, s, &t, &cnt)) != HVQ_OK)
+    if ((st = tensor_counts(ctx, s, &t, &cnt)) != HVQ_OK)
         goto fail;
     double total = 0;
     for (int64_t e = 0; e < n_mat; e++) {
-        if (!(cnt[e] >= 0.0f) || isinf(cnt[e])) {
+        if (!(cnt[e] >= 0) || isinf(cnt[e])) {
             st = H->error(ctx, HVQ_E_INPUT, "%s: '%s' has the invalid count %g", s->path, name,
-                          (double)cnt[e]);
+                          cnt[e]);
             goto fail;
         }
         total += cnt[e];
@@ -546,22 +341,16 @@ fail:
     return st;
 }
 
-static hvq_status load_gguf(hvq_ctx *ctx, imx_state *s)
+/* general.type of a GGUF model must say "imatrix". */
+static hvq_status check_type(hvq_ctx *ctx, const imx_state *s, hvq_model *m)
 {
     const hvq_host *H = ctx->host;
-    hvq_model *m = H->model_open(ctx, s->path);
-    if (!m) {
-        hvq_status st = H->status(ctx);
-        return st == HVQ_OK ? HVQ_E_INPUT : st;
-    }
-    hvq_status st = HVQ_OK;
     int nomem;
+    hvq_status st = HVQ_OK;
     char *type = meta_string(ctx, m, "general.type", &nomem);
     if (!type) {
-        if (nomem) {
-            st = HVQ_E_NOMEM;
-            goto done;
-        }
+        if (nomem)
+            return HVQ_E_NOMEM;
         /* A model file usually says what it is in general.architecture. */
         char *arch = meta_string(ctx, m, "general.architecture", &nomem);
         st = nomem ? HVQ_E_NOMEM
@@ -570,23 +359,32 @@ static hvq_status load_gguf(hvq_ctx *ctx, imx_state *s)
                               s->path, arch ? "; general.architecture is '" : "",
                               arch ? arch : "", arch ? "'" : "");
         H->free(arch);
-        goto done;
+        return st;
     }
-    if (strcmp(type, "imatrix") != 0) {
+    if (strcmp(type, "imatrix") != 0)
         st = H->error(ctx, HVQ_E_INPUT,
                       "%s: a GGUF file but not an importance matrix (general.type is '%s')",
                       s->path, type);
-        goto done;
-    }
+    H->free(type);
+    return st;
+}
+
+/* Every weight of the matrix (GGUF, or the legacy .dat through its
+ * source format): W.in_sum2 with its W.counts. */
+static hvq_status load_model(hvq_ctx *ctx, imx_state *s, hvq_model *m)
+{
+    const hvq_host *H = ctx->host;
+    hvq_status st = HVQ_OK;
     size_t count = H->model_count(m);
     for (size_t i = 0; i < count && st == HVQ_OK; i++) {
         hvq_tensor_info info;
-        size_t stem;
         if ((st = H->model_info(m, i, &info)) != HVQ_OK)
             break;
-        if (ends_with(info.name, ".in_sum2", &stem)) {
-            st = gguf_weight(ctx, s, m, info.name, stem);
-        } else if (ends_with(info.name, ".counts", &stem)) {
+        size_t len = strlen(info.name);
+        if (len > 8 && hvq_ends_with(info.name, ".in_sum2")) {
+            st = one_weight(ctx, s, m, info.name, len - 8);
+        } else if (len > 7 && hvq_ends_with(info.name, ".counts")) {
+            size_t stem = len - 7;
             /* A count without its sums is a damaged file too. */
             char *sum = H->alloc(ctx, stem + sizeof ".in_sum2");
             if (!sum) {
@@ -603,12 +401,31 @@ static hvq_status load_gguf(hvq_ctx *ctx, imx_state *s)
             H->free(sum);
         }
     }
+    return st == HVQ_OK ? sort_entries(ctx, s) : st;
+}
+
+/* The matrix at s->path: GGUF when the host's detection says so, else the
+ * legacy .dat (no magic bytes to detect), opened by its format's name. */
+static hvq_status load(hvq_ctx *ctx, imx_state *s)
+{
+    const hvq_host *H = ctx->host;
+    if (!HVQ_HOST_HAS(H, model_open_as))
+        return H->error(ctx, HVQ_E_UNSUPPORTED, "%s: this hvqconv is too old for the imatrix "
+                        "plugin (no host model_open_as)", s->path);
+    const char *format = H->detect(ctx, s->path);
+    int gguf = format && strcmp(format, "gguf") == 0;
+    hvq_model *m = gguf ? H->model_open(ctx, s->path)
+                        : H->model_open_as(ctx, s->path, "imatrix-dat");
+    if (!m) {
+        hvq_status st = H->status(ctx);
+        return st == HVQ_OK ? HVQ_E_INPUT : st;
+    }
+    hvq_status st = gguf ? check_type(ctx, s, m) : HVQ_OK;
     if (st == HVQ_OK)
-        st = sort_entries(ctx, s);
+        st = load_model(ctx, s, m);
     if (st == HVQ_OK)
-        H->log(ctx, HVQ_LOG_DEBUG, "%s: GGUF imatrix, %zu entries", s->path, s->n);
-done:
-    H->free(type);
+        H->log(ctx, HVQ_LOG_DEBUG, "%s: %s imatrix, %zu entries", s->path,
+               gguf ? "GGUF" : "legacy .dat", s->n);
     H->model_close(ctx, m);
     return st;
 }
@@ -673,17 +490,7 @@ static hvq_status imx_open(hvq_ctx *ctx, const hvq_params *params, const char *m
                                                                                : NAMES_AUTO;
     if (!(s->path = H->strdup(ctx, params->values[P_PATH].s)))
         return HVQ_E_NOMEM;
-    unsigned char *buf;
-    size_t len;
-    int gguf;
-    hvq_status st = read_file(ctx, s->path, &buf, &len, &gguf);
-    if (st != HVQ_OK)
-        return st;
-    if (gguf)
-        return load_gguf(ctx, s);
-    st = load_dat(ctx, s, buf, len);
-    H->free(buf);
-    return st;
+    return load(ctx, s);
 }
 
 static hvq_status note_missing(hvq_ctx *ctx, imx_state *s, const char *name)
