@@ -1,8 +1,8 @@
 /* Fuzz target: a llama.cpp importance matrix read by the hessian plugin
  * "imatrix" as a pipeline's `hessian: { plugin: imatrix, path: ... }`
- * does: the legacy .dat layout (parsed by the plugin) or GGUF (the magic
- * decides; read through the gguf source plugin with the host's
- * model_open), validated whole at open; then a few diagonals looked up. */
+ * does: GGUF when the host's detection says so (read by the gguf source
+ * format), else the legacy .dat (read by the imatrix-dat source format),
+ * validated whole at open; then a few diagonals looked up. */
 #include "config.h"
 
 #include "fuzz.h"
@@ -18,7 +18,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     static const char *const plugins[] = {"plugins/.libs/hessian_imatrix.so",
-                                          "formats/.libs/gguf.so", NULL};
+                                          "formats/.libs/gguf.so",
+                                          "formats/.libs/imatrix_dat.so", NULL};
     hvq_fuzz_init(plugins);
     const hvq_loaded_plugin *pl =
         hvq_registry_find(hvq_fuzz_registry(), HVQ_KIND_HESSIAN, "imatrix");
