@@ -36,12 +36,17 @@ const hvq_plugin *th_plugin(hvq_registry *reg, uint32_t kind, const char *name)
 void th_params_make(th_params *tp, const hvq_plugin *d, const char *const *kv)
 {
     char why[256];
+    int given[16] = {0};
     size_t n = hvq_param_count(d->params);
     ck_assert_uint_le(n, 16);
-    for (size_t i = 0; i < n; i++)
-        ck_assert_msg(hvq_param_parse(&d->params[i], d->params[i].default_value, &tp->v[i], why,
-                                      sizeof why) == HVQ_OK,
+    memset(tp->v, 0, sizeof tp->v);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(!d->params[i].default_value ||
+                          hvq_param_parse(&d->params[i], d->params[i].default_value, &tp->v[i],
+                                          why, sizeof why) == HVQ_OK,
                       "default of %s: %s", d->params[i].name, why);
+        tp->v[i].is_default = 1;
+    }
     for (size_t k = 0; kv && kv[k]; k++) {
         const char *eq = strchr(kv[k], '=');
         ck_assert_msg(eq != NULL, "override '%s' is not key=value", kv[k]);
@@ -51,7 +56,12 @@ void th_params_make(th_params *tp, const hvq_plugin *d, const char *const *kv)
         ck_assert_int_ge(idx, 0);
         ck_assert_int_eq(hvq_param_parse(&d->params[idx], eq + 1, &tp->v[idx], why, sizeof why),
                          HVQ_OK);
+        tp->v[idx].is_default = 0;
+        given[idx] = 1;
     }
+    for (size_t i = 0; i < n; i++) /* a parameter without a default must be given */
+        ck_assert_msg(d->params[i].default_value || given[i], "%s: parameter '%s' not given",
+                      d->name, d->params[i].name);
     tp->p.count = n;
     tp->p.values = tp->v;
     tp->p.specs = d->params;

@@ -24,7 +24,8 @@ const hvq_plugin *th_plugin(hvq_registry *reg, uint32_t kind, const char *name);
 
 /* Resolved parameters of a plugin as the host would hand them over: the
  * declared defaults, then "key=value" overrides (a NULL-terminated list, or
- * NULL). Aborts the test on an unknown key or a bad value. */
+ * NULL). Aborts the test on an unknown key, a bad value, or a parameter
+ * without a default that is not given. */
 typedef struct th_params {
     hvq_value v[16];
     hvq_params p;

@@ -1,6 +1,6 @@
 # Test infrastructure and the core's own tests.
 check_LTLIBRARIES += tests/libharness.la
-tests_libharness_la_SOURCES = tests/harness.c tests/harness.h
+tests_libharness_la_SOURCES = tests/harness.c tests/harness.h tests/stage.c tests/stage.h
 tests_libharness_la_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS)
 
 HVQ_TEST_LIBS = tests/libharness.la libhvqcore.la $(CHECK_LIBS)
@@ -43,3 +43,17 @@ tests_test_repro_SOURCES = tests/test_repro.c
 tests_test_repro_CFLAGS = $(HVQ_TEST_CFLAGS)
 tests_test_repro_LDADD = $(HVQ_TEST_LIBS)
 TESTS += tests/test_repro
+
+# The hessian plugin "file" in the stage harness.
+check_PROGRAMS += tests/test_hessian_file
+tests_test_hessian_file_SOURCES = tests/test_hessian_file.c
+tests_test_hessian_file_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_hessian_file_LDADD = $(HVQ_TEST_LIBS)
+TESTS += tests/test_hessian_file
+
+# The writer plugin "dequant" in the stage harness.
+check_PROGRAMS += tests/test_writer_dequant
+tests_test_writer_dequant_SOURCES = tests/test_writer_dequant.c
+tests_test_writer_dequant_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_writer_dequant_LDADD = $(HVQ_TEST_LIBS)
+TESTS += tests/test_writer_dequant
