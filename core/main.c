@@ -191,6 +191,74 @@ static hvq_status set_path(hvq_ctx *ctx, hvq_pipeline *p, const char *key, const
     return st;
 }
 
+/* The options run and compare share (each command's table says which it
+ * takes). */
+typedef struct job_args {
+    const char *input, *output, *report, *keep;
+    const char **sets;   /* --set, in order */
+    size_t n_sets;
+    char target[512];    /* --target-bpw/--target-size as a --set */
+    int eval, no_eval;
+} job_args;
+
+/* The options of cmd (its long table lo and short options); -1 to go on,
+ * else an exit status. */
+static int job_args_parse(int argc, char **argv, cli *cl, const char *cmd,
+                          const struct option *lo, const char *shorts, void (*usage)(FILE *),
+                          job_args *a)
+{
+    int c, rc = -1;
+    if (!(a->sets = calloc((size_t)argc + 1, sizeof *a->sets)))
+        return HVQ_EXIT_OTHER;
+    cl->opts.threads = 0;
+    while (rc < 0 && (c = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+        switch (c) {
+        case 'i': a->input = optarg; break;
+        case 'o': a->output = optarg; break;
+        case 'r': a->report = optarg; break;
+        case 'k': a->keep = optarg; break;
+        case 's': a->sets[a->n_sets++] = optarg; break;
+        case 'f': cl->opts.force = 1; break;
+        case OPT_EVAL: a->eval = 1; break;
+        case OPT_NO_EVAL: a->no_eval = 1; break;
+        case OPT_TARGET_BPW:
+        case OPT_TARGET_SIZE: target_option(c, optarg, a->target, sizeof a->target); break;
+        case 't':
+            if (!hvq_parse_threads(optarg, &cl->opts.threads))
+                rc = HVQ_EXIT_BAD_INPUT;
+            break;
+        default: rc = parse_common(c, cl, cmd, usage);
+        }
+    }
+    if (rc < 0 && !cl->opts.threads)
+        cl->opts.threads = hvq_default_threads();
+    return rc;
+}
+
+/* Applies the user's paths, --set and the size target to p, then
+ * validates it. */
+static hvq_status run_configure(hvq_ctx *ctx, const hvq_registry *reg, const job_args *a,
+                                hvq_pipeline *p)
+{
+    hvq_status st = HVQ_OK;
+    if (a->input)
+        st = set_path(ctx, p, "input", "", a->input);
+    if (st == HVQ_OK && a->output)
+        st = set_path(ctx, p, "output", "", a->output);
+    if (st == HVQ_OK && a->report)
+        st = set_path(ctx, p, "report", "", a->report);
+    for (size_t i = 0; st == HVQ_OK && i < a->n_sets; i++)
+        st = hvq_pipeline_set(ctx, p, a->sets[i]);
+    if (st == HVQ_OK && a->target[0])
+        st = hvq_pipeline_set(ctx, p, a->target);
+    if (st == HVQ_OK)
+        st = hvq_pipeline_validate(ctx, p, reg);
+    if (st == HVQ_OK && a->eval && !p->evaluate.present)
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: --eval: the pipeline declares no evaluate: (add "
+                       "one, or --set evaluate.tokens=PATH)", p->path);
+    return st;
+}
+
 static int cmd_run(int argc, char **argv, cli *cl)
 {
     static const struct option lo[] = {
@@ -203,75 +271,27 @@ static int cmd_run(int argc, char **argv, cli *cl)
         {"eval", no_argument, 0, OPT_EVAL},
         {"target-bpw", required_argument, 0, OPT_TARGET_BPW},
         {"target-size", required_argument, 0, OPT_TARGET_SIZE}, {0, 0, 0, 0}};
-    const char *input = NULL, *output = NULL, *report = NULL;
-    const char **sets = calloc((size_t)argc + 1, sizeof *sets);
-    char target[512] = "";
-    size_t n_sets = 0;
-    int c, rc = -1, do_eval = 0;
-    if (!sets)
-        return HVQ_EXIT_OTHER;
-    cl->opts.threads = 0;
-    while (rc < 0 && (c = getopt_long(argc, argv, "i:o:r:s:t:fqvhV", lo, NULL)) != -1) {
-        switch (c) {
-        case 'i': input = optarg; break;
-        case 'o': output = optarg; break;
-        case 'r': report = optarg; break;
-        case 's': sets[n_sets++] = optarg; break;
-        case 'f': cl->opts.force = 1; break;
-        case OPT_EVAL: do_eval = 1; break;
-        case OPT_TARGET_BPW:
-        case OPT_TARGET_SIZE: target_option(c, optarg, target, sizeof target); break;
-        case 't':
-            if (!hvq_parse_threads(optarg, &cl->opts.threads))
-                rc = HVQ_EXIT_BAD_INPUT;
-            break;
-        default: rc = parse_common(c, cl, "run", usage_run);
-        }
-    }
-    if (rc >= 0) {
-        free(sets);
-        return rc;
-    }
-    if (optind >= argc) {
+    job_args a;
+    memset(&a, 0, sizeof a);
+    int rc = job_args_parse(argc, argv, cl, "run", lo, "i:o:r:s:t:fqvhV", usage_run, &a);
+    if (rc < 0 && optind >= argc) {
         fprintf(stderr, "hvqconv: error: run needs a pipeline file\nTry 'hvqconv run --help'.\n");
-        free(sets);
-        return HVQ_EXIT_BAD_INPUT;
-    }
-    if (optind + 1 < argc) {
+        rc = HVQ_EXIT_BAD_INPUT;
+    } else if (rc < 0 && optind + 1 < argc) {
         fprintf(stderr, "hvqconv: error: unexpected argument '%s'\nTry 'hvqconv run --help'.\n",
                 argv[optind + 1]);
-        free(sets);
-        return HVQ_EXIT_BAD_INPUT;
+        rc = HVQ_EXIT_BAD_INPUT;
     }
-    if (!cl->opts.threads)
-        cl->opts.threads = hvq_default_threads();
-    const char *path = argv[optind];
-
-    hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
-    if (!ctx) {
-        free(sets);
-        return HVQ_EXIT_OTHER;
+    hvq_ctx *ctx = rc < 0 ? hvq_ctx_new(&cl->opts) : NULL;
+    if (rc >= 0 || !ctx) {
+        free(a.sets);
+        return rc >= 0 ? rc : HVQ_EXIT_OTHER;
     }
     hvq_registry *reg = load_registry(ctx, cl);
     hvq_pipeline *p = NULL;
-    hvq_status st = reg ? HVQ_OK : HVQ_E_INTERNAL;
+    hvq_status st = reg ? hvq_pipeline_load(ctx, argv[optind], &p) : HVQ_E_INTERNAL;
     if (st == HVQ_OK)
-        st = hvq_pipeline_load(ctx, path, &p);
-    if (st == HVQ_OK && input)
-        st = set_path(ctx, p, "input", "", input);
-    if (st == HVQ_OK && output)
-        st = set_path(ctx, p, "output", "", output);
-    if (st == HVQ_OK && report)
-        st = set_path(ctx, p, "report", "", report);
-    for (size_t i = 0; st == HVQ_OK && i < n_sets; i++)
-        st = hvq_pipeline_set(ctx, p, sets[i]);
-    if (st == HVQ_OK && target[0])
-        st = hvq_pipeline_set(ctx, p, target);
-    if (st == HVQ_OK)
-        st = hvq_pipeline_validate(ctx, p, reg);
-    if (st == HVQ_OK && do_eval && !p->evaluate.present)
-        st = hvq_error(ctx, HVQ_E_INPUT, "%s: --eval: the pipeline declares no evaluate: (add "
-                       "one, or --set evaluate.tokens=PATH)", p->path);
+        st = run_configure(ctx, reg, &a, p);
     hvq_run_report rep;
     memset(&rep, 0, sizeof rep);
     if (st == HVQ_OK) {
@@ -281,7 +301,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
         if (st == HVQ_OK)
             hvq_report_print(stdout, &rep);
     }
-    if (st == HVQ_OK && do_eval)
+    if (st == HVQ_OK && a.eval)
         st = run_eval(ctx, reg, p);
     if (st != HVQ_OK && reg)
         hvq_ctx_print_error(ctx);
@@ -289,7 +309,7 @@ static int cmd_run(int argc, char **argv, cli *cl)
     hvq_pipeline_free(p);
     hvq_ctx_free(ctx);
     hvq_registry_free(reg);
-    free(sets);
+    free(a.sets);
     return hvq_exit_for(st);
 }
 
@@ -446,7 +466,25 @@ static void remove_outputs(const char *dir)
     rmdir(dir);
 }
 
-static int cmd_compare(int argc, char **argv, cli *cl)
+/* What compare works on: its options, the pipelines and their results. */
+typedef struct compare_job {
+    job_args a;
+    size_t n;                /* pipelines */
+    char *const *paths;
+    hvq_ctx *ctx;
+    hvq_registry *reg;
+    hvq_pipeline **ps;
+    hvq_run_report *reps;
+    const hvq_run_report **rp;
+    double *ppl;
+    char dir[4096];          /* where the outputs go */
+    int made_dir;            /* dir is a temporary one, removed at the end */
+    const hvq_eval_cfg *ev;  /* the perplexity column, or NULL */
+    hvq_compare_ppl cppl;
+} compare_job;
+
+/* compare's options into j; -1 to go on, else an exit status. */
+static int compare_args(int argc, char **argv, cli *cl, compare_job *j)
 {
     static const struct option lo[] = {
         {"input", required_argument, 0, 'i'},   {"set", required_argument, 0, 's'},
@@ -458,181 +496,197 @@ static int cmd_compare(int argc, char **argv, cli *cl)
         {"no-eval", no_argument, 0, OPT_NO_EVAL},
         {"target-bpw", required_argument, 0, OPT_TARGET_BPW},
         {"target-size", required_argument, 0, OPT_TARGET_SIZE}, {0, 0, 0, 0}};
-    const char *input = NULL, *report = NULL, *keep = NULL;
-    const char **sets = calloc((size_t)argc + 1, sizeof *sets);
-    char target[512] = "";
-    size_t n_sets = 0;
-    int c, rc = -1, no_eval = 0;
-    if (!sets)
-        return HVQ_EXIT_OTHER;
-    cl->opts.threads = 0;
-    while (rc < 0 && (c = getopt_long(argc, argv, "i:s:r:k:t:fqvhV", lo, NULL)) != -1) {
-        switch (c) {
-        case 'i': input = optarg; break;
-        case 's': sets[n_sets++] = optarg; break;
-        case 'r': report = optarg; break;
-        case 'k': keep = optarg; break;
-        case 'f': cl->opts.force = 1; break;
-        case OPT_NO_EVAL: no_eval = 1; break;
-        case OPT_TARGET_BPW:
-        case OPT_TARGET_SIZE: target_option(c, optarg, target, sizeof target); break;
-        case 't':
-            if (!hvq_parse_threads(optarg, &cl->opts.threads))
-                rc = HVQ_EXIT_BAD_INPUT;
-            break;
-        default: rc = parse_common(c, cl, "compare", usage_compare);
-        }
-    }
-    if (rc >= 0) {
-        free(sets);
+    int rc = job_args_parse(argc, argv, cl, "compare", lo, "i:s:r:k:t:fqvhV", usage_compare,
+                            &j->a);
+    if (rc >= 0)
         return rc;
-    }
-    size_t n = (size_t)(argc - optind);
-    if (n == 0) {
+    j->n = (size_t)(argc - optind);
+    j->paths = argv + optind;
+    if (j->n == 0) {
         fprintf(stderr, "hvqconv: error: compare needs at least one pipeline file\n"
                         "Try 'hvqconv compare --help'.\n");
-        free(sets);
         return HVQ_EXIT_BAD_INPUT;
     }
-    if (keep && !keep[0]) {
+    if (j->a.keep && !j->a.keep[0]) {
         fprintf(stderr, "hvqconv: error: --keep needs a directory, not an empty name\n"
                         "Try 'hvqconv compare --help'.\n");
-        free(sets);
         return HVQ_EXIT_BAD_INPUT;
     }
-    if (!cl->opts.threads)
-        cl->opts.threads = hvq_default_threads();
-    hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
-    hvq_pipeline **ps = calloc(n, sizeof *ps);
-    hvq_run_report *reps = calloc(n, sizeof *reps);
-    const hvq_run_report **rp = calloc(n, sizeof *rp);
-    double *ppl = calloc(n, sizeof *ppl);
-    if (!ctx || !ps || !reps || !rp || !ppl) {
-        free(sets); free(ps); free(reps); free(rp); free(ppl);
-        hvq_ctx_free(ctx);
-        return HVQ_EXIT_OTHER;
+    return -1;
+}
+
+/* The directory the outputs go to: --keep's, or a new temporary one. */
+static hvq_status compare_workdir(compare_job *j)
+{
+    if (j->a.keep) {
+        snprintf(j->dir, sizeof j->dir, "%s", j->a.keep);
+        return HVQ_OK;
     }
-    char dir[4096] = "";
-    int made_dir = 0;
-    hvq_registry *reg = load_registry(ctx, cl);
-    hvq_status st = reg ? HVQ_OK : HVQ_E_INTERNAL;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(j->dir, sizeof j->dir, "%s/hvqconv-compare-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(j->dir))
+        return hvq_error(j->ctx, HVQ_E_IO, "%s: cannot create: %s", j->dir, strerror(errno));
+    j->made_dir = 1;
+    return HVQ_OK;
+}
+
+/* Pipeline i loaded with compare's overrides, its output numbered in the
+ * work directory, no report of its own, and validated. */
+static hvq_status compare_load(compare_job *j, size_t i)
+{
+    hvq_ctx *ctx = j->ctx;
+    hvq_status st = hvq_pipeline_load(ctx, j->paths[i], &j->ps[i]);
+    hvq_pipeline *p = j->ps[i];
+    if (st == HVQ_OK && j->a.input)
+        st = set_path(ctx, p, "input", "", j->a.input);
+    for (size_t k = 0; st == HVQ_OK && k < j->a.n_sets; k++)
+        st = hvq_pipeline_set(ctx, p, j->a.sets[k]);
+    if (st == HVQ_OK && j->a.target[0] && p->n_candidates) /* those that allocate */
+        st = hvq_pipeline_set(ctx, p, j->a.target);
     if (st == HVQ_OK) {
-        if (keep) {
-            snprintf(dir, sizeof dir, "%s", keep);
-        } else {
-            const char *tmp = getenv("TMPDIR");
-            snprintf(dir, sizeof dir, "%s/hvqconv-compare-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-            if (!mkdtemp(dir))
-                st = hvq_error(ctx, HVQ_E_IO, "%s: cannot create: %s", dir, strerror(errno));
-            else
-                made_dir = 1;
-        }
-    }
-    /* Load, override and validate every pipeline before running any. */
-    for (size_t i = 0; st == HVQ_OK && i < n; i++) {
-        st = hvq_pipeline_load(ctx, argv[optind + i], &ps[i]);
-        if (st == HVQ_OK && input)
-            st = set_path(ctx, ps[i], "input", "", input);
-        for (size_t k = 0; st == HVQ_OK && k < n_sets; k++)
-            st = hvq_pipeline_set(ctx, ps[i], sets[k]);
-        if (st == HVQ_OK && target[0] && ps[i]->n_candidates) /* those that allocate */
-            st = hvq_pipeline_set(ctx, ps[i], target);
-        if (st == HVQ_OK) {
-            const char *out = ps[i]->output && *ps[i]->output ? ps[i]->output : "out";
-            const char *base = strrchr(out, '/');
-            base = base ? base + 1 : out;
-            char *prefix = malloc(strlen(dir) + 32);
-            if (prefix)
-                sprintf(prefix, "%s/%zu-", dir, i + 1);
-            st = prefix ? set_path(ctx, ps[i], "output", prefix, base)
-                        : hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
-            free(prefix);
-        }
-        if (st == HVQ_OK)
-            st = hvq_pipeline_set(ctx, ps[i], "report=");
-        if (st == HVQ_OK)
-            st = hvq_pipeline_validate(ctx, ps[i], reg);
-    }
-    /* The perplexity column: the uncompressed input first, so a bad token
-     * file stops compare before any pipeline runs. */
-    const hvq_eval_cfg *ev = st == HVQ_OK && !no_eval ? compare_eval(ctx, ps, n) : NULL;
-    hvq_compare_ppl cppl = {.ppl = ppl, .input_ppl = NAN};
-    hvq_eval_result eres;
-    if (ev) {
-        st = eval_model(ctx, reg, ps[0]->input, ev, NULL, &eres);
-        cppl.input = ps[0]->input;
-        cppl.input_ppl = eres.ppl;
-        cppl.tokens = ev->tokens;
-        cppl.ctx_len = (int)ev->ctx;
-        cppl.n_windows = eres.n_windows;
-        cppl.n_scored = eres.n_scored;
-    }
-    hvq_signals_polling(st == HVQ_OK);
-    for (size_t i = 0; st == HVQ_OK && i < n; i++) {
-        if (!cl->opts.quiet)
-            fprintf(stderr, "hvqconv: [%zu/%zu] %s\n", i + 1, n, ps[i]->path);
-        st = hvq_run_pipeline(ctx, reg, ps[i], &reps[i]);
-        rp[i] = &reps[i];
-    }
-    hvq_signals_polling(0);
-    /* Each output as written (an hvq container is decoded on the fly); one
-     * that cannot be evaluated gets "-" and a warning. */
-    for (size_t i = 0; st == HVQ_OK && ev && i < n; i++) {
-        char *cfg = input_config(ctx, reg, ps[i]->input);
-        ppl[i] = NAN;
-        if (eval_model(ctx, reg, ps[i]->output, ev, cfg, &eres) == HVQ_OK)
-            ppl[i] = eres.ppl;
-        else
-            hvq_log(ctx, HVQ_LOG_WARN, "no perplexity for %s: %s", ps[i]->path,
-                    hvq_ctx_error(ctx));
-        free(cfg);
-    }
-    if (st == HVQ_OK && ev && reps[0].total_params)
-        cppl.input_bpp_file =
-            (double)input_bytes(ps[0]->input) * 8.0 / (double)reps[0].total_params;
-    if (st == HVQ_OK && report && *report) {
-        hvq_ctx_name_output(ctx, report);
-        hvq_output *o = hvq_output_open(ctx, report);
-        if (!o) {
-            st = hvq_ctx_status(ctx);
-        } else {
-            hvq_buf b;
-            hvq_buf_init(&b);
-            hvq_buf_puts(&b, "{\"runs\": [\n");
-            for (size_t i = 0; i < n; i++) {
-                if (i)
-                    hvq_buf_puts(&b, ",\n");
-                hvq_report_json(&b, &reps[i]);
-            }
-            hvq_buf_puts(&b, "]");
-            if (ev)
-                compare_ppl_json(&b, &cppl, n);
-            hvq_buf_puts(&b, "}\n");
-            st = b.oom ? hvq_error(ctx, HVQ_E_NOMEM, "out of memory")
-                       : ctx->host->output_write(ctx, o, b.data, b.len);
-            hvq_buf_free(&b);
-            if (st == HVQ_OK)
-                st = hvq_outputs_commit(ctx);
-        }
+        const char *out = p->output && *p->output ? p->output : "out";
+        const char *base = strrchr(out, '/');
+        base = base ? base + 1 : out;
+        char *prefix = malloc(strlen(j->dir) + 32);
+        if (prefix)
+            sprintf(prefix, "%s/%zu-", j->dir, i + 1);
+        st = prefix ? set_path(ctx, p, "output", prefix, base)
+                    : hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+        free(prefix);
     }
     if (st == HVQ_OK)
-        hvq_report_compare(stdout, rp, n, ev ? &cppl : NULL);
-    else if (reg)
-        hvq_ctx_print_error(ctx);
-    if (made_dir)
-        remove_outputs(dir);
-    for (size_t i = 0; i < n; i++) {
-        hvq_run_report_free(&reps[i]);
-        hvq_pipeline_free(ps[i]);
+        st = hvq_pipeline_set(ctx, p, "report=");
+    if (st == HVQ_OK)
+        st = hvq_pipeline_validate(ctx, p, j->reg);
+    return st;
+}
+
+/* The uncompressed input's perplexity, first, so a bad token file stops
+ * compare before any pipeline runs. */
+static hvq_status compare_eval_input(compare_job *j)
+{
+    hvq_eval_result eres;
+    j->cppl = (hvq_compare_ppl){.ppl = j->ppl, .input_ppl = NAN};
+    if (!j->ev)
+        return HVQ_OK;
+    hvq_status st = eval_model(j->ctx, j->reg, j->ps[0]->input, j->ev, NULL, &eres);
+    j->cppl.input = j->ps[0]->input;
+    j->cppl.input_ppl = eres.ppl;
+    j->cppl.tokens = j->ev->tokens;
+    j->cppl.ctx_len = (int)j->ev->ctx;
+    j->cppl.n_windows = eres.n_windows;
+    j->cppl.n_scored = eres.n_scored;
+    return st;
+}
+
+/* Each output as written (an hvq container is decoded on the fly); one
+ * that cannot be evaluated gets "-" and a warning. */
+static void compare_eval_outputs(compare_job *j)
+{
+    hvq_eval_result eres;
+    for (size_t i = 0; j->ev && i < j->n; i++) {
+        char *cfg = input_config(j->ctx, j->reg, j->ps[i]->input);
+        j->ppl[i] = NAN;
+        if (eval_model(j->ctx, j->reg, j->ps[i]->output, j->ev, cfg, &eres) == HVQ_OK)
+            j->ppl[i] = eres.ppl;
+        else
+            hvq_log(j->ctx, HVQ_LOG_WARN, "no perplexity for %s: %s", j->ps[i]->path,
+                    hvq_ctx_error(j->ctx));
+        free(cfg);
     }
-    free(ps);
-    free(reps);
-    free(rp);
-    free(ppl);
-    free(sets);
-    hvq_ctx_free(ctx);
-    hvq_registry_free(reg);
-    return hvq_exit_for(st);
+    if (j->ev && j->reps[0].total_params)
+        j->cppl.input_bpp_file =
+            (double)input_bytes(j->ps[0]->input) * 8.0 / (double)j->reps[0].total_params;
+}
+
+/* --report: every run's report and the perplexity column, as one file. */
+static hvq_status compare_write_report(compare_job *j)
+{
+    hvq_ctx *ctx = j->ctx;
+    hvq_ctx_name_output(ctx, j->a.report);
+    hvq_output *o = hvq_output_open(ctx, j->a.report);
+    if (!o)
+        return hvq_ctx_status(ctx);
+    hvq_buf b;
+    hvq_buf_init(&b);
+    hvq_buf_puts(&b, "{\"runs\": [\n");
+    for (size_t i = 0; i < j->n; i++) {
+        if (i)
+            hvq_buf_puts(&b, ",\n");
+        hvq_report_json(&b, &j->reps[i]);
+    }
+    hvq_buf_puts(&b, "]");
+    if (j->ev)
+        compare_ppl_json(&b, &j->cppl, j->n);
+    hvq_buf_puts(&b, "}\n");
+    hvq_status st = b.oom ? hvq_error(ctx, HVQ_E_NOMEM, "out of memory")
+                          : ctx->host->output_write(ctx, o, b.data, b.len);
+    hvq_buf_free(&b);
+    return st == HVQ_OK ? hvq_outputs_commit(ctx) : st;
+}
+
+/* Every pipeline loaded and validated before any runs; then the input's
+ * perplexity, the runs, the outputs' perplexities and the report. */
+static hvq_status compare_all(compare_job *j, const cli *cl)
+{
+    hvq_status st = compare_workdir(j);
+    for (size_t i = 0; st == HVQ_OK && i < j->n; i++)
+        st = compare_load(j, i);
+    j->ev = st == HVQ_OK && !j->a.no_eval ? compare_eval(j->ctx, j->ps, j->n) : NULL;
+    if (st == HVQ_OK)
+        st = compare_eval_input(j);
+    hvq_signals_polling(st == HVQ_OK);
+    for (size_t i = 0; st == HVQ_OK && i < j->n; i++) {
+        if (!cl->opts.quiet)
+            fprintf(stderr, "hvqconv: [%zu/%zu] %s\n", i + 1, j->n, j->ps[i]->path);
+        st = hvq_run_pipeline(j->ctx, j->reg, j->ps[i], &j->reps[i]);
+        j->rp[i] = &j->reps[i];
+    }
+    hvq_signals_polling(0);
+    if (st == HVQ_OK)
+        compare_eval_outputs(j);
+    if (st == HVQ_OK && j->a.report && *j->a.report)
+        st = compare_write_report(j);
+    return st;
+}
+
+static int cmd_compare(int argc, char **argv, cli *cl)
+{
+    compare_job j;
+    memset(&j, 0, sizeof j);
+    int rc = compare_args(argc, argv, cl, &j);
+    if (rc >= 0) {
+        free(j.a.sets);
+        return rc;
+    }
+    j.ctx = hvq_ctx_new(&cl->opts);
+    j.ps = calloc(j.n, sizeof *j.ps);
+    j.reps = calloc(j.n, sizeof *j.reps);
+    j.rp = calloc(j.n, sizeof *j.rp);
+    j.ppl = calloc(j.n, sizeof *j.ppl);
+    hvq_status st = HVQ_E_NOMEM;
+    if (j.ctx && j.ps && j.reps && j.rp && j.ppl) {
+        j.reg = load_registry(j.ctx, cl);
+        st = j.reg ? compare_all(&j, cl) : HVQ_E_INTERNAL;
+        if (st == HVQ_OK)
+            hvq_report_compare(stdout, j.rp, j.n, j.ev ? &j.cppl : NULL);
+        else if (j.reg)
+            hvq_ctx_print_error(j.ctx);
+    }
+    if (j.made_dir)
+        remove_outputs(j.dir);
+    for (size_t i = 0; j.ps && j.reps && i < j.n; i++) {
+        hvq_run_report_free(&j.reps[i]);
+        hvq_pipeline_free(j.ps[i]);
+    }
+    free(j.ps);
+    free(j.reps);
+    free(j.rp);
+    free(j.ppl);
+    free(j.a.sets);
+    hvq_ctx_free(j.ctx);
+    hvq_registry_free(j.reg);
+    return !j.ctx || !j.ps || !j.reps || !j.rp || !j.ppl ? HVQ_EXIT_OTHER : hvq_exit_for(st);
 }
 
 static int cmd_list(int argc, char **argv, cli *cl)
