@@ -201,12 +201,21 @@ typedef struct job_args {
     int eval, no_eval;
 } job_args;
 
-/* The options of cmd (its long table lo and short options); -1 to go on,
- * else an exit status. */
+/* The options of cmd: the shared ones, its own two (mine) and its short
+ * options; -1 to go on, else an exit status. */
 static int job_args_parse(int argc, char **argv, cli *cl, const char *cmd,
-                          const struct option *lo, const char *shorts, void (*usage)(FILE *),
-                          job_args *a)
+                          const struct option mine[2], const char *shorts,
+                          void (*usage)(FILE *), job_args *a)
 {
+    struct option lo[] = {
+        {"input", required_argument, 0, 'i'},   {"report", required_argument, 0, 'r'},
+        {"set", required_argument, 0, 's'},     {"threads", required_argument, 0, 't'},
+        {"force", no_argument, 0, 'f'},         {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
+        {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},          {"version", no_argument, 0, 'V'},
+        {"target-bpw", required_argument, 0, OPT_TARGET_BPW},
+        {"target-size", required_argument, 0, OPT_TARGET_SIZE},
+        mine[0], mine[1], {0, 0, 0, 0}};
     int c, rc = -1;
     if (!(a->sets = calloc((size_t)argc + 1, sizeof *a->sets)))
         return HVQ_EXIT_OTHER;
@@ -261,19 +270,11 @@ static hvq_status run_configure(hvq_ctx *ctx, const hvq_registry *reg, const job
 
 static int cmd_run(int argc, char **argv, cli *cl)
 {
-    static const struct option lo[] = {
-        {"input", required_argument, 0, 'i'},   {"output", required_argument, 0, 'o'},
-        {"report", required_argument, 0, 'r'},  {"set", required_argument, 0, 's'},
-        {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
-        {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
-        {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},          {"version", no_argument, 0, 'V'},
-        {"eval", no_argument, 0, OPT_EVAL},
-        {"target-bpw", required_argument, 0, OPT_TARGET_BPW},
-        {"target-size", required_argument, 0, OPT_TARGET_SIZE}, {0, 0, 0, 0}};
+    static const struct option mine[] = {
+        {"output", required_argument, 0, 'o'}, {"eval", no_argument, 0, OPT_EVAL}};
     job_args a;
     memset(&a, 0, sizeof a);
-    int rc = job_args_parse(argc, argv, cl, "run", lo, "i:o:r:s:t:fqvhV", usage_run, &a);
+    int rc = job_args_parse(argc, argv, cl, "run", mine, "i:o:r:s:t:fqvhV", usage_run, &a);
     if (rc < 0 && optind >= argc) {
         fprintf(stderr, "hvqconv: error: run needs a pipeline file\nTry 'hvqconv run --help'.\n");
         rc = HVQ_EXIT_BAD_INPUT;
@@ -486,17 +487,9 @@ typedef struct compare_job {
 /* compare's options into j; -1 to go on, else an exit status. */
 static int compare_args(int argc, char **argv, cli *cl, compare_job *j)
 {
-    static const struct option lo[] = {
-        {"input", required_argument, 0, 'i'},   {"set", required_argument, 0, 's'},
-        {"report", required_argument, 0, 'r'},  {"keep", required_argument, 0, 'k'},
-        {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
-        {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
-        {"quiet", no_argument, 0, 'q'},         {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},          {"version", no_argument, 0, 'V'},
-        {"no-eval", no_argument, 0, OPT_NO_EVAL},
-        {"target-bpw", required_argument, 0, OPT_TARGET_BPW},
-        {"target-size", required_argument, 0, OPT_TARGET_SIZE}, {0, 0, 0, 0}};
-    int rc = job_args_parse(argc, argv, cl, "compare", lo, "i:s:r:k:t:fqvhV", usage_compare,
+    static const struct option mine[] = {
+        {"keep", required_argument, 0, 'k'}, {"no-eval", no_argument, 0, OPT_NO_EVAL}};
+    int rc = job_args_parse(argc, argv, cl, "compare", mine, "i:s:r:k:t:fqvhV", usage_compare,
                             &j->a);
     if (rc >= 0)
         return rc;
