@@ -390,187 +390,181 @@ static hvq_status gg_read_value(gg_reader *r, uint32_t type,
 }
 
 /* The metadata entries, into s->meta. */
-static hvq_status gg_read_meta(gg_reader *r, gg_source *s, uint64_t n_kv)
+/* A name at r (a metadata key, a tensor name: `field` of `entry` i,
+ * which starts at byte at): non-empty UTF-8 without NUL, copied. */
+static hvq_status gg_read_text(gg_reader *r, const char *entry, const char *field,
+                               uint64_t max, uint64_t i, uint64_t at, char **out)
 {
-    hvq_ctx *ctx = r->ctx;
-    const hvq_host *h = s->host;
-    gg_keyref *refs = NULL;
-    uint64_t i;
+    const unsigned char *text;
+    uint64_t len;
+    hvq_status st = gg_read_str(r, field, max, &text, &len);
+    if (st != HVQ_OK)
+        return st;
+    if (len == 0 || memchr(text, 0, (size_t)len) != NULL ||
+        !hvq_json_utf8_valid((const char *)text, (size_t)len))
+        return gg_fail(r->ctx, HVQ_E_INPUT, r->path, "%s %llu at byte %llu: %s is %s", entry,
+                       (unsigned long long)i, (unsigned long long)at, field,
+                       len == 0 ? "empty" : "not valid UTF-8 text without NUL");
+    *out = gg_strndup(r->ctx, text, len);
+    return *out ? HVQ_OK : HVQ_E_NOMEM;
+}
+
+/* general.alignment's value at r (not consumed): a uint32 power of two. */
+static hvq_status gg_read_alignment(gg_reader *r, gg_source *s, uint32_t type)
+{
+    if (type != GG_UINT32)
+        return gg_fail(r->ctx, HVQ_E_INPUT, r->path, "%s has type %s; it must be uint32",
+                       GG_ALIGNMENT_KEY, gg_vtype_name(type));
+    hvq_status st = gg_need(r, 4, "the value");
+    if (st != HVQ_OK)
+        return st;
+    uint32_t a = (uint32_t)r->p[r->pos] | (uint32_t)r->p[r->pos + 1] << 8 |
+                 (uint32_t)r->p[r->pos + 2] << 16 | (uint32_t)r->p[r->pos + 3] << 24;
+    if (a == 0 || (a & (a - 1)) != 0)
+        return gg_fail(r->ctx, HVQ_E_INPUT, r->path,
+                       "%s is %u at byte %llu; it must be a power of two", GG_ALIGNMENT_KEY,
+                       (unsigned)a, (unsigned long long)r->pos);
+    s->alignment = a;
+    return HVQ_OK;
+}
+
+/* Metadata entry i: its key, value type and value (as JSON text). */
+static hvq_status gg_read_entry(gg_reader *r, gg_source *s, uint64_t i)
+{
+    hvq_meta *m = &s->meta[i];
+    uint32_t type;
+    char *key = NULL;
+    snprintf(r->where, sizeof r->where, "metadata entry %llu", (unsigned long long)i);
+    hvq_status st = gg_read_text(r, "metadata entry", "the key", GG_MAX_KEY, i, r->pos, &key);
+    if (st != HVQ_OK)
+        return st;
+    m->key = key;
+    s->n_meta = (size_t)i + 1; /* from here on freed with s */
+    snprintf(r->where, sizeof r->where, "metadata entry %llu ('%.200s')", (unsigned long long)i,
+             m->key);
+    uint64_t tpos = r->pos;
+    if ((st = gg_read_u32(r, "the value type", &type)) != HVQ_OK)
+        return st;
+    if (gg_vtype_name(type) == NULL)
+        return gg_fail(r->ctx, HVQ_E_INPUT, r->path, "%s: unknown value type %u at byte %llu",
+                       r->where, (unsigned)type, (unsigned long long)tpos);
+    if (strcmp(m->key, GG_ALIGNMENT_KEY) == 0 && (st = gg_read_alignment(r, s, type)) != HVQ_OK)
+        return st;
+    if ((st = gg_read_value(r, type, &m->value)) != HVQ_OK)
+        return st;
+    gg_release(r, 0);
+    return HVQ_OK;
+}
+
+/* Every key once. */
+static hvq_status gg_unique_keys(gg_reader *r, gg_source *s, uint64_t n_kv)
+{
     hvq_status st = HVQ_OK;
-
-    s->meta = h->calloc(ctx, n_kv ? (size_t)n_kv : 1, sizeof *s->meta);
-    if (s->meta == NULL)
+    gg_keyref *refs = s->host->calloc(r->ctx, n_kv ? (size_t)n_kv : 1, sizeof *refs);
+    if (refs == NULL)
         return HVQ_E_NOMEM;
-    for (i = 0; i < n_kv; i++) {
-        const unsigned char *key;
-        uint64_t klen, at = r->pos, tpos;
-        uint32_t type;
-        hvq_meta *m = &s->meta[i];
-
-        snprintf(r->where, sizeof r->where, "metadata entry %llu",
-                 (unsigned long long)i);
-        st = gg_read_str(r, "the key", GG_MAX_KEY, &key, &klen);
-        if (st != HVQ_OK)
-            goto out;
-        if (klen == 0 || memchr(key, 0, (size_t)klen) != NULL ||
-            !hvq_json_utf8_valid((const char *)key, (size_t)klen)) {
-            st = gg_fail(ctx, HVQ_E_INPUT, r->path,
-                         "metadata entry %llu at byte %llu: the key is %s",
-                         (unsigned long long)i, (unsigned long long)at,
-                         klen == 0 ? "empty"
-                                   : "not valid UTF-8 text without NUL");
-            goto out;
-        }
-        m->key = gg_strndup(ctx, key, klen);
-        if (m->key == NULL) {
-            st = HVQ_E_NOMEM;
-            goto out;
-        }
-        s->n_meta = (size_t)i + 1; /* from here on freed with s */
-        snprintf(r->where, sizeof r->where,
-                 "metadata entry %llu ('%.200s')", (unsigned long long)i,
-                 m->key);
-        tpos = r->pos;
-        st = gg_read_u32(r, "the value type", &type);
-        if (st != HVQ_OK)
-            goto out;
-        if (gg_vtype_name(type) == NULL) {
-            st = gg_fail(ctx, HVQ_E_INPUT, r->path,
-                         "%s: unknown value type %u at byte %llu", r->where,
-                         (unsigned)type, (unsigned long long)tpos);
-            goto out;
-        }
-        if (strcmp(m->key, GG_ALIGNMENT_KEY) == 0) {
-            uint32_t a = 0;
-            if (type != GG_UINT32) {
-                st = gg_fail(ctx, HVQ_E_INPUT, r->path,
-                             "%s has type %s; it must be uint32",
-                             GG_ALIGNMENT_KEY, gg_vtype_name(type));
-                goto out;
-            }
-            st = gg_need(r, 4, "the value");
-            if (st != HVQ_OK)
-                goto out;
-            a = (uint32_t)r->p[r->pos] | (uint32_t)r->p[r->pos + 1] << 8 |
-                (uint32_t)r->p[r->pos + 2] << 16 |
-                (uint32_t)r->p[r->pos + 3] << 24;
-            if (a == 0 || (a & (a - 1)) != 0) {
-                st = gg_fail(ctx, HVQ_E_INPUT, r->path,
-                             "%s is %u at byte %llu; it must be a power of "
-                             "two",
-                             GG_ALIGNMENT_KEY, (unsigned)a,
-                             (unsigned long long)r->pos);
-                goto out;
-            }
-            s->alignment = a;
-        }
-        st = gg_read_value(r, type, &m->value);
-        if (st != HVQ_OK)
-            goto out;
-        gg_release(r, 0);
-    }
-    r->where[0] = '\0';
-
-    /* Unique keys. */
-    refs = h->calloc(ctx, n_kv ? (size_t)n_kv : 1, sizeof *refs);
-    if (refs == NULL) {
-        st = HVQ_E_NOMEM;
-        goto out;
-    }
-    for (i = 0; i < n_kv; i++) {
+    for (uint64_t i = 0; i < n_kv; i++) {
         refs[i].key = s->meta[i].key;
         refs[i].index = (size_t)i;
     }
     if (n_kv > 1)
         qsort(refs, (size_t)n_kv, sizeof *refs, gg_keyref_cmp);
-    for (i = 1; i < n_kv; i++)
-        if (strcmp(refs[i].key, refs[i - 1].key) == 0) {
-            st = gg_fail(ctx, HVQ_E_INPUT, r->path,
-                         "duplicate metadata key '%.200s' (entries %zu and "
-                         "%zu)",
-                         refs[i].key, refs[i - 1].index, refs[i].index);
-            break;
-        }
-out:
-    h->free(refs);
+    for (uint64_t i = 1; i < n_kv && st == HVQ_OK; i++)
+        if (strcmp(refs[i].key, refs[i - 1].key) == 0)
+            st = gg_fail(r->ctx, HVQ_E_INPUT, r->path,
+                         "duplicate metadata key '%.200s' (entries %zu and %zu)", refs[i].key,
+                         refs[i - 1].index, refs[i].index);
+    s->host->free(refs);
     return st;
 }
 
-/* One tensor info at r into t. */
-static hvq_status gg_read_tensor_info(gg_reader *r, gg_source *s,
-                                      uint64_t i, gg_tensor *t)
+static hvq_status gg_read_meta(gg_reader *r, gg_source *s, uint64_t n_kv)
 {
-    hvq_ctx *ctx = r->ctx;
-    const unsigned char *name;
-    uint64_t nlen, ne[GG_MAX_DIMS], numel = 1, nblocks, bytes, at;
-    uint32_t nd, tid, d;
-    const gg_type *type;
-    hvq_status st;
-    char desc[256];
-
-    t->info_pos = r->pos;
-    snprintf(r->where, sizeof r->where, "tensor info %llu",
-             (unsigned long long)i);
-    st = gg_read_str(r, "the name", GG_MAX_NAME, &name, &nlen);
-    if (st != HVQ_OK)
-        return st;
-    if (nlen == 0 || memchr(name, 0, (size_t)nlen) != NULL ||
-        !hvq_json_utf8_valid((const char *)name, (size_t)nlen))
-        return gg_fail(ctx, HVQ_E_INPUT, r->path,
-                       "tensor info %llu at byte %llu: the name is %s",
-                       (unsigned long long)i,
-                       (unsigned long long)t->info_pos,
-                       nlen == 0 ? "empty"
-                                 : "not valid UTF-8 text without NUL");
-    t->info.name = gg_strndup(ctx, name, nlen);
-    if (t->info.name == NULL)
+    s->meta = s->host->calloc(r->ctx, n_kv ? (size_t)n_kv : 1, sizeof *s->meta);
+    if (s->meta == NULL)
         return HVQ_E_NOMEM;
-    snprintf(r->where, sizeof r->where, "tensor '%.200s'", t->info.name);
+    for (uint64_t i = 0; i < n_kv; i++) {
+        hvq_status st = gg_read_entry(r, s, i);
+        if (st != HVQ_OK)
+            return st;
+    }
+    r->where[0] = '\0';
+    return gg_unique_keys(r, s, n_kv);
+}
 
-    at = r->pos;
-    st = gg_read_u32(r, "the number of dimensions", &nd);
+/* Tensor info i's name. */
+static hvq_status gg_read_tensor_name(gg_reader *r, uint64_t i, gg_tensor *t)
+{
+    char *name = NULL;
+    hvq_status st = gg_read_text(r, "tensor info", "the name", GG_MAX_NAME, i, t->info_pos,
+                                 &name);
+    t->info.name = name;
+    if (st == HVQ_OK)
+        snprintf(r->where, sizeof r->where, "tensor '%.200s'", t->info.name);
+    return st;
+}
+
+static hvq_status gg_read_tensor_dims(gg_reader *r, const gg_tensor *t, uint32_t *nd,
+                                      uint64_t ne[GG_MAX_DIMS])
+{
+    uint64_t at = r->pos;
+    hvq_status st = gg_read_u32(r, "the number of dimensions", nd);
     if (st != HVQ_OK)
         return st;
-    if (nd > GG_MAX_DIMS)
-        return gg_fail(ctx, HVQ_E_INPUT, r->path,
+    if (*nd > GG_MAX_DIMS)
+        return gg_fail(r->ctx, HVQ_E_INPUT, r->path,
                        "tensor '%.200s': n_dims %u at byte %llu is more "
                        "than GGUF's maximum of %d",
-                       t->info.name, (unsigned)nd, (unsigned long long)at,
+                       t->info.name, (unsigned)*nd, (unsigned long long)at,
                        GG_MAX_DIMS);
-    for (d = 0; d < nd; d++) {
+    for (uint32_t d = 0; d < *nd; d++) {
         at = r->pos;
         st = gg_read_u64(r, "a dimension", &ne[d]);
         if (st != HVQ_OK)
             return st;
         if (ne[d] > (uint64_t)INT64_MAX)
-            return gg_fail(ctx, HVQ_E_INPUT, r->path,
+            return gg_fail(r->ctx, HVQ_E_INPUT, r->path,
                            "tensor '%.200s': dimension ne[%u] = %llu at "
                            "byte %llu is too large",
                            t->info.name, (unsigned)d,
                            (unsigned long long)ne[d], (unsigned long long)at);
     }
-    at = r->pos;
-    st = gg_read_u32(r, "the type", &tid);
+    return HVQ_OK;
+}
+
+/* The ggml type id, known to this reader. */
+static hvq_status gg_read_tensor_type(gg_reader *r, const gg_tensor *t, uint32_t *tid,
+                                      const gg_type **type)
+{
+    uint64_t at = r->pos;
+    hvq_status st = gg_read_u32(r, "the type", tid);
     if (st != HVQ_OK)
         return st;
-    type = gg_type_by_id(tid);
-    if (type == NULL) {
-        const char *old = gg_removed_type_name(tid);
-        return gg_fail(ctx, HVQ_E_INPUT, r->path,
+    *type = gg_type_by_id(*tid);
+    if (*type == NULL) {
+        const char *old = gg_removed_type_name(*tid);
+        return gg_fail(r->ctx, HVQ_E_INPUT, r->path,
                        "tensor '%.200s': unknown ggml type id %u at byte "
                        "%llu%s%s%s",
-                       t->info.name, (unsigned)tid, (unsigned long long)at,
+                       t->info.name, (unsigned)*tid, (unsigned long long)at,
                        old ? " (" : "", old ? old : "",
                        old ? ", removed from ggml)" : "");
     }
-    at = r->pos;
-    st = gg_read_u64(r, "the data offset", &t->offset);
-    if (st != HVQ_OK)
-        return st;
+    return HVQ_OK;
+}
 
-    /* The shape, reversed into hvq order. */
+/* The shape (reversed into hvq order) against the type's blocks, the byte
+ * size in the file, and what the tensor is read as (Q8_0 and Q4_0 as F32,
+ * the others as stored). offset_at: where the data offset was read. */
+static hvq_status gg_tensor_layout(gg_reader *r, const gg_source *s, gg_tensor *t,
+                                   uint32_t nd, const uint64_t *ne, uint32_t tid,
+                                   const gg_type *type, uint64_t offset_at)
+{
+    hvq_ctx *ctx = r->ctx;
+    uint64_t numel = 1, bytes;
+    char desc[256];
     t->info.ndim = (int)nd;
-    for (d = 0; d < nd; d++)
+    for (uint32_t d = 0; d < nd; d++)
         t->info.shape[d] = (int64_t)ne[nd - 1 - d];
     gg_describe(desc, sizeof desc, type->name, t->info.ndim, t->info.shape);
     if (!hvq_shape_numel(t->info.ndim, t->info.shape, &numel))
@@ -589,8 +583,7 @@ static hvq_status gg_read_tensor_info(gg_reader *r, gg_source *s,
                        "tensor '%.200s': a scalar cannot be of the block "
                        "type %s",
                        t->info.name, type->name);
-    nblocks = numel / type->blck;
-    if (!hvq_mul_u64(nblocks, type->size, &bytes))
+    if (!hvq_mul_u64(numel / type->blck, type->size, &bytes))
         return gg_fail(ctx, HVQ_E_INPUT, r->path,
                        "tensor '%.200s': the byte size of %s does not fit "
                        "in 64 bits",
@@ -600,24 +593,44 @@ static hvq_status gg_read_tensor_info(gg_reader *r, gg_source *s,
                        "tensor '%.200s': data offset %llu (at byte %llu) "
                        "is not a multiple of the alignment %u",
                        t->info.name, (unsigned long long)t->offset,
-                       (unsigned long long)at, (unsigned)s->alignment);
+                       (unsigned long long)offset_at, (unsigned)s->alignment);
     t->type = type;
     t->file_bytes = bytes;
+    t->info.dtype = type->dtype;
+    t->info.dtype_name = type->name;
+    t->info.nbytes = bytes;
     if (tid == GG_TYPE_Q8_0 || tid == GG_TYPE_Q4_0) {
-        uint64_t f32;
-        if (!hvq_mul_u64(numel, 4, &f32))
+        if (!hvq_mul_u64(numel, 4, &t->info.nbytes))
             return gg_fail(ctx, HVQ_E_INPUT, r->path,
                            "tensor '%.200s': %s is too large to dequantize",
                            t->info.name, desc);
         t->info.dtype = HVQ_DTYPE_F32;
         t->info.dtype_name = "F32";
-        t->info.nbytes = f32;
-    } else {
-        t->info.dtype = type->dtype;
-        t->info.dtype_name = type->name;
-        t->info.nbytes = bytes;
     }
     return HVQ_OK;
+}
+
+/* One tensor info at r into t. */
+static hvq_status gg_read_tensor_info(gg_reader *r, gg_source *s,
+                                      uint64_t i, gg_tensor *t)
+{
+    uint64_t ne[GG_MAX_DIMS], offset_at;
+    uint32_t nd, tid;
+    const gg_type *type;
+    hvq_status st;
+
+    t->info_pos = r->pos;
+    snprintf(r->where, sizeof r->where, "tensor info %llu",
+             (unsigned long long)i);
+    if ((st = gg_read_tensor_name(r, i, t)) != HVQ_OK ||
+        (st = gg_read_tensor_dims(r, t, &nd, ne)) != HVQ_OK ||
+        (st = gg_read_tensor_type(r, t, &tid, &type)) != HVQ_OK)
+        return st;
+    offset_at = r->pos;
+    st = gg_read_u64(r, "the data offset", &t->offset);
+    if (st != HVQ_OK)
+        return st;
+    return gg_tensor_layout(r, s, t, nd, ne, tid, type, offset_at);
 }
 
 static int gg_tensor_cmp(const void *a, const void *b)
