@@ -404,12 +404,67 @@ static int npy_descr(npy_parser *ps, npy_header *h)
                     show);
 }
 
+/* The three keys of the header dictionary, in the order messages name
+ * them. */
+static const char *const npy_keys[3] = {"descr", "fortran_order", "shape"};
+
+/* One "key: value" entry of the header dictionary; seen counts each key. */
+static int npy_entry(npy_parser *ps, npy_header *h, int seen[3])
+{
+    const char *key;
+    size_t klen, kpos = npy_pos(ps);
+    int k;
+    if (npy_string(ps, &key, &klen, "a quoted key or '}'") != 0)
+        return -1;
+    npy_ws(ps);
+    if (ps->p >= ps->end || *ps->p != ':')
+        return npy_expected(ps, "':' after a key");
+    ps->p++;
+    npy_ws(ps);
+    for (k = 0; k < 3; k++)
+        if (klen == strlen(npy_keys[k]) && memcmp(key, npy_keys[k], klen) == 0)
+            break;
+    if (k == 3) {
+        char show[64];
+        return npy_fail(ps->why, ps->why_len,
+                        "malformed NPY header: unexpected key '%s' at "
+                        "byte %zu (the keys are 'descr', "
+                        "'fortran_order' and 'shape')",
+                        npy_show(show, sizeof show, key, klen, 40), kpos);
+    }
+    if (seen[k]++)
+        return npy_fail(ps->why, ps->why_len,
+                        "malformed NPY header: key '%s' appears twice (byte %zu)",
+                        npy_keys[k], kpos);
+    return k == 0 ? npy_descr(ps, h) : k == 1 ? npy_bool(ps, &h->fortran) : npy_shape(ps, h);
+}
+
+/* The element count and byte size of the shape, within 64 bits. */
+static int npy_sizes(npy_header *h, char *why, size_t why_len)
+{
+    uint64_t numel = 1;
+    char shape[256];
+    if (!hvq_shape_numel(h->ndim, h->shape, &numel))
+        return npy_fail(why, why_len,
+                        "shape overflow: the non-zero dimensions of %s "
+                        "multiply past 63 bits",
+                        npy_shape_text(shape, sizeof shape, h->ndim, h->shape));
+    if (numel > UINT64_MAX / h->type->size)
+        return npy_fail(why, why_len,
+                        "shape overflow: the byte size of %s with %u-byte "
+                        "elements does not fit in 64 bits",
+                        npy_shape_text(shape, sizeof shape, h->ndim, h->shape),
+                        h->type->size);
+    h->numel = numel;
+    h->nbytes = numel * h->type->size;
+    return 0;
+}
+
 int npy_parse_header(const char *text, size_t hlen, size_t base,
                      npy_header *h, char *why, size_t why_len)
 {
     npy_parser ps;
-    int seen_descr = 0, seen_fortran = 0, seen_shape = 0;
-    uint64_t numel = 1;
+    int seen[3] = {0, 0, 0};
 
     ps.p = ps.start = text;
     ps.end = text + hlen;
@@ -431,54 +486,11 @@ int npy_parse_header(const char *text, size_t hlen, size_t base,
         return npy_expected(&ps, "'{'");
     ps.p++;
     for (;;) {
-        const char *key;
-        size_t klen;
-        size_t kpos;
         npy_ws(&ps);
         if (ps.p < ps.end && *ps.p == '}')
             break;
-        kpos = npy_pos(&ps);
-        if (npy_string(&ps, &key, &klen, "a quoted key or '}'") != 0)
+        if (npy_entry(&ps, h, seen) != 0)
             return -1;
-        npy_ws(&ps);
-        if (ps.p >= ps.end || *ps.p != ':')
-            return npy_expected(&ps, "':' after a key");
-        ps.p++;
-        npy_ws(&ps);
-#define NPY_KEY(lit) (klen == sizeof(lit) - 1 && memcmp(key, lit, klen) == 0)
-        if (NPY_KEY("descr")) {
-            if (seen_descr++)
-                return npy_fail(why, why_len,
-                                "malformed NPY header: key 'descr' appears "
-                                "twice (byte %zu)",
-                                kpos);
-            if (npy_descr(&ps, h) != 0)
-                return -1;
-        } else if (NPY_KEY("fortran_order")) {
-            if (seen_fortran++)
-                return npy_fail(why, why_len,
-                                "malformed NPY header: key 'fortran_order' "
-                                "appears twice (byte %zu)",
-                                kpos);
-            if (npy_bool(&ps, &h->fortran) != 0)
-                return -1;
-        } else if (NPY_KEY("shape")) {
-            if (seen_shape++)
-                return npy_fail(why, why_len,
-                                "malformed NPY header: key 'shape' appears "
-                                "twice (byte %zu)",
-                                kpos);
-            if (npy_shape(&ps, h) != 0)
-                return -1;
-        } else {
-            char show[64];
-            return npy_fail(why, why_len,
-                            "malformed NPY header: unexpected key '%s' at "
-                            "byte %zu (the keys are 'descr', "
-                            "'fortran_order' and 'shape')",
-                            npy_show(show, sizeof show, key, klen, 40), kpos);
-        }
-#undef NPY_KEY
         npy_ws(&ps);
         if (ps.p < ps.end && *ps.p == ',') {
             ps.p++;
@@ -493,33 +505,11 @@ int npy_parse_header(const char *text, size_t hlen, size_t base,
         ps.p++;
     if (ps.p < ps.end)
         return npy_expected(&ps, "only spaces and a newline after '}'");
-    if (!seen_descr || !seen_fortran || !seen_shape)
-        return npy_fail(why, why_len,
-                        "malformed NPY header: the key '%s' is missing",
-                        !seen_descr     ? "descr"
-                        : !seen_fortran ? "fortran_order"
-                                        : "shape");
-
-    if (!hvq_shape_numel(h->ndim, h->shape, &numel)) {
-        char shape[256];
-        return npy_fail(why, why_len,
-                        "shape overflow: the non-zero dimensions of %s "
-                        "multiply past 63 bits",
-                        npy_shape_text(shape, sizeof shape, h->ndim,
-                                       h->shape));
-    }
-    if (numel > UINT64_MAX / h->type->size) {
-        char shape[256];
-        return npy_fail(why, why_len,
-                        "shape overflow: the byte size of %s with %u-byte "
-                        "elements does not fit in 64 bits",
-                        npy_shape_text(shape, sizeof shape, h->ndim,
-                                       h->shape),
-                        h->type->size);
-    }
-    h->numel = numel;
-    h->nbytes = numel * h->type->size;
-    return 0;
+    for (int k = 0; k < 3; k++)
+        if (!seen[k])
+            return npy_fail(why, why_len, "malformed NPY header: the key '%s' is missing",
+                            npy_keys[k]);
+    return npy_sizes(h, why, why_len);
 }
 
 /* ------------------------------------------------------------------------
