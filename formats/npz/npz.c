@@ -299,91 +299,105 @@ static hvq_status npz_arc_read(hvq_ctx *ctx, npz_source *s,
  * (from the current member of s->a, or with pread for a lone file), checks
  * them against size (the member's or file's size) and fills t. member is
  * NULL for a lone file. */
+/* The next n bytes of the array: from the archive member (read in
+ * sequence), or at offset in the lone file. *got < n: truncated; an error
+ * status only for a failed read. */
+static hvq_status npz_read_more(hvq_ctx *ctx, npz_source *s, const char *member,
+                                void *buf, size_t n, uint64_t offset, size_t *got)
+{
+    if (member != NULL)
+        return npz_arc_read(ctx, s, member, buf, n, got);
+    int e = npz_pread_all(s->fd, buf, n, offset);
+    if (e > 0)
+        return npz_fail(ctx, HVQ_E_IO, s->path, NULL, "read failed: %s", strerror(e));
+    *got = e == 0 ? n : 0;
+    return HVQ_OK;
+}
+
+/* The NPY prefix (magic, version, header length) of an array of size
+ * bytes: into h, with the header length to read in *hlen; pre holds the
+ * *got bytes read, *need of them the prefix itself. */
+static hvq_status npz_read_prefix(hvq_ctx *ctx, npz_source *s, const char *member,
+                                  uint64_t size, unsigned char *pre, size_t *got,
+                                  size_t *need, size_t *hlen, npy_header *h)
+{
+    size_t want = size < NPY_PREFIX_MAX ? (size_t)size : NPY_PREFIX_MAX;
+    const char *what = member != NULL ? "member" : "file";
+    char why[512];
+    if (size == 0)
+        return npz_fail(ctx, HVQ_E_INPUT, s->path, member,
+                        "the %s is empty, not an NPY array", what);
+    hvq_status st = npz_read_more(ctx, s, member, pre, want, 0, got);
+    if (st != HVQ_OK)
+        return st;
+    if (*got < want)
+        return npz_fail(ctx, HVQ_E_INPUT, s->path, member,
+                        "truncated: %zu of its %llu bytes could be read", *got,
+                        (unsigned long long)size);
+    if (*got < 10 && *got >= NPY_MAGIC_LEN && memcmp(pre, NPY_MAGIC, NPY_MAGIC_LEN) == 0)
+        return npz_fail(ctx, HVQ_E_INPUT, s->path, member,
+                        "the %s is %llu bytes, too short for an NPY header",
+                        what, (unsigned long long)size);
+    if (npy_read_prefix(pre, *got, h, need, why, sizeof why) != 0)
+        return npz_fail(ctx, HVQ_E_INPUT, s->path, member, "%s", why);
+    if (h->prefix_len - *need > NPY_MAX_HEADER)
+        return npz_fail(ctx, HVQ_E_INPUT, s->path, member,
+                        "NPY header length %llu exceeds the limit of %u bytes",
+                        (unsigned long long)(h->prefix_len - *need), NPY_MAX_HEADER);
+    if (h->prefix_len > size)
+        return npz_fail(ctx, HVQ_E_INPUT, s->path, member,
+                        "the NPY header (%llu bytes with its prefix) goes "
+                        "beyond the end of the %s (%llu bytes; truncated?)",
+                        (unsigned long long)h->prefix_len, what,
+                        (unsigned long long)size);
+    *hlen = (size_t)(h->prefix_len - *need);
+    return HVQ_OK;
+}
+
+/* The NPY header text after the prefix (the first bytes of it already in
+ * pre), parsed into h. */
+static hvq_status npz_read_dict(hvq_ctx *ctx, npz_source *s, const char *member,
+                                const unsigned char *pre, size_t got, size_t need,
+                                size_t hlen, npy_header *h)
+{
+    char why[512];
+    char *text = ctx->host->alloc(ctx, hlen ? hlen : 1);
+    if (text == NULL)
+        return HVQ_E_NOMEM;
+    size_t have = got - need, more = 0; /* header bytes read with the prefix */
+    if (have > hlen)
+        have = hlen;
+    memcpy(text, pre + need, have);
+    hvq_status st = npz_read_more(ctx, s, member, text + have, hlen - have, need + have, &more);
+    if (st == HVQ_OK && more != hlen - have)
+        st = npz_fail(ctx, HVQ_E_INPUT, s->path, member,
+                      "truncated: the NPY header ends early");
+    if (st == HVQ_OK && npy_parse_header(text, hlen, need, h, why, sizeof why) != 0)
+        st = npz_fail(ctx, HVQ_E_INPUT, s->path, member, "%s", why);
+    ctx->host->free(text);
+    return st;
+}
+
 static hvq_status npz_read_header(hvq_ctx *ctx, npz_source *s,
                                   const char *member, uint64_t size,
                                   npz_tensor *t)
 {
     unsigned char pre[NPY_PREFIX_MAX];
-    size_t want = size < NPY_PREFIX_MAX ? (size_t)size : NPY_PREFIX_MAX;
-    size_t got = 0, need = 0, have, hlen;
-    char why[512], desc[300];
-    char *text = NULL;
+    size_t got = 0, need = 0, hlen = 0;
+    char shape[300], desc[300];
     npy_header h;
-    hvq_status st;
     const char *what = member != NULL ? "member" : "file";
 
     memset(&h, 0, sizeof h);
-    if (size == 0)
-        return npz_fail(ctx, HVQ_E_INPUT, s->path, member,
-                        "the %s is empty, not an NPY array", what);
-    if (member != NULL) {
-        st = npz_arc_read(ctx, s, member, pre, want, &got);
-        if (st != HVQ_OK)
-            return st;
-    } else {
-        int e = npz_pread_all(s->fd, pre, want, 0);
-        if (e > 0)
-            return npz_fail(ctx, HVQ_E_IO, s->path, NULL, "read failed: %s",
-                            strerror(e));
-        got = e == 0 ? want : 0;
-    }
-    if (got < want)
-        return npz_fail(ctx, HVQ_E_INPUT, s->path, member,
-                        "truncated: %zu of its %llu bytes could be read", got,
-                        (unsigned long long)size);
-    if (got < 10 && got >= NPY_MAGIC_LEN &&
-        memcmp(pre, NPY_MAGIC, NPY_MAGIC_LEN) == 0)
-        return npz_fail(ctx, HVQ_E_INPUT, s->path, member,
-                        "the %s is %llu bytes, too short for an NPY header",
-                        what, (unsigned long long)size);
-    if (npy_read_prefix(pre, got, &h, &need, why, sizeof why) != 0)
-        return npz_fail(ctx, HVQ_E_INPUT, s->path, member, "%s", why);
-    if (h.prefix_len - need > NPY_MAX_HEADER)
-        return npz_fail(ctx, HVQ_E_INPUT, s->path, member,
-                        "NPY header length %llu exceeds the limit of %u "
-                        "bytes",
-                        (unsigned long long)(h.prefix_len - need),
-                        NPY_MAX_HEADER);
-    if (h.prefix_len > size)
-        return npz_fail(ctx, HVQ_E_INPUT, s->path, member,
-                        "the NPY header (%llu bytes with its prefix) goes "
-                        "beyond the end of the %s (%llu bytes; truncated?)",
-                        (unsigned long long)h.prefix_len, what,
-                        (unsigned long long)size);
-    hlen = (size_t)(h.prefix_len - need);
-    text = ctx->host->alloc(ctx, hlen ? hlen : 1);
-    if (text == NULL)
-        return HVQ_E_NOMEM;
-    have = got - need; /* header bytes already read with the prefix */
-    if (have > hlen)
-        have = hlen;
-    memcpy(text, pre + need, have);
-    if (member != NULL) {
-        size_t more = 0;
-        st = npz_arc_read(ctx, s, member, text + have, hlen - have, &more);
-        if (st == HVQ_OK && more != hlen - have)
-            st = npz_fail(ctx, HVQ_E_INPUT, s->path, member,
-                          "truncated: the NPY header ends early");
-    } else {
-        int e = npz_pread_all(s->fd, text + have, hlen - have, need + have);
-        st = e == 0 ? HVQ_OK
-                    : npz_fail(ctx, e > 0 ? HVQ_E_IO : HVQ_E_INPUT, s->path,
-                               NULL, "%s",
-                               e > 0 ? strerror(e)
-                                     : "truncated: the NPY header ends "
-                                       "early");
-    }
-    if (st == HVQ_OK &&
-        npy_parse_header(text, hlen, need, &h, why, sizeof why) != 0)
-        st = npz_fail(ctx, HVQ_E_INPUT, s->path, member, "%s", why);
-    ctx->host->free(text);
+    hvq_status st = npz_read_prefix(ctx, s, member, size, pre, &got, &need, &hlen, &h);
+    if (st == HVQ_OK)
+        st = npz_read_dict(ctx, s, member, pre, got, need, hlen, &h);
     if (st != HVQ_OK)
         return st;
-
     /* "<f4 (64, 64)", with the byte order the file has. */
     snprintf(desc, sizeof desc, "%s%s %s", h.swap ? ">" : "",
              h.swap ? h.type->descr + 1 : h.type->descr,
-             npy_shape_text(why, sizeof why, h.ndim, h.shape));
+             npy_shape_text(shape, sizeof shape, h.ndim, h.shape));
     if (h.nbytes != size - h.prefix_len)
         return npz_fail(ctx, HVQ_E_INPUT, s->path, member,
                         "size mismatch: %s needs %llu data bytes but the %s "
@@ -394,7 +408,6 @@ static hvq_status npz_read_header(hvq_ctx *ctx, npz_source *s,
     if (h.nbytes > (uint64_t)SIZE_MAX)
         return npz_fail(ctx, HVQ_E_UNSUPPORTED, s->path, member,
                         "%s is too large for this system", desc);
-
     t->info.dtype = h.type->dtype;
     t->info.dtype_name = h.type->descr;
     t->info.ndim = h.ndim;
