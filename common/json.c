@@ -361,6 +361,64 @@ static int hex4(const unsigned char *s, unsigned long *out)
 /* Parses the string at p->pos (which is '"'). On success the decoded,
  * NUL-terminated bytes are in *out (arena) and p->pos is past the closing
  * quote. */
+/* The \uXXXX escape at *i (a surrogate pair takes two), its code point in
+ * *cp; *i moves past it. */
+static int parse_u_escape(parser *p, size_t *i, size_t end, int is_key, unsigned long *cp)
+{
+    unsigned long lo;
+    size_t at = *i;
+    if (end - at < 6 || hex4(p->s + at + 2, cp) != 0) {
+        fail(p, HVQ_JSON_E_SYNTAX, at, "invalid \\u escape (need 4 hex digits)");
+        return -1;
+    }
+    if (*cp >= 0xDC00 && *cp <= 0xDFFF) {
+        fail(p, HVQ_JSON_E_SYNTAX, at, "lone low surrogate \\u%04lX", *cp);
+        return -1;
+    }
+    if (*cp >= 0xD800 && *cp <= 0xDBFF) {
+        if (end - at < 12 || p->s[at + 6] != '\\' || p->s[at + 7] != 'u' ||
+            hex4(p->s + at + 8, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF) {
+            fail(p, HVQ_JSON_E_SYNTAX, at, "lone high surrogate \\u%04lX", *cp);
+            return -1;
+        }
+        *cp = 0x10000 + ((*cp - 0xD800) << 10) + (lo - 0xDC00);
+        *i += 12;
+        return 0;
+    }
+    if (*cp == 0 && is_key) {
+        fail(p, HVQ_JSON_E_SYNTAX, at, "\\u0000 in an object key");
+        return -1;
+    }
+    *i += 6;
+    return 0;
+}
+
+/* The escape at *i decoded into buf at *n; both move past it. */
+static int parse_escape(parser *p, size_t *i, size_t end, int is_key, unsigned char *buf,
+                        size_t *n)
+{
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    unsigned e = p->s[*i + 1];
+    const char *k = e ? strchr(from, (int)e) : NULL;
+    if (k) {
+        buf[(*n)++] = (unsigned char)to[k - from];
+        *i += 2;
+        return 0;
+    }
+    if (e == 'u') {
+        unsigned long cp;
+        if (parse_u_escape(p, i, end, is_key, &cp) != 0)
+            return -1;
+        *n += utf8_put(buf + *n, cp);
+        return 0;
+    }
+    if (e >= 0x20 && e < 0x7F && e != '\'')
+        fail(p, HVQ_JSON_E_SYNTAX, *i, "invalid escape '\\%c'", (char)e);
+    else
+        fail(p, HVQ_JSON_E_SYNTAX, *i, "invalid escape (backslash before byte 0x%02X)", e);
+    return -1;
+}
+
 static int parse_string(parser *p, int is_key, const char **out,
                         size_t *out_len)
 {
@@ -394,59 +452,8 @@ static int parse_string(parser *p, int is_key, const char **out,
     while (i < end) {
         unsigned c = p->s[i];
         if (c == '\\') {
-            unsigned e = p->s[i + 1];
-            switch (e) {
-            case '"': buf[n++] = '"'; i += 2; break;
-            case '\\': buf[n++] = '\\'; i += 2; break;
-            case '/': buf[n++] = '/'; i += 2; break;
-            case 'b': buf[n++] = '\b'; i += 2; break;
-            case 'f': buf[n++] = '\f'; i += 2; break;
-            case 'n': buf[n++] = '\n'; i += 2; break;
-            case 'r': buf[n++] = '\r'; i += 2; break;
-            case 't': buf[n++] = '\t'; i += 2; break;
-            case 'u': {
-                unsigned long cp, lo;
-                if (end - i < 6 || hex4(p->s + i + 2, &cp) != 0) {
-                    fail(p, HVQ_JSON_E_SYNTAX, i,
-                         "invalid \\u escape (need 4 hex digits)");
-                    return -1;
-                }
-                if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                    fail(p, HVQ_JSON_E_SYNTAX, i,
-                         "lone low surrogate \\u%04lX", cp);
-                    return -1;
-                }
-                if (cp >= 0xD800 && cp <= 0xDBFF) {
-                    if (end - i < 12 || p->s[i + 6] != '\\' ||
-                        p->s[i + 7] != 'u' ||
-                        hex4(p->s + i + 8, &lo) != 0 || lo < 0xDC00 ||
-                        lo > 0xDFFF) {
-                        fail(p, HVQ_JSON_E_SYNTAX, i,
-                             "lone high surrogate \\u%04lX", cp);
-                        return -1;
-                    }
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                    i += 12;
-                } else {
-                    if (cp == 0 && is_key) {
-                        fail(p, HVQ_JSON_E_SYNTAX, i,
-                             "\\u0000 in an object key");
-                        return -1;
-                    }
-                    i += 6;
-                }
-                n += utf8_put(buf + n, cp);
-                break;
-            }
-            default:
-                if (e >= 0x20 && e < 0x7F && e != '\'')
-                    fail(p, HVQ_JSON_E_SYNTAX, i, "invalid escape '\\%c'",
-                         (char)e);
-                else
-                    fail(p, HVQ_JSON_E_SYNTAX, i,
-                         "invalid escape (backslash before byte 0x%02X)", e);
+            if (parse_escape(p, &i, end, is_key, buf, &n) != 0)
                 return -1;
-            }
         } else if (c < 0x20) {
             fail(p, HVQ_JSON_E_SYNTAX, i,
                  "unescaped control character 0x%02X in string", c);
