@@ -583,60 +583,110 @@ static hvq_json_value *parse_number(parser *p)
 
 static hvq_json_value *parse_value(parser *p);
 
+/* Enters an array or object (at its opening bracket): 0, or -1 past the
+ * depth limit. Then 1 when it is empty (the closing bracket consumed). */
+static int open_nested(parser *p, char close)
+{
+    size_t start = p->pos;
+    p->pos++;
+    if (++p->depth > HVQ_JSON_MAX_DEPTH) {
+        fail(p, HVQ_JSON_E_DEPTH, start, "nesting deeper than %d levels",
+             HVQ_JSON_MAX_DEPTH);
+        return -1;
+    }
+    skip_ws(p);
+    if (p->pos < p->len && p->s[p->pos] == close) {
+        p->pos++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After an item of an array or object: 1 at a ',' (another follows), 0 at
+ * the closing bracket (consumed), -1 otherwise. */
+static int next_item(parser *p, char close, const char *expected)
+{
+    skip_ws(p);
+    if (p->pos < p->len && p->s[p->pos] == ',') {
+        p->pos++;
+        return 1;
+    }
+    if (p->pos < p->len && p->s[p->pos] == close) {
+        p->pos++;
+        return 0;
+    }
+    fail_unexpected(p, expected);
+    return -1;
+}
+
+/* The n items of a finished array or object, from the parser's stack into
+ * the arena (NULL when n is 0, or on no memory: *nomem set). */
+static void *stack_copy(parser *p, const void *stack, size_t n, size_t size, int *nomem)
+{
+    void *out = NULL;
+    *nomem = 0;
+    if (n > 0 && (out = arena_alloc(p->doc, n * size)) == NULL) {
+        fail_nomem(p);
+        *nomem = 1;
+    } else if (n > 0) {
+        memcpy(out, stack, n * size);
+    }
+    return out;
+}
+
 static hvq_json_value *parse_array(parser *p)
 {
     size_t start = p->pos;
     size_t base = p->vlen;
     hvq_json_value *v;
+    int more = open_nested(p, ']'), nomem;
 
-    p->pos++; /* '[' */
-    if (++p->depth > HVQ_JSON_MAX_DEPTH) {
-        fail(p, HVQ_JSON_E_DEPTH, start, "nesting deeper than %d levels",
-             HVQ_JSON_MAX_DEPTH);
+    if (more < 0)
         return NULL;
-    }
-    skip_ws(p);
-    if (p->pos < p->len && p->s[p->pos] == ']') {
-        p->pos++;
-    } else {
-        for (;;) {
-            hvq_json_value *item = parse_value(p);
-            if (item == NULL)
-                return NULL;
-            if (p->discard) {
-                arena_reset(p->doc);
-            } else if (push_value(p, item) != 0) {
-                fail_nomem(p);
-                return NULL;
-            }
-            skip_ws(p);
-            if (p->pos < p->len && p->s[p->pos] == ',') {
-                p->pos++;
-                continue;
-            }
-            if (p->pos < p->len && p->s[p->pos] == ']') {
-                p->pos++;
-                break;
-            }
-            fail_unexpected(p, "',' or ']'");
+    for (more = !more; more > 0;) {
+        hvq_json_value *item = parse_value(p);
+        if (item == NULL)
+            return NULL;
+        if (p->discard) {
+            arena_reset(p->doc);
+        } else if (push_value(p, item) != 0) {
+            fail_nomem(p);
             return NULL;
         }
+        if ((more = next_item(p, ']', "',' or ']'")) < 0)
+            return NULL;
     }
     p->depth--;
     v = new_value(p, HVQ_JSON_ARRAY, start);
     if (v == NULL)
         return NULL;
     v->count = p->vlen - base;
-    if (v->count > 0) {
-        v->items = arena_alloc(p->doc, v->count * sizeof *v->items);
-        if (v->items == NULL) {
-            fail_nomem(p);
-            return NULL;
-        }
-        memcpy(v->items, p->vstack + base, v->count * sizeof *v->items);
-    }
+    v->items = stack_copy(p, p->vstack + base, v->count, sizeof *v->items, &nomem);
+    if (nomem)
+        return NULL;
     p->vlen = base;
     return v;
+}
+
+/* One "key": value member of an object into m. */
+static int parse_member(parser *p, hvq_json_member *m)
+{
+    skip_ws(p);
+    if (p->pos >= p->len || p->s[p->pos] != '"') {
+        fail_unexpected(p, "a string key");
+        return -1;
+    }
+    m->key_offset = p->pos;
+    if (parse_string(p, 1, &m->key, &m->key_len) != 0)
+        return -1;
+    skip_ws(p);
+    if (p->pos >= p->len || p->s[p->pos] != ':') {
+        fail_unexpected(p, "':'");
+        return -1;
+    }
+    p->pos++;
+    m->value = parse_value(p);
+    return m->value ? 0 : -1;
 }
 
 static hvq_json_value *parse_object(parser *p)
@@ -644,68 +694,31 @@ static hvq_json_value *parse_object(parser *p)
     size_t start = p->pos;
     size_t base = p->mlen;
     hvq_json_value *v;
+    int more = open_nested(p, '}'), oom;
 
-    p->pos++; /* '{' */
-    if (++p->depth > HVQ_JSON_MAX_DEPTH) {
-        fail(p, HVQ_JSON_E_DEPTH, start, "nesting deeper than %d levels",
-             HVQ_JSON_MAX_DEPTH);
+    if (more < 0)
         return NULL;
-    }
-    skip_ws(p);
-    if (p->pos < p->len && p->s[p->pos] == '}') {
-        p->pos++;
-    } else {
-        for (;;) {
-            hvq_json_member m;
-            skip_ws(p);
-            if (p->pos >= p->len || p->s[p->pos] != '"') {
-                fail_unexpected(p, "a string key");
-                return NULL;
-            }
-            m.key_offset = p->pos;
-            if (parse_string(p, 1, &m.key, &m.key_len) != 0)
-                return NULL;
-            skip_ws(p);
-            if (p->pos >= p->len || p->s[p->pos] != ':') {
-                fail_unexpected(p, "':'");
-                return NULL;
-            }
-            p->pos++;
-            m.value = parse_value(p);
-            if (m.value == NULL)
-                return NULL;
-            if (p->discard) {
-                arena_reset(p->doc);
-            } else if (push_member(p, &m) != 0) {
-                fail_nomem(p);
-                return NULL;
-            }
-            skip_ws(p);
-            if (p->pos < p->len && p->s[p->pos] == ',') {
-                p->pos++;
-                continue;
-            }
-            if (p->pos < p->len && p->s[p->pos] == '}') {
-                p->pos++;
-                break;
-            }
-            fail_unexpected(p, "',' or '}'");
+    for (more = !more; more > 0;) {
+        hvq_json_member m;
+        if (parse_member(p, &m) != 0)
+            return NULL;
+        if (p->discard) {
+            arena_reset(p->doc);
+        } else if (push_member(p, &m) != 0) {
+            fail_nomem(p);
             return NULL;
         }
+        if ((more = next_item(p, '}', "',' or '}'")) < 0)
+            return NULL;
     }
     p->depth--;
     v = new_value(p, HVQ_JSON_OBJECT, start);
     if (v == NULL)
         return NULL;
     v->count = p->mlen - base;
-    if (v->count > 0) {
-        v->members = arena_alloc(p->doc, v->count * sizeof *v->members);
-        if (v->members == NULL) {
-            fail_nomem(p);
-            return NULL;
-        }
-        memcpy(v->members, p->mstack + base, v->count * sizeof *v->members);
-    }
+    v->members = stack_copy(p, p->mstack + base, v->count, sizeof *v->members, &oom);
+    if (oom)
+        return NULL;
     p->mlen = base;
     if (p->flags & HVQ_JSON_NO_DUPLICATES) {
         int nomem = 0;
