@@ -62,62 +62,45 @@ hvq_status hvq_convert(hvq_ctx *ctx, hvq_dtype dt, void *dst, hvq_dtype st,
             memmove(dst, src, n * hvq_dtype_size(dt));
         return HVQ_OK;
     }
-    if (dt == HVQ_DTYPE_F32) {
+    if (dt == HVQ_DTYPE_F32 && (st == HVQ_DTYPE_F16 || st == HVQ_DTYPE_BF16)) {
+        float (*widen)(uint16_t) = st == HVQ_DTYPE_F16 ? hvq_f16_to_f32 : hvq_bf16_to_f32;
+        const uint8_t *s = src;
         float *d = dst;
-        switch (st) {
-        case HVQ_DTYPE_F16: {
-            const uint8_t *s = src;
-            for (size_t i = 0; i < n; i++) {
-                uint16_t h;
-                memcpy(&h, s + 2 * i, 2);
-                d[i] = hvq_f16_to_f32(h);
-            }
-            return HVQ_OK;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            d[i] = widen(h);
         }
-        case HVQ_DTYPE_BF16: {
-            const uint8_t *s = src;
-            for (size_t i = 0; i < n; i++) {
-                uint16_t h;
-                memcpy(&h, s + 2 * i, 2);
-                d[i] = hvq_bf16_to_f32(h);
-            }
-            return HVQ_OK;
-        }
-        case HVQ_DTYPE_F64: {
-            const uint8_t *s = src;
-            for (size_t i = 0; i < n; i++) {
-                double v;
-                memcpy(&v, s + 8 * i, 8);
-                d[i] = (float)v;
-            }
-            return HVQ_OK;
-        }
-        default: break;
-        }
-    } else if (st == HVQ_DTYPE_F32) {
+        return HVQ_OK;
+    }
+    if (st == HVQ_DTYPE_F32 && (dt == HVQ_DTYPE_F16 || dt == HVQ_DTYPE_BF16)) {
+        uint16_t (*narrow)(float) = dt == HVQ_DTYPE_F16 ? hvq_f32_to_f16 : hvq_f32_to_bf16;
         const float *s = src;
         uint8_t *d = dst;
-        switch (dt) {
-        case HVQ_DTYPE_F16:
-            for (size_t i = 0; i < n; i++) {
-                uint16_t h = hvq_f32_to_f16(s[i]);
-                memcpy(d + 2 * i, &h, 2);
-            }
-            return HVQ_OK;
-        case HVQ_DTYPE_BF16:
-            for (size_t i = 0; i < n; i++) {
-                uint16_t h = hvq_f32_to_bf16(s[i]);
-                memcpy(d + 2 * i, &h, 2);
-            }
-            return HVQ_OK;
-        case HVQ_DTYPE_F64:
-            for (size_t i = 0; i < n; i++) {
-                double v = s[i];
-                memcpy(d + 8 * i, &v, 8);
-            }
-            return HVQ_OK;
-        default: break;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = narrow(s[i]);
+            memcpy(d + 2 * i, &h, 2);
         }
+        return HVQ_OK;
+    }
+    if (dt == HVQ_DTYPE_F32 && st == HVQ_DTYPE_F64) {
+        const uint8_t *s = src;
+        float *d = dst;
+        for (size_t i = 0; i < n; i++) {
+            double v;
+            memcpy(&v, s + 8 * i, 8);
+            d[i] = (float)v;
+        }
+        return HVQ_OK;
+    }
+    if (st == HVQ_DTYPE_F32 && dt == HVQ_DTYPE_F64) {
+        const float *s = src;
+        uint8_t *d = dst;
+        for (size_t i = 0; i < n; i++) {
+            double v = s[i];
+            memcpy(d + 8 * i, &v, 8);
+        }
+        return HVQ_OK;
     }
     if (ctx)
         return hvq_error(ctx, HVQ_E_UNSUPPORTED,

@@ -682,7 +682,9 @@ static int cmd_compare(int argc, char **argv, cli *cl)
     return !j.ctx || !j.ps || !j.reps || !j.rp || !j.ppl ? HVQ_EXIT_OTHER : hvq_exit_for(st);
 }
 
-static int cmd_list(int argc, char **argv, cli *cl)
+/* The options of a command that takes only the common ones; -1 to go on,
+ * else an exit status. */
+static int common_args(int argc, char **argv, cli *cl, const char *cmd, void (*usage)(FILE *))
 {
     static const struct option lo[] = {
         {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR}, {"quiet", no_argument, 0, 'q'},
@@ -690,7 +692,13 @@ static int cmd_list(int argc, char **argv, cli *cl)
         {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     int c, rc = -1;
     while (rc < 0 && (c = getopt_long(argc, argv, "qvhV", lo, NULL)) != -1)
-        rc = parse_common(c, cl, "list-plugins", usage_list);
+        rc = parse_common(c, cl, cmd, usage);
+    return rc;
+}
+
+static int cmd_list(int argc, char **argv, cli *cl)
+{
+    int rc = common_args(argc, argv, cl, "list-plugins", usage_list);
     if (rc >= 0)
         return rc;
     if (optind < argc) {
@@ -760,13 +768,7 @@ static void describe_one(const hvq_loaded_plugin *lp)
 
 static int cmd_describe(int argc, char **argv, cli *cl)
 {
-    static const struct option lo[] = {
-        {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR}, {"quiet", no_argument, 0, 'q'},
-        {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
-    int c, rc = -1;
-    while (rc < 0 && (c = getopt_long(argc, argv, "qvhV", lo, NULL)) != -1)
-        rc = parse_common(c, cl, "describe", usage_describe);
+    int rc = common_args(argc, argv, cl, "describe", usage_describe);
     if (rc >= 0)
         return rc;
     if (optind + 1 != argc) {

@@ -283,24 +283,21 @@ static hvq_status gg_enc_float(gg_enc *e, const hvq_json_value *v,
                            e->key, gg_at(at, sizeof at, item), tn,
                            hvq_json_kind(v));
     errno = 0;
+    /* strtof's float is exact as a double and back */
+    double d = is_f32 ? (double)strtof(v->str, NULL) : strtod(v->str, NULL);
+    if (isinf(d))
+        return GG_ENC_FAIL(e,
+                           "metadata '%.200s'%s: %.60s is out of range "
+                           "for %s",
+                           e->key, gg_at(at, sizeof at, item), v->str,
+                           is_f32 ? "float32" : "float64");
     if (is_f32) {
-        float f = strtof(v->str, NULL);
+        float f = (float)d;
         uint32_t b;
-        if (isinf(f))
-            return GG_ENC_FAIL(e,
-                               "metadata '%.200s'%s: %.60s is out of range "
-                               "for float32",
-                               e->key, gg_at(at, sizeof at, item), v->str);
         memcpy(&b, &f, sizeof b);
         gg_put_bytes(e->out, b, 4);
     } else {
-        double d = strtod(v->str, NULL);
         uint64_t b;
-        if (isinf(d))
-            return GG_ENC_FAIL(e,
-                               "metadata '%.200s'%s: %.60s is out of range "
-                               "for float64",
-                               e->key, gg_at(at, sizeof at, item), v->str);
         memcpy(&b, &d, sizeof b);
         gg_put_bytes(e->out, b, 8);
     }

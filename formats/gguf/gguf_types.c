@@ -180,24 +180,28 @@ static uint64_t gg_le(const unsigned char *p, int n)
     return v;
 }
 
-hvq_status gg_read_u32(gg_reader *r, const char *what, uint32_t *v)
+/* An n-byte little-endian unsigned integer at r. */
+static hvq_status gg_read_le(gg_reader *r, const char *what, int n, uint64_t *v)
 {
-    hvq_status st = gg_need(r, 4, what);
+    hvq_status st = gg_need(r, (uint64_t)n, what);
     if (st != HVQ_OK)
         return st;
-    *v = (uint32_t)gg_le(r->p + r->pos, 4);
-    r->pos += 4;
+    *v = gg_le(r->p + r->pos, n);
+    r->pos += (uint64_t)n;
     return HVQ_OK;
+}
+
+hvq_status gg_read_u32(gg_reader *r, const char *what, uint32_t *v)
+{
+    uint64_t u = 0;
+    hvq_status st = gg_read_le(r, what, 4, &u);
+    *v = (uint32_t)u;
+    return st;
 }
 
 hvq_status gg_read_u64(gg_reader *r, const char *what, uint64_t *v)
 {
-    hvq_status st = gg_need(r, 8, what);
-    if (st != HVQ_OK)
-        return st;
-    *v = gg_le(r->p + r->pos, 8);
-    r->pos += 8;
-    return HVQ_OK;
+    return gg_read_le(r, what, 8, v);
 }
 
 hvq_status gg_read_str(gg_reader *r, const char *what, uint64_t cap,
