@@ -57,3 +57,27 @@ tests_test_writer_dequant_SOURCES = tests/test_writer_dequant.c
 tests_test_writer_dequant_CFLAGS = $(HVQ_TEST_CFLAGS)
 tests_test_writer_dequant_LDADD = $(HVQ_TEST_LIBS)
 TESTS += tests/test_writer_dequant
+
+# One test file per small stage plugin, in the stage harness.
+check_PROGRAMS += tests/test_rtn tests/test_coo16 tests/test_magnitude tests/test_obd \
+	tests/test_uniform tests/test_none
+tests_test_rtn_SOURCES = tests/test_rtn.c
+tests_test_rtn_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_rtn_LDADD = $(HVQ_TEST_LIBS) -lm
+tests_test_coo16_SOURCES = tests/test_coo16.c
+tests_test_coo16_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_coo16_LDADD = $(HVQ_TEST_LIBS) -lm
+tests_test_magnitude_SOURCES = tests/test_magnitude.c
+tests_test_magnitude_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_magnitude_LDADD = $(HVQ_TEST_LIBS) -lm
+tests_test_obd_SOURCES = tests/test_obd.c
+tests_test_obd_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_obd_LDADD = $(HVQ_TEST_LIBS)
+tests_test_uniform_SOURCES = tests/test_uniform.c
+tests_test_uniform_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_uniform_LDADD = $(HVQ_TEST_LIBS)
+tests_test_none_SOURCES = tests/test_none.c
+tests_test_none_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_none_LDADD = $(HVQ_TEST_LIBS)
+TESTS += tests/test_rtn tests/test_coo16 tests/test_magnitude tests/test_obd \
+	tests/test_uniform tests/test_none

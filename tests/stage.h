@@ -19,6 +19,7 @@ typedef struct th_stage {
     uint32_t kind;
     th_params tp;          /* its resolved parameters: &tp.p */
     void *state;           /* an open hessian or writer instance */
+    int open;              /* whether that instance is open (state may be NULL) */
     hvq_encoded enc;       /* what the last encode produced */
 } th_stage;
 
@@ -55,5 +56,25 @@ hvq_status th_stage_hessian(th_stage *s, const hvq_tensor_info *t, uint64_t rows
 hvq_status th_stage_writer_open(th_stage *s, const hvq_writer_setup *setup);
 hvq_status th_stage_writer_tensor(th_stage *s, const hvq_result *r);
 hvq_status th_stage_writer_finish(th_stage *s);
+
+/* For tests that drive a plugin's descriptor directly: one context with the
+ * build tree's plugins, made and freed by a TCase's checked fixture
+ * (tcase_add_checked_fixture(tc, th_env_setup, th_env_teardown)). */
+void th_env_setup(void);
+void th_env_teardown(void);
+hvq_ctx *th_env_ctx(void);
+const hvq_plugin *th_env_plugin(uint32_t kind, const char *name);
+
+/* Deterministic test data: uniform in (0, 1) from th_rng_state (an LCG),
+ * heavy-tailed values (a ratio of normals times 0.02, clipped to [-1, 1]:
+ * finite and within fp16 range), and x[0..n) filled with them from seed. */
+extern uint64_t th_rng_state;
+double th_urand(void);
+float th_heavy(void);
+void th_fill_heavy(float *x, size_t n, uint64_t seed);
+
+/* An importance plugin's scores on a 7 x 13 fixture (one column of H below
+ * the default h_floor) equal, bit for bit, ref(w, max(h, 1e-6)) per entry. */
+void th_importance_matches(const char *name, float (*ref)(float w, float h));
 
 #endif

@@ -1,12 +1,14 @@
-/* HAS-VQ through the whole driver, in process: the paper's accounting
+/* The importance plugin "hasvq" (|W_norm| * sqrt(H), bit for bit on a
+ * fixture, stage harness), and HAS-VQ through the whole driver, in process:
+ * the paper's accounting
  * against a figure computed by hand, the sparse entries reconstructed to
  * fp16 precision in the original scale, and a real-model run on
  * ../shared/data when it is there. */
 #include "config.h"
 
 #include "driver.h"
-#include "harness.h"
 #include "pipeline.h"
+#include "stage.h"
 
 #include <check.h>
 #include <math.h>
@@ -56,6 +58,14 @@ static hvq_status run(hvq_ctx *ctx, hvq_registry *reg, const char *const *sets,
     ck_assert_msg(hvq_pipeline_validate(ctx, *pp, reg) == HVQ_OK, "%s", hvq_ctx_error(ctx));
     return hvq_run_pipeline(ctx, reg, *pp, rep);
 }
+
+static float hasvq_ref(float w, float h) { return fabsf(w) * sqrtf(h); }
+
+START_TEST(scores_are_the_papers)
+{
+    th_importance_matches("hasvq", hasvq_ref);
+}
+END_TEST
 
 START_TEST(paper_accounting_matches_hand_computed_figure)
 {
@@ -232,6 +242,7 @@ int main(void)
     Suite *s = suite_create("hasvq");
     TCase *tc = tcase_create("driver");
     tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, scores_are_the_papers);
     tcase_add_test(tc, paper_accounting_matches_hand_computed_figure);
     tcase_add_test(tc, raw_clusterer_with_residual);
     tcase_add_test(tc, real_model_high_fidelity);

@@ -1,5 +1,7 @@
-/* The residual coder "rice" (the plugin beside coo16 is tested in
- * test_stages.c):
+/* The residual coder "rice":
+ *   - the plugin beside coo16 (stage harness): the same count, the same
+ *     reconstruction bit for bit, compact positions, corrupt components
+ *     refused;
  *   - the position code (rice_code.c, linked in) against a scalar reference
  *     written here from docs/FORMAT.md, one bit at a time: the same k, the
  *     same length, the same bytes, and positions read back, for random,
@@ -12,10 +14,11 @@
  *     as with coo16, in a smaller container. */
 #include "config.h"
 
-#include "harness.h"
 #include "rice_code.h"
+#include "stage.h"
 
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,6 +376,230 @@ START_TEST(pipeline_decodes_like_coo16)
 }
 END_TEST
 
+#define ctx th_env_ctx()
+
+/* ---- residual rice: the same entries as coo16, compact positions ---------- */
+
+static const hvq_plugin *residual(const char *name)
+{
+    return th_env_plugin(HVQ_KIND_RESIDUAL, name);
+}
+
+/* The plugin's parameters with sparsity set (its one parameter, as coo16's). */
+static void sparsity(th_params *tp, const hvq_plugin *d, const char *value)
+{
+    char kv[64];
+    snprintf(kv, sizeof kv, "sparsity=%s", value);
+    const char *const list[] = {kv, NULL};
+    ck_assert_uint_eq(hvq_param_count(d->params), 1);
+    th_params_make(tp, d, list);
+}
+
+START_TEST(rice_count_is_coo16s)
+{
+    const hvq_plugin *r = residual("rice"), *c = residual("coo16");
+    static const char *const rho[] = {"0", "0.005", "1.5%", "0.02", "0.5", "1"};
+    static const uint64_t numel[] = {0, 1, 10, 4096, 2048ull * 2048, 8192ull * 2048, 1ull << 40};
+    for (size_t i = 0; i < sizeof rho / sizeof *rho; i++) {
+        th_params tr, tc;
+        sparsity(&tr, r, rho[i]);
+        sparsity(&tc, c, rho[i]);
+        for (size_t j = 0; j < sizeof numel / sizeof *numel; j++)
+            ck_assert_uint_eq(r->residual_count(&tr.p, numel[j]),
+                              c->residual_count(&tc.p, numel[j]));
+    }
+    th_params tr;
+    sparsity(&tr, r, "0.02");
+    ck_assert_uint_eq(r->residual_count(&tr.p, 2048ull * 2048), 83886);
+}
+END_TEST
+
+/* A fixture: body (the clusterer's recon) and targets at chosen positions. */
+typedef struct fixture {
+    uint64_t rows, cols, n;
+    float *body, *target;
+    uint64_t *pos;
+} fixture;
+
+static fixture make_fixture(uint64_t rows, uint64_t cols, double p, uint64_t seed)
+{
+    fixture f = {rows, cols, 0, malloc(rows * cols * sizeof(float)),
+                 malloc(rows * cols * sizeof(float)), malloc(rows * cols * sizeof(uint64_t))};
+    th_rng_state = seed;
+    for (uint64_t i = 0; i < rows * cols; i++) {
+        f.body[i] = (float)(th_urand() * 2 - 1) * 0.1f;
+        int keep = th_urand() < p || i == 0 || i == rows * cols - 1;
+        if (keep && p > 0) {
+            double t = th_urand() * 2 - 1;
+            if (f.n % 7 == 3)
+                t = f.body[i] + 1e-7; /* tiny corrections: fp16 subnormals */
+            if (f.n % 11 == 5)
+                t = f.body[i]; /* none at all */
+            f.pos[f.n] = i;
+            f.target[f.n++] = (float)t;
+        }
+    }
+    return f;
+}
+
+static void free_fixture(fixture *f)
+{
+    free(f->body);
+    free(f->target);
+    free(f->pos);
+}
+
+/* Encodes f with plugin d into enc; returns the reconstruction (malloc'd). */
+static float *encode(const hvq_plugin *d, const fixture *f, hvq_encoded *enc)
+{
+    th_params tp;
+    sparsity(&tp, d, "0.02");
+    float *recon = malloc(f->rows * f->cols * sizeof(float) + 4);
+    memcpy(recon, f->body, f->rows * f->cols * sizeof(float));
+    hvq_residual_input in = {.tensor_name = "t", .rows = f->rows, .cols = f->cols,
+                             .pos = f->pos, .target = f->target, .n = f->n, .recon = recon};
+    hvq_encoded_init(enc);
+    ck_assert_msg(d->residual_encode(ctx, &tp.p, &in, enc) == HVQ_OK, "%s: %s", d->name,
+                  hvq_ctx_error(ctx));
+    return recon;
+}
+
+/* Decodes enc onto the body; the status, the result in *out (malloc'd). */
+static hvq_status decode(const hvq_plugin *d, const fixture *f, const hvq_encoded *enc,
+                         float **out)
+{
+    *out = malloc(f->rows * f->cols * sizeof(float) + 4);
+    memcpy(*out, f->body, f->rows * f->cols * sizeof(float));
+    return d->residual_decode(ctx, enc, f->rows, f->cols, *out);
+}
+
+static void check_same_as_coo16(uint64_t rows, uint64_t cols, double p, uint64_t seed)
+{
+    fixture f = make_fixture(rows, cols, p, seed);
+    hvq_encoded er, ec;
+    float *rr = encode(residual("rice"), &f, &er), *rc = encode(residual("coo16"), &f, &ec);
+    size_t bytes = rows * cols * sizeof(float);
+    ck_assert_msg(memcmp(rr, rc, bytes) == 0, "%llux%llu: rice's recon differs from coo16's",
+                  (unsigned long long)rows, (unsigned long long)cols);
+    const hvq_component *vr = ctx->host->enc_get(&er, "values"),
+                        *vc = ctx->host->enc_get(&ec, "values");
+    ck_assert_uint_eq(vr->nbytes, 2 * f.n);
+    ck_assert_int_eq(memcmp(vr->data, vc->data, vr->nbytes), 0);
+    /* the real bits: the stream's length, below coo16's 32 per entry */
+    const hvq_component *pr = ctx->host->enc_get(&er, "positions");
+    ck_assert_uint_eq(pr->dtype, HVQ_DTYPE_U8);
+    ck_assert_ptr_nonnull(ctx->host->enc_attr_get(&er, "bits"));
+    ck_assert_uint_eq(pr->paper_bits, strtoull(ctx->host->enc_attr_get(&er, "bits"), NULL, 10));
+    ck_assert_uint_eq(pr->nbytes, (pr->paper_bits + 7) / 8);
+    ck_assert_uint_le(pr->paper_bits, 32 * f.n);
+    float *dr, *dc;
+    ck_assert_int_eq(decode(residual("rice"), &f, &er, &dr), HVQ_OK);
+    ck_assert_int_eq(decode(residual("coo16"), &f, &ec, &dc), HVQ_OK);
+    ck_assert_int_eq(memcmp(dr, rr, bytes), 0);
+    ck_assert_int_eq(memcmp(dc, rc, bytes), 0);
+    free(rr);
+    free(rc);
+    free(dr);
+    free(dc);
+    hvq_encoded_clear(&er);
+    hvq_encoded_clear(&ec);
+    free_fixture(&f);
+}
+
+START_TEST(rice_reconstruction_is_coo16s_bit_for_bit)
+{
+    check_same_as_coo16(64, 96, 0.02, 1);
+    check_same_as_coo16(300, 257, 0.005, 2);
+    check_same_as_coo16(1, 5000, 0.03, 3); /* one row */
+    check_same_as_coo16(40, 40, 1.0, 4);   /* every entry */
+    check_same_as_coo16(16, 16, 0.0, 5);   /* none */
+}
+END_TEST
+
+/* Sets attribute key of enc to value and expects decode to refuse it with a
+ * message containing `says`; restores old. */
+static void expect_refused(const fixture *f, hvq_encoded *enc, const char *says)
+{
+    float *out;
+    ck_assert_int_eq(decode(residual("rice"), f, enc, &out), HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(ctx), says);
+    free(out);
+}
+
+static void with_attr(const fixture *f, hvq_encoded *enc, const char *key, const char *value,
+                      const char *says)
+{
+    char old[64];
+    snprintf(old, sizeof old, "%s", ctx->host->enc_attr_get(enc, key));
+    ck_assert_int_eq(ctx->host->enc_attr(ctx, enc, key, value), HVQ_OK);
+    expect_refused(f, enc, says);
+    ck_assert_int_eq(ctx->host->enc_attr(ctx, enc, key, old), HVQ_OK);
+}
+
+static hvq_component *component(hvq_encoded *enc, const char *name)
+{
+    for (size_t i = 0; i < enc->n_components; i++)
+        if (strcmp(enc->components[i].name, name) == 0)
+            return &enc->components[i];
+    ck_abort_msg("no component %s", name);
+    return NULL;
+}
+
+START_TEST(rice_decode_refuses_corrupt_components)
+{
+    fixture f = make_fixture(50, 70, 0.03, 9);
+    hvq_encoded enc;
+    free(encode(residual("rice"), &f, &enc));
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)f.n + 1);
+    with_attr(&f, &enc, "count", buf, "does not match");
+    with_attr(&f, &enc, "count", "-1", "is not a count");
+    with_attr(&f, &enc, "count", "", "is not a count");
+    with_attr(&f, &enc, "k", "13", "parameter k above");
+    with_attr(&f, &enc, "k", "99999999999999999999999", "is not a count");
+    with_attr(&f, &enc, "bits", "1", "stream length does not match");
+    with_attr(&f, &enc, "bits", "12x", "is not a count");
+    hvq_component *pc = component(&enc, "positions");
+    /* a stream cut by one byte, its bits to match: an entry runs past */
+    uint64_t bits = pc->paper_bits, cut = (pc->nbytes - 1) * 8;
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)cut);
+    pc->nbytes--;
+    pc->shape[0]--;
+    with_attr(&f, &enc, "bits", buf, "runs past the end");
+    pc->nbytes++;
+    pc->shape[0]++;
+    /* a stray bit after the last entry, when there is room */
+    if (bits % 8) {
+        ((uint8_t *)pc->data)[pc->nbytes - 1] ^= 0x80;
+        expect_refused(&f, &enc, "left over");
+        ((uint8_t *)pc->data)[pc->nbytes - 1] ^= 0x80;
+    }
+    /* a smaller tensor than the positions need (the last entry is the
+     * last element) */
+    float *out = malloc(f.rows * f.cols * sizeof(float));
+    ck_assert_int_eq(residual("rice")->residual_decode(ctx, &enc, f.rows - 1, f.cols, out),
+                     HVQ_E_INPUT);
+    th_assert_contains(hvq_ctx_error(ctx), "beyond the tensor");
+    free(out);
+    pc->dtype = HVQ_DTYPE_I8;
+    expect_refused(&f, &enc, "must be U8");
+    pc->dtype = HVQ_DTYPE_U8;
+    hvq_component *vc = component(&enc, "values");
+    ((uint16_t *)vc->data)[2] = 0x7c00; /* +inf */
+    expect_refused(&f, &enc, "entry 2 is not finite");
+    vc->name[0] = 'x';
+    expect_refused(&f, &enc, "missing positions or values");
+    vc->name[0] = 'v';
+    ((uint16_t *)vc->data)[2] = 0;
+    ck_assert_int_eq(decode(residual("rice"), &f, &enc, &out), HVQ_OK);
+    free(out);
+    hvq_encoded_clear(&enc);
+    free_fixture(&f);
+}
+END_TEST
+
+#undef ctx
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("rice");
@@ -380,6 +607,12 @@ static Suite *suite(void)
     tcase_add_test(code, code_matches_reference);
     tcase_add_test(code, code_handles_tensors_beyond_2_32);
     tcase_add_test(code, corrupt_streams_are_refused);
+    TCase *stage = tcase_create("stage");
+    tcase_add_checked_fixture(stage, th_env_setup, th_env_teardown);
+    tcase_add_test(stage, rice_count_is_coo16s);
+    tcase_add_test(stage, rice_reconstruction_is_coo16s_bit_for_bit);
+    tcase_add_test(stage, rice_decode_refuses_corrupt_components);
+    suite_add_tcase(s, stage);
     suite_add_tcase(s, code);
     TCase *cli = tcase_create("binary");
     tcase_add_test(cli, pipeline_decodes_like_coo16);
