@@ -1,6 +1,9 @@
 /* Pipelines: YAML loading, --set, validation against declared parameters,
  * overrides, selection and the YAML round trip; and typed parameter
- * parsing. Uses fake plugin descriptors, never the real plugins. */
+ * parsing. Uses fake plugin descriptors, except emit_golden (the shipped
+ * pipelines validated against the build tree's plugins). */
+#include "config.h"
+
 #include "harness.h"
 #include "params.h"
 #include "pipeline.h"
@@ -1419,6 +1422,146 @@ START_TEST(stage_names)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * The effective-pipeline text, byte for byte: every pipeline shipped and
+ * the fixtures under tests/data/pipeline-emit/, loaded (as given), after
+ * --set, validated against the real plugins, and as an output records it,
+ * against tests/data/pipeline-emit/NAME.expected (written by the emitter
+ * before it moved to core/pipeline_emit.c). The pipeline's path, the
+ * version of hvqconv and the plugins' versions are masked so that the
+ * files do not change with them. HVQ_EMIT_REGENERATE=1 rewrites the files
+ * instead of comparing (only to record a deliberate change of format).
+ * ---------------------------------------------------------------------- */
+
+typedef struct emit_case {
+    const char *name;      /* the .expected file's stem */
+    const char *file;      /* the pipeline, relative to the source tree */
+    const char *sets[8];   /* --set arguments, NULL-terminated */
+} emit_case;
+
+static const emit_case emit_cases[] = {
+    {"best", "pipelines/best.yaml", {"target.bpw=4.8", NULL}},
+    {"best-fast", "pipelines/best-fast.yaml", {"target.size=2MB", NULL}},
+    {"high-fidelity", "pipelines/high-fidelity.yaml", {NULL}},
+    {"int4-g128", "pipelines/int4-g128.yaml", {NULL}},
+    {"int4-g32", "pipelines/int4-g32.yaml", {NULL}},
+    {"int4-rtn", "pipelines/int4-rtn.yaml", {NULL}},
+    {"mid", "pipelines/mid.yaml", {NULL}},
+    {"q4_0", "pipelines/q4_0.yaml", {NULL}},
+    {"q4_1", "pipelines/q4_1.yaml", {NULL}},
+    {"q8_0", "pipelines/q8_0.yaml", {NULL}},
+    {"full", "tests/data/pipelines/full.yaml", {NULL}},
+    {"minimal", "tests/data/pipelines/minimal.yaml", {NULL}},
+    {"minimal-set", "tests/data/pipelines/minimal.yaml",
+     {"evaluate.tokens=t t.bin", "evaluate.windows=9", "target.bpw=3.25",
+      "target.metric=relative", "report=r: x", "input=-", NULL}},
+    {"validated", "tests/data/pipeline-emit/validated.yaml", {NULL}},
+    {"adversarial", "tests/data/pipeline-emit/adversarial.yaml", {NULL}},
+    {"adversarial-set", "tests/data/pipeline-emit/adversarial.yaml",
+     {"name=ctl\x01\x1f\x7f \xc2\x85\xc2\xa0\xef\xbb\xbf", "report=",
+      "evaluate=", "stages.writer.x=\xf0\x9f\x98\x80", "select.include=",
+      "stages.clusterer.plugin=kmeans", "stages.hessian.k=- a: b\n#c",
+      NULL}},
+};
+
+/* text with its first occurrence of from replaced by to, into b. */
+static void emit_put_masked(hvq_buf *b, const char *text, const char *from,
+                            const char *to)
+{
+    const char *at = from && from[0] ? strstr(text, from) : NULL;
+    if (!at) {
+        hvq_buf_puts(b, text);
+        return;
+    }
+    hvq_buf_append(b, text, (size_t)(at - text));
+    hvq_buf_puts(b, to);
+    hvq_buf_puts(b, at + strlen(from));
+}
+
+/* A recorded pipeline with the versions masked. */
+static void emit_put_record(hvq_buf *b, const char *rec)
+{
+    const char *plugins = strstr(rec, "\n# plugins:");
+    const char *eol = plugins ? strchr(plugins + 1, '\n') : NULL;
+    hvq_buf masked;
+    ck_assert_ptr_nonnull(eol);
+    hvq_buf_init(&masked);
+    hvq_buf_append(&masked, rec, (size_t)(plugins - rec));
+    hvq_buf_puts(&masked, "\n# plugins: (versions masked)");
+    hvq_buf_puts(&masked, eol);
+    emit_put_masked(b, masked.data, " " PACKAGE_VERSION " ", " @VERSION@ ");
+    hvq_buf_free(&masked);
+}
+
+static char *emit_text(const emit_case *c, hvq_registry *real)
+{
+    hvq_pipeline *p = load_ok_path(th_src(c->file));
+    hvq_buf b;
+    char *y;
+    size_t k;
+
+    hvq_buf_init(&b);
+    y = hvq_pipeline_to_yaml(p);
+    ck_assert_ptr_nonnull(y);
+    hvq_buf_puts(&b, "=== loaded\n");
+    emit_put_masked(&b, y, p->path, "PATH");
+    free(y);
+    for (k = 0; c->sets[k]; k++)
+        set_ok(p, c->sets[k]);
+    if (k) {
+        y = hvq_pipeline_to_yaml(p);
+        ck_assert_ptr_nonnull(y);
+        hvq_buf_puts(&b, "=== after --set\n");
+        emit_put_masked(&b, y, p->path, "PATH");
+        free(y);
+    }
+    if (hvq_pipeline_validate(ctx, p, real) == HVQ_OK) {
+        y = hvq_pipeline_to_yaml(p);
+        ck_assert_ptr_nonnull(y);
+        hvq_buf_puts(&b, "=== validated\n");
+        emit_put_masked(&b, y, p->path, "PATH");
+        free(y);
+        y = hvq_pipeline_record(p, "safetensors", "9.9");
+        ck_assert_ptr_nonnull(y);
+        hvq_buf_puts(&b, "=== recorded\n");
+        emit_put_record(&b, y);
+        free(y);
+    } else {
+        hvq_buf_puts(&b, "=== not valid\n");
+    }
+    hvq_pipeline_free(p);
+    ck_assert(!b.oom && b.data);
+    return b.data;
+}
+
+START_TEST(emit_golden)
+{
+    hvq_ctx *rctx = th_ctx();
+    hvq_registry *real = th_registry(rctx);
+    int regen = getenv("HVQ_EMIT_REGENERATE") != NULL;
+    size_t i;
+
+    for (i = 0; i < sizeof emit_cases / sizeof emit_cases[0]; i++) {
+        char rel[256], *got, *want;
+        snprintf(rel, sizeof rel, "tests/data/pipeline-emit/%s.expected",
+                 emit_cases[i].name);
+        got = emit_text(&emit_cases[i], real);
+        if (regen) {
+            th_write_file(th_src(rel), got, strlen(got));
+        } else {
+            want = th_read_file(th_src(rel), NULL);
+            ck_assert_msg(want != NULL, "%s is missing", rel);
+            ck_assert_msg(strcmp(got, want) == 0, "%s: the text differs:\n%s",
+                          rel, got);
+            free(want);
+        }
+        free(got);
+    }
+    hvq_registry_free(real);
+    hvq_ctx_free(rctx);
+}
+END_TEST
+
 static Suite *pipeline_suite(void)
 {
     Suite *s = suite_create("pipeline");
@@ -1440,6 +1583,7 @@ static Suite *pipeline_suite(void)
     tcase_add_test(tc, set_plugin_swap);
     tcase_add_test(tc, to_yaml_round_trip);
     tcase_add_test(tc, yaml_forms);
+    tcase_add_test(tc, emit_golden);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
