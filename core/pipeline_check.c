@@ -98,6 +98,64 @@ static hvq_status find_plugin(hvq_ctx *ctx, const hvq_pipeline *p,
     return hvq_pl_buf_error(ctx, HVQ_E_INPUT, &b);
 }
 
+/* The declared defaults of plugin pl into vals (n of them); required
+ * parameters are left unset. */
+static hvq_status default_values(hvq_ctx *ctx, const hvq_loaded_plugin *pl,
+                                 hvq_value *vals, size_t n)
+{
+    const hvq_param_spec *specs = pl->desc.params;
+    char why[1024];
+    size_t i;
+    for (i = 0; i < n; i++) {
+        vals[i].type = specs[i].type;
+        if (!specs[i].default_value)
+            continue; /* required; checked by resolve_values */
+        if (hvq_param_parse(&specs[i], specs[i].default_value, &vals[i],
+                            why, sizeof why) != HVQ_OK)
+            return hvq_error(ctx, HVQ_E_INTERNAL,
+                             "plugin '%s' (%s): the default value '%s' of "
+                             "parameter '%s' is invalid: %s (a bug in "
+                             "the plugin)",
+                             pl->desc.name, pl->path ? pl->path : "built in",
+                             specs[i].default_value, specs[i].name, why);
+        vals[i].is_default = 1;
+    }
+    return HVQ_OK;
+}
+
+/* "PREFIX: WHEREstage 'S' (plugin 'P'): unknown parameter 'x'; did you
+ * mean 'y'?" (or the list of the plugin's parameters). */
+static hvq_status unknown_param(hvq_ctx *ctx, const hvq_pipeline *p, int s,
+                                const char *where, const hvq_loaded_plugin *pl,
+                                const hvq_setting *set)
+{
+    const hvq_param_spec *specs = pl->desc.params;
+    size_t n = hvq_param_count(specs), k;
+    const char **names = malloc((n ? n : 1) * sizeof *names);
+    const char *near;
+    hvq_buf b;
+    if (!names)
+        return hvq_pl_nomem(ctx);
+    for (k = 0; k < n; k++)
+        names[k] = specs[k].name;
+    near = hvq_pl_nearest(set->key, names, n);
+    hvq_buf_init(&b);
+    hvq_pl_mark_prefix(&b, p, &set->key_mark);
+    hvq_buf_printf(&b, "%sstage '%s' (plugin '%s'): unknown parameter '%s'",
+                   where, hvq_pl_stage_names[s], pl->desc.name, set->key);
+    if (near) {
+        hvq_buf_printf(&b, "; did you mean '%s'?", near);
+    } else if (n == 0) {
+        hvq_buf_puts(&b, "; the plugin takes no parameters");
+    } else {
+        hvq_buf_puts(&b, " (parameters: ");
+        hvq_pl_join(&b, names, n);
+        hvq_buf_puts(&b, ")");
+    }
+    free(names);
+    return hvq_pl_buf_error(ctx, HVQ_E_INPUT, &b);
+}
+
 /* Resolves the values of one stage: starting from base (the base stage's
  * values, when an override keeps its plugin) or from the plugin's
  * defaults, then applying c's settings. Required parameters must be set
@@ -112,87 +170,41 @@ static hvq_status resolve_values(hvq_ctx *ctx, const hvq_pipeline *p, int s,
     const char *pname = pl->desc.name;
     size_t n = hvq_param_count(specs), i;
     hvq_value *vals;
+    hvq_status st = HVQ_OK;
     char why[1024];
 
     vals = calloc(n ? n : 1, sizeof *vals);
     if (!vals)
         return hvq_pl_nomem(ctx);
-
-    if (base) {
+    if (base)
         memcpy(vals, base, n * sizeof *vals);
-    } else {
-        for (i = 0; i < n; i++) {
-            vals[i].type = specs[i].type;
-            if (!specs[i].default_value)
-                continue; /* required; checked below */
-            if (hvq_param_parse(&specs[i], specs[i].default_value, &vals[i],
-                                why, sizeof why) != HVQ_OK) {
-                free(vals);
-                return hvq_error(ctx, HVQ_E_INTERNAL,
-                                 "plugin '%s' (%s): the default value '%s' of "
-                                 "parameter '%s' is invalid: %s (a bug in "
-                                 "the plugin)",
-                                 pname, pl->path ? pl->path : "built in",
-                                 specs[i].default_value, specs[i].name, why);
-            }
-            vals[i].is_default = 1;
-        }
-    }
+    else
+        st = default_values(ctx, pl, vals, n);
 
-    for (i = 0; i < c->n_settings; i++) {
+    for (i = 0; st == HVQ_OK && i < c->n_settings; i++) {
         const hvq_setting *set = &c->settings[i];
         long idx = hvq_param_index(specs, set->key);
-        if (idx < 0) {
-            const char **names = malloc((n ? n : 1) * sizeof *names);
-            const char *near;
-            size_t k;
-            hvq_buf b;
-            if (!names) {
-                free(vals);
-                return hvq_pl_nomem(ctx);
-            }
-            for (k = 0; k < n; k++)
-                names[k] = specs[k].name;
-            near = hvq_pl_nearest(set->key, names, n);
-            hvq_buf_init(&b);
-            hvq_pl_mark_prefix(&b, p, &set->key_mark);
-            hvq_buf_printf(&b, "%sstage '%s' (plugin '%s'): unknown parameter "
-                               "'%s'",
-                           where, hvq_pl_stage_names[s], pname, set->key);
-            if (near) {
-                hvq_buf_printf(&b, "; did you mean '%s'?", near);
-            } else if (n == 0) {
-                hvq_buf_puts(&b, "; the plugin takes no parameters");
-            } else {
-                hvq_buf_puts(&b, " (parameters: ");
-                hvq_pl_join(&b, names, n);
-                hvq_buf_puts(&b, ")");
-            }
-            free(names);
-            free(vals);
-            return hvq_pl_buf_error(ctx, HVQ_E_INPUT, &b);
-        }
-        if (hvq_param_parse(&specs[idx], set->value, &vals[idx], why,
-                            sizeof why) != HVQ_OK) {
-            free(vals);
-            return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &set->value_mark,
-                              "%sstage '%s' (plugin '%s'): parameter '%s': %s",
-                              where, hvq_pl_stage_names[s], pname, set->key, why);
-        }
-        vals[idx].is_default = 0;
+        if (idx < 0)
+            st = unknown_param(ctx, p, s, where, pl, set);
+        else if (hvq_param_parse(&specs[idx], set->value, &vals[idx], why,
+                                 sizeof why) != HVQ_OK)
+            st = hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &set->value_mark,
+                                   "%sstage '%s' (plugin '%s'): parameter '%s': %s",
+                                   where, hvq_pl_stage_names[s], pname, set->key,
+                                   why);
+        else
+            vals[idx].is_default = 0;
     }
-
-    for (i = 0; i < n; i++) {
-        if (!vals[i].s) {
-            hvq_status st = hvq_pl_mark_error(
+    for (i = 0; st == HVQ_OK && i < n; i++)
+        if (!vals[i].s)
+            st = hvq_pl_mark_error(
                 ctx, HVQ_E_INPUT, p, stage_mark,
                 "%sstage '%s' (plugin '%s'): missing required parameter '%s'",
                 where, hvq_pl_stage_names[s], pname, specs[i].name);
-            free(vals);
-            return st;
-        }
+    if (st != HVQ_OK) {
+        free(vals);
+        return st;
     }
-
     c->resolved = pl;
     c->values = vals;
     c->n_values = n;

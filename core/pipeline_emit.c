@@ -17,6 +17,25 @@
  * Back to YAML.
  * ---------------------------------------------------------------------- */
 
+/* Why not libyaml's emitter (yaml_emitter_t, 0.2.5): outputs record this
+ * text, so it must stay byte for byte what it was, and no configuration of
+ * libyaml's emitter (indent 2, width -1, unicode on, the scalar style and
+ * flow or block style chosen per node) gives these bytes back:
+ *   - a block sequence inside a mapping is written indentless
+ *     ("overrides:\n- match: ..."), here indented ("  - match: ...");
+ *   - a flow mapping has no spaces inside its braces ("{bpw: 4.8, ...}"),
+ *     here "target: { bpw: 4.8, ... }";
+ *   - an empty mapping under a key is written on the key's line
+ *     ("hessian: {}"), here on the next ("  hessian:\n    {}");
+ *   - in double quotes it escapes U+0007/08/0B/0C/1B as \a \b \v \f \e,
+ *     U+0085 as \N, U+2028/2029 as \L \P, and every character past U+FFFF
+ *     as \UXXXXXXXX; here \x07 \x08 \x0B \x0C \x1B \x85 \u2028 \u2029 and
+ *     the character itself (a name "caf\u00e9 \U0001F680" stays readable);
+ *   - a plain scalar starting with "..." ("...x") is refused and written
+ *     single-quoted; plain_safe allows it here;
+ *   - it writes no comments (the header lines are ours either way).
+ * tests/test_pipeline.c (emit_golden) holds this text byte for byte. */
+
 /* Whether s can be written as a plain scalar that reads back as the same
  * text (and not as a null). */
 static int plain_safe(const char *s)
@@ -108,6 +127,16 @@ static void put_scalar(hvq_buf *b, const char *s)
         put_quoted(b, s);
 }
 
+/* "KEY: "VALUE"\n" at indent (nothing when value is NULL). */
+static void put_quoted_key(hvq_buf *b, int indent, const char *key, const char *value)
+{
+    if (!value)
+        return;
+    hvq_buf_printf(b, "%*s%s: ", indent, "", key);
+    put_quoted(b, value);
+    hvq_buf_puts(b, "\n");
+}
+
 static void put_globs(hvq_buf *b, const char *key, char **list, size_t n)
 {
     size_t k;
@@ -192,9 +221,8 @@ static void put_overrides(hvq_buf *b, const hvq_pipeline *p, const hvq_override 
     hvq_buf_printf(b, "%s:\n", key);
     for (size_t k = 0; k < n; k++) {
         const hvq_override *o = &list[k];
-        hvq_buf_printf(b, "  - %s: ", label);
-        put_quoted(b, o->match ? o->match : "");
-        hvq_buf_puts(b, "\n");
+        hvq_buf_printf(b, "  - ");
+        put_quoted_key(b, 0, label, o->match ? o->match : "");
         for (int s = 0; s < HVQ_STAGE_COUNT; s++) {
             const hvq_stage_cfg *c = &o->stages[s];
             const hvq_stage_cfg *base = &p->stages[s];
@@ -215,49 +243,84 @@ static void put_overrides(hvq_buf *b, const hvq_pipeline *p, const hvq_override 
     }
 }
 
+/* The leading comment: the source file's name, or for a recorded
+ * pipeline the version of hvqconv and of every plugin it uses. */
+static void put_header(hvq_buf *b, const hvq_pipeline *p, int recorded,
+                       const char *src_name, const char *src_version)
+{
+    const char *q;
+    if (recorded) {
+        hvq_buf_puts(b, "# effective pipeline, recorded by hvqconv " PACKAGE_VERSION
+                        " (output and report paths left out)\n");
+        put_plugin_versions(b, p, src_name, src_version);
+        return;
+    }
+    hvq_buf_puts(b, "# effective pipeline");
+    if (p->path && strcmp(p->path, "<none>") != 0) {
+        hvq_buf_puts(b, " (from ");
+        for (q = p->path; *q; q++) /* printable ASCII only in a comment */
+            hvq_buf_append(b, *q >= 0x20 && *q < 0x7F ? q : "?", 1);
+        hvq_buf_puts(b, ")");
+    }
+    hvq_buf_puts(b, "\n");
+}
+
+/* stages: each stage present, with its plugin and parameters. */
+static void put_stages(hvq_buf *b, const hvq_pipeline *p)
+{
+    int s;
+    hvq_buf_puts(b, "stages:\n");
+    for (s = 0; s < HVQ_STAGE_COUNT; s++) {
+        const hvq_stage_cfg *c = &p->stages[s];
+        const char *plugin = c->resolved ? c->resolved->desc.name : c->plugin;
+        if (!plugin && !c->present)
+            continue;
+        hvq_buf_printf(b, "  %s:\n", hvq_pl_stage_names[s]);
+        if (!plugin && c->n_settings == 0)
+            hvq_buf_puts(b, "    {}\n");
+        else
+            put_stage(b, c, plugin, 4);
+    }
+}
+
+static void put_target(hvq_buf *b, const hvq_target_cfg *t)
+{
+    if (!t->present)
+        return;
+    if (t->bpw > 0)
+        hvq_buf_printf(b, "target: { bpw: %.17g", t->bpw);
+    else
+        hvq_buf_printf(b, "target: { size: %llu", (unsigned long long)t->bytes);
+    hvq_buf_printf(b, ", metric: %s", t->relative ? "relative" : "absolute");
+    if (t->sample)
+        hvq_buf_printf(b, ", sample: %llu", (unsigned long long)t->sample);
+    hvq_buf_puts(b, " }\n");
+}
+
+static void put_evaluate(hvq_buf *b, const hvq_eval_cfg *e)
+{
+    if (!e->present)
+        return;
+    hvq_buf_puts(b, "evaluate:\n");
+    put_quoted_key(b, 2, "tokens", e->tokens ? e->tokens : "");
+    hvq_buf_printf(b, "  ctx: %lld\n", (long long)e->ctx);
+    if (e->windows)
+        hvq_buf_printf(b, "  windows: %lld\n", (long long)e->windows);
+}
+
 /* recorded: the text an output records (hvq_pipeline_record). */
 static char *to_yaml(const hvq_pipeline *p, int recorded, const char *src_name,
                      const char *src_version)
 {
     hvq_buf b;
-    int s;
 
     hvq_buf_init(&b);
-    if (recorded) {
-        hvq_buf_puts(&b, "# effective pipeline, recorded by hvqconv " PACKAGE_VERSION
-                         " (output and report paths left out)\n");
-        put_plugin_versions(&b, p, src_name, src_version);
-    } else {
-        hvq_buf_puts(&b, "# effective pipeline");
-    }
-    if (!recorded && p->path && strcmp(p->path, "<none>") != 0) {
-        const char *q;
-        hvq_buf_puts(&b, " (from ");
-        for (q = p->path; *q; q++) /* printable ASCII only in a comment */
-            hvq_buf_append(&b, *q >= 0x20 && *q < 0x7F ? q : "?", 1);
-        hvq_buf_puts(&b, ")");
-    }
-    if (!recorded)
-        hvq_buf_puts(&b, "\n");
-    if (p->name) {
-        hvq_buf_puts(&b, "name: ");
-        put_quoted(&b, p->name);
-        hvq_buf_puts(&b, "\n");
-    }
-    if (p->input) {
-        hvq_buf_puts(&b, "input: ");
-        put_quoted(&b, p->input);
-        hvq_buf_puts(&b, "\n");
-    }
-    if (p->output && !recorded) {
-        hvq_buf_puts(&b, "output: ");
-        put_quoted(&b, p->output);
-        hvq_buf_puts(&b, "\n");
-    }
-    if (p->report && !recorded) {
-        hvq_buf_puts(&b, "report: ");
-        put_quoted(&b, p->report);
-        hvq_buf_puts(&b, "\n");
+    put_header(&b, p, recorded, src_name, src_version);
+    put_quoted_key(&b, 0, "name", p->name);
+    put_quoted_key(&b, 0, "input", p->input);
+    if (!recorded) {
+        put_quoted_key(&b, 0, "output", p->output);
+        put_quoted_key(&b, 0, "report", p->report);
     }
     hvq_buf_printf(&b, "seed: %llu\n", (unsigned long long)p->seed);
     if (p->n_include || p->n_exclude) {
@@ -267,41 +330,12 @@ static char *to_yaml(const hvq_pipeline *p, int recorded, const char *src_name,
         if (p->n_exclude)
             put_globs(&b, "exclude", p->exclude, p->n_exclude);
     }
-
-    hvq_buf_puts(&b, "stages:\n");
-    for (s = 0; s < HVQ_STAGE_COUNT; s++) {
-        const hvq_stage_cfg *c = &p->stages[s];
-        const char *plugin = c->resolved ? c->resolved->desc.name : c->plugin;
-        if (!plugin && !c->present)
-            continue;
-        hvq_buf_printf(&b, "  %s:\n", hvq_pl_stage_names[s]);
-        if (!plugin && c->n_settings == 0)
-            hvq_buf_puts(&b, "    {}\n");
-        else
-            put_stage(&b, c, plugin, 4);
-    }
-
+    put_stages(&b, p);
     put_overrides(&b, p, p->overrides, p->n_overrides, "overrides", "match");
-    if (p->target.present) {
-        if (p->target.bpw > 0)
-            hvq_buf_printf(&b, "target: { bpw: %.17g", p->target.bpw);
-        else
-            hvq_buf_printf(&b, "target: { size: %llu", (unsigned long long)p->target.bytes);
-        hvq_buf_printf(&b, ", metric: %s", p->target.relative ? "relative" : "absolute");
-        if (p->target.sample)
-            hvq_buf_printf(&b, ", sample: %llu", (unsigned long long)p->target.sample);
-        hvq_buf_puts(&b, " }\n");
-    }
+    put_target(&b, &p->target);
     put_overrides(&b, p, p->candidates, p->n_candidates, "candidates", "name");
-
-    if (p->evaluate.present && !recorded) {
-        hvq_buf_puts(&b, "evaluate:\n  tokens: ");
-        put_quoted(&b, p->evaluate.tokens ? p->evaluate.tokens : "");
-        hvq_buf_printf(&b, "\n  ctx: %lld\n", (long long)p->evaluate.ctx);
-        if (p->evaluate.windows)
-            hvq_buf_printf(&b, "  windows: %lld\n",
-                           (long long)p->evaluate.windows);
-    }
+    if (!recorded)
+        put_evaluate(&b, &p->evaluate);
 
     if (b.oom || !b.data) {
         hvq_buf_free(&b);

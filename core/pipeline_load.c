@@ -72,17 +72,24 @@ static hvq_status load_globs(loader *L, const ynode *v, const char *name,
     return HVQ_OK;
 }
 
-static hvq_status load_select(loader *L, const ynode *v)
+/* select: and stages:, a mapping with unique keys or null (nothing). */
+static hvq_status want_map(loader *L, const ynode *v, const char *name)
 {
-    size_t i;
-    hvq_status st;
     if (hvq_pl_is_null(v))
         return HVQ_OK;
     if (v->kind != YN_MAP)
         return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "'select' must be a mapping, not %s", hvq_pl_kind_name(v));
-    st = hvq_pl_check_keys(L, v);
-    if (st != HVQ_OK)
+                                 "'%s' must be a mapping, not %s", name,
+                                 hvq_pl_kind_name(v));
+    return hvq_pl_check_keys(L, v);
+}
+
+static hvq_status load_select(loader *L, const ynode *v)
+{
+    size_t i;
+    hvq_status st;
+    st = want_map(L, v, "select");
+    if (st != HVQ_OK || v->kind != YN_MAP)
         return st;
     for (i = 0; i < v->n; i += 2) {
         const ynode *k = v->kids[i], *val = v->kids[i + 1];
@@ -156,13 +163,8 @@ static hvq_status load_stages(loader *L, const ynode *v)
 {
     size_t i;
     hvq_status st;
-    if (hvq_pl_is_null(v))
-        return HVQ_OK;
-    if (v->kind != YN_MAP)
-        return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "'stages' must be a mapping, not %s", hvq_pl_kind_name(v));
-    st = hvq_pl_check_keys(L, v);
-    if (st != HVQ_OK)
+    st = want_map(L, v, "stages");
+    if (st != HVQ_OK || v->kind != YN_MAP)
         return st;
     for (i = 0; i < v->n; i += 2) {
         const ynode *k = v->kids[i];

@@ -180,6 +180,74 @@ static hvq_status set_stage(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
     return hvq_pl_stage_set(ctx, c, param, value, m, m, 1);
 }
 
+/* input, output (not empty), report and name (empty: unset). */
+static hvq_status set_string(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
+                             const char *key, const char *value)
+{
+    if (strcmp(key, "input") == 0 || strcmp(key, "output") == 0) {
+        char **dst = key[0] == 'i' ? &p->input : &p->output;
+        hvq_mark *dm = key[0] == 'i' ? &p->input_mark : &p->output_mark;
+        char *v;
+        if (!value[0])
+            return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
+                                     "'%s' must not be empty", key);
+        v = hvq_pl_strdup(value);
+        if (!v)
+            return hvq_pl_nomem(ctx);
+        free(*dst);
+        *dst = v;
+        *dm = *m;
+        return HVQ_OK;
+    }
+    char **dst = key[0] == 'r' ? &p->report : &p->name;
+    char *v = NULL;
+    if (value[0] && !(v = hvq_pl_strdup(value)))
+        return hvq_pl_nomem(ctx);
+    free(*dst);
+    *dst = v; /* empty: unset */
+    if (key[0] == 'r')
+        p->report_mark = *m;
+    return HVQ_OK;
+}
+
+/* The error for a key --set does not know, with the nearest valid one. */
+static hvq_status set_unknown(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
+                              const char *key)
+{
+    const char *near =
+        hvq_pl_nearest(key, set_keys, sizeof set_keys / sizeof set_keys[0]);
+    const char *dot = strchr(key, '.');
+    if (dot && !(dot - key == 6 && strncmp(key, "stages", 6) == 0)) {
+        /* "stage.clusterer.plugin": a misspelt first component. */
+        static const char *const heads[] = {"stages", "select"};
+        char head[64];
+        size_t hl = (size_t)(dot - key);
+        if (hl < sizeof head) {
+            const char *h;
+            memcpy(head, key, hl);
+            head[hl] = '\0';
+            h = hvq_pl_nearest(head, heads, 2);
+            if (h && strcmp(h, "stages") == 0)
+                return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
+                                         "unknown key '%s'; did you mean "
+                                         "'stages%s'?",
+                                         key, dot);
+        }
+    }
+    if (near && strcmp(near, "stages") != 0)
+        return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
+                                 "unknown key '%s'; did you mean '%s'?", key,
+                                 near);
+    return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
+                             "unknown key '%s' (valid keys: input, output, "
+                             "report, seed, name, select.include, "
+                             "select.exclude, stages.STAGE.plugin, "
+                             "stages.STAGE.PARAMETER, evaluate.tokens, "
+                             "evaluate.ctx, evaluate.windows, target.bpw, "
+                             "target.size, target.metric, target.sample)",
+                             key);
+}
+
 hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
                             const char *assignment)
 {
@@ -208,38 +276,15 @@ hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
     key[klen] = '\0';
     value = eq + 1;
 
-    if (strcmp(key, "input") == 0 || strcmp(key, "output") == 0) {
-        char **dst = key[0] == 'i' ? &p->input : &p->output;
-        hvq_mark *dm = key[0] == 'i' ? &p->input_mark : &p->output_mark;
-        char *v;
-        if (!value[0])
-            return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &m,
-                              "'%s' must not be empty", key);
-        v = hvq_pl_strdup(value);
-        if (!v)
-            return hvq_pl_nomem(ctx);
-        free(*dst);
-        *dst = v;
-        *dm = m;
-        return HVQ_OK;
-    }
-    if (strcmp(key, "report") == 0 || strcmp(key, "name") == 0) {
-        char **dst = key[0] == 'r' ? &p->report : &p->name;
-        char *v = NULL;
-        if (value[0] && !(v = hvq_pl_strdup(value)))
-            return hvq_pl_nomem(ctx);
-        free(*dst);
-        *dst = v; /* empty: unset */
-        if (key[0] == 'r')
-            p->report_mark = m;
-        return HVQ_OK;
-    }
+    if (strcmp(key, "input") == 0 || strcmp(key, "output") == 0 ||
+        strcmp(key, "report") == 0 || strcmp(key, "name") == 0)
+        return set_string(ctx, p, &m, key, value);
     if (strcmp(key, "seed") == 0) {
         if (!hvq_pl_parse_seed(value, &p->seed))
             return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &m,
-                              "'seed' must be an unsigned 64-bit integer, "
-                              "got '%s'",
-                              value);
+                                     "'seed' must be an unsigned 64-bit integer, "
+                                     "got '%s'",
+                                     value);
         return HVQ_OK;
     }
     if (strcmp(key, "select.include") == 0 ||
@@ -260,40 +305,7 @@ hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
         return set_target(ctx, p, &m, key, value);
     if (strcmp(key, "overrides") == 0 || strncmp(key, "overrides.", 10) == 0)
         return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &m,
-                          "overrides cannot be set from the command line; "
-                          "edit the pipeline file");
-    {
-        const char *near =
-            hvq_pl_nearest(key, set_keys, sizeof set_keys / sizeof set_keys[0]);
-        const char *dot = strchr(key, '.');
-        if (dot && !(dot - key == 6 && strncmp(key, "stages", 6) == 0)) {
-            /* "stage.clusterer.plugin": a misspelt first component. */
-            static const char *const heads[] = {"stages", "select"};
-            char head[64];
-            size_t hl = (size_t)(dot - key);
-            if (hl < sizeof head) {
-                const char *h;
-                memcpy(head, key, hl);
-                head[hl] = '\0';
-                h = hvq_pl_nearest(head, heads, 2);
-                if (h && strcmp(h, "stages") == 0)
-                    return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &m,
-                                      "unknown key '%s'; did you mean "
-                                      "'stages%s'?",
-                                      key, dot);
-            }
-        }
-        if (near && strcmp(near, "stages") != 0)
-            return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &m,
-                              "unknown key '%s'; did you mean '%s'?", key,
-                              near);
-        return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &m,
-                          "unknown key '%s' (valid keys: input, output, "
-                          "report, seed, name, select.include, "
-                          "select.exclude, stages.STAGE.plugin, "
-                          "stages.STAGE.PARAMETER, evaluate.tokens, "
-                          "evaluate.ctx, evaluate.windows, target.bpw, "
-                          "target.size, target.metric, target.sample)",
-                          key);
-    }
+                                 "overrides cannot be set from the command line; "
+                                 "edit the pipeline file");
+    return set_unknown(ctx, p, &m, key);
 }

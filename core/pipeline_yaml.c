@@ -97,23 +97,18 @@ static hvq_status next_event(loader *L, yaml_event_t *ev)
     return HVQ_OK;
 }
 
-/* Builds the node that starts with ev (consumed) into *out. */
-static hvq_status build_node(loader *L, yaml_event_t *ev, int depth,
-                             ynode **out)
+/* Whether ev may start a node of a pipeline (no alias or anchor, not too
+ * deep); when not, sets the error at m and deletes ev. */
+static hvq_status check_node_event(loader *L, yaml_event_t *ev, int depth,
+                                   const hvq_mark *m)
 {
-    yaml_event_type_t end_type;
     const yaml_char_t *anchor = NULL;
-    hvq_mark m = mark_of(L, ev->start_mark);
-    ynode *n;
-    hvq_status st;
-
-    *out = NULL;
     switch (ev->type) {
     case YAML_ALIAS_EVENT:
         yaml_event_delete(ev);
-        return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &m,
-                          "YAML anchors and aliases are not supported in a "
-                          "pipeline");
+        return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, m,
+                                 "YAML anchors and aliases are not supported in a "
+                                 "pipeline");
     case YAML_SCALAR_EVENT:
         anchor = ev->data.scalar.anchor;
         break;
@@ -125,83 +120,100 @@ static hvq_status build_node(loader *L, yaml_event_t *ev, int depth,
         break;
     default:
         yaml_event_delete(ev);
-        return hvq_pl_mark_error(L->ctx, HVQ_E_INTERNAL, L->p, &m,
-                          "unexpected YAML event %d", (int)ev->type);
+        return hvq_pl_mark_error(L->ctx, HVQ_E_INTERNAL, L->p, m,
+                                 "unexpected YAML event %d", (int)ev->type);
     }
     if (anchor) {
         yaml_event_delete(ev);
-        return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &m,
-                          "YAML anchors and aliases are not supported in a "
-                          "pipeline");
+        return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, m,
+                                 "YAML anchors and aliases are not supported in a "
+                                 "pipeline");
     }
     if (depth > MAX_DEPTH) {
         yaml_event_delete(ev);
-        return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &m,
-                          "nesting too deep for a pipeline");
+        return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, m,
+                                 "nesting too deep for a pipeline");
     }
+    return HVQ_OK;
+}
 
+/* The text of the scalar event ev into n. */
+static hvq_status build_scalar(loader *L, const yaml_event_t *ev, ynode *n)
+{
+    size_t len = ev->data.scalar.length;
+    n->kind = YN_SCALAR;
+    n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+    if (memchr(ev->data.scalar.value, '\0', len))
+        return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &n->mark,
+                                 "a NUL character is not allowed in a value");
+    n->text = malloc(len + 1);
+    if (!n->text)
+        return hvq_pl_nomem(L->ctx);
+    memcpy(n->text, ev->data.scalar.value, len);
+    n->text[len] = '\0';
+    return HVQ_OK;
+}
+
+static hvq_status build_node(loader *L, yaml_event_t *ev, int depth,
+                             ynode **out);
+
+/* The items of a sequence (keys and values of a mapping) into n, up to
+ * the event end_type. */
+static hvq_status build_kids(loader *L, ynode *n, yaml_event_type_t end_type,
+                             int depth)
+{
+    for (;;) {
+        yaml_event_t child_ev;
+        ynode *child;
+        hvq_status st = next_event(L, &child_ev);
+        if (st != HVQ_OK)
+            return st;
+        if (child_ev.type == end_type) {
+            yaml_event_delete(&child_ev);
+            return HVQ_OK;
+        }
+        st = build_node(L, &child_ev, depth + 1, &child);
+        if (st != HVQ_OK)
+            return st;
+        if (!hvq_pl_grow((void **)&n->kids, &n->cap, n->n + 1, sizeof *n->kids)) {
+            hvq_pl_ynode_free(child);
+            return hvq_pl_nomem(L->ctx);
+        }
+        n->kids[n->n++] = child;
+    }
+}
+
+/* Builds the node that starts with ev (consumed) into *out. */
+static hvq_status build_node(loader *L, yaml_event_t *ev, int depth,
+                             ynode **out)
+{
+    hvq_mark m = mark_of(L, ev->start_mark);
+    ynode *n;
+    hvq_status st;
+
+    *out = NULL;
+    st = check_node_event(L, ev, depth, &m);
+    if (st != HVQ_OK)
+        return st;
     n = calloc(1, sizeof *n);
     if (!n) {
         yaml_event_delete(ev);
         return hvq_pl_nomem(L->ctx);
     }
     n->mark = m;
-
     if (ev->type == YAML_SCALAR_EVENT) {
-        size_t len = ev->data.scalar.length;
-        n->kind = YN_SCALAR;
-        n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-        if (memchr(ev->data.scalar.value, '\0', len)) {
-            yaml_event_delete(ev);
-            hvq_pl_ynode_free(n);
-            return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &m,
-                              "a NUL character is not allowed in a value");
-        }
-        n->text = malloc(len + 1);
-        if (!n->text) {
-            yaml_event_delete(ev);
-            hvq_pl_ynode_free(n);
-            return hvq_pl_nomem(L->ctx);
-        }
-        memcpy(n->text, ev->data.scalar.value, len);
-        n->text[len] = '\0';
+        st = build_scalar(L, ev, n);
         yaml_event_delete(ev);
-        *out = n;
-        return HVQ_OK;
-    }
-
-    if (ev->type == YAML_SEQUENCE_START_EVENT) {
-        n->kind = YN_SEQ;
-        end_type = YAML_SEQUENCE_END_EVENT;
     } else {
-        n->kind = YN_MAP;
-        end_type = YAML_MAPPING_END_EVENT;
+        int seq = ev->type == YAML_SEQUENCE_START_EVENT;
+        n->kind = seq ? YN_SEQ : YN_MAP;
+        yaml_event_delete(ev);
+        st = build_kids(L, n, seq ? YAML_SEQUENCE_END_EVENT : YAML_MAPPING_END_EVENT,
+                        depth);
     }
-    yaml_event_delete(ev);
-
-    for (;;) {
-        yaml_event_t child_ev;
-        ynode *child;
-        st = next_event(L, &child_ev);
-        if (st != HVQ_OK) {
-            hvq_pl_ynode_free(n);
-            return st;
-        }
-        if (child_ev.type == end_type) {
-            yaml_event_delete(&child_ev);
-            break;
-        }
-        st = build_node(L, &child_ev, depth + 1, &child);
-        if (st != HVQ_OK) {
-            hvq_pl_ynode_free(n);
-            return st;
-        }
-        if (!hvq_pl_grow((void **)&n->kids, &n->cap, n->n + 1, sizeof *n->kids)) {
-            hvq_pl_ynode_free(child);
-            hvq_pl_ynode_free(n);
-            return hvq_pl_nomem(L->ctx);
-        }
-        n->kids[n->n++] = child;
+    if (st != HVQ_OK) {
+        hvq_pl_ynode_free(n);
+        return st;
     }
     *out = n;
     return HVQ_OK;
