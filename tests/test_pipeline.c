@@ -674,6 +674,37 @@ START_TEST(select_globs)
 }
 END_TEST
 
+/* The globs are fnmatch(3)'s with FNM_NOESCAPE: '*' and '?' cross '.' and
+ * '/', a backslash is itself, POSIX bracket expressions work. */
+START_TEST(glob_semantics)
+{
+    static const struct {
+        const char *pat, *s;
+        int want;
+    } tab[] = {
+        {"*", "a.b/c", 1},
+        {"a?b", "a.b", 1},
+        {"a?b", "a/b", 1},
+        {"*.weight", ".weight", 1},
+        {"a\\*", "a\\xyz", 1},
+        {"a\\*", "a*", 0},
+        {"a\\?", "a\\x", 1},
+        {"*.[[:digit:]].*", "m.3.w", 1},
+        {"*.[[:digit:]].*", "m.x.w", 0},
+        {"*.[^0-2].*", "m.3.w", 1},
+        {"*.[!0-2].*", "m.1.w", 0},
+        {"x[", "x[", 1},
+        {"", "", 1},
+        {"", "a", 0},
+    };
+    size_t i;
+    for (i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        ck_assert_msg(hvq_glob_match(tab[i].pat, tab[i].s) == tab[i].want,
+                      "glob '%s' on '%s': want %d", tab[i].pat, tab[i].s,
+                      tab[i].want);
+}
+END_TEST
+
 START_TEST(set_overrides_file)
 {
     hvq_pipeline *p =
@@ -1579,6 +1610,7 @@ static Suite *pipeline_suite(void)
     tcase_add_test(tc, full_pipeline);
     tcase_add_test(tc, overrides_first_match);
     tcase_add_test(tc, select_globs);
+    tcase_add_test(tc, glob_semantics);
     tcase_add_test(tc, set_overrides_file);
     tcase_add_test(tc, set_plugin_swap);
     tcase_add_test(tc, to_yaml_round_trip);
