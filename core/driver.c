@@ -1059,6 +1059,30 @@ static void warn_unmatched(hvq_ctx *ctx, const hvq_pipeline *p, const hvq_tensor
     }
 }
 
+/* The compression of tensor name failed with st. With on_error:
+ * passthrough for it and a failure about the tensor (HVQ_E_UNSUPPORTED: a
+ * plugin cannot handle it; HVQ_E_INPUT: its shape or values), it is
+ * written unchanged: one warning, the message kept for the report, and
+ * HVQ_OK. Anything else (out of memory, I/O, a bug, on_error: abort)
+ * stops the run: st, the message naming the input. */
+static hvq_status compress_failed(hvq_ctx *ctx, const hvq_pipeline *p, const char *name,
+                                  hvq_status st, hvq_tensor_report *tr)
+{
+    if ((st == HVQ_E_UNSUPPORTED || st == HVQ_E_INPUT) && !hvq_interrupted &&
+        hvq_pipeline_passthrough(p, name)) {
+        if (!(tr->error = strdup(hvq_ctx_error(ctx))))
+            return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+        tr->why_passed = "compression failed";
+        hvq_log(ctx, HVQ_LOG_WARN, "%s: tensor '%s' passed through unchanged "
+                "(on_error: passthrough): %s", p->input, name, tr->error);
+        hvq_ctx_clear_error(ctx);
+        return HVQ_OK;
+    }
+    if (!strstr(hvq_ctx_error(ctx), p->input))
+        hvq_error_prefix(ctx, "%s", p->input);
+    return st;
+}
+
 hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pipeline *p,
                             hvq_run_report *rep)
 {
@@ -1202,8 +1226,9 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
             st = hvq_compress_tensor(&rs, &t, choice ? choice[i] : -1, &wk, &rep->t[i], &cenc,
                                  &renc, &res);
             if (st != HVQ_OK) {
-                if (!strstr(hvq_ctx_error(ctx), p->input))
-                    hvq_error_prefix(ctx, "%s", p->input);
+                st = compress_failed(ctx, p, infos[i].name, st, &rep->t[i]);
+                if (st == HVQ_OK) /* passed through */
+                    pg.done_units += rep->t[i].params;
             } else {
                 rep->t[i].compressed = 1;
                 rep->compressed_params += rep->t[i].params;
@@ -1282,8 +1307,10 @@ done:
 
 void hvq_run_report_free(hvq_run_report *rep)
 {
-    for (size_t i = 0; i < rep->n; i++)
+    for (size_t i = 0; i < rep->n; i++) {
         free(rep->t[i].name);
+        free(rep->t[i].error);
+    }
     free(rep->t);
     free(rep->source_format);
     free(rep->writer);

@@ -369,6 +369,18 @@ int hvq_pl_parse_seed(const char *text, uint64_t *out)
     return 1;
 }
 
+/* on_error: abort or passthrough. */
+int hvq_pl_parse_on_error(const char *text, int *out)
+{
+    if (strcmp(text, "abort") == 0)
+        *out = HVQ_ON_ERROR_ABORT;
+    else if (strcmp(text, "passthrough") == 0)
+        *out = HVQ_ON_ERROR_PASSTHROUGH;
+    else
+        return 0;
+    return 1;
+}
+
 /* evaluate.ctx and evaluate.windows: a decimal integer in [min, max]. */
 int hvq_pl_parse_eval_int(const char *text, int64_t min, int64_t max,
                           int64_t *out)
@@ -497,6 +509,17 @@ hvq_status hvq_pipeline_stage_cand(hvq_ctx *ctx, const hvq_pipeline *p,
         params->specs = c->resolved->desc.params;
     }
     return HVQ_OK;
+}
+
+int hvq_pipeline_passthrough(const hvq_pipeline *p, const char *tensor)
+{
+    size_t k;
+    for (k = 0; k < p->n_overrides && tensor; k++) {
+        const hvq_override *o = &p->overrides[k];
+        if (o->on_error != HVQ_ON_ERROR_UNSET && o->match && hvq_glob_match(o->match, tensor))
+            return o->on_error == HVQ_ON_ERROR_PASSTHROUGH;
+    }
+    return p->on_error == HVQ_ON_ERROR_PASSTHROUGH;
 }
 
 int hvq_pipeline_selects(const hvq_pipeline *p, const char *tensor)

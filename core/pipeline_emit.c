@@ -223,6 +223,9 @@ static void put_overrides(hvq_buf *b, const hvq_pipeline *p, const hvq_override 
         const hvq_override *o = &list[k];
         hvq_buf_printf(b, "  - ");
         put_quoted_key(b, 0, label, o->match ? o->match : "");
+        if (o->on_error != HVQ_ON_ERROR_UNSET)
+            hvq_buf_printf(b, "    on_error: %s\n",
+                           o->on_error == HVQ_ON_ERROR_ABORT ? "abort" : "passthrough");
         for (int s = 0; s < HVQ_STAGE_COUNT; s++) {
             const hvq_stage_cfg *c = &o->stages[s];
             const hvq_stage_cfg *base = &p->stages[s];
@@ -323,6 +326,8 @@ static char *to_yaml(const hvq_pipeline *p, int recorded, const char *src_name,
         put_quoted_key(&b, 0, "report", p->report);
     }
     hvq_buf_printf(&b, "seed: %llu\n", (unsigned long long)p->seed);
+    if (p->on_error == HVQ_ON_ERROR_PASSTHROUGH) /* abort, the default, is not written */
+        hvq_buf_puts(&b, "on_error: passthrough\n");
     if (p->n_include || p->n_exclude) {
         hvq_buf_puts(&b, "select:\n");
         if (p->n_include)

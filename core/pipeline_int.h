@@ -71,6 +71,9 @@ hvq_status hvq_pl_stage_set(hvq_ctx *ctx, hvq_stage_cfg *c, const char *key,
 
 /* Seeds are decimal, unsigned, 64-bit. */
 int hvq_pl_parse_seed(const char *text, uint64_t *out);
+/* on_error: "abort" or "passthrough" into *out (HVQ_ON_ERROR_*). */
+int hvq_pl_parse_on_error(const char *text, int *out);
+#define HVQ_PL_ON_ERROR_WANT "'on_error' must be abort or passthrough, got '%s'"
 /* evaluate.ctx and evaluate.windows: a decimal integer in [min, max]. */
 int hvq_pl_parse_eval_int(const char *text, int64_t min, int64_t max, int64_t *out);
 /* The range of evaluate.KEY, for messages and checks. */

@@ -14,13 +14,13 @@
 static const char *const top_keys[] = {"name",   "input",  "output",
                                        "report", "seed",   "select",
                                        "stages", "overrides", "evaluate",
-                                       "target", "candidates"};
+                                       "target", "candidates", "on_error"};
 #define N_TOP_KEYS (sizeof top_keys / sizeof top_keys[0])
 
 static const char *const select_keys[] = {"include", "exclude"};
 
 static const char *const override_keys[] = {
-    "match", "hessian", "importance", "clusterer", "residual"};
+    "match", "hessian", "importance", "clusterer", "residual", "on_error"};
 #define N_OVERRIDE_KEYS (sizeof override_keys / sizeof override_keys[0])
 
 static const char *const candidate_keys[] = {
@@ -179,6 +179,16 @@ static hvq_status load_stages(loader *L, const ynode *v)
     return HVQ_OK;
 }
 
+/* on_error: abort or passthrough, into *out. */
+static hvq_status load_on_error(loader *L, const ynode *v, int *out)
+{
+    hvq_status st = hvq_pl_want_scalar(L, v, "on_error");
+    if (st == HVQ_OK && !hvq_pl_parse_on_error(v->text, out))
+        st = hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark, HVQ_PL_ON_ERROR_WANT,
+                               v->text);
+    return st;
+}
+
 /* An entry of overrides: (cand 0; match: GLOB required) or of candidates:
  * (cand 1; name: optional, "cN" by default for the N-th, from 1). */
 static hvq_status load_override(loader *L, hvq_override *o, const ynode *v,
@@ -215,6 +225,12 @@ static hvq_status load_override(loader *L, hvq_override *o, const ynode *v,
             if (!o->match)
                 return hvq_pl_nomem(L->ctx);
             o->mark = k->mark;
+            continue;
+        }
+        if (!cand && strcmp(k->text, "on_error") == 0) {
+            st = load_on_error(L, val, &o->on_error);
+            if (st != HVQ_OK)
+                return st;
             continue;
         }
         s = hvq_pl_stage_index(k->text);
@@ -412,6 +428,8 @@ static hvq_status load_root(loader *L, const ynode *root)
             st = load_target(L, k, v);
         else if (strcmp(key, "evaluate") == 0)
             st = load_evaluate(L, k, v);
+        else if (strcmp(key, "on_error") == 0)
+            st = load_on_error(L, v, &p->on_error);
         else
             st = hvq_pl_unknown_key(L, k, "key", "", top_keys, N_TOP_KEYS);
         if (st != HVQ_OK)

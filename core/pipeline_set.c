@@ -15,7 +15,7 @@ static const char *const set_keys[] = {
     "input",  "output",         "report",         "seed",
     "name",   "select.include", "select.exclude", "stages",
     "evaluate.tokens", "evaluate.ctx", "evaluate.windows",
-    "target.bpw", "target.size", "target.metric", "target.sample"};
+    "target.bpw", "target.size", "target.metric", "target.sample", "on_error"};
 
 /* target=, target.bpw, target.size. */
 static hvq_status set_target(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
@@ -244,7 +244,8 @@ static hvq_status set_unknown(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
                              "select.exclude, stages.STAGE.plugin, "
                              "stages.STAGE.PARAMETER, evaluate.tokens, "
                              "evaluate.ctx, evaluate.windows, target.bpw, "
-                             "target.size, target.metric, target.sample)",
+                             "target.size, target.metric, target.sample, "
+                             "on_error)",
                              key);
 }
 
@@ -295,6 +296,11 @@ hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
         hvq_pl_list_free(list, n);
         if (value[0] && !hvq_pl_list_push(list, n, value))
             return hvq_pl_nomem(ctx);
+        return HVQ_OK;
+    }
+    if (strcmp(key, "on_error") == 0) {
+        if (!hvq_pl_parse_on_error(value, &p->on_error))
+            return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &m, HVQ_PL_ON_ERROR_WANT, value);
         return HVQ_OK;
     }
     if (strncmp(key, "stages.", 7) == 0)

@@ -964,7 +964,7 @@ START_TEST(err_unknown_key)
     load_fails("colour: red\n",
                "FILE:1:1: unknown key 'colour' (valid keys: name, input, "
                "output, report, seed, select, stages, overrides, evaluate, target, "
-               "candidates)");
+               "candidates, on_error)");
     load_fails("select:\n  inclde: x\n",
                "FILE:2:3: unknown key 'inclde' in 'select'; did you mean "
                "'include'?");
@@ -1325,7 +1325,7 @@ START_TEST(err_set)
               "output, report, seed, name, select.include, select.exclude, "
               "stages.STAGE.plugin, stages.STAGE.PARAMETER, evaluate.tokens, "
               "evaluate.ctx, evaluate.windows, target.bpw, target.size, "
-              "target.metric, target.sample)");
+              "target.metric, target.sample, on_error)");
     set_fails("stages.clusterr.plugin=rtn",
               "--set stages.clusterr.plugin=rtn: unknown stage 'clusterr'; "
               "did you mean 'clusterer'?");
