@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------
  * Fake plugins: every mandatory callback of their kind, doing nothing.
@@ -1453,6 +1454,186 @@ START_TEST(stage_names)
 }
 END_TEST
 
+/* on_error: the key at the top and in overrides, --set, the errors, and
+ * the effective text (written only when it is not the default). */
+START_TEST(on_error_key)
+{
+    hvq_pipeline *p = load_ok("overrides:\n"
+                              "  - match: \"*.a\"\n"
+                              "    on_error: passthrough\n"
+                              "  - match: \"*\"\n"
+                              "    on_error: abort\n"
+                              "    clusterer: { group_size: 32 }\n" MINIMAL);
+    char *y;
+    ck_assert_int_eq(p->on_error, HVQ_ON_ERROR_UNSET);
+    ck_assert(hvq_pipeline_passthrough(p, "x.a"));
+    ck_assert(!hvq_pipeline_passthrough(p, "x.b"));
+    set_ok(p, "on_error=passthrough");
+    ck_assert(!hvq_pipeline_passthrough(p, "x.b")); /* the override's abort */
+    validate_ok(p);
+    y = hvq_pipeline_to_yaml(p);
+    th_assert_contains(y, "\nseed: 0\non_error: passthrough\nstages:\n");
+    th_assert_contains(y, "  - match: \"*.a\"\n    on_error: passthrough\n");
+    th_assert_contains(y, "  - match: \"*\"\n    on_error: abort\n    clusterer:\n");
+    free(y);
+    set_ok(p, "on_error=abort");
+    y = hvq_pipeline_to_yaml(p);
+    ck_assert_ptr_null(strstr(y, "\non_error:"));
+    free(y);
+    hvq_pipeline_free(p);
+
+    p = load_ok("on_error: passthrough\n" MINIMAL);
+    ck_assert(hvq_pipeline_passthrough(p, "anything"));
+    hvq_pipeline_free(p);
+
+    load_fails("on_error: maybe\n" MINIMAL,
+               "FILE:1:11: 'on_error' must be abort or passthrough, got 'maybe'");
+    load_fails("on_error: [abort]\n" MINIMAL,
+               "FILE:1:11: 'on_error' must be a scalar, not a sequence");
+    load_fails("overrides:\n  - match: x\n    on_error: Abort\n" MINIMAL,
+               "FILE:3:15: 'on_error' must be abort or passthrough, got 'Abort'");
+    load_fails("candidates:\n  - on_error: abort\n" MINIMAL,
+               "FILE:2:5: unknown key 'on_error' in candidate (valid keys: name, "
+               "hessian, importance, clusterer, residual)");
+    load_fails("on_eror: abort\n" MINIMAL,
+               "FILE:1:1: unknown key 'on_eror'; did you mean 'on_error'?");
+    set_fails("on_error=skip",
+              "--set on_error=skip: 'on_error' must be abort or passthrough, got 'skip'");
+}
+END_TEST
+
+/* The bytes of tensor name in the model at path, read by its source
+ * plugin (malloc'd, *n bytes). */
+static void *model_tensor(hvq_registry *real, hvq_ctx *c, const char *path,
+                          const char *name, size_t *n)
+{
+    const hvq_loaded_plugin *src = hvq_registry_detect(real, c, path);
+    void *state = NULL, *copy = NULL;
+    size_t i, count;
+    ck_assert_msg(src != NULL, "%s: %s", path, hvq_ctx_error(c));
+    ck_assert_int_eq(src->desc.source_open(c, path, &state), HVQ_OK);
+    count = src->desc.source_count(state);
+    for (i = 0; i < count && !copy; i++) {
+        hvq_tensor t;
+        ck_assert_int_eq(src->desc.source_read(c, state, i, &t), HVQ_OK);
+        if (strcmp(t.info.name, name) != 0)
+            continue;
+        *n = (size_t)t.info.nbytes;
+        copy = malloc(*n ? *n : 1);
+        ck_assert_ptr_nonnull(copy);
+        memcpy(copy, t.data, *n);
+    }
+    src->desc.source_close(c, state);
+    ck_assert_msg(copy != NULL, "%s holds no tensor '%s'", path, name);
+    return copy;
+}
+
+static size_t count_of(const char *hay, const char *needle)
+{
+    size_t k = 0;
+    for (const char *q = hay; (q = strstr(q, needle)); q += strlen(needle))
+        k++;
+    return k;
+}
+
+/* The real binary: ggml q4_0 cannot encode the demo model's MLP down
+ * projections (rows of 172 columns, blocks of 32). By default the run stops
+ * (exit 2, nothing written); with on_error: passthrough those five tensors
+ * are stored unchanged, each with a warning and a mark in the report; an
+ * override's on_error applies to its tensors only. */
+START_TEST(on_error_run)
+{
+    char *dir = th_tmpdir("on-error");
+    const char *yaml = th_join(dir, "p.yaml"), *out = th_join(dir, "out.hvq");
+    const char *rep = th_join(dir, "out.json"), *dec = th_join(dir, "dec.safetensors");
+    const char *model = th_src("models/stories260K");
+    const char *down0 = "model.layers.0.mlp.down_proj.weight";
+    char text[4096], *o = NULL, *e = NULL, *json;
+    hvq_ctx *rctx = th_ctx();
+    hvq_registry *real = th_registry(rctx);
+    size_t n_in, n_out;
+    void *in, *got;
+
+    snprintf(text, sizeof text,
+             "input: %s\noutput: %s\nreport: %s\n"
+             "select: { include: [\"*.weight\"], exclude: [\"*norm*\", \"*embed_tokens*\"] }\n"
+             "stages:\n  clusterer: { plugin: ggml, type: q4_0 }\n  writer: hvq\n",
+             model, out, rep);
+    th_write_file(yaml, text, strlen(text));
+    ck_assert_int_eq(th_hvq(&o, &e, "run", "-q", yaml, (const char *)NULL), 2);
+    th_assert_contains(e, "tensor 'model.layers.0.mlp.down_proj.weight': rows of 172 "
+                          "columns are not a multiple of the q4_0 block size 32");
+    th_assert_dir_holds(dir, "p.yaml", (const char *)NULL);
+    free(o);
+    free(e);
+
+    ck_assert_int_eq(th_hvq(&o, &e, "run", "-q", yaml, "--set", "on_error=passthrough",
+                            (const char *)NULL), 0);
+    ck_assert_uint_eq(count_of(e, "warning:"), 5);
+    th_assert_contains(e, "warning: ");
+    th_assert_contains(e, "tensor 'model.layers.4.mlp.down_proj.weight' passed through "
+                          "unchanged (on_error: passthrough): tensor "
+                          "'model.layers.4.mlp.down_proj.weight': rows of 172 columns");
+    json = th_read_file(rep, NULL);
+    ck_assert_ptr_nonnull(json);
+    ck_assert_uint_eq(count_of(json, "\"fallback\": \"passthrough\""), 5);
+    th_assert_contains(json, "\"name\": \"model.layers.0.mlp.down_proj.weight\", "
+                             "\"dtype\": \"F32\", \"shape\": [64, 172], \"params\": 11008, "
+                             "\"compressed\": false, \"passed_through\": \"compression failed\", "
+                             "\"fallback\": \"passthrough\", \"error\": \"tensor "
+                             "'model.layers.0.mlp.down_proj.weight': rows of 172 columns");
+    th_assert_contains(json, "on_error: passthrough\\n");
+    free(json);
+    free(o);
+    free(e);
+
+    /* the tensor is the input's, byte for byte; a compressed one is not */
+    ck_assert_int_eq(th_hvq(&o, &e, "decode", "-q", out, "-o", dec, (const char *)NULL), 0);
+    free(o);
+    free(e);
+    in = model_tensor(real, rctx, model, down0, &n_in);
+    got = model_tensor(real, rctx, dec, down0, &n_out);
+    ck_assert_uint_eq(n_in, n_out);
+    ck_assert(memcmp(in, got, n_in) == 0);
+    free(in);
+    free(got);
+    in = model_tensor(real, rctx, model, "model.layers.0.mlp.up_proj.weight", &n_in);
+    got = model_tensor(real, rctx, dec, "model.layers.0.mlp.up_proj.weight", &n_out);
+    ck_assert(n_in == n_out && memcmp(in, got, n_in) != 0);
+    free(in);
+    free(got);
+
+    /* an override's on_error: layer 0 passes through, layer 1 stops the run */
+    unlink(out);
+    unlink(rep);
+    unlink(dec);
+    snprintf(text + strlen(text), sizeof text - strlen(text),
+             "overrides:\n  - match: \"*.layers.0.*\"\n    on_error: passthrough\n");
+    th_write_file(yaml, text, strlen(text));
+    ck_assert_int_eq(th_hvq(&o, &e, "run", "-q", yaml, (const char *)NULL), 2);
+    ck_assert_uint_eq(count_of(e, "warning:"), 1);
+    th_assert_contains(e, "tensor 'model.layers.0.mlp.down_proj.weight' passed through");
+    th_assert_contains(e, "error: ");
+    th_assert_contains(e, "tensor 'model.layers.1.mlp.down_proj.weight': rows of 172");
+    th_assert_dir_holds(dir, "p.yaml", (const char *)NULL);
+    free(o);
+    free(e);
+
+    /* a bad value is a pipeline error with its place */
+    snprintf(text, sizeof text, "on_error: skip\n" MINIMAL);
+    th_write_file(yaml, text, strlen(text));
+    ck_assert_int_eq(th_hvq(&o, &e, "run", "-q", yaml, (const char *)NULL), 2);
+    th_assert_contains(e, "p.yaml:1:11: 'on_error' must be abort or passthrough, got 'skip'");
+    free(o);
+    free(e);
+
+    hvq_registry_free(real);
+    hvq_ctx_free(rctx);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * The effective-pipeline text, byte for byte: every pipeline shipped and
  * the fixtures under tests/data/pipeline-emit/, loaded (as given), after
@@ -1616,6 +1797,8 @@ static Suite *pipeline_suite(void)
     tcase_add_test(tc, to_yaml_round_trip);
     tcase_add_test(tc, yaml_forms);
     tcase_add_test(tc, emit_golden);
+    tcase_add_test(tc, on_error_key);
+    tcase_add_test(tc, on_error_run);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
