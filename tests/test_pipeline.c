@@ -1603,10 +1603,22 @@ START_TEST(on_error_run)
     free(in);
     free(got);
 
-    /* an override's on_error: layer 0 passes through, layer 1 stops the run */
+    /* a writer that declared the tensor converted (dequant to f16 of an
+     * f32 model) cannot take it unchanged: the run stops and says why */
     unlink(out);
     unlink(rep);
     unlink(dec);
+    ck_assert_int_eq(th_hvq(&o, &e, "run", "-q", yaml, "--set", "on_error=passthrough", "--set",
+                            "stages.writer.plugin=dequant", "--set", "stages.writer.dtype=f16",
+                            "--output", dec, (const char *)NULL), 1);
+    th_assert_contains(e, "error: tensor 'model.layers.0.mlp.down_proj.weight' failed to "
+                          "compress and was to pass through unchanged (on_error: passthrough), "
+                          "which writer 'dequant' did not take: ");
+    th_assert_dir_holds(dir, "p.yaml", (const char *)NULL);
+    free(o);
+    free(e);
+
+    /* an override's on_error: layer 0 passes through, layer 1 stops the run */
     snprintf(text + strlen(text), sizeof text - strlen(text),
              "overrides:\n  - match: \"*.layers.0.*\"\n    on_error: passthrough\n");
     th_write_file(yaml, text, strlen(text));
