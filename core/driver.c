@@ -819,11 +819,11 @@ static hvq_status tensor_setup(tensor_job *tj, long cand)
     work *wk = tj->wk;
     hvq_status st;
 
-    if ((st = hvq_pipeline_stage_cand(ctx, p, HVQ_STAGE_HESSIAN, name, cand, &tj->hp, &tj->hpar)) ||
-        (st = hvq_pipeline_stage_cand(ctx, p, HVQ_STAGE_IMPORTANCE, name, cand, &tj->ip, &tj->ipar)) ||
-        (st = hvq_pipeline_stage_cand(ctx, p, HVQ_STAGE_CLUSTERER, name, cand, &tj->cp, &tj->cpar)) ||
-        (st = hvq_pipeline_stage_cand(ctx, p, HVQ_STAGE_RESIDUAL, name, cand, &tj->rp, &tj->rpar)))
-        return st;
+    const hvq_loaded_plugin **pl[4] = {&tj->hp, &tj->ip, &tj->cp, &tj->rp};
+    hvq_params *par[4] = {&tj->hpar, &tj->ipar, &tj->cpar, &tj->rpar};
+    for (int s = HVQ_STAGE_HESSIAN; s <= HVQ_STAGE_RESIDUAL; s++)
+        if ((st = hvq_pipeline_stage_cand(ctx, p, s, name, cand, pl[s], par[s])) != HVQ_OK)
+            return st;
     snprintf(tr->hessian, sizeof tr->hessian, "%s", tj->hp->desc.name);
     snprintf(tr->importance, sizeof tr->importance, "%s", tj->ip->desc.name);
     snprintf(tr->clusterer, sizeof tr->clusterer, "%s", tj->cp->desc.name);

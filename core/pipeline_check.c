@@ -280,17 +280,17 @@ static hvq_status validate_target(hvq_ctx *ctx, const hvq_pipeline *p)
     hvq_mark none = {NULL, NULL, 0, 0};
     if (!p->target.present && p->target.in_file && p->n_candidates == 0)
         return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &p->target.mark,
-                          "'target' needs bpw: or size: (e.g. target: { bpw: 4.8 })");
+                                 "'target' needs bpw: or size: (e.g. target: { bpw: 4.8 })");
     if (p->target.present && p->n_candidates == 0)
         return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &p->target.mark,
-                          "a size target needs 'candidates:', the settings to choose "
-                          "from per tensor (see pipelines/best.yaml)");
+                                 "a size target needs 'candidates:', the settings to choose "
+                                 "from per tensor (see pipelines/best.yaml)");
     if (!p->target.present && p->n_candidates > 0)
         return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &none,
-                          "the pipeline chooses among %zu candidates per tensor: give a "
-                          "size target (--target-bpw X or --target-size SIZE, or "
-                          "target: in the file)",
-                          p->n_candidates);
+                                 "the pipeline chooses among %zu candidates per tensor: give a "
+                                 "size target (--target-bpw X or --target-size SIZE, or "
+                                 "target: in the file)",
+                                 p->n_candidates);
     return HVQ_OK;
 }
 
@@ -304,9 +304,9 @@ hvq_status hvq_pipeline_validate(hvq_ctx *ctx, hvq_pipeline *p,
     hvq_pl_invalidate(p);
     if (p->evaluate.present && !p->evaluate.tokens)
         return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &p->evaluate.mark,
-                          "'evaluate' needs 'tokens: PATH' (the token file "
-                          "perplexity is measured on; --set "
-                          "evaluate.tokens=PATH)");
+                                 "'evaluate' needs 'tokens: PATH' (the token file "
+                                 "perplexity is measured on; --set "
+                                 "evaluate.tokens=PATH)");
     for (s = 0; s < HVQ_STAGE_COUNT; s++) {
         st = validate_base(ctx, p, reg, s);
         if (st != HVQ_OK)
@@ -320,8 +320,8 @@ hvq_status hvq_pipeline_validate(hvq_ctx *ctx, hvq_pipeline *p,
                 continue;
             if (s == HVQ_STAGE_WRITER) {
                 st = hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, &o->stages[s].mark,
-                                "stage 'writer' may not be %s per tensor",
-                                cand ? "chosen" : "overridden");
+                                       "stage 'writer' may not be %s per tensor",
+                                       cand ? "chosen" : "overridden");
                 goto fail;
             }
             st = validate_override(ctx, p, reg, o, s, cand ? "candidate" : "override");

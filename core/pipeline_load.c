@@ -51,9 +51,9 @@ static hvq_status load_globs(loader *L, const ynode *v, const char *name,
     size_t k;
     if (v->kind == YN_MAP)
         return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "'select.%s' must be a glob or a sequence of globs, "
-                          "not a mapping",
-                          name);
+                                 "'select.%s' must be a glob or a sequence of globs, "
+                                 "not a mapping",
+                                 name);
     if (v->kind == YN_SCALAR) {
         if (hvq_pl_is_null(v))
             return HVQ_OK;
@@ -63,9 +63,9 @@ static hvq_status load_globs(loader *L, const ynode *v, const char *name,
         const ynode *it = v->kids[k];
         if (it->kind != YN_SCALAR)
             return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &it->mark,
-                              "each entry of 'select.%s' must be a glob, "
-                              "not %s",
-                              name, hvq_pl_kind_name(it));
+                                     "each entry of 'select.%s' must be a glob, "
+                                     "not %s",
+                                     name, hvq_pl_kind_name(it));
         if (!hvq_pl_list_push(list, n, it->text))
             return hvq_pl_nomem(L->ctx);
     }
@@ -119,10 +119,10 @@ static hvq_status load_stage(loader *L, hvq_stage_cfg *c, int s,
     if (v->kind == YN_SEQ || (v->kind == YN_SCALAR && !v->text[0]) ||
         hvq_pl_is_null(v))
         return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "stage '%s' must be a plugin name or a mapping with "
-                          "'plugin:', not %s",
-                          hvq_pl_stage_names[s],
-                          v->kind == YN_SEQ ? "a sequence" : "empty");
+                                 "stage '%s' must be a plugin name or a mapping with "
+                                 "'plugin:', not %s",
+                                 hvq_pl_stage_names[s],
+                                 v->kind == YN_SEQ ? "a sequence" : "empty");
     if (v->kind == YN_SCALAR) {
         c->plugin = hvq_pl_strdup(v->text);
         c->mark = v->mark;
@@ -136,10 +136,10 @@ static hvq_status load_stage(loader *L, hvq_stage_cfg *c, int s,
         if (strcmp(k->text, "plugin") == 0) {
             if (val->kind != YN_SCALAR || hvq_pl_is_null(val) || !val->text[0])
                 return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark,
-                                  "'plugin' of stage '%s' must be a plugin "
-                                  "name, not %s",
-                                  hvq_pl_stage_names[s],
-                                  val->kind != YN_SCALAR ? hvq_pl_kind_name(val)
+                                         "'plugin' of stage '%s' must be a plugin "
+                                         "name, not %s",
+                                         hvq_pl_stage_names[s],
+                                         val->kind != YN_SCALAR ? hvq_pl_kind_name(val)
                                                          : "empty");
             c->plugin = hvq_pl_strdup(val->text);
             if (!c->plugin)
@@ -149,9 +149,9 @@ static hvq_status load_stage(loader *L, hvq_stage_cfg *c, int s,
         }
         if (val->kind != YN_SCALAR)
             return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark,
-                              "parameter '%s' of stage '%s' must be a scalar, "
-                              "not %s",
-                              k->text, hvq_pl_stage_names[s], hvq_pl_kind_name(val));
+                                     "parameter '%s' of stage '%s' must be a scalar, "
+                                     "not %s",
+                                     k->text, hvq_pl_stage_names[s], hvq_pl_kind_name(val));
         st = hvq_pl_stage_set(L->ctx, c, k->text, val->text, &k->mark, &val->mark, 0);
         if (st != HVQ_OK)
             return st;
@@ -171,7 +171,7 @@ static hvq_status load_stages(loader *L, const ynode *v)
         int s = hvq_pl_stage_index(k->text);
         if (s < 0)
             return hvq_pl_unknown_key(L, k, "stage", "", hvq_pl_stage_names,
-                               HVQ_STAGE_COUNT);
+                                      HVQ_STAGE_COUNT);
         st = load_stage(L, &L->p->stages[s], s, k, v->kids[i + 1]);
         if (st != HVQ_OK)
             return st;
@@ -203,11 +203,11 @@ static hvq_status load_override(loader *L, hvq_override *o, const ynode *v,
     o->mark = v->mark;
     if (v->kind != YN_MAP)
         return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          cand ? "each entry of 'candidates' must be a mapping "
+                                 cand ? "each entry of 'candidates' must be a mapping "
                                  "of stages (clusterer:, residual:, ...), not %s"
                                : "each entry of 'overrides' must be a mapping "
                                  "with 'match:', not %s",
-                          hvq_pl_kind_name(v));
+                                 hvq_pl_kind_name(v));
     st = hvq_pl_check_keys(L, v);
     if (st != HVQ_OK)
         return st;
@@ -217,9 +217,9 @@ static hvq_status load_override(loader *L, hvq_override *o, const ynode *v,
         if (strcmp(k->text, label) == 0) {
             if (val->kind != YN_SCALAR || hvq_pl_is_null(val) || !val->text[0])
                 return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark,
-                                  "'%s' must be %s, not %s", label,
-                                  cand ? "a name" : "a glob",
-                                  val->kind != YN_SCALAR ? hvq_pl_kind_name(val)
+                                         "'%s' must be %s, not %s", label,
+                                         cand ? "a name" : "a glob",
+                                         val->kind != YN_SCALAR ? hvq_pl_kind_name(val)
                                                          : "empty");
             o->match = hvq_pl_strdup(val->text);
             if (!o->match)
@@ -236,18 +236,18 @@ static hvq_status load_override(loader *L, hvq_override *o, const ynode *v,
         s = hvq_pl_stage_index(k->text);
         if (s == HVQ_STAGE_WRITER)
             return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &k->mark,
-                              "stage 'writer' may not be %s per tensor",
-                              cand ? "chosen" : "overridden");
+                                     "stage 'writer' may not be %s per tensor",
+                                     cand ? "chosen" : "overridden");
         if (s < 0)
             return hvq_pl_unknown_key(L, k, "key", cand ? " in candidate" : " in override",
-                               keys, n_keys);
+                                      keys, n_keys);
         st = load_stage(L, &o->stages[s], s, k, val);
         if (st != HVQ_OK)
             return st;
     }
     if (!o->match && !cand)
         return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "override without 'match: GLOB'");
+                                 "override without 'match: GLOB'");
     if (!o->match) {
         char name[32];
         snprintf(name, sizeof name, "c%zu", index + 1);
@@ -268,8 +268,8 @@ static hvq_status load_overrides(loader *L, const ynode *v, int cand)
         return HVQ_OK;
     if (v->kind != YN_SEQ)
         return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "'%s' must be a sequence, not %s",
-                          cand ? "candidates" : "overrides", hvq_pl_kind_name(v));
+                                 "'%s' must be a sequence, not %s",
+                                 cand ? "candidates" : "overrides", hvq_pl_kind_name(v));
     if (v->n == 0)
         return HVQ_OK;
     *list = calloc(v->n, sizeof **list);
@@ -283,7 +283,7 @@ static hvq_status load_overrides(loader *L, const ynode *v, int cand)
         for (j = 0; cand && j < i; j++)
             if (strcmp((*list)[j].match, (*list)[i].match) == 0)
                 return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &(*list)[i].mark,
-                                  "two candidates are named '%s'", (*list)[i].match);
+                                         "two candidates are named '%s'", (*list)[i].match);
     }
     return HVQ_OK;
 }
@@ -304,8 +304,8 @@ static hvq_status load_target(loader *L, const ynode *key, const ynode *v)
         return st;
     if (v->kind != YN_MAP)
         return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "'target' must be a mapping with bpw: or size: (e.g. target: "
-                          "{ bpw: 4.8 }), and optionally metric:");
+                                 "'target' must be a mapping with bpw: or size: (e.g. target: "
+                                 "{ bpw: 4.8 }), and optionally metric:");
     for (size_t i = 0; i < v->n; i += 2) {
         const ynode *k = v->kids[i], *val = v->kids[i + 1];
         if (strcmp(k->text, "bpw") != 0 && strcmp(k->text, "size") != 0 &&
@@ -314,10 +314,10 @@ static hvq_status load_target(loader *L, const ynode *key, const ynode *v)
         int sets_size = strcmp(k->text, "bpw") == 0 || strcmp(k->text, "size") == 0;
         if (sets_size && (t->bpw > 0 || t->bytes > 0))
             return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &k->mark,
-                              "'target' takes one of bpw: and size:, not both");
+                                     "'target' takes one of bpw: and size:, not both");
         if (val->kind != YN_SCALAR || !hvq_pl_parse_target(t, k->text, val->text, why, sizeof why))
             return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark, "%s",
-                              val->kind != YN_SCALAR ? "'target' takes scalar values" : why);
+                                     val->kind != YN_SCALAR ? "'target' takes scalar values" : why);
     }
     /* without a size, metric: and sample: wait for --target-bpw or
      * --target-size (validate_target) */
@@ -340,9 +340,9 @@ static hvq_status load_evaluate(loader *L, const ynode *key, const ynode *v)
         return HVQ_OK;
     if (v->kind != YN_MAP)
         return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                          "'evaluate' must be a mapping (tokens:, ctx:, "
-                          "windows:), not %s",
-                          hvq_pl_kind_name(v));
+                                 "'evaluate' must be a mapping (tokens:, ctx:, "
+                                 "windows:), not %s",
+                                 hvq_pl_kind_name(v));
     st = hvq_pl_check_keys(L, v);
     if (st != HVQ_OK)
         return st;
@@ -355,12 +355,12 @@ static hvq_status load_evaluate(loader *L, const ynode *key, const ynode *v)
         if (strcmp(k->text, "tokens") != 0 && strcmp(k->text, "ctx") != 0 &&
             strcmp(k->text, "windows") != 0)
             return hvq_pl_unknown_key(L, k, "key", " in 'evaluate'", hvq_pl_eval_keys,
-                               N_EVAL_KEYS);
+                                      N_EVAL_KEYS);
         if (val->kind != YN_SCALAR || hvq_pl_is_null(val) || !val->text[0])
             return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark,
-                              "'evaluate.%s' must be %s, not %s", k->text,
-                              k->text[0] == 't' ? "a path" : "an integer",
-                              val->kind != YN_SCALAR ? hvq_pl_kind_name(val)
+                                     "'evaluate.%s' must be %s, not %s", k->text,
+                                     k->text[0] == 't' ? "a path" : "an integer",
+                                     val->kind != YN_SCALAR ? hvq_pl_kind_name(val)
                                                      : "empty");
         if (k->text[0] == 't') {
             e->tokens = hvq_pl_strdup(val->text);
@@ -370,17 +370,17 @@ static hvq_status load_evaluate(loader *L, const ynode *key, const ynode *v)
         }
         hvq_pl_eval_range(k->text, &min, &max);
         if (!hvq_pl_parse_eval_int(val->text, min, max,
-                            k->text[0] == 'c' ? &e->ctx : &e->windows))
+                                   k->text[0] == 'c' ? &e->ctx : &e->windows))
             return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &val->mark,
-                              "'evaluate.%s' must be an integer from %lld to "
-                              "%lld, got '%s'",
-                              k->text, (long long)min, (long long)max,
-                              val->text);
+                                     "'evaluate.%s' must be an integer from %lld to "
+                                     "%lld, got '%s'",
+                                     k->text, (long long)min, (long long)max,
+                                     val->text);
     }
     if (!e->tokens)
         return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &key->mark,
-                          "'evaluate' needs 'tokens: PATH' (the token file "
-                          "perplexity is measured on)");
+                                 "'evaluate' needs 'tokens: PATH' (the token file "
+                                 "perplexity is measured on)");
     return HVQ_OK;
 }
 
@@ -392,9 +392,9 @@ static hvq_status load_root(loader *L, const ynode *root)
 
     if (root->kind != YN_MAP)
         return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, p, &root->mark,
-                          "a pipeline must be a mapping (name:, input:, "
-                          "output:, stages:, ...), not %s",
-                          hvq_pl_kind_name(root));
+                                 "a pipeline must be a mapping (name:, input:, "
+                                 "output:, stages:, ...), not %s",
+                                 hvq_pl_kind_name(root));
     st = hvq_pl_check_keys(L, root);
     if (st != HVQ_OK)
         return st;
@@ -413,9 +413,9 @@ static hvq_status load_root(loader *L, const ynode *root)
             st = hvq_pl_want_scalar(L, v, key);
             if (st == HVQ_OK && !hvq_pl_parse_seed(v->text, &p->seed))
                 st = hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, p, &v->mark,
-                                "'seed' must be an unsigned 64-bit integer, "
-                                "got '%s'",
-                                v->text);
+                                       "'seed' must be an unsigned 64-bit integer, "
+                                       "got '%s'",
+                                       v->text);
         } else if (strcmp(key, "select") == 0)
             st = load_select(L, v);
         else if (strcmp(key, "stages") == 0)
@@ -469,8 +469,8 @@ hvq_status hvq_pipeline_load(hvq_ctx *ctx, const char *path,
         if (root)
             m = root->mark;
         st = hvq_pl_mark_error(ctx, HVQ_E_INPUT, L.p, &m,
-                        "the pipeline is empty (expected a mapping with "
-                        "'stages:')");
+                               "the pipeline is empty (expected a mapping with "
+                               "'stages:')");
     }
     if (st == HVQ_OK)
         st = load_root(&L, root);

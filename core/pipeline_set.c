@@ -26,8 +26,8 @@ static hvq_status set_target(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
     if (!key[6]) {
         if (value[0])
             return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                              "expected target.bpw or target.size (or target= to "
-                              "remove the target)");
+                                     "expected target.bpw or target.size (or target= to "
+                                     "remove the target)");
         memset(&p->target, 0, sizeof p->target);
         return HVQ_OK;
     }
@@ -36,10 +36,10 @@ static hvq_status set_target(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
         const char *near = sub ? hvq_pl_nearest(sub, hvq_pl_target_keys, 4) : NULL;
         if (near)
             return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                              "unknown key '%s'; did you mean 'target.%s'?", key, near);
+                                     "unknown key '%s'; did you mean 'target.%s'?", key, near);
         return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                          "unknown key '%s' (valid keys under target: bpw, size, metric, "
-                          "sample)", key);
+                                 "unknown key '%s' (valid keys under target: bpw, size, metric, "
+                                 "sample)", key);
     }
     if (!hvq_pl_parse_target(&p->target, sub, value, why, sizeof why))
         return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m, "%s", why);
@@ -62,9 +62,9 @@ static hvq_status set_evaluate(hvq_ctx *ctx, hvq_pipeline *p,
     if (!key[8]) {
         if (value[0])
             return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                              "expected evaluate.tokens, evaluate.ctx or "
-                              "evaluate.windows (or evaluate= to remove the "
-                              "evaluation)");
+                                     "expected evaluate.tokens, evaluate.ctx or "
+                                     "evaluate.windows (or evaluate= to remove the "
+                                     "evaluation)");
         free(e->tokens);
         memset(e, 0, sizeof *e);
         return HVQ_OK;
@@ -75,16 +75,16 @@ static hvq_status set_evaluate(hvq_ctx *ctx, hvq_pipeline *p,
             sub ? hvq_pl_nearest(sub, hvq_pl_eval_keys, N_EVAL_KEYS) : NULL;
         if (near)
             return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                              "unknown key '%s'; did you mean 'evaluate.%s'?",
-                              key, near);
+                                     "unknown key '%s'; did you mean 'evaluate.%s'?",
+                                     key, near);
         return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                          "unknown key '%s' (valid keys under evaluate: "
-                          "tokens, ctx, windows)",
-                          key);
+                                 "unknown key '%s' (valid keys under evaluate: "
+                                 "tokens, ctx, windows)",
+                                 key);
     }
     if (!value[0])
         return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                          "'evaluate.%s' must not be empty", sub);
+                                 "'evaluate.%s' must not be empty", sub);
     if (sub[0] == 't') {
         char *t = hvq_pl_strdup(value);
         if (!t)
@@ -95,9 +95,9 @@ static hvq_status set_evaluate(hvq_ctx *ctx, hvq_pipeline *p,
         hvq_pl_eval_range(sub, &min, &max);
         if (!hvq_pl_parse_eval_int(value, min, max, &v))
             return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                              "'evaluate.%s' must be an integer from %lld to "
-                              "%lld, got '%s'",
-                              sub, (long long)min, (long long)max, value);
+                                     "'evaluate.%s' must be an integer from %lld to "
+                                     "%lld, got '%s'",
+                                     sub, (long long)min, (long long)max, value);
         if (sub[0] == 'c')
             e->ctx = v;
         else
@@ -140,8 +140,8 @@ static hvq_status set_stage(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
     len = dot ? (size_t)(dot - rest) : strlen(rest);
     if (!dot || !dot[1] || len == 0 || len >= sizeof stage)
         return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                          "expected stages.STAGE.plugin or "
-                          "stages.STAGE.PARAMETER");
+                                 "expected stages.STAGE.plugin or "
+                                 "stages.STAGE.PARAMETER");
     memcpy(stage, rest, len);
     stage[len] = '\0';
     param = dot + 1;
@@ -150,12 +150,12 @@ static hvq_status set_stage(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
         const char *near = hvq_pl_nearest(stage, hvq_pl_stage_names, HVQ_STAGE_COUNT);
         if (near)
             return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                              "unknown stage '%s'; did you mean '%s'?", stage,
-                              near);
+                                     "unknown stage '%s'; did you mean '%s'?", stage,
+                                     near);
         return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                          "unknown stage '%s' (valid stages: hessian, "
-                          "importance, clusterer, residual, writer)",
-                          stage);
+                                 "unknown stage '%s' (valid stages: hessian, "
+                                 "importance, clusterer, residual, writer)",
+                                 stage);
     }
     c = &p->stages[s];
 
@@ -164,7 +164,7 @@ static hvq_status set_stage(hvq_ctx *ctx, hvq_pipeline *p, const hvq_mark *m,
         char *np;
         if (!value[0])
             return hvq_pl_mark_error(ctx, HVQ_E_INPUT, p, m,
-                              "the plugin name is empty");
+                                     "the plugin name is empty");
         np = hvq_pl_strdup(value);
         if (!np)
             return hvq_pl_nomem(ctx);

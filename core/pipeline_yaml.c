@@ -260,8 +260,8 @@ hvq_status hvq_pl_parse_document(loader *L, ynode **root)
         hvq_mark m = mark_of(L, ev.start_mark);
         yaml_event_delete(&ev);
         st = hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &m,
-                        "a second YAML document; a pipeline file holds "
-                        "exactly one");
+                               "a second YAML document; a pipeline file holds "
+                               "exactly one");
         goto fail;
     }
     yaml_event_delete(&ev);
@@ -318,8 +318,8 @@ hvq_status hvq_pl_check_keys(loader *L, const ynode *map)
         const ynode *k = map->kids[i];
         if (k->kind != YN_SCALAR)
             return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &k->mark,
-                              "a mapping key must be a scalar, not %s",
-                              hvq_pl_kind_name(k));
+                                     "a mapping key must be a scalar, not %s",
+                                     hvq_pl_kind_name(k));
     }
     if (n < 2)
         return HVQ_OK;
@@ -343,8 +343,8 @@ hvq_status hvq_pl_check_keys(loader *L, const ynode *map)
     if (best != (size_t)-1) {
         const ynode *k = map->kids[best], *o = map->kids[first];
         return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &k->mark,
-                          "duplicate key '%s' (first at line %d, column %d)",
-                          k->text, o->mark.line, o->mark.col);
+                                 "duplicate key '%s' (first at line %d, column %d)",
+                                 k->text, o->mark.line, o->mark.col);
     }
     return HVQ_OK;
 }
@@ -375,7 +375,7 @@ hvq_status hvq_pl_want_scalar(loader *L, const ynode *v, const char *name)
     if (v->kind == YN_SCALAR)
         return HVQ_OK;
     return hvq_pl_mark_error(L->ctx, HVQ_E_INPUT, L->p, &v->mark,
-                      "'%s' must be a scalar, not %s", name, hvq_pl_kind_name(v));
+                             "'%s' must be a scalar, not %s", name, hvq_pl_kind_name(v));
 }
 
 /* Reads a whole file; sets the error on failure. */
