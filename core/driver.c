@@ -278,6 +278,59 @@ static uint32_t topk_choose(topk_job *j, uint64_t nc, int digit, uint64_t k, uin
     return b;
 }
 
+/* The keys of the entries in the top bin b0 (n_cand of them), gathered
+ * so that the lower digits' passes read those only (*gathered; not when
+ * out of memory: the passes then read every score). */
+static hvq_status topk_gather_bin(hvq_ctx *ctx, topk_job *j, uint64_t n, uint64_t nc,
+                                  uint64_t n_cand, int *gathered)
+{
+    /* Bin b0 as scores lo <= v <= hi: its keys [b0 << 21, (b0 + 1) << 21)
+     * clipped to those of -inf and +inf (the bins beyond hold NaNs
+     * only: never chosen, there are none). Key 0x7fffffff would be -0,
+     * folded onto +0 in the next bin: the bin ends one key earlier. */
+    uint32_t lo_key = j->b0 << 21, hi_key = ((j->b0 + 1) << 21) - 1; /* wraps at the top */
+    const uint32_t key_ninf = score_key(-INFINITY), key_pinf = score_key(INFINITY);
+    hvq_status st = HVQ_OK;
+    if (lo_key < key_ninf)
+        lo_key = key_ninf;
+    if (hi_key > key_pinf)
+        hi_key = key_pinf;
+    if (hi_key == 0x7fffffffu)
+        hi_key--;
+    j->lo = key_score(lo_key);
+    j->hi = key_score(hi_key);
+    j->cand_key = malloc((size_t)(n_cand ? n_cand : 1) * sizeof *j->cand_key);
+    *gathered = j->cand_key != NULL;
+    if (*gathered) {
+        hvq_parallel_for(ctx, n, TOPK_CHUNK, topk_gather, j);
+        for (uint64_t c = 0; c < nc; c++)
+            if (j->first_nan[c]) /* here: the chunk's count differed */
+                st = hvq_error(ctx, HVQ_E_INTERNAL, "top-k: bin count mismatch");
+    }
+    return st;
+}
+
+/* With the threshold key in j->prefix (greater entries above it): each
+ * chunk's first output slot and ties to take, then the positions. */
+static hvq_status topk_place(hvq_ctx *ctx, topk_job *j, uint64_t n, uint64_t nc, uint64_t k,
+                             uint64_t greater)
+{
+    j->tf = key_score(j->prefix);
+    uint64_t need = k - greater, at = 0;
+    for (uint64_t c = 0; c < nc; c++) {
+        uint64_t take = j->n_eq[c] < need ? j->n_eq[c] : need;
+        need -= take;
+        j->eq_take[c] = take;
+        j->out_at[c] = at;
+        at += j->n_gt[c] + take;
+    }
+    if (at != k || need != 0)
+        return hvq_error(ctx, HVQ_E_INTERNAL, "top-k: selected %llu of %llu",
+                         (unsigned long long)at, (unsigned long long)k);
+    hvq_parallel_for(ctx, n, TOPK_CHUNK, topk_emit, j);
+    return HVQ_OK;
+}
+
 hvq_status hvq_top_k(hvq_ctx *ctx, const float *score, uint64_t n, uint64_t k, uint64_t *pos)
 {
     if (k == 0)
@@ -320,32 +373,8 @@ hvq_status hvq_top_k(hvq_ctx *ctx, const float *score, uint64_t n, uint64_t k, u
     }
     j.cand_at[nc] = n_cand;
     int gathered = 0;
-    if (n_cand <= n / 8) {
-        /* Bin b0 as scores lo <= v <= hi: its keys [b0 << 21, (b0 + 1) << 21)
-         * clipped to those of -inf and +inf (the bins beyond hold NaNs
-         * only: never chosen, there are none). Key 0x7fffffff would be -0,
-         * folded onto +0 in the next bin: the bin ends one key earlier. */
-        uint32_t lo_key = j.b0 << 21, hi_key = ((j.b0 + 1) << 21) - 1; /* wraps at the top */
-        const uint32_t key_ninf = score_key(-INFINITY), key_pinf = score_key(INFINITY);
-        if (lo_key < key_ninf)
-            lo_key = key_ninf;
-        if (hi_key > key_pinf)
-            hi_key = key_pinf;
-        if (hi_key == 0x7fffffffu)
-            hi_key--;
-        j.lo = key_score(lo_key);
-        j.hi = key_score(hi_key);
-        j.cand_key = malloc((size_t)(n_cand ? n_cand : 1) * sizeof *j.cand_key);
-        gathered = j.cand_key != NULL;
-        if (gathered) {
-            hvq_parallel_for(ctx, n, TOPK_CHUNK, topk_gather, &j);
-            for (uint64_t c = 0; c < nc; c++)
-                if (j.first_nan[c]) /* here: the chunk's count differed */
-                    st = hvq_error(ctx, HVQ_E_INTERNAL, "top-k: bin count mismatch");
-            if (st != HVQ_OK)
-                goto done;
-        }
-    }
+    if (n_cand <= n / 8 && (st = topk_gather_bin(ctx, &j, n, nc, n_cand, &gathered)) != HVQ_OK)
+        goto done;
     j.prefix = j.b0;
     for (int digit = 1; digit <= 2; digit++) {
         j.digit = digit;
@@ -356,20 +385,7 @@ hvq_status hvq_top_k(hvq_ctx *ctx, const float *score, uint64_t n, uint64_t k, u
         uint32_t b = topk_choose(&j, nc, digit, k, &greater);
         j.prefix = (j.prefix << (digit == 1 ? 11 : 10)) | b;
     }
-    j.tf = key_score(j.prefix);
-    uint64_t need = k - greater, at = 0;
-    for (uint64_t c = 0; c < nc; c++) {
-        uint64_t take = j.n_eq[c] < need ? j.n_eq[c] : need;
-        need -= take;
-        j.eq_take[c] = take;
-        j.out_at[c] = at;
-        at += j.n_gt[c] + take;
-    }
-    if (at != k || need != 0)
-        st = hvq_error(ctx, HVQ_E_INTERNAL, "top-k: selected %llu of %llu",
-                       (unsigned long long)at, (unsigned long long)k);
-    else
-        hvq_parallel_for(ctx, n, TOPK_CHUNK, topk_emit, &j);
+    st = topk_place(ctx, &j, n, nc, k, greater);
 done:
     free(j.cand_key);
     free(j.hist);
@@ -761,148 +777,203 @@ static uint64_t first_bad(const uint64_t *bad, uint64_t n_chunks, uint64_t *chun
     return UINT64_MAX;
 }
 
-hvq_status hvq_compress_tensor(run_state *rs, const hvq_tensor *t, long cand, work *wk,
-                               hvq_tensor_report *tr, hvq_encoded *cenc, hvq_encoded *renc,
-                               hvq_result *res)
-{
-    hvq_ctx *ctx = rs->ctx;
-    const char *name = t->info.name;
+/* ---- one tensor's compression, stage by stage --------------------------- */
+
+/* A tensor in compression: its plugins and parameters, the matrix view,
+ * the loops' job, and the clock of the stage timings. */
+typedef struct tensor_job {
+    run_state *rs;
+    hvq_ctx *ctx;
+    const hvq_tensor *t;
+    const char *name;
+    work *wk;
+    hvq_tensor_report *tr;
     const hvq_loaded_plugin *hp, *ip, *cp, *rp;
     hvq_params hpar, ipar, cpar, rpar;
+    uint64_t rows, cols, numel;
+    uint64_t n_row_chunks, n_elem_chunks;
+    uint64_t k;      /* sparse entries */
+    int raw;         /* the clusterer works on the raw weights */
+    void *hstate;    /* the Hessian instance */
+    const float *x;  /* what the clusterer quantizes */
+    elem_job job;
+    double tl;       /* when the last stage ended */
+} tensor_job;
+
+/* Stage i's time since the last stage ended. */
+static void stage_done(tensor_job *tj, int i)
+{
+    double now = hvq_now();
+    tj->tr->stage_seconds[i] += now - tj->tl;
+    tj->tl = now;
+}
+
+/* The plugins and parameters of every stage for this tensor, the matrix
+ * view, the buffers and the loops' job. */
+static hvq_status tensor_setup(tensor_job *tj, long cand)
+{
+    hvq_ctx *ctx = tj->ctx;
+    const hvq_pipeline *p = tj->rs->p;
+    const char *name = tj->name;
+    hvq_tensor_report *tr = tj->tr;
+    work *wk = tj->wk;
     hvq_status st;
-    double t0 = hvq_now(), tl = t0;
-    double *ts = tr->stage_seconds;
-#define STAGE_DONE(i)                                                                      \
-    do {                                                                                   \
-        double now_ = hvq_now();                                                           \
-        ts[i] += now_ - tl;                                                                \
-        tl = now_;                                                                         \
-    } while (0)
 
-    if ((st = hvq_pipeline_stage_cand(ctx, rs->p, HVQ_STAGE_HESSIAN, name, cand, &hp, &hpar)) ||
-        (st = hvq_pipeline_stage_cand(ctx, rs->p, HVQ_STAGE_IMPORTANCE, name, cand, &ip, &ipar)) ||
-        (st = hvq_pipeline_stage_cand(ctx, rs->p, HVQ_STAGE_CLUSTERER, name, cand, &cp, &cpar)) ||
-        (st = hvq_pipeline_stage_cand(ctx, rs->p, HVQ_STAGE_RESIDUAL, name, cand, &rp, &rpar)))
-        return st;
-    snprintf(tr->hessian, sizeof tr->hessian, "%s", hp->desc.name);
-    snprintf(tr->importance, sizeof tr->importance, "%s", ip->desc.name);
-    snprintf(tr->clusterer, sizeof tr->clusterer, "%s", cp->desc.name);
-    snprintf(tr->residual, sizeof tr->residual, "%s", rp->desc.name);
+    const hvq_loaded_plugin **pl[4] = {&tj->hp, &tj->ip, &tj->cp, &tj->rp};
+    hvq_params *par[4] = {&tj->hpar, &tj->ipar, &tj->cpar, &tj->rpar};
+    for (int s = HVQ_STAGE_HESSIAN; s <= HVQ_STAGE_RESIDUAL; s++)
+        if ((st = hvq_pipeline_stage_cand(ctx, p, s, name, cand, pl[s], par[s])) != HVQ_OK)
+            return st;
+    snprintf(tr->hessian, sizeof tr->hessian, "%s", tj->hp->desc.name);
+    snprintf(tr->importance, sizeof tr->importance, "%s", tj->ip->desc.name);
+    snprintf(tr->clusterer, sizeof tr->clusterer, "%s", tj->cp->desc.name);
+    snprintf(tr->residual, sizeof tr->residual, "%s", tj->rp->desc.name);
 
-    uint64_t rows = (uint64_t)t->info.shape[0];
-    uint64_t numel = hvq_numel(&t->info);
-    uint64_t cols = numel / rows;
-    tr->rows = rows;
-    tr->cols = cols;
-    if ((st = work_reserve(ctx, wk, (size_t)numel, (size_t)rows, (size_t)cols)) != HVQ_OK)
+    tj->rows = (uint64_t)tj->t->info.shape[0];
+    tj->numel = hvq_numel(&tj->t->info);
+    tj->cols = tj->numel / tj->rows;
+    tr->rows = tj->rows;
+    tr->cols = tj->cols;
+    if ((st = work_reserve(ctx, wk, (size_t)tj->numel, (size_t)tj->rows, (size_t)tj->cols)) !=
+        HVQ_OK)
         return st;
-    uint64_t rpc = hvq_par_rows(cols);
-    uint64_t n_row_chunks = hvq_parallel_chunks(rows, rpc);
-    uint64_t n_elem_chunks = hvq_parallel_chunks(numel, HVQ_PAR_ELEMS);
-    if (!chunk_scratch(ctx, wk, n_row_chunks > n_elem_chunks ? n_row_chunks : n_elem_chunks))
+    uint64_t rpc = hvq_par_rows(tj->cols);
+    tj->n_row_chunks = hvq_parallel_chunks(tj->rows, rpc);
+    tj->n_elem_chunks = hvq_parallel_chunks(tj->numel, HVQ_PAR_ELEMS);
+    if (!chunk_scratch(ctx, wk, tj->n_row_chunks > tj->n_elem_chunks ? tj->n_row_chunks
+                                                                     : tj->n_elem_chunks))
         return HVQ_E_NOMEM;
-    elem_job job = {
-        .w = wk->w, .src = t->data, .dtype = t->info.dtype,
-        .esize = hvq_dtype_size(t->info.dtype), .x = wk->x, .recon = wk->recon,
-        .scale = wk->scale, .h = wk->h, .rows = rows, .cols = cols, .rows_per_chunk = rpc,
-        .bad = wk->cbad, .bad_value = wk->cval, .sums = wk->csum, .maxs = wk->csum,
+    tj->job = (elem_job){
+        .w = wk->w, .src = tj->t->data, .dtype = tj->t->info.dtype,
+        .esize = hvq_dtype_size(tj->t->info.dtype), .x = wk->x, .recon = wk->recon,
+        .scale = wk->scale, .h = wk->h, .rows = tj->rows, .cols = tj->cols,
+        .rows_per_chunk = rpc, .bad = wk->cbad, .bad_value = wk->cval, .sums = wk->csum,
+        .maxs = wk->csum,
     };
+    return HVQ_OK;
+}
 
-    /* float32 copy, checked finite */
+/* float32 copy, checked finite; then the Hessian diagonal, checked. */
+static hvq_status tensor_convert_hessian(tensor_job *tj)
+{
+    hvq_ctx *ctx = tj->ctx;
+    work *wk = tj->wk;
+    uint64_t cols = tj->cols;
+    hvq_status st;
+
     hvq_convert_fast_init();
-    hvq_parallel_for(ctx, numel, HVQ_PAR_ELEMS, job_convert, &job);
-    uint64_t bad = first_bad(wk->cbad, n_elem_chunks, NULL);
+    hvq_parallel_for(ctx, tj->numel, HVQ_PAR_ELEMS, job_convert, &tj->job);
+    uint64_t bad = first_bad(wk->cbad, tj->n_elem_chunks, NULL);
     if (bad != UINT64_MAX)
-        return hvq_error(ctx, HVQ_E_INPUT, "tensor '%s': %s value at [%llu, %llu]", name,
+        return hvq_error(ctx, HVQ_E_INPUT, "tensor '%s': %s value at [%llu, %llu]", tj->name,
                          isnan(wk->w[bad]) ? "NaN" : "infinite",
                          (unsigned long long)(bad / cols), (unsigned long long)(bad % cols));
-    STAGE_DONE(HVQ_TIME_CONVERT);
+    stage_done(tj, HVQ_TIME_CONVERT);
 
-    /* Hessian diagonal */
-    void *hstate = NULL;
-    if ((st = hessian_for(rs, hp, &hpar, &hstate)) != HVQ_OK)
+    if ((st = hessian_for(tj->rs, tj->hp, &tj->hpar, &tj->hstate)) != HVQ_OK)
         return st;
-    st = hp->desc.hessian_get(ctx, hstate, &t->info, rows, cols, wk->h);
+    st = tj->hp->desc.hessian_get(ctx, tj->hstate, &tj->t->info, tj->rows, cols, wk->h);
     if (st != HVQ_OK)
         return st;
     for (uint64_t j = 0; j < cols; j++)
         if (!(wk->h[j] >= 0.0f) || !isfinite(wk->h[j]))
             return hvq_error(ctx, HVQ_E_INPUT,
                              "tensor '%s': hessian '%s' gave an invalid value %g at column %llu",
-                             name, hp->desc.name, (double)wk->h[j], (unsigned long long)j);
-    STAGE_DONE(HVQ_TIME_HESSIAN);
+                             tj->name, tj->hp->desc.name, (double)wk->h[j],
+                             (unsigned long long)j);
+    stage_done(tj, HVQ_TIME_HESSIAN);
+    return HVQ_OK;
+}
 
-    int raw = (cp->desc.flags & HVQ_CLUSTERER_RAW) != 0;
-    job.raw = raw;
-    uint64_t k = rp->desc.residual_count(&rpar, numel);
-    if (k > numel)
-        return hvq_error(ctx, HVQ_E_INTERNAL, "residual '%s' asked for %llu of %llu entries",
-                         rp->desc.name, (unsigned long long)k, (unsigned long long)numel);
-    tr->n_sparse = k;
+/* Normalization: s_i = max_j |W_ij| rounded to fp16 (what is stored). A
+ * raw clusterer with sparse entries needs it too, for the importance
+ * scores only. Then decoupling: Omega = top-k importance; B = W_norm with
+ * Omega zeroed. */
+static hvq_status tensor_normalize_decouple(tensor_job *tj)
+{
+    hvq_ctx *ctx = tj->ctx;
+    work *wk = tj->wk;
+    uint64_t k = tj->k;
+    hvq_status st;
 
-    /* Normalization: s_i = max_j |W_ij| rounded to fp16 (what is stored).
-     * A raw clusterer with sparse entries needs it too, for the importance
-     * scores only. */
-    const float *x = wk->w;
-    if (!raw || k > 0) {
-        hvq_parallel_for(ctx, n_row_chunks, 1, job_normalize, &job);
+    tj->x = wk->w;
+    if (!tj->raw || k > 0) {
+        hvq_parallel_for(ctx, tj->n_row_chunks, 1, job_normalize, &tj->job);
         uint64_t c = 0;
-        bad = first_bad(wk->cbad, n_row_chunks, &c);
+        uint64_t bad = first_bad(wk->cbad, tj->n_row_chunks, &c);
         if (bad != UINT64_MAX)
             return hvq_error(ctx, HVQ_E_INPUT,
                              "tensor '%s': row %llu has magnitude %g, beyond the fp16 "
                              "range of the row scales",
-                             name, (unsigned long long)bad, (double)wk->cval[c]);
-        x = wk->x;
+                             tj->name, (unsigned long long)bad, (double)wk->cval[c]);
+        tj->x = wk->x;
     }
-    STAGE_DONE(HVQ_TIME_NORMALIZE);
+    stage_done(tj, HVQ_TIME_NORMALIZE);
 
-    /* Decoupling: Omega = top-k importance; B = W_norm with Omega zeroed. */
     if (k > 0) {
         if (!grow(ctx, (void **)&wk->pos, (size_t)k, sizeof *wk->pos) ||
             !grow(ctx, (void **)&wk->target, (size_t)k, sizeof *wk->target))
             return HVQ_E_NOMEM;
-        if ((st = ip->desc.importance_score(ctx, &ipar, wk->x, rows, cols, wk->h, wk->score)))
+        if ((st = tj->ip->desc.importance_score(ctx, &tj->ipar, wk->x, tj->rows, tj->cols,
+                                                wk->h, wk->score)))
             return st;
-        if ((st = hvq_top_k(ctx, wk->score, numel, k, wk->pos)) != HVQ_OK) {
-            hvq_error_prefix(ctx, "tensor '%s': importance '%s'", name, ip->desc.name);
+        if ((st = hvq_top_k(ctx, wk->score, tj->numel, k, wk->pos)) != HVQ_OK) {
+            hvq_error_prefix(ctx, "tensor '%s': importance '%s'", tj->name, tj->ip->desc.name);
             return st;
         }
-        job.pos = wk->pos;
-        job.target = wk->target;
-        if (raw) /* the raw weights, the sparse ones set apart */
-            memcpy(wk->x, wk->w, (size_t)numel * sizeof *wk->x);
-        hvq_parallel_for(ctx, k, HVQ_PAR_ELEMS, job_split, &job);
+        tj->job.pos = wk->pos;
+        tj->job.target = wk->target;
+        if (tj->raw) /* the raw weights, the sparse ones set apart */
+            memcpy(wk->x, wk->w, (size_t)tj->numel * sizeof *wk->x);
+        hvq_parallel_for(ctx, k, HVQ_PAR_ELEMS, job_split, &tj->job);
     }
-    STAGE_DONE(HVQ_TIME_IMPORTANCE);
+    stage_done(tj, HVQ_TIME_IMPORTANCE);
+    return HVQ_OK;
+}
 
-    /* Body quantization */
+/* Body quantization, then the residual. */
+static hvq_status tensor_encode(tensor_job *tj, hvq_encoded *cenc, hvq_encoded *renc)
+{
+    hvq_ctx *ctx = tj->ctx;
+    work *wk = tj->wk;
+    uint64_t k = tj->k;
+    hvq_status st;
+
     cluster_call call = {
-        .in = {.tensor_name = name, .x = x, .rows = rows, .cols = cols, .hessian = wk->h,
-               .row_scale = raw ? NULL : wk->scale, .sparse_pos = k ? wk->pos : NULL,
-               .n_sparse = k, .seed = hvq_tensor_seed(rs->p->seed, name)},
-        .hessian = hp, .hstate = hstate, .info = &t->info,
+        .in = {.tensor_name = tj->name, .x = tj->x, .rows = tj->rows, .cols = tj->cols,
+               .hessian = wk->h, .row_scale = tj->raw ? NULL : wk->scale,
+               .sparse_pos = k ? wk->pos : NULL, .n_sparse = k,
+               .seed = hvq_tensor_seed(tj->rs->p->seed, tj->name)},
+        .hessian = tj->hp, .hstate = tj->hstate, .info = &tj->t->info,
     };
     tl_call = &call;
-    st = cp->desc.cluster_encode(ctx, &cpar, &call.in, wk->recon, cenc);
+    st = tj->cp->desc.cluster_encode(ctx, &tj->cpar, &call.in, wk->recon, cenc);
     tl_call = NULL;
     if (st != HVQ_OK)
         return st;
-    STAGE_DONE(HVQ_TIME_CLUSTERER);
+    stage_done(tj, HVQ_TIME_CLUSTERER);
 
-    /* Residual */
     hvq_residual_input rin = {
-        .tensor_name = name, .rows = rows, .cols = cols, .pos = k ? wk->pos : NULL,
+        .tensor_name = tj->name, .rows = tj->rows, .cols = tj->cols, .pos = k ? wk->pos : NULL,
         .target = k ? wk->target : NULL, .n = k, .recon = wk->recon,
     };
-    if ((st = rp->desc.residual_encode(ctx, &rpar, &rin, renc)) != HVQ_OK)
+    if ((st = tj->rp->desc.residual_encode(ctx, &tj->rpar, &rin, renc)) != HVQ_OK)
         return st;
-    STAGE_DONE(HVQ_TIME_RESIDUAL);
+    stage_done(tj, HVQ_TIME_RESIDUAL);
+    return HVQ_OK;
+}
 
-    /* Reconstruction and metrics */
-    hvq_parallel_for(ctx, n_row_chunks, 1, job_metrics, &job);
+/* Reconstruction and metrics into the tensor report. */
+static void tensor_metrics(tensor_job *tj, const hvq_encoded *cenc, const hvq_encoded *renc)
+{
+    hvq_ctx *ctx = tj->ctx;
+    work *wk = tj->wk;
+    hvq_tensor_report *tr = tj->tr;
+    uint64_t k = tj->k;
+
+    hvq_parallel_for(ctx, tj->n_row_chunks, 1, job_metrics, &tj->job);
     double e2 = 0, w2 = 0, he2 = 0, hw2 = 0, maxs = 0;
-    for (uint64_t c = 0; c < n_row_chunks; c++) {
+    for (uint64_t c = 0; c < tj->n_row_chunks; c++) {
         e2 += wk->csum[4 * c];
         w2 += wk->csum[4 * c + 1];
         he2 += wk->csum[4 * c + 2];
@@ -910,7 +981,7 @@ hvq_status hvq_compress_tensor(run_state *rs, const hvq_tensor *t, long cand, wo
     }
     if (k > 0) {
         uint64_t nk = hvq_parallel_chunks(k, HVQ_PAR_ELEMS);
-        hvq_parallel_for(ctx, k, HVQ_PAR_ELEMS, job_sparse_max, &job);
+        hvq_parallel_for(ctx, k, HVQ_PAR_ELEMS, job_sparse_max, &tj->job);
         for (uint64_t c = 0; c < nk; c++)
             maxs = wk->csum[c] > maxs ? wk->csum[c] : maxs;
     }
@@ -922,8 +993,8 @@ hvq_status hvq_compress_tensor(run_state *rs, const hvq_tensor *t, long cand, wo
     tr->w2 = w2;
     tr->herr2 = he2;
     tr->hw2 = hw2;
-    double bits = raw ? 0.0 : 16.0 * (double)rows;
-    uint64_t bytes = raw ? 0 : 2 * rows;
+    double bits = tj->raw ? 0.0 : 16.0 * (double)tj->rows;
+    uint64_t bytes = tj->raw ? 0 : 2 * tj->rows;
     for (size_t i = 0; i < cenc->n_components; i++) {
         bits += (double)cenc->components[i].paper_bits;
         bytes += cenc->components[i].nbytes;
@@ -934,19 +1005,44 @@ hvq_status hvq_compress_tensor(run_state *rs, const hvq_tensor *t, long cand, wo
     }
     tr->paper_bits = bits;
     tr->stored_bytes = bytes;
-    STAGE_DONE(HVQ_TIME_METRICS);
+    stage_done(tj, HVQ_TIME_METRICS);
+}
+
+hvq_status hvq_compress_tensor(run_state *rs, const hvq_tensor *t, long cand, work *wk,
+                               hvq_tensor_report *tr, hvq_encoded *cenc, hvq_encoded *renc,
+                               hvq_result *res)
+{
+    double t0 = hvq_now();
+    tensor_job tj = {.rs = rs, .ctx = rs->ctx, .t = t, .name = t->info.name, .wk = wk,
+                     .tr = tr, .tl = t0};
+    hvq_status st;
+
+    if ((st = tensor_setup(&tj, cand)) != HVQ_OK ||
+        (st = tensor_convert_hessian(&tj)) != HVQ_OK)
+        return st;
+    tj.raw = (tj.cp->desc.flags & HVQ_CLUSTERER_RAW) != 0;
+    tj.job.raw = tj.raw;
+    tj.k = tj.rp->desc.residual_count(&tj.rpar, tj.numel);
+    if (tj.k > tj.numel)
+        return hvq_error(rs->ctx, HVQ_E_INTERNAL, "residual '%s' asked for %llu of %llu entries",
+                         tj.rp->desc.name, (unsigned long long)tj.k,
+                         (unsigned long long)tj.numel);
+    tr->n_sparse = tj.k;
+    if ((st = tensor_normalize_decouple(&tj)) != HVQ_OK ||
+        (st = tensor_encode(&tj, cenc, renc)) != HVQ_OK)
+        return st;
+    tensor_metrics(&tj, cenc, renc);
     tr->seconds = hvq_now() - t0;
-#undef STAGE_DONE
 
     res->compressed = 1;
     res->recon = wk->recon;
-    res->rows = rows;
-    res->cols = cols;
-    res->row_scale = raw ? NULL : wk->scale;
-    res->clusterer = cp->desc.name;
-    res->residual = rp->desc.name;
-    res->clusterer_version = cp->desc.version;
-    res->residual_version = rp->desc.version;
+    res->rows = tj.rows;
+    res->cols = tj.cols;
+    res->row_scale = tj.raw ? NULL : wk->scale;
+    res->clusterer = tj.cp->desc.name;
+    res->residual = tj.rp->desc.name;
+    res->clusterer_version = tj.cp->desc.version;
+    res->residual_version = tj.rp->desc.version;
     res->cluster_enc = cenc;
     res->residual_enc = renc;
     return HVQ_OK;
@@ -1059,15 +1155,35 @@ static void warn_unmatched(hvq_ctx *ctx, const hvq_pipeline *p, const hvq_tensor
     }
 }
 
-hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pipeline *p,
-                            hvq_run_report *rep)
+/* The compression of tensor name failed with st. With on_error:
+ * passthrough for it and a failure about the tensor (HVQ_E_UNSUPPORTED: a
+ * plugin cannot handle it; HVQ_E_INPUT: its shape or values), it is
+ * written unchanged: one warning, the message kept for the report, and
+ * HVQ_OK. Anything else (out of memory, I/O, a bug, on_error: abort)
+ * stops the run: st, the message naming the input. */
+static hvq_status compress_failed(hvq_ctx *ctx, const hvq_pipeline *p, const char *name,
+                                  hvq_status st, hvq_tensor_report *tr)
 {
-    hvq_status st = HVQ_OK;
-    memset(rep, 0, sizeof *rep);
-    rep->pipeline = p;
-    rep->threads = hvq_ctx_options(ctx)->threads;
-    double t_start = hvq_now();
+    if ((st == HVQ_E_UNSUPPORTED || st == HVQ_E_INPUT) && !hvq_interrupted &&
+        hvq_pipeline_passthrough(p, name)) {
+        if (!(tr->error = strdup(hvq_ctx_error(ctx))))
+            return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+        tr->why_passed = "compression failed";
+        hvq_log(ctx, HVQ_LOG_WARN, "%s: tensor '%s' passed through unchanged "
+                "(on_error: passthrough): %s", p->input, name, tr->error);
+        hvq_ctx_clear_error(ctx);
+        return HVQ_OK;
+    }
+    if (!strstr(hvq_ctx_error(ctx), p->input))
+        hvq_error_prefix(ctx, "%s", p->input);
+    return st;
+}
 
+/* The run's refusals before any work: no input or output, an output or
+ * report that is (or is in) the input, the report as the output, a
+ * stage's file naming the output or report. */
+static hvq_status check_run_paths(hvq_ctx *ctx, const hvq_pipeline *p)
+{
     if (!p->input || !*p->input)
         return hvq_error(ctx, HVQ_E_INPUT, "%s: no input (set 'input:' or --input)", p->path);
     if (!p->output || !*p->output)
@@ -1080,9 +1196,248 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
                          in_input_dir(p->output, p->input) ? p->output : p->report, p->input);
     if (p->report && same_target(p->report, p->output))
         return hvq_error(ctx, HVQ_E_INPUT, "%s: the report may not be the output", p->report);
-    if ((st = check_all_stage_paths(ctx, p)) != HVQ_OK)
-        return st;
+    return check_all_stage_paths(ctx, p);
+}
 
+/* What a run holds between its steps. */
+typedef struct run_io {
+    hvq_ctx *ctx;
+    const hvq_pipeline *p;
+    hvq_run_report *rep;
+    const hvq_loaded_plugin *src, *wp;
+    void *sstate, *wstate;
+    size_t n;
+    hvq_tensor_info *infos;
+    unsigned char *selected;  /* per tensor: to be compressed */
+    long *choice;             /* with a size target: the candidates */
+    hvq_alloc_plan *plan;
+    run_state rs;
+    work wk;
+    progress pg;
+} run_io;
+
+/* Every tensor's description into infos and the report, and which are
+ * compressed (selected by the pipeline, float, a matrix, not empty). */
+static hvq_status scan_tensors(run_io *io)
+{
+    hvq_ctx *ctx = io->ctx;
+    const hvq_pipeline *p = io->p;
+    hvq_run_report *rep = io->rep;
+    hvq_status st;
+    for (size_t i = 0; i < io->n; i++) {
+        hvq_tensor_info *info = &io->infos[i];
+        if ((st = io->src->desc.source_info(io->sstate, i, info)) != HVQ_OK ||
+            (st = hvq_tensor_check(ctx, p->input, io->src->desc.name, info, NULL)) != HVQ_OK)
+            return st;
+        hvq_tensor_report *tr = &rep->t[i];
+        tr->name = strdup(info->name);
+        if (!tr->name)
+            return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+        snprintf(tr->dtype, sizeof tr->dtype, "%s", info->dtype_name ? info->dtype_name
+                                                          : hvq_dtype_name(info->dtype));
+        tr->ndim = info->ndim;
+        memcpy(tr->shape, info->shape, sizeof tr->shape);
+        tr->params = hvq_numel(info);
+        rep->total_params += tr->params;
+        if (!hvq_pipeline_selects(p, info->name)) {
+            tr->why_passed = "not selected";
+        } else if (!hvq_dtype_is_float(info->dtype)) {
+            tr->why_passed = "not a float tensor";
+        } else if (info->ndim < 2) {
+            tr->why_passed = "not a matrix (fewer than 2 dimensions)";
+        } else if (tr->params == 0) {
+            tr->why_passed = "empty";
+        } else {
+            io->selected[i] = 1;
+            io->pg.total_units += tr->params;
+        }
+        if (tr->why_passed && strcmp(tr->why_passed, "not selected") != 0)
+            hvq_log(ctx, HVQ_LOG_WARN, "%s: tensor '%s' matches the selection but is %s; "
+                    "passed through unchanged", p->input, info->name, tr->why_passed);
+    }
+    return HVQ_OK;
+}
+
+/* The allocation pass of a size target, when the pipeline has one. */
+static hvq_status allocate(run_io *io)
+{
+    if (!io->p->target.present)
+        return HVQ_OK;
+    io->choice = calloc(io->n + 1, sizeof *io->choice);
+    if (!io->choice)
+        return hvq_error(io->ctx, HVQ_E_NOMEM, "out of memory");
+    hvq_log(io->ctx, HVQ_LOG_INFO, "allocation: measuring %zu candidates on every selected tensor",
+            io->p->n_candidates);
+    return hvq_allocate(&io->rs, io->src, io->sstate, io->infos, io->selected, io->n, &io->wk,
+                        io->rep, io->choice, &io->plan);
+}
+
+/* Tensor i compressed: its figures into the run's. */
+static void account(run_io *io, size_t i)
+{
+    hvq_run_report *rep = io->rep;
+    hvq_tensor_report *tr = &rep->t[i];
+    tr->compressed = 1;
+    rep->compressed_params += tr->params;
+    rep->paper_bits_compressed += tr->paper_bits;
+    rep->stored_bytes_compressed += tr->stored_bytes;
+    hvq_alloc_settle(io->plan, i, tr->stored_bytes, rep, io->choice);
+    rep->err2 += tr->err2;
+    rep->w2 += tr->w2;
+    rep->herr2 += tr->herr2;
+    rep->hw2 += tr->hw2;
+    io->pg.done_units += tr->params;
+}
+
+/* Tensor i: read, compressed when selected, written. */
+static hvq_status run_tensor(run_io *io, size_t i)
+{
+    hvq_ctx *ctx = io->ctx;
+    hvq_run_report *rep = io->rep;
+    hvq_status st;
+    hvq_tensor t;
+    if ((st = io->src->desc.source_read(ctx, io->sstate, i, &t)) != HVQ_OK ||
+        (st = hvq_tensor_check(ctx, io->p->input, io->src->desc.name, &io->infos[i], &t)) !=
+            HVQ_OK)
+        return st;
+    hvq_result res = {.original = t};
+    hvq_encoded cenc, renc;
+    hvq_encoded_init(&cenc);
+    hvq_encoded_init(&renc);
+    if (io->selected[i]) {
+        st = hvq_compress_tensor(&io->rs, &t, io->choice ? io->choice[i] : -1, &io->wk,
+                                 &rep->t[i], &cenc, &renc, &res);
+        if (st != HVQ_OK) {
+            st = compress_failed(ctx, io->p, io->infos[i].name, st, &rep->t[i]);
+            if (st == HVQ_OK) /* passed through */
+                io->pg.done_units += rep->t[i].params;
+        } else {
+            account(io, i);
+        }
+    }
+    if (st == HVQ_OK) {
+        double tw = hvq_now();
+        st = io->wp->desc.writer_tensor(ctx, io->wstate, &res);
+        if (st != HVQ_OK && rep->t[i].error) /* a writer that declared it converted */
+            hvq_error_prefix(ctx, "tensor '%s' failed to compress and was to pass through "
+                             "unchanged (on_error: passthrough), which writer '%s' did not "
+                             "take", io->infos[i].name, io->wp->desc.name);
+        rep->t[i].stage_seconds[HVQ_TIME_WRITER] = hvq_now() - tw;
+        for (int s = 0; s < HVQ_TIME_STAGES; s++)
+            rep->stage_seconds[s] += rep->t[i].stage_seconds[s];
+    }
+    hvq_encoded_clear(&cenc);
+    hvq_encoded_clear(&renc);
+    return st;
+}
+
+/* The JSON report, when the pipeline names one. */
+static hvq_status write_report(hvq_ctx *ctx, const hvq_pipeline *p, const hvq_run_report *rep)
+{
+    if (!p->report || !*p->report)
+        return HVQ_OK;
+    hvq_output *ro = hvq_output_open(ctx, p->report);
+    if (!ro)
+        return hvq_ctx_status(ctx);
+    hvq_status st;
+    hvq_buf b;
+    hvq_buf_init(&b);
+    hvq_report_json(&b, rep);
+    if (b.oom)
+        st = hvq_error(ctx, HVQ_E_NOMEM, "out of memory writing the report");
+    else
+        st = ctx->host->output_write(ctx, ro, b.data, b.len);
+    hvq_buf_free(&b);
+    return st;
+}
+
+/* Opens the writer (*opened: its close is due) with the effective pipeline
+ * recorded (into *yaml, freed by the caller). */
+static hvq_status open_writer(run_io *io, char **yaml, int *opened)
+{
+    const hvq_pipeline *p = io->p;
+    *yaml = hvq_pipeline_record(p, io->src->desc.name, io->src->desc.version);
+    hvq_writer_setup setup = {
+        .output_path = p->output, .source_path = p->input, .source_format = io->src->desc.name,
+        .tensors = io->infos, .compressed = io->selected, .n_tensors = io->n,
+        .pipeline_yaml = *yaml ? *yaml : "",
+    };
+    if (io->src->desc.source_meta)
+        io->src->desc.source_meta(io->sstate, &setup.source_meta, &setup.n_source_meta);
+    const hvq_stage_cfg *wc = &p->stages[HVQ_STAGE_WRITER];
+    hvq_params wpar = {wc->n_values, wc->values, io->wp->desc.params};
+    *opened = 1;
+    return io->wp->desc.writer_open(io->ctx, &wpar, &setup, &io->wstate);
+}
+
+/* Every tensor through the writer, then its finish. */
+static hvq_status run_tensors(run_io *io)
+{
+    hvq_ctx *ctx = io->ctx;
+    hvq_run_report *rep = io->rep;
+    hvq_status st;
+    for (size_t i = 0; i < io->n; i++) {
+        if (hvq_interrupted)
+            return hvq_interrupt_error(ctx);
+        if ((st = run_tensor(io, i)) != HVQ_OK)
+            return st;
+        progress_tensor(ctx, &io->pg, i, io->infos[i].name, &rep->t[i]);
+    }
+    progress_end(ctx, &io->pg);
+    if (rep->allocated && rep->stored_bytes_compressed > rep->alloc_budget)
+        hvq_log(ctx, HVQ_LOG_WARN,
+                "%s: the compressed tensors take %llu bytes, %llu more than the target "
+                "allows: the sizes estimated on samples (target.sample) were too low",
+                io->p->input, (unsigned long long)rep->stored_bytes_compressed,
+                (unsigned long long)(rep->stored_bytes_compressed - rep->alloc_budget));
+    return io->wp->desc.writer_finish(ctx, io->wstate);
+}
+
+/* The run once the source is open: the scan, the allocation, the writer,
+ * every tensor, the report, and the outputs committed. */
+static hvq_status run_open(run_io *io, double t_start, char **yaml, int *writer_opened)
+{
+    hvq_ctx *ctx = io->ctx;
+    const hvq_pipeline *p = io->p;
+    hvq_run_report *rep = io->rep;
+    hvq_status st;
+    size_t n = io->n = io->src->desc.source_count(io->sstate);
+    if (n == 0)
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: the model holds no tensors (nothing to compress)",
+                         p->input);
+    io->infos = hvq_calloc(ctx, n ? n : 1, sizeof *io->infos);
+    io->selected = hvq_calloc(ctx, n ? n : 1, 1);
+    rep->t = hvq_calloc(ctx, n ? n : 1, sizeof *rep->t);
+    if (!io->infos || !io->selected || !rep->t)
+        return HVQ_E_NOMEM;
+    rep->n = n;
+    io->pg = (progress){.tty = isatty(2), .quiet = hvq_ctx_options(ctx)->quiet,
+                        .start = hvq_now(), .n_tensors = n};
+    if ((st = scan_tensors(io)) != HVQ_OK)
+        return st;
+    warn_unmatched(ctx, p, io->infos, n, io->selected);
+    if ((st = allocate(io)) != HVQ_OK || (st = open_writer(io, yaml, writer_opened)) != HVQ_OK ||
+        (st = run_tensors(io)) != HVQ_OK)
+        return st;
+    rep->output_bytes = hvq_outputs_size(ctx, p->output);
+    rep->seconds = hvq_now() - t_start;
+    rep->peak_rss_mib = hvq_peak_rss_mib();
+    if ((st = write_report(ctx, p, rep)) != HVQ_OK)
+        return st;
+    return hvq_outputs_commit(ctx);
+}
+
+hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pipeline *p,
+                            hvq_run_report *rep)
+{
+    hvq_status st = HVQ_OK;
+    memset(rep, 0, sizeof *rep);
+    rep->pipeline = p;
+    rep->threads = hvq_ctx_options(ctx)->threads;
+    double t_start = hvq_now();
+
+    if ((st = check_run_paths(ctx, p)) != HVQ_OK)
+        return st;
     hvq_ctx_add_input(ctx, p->input);
     hvq_ctx_name_output(ctx, p->output);
     if (p->report && *p->report)
@@ -1096,194 +1451,35 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
     if (!rep->source_format || !rep->writer)
         return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
 
-    void *sstate = NULL, *wstate = NULL;
-    hvq_tensor_info *infos = NULL;
-    unsigned char *selected = NULL;
+    run_io io = {.ctx = ctx, .p = p, .rep = rep, .src = src, .wp = wp,
+                 .rs = {.ctx = ctx, .p = p}};
     char *yaml = NULL;
-    run_state rs = {.ctx = ctx, .p = p};
-    work wk = {0};
-    int writer_opened = 0, source_opened = 1;
-    long *choice = NULL;
-    hvq_alloc_plan *plan = NULL;
+    int writer_opened = 0;
+    if ((st = src->desc.source_open(ctx, p->input, &io.sstate)) == HVQ_OK)
+        st = run_open(&io, t_start, &yaml, &writer_opened);
 
-    if ((st = src->desc.source_open(ctx, p->input, &sstate)) != HVQ_OK)
-        goto done;
-    size_t n = src->desc.source_count(sstate);
-    if (n == 0) {
-        st = hvq_error(ctx, HVQ_E_INPUT, "%s: the model holds no tensors (nothing to compress)",
-                       p->input);
-        goto done;
-    }
-    infos = hvq_calloc(ctx, n ? n : 1, sizeof *infos);
-    selected = hvq_calloc(ctx, n ? n : 1, 1);
-    rep->t = hvq_calloc(ctx, n ? n : 1, sizeof *rep->t);
-    if (!infos || !selected || !rep->t) {
-        st = HVQ_E_NOMEM;
-        goto done;
-    }
-    rep->n = n;
-    progress pg = {.tty = isatty(2), .quiet = hvq_ctx_options(ctx)->quiet,
-                   .start = hvq_now(), .n_tensors = n};
-    for (size_t i = 0; i < n; i++) {
-        if ((st = src->desc.source_info(sstate, i, &infos[i])) != HVQ_OK ||
-            (st = hvq_tensor_check(ctx, p->input, src->desc.name, &infos[i], NULL)) != HVQ_OK)
-            goto done;
-        hvq_tensor_report *tr = &rep->t[i];
-        tr->name = strdup(infos[i].name);
-        if (!tr->name) {
-            st = hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
-            goto done;
-        }
-        snprintf(tr->dtype, sizeof tr->dtype, "%s", infos[i].dtype_name ? infos[i].dtype_name
-                                                          : hvq_dtype_name(infos[i].dtype));
-        tr->ndim = infos[i].ndim;
-        memcpy(tr->shape, infos[i].shape, sizeof tr->shape);
-        tr->params = hvq_numel(&infos[i]);
-        rep->total_params += tr->params;
-        if (!hvq_pipeline_selects(p, infos[i].name)) {
-            tr->why_passed = "not selected";
-        } else if (!hvq_dtype_is_float(infos[i].dtype)) {
-            tr->why_passed = "not a float tensor";
-        } else if (infos[i].ndim < 2) {
-            tr->why_passed = "not a matrix (fewer than 2 dimensions)";
-        } else if (tr->params == 0) {
-            tr->why_passed = "empty";
-        } else {
-            selected[i] = 1;
-            pg.total_units += tr->params;
-        }
-        if (tr->why_passed && strcmp(tr->why_passed, "not selected") != 0)
-            hvq_log(ctx, HVQ_LOG_WARN, "%s: tensor '%s' matches the selection but is %s; "
-                    "passed through unchanged", p->input, infos[i].name, tr->why_passed);
-    }
-
-    warn_unmatched(ctx, p, infos, n, selected);
-    if (p->target.present) {
-        choice = calloc(n + 1, sizeof *choice);
-        if (!choice) {
-            st = hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
-            goto done;
-        }
-        hvq_log(ctx, HVQ_LOG_INFO, "allocation: measuring %zu candidates on every selected tensor",
-                p->n_candidates);
-        if ((st = hvq_allocate(&rs, src, sstate, infos, selected, n, &wk, rep, choice, &plan)) !=
-            HVQ_OK)
-            goto done;
-    }
-
-    yaml = hvq_pipeline_record(p, src->desc.name, src->desc.version);
-    hvq_writer_setup setup = {
-        .output_path = p->output, .source_path = p->input, .source_format = src->desc.name,
-        .tensors = infos, .compressed = selected, .n_tensors = n,
-        .pipeline_yaml = yaml ? yaml : "",
-    };
-    if (src->desc.source_meta)
-        src->desc.source_meta(sstate, &setup.source_meta, &setup.n_source_meta);
-    const hvq_stage_cfg *wc = &p->stages[HVQ_STAGE_WRITER];
-    hvq_params wpar = {wc->n_values, wc->values, wp->desc.params};
-    writer_opened = 1;
-    if ((st = wp->desc.writer_open(ctx, &wpar, &setup, &wstate)) != HVQ_OK)
-        goto done;
-
-    for (size_t i = 0; i < n; i++) {
-        if (hvq_interrupted) {
-            st = hvq_interrupt_error(ctx);
-            goto done;
-        }
-        hvq_tensor t;
-        if ((st = src->desc.source_read(ctx, sstate, i, &t)) != HVQ_OK ||
-            (st = hvq_tensor_check(ctx, p->input, src->desc.name, &infos[i], &t)) != HVQ_OK)
-            goto done;
-        hvq_result res = {.original = t};
-        hvq_encoded cenc, renc;
-        hvq_encoded_init(&cenc);
-        hvq_encoded_init(&renc);
-        if (selected[i]) {
-            st = hvq_compress_tensor(&rs, &t, choice ? choice[i] : -1, &wk, &rep->t[i], &cenc,
-                                 &renc, &res);
-            if (st != HVQ_OK) {
-                if (!strstr(hvq_ctx_error(ctx), p->input))
-                    hvq_error_prefix(ctx, "%s", p->input);
-            } else {
-                rep->t[i].compressed = 1;
-                rep->compressed_params += rep->t[i].params;
-                rep->paper_bits_compressed += rep->t[i].paper_bits;
-                rep->stored_bytes_compressed += rep->t[i].stored_bytes;
-                hvq_alloc_settle(plan, i, rep->t[i].stored_bytes, rep, choice);
-                rep->err2 += rep->t[i].err2;
-                rep->w2 += rep->t[i].w2;
-                rep->herr2 += rep->t[i].herr2;
-                rep->hw2 += rep->t[i].hw2;
-                pg.done_units += rep->t[i].params;
-            }
-        }
-        if (st == HVQ_OK) {
-            double tw = hvq_now();
-            st = wp->desc.writer_tensor(ctx, wstate, &res);
-            rep->t[i].stage_seconds[HVQ_TIME_WRITER] = hvq_now() - tw;
-            for (int s = 0; s < HVQ_TIME_STAGES; s++)
-                rep->stage_seconds[s] += rep->t[i].stage_seconds[s];
-        }
-        hvq_encoded_clear(&cenc);
-        hvq_encoded_clear(&renc);
-        if (st != HVQ_OK)
-            goto done;
-        progress_tensor(ctx, &pg, i, infos[i].name, &rep->t[i]);
-    }
-    progress_end(ctx, &pg);
-    if (rep->allocated && rep->stored_bytes_compressed > rep->alloc_budget)
-        hvq_log(ctx, HVQ_LOG_WARN,
-                "%s: the compressed tensors take %llu bytes, %llu more than the target "
-                "allows: the sizes estimated on samples (target.sample) were too low",
-                p->input, (unsigned long long)rep->stored_bytes_compressed,
-                (unsigned long long)(rep->stored_bytes_compressed - rep->alloc_budget));
-    if ((st = wp->desc.writer_finish(ctx, wstate)) != HVQ_OK)
-        goto done;
-    rep->output_bytes = hvq_outputs_size(ctx, p->output);
-    rep->seconds = hvq_now() - t_start;
-    rep->peak_rss_mib = hvq_peak_rss_mib();
-
-    if (p->report && *p->report) {
-        hvq_output *ro = hvq_output_open(ctx, p->report);
-        if (!ro) {
-            st = hvq_ctx_status(ctx);
-            goto done;
-        }
-        hvq_buf b;
-        hvq_buf_init(&b);
-        hvq_report_json(&b, rep);
-        if (b.oom)
-            st = hvq_error(ctx, HVQ_E_NOMEM, "out of memory writing the report");
-        else
-            st = ctx->host->output_write(ctx, ro, b.data, b.len);
-        hvq_buf_free(&b);
-        if (st != HVQ_OK)
-            goto done;
-    }
-    st = hvq_outputs_commit(ctx);
-
-done:
     if (writer_opened)
-        wp->desc.writer_close(ctx, wstate);
-    for (size_t i = 0; i < rs.n_hess; i++)
-        rs.hess[i].plugin->desc.hessian_close(ctx, rs.hess[i].state);
-    if (source_opened)
-        src->desc.source_close(ctx, sstate);
+        wp->desc.writer_close(ctx, io.wstate);
+    for (size_t i = 0; i < io.rs.n_hess; i++)
+        io.rs.hess[i].plugin->desc.hessian_close(ctx, io.rs.hess[i].state);
+    src->desc.source_close(ctx, io.sstate);
     if (st != HVQ_OK)
         hvq_outputs_abort(ctx);
-    work_free(&wk);
-    free(choice);
-    hvq_alloc_plan_free(plan);
-    free(infos);
-    free(selected);
+    work_free(&io.wk);
+    free(io.choice);
+    hvq_alloc_plan_free(io.plan);
+    free(io.infos);
+    free(io.selected);
     free(yaml);
     return st;
 }
 
 void hvq_run_report_free(hvq_run_report *rep)
 {
-    for (size_t i = 0; i < rep->n; i++)
+    for (size_t i = 0; i < rep->n; i++) {
         free(rep->t[i].name);
+        free(rep->t[i].error);
+    }
     free(rep->t);
     free(rep->source_format);
     free(rep->writer);

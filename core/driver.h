@@ -32,6 +32,9 @@ typedef struct hvq_tensor_report {
     uint64_t params;         /* elements */
     int compressed;
     const char *why_passed;  /* static text, for pass-through tensors */
+    char *error;             /* on_error: passthrough: the message of the
+                                compression that failed (malloc'd; NULL
+                                otherwise) */
     /* Compressed tensors only: */
     char clusterer[64], residual[64], hessian[64], importance[64];
     char candidate[64];      /* with a size target: the candidate chosen

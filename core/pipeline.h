@@ -50,10 +50,21 @@ typedef struct hvq_stage_cfg {
     size_t n_values;
 } hvq_stage_cfg;
 
+/* on_error: what a tensor whose compression fails does to the run (see
+ * hvq_pipeline_passthrough). */
+enum {
+    HVQ_ON_ERROR_UNSET = 0,   /* an override: the pipeline's; the pipeline:
+                                 abort */
+    HVQ_ON_ERROR_ABORT,       /* the run stops (exit 2), nothing written */
+    HVQ_ON_ERROR_PASSTHROUGH  /* the tensor is written unchanged, with a
+                                 warning, and the run goes on */
+};
+
 typedef struct hvq_override {
     char *match;            /* glob on tensor names; for a candidate, its
                                name (given by name:, else "cN") */
     hvq_mark mark;
+    int on_error;           /* HVQ_ON_ERROR_*; overrides only */
     hvq_stage_cfg stages[HVQ_STAGE_COUNT]; /* writer may not be overridden */
 } hvq_override;
 
@@ -114,6 +125,7 @@ typedef struct hvq_pipeline {
     char **set_args; size_t n_set_args; /* copies of the --set arguments;
                                            --set marks point into them */
     hvq_eval_cfg evaluate;
+    int on_error;           /* HVQ_ON_ERROR_*: UNSET and ABORT abort */
 } hvq_pipeline;
 
 /* An empty pipeline built in code (path "<none>"), to be filled with
@@ -131,7 +143,7 @@ hvq_status hvq_pipeline_load(hvq_ctx *ctx, const char *path,
  * that one glob; empty clears it), stages.STAGE.plugin, stages.STAGE.PARAM,
  * evaluate.tokens, evaluate.ctx, evaluate.windows (evaluate= with no value
  * removes the evaluation), target.bpw, target.size, target.metric
- * (target= removes the target).
+ * (target= removes the target), on_error (abort or passthrough).
  * Changing a stage's plugin drops the parameters the file gave that stage.
  * Errors read "--set KEY=VALUE: ...". Forgets a previous validation. */
 hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
@@ -172,6 +184,12 @@ const hvq_stage_cfg *hvq_pipeline_cfg_for(const hvq_pipeline *p, int stage,
 /* Whether a tensor is selected for compression: matches an include glob
  * (all tensors when there is none) and no exclude glob. */
 int hvq_pipeline_selects(const hvq_pipeline *p, const char *tensor);
+
+/* Whether a failed compression of tensor passes it through unchanged
+ * (on_error: passthrough) rather than stopping the run: the on_error of
+ * the first override matching the tensor that sets one, else the
+ * pipeline's. */
+int hvq_pipeline_passthrough(const hvq_pipeline *p, const char *tensor);
 
 /* The effective pipeline as YAML text (malloc'd), recorded in outputs. */
 char *hvq_pipeline_to_yaml(const hvq_pipeline *p);

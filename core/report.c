@@ -205,6 +205,10 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
         if (!t->compressed) {
             hvq_buf_puts(b, ", \"passed_through\": ");
             hvq_buf_json_string(b, t->why_passed ? t->why_passed : "");
+            if (t->error) { /* on_error: passthrough */
+                hvq_buf_puts(b, ", \"fallback\": \"passthrough\", \"error\": ");
+                hvq_buf_json_string(b, t->error);
+            }
             hvq_buf_puts(b, ", ");
             json_stages(b, t->stage_seconds, 1);
             hvq_buf_puts(b, "}");

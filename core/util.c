@@ -4,73 +4,20 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-static int class_match(const char **pp, char c)
-{
-    const char *p = *pp + 1; /* past '[' */
-    int neg = 0, hit = 0;
-    if (*p == '!' || *p == '^') {
-        neg = 1;
-        p++;
-    }
-    const char *start = p;
-    while (*p && (*p != ']' || p == start)) {
-        if (p[1] == '-' && p[2] && p[2] != ']') {
-            if (c >= p[0] && c <= p[2])
-                hit = 1;
-            p += 3;
-        } else {
-            if (c == *p)
-                hit = 1;
-            p++;
-        }
-    }
-    if (*p != ']')
-        return -1; /* unterminated: treat '[' literally */
-    *pp = p + 1;
-    return hit != neg;
-}
-
+/* fnmatch(3) without FNM_PATHNAME or FNM_PERIOD ('*' and '?' also match '/'
+ * and '.') and with FNM_NOESCAPE (a backslash is an ordinary character, as
+ * tensor names may hold one). hvqconv never calls setlocale, so this
+ * matches bytes. */
 int hvq_glob_match(const char *pat, const char *s)
 {
-    const char *star_p = NULL, *star_s = NULL;
-    while (*s) {
-        if (*pat == '*') {
-            star_p = ++pat;
-            star_s = s;
-            continue;
-        }
-        if (*pat == '[') {
-            const char *q = pat;
-            int m = class_match(&q, *s);
-            if (m == 1) {
-                pat = q;
-                s++;
-                continue;
-            }
-            if (m == -1 && *s == '[') {
-                pat++;
-                s++;
-                continue;
-            }
-        } else if (*pat && (*pat == '?' || *pat == *s)) {
-            pat++;
-            s++;
-            continue;
-        }
-        if (!star_p)
-            return 0;
-        pat = star_p;
-        s = ++star_s;
-    }
-    while (*pat == '*')
-        pat++;
-    return *pat == '\0';
+    return fnmatch(pat, s, FNM_NOESCAPE) == 0;
 }
 
 size_t hvq_edit_distance(const char *a, const char *b, size_t cap)

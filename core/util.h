@@ -8,7 +8,9 @@
 #include "buf.h"
 #include "checked.h"
 
-/* Shell-style glob: '*' any run (also '/' and '.'), '?' one char, [abc]. */
+/* Shell-style glob, fnmatch(3) with FNM_NOESCAPE: '*' any run (also '/'
+ * and '.'), '?' one byte, [abc], [a-z], [!abc] or [^abc], [[:digit:]];
+ * a backslash and an unterminated '[' stand for themselves. */
 int hvq_glob_match(const char *pattern, const char *s);
 
 /* Levenshtein distance, capped at cap+1 for speed. */

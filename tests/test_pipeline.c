@@ -1,6 +1,9 @@
 /* Pipelines: YAML loading, --set, validation against declared parameters,
  * overrides, selection and the YAML round trip; and typed parameter
- * parsing. Uses fake plugin descriptors, never the real plugins. */
+ * parsing. Uses fake plugin descriptors, except emit_golden (the shipped
+ * pipelines validated against the build tree's plugins). */
+#include "config.h"
+
 #include "harness.h"
 #include "params.h"
 #include "pipeline.h"
@@ -11,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------
  * Fake plugins: every mandatory callback of their kind, doing nothing.
@@ -671,6 +675,37 @@ START_TEST(select_globs)
 }
 END_TEST
 
+/* The globs are fnmatch(3)'s with FNM_NOESCAPE: '*' and '?' cross '.' and
+ * '/', a backslash is itself, POSIX bracket expressions work. */
+START_TEST(glob_semantics)
+{
+    static const struct {
+        const char *pat, *s;
+        int want;
+    } tab[] = {
+        {"*", "a.b/c", 1},
+        {"a?b", "a.b", 1},
+        {"a?b", "a/b", 1},
+        {"*.weight", ".weight", 1},
+        {"a\\*", "a\\xyz", 1},
+        {"a\\*", "a*", 0},
+        {"a\\?", "a\\x", 1},
+        {"*.[[:digit:]].*", "m.3.w", 1},
+        {"*.[[:digit:]].*", "m.x.w", 0},
+        {"*.[^0-2].*", "m.3.w", 1},
+        {"*.[!0-2].*", "m.1.w", 0},
+        {"x[", "x[", 1},
+        {"", "", 1},
+        {"", "a", 0},
+    };
+    size_t i;
+    for (i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        ck_assert_msg(hvq_glob_match(tab[i].pat, tab[i].s) == tab[i].want,
+                      "glob '%s' on '%s': want %d", tab[i].pat, tab[i].s,
+                      tab[i].want);
+}
+END_TEST
+
 START_TEST(set_overrides_file)
 {
     hvq_pipeline *p =
@@ -930,7 +965,7 @@ START_TEST(err_unknown_key)
     load_fails("colour: red\n",
                "FILE:1:1: unknown key 'colour' (valid keys: name, input, "
                "output, report, seed, select, stages, overrides, evaluate, target, "
-               "candidates)");
+               "candidates, on_error)");
     load_fails("select:\n  inclde: x\n",
                "FILE:2:3: unknown key 'inclde' in 'select'; did you mean "
                "'include'?");
@@ -1291,7 +1326,7 @@ START_TEST(err_set)
               "output, report, seed, name, select.include, select.exclude, "
               "stages.STAGE.plugin, stages.STAGE.PARAMETER, evaluate.tokens, "
               "evaluate.ctx, evaluate.windows, target.bpw, target.size, "
-              "target.metric, target.sample)");
+              "target.metric, target.sample, on_error)");
     set_fails("stages.clusterr.plugin=rtn",
               "--set stages.clusterr.plugin=rtn: unknown stage 'clusterr'; "
               "did you mean 'clusterer'?");
@@ -1419,6 +1454,338 @@ START_TEST(stage_names)
 }
 END_TEST
 
+/* on_error: the key at the top and in overrides, --set, the errors, and
+ * the effective text (written only when it is not the default). */
+START_TEST(on_error_key)
+{
+    hvq_pipeline *p = load_ok("overrides:\n"
+                              "  - match: \"*.a\"\n"
+                              "    on_error: passthrough\n"
+                              "  - match: \"*\"\n"
+                              "    on_error: abort\n"
+                              "    clusterer: { group_size: 32 }\n" MINIMAL);
+    char *y;
+    ck_assert_int_eq(p->on_error, HVQ_ON_ERROR_UNSET);
+    ck_assert(hvq_pipeline_passthrough(p, "x.a"));
+    ck_assert(!hvq_pipeline_passthrough(p, "x.b"));
+    set_ok(p, "on_error=passthrough");
+    ck_assert(!hvq_pipeline_passthrough(p, "x.b")); /* the override's abort */
+    validate_ok(p);
+    y = hvq_pipeline_to_yaml(p);
+    th_assert_contains(y, "\nseed: 0\non_error: passthrough\nstages:\n");
+    th_assert_contains(y, "  - match: \"*.a\"\n    on_error: passthrough\n");
+    th_assert_contains(y, "  - match: \"*\"\n    on_error: abort\n    clusterer:\n");
+    free(y);
+    set_ok(p, "on_error=abort");
+    y = hvq_pipeline_to_yaml(p);
+    ck_assert_ptr_null(strstr(y, "\non_error:"));
+    free(y);
+    hvq_pipeline_free(p);
+
+    p = load_ok("on_error: passthrough\n" MINIMAL);
+    ck_assert(hvq_pipeline_passthrough(p, "anything"));
+    hvq_pipeline_free(p);
+
+    load_fails("on_error: maybe\n" MINIMAL,
+               "FILE:1:11: 'on_error' must be abort or passthrough, got 'maybe'");
+    load_fails("on_error: [abort]\n" MINIMAL,
+               "FILE:1:11: 'on_error' must be a scalar, not a sequence");
+    load_fails("overrides:\n  - match: x\n    on_error: Abort\n" MINIMAL,
+               "FILE:3:15: 'on_error' must be abort or passthrough, got 'Abort'");
+    load_fails("candidates:\n  - on_error: abort\n" MINIMAL,
+               "FILE:2:5: unknown key 'on_error' in candidate (valid keys: name, "
+               "hessian, importance, clusterer, residual)");
+    load_fails("on_eror: abort\n" MINIMAL,
+               "FILE:1:1: unknown key 'on_eror'; did you mean 'on_error'?");
+    set_fails("on_error=skip",
+              "--set on_error=skip: 'on_error' must be abort or passthrough, got 'skip'");
+}
+END_TEST
+
+/* The bytes of tensor name in the model at path, read by its source
+ * plugin (malloc'd, *n bytes). */
+static void *model_tensor(hvq_registry *real, hvq_ctx *c, const char *path,
+                          const char *name, size_t *n)
+{
+    const hvq_loaded_plugin *src = hvq_registry_detect(real, c, path);
+    void *state = NULL, *copy = NULL;
+    size_t i, count;
+    ck_assert_msg(src != NULL, "%s: %s", path, hvq_ctx_error(c));
+    ck_assert_int_eq(src->desc.source_open(c, path, &state), HVQ_OK);
+    count = src->desc.source_count(state);
+    for (i = 0; i < count && !copy; i++) {
+        hvq_tensor t;
+        ck_assert_int_eq(src->desc.source_read(c, state, i, &t), HVQ_OK);
+        if (strcmp(t.info.name, name) != 0)
+            continue;
+        *n = (size_t)t.info.nbytes;
+        copy = malloc(*n ? *n : 1);
+        ck_assert_ptr_nonnull(copy);
+        memcpy(copy, t.data, *n);
+    }
+    src->desc.source_close(c, state);
+    ck_assert_msg(copy != NULL, "%s holds no tensor '%s'", path, name);
+    return copy;
+}
+
+static size_t count_of(const char *hay, const char *needle)
+{
+    size_t k = 0;
+    for (const char *q = hay; (q = strstr(q, needle)); q += strlen(needle))
+        k++;
+    return k;
+}
+
+/* The real binary: ggml q4_0 cannot encode the demo model's MLP down
+ * projections (rows of 172 columns, blocks of 32). By default the run stops
+ * (exit 2, nothing written); with on_error: passthrough those five tensors
+ * are stored unchanged, each with a warning and a mark in the report; an
+ * override's on_error applies to its tensors only. */
+START_TEST(on_error_run)
+{
+    char *dir = th_tmpdir("on-error");
+    const char *yaml = th_join(dir, "p.yaml"), *out = th_join(dir, "out.hvq");
+    const char *rep = th_join(dir, "out.json"), *dec = th_join(dir, "dec.safetensors");
+    const char *model = th_src("models/stories260K");
+    const char *down0 = "model.layers.0.mlp.down_proj.weight";
+    char text[4096], *o = NULL, *e = NULL, *json;
+    hvq_ctx *rctx = th_ctx();
+    hvq_registry *real = th_registry(rctx);
+    size_t n_in, n_out;
+    void *in, *got;
+
+    snprintf(text, sizeof text,
+             "input: %s\noutput: %s\nreport: %s\n"
+             "select: { include: [\"*.weight\"], exclude: [\"*norm*\", \"*embed_tokens*\"] }\n"
+             "stages:\n  clusterer: { plugin: ggml, type: q4_0 }\n  writer: hvq\n",
+             model, out, rep);
+    th_write_file(yaml, text, strlen(text));
+    ck_assert_int_eq(th_hvq(&o, &e, "run", "-q", yaml, (const char *)NULL), 2);
+    th_assert_contains(e, "tensor 'model.layers.0.mlp.down_proj.weight': rows of 172 "
+                          "columns are not a multiple of the q4_0 block size 32");
+    th_assert_dir_holds(dir, "p.yaml", (const char *)NULL);
+    free(o);
+    free(e);
+
+    ck_assert_int_eq(th_hvq(&o, &e, "run", "-q", yaml, "--set", "on_error=passthrough",
+                            (const char *)NULL), 0);
+    ck_assert_uint_eq(count_of(e, "warning:"), 5);
+    th_assert_contains(e, "warning: ");
+    th_assert_contains(e, "tensor 'model.layers.4.mlp.down_proj.weight' passed through "
+                          "unchanged (on_error: passthrough): tensor "
+                          "'model.layers.4.mlp.down_proj.weight': rows of 172 columns");
+    json = th_read_file(rep, NULL);
+    ck_assert_ptr_nonnull(json);
+    ck_assert_uint_eq(count_of(json, "\"fallback\": \"passthrough\""), 5);
+    th_assert_contains(json, "\"name\": \"model.layers.0.mlp.down_proj.weight\", "
+                             "\"dtype\": \"F32\", \"shape\": [64, 172], \"params\": 11008, "
+                             "\"compressed\": false, \"passed_through\": \"compression failed\", "
+                             "\"fallback\": \"passthrough\", \"error\": \"tensor "
+                             "'model.layers.0.mlp.down_proj.weight': rows of 172 columns");
+    th_assert_contains(json, "on_error: passthrough\\n");
+    free(json);
+    free(o);
+    free(e);
+
+    /* the tensor is the input's, byte for byte; a compressed one is not */
+    ck_assert_int_eq(th_hvq(&o, &e, "decode", "-q", out, "-o", dec, (const char *)NULL), 0);
+    free(o);
+    free(e);
+    in = model_tensor(real, rctx, model, down0, &n_in);
+    got = model_tensor(real, rctx, dec, down0, &n_out);
+    ck_assert_uint_eq(n_in, n_out);
+    ck_assert(memcmp(in, got, n_in) == 0);
+    free(in);
+    free(got);
+    in = model_tensor(real, rctx, model, "model.layers.0.mlp.up_proj.weight", &n_in);
+    got = model_tensor(real, rctx, dec, "model.layers.0.mlp.up_proj.weight", &n_out);
+    ck_assert(n_in == n_out && memcmp(in, got, n_in) != 0);
+    free(in);
+    free(got);
+
+    /* a writer that declared the tensor converted (dequant to f16 of an
+     * f32 model) cannot take it unchanged: the run stops and says why */
+    unlink(out);
+    unlink(rep);
+    unlink(dec);
+    ck_assert_int_eq(th_hvq(&o, &e, "run", "-q", yaml, "--set", "on_error=passthrough", "--set",
+                            "stages.writer.plugin=dequant", "--set", "stages.writer.dtype=f16",
+                            "--output", dec, (const char *)NULL), 1);
+    th_assert_contains(e, "error: tensor 'model.layers.0.mlp.down_proj.weight' failed to "
+                          "compress and was to pass through unchanged (on_error: passthrough), "
+                          "which writer 'dequant' did not take: ");
+    th_assert_dir_holds(dir, "p.yaml", (const char *)NULL);
+    free(o);
+    free(e);
+
+    /* an override's on_error: layer 0 passes through, layer 1 stops the run */
+    snprintf(text + strlen(text), sizeof text - strlen(text),
+             "overrides:\n  - match: \"*.layers.0.*\"\n    on_error: passthrough\n");
+    th_write_file(yaml, text, strlen(text));
+    ck_assert_int_eq(th_hvq(&o, &e, "run", "-q", yaml, (const char *)NULL), 2);
+    ck_assert_uint_eq(count_of(e, "warning:"), 1);
+    th_assert_contains(e, "tensor 'model.layers.0.mlp.down_proj.weight' passed through");
+    th_assert_contains(e, "error: ");
+    th_assert_contains(e, "tensor 'model.layers.1.mlp.down_proj.weight': rows of 172");
+    th_assert_dir_holds(dir, "p.yaml", (const char *)NULL);
+    free(o);
+    free(e);
+
+    /* a bad value is a pipeline error with its place */
+    snprintf(text, sizeof text, "on_error: skip\n" MINIMAL);
+    th_write_file(yaml, text, strlen(text));
+    ck_assert_int_eq(th_hvq(&o, &e, "run", "-q", yaml, (const char *)NULL), 2);
+    th_assert_contains(e, "p.yaml:1:11: 'on_error' must be abort or passthrough, got 'skip'");
+    free(o);
+    free(e);
+
+    hvq_registry_free(real);
+    hvq_ctx_free(rctx);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * The effective-pipeline text, byte for byte: every pipeline shipped and
+ * the fixtures under tests/data/pipeline-emit/, loaded (as given), after
+ * --set, validated against the real plugins, and as an output records it,
+ * against tests/data/pipeline-emit/NAME.expected (written by the emitter
+ * before it moved to core/pipeline_emit.c). The pipeline's path, the
+ * version of hvqconv and the plugins' versions are masked so that the
+ * files do not change with them. HVQ_EMIT_REGENERATE=1 rewrites the files
+ * instead of comparing (only to record a deliberate change of format).
+ * ---------------------------------------------------------------------- */
+
+typedef struct emit_case {
+    const char *name;      /* the .expected file's stem */
+    const char *file;      /* the pipeline, relative to the source tree */
+    const char *sets[8];   /* --set arguments, NULL-terminated */
+} emit_case;
+
+static const emit_case emit_cases[] = {
+    {"best", "pipelines/best.yaml", {"target.bpw=4.8", NULL}},
+    {"best-fast", "pipelines/best-fast.yaml", {"target.size=2MB", NULL}},
+    {"high-fidelity", "pipelines/high-fidelity.yaml", {NULL}},
+    {"int4-g128", "pipelines/int4-g128.yaml", {NULL}},
+    {"int4-g32", "pipelines/int4-g32.yaml", {NULL}},
+    {"int4-rtn", "pipelines/int4-rtn.yaml", {NULL}},
+    {"mid", "pipelines/mid.yaml", {NULL}},
+    {"q4_0", "pipelines/q4_0.yaml", {NULL}},
+    {"q4_1", "pipelines/q4_1.yaml", {NULL}},
+    {"q8_0", "pipelines/q8_0.yaml", {NULL}},
+    {"full", "tests/data/pipelines/full.yaml", {NULL}},
+    {"minimal", "tests/data/pipelines/minimal.yaml", {NULL}},
+    {"minimal-set", "tests/data/pipelines/minimal.yaml",
+     {"evaluate.tokens=t t.bin", "evaluate.windows=9", "target.bpw=3.25",
+      "target.metric=relative", "report=r: x", "input=-", NULL}},
+    {"validated", "tests/data/pipeline-emit/validated.yaml", {NULL}},
+    {"adversarial", "tests/data/pipeline-emit/adversarial.yaml", {NULL}},
+    {"adversarial-set", "tests/data/pipeline-emit/adversarial.yaml",
+     {"name=ctl\x01\x1f\x7f \xc2\x85\xc2\xa0\xef\xbb\xbf", "report=",
+      "evaluate=", "stages.writer.x=\xf0\x9f\x98\x80", "select.include=",
+      "stages.clusterer.plugin=kmeans", "stages.hessian.k=- a: b\n#c",
+      NULL}},
+};
+
+/* text with its first occurrence of from replaced by to, into b. */
+static void emit_put_masked(hvq_buf *b, const char *text, const char *from,
+                            const char *to)
+{
+    const char *at = from && from[0] ? strstr(text, from) : NULL;
+    if (!at) {
+        hvq_buf_puts(b, text);
+        return;
+    }
+    hvq_buf_append(b, text, (size_t)(at - text));
+    hvq_buf_puts(b, to);
+    hvq_buf_puts(b, at + strlen(from));
+}
+
+/* A recorded pipeline with the versions masked. */
+static void emit_put_record(hvq_buf *b, const char *rec)
+{
+    const char *plugins = strstr(rec, "\n# plugins:");
+    const char *eol = plugins ? strchr(plugins + 1, '\n') : NULL;
+    hvq_buf masked;
+    ck_assert_ptr_nonnull(eol);
+    hvq_buf_init(&masked);
+    hvq_buf_append(&masked, rec, (size_t)(plugins - rec));
+    hvq_buf_puts(&masked, "\n# plugins: (versions masked)");
+    hvq_buf_puts(&masked, eol);
+    emit_put_masked(b, masked.data, " " PACKAGE_VERSION " ", " @VERSION@ ");
+    hvq_buf_free(&masked);
+}
+
+static char *emit_text(const emit_case *c, hvq_registry *real)
+{
+    hvq_pipeline *p = load_ok_path(th_src(c->file));
+    hvq_buf b;
+    char *y;
+    size_t k;
+
+    hvq_buf_init(&b);
+    y = hvq_pipeline_to_yaml(p);
+    ck_assert_ptr_nonnull(y);
+    hvq_buf_puts(&b, "=== loaded\n");
+    emit_put_masked(&b, y, p->path, "PATH");
+    free(y);
+    for (k = 0; c->sets[k]; k++)
+        set_ok(p, c->sets[k]);
+    if (k) {
+        y = hvq_pipeline_to_yaml(p);
+        ck_assert_ptr_nonnull(y);
+        hvq_buf_puts(&b, "=== after --set\n");
+        emit_put_masked(&b, y, p->path, "PATH");
+        free(y);
+    }
+    if (hvq_pipeline_validate(ctx, p, real) == HVQ_OK) {
+        y = hvq_pipeline_to_yaml(p);
+        ck_assert_ptr_nonnull(y);
+        hvq_buf_puts(&b, "=== validated\n");
+        emit_put_masked(&b, y, p->path, "PATH");
+        free(y);
+        y = hvq_pipeline_record(p, "safetensors", "9.9");
+        ck_assert_ptr_nonnull(y);
+        hvq_buf_puts(&b, "=== recorded\n");
+        emit_put_record(&b, y);
+        free(y);
+    } else {
+        hvq_buf_puts(&b, "=== not valid\n");
+    }
+    hvq_pipeline_free(p);
+    ck_assert(!b.oom && b.data);
+    return b.data;
+}
+
+START_TEST(emit_golden)
+{
+    hvq_ctx *rctx = th_ctx();
+    hvq_registry *real = th_registry(rctx);
+    int regen = getenv("HVQ_EMIT_REGENERATE") != NULL;
+    size_t i;
+
+    for (i = 0; i < sizeof emit_cases / sizeof emit_cases[0]; i++) {
+        char rel[256], *got, *want;
+        snprintf(rel, sizeof rel, "tests/data/pipeline-emit/%s.expected",
+                 emit_cases[i].name);
+        got = emit_text(&emit_cases[i], real);
+        if (regen) {
+            th_write_file(th_src(rel), got, strlen(got));
+        } else {
+            want = th_read_file(th_src(rel), NULL);
+            ck_assert_msg(want != NULL, "%s is missing", rel);
+            ck_assert_msg(strcmp(got, want) == 0, "%s: the text differs:\n%s",
+                          rel, got);
+            free(want);
+        }
+        free(got);
+    }
+    hvq_registry_free(real);
+    hvq_ctx_free(rctx);
+}
+END_TEST
+
 static Suite *pipeline_suite(void)
 {
     Suite *s = suite_create("pipeline");
@@ -1436,10 +1803,14 @@ static Suite *pipeline_suite(void)
     tcase_add_test(tc, full_pipeline);
     tcase_add_test(tc, overrides_first_match);
     tcase_add_test(tc, select_globs);
+    tcase_add_test(tc, glob_semantics);
     tcase_add_test(tc, set_overrides_file);
     tcase_add_test(tc, set_plugin_swap);
     tcase_add_test(tc, to_yaml_round_trip);
     tcase_add_test(tc, yaml_forms);
+    tcase_add_test(tc, emit_golden);
+    tcase_add_test(tc, on_error_key);
+    tcase_add_test(tc, on_error_run);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
