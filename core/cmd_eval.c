@@ -1,5 +1,5 @@
-/* Perplexity evaluation (`hvqconv eval`) on the Llama forward pass of
- * common/llama.h; see eval.h. */
+/* Perplexity evaluation (`hvqconv eval`) on a model plugin
+ * (HVQ_KIND_MODEL, e.g. "llama"); see eval.h. */
 #include "config.h"
 
 #include "container.h"
@@ -8,8 +8,7 @@
 #include "file.h"
 #include "finite.h"
 #include "buf.h"
-#include "llama.h"
-#include "llama_tok.h"
+#include "json.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -286,54 +285,9 @@ hvq_status hvq_eval_read_tokens(hvq_ctx *ctx, const char *path, int32_t **ids, u
 }
 
 /* ------------------------------------------------------------------------
- * Tensor suppliers
+ * Tensor supplier for a container (a model file is read by the model
+ * plugin itself, through host->model_find)
  * ---------------------------------------------------------------------- */
-
-typedef struct src_model {
-    hvq_model *m;
-    const char *path;
-} src_model;
-
-static hvq_status get_from_model(void *ud, hvq_ctx *ctx, const char *name, float **data,
-                                 int *ndim, int64_t shape[HVQ_MAX_DIMS])
-{
-    src_model *s = ud;
-    hvq_tensor t;
-    hvq_status st = ctx->host->model_find(ctx, s->m, name, &t);
-    if (st != HVQ_OK)
-        return st;
-    uint64_t numel = hvq_numel(&t.info);
-    size_t es = ctx->host->dtype_size(t.info.dtype);
-    if (t.info.dtype != HVQ_DTYPE_F32 && t.info.dtype != HVQ_DTYPE_F16 &&
-        t.info.dtype != HVQ_DTYPE_BF16 && t.info.dtype != HVQ_DTYPE_F64)
-        return hvq_error(ctx, HVQ_E_UNSUPPORTED, "%s: tensor '%s' has type %s; eval reads F32, "
-                         "F16, BF16, F64 (and GGUF Q8_0, Q4_0)", s->path, name,
-                         t.info.dtype_name ? t.info.dtype_name : "?");
-    if (t.info.nbytes != numel * es)
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: tensor '%s': size does not match its shape",
-                         s->path, name);
-    float *out = hvq_alloc(ctx, (size_t)(numel ? numel : 1) * sizeof *out);
-    if (!out)
-        return HVQ_E_NOMEM;
-    if (t.info.dtype == HVQ_DTYPE_F32)
-        memcpy(out, t.data, (size_t)numel * sizeof *out);
-    else if ((st = ctx->host->convert(ctx, HVQ_DTYPE_F32, out, t.info.dtype, t.data,
-                                      (size_t)numel)) != HVQ_OK) {
-        free(out);
-        return st;
-    }
-    uint64_t bad = hvq_first_nonfinite(out, numel);
-    if (bad < numel) {
-        free(out);
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: tensor '%s': value %llu is not finite (a model "
-                         "with NaN or infinite weights has no perplexity)",
-                         s->path, name, (unsigned long long)bad);
-    }
-    *data = out;
-    *ndim = t.info.ndim;
-    memcpy(shape, t.info.shape, sizeof t.info.shape);
-    return HVQ_OK;
-}
 
 typedef struct src_container {
     hvq_container *c;
@@ -435,168 +389,200 @@ static char *config_for_container(hvq_container *c, const char *path)
  * Evaluation
  * ---------------------------------------------------------------------- */
 
-/* Tokens from a text file: a llama2.c tokenizer file, else the model's
- * GGUF vocabulary. */
-static hvq_status tokenize_text(hvq_ctx *ctx, const char *text_path, const char *tokenizer_path,
-                                const hvq_meta *meta, size_t n_meta, const char *model_path,
-                                int32_t **ids, uint64_t *n)
+/* One evaluation: what is open, released by eval_release. */
+typedef struct eval_run {
+    hvq_ctx *ctx;
+    const hvq_registry *reg;
+    const char *model_path;
+    const char *tokens_path, *text_path; /* one of them */
+    hvq_container *cont;
+    src_container sc;
+    hvq_model *model;
+    const hvq_meta *meta;
+    size_t n_meta;
+    char *config_text, *found_config;
+    const hvq_plugin *mp; /* the model plugin */
+    void *state;          /* its model */
+    int32_t *ids;
+    uint64_t n_ids;
+} eval_run;
+
+static void eval_release(eval_run *r)
 {
-    hvq_tokenizer *tok = NULL;
-    hvq_status st = tokenizer_path ? hvq_tokenizer_load_llama2c(ctx, tokenizer_path, &tok)
-                                   : hvq_tokenizer_from_gguf(ctx, meta, n_meta, model_path, &tok);
-    if (st != HVQ_OK)
-        return st;
-    char *text = NULL;
-    size_t len = 0, cnt = 0;
-    if ((st = read_text(ctx, text_path, 1L << 30, &text, &len)) == HVQ_OK)
-        st = hvq_tokenizer_encode_text(ctx, tok, text, len, ids, &cnt);
-    *n = cnt;
-    free(text);
-    hvq_tokenizer_free(tok);
-    if (st == HVQ_OK && cnt == 0)
-        st = hvq_error(ctx, HVQ_E_INPUT, "%s: no text", text_path);
-    return st;
+    if (r->state)
+        r->mp->model_close(r->ctx, r->state);
+    if (r->model)
+        r->ctx->host->model_close(r->ctx, r->model);
+    hvq_container_close(r->ctx, r->cont);
+    free(r->ids);
+    free(r->config_text);
+    free(r->found_config);
 }
 
-static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *model_path,
-                            const char *tokens_path, const char *text_path,
-                            const char *tokenizer_path, int ctx_len, int max_windows,
-                            const char *config_path, hvq_eval_result *res)
+/* The string GGUF metadata holds under key ({"gguf_type": "string",
+ * "value": ...}) into buf, or 0 when absent or not a string. */
+static int meta_string(const hvq_meta *meta, size_t n, const char *key, char *buf, size_t len)
 {
-    memset(res, 0, sizeof *res);
-    if (ctx_len < 2)
-        return hvq_error(ctx, HVQ_E_INPUT, "the context length must be at least 2 tokens (got "
-                         "%d): the first token of a window is not scored", ctx_len);
-    if (max_windows < 0)
-        return hvq_error(ctx, HVQ_E_INPUT, "the number of windows may not be negative");
-    const hvq_registry *saved = hvq_ctx_registry(ctx);
-    hvq_ctx_set_registry(ctx, reg);
-    double t0 = now_seconds();
-    int32_t *ids = NULL;
-    uint64_t n_ids = 0;
-    char *config_text = NULL, *found_config = NULL;
-    hvq_container *cont = NULL;
-    hvq_model *model = NULL;
-    hvq_llama *llama = NULL;
-    const hvq_meta *meta = NULL;
-    size_t n_meta = 0;
-    src_model sm = {NULL, model_path};
-    src_container sc = {NULL};
-    hvq_llama_source src;
-    memset(&src, 0, sizeof src);
-    src.what = model_path;
-    res->ctx_len = ctx_len;
+    const char *text = meta_value(meta, n, key);
+    hvq_json_doc *doc = text ? hvq_json_parse(text, strlen(text), 0, NULL) : NULL;
+    const hvq_json_value *v = doc ? hvq_json_get(hvq_json_root(doc), "value") : NULL;
+    int ok = v && v->type == HVQ_JSON_STRING && v->len < len;
+    if (ok)
+        snprintf(buf, len, "%s", v->str);
+    hvq_json_free(doc);
+    return ok;
+}
 
-    uint64_t windows = 0;
-    hvq_status st = HVQ_OK;
-    if (tokens_path && (st = hvq_eval_read_tokens(ctx, tokens_path, &ids, &n_ids)) != HVQ_OK)
-        goto done;
-
-    /* The model: a container, else any model file a source plugin reads. */
-    int is_container = container_by_name(model_path);
+/* The model: a container, else any model file a source plugin reads; its
+ * metadata, and the kind res reports. */
+static hvq_status eval_open_model(eval_run *r, hvq_eval_result *res)
+{
+    hvq_ctx *ctx = r->ctx;
+    int is_container = container_by_name(r->model_path);
     if (!is_container) {
-        model = ctx->host->model_open(ctx, model_path);
-        if (!model) {
-            st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
-            goto done;
-        }
-        ctx->host->model_meta(model, &meta, &n_meta);
-        const char *fmt = meta_value(meta, n_meta, "format");
+        r->model = ctx->host->model_open(ctx, r->model_path);
+        if (!r->model)
+            return hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
+        ctx->host->model_meta(r->model, &r->meta, &r->n_meta);
+        const char *fmt = meta_value(r->meta, r->n_meta, "format");
         if (fmt && strcmp(fmt, "hvq") == 0) {
-            ctx->host->model_close(ctx, model);
-            model = NULL;
-            meta = NULL;
-            n_meta = 0;
+            ctx->host->model_close(ctx, r->model);
+            r->model = NULL;
+            r->meta = NULL;
+            r->n_meta = 0;
             is_container = 1;
         }
     }
     if (is_container) {
-        if ((st = hvq_container_open(ctx, reg, model_path, &cont)) != HVQ_OK)
-            goto done;
-        hvq_container_source_meta(cont, &meta, &n_meta);
+        hvq_status st = hvq_container_open(ctx, r->reg, r->model_path, &r->cont);
+        if (st != HVQ_OK)
+            return st;
+        hvq_container_source_meta(r->cont, &r->meta, &r->n_meta);
         snprintf(res->kind, sizeof res->kind, "hvq container");
-        sc.c = cont;
-        src.get = get_from_container;
-        src.ud = &sc;
-    } else {
-        const hvq_loaded_plugin *pl = hvq_registry_detect(reg, ctx, model_path);
-        snprintf(res->kind, sizeof res->kind, "%s", pl ? pl->desc.name : "model");
+        r->sc.c = r->cont;
+        return HVQ_OK;
+    }
+    const char *fmt = ctx->host->detect(ctx, r->model_path);
+    snprintf(res->kind, sizeof res->kind, "%s", fmt ? fmt : "model");
+    hvq_ctx_clear_error(ctx);
+    return HVQ_OK;
+}
+
+/* The model plugin: the one that runs the GGUF metadata's architecture,
+ * else "llama" (which reports a configuration it cannot run). */
+static hvq_status eval_pick_plugin(eval_run *r)
+{
+    hvq_ctx *ctx = r->ctx;
+    char arch[64];
+    r->mp = NULL;
+    if (meta_string(r->meta, r->n_meta, "general.architecture", arch, sizeof arch)) {
+        r->mp = ctx->host->model_plugin(ctx, NULL, arch);
         hvq_ctx_clear_error(ctx);
-        sm.m = model;
-        src.get = get_from_model;
-        src.ud = &sm;
     }
+    if (!r->mp)
+        r->mp = ctx->host->model_plugin(ctx, "llama", NULL);
+    return r->mp ? HVQ_OK : hvq_ctx_status(ctx);
+}
 
-    /* The tokens of a text, once the model's vocabulary is at hand. */
-    if (!tokens_path &&
-        (st = tokenize_text(ctx, text_path, tokenizer_path, meta, n_meta, model_path, &ids,
-                            &n_ids)) != HVQ_OK)
-        goto done;
-    res->n_tokens = n_ids;
-    windows = n_ids / (uint64_t)ctx_len;
-    if (max_windows > 0 && windows > (uint64_t)max_windows)
-        windows = (uint64_t)max_windows;
-    if (windows == 0) {
-        st = hvq_error(ctx, HVQ_E_INPUT, "%s: %llu tokens is less than one window of %d",
-                       tokens_path ? tokens_path : text_path, (unsigned long long)n_ids, ctx_len);
-        goto done;
-    }
+/* Tokens from a text file: a tokenizer file (llama2.c's for "llama"), else
+ * the vocabulary in the model's GGUF metadata. */
+static hvq_status eval_tokenize(eval_run *r, const char *tokenizer_path)
+{
+    hvq_ctx *ctx = r->ctx;
+    const hvq_plugin *mp = r->mp;
+    if (!mp->tokenizer_open || !mp->tokenizer_encode_text || !mp->tokenizer_close)
+        return hvq_error(ctx, HVQ_E_UNSUPPORTED, "%s: the model plugin '%s' has no tokenizer; "
+                         "give --tokens", r->text_path, mp->name);
+    void *tok = NULL;
+    hvq_status st = mp->tokenizer_open(ctx, tokenizer_path, r->meta, r->n_meta, r->model_path,
+                                       &tok);
+    char *text = NULL;
+    size_t len = 0, cnt = 0;
+    if (st == HVQ_OK && (st = read_text(ctx, r->text_path, 1L << 30, &text, &len)) == HVQ_OK)
+        st = mp->tokenizer_encode_text(ctx, tok, text, len, &r->ids, &cnt);
+    r->n_ids = cnt;
+    free(text);
+    if (tok)
+        mp->tokenizer_close(ctx, tok);
+    if (st == HVQ_OK && cnt == 0)
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: no text", r->text_path);
+    return st;
+}
 
-    /* Its configuration. */
+/* The configuration: --config, else GGUF metadata, else a config.json
+ * found beside the model (or the model a container's pipeline read). */
+static hvq_status eval_config(eval_run *r, const char *config_path, hvq_model_input *in)
+{
+    hvq_ctx *ctx = r->ctx;
+    hvq_status st;
     if (config_path) {
-        if ((st = read_text(ctx, config_path, 64L << 20, &config_text, NULL)) != HVQ_OK)
-            goto done;
-        src.config_json = config_text;
-    } else if (has_key(meta, n_meta, "general.architecture")) {
-        src.gguf_meta = meta;
-        src.n_gguf_meta = n_meta;
-    } else {
-        found_config = cont ? config_for_container(cont, model_path) : config_for(model_path);
-        if (!found_config) {
-            st = hvq_error(ctx, HVQ_E_INPUT,
-                           "%s: no model configuration: no config.json %s and no GGUF metadata; "
-                           "give one with --config", model_path,
-                           cont ? "beside the container or the model its pipeline read"
-                                : (is_dir(model_path) ? "in the directory" : "beside the file"));
-            goto done;
-        }
-        if ((st = read_text(ctx, found_config, 64L << 20, &config_text, NULL)) != HVQ_OK)
-            goto done;
-        src.config_json = config_text;
-        hvq_log(ctx, HVQ_LOG_DEBUG, "%s: configuration from %s", model_path, found_config);
+        if ((st = read_text(ctx, config_path, 64L << 20, &r->config_text, NULL)) != HVQ_OK)
+            return st;
+        in->config_json = r->config_text;
+        return HVQ_OK;
     }
-    if ((st = hvq_llama_load(ctx, &src, &llama)) != HVQ_OK)
-        goto done;
-    hvq_llama_set_stop(llama, &hvq_interrupted); /* a window stops within a tile */
-    res->config = *hvq_llama_get_config(llama);
-    /* Tensors are copied: the files are no longer needed. */
-    if (model) {
-        ctx->host->model_close(ctx, model);
-        model = NULL;
+    if (has_key(r->meta, r->n_meta, "general.architecture")) {
+        in->meta = r->meta;
+        in->n_meta = r->n_meta;
+        return HVQ_OK;
     }
-    if (cont) {
-        hvq_container_close(ctx, cont);
-        cont = NULL;
+    r->found_config = r->cont ? config_for_container(r->cont, r->model_path)
+                              : config_for(r->model_path);
+    if (!r->found_config)
+        return hvq_error(ctx, HVQ_E_INPUT,
+                         "%s: no model configuration: no config.json %s and no GGUF metadata; "
+                         "give one with --config", r->model_path,
+                         r->cont ? "beside the container or the model its pipeline read"
+                                 : (is_dir(r->model_path) ? "in the directory"
+                                                          : "beside the file"));
+    if ((st = read_text(ctx, r->found_config, 64L << 20, &r->config_text, NULL)) != HVQ_OK)
+        return st;
+    in->config_json = r->config_text;
+    hvq_log(ctx, HVQ_LOG_DEBUG, "%s: configuration from %s", r->model_path, r->found_config);
+    return HVQ_OK;
+}
+
+/* Builds the model with the plugin; the files are closed once it has its
+ * own copies of the weights. Checks the tokens against its vocabulary. */
+static hvq_status eval_load(eval_run *r, const hvq_model_input *in, hvq_eval_result *res)
+{
+    hvq_ctx *ctx = r->ctx;
+    hvq_status st = r->mp->model_open(ctx, NULL, in, &r->state);
+    if (st != HVQ_OK)
+        return st;
+    if (r->mp->model_set_stop)
+        r->mp->model_set_stop(r->state, &hvq_interrupted); /* a window stops within a tile */
+    r->mp->model_info(r->state, &res->config);
+    if (r->model) {
+        ctx->host->model_close(ctx, r->model);
+        r->model = NULL;
     }
-    for (uint64_t i = 0; i < n_ids; i++)
-        if (ids[i] >= res->config.vocab) {
-            st = hvq_error(ctx, HVQ_E_INPUT,
-                           "%s: token %llu has id %d, outside the model's vocabulary of %d "
-                           "(tokens from another tokenizer?)",
-                           tokens_path ? tokens_path : text_path,
-                           (unsigned long long)i, (int)ids[i], res->config.vocab);
-            goto done;
-        }
+    if (r->cont) {
+        hvq_container_close(ctx, r->cont);
+        r->cont = NULL;
+    }
+    for (uint64_t i = 0; i < r->n_ids; i++)
+        if (r->ids[i] >= res->config.vocab)
+            return hvq_error(ctx, HVQ_E_INPUT,
+                             "%s: token %llu has id %d, outside the model's vocabulary of %d "
+                             "(tokens from another tokenizer?)",
+                             r->tokens_path ? r->tokens_path : r->text_path,
+                             (unsigned long long)i, (int)r->ids[i], res->config.vocab);
     hvq_log(ctx, HVQ_LOG_DEBUG,
             "%s (%s): %d layers, hidden %d, MLP %d, %d heads (%d key/value), vocabulary %d%s",
-            model_path, res->kind, res->config.n_layers, res->config.hidden,
+            r->model_path, res->kind, res->config.n_layers, res->config.hidden,
             res->config.intermediate, res->config.n_heads, res->config.n_kv_heads,
             res->config.vocab, res->config.tied ? ", tied output" : "");
-    double t1 = now_seconds();
-    res->load_seconds = t1 - t0;
+    return HVQ_OK;
+}
 
-    double nll = 0;
+/* Runs the windows, with progress on a terminal; fills res. */
+static hvq_status eval_windows(eval_run *r, uint64_t windows, int ctx_len, hvq_eval_result *res)
+{
+    hvq_ctx *ctx = r->ctx;
+    double t1 = now_seconds(), nll = 0;
     uint64_t scored = 0;
+    hvq_status st = HVQ_OK;
     /* Progress on a terminal: the window and the perplexity so far. */
     int tty = !hvq_ctx_options(ctx)->quiet && isatty(2);
     for (uint64_t w = 0; w < windows; w++) {
@@ -604,7 +590,8 @@ static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *m
             st = hvq_interrupt_error(ctx);
             break;
         }
-        st = hvq_llama_window(ctx, llama, ids + w * (uint64_t)ctx_len, ctx_len, &nll, &scored);
+        st = r->mp->model_window(ctx, r->state, r->ids + w * (uint64_t)ctx_len, ctx_len, &nll,
+                                 &scored);
         if (st != HVQ_OK)
             break;
         if (tty) {
@@ -624,25 +611,76 @@ static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *m
     if (st == HVQ_OK && hvq_interrupted)
         st = hvq_interrupt_error(ctx);
     if (st != HVQ_OK)
-        goto done;
+        return st;
     res->seconds = now_seconds() - t1;
     res->n_windows = windows;
     res->n_scored = scored;
     res->nll = nll / (double)scored;
     res->ppl = exp(res->nll);
-    if (!isfinite(res->nll)) {
-        st = hvq_error(ctx, HVQ_E_INPUT, "%s: the loss is not finite (the forward pass "
-                       "overflows with these weights)", model_path);
-        goto done;
+    if (!isfinite(res->nll))
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: the loss is not finite (the forward pass "
+                         "overflows with these weights)", r->model_path);
+    return HVQ_OK;
+}
+
+/* Everything up to the windows: tokens, model, plugin, configuration. */
+static hvq_status eval_prepare(eval_run *r, const char *tokenizer_path, int ctx_len,
+                               int max_windows, const char *config_path, hvq_eval_result *res,
+                               uint64_t *windows)
+{
+    hvq_ctx *ctx = r->ctx;
+    hvq_status st;
+    if (r->tokens_path &&
+        (st = hvq_eval_read_tokens(ctx, r->tokens_path, &r->ids, &r->n_ids)) != HVQ_OK)
+        return st;
+    if ((st = eval_open_model(r, res)) != HVQ_OK || (st = eval_pick_plugin(r)) != HVQ_OK)
+        return st;
+    /* The tokens of a text, once the model's vocabulary is at hand. */
+    if (!r->tokens_path && (st = eval_tokenize(r, tokenizer_path)) != HVQ_OK)
+        return st;
+    res->n_tokens = r->n_ids;
+    *windows = r->n_ids / (uint64_t)ctx_len;
+    if (max_windows > 0 && *windows > (uint64_t)max_windows)
+        *windows = (uint64_t)max_windows;
+    if (*windows == 0)
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: %llu tokens is less than one window of %d",
+                         r->tokens_path ? r->tokens_path : r->text_path,
+                         (unsigned long long)r->n_ids, ctx_len);
+    hvq_model_input in = {.path = r->model_path, .model = r->model};
+    if (r->cont) {
+        in.get = get_from_container;
+        in.get_ud = &r->sc;
     }
-done:
-    hvq_llama_free(llama);
-    if (model)
-        ctx->host->model_close(ctx, model);
-    hvq_container_close(ctx, cont);
-    free(ids);
-    free(config_text);
-    free(found_config);
+    if ((st = eval_config(r, config_path, &in)) != HVQ_OK)
+        return st;
+    return eval_load(r, &in, res);
+}
+
+static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *model_path,
+                            const char *tokens_path, const char *text_path,
+                            const char *tokenizer_path, int ctx_len, int max_windows,
+                            const char *config_path, hvq_eval_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (ctx_len < 2)
+        return hvq_error(ctx, HVQ_E_INPUT, "the context length must be at least 2 tokens (got "
+                         "%d): the first token of a window is not scored", ctx_len);
+    if (max_windows < 0)
+        return hvq_error(ctx, HVQ_E_INPUT, "the number of windows may not be negative");
+    const hvq_registry *saved = hvq_ctx_registry(ctx);
+    hvq_ctx_set_registry(ctx, reg);
+    double t0 = now_seconds();
+    eval_run r = {.ctx = ctx, .reg = reg, .model_path = model_path, .tokens_path = tokens_path,
+                  .text_path = text_path};
+    res->ctx_len = ctx_len;
+    uint64_t windows = 0;
+    hvq_status st =
+        eval_prepare(&r, tokenizer_path, ctx_len, max_windows, config_path, res, &windows);
+    if (st == HVQ_OK) {
+        res->load_seconds = now_seconds() - t0;
+        st = eval_windows(&r, windows, ctx_len, res);
+    }
+    eval_release(&r);
     hvq_ctx_set_registry(ctx, saved);
     return st;
 }

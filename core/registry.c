@@ -44,7 +44,7 @@ void hvq_registry_free(hvq_registry *reg)
 const char *hvq_kind_names(uint32_t kinds, char *buf, size_t len)
 {
     static const char *const names[] = {"source", "sink", "hessian", "importance",
-                                        "clusterer", "residual", "writer"};
+                                        "clusterer", "residual", "writer", "model"};
     size_t used = 0;
     buf[0] = '\0';
     for (unsigned b = 0; b < sizeof names / sizeof names[0]; b++)
@@ -92,7 +92,7 @@ hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
 {
     const uint32_t all = HVQ_KIND_SOURCE | HVQ_KIND_SINK | HVQ_KIND_HESSIAN |
                          HVQ_KIND_IMPORTANCE | HVQ_KIND_CLUSTERER | HVQ_KIND_RESIDUAL |
-                         HVQ_KIND_WRITER;
+                         HVQ_KIND_WRITER | HVQ_KIND_MODEL;
     if (d->abi_version != HVQ_ABI_VERSION) {
         snprintf(why, why_len, "built for plugin ABI %u, this hvqconv uses ABI %u",
                  (unsigned)d->abi_version, (unsigned)HVQ_ABI_VERSION);
@@ -197,6 +197,24 @@ hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
         NEED(writer_tensor, "writer");
         NEED(writer_finish, "writer");
         NEED(writer_close, "writer");
+    }
+    if (d->kinds & HVQ_KIND_MODEL) {
+        if (d->struct_size < offsetof(hvq_plugin, tokenizer_close) + sizeof d->tokenizer_close) {
+            snprintf(why, why_len,
+                     "model plugin '%s': descriptor is %u bytes, too short for the model "
+                     "callbacks (built for an older plugin.h?)",
+                     d->name, (unsigned)d->struct_size);
+            return HVQ_E_INPUT;
+        }
+        if (!d->architectures || !*d->architectures || !d->model_linears) {
+            snprintf(why, why_len, "model plugin '%s' lacks its architectures or its "
+                     "model_linears table", d->name);
+            return HVQ_E_INPUT;
+        }
+        NEED(model_open, "model");
+        NEED(model_info, "model");
+        NEED(model_window, "model");
+        NEED(model_close, "model");
     }
     return HVQ_OK;
 }
@@ -434,6 +452,32 @@ const hvq_loaded_plugin *hvq_registry_find(const hvq_registry *reg, uint32_t kin
     for (size_t i = 0; i < reg->n; i++)
         if ((reg->items[i]->desc.kinds & kind) && strcmp(reg->items[i]->desc.name, name) == 0)
             return reg->items[i];
+    return NULL;
+}
+
+/* Whether the space-separated list has the word w. */
+static int list_has_word(const char *list, const char *w)
+{
+    size_t n = strlen(w);
+    for (const char *p = list; n && *p;) {
+        while (*p == ' ')
+            p++;
+        size_t len = strcspn(p, " ");
+        if (len == n && strncmp(p, w, n) == 0)
+            return 1;
+        p += len;
+    }
+    return 0;
+}
+
+const hvq_loaded_plugin *hvq_registry_model_for(const hvq_registry *reg,
+                                                const char *architecture)
+{
+    for (size_t i = 0; i < reg->n; i++) {
+        const hvq_plugin *d = &reg->items[i]->desc;
+        if ((d->kinds & HVQ_KIND_MODEL) && list_has_word(d->architectures, architecture))
+            return reg->items[i];
+    }
     return NULL;
 }
 

@@ -1,6 +1,7 @@
 /* hessian "calibrate": Hessian diagonals computed by running the model being
- * compressed over calibration tokens with the built-in Llama forward pass
- * (common/llama.h), so no other framework is needed.
+ * compressed over calibration tokens with a model plugin (HVQ_KIND_MODEL,
+ * reached through host->model_plugin: the one that runs the GGUF
+ * metadata's architecture, else "llama"), so no other framework is needed.
  *
  * What it computes. For every block l and every linear layer of it, the
  * mean over all calibration tokens of x_j^2, x being the activation row
@@ -22,8 +23,8 @@
  * The model. hessian_open gets the pipeline's input: a safetensors
  * directory or file with config.json (in the directory, or beside the
  * file), or a GGUF file (configuration from its llama.* metadata, RoPE in
- * llama.cpp's order). Tensors are read through the host (model_open) and
- * converted to float32.
+ * llama.cpp's order). The host opens the model (model_open; host->detect
+ * tells a GGUF file) and the model plugin reads its tensors from it.
  *
  * Names. A tensor is matched by its Hugging Face name
  * (model.layers.N.self_attn.q_proj.weight) or its llama.cpp name
@@ -60,7 +61,6 @@
 #include "file.h"
 #include "buf.h"
 #include "json.h"
-#include "llama.h"
 
 #include <errno.h>
 #include <math.h>
@@ -79,8 +79,9 @@ enum { P_TOKENS, P_WINDOWS, P_CTX, P_SAVE, P_MISSING, P_FULL };
 /* Names listed in the closing warning before "and N more". */
 #define CAL_WARN_LIST 10
 
-/* Accumulators of a block: the inputs of q/k/v, o, gate/up, down. */
-enum { SLOT_ATTN, SLOT_O, SLOT_MLP, SLOT_DOWN, N_SLOTS };
+/* Accumulators of a block: one per distinct input of its linear layers
+ * (the model plugin's model_linears: for Llama the inputs of q/k/v, o,
+ * gate/up, down). */
 
 static const char *const missing_choices[] = {"error", "uniform", NULL};
 
@@ -120,6 +121,8 @@ typedef struct cal_shared {
     int64_t windows, ctx_len;
     int full;
     int n_layers;
+    const hvq_model_linear *lin; /* the model plugin's table */
+    int n_lin, n_slots;
     cal_acc *acc;
     char **saved; /* save: paths written from these statistics */
     size_t n_saved;
@@ -134,7 +137,10 @@ typedef struct cal_state {
     int missing_error;
     int full;         /* accumulate the full matrices */
     int n_layers;
-    cal_acc *acc;     /* n_layers * N_SLOTS */
+    const hvq_model_linear *lin; /* the model plugin's linear layers */
+    int n_lin;        /* entries of lin */
+    int n_slots;      /* distinct inputs among them */
+    cal_acc *acc;     /* n_layers * n_slots */
     cal_shared *shared; /* acc belongs to it (NULL: to this instance) */
     char **missing;   /* tensors that got H = 1 */
     size_t n_missing, cap_missing;
@@ -144,25 +150,27 @@ typedef struct cal_state {
     uint64_t fail_dim, fail_want;
 } cal_state;
 
-static int slot_of(hvq_llama_linear which)
+/* The accumulator of linear layer `linear` of block `layer`. */
+static cal_acc *acc_of(const cal_state *s, int layer, int linear)
 {
-    switch (which) {
-    case HVQ_LLAMA_Q:
-    case HVQ_LLAMA_K:
-    case HVQ_LLAMA_V:
-        return SLOT_ATTN;
-    case HVQ_LLAMA_O:
-        return SLOT_O;
-    case HVQ_LLAMA_GATE:
-    case HVQ_LLAMA_UP:
-        return SLOT_MLP;
-    default:
-        return SLOT_DOWN;
-    }
+    return &s->acc[(size_t)layer * (size_t)s->n_slots + (size_t)s->lin[linear].input];
 }
 
-static const char *const linear_short[HVQ_LLAMA_N_LINEAR] = {"q",    "k",  "v",   "o",
-                                                              "gate", "up", "down"};
+/* Whether linear layer `linear` is the first with its input (the hook
+ * counts shared rows once). */
+static int first_of_input(const cal_state *s, int linear)
+{
+    for (int w = 0; w < linear; w++)
+        if (s->lin[w].input == s->lin[linear].input)
+            return 0;
+    return 1;
+}
+
+/* The name of linear layer w of block l in a naming scheme. */
+static void linear_name(const cal_state *s, int gguf, int l, int w, char *buf, size_t len)
+{
+    snprintf(buf, len, gguf ? s->lin[w].gguf_name : s->lin[w].hf_name, l);
+}
 
 /* ---- token files ---------------------------------------------------------- */
 
@@ -321,60 +329,6 @@ static hvq_status load_tokens(hvq_ctx *ctx, const char *path, int32_t **out, uin
 
 /* ---- the model ------------------------------------------------------------ */
 
-typedef struct cal_model {
-    hvq_model *m;
-    const char *path;
-} cal_model;
-
-/* hvq_llama_get_fn: one tensor by name, converted to float32 (malloc'd). */
-static hvq_status cal_get(void *ud, hvq_ctx *ctx, const char *name, float **data, int *ndim,
-                          int64_t shape[HVQ_MAX_DIMS])
-{
-    const hvq_host *H = ctx->host;
-    cal_model *cm = ud;
-    hvq_tensor t;
-    *data = NULL;
-    hvq_status st = H->model_find(ctx, cm->m, name, &t);
-    if (st != HVQ_OK)
-        return st;
-    if (t.info.dtype != HVQ_DTYPE_F32 && t.info.dtype != HVQ_DTYPE_F16 &&
-        t.info.dtype != HVQ_DTYPE_BF16 && t.info.dtype != HVQ_DTYPE_F64)
-        return H->error(ctx, HVQ_E_UNSUPPORTED,
-                        "%s: tensor '%s' is %s; the forward pass reads F32, F16, BF16, F64 "
-                        "(and GGUF Q8_0/Q4_0)",
-                        cm->path, name,
-                        t.info.dtype_name ? t.info.dtype_name : H->dtype_name(t.info.dtype));
-    uint64_t n = hvq_numel(&t.info);
-    if (n > SIZE_MAX / sizeof(float))
-        return H->error(ctx, HVQ_E_NOMEM, "%s: tensor '%s' is too large", cm->path, name);
-    float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
-    if (!f)
-        return H->error(ctx, HVQ_E_NOMEM, "out of memory reading tensor '%s'", name);
-    st = H->convert(ctx, HVQ_DTYPE_F32, f, t.info.dtype, t.data, (size_t)n);
-    if (st != HVQ_OK) {
-        free(f);
-        return st;
-    }
-    *data = f;
-    *ndim = t.info.ndim;
-    for (int d = 0; d < HVQ_MAX_DIMS; d++)
-        shape[d] = d < t.info.ndim ? t.info.shape[d] : 0;
-    return HVQ_OK;
-}
-
-/* Whether path is a regular file starting with the GGUF magic. */
-static int is_gguf_file(const char *path)
-{
-    int odd;
-    FILE *f = hvq_fopen_input(NULL, path, &odd);
-    char magic[4];
-    if (!f)
-        return 0;
-    int yes = fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
-    fclose(f);
-    return yes;
-}
-
 /* config.json of a safetensors model: in the directory, or beside the file.
  * *json is NULL (no error) when there is none. */
 static hvq_status read_config(hvq_ctx *ctx, const char *model_path, char **json, char **where)
@@ -425,12 +379,11 @@ static void add_outer(double *full, const float *row, int n)
     }
 }
 
-static void cal_hook(void *ud, int layer, hvq_llama_linear which, const float *x, int n_tokens,
-                     int in_dim)
+static void cal_hook(void *ud, int layer, int which, const float *x, int n_tokens, int in_dim)
 {
     cal_state *s = ud;
     /* q/k/v and gate/up see the same rows: count them once. */
-    if (which == HVQ_LLAMA_K || which == HVQ_LLAMA_V || which == HVQ_LLAMA_UP)
+    if (which < 0 || which >= s->n_lin || !first_of_input(s, which))
         return;
     if (s->hook_failed || layer < 0 || layer >= s->n_layers || n_tokens <= 0 || in_dim <= 0) {
         if (!s->hook_failed) {
@@ -442,7 +395,7 @@ static void cal_hook(void *ud, int layer, hvq_llama_linear which, const float *x
         }
         return;
     }
-    cal_acc *a = &s->acc[(size_t)layer * N_SLOTS + (size_t)slot_of(which)];
+    cal_acc *a = acc_of(s, layer, which);
     if (!a->sum) {
         a->sum = calloc((size_t)in_dim, sizeof *a->sum);
         if (!a->sum) {
@@ -511,7 +464,7 @@ static hvq_status save_imatrix(hvq_ctx *ctx, cal_state *s, const char *path, int
                                int64_t ctx_len)
 {
     const hvq_host *H = ctx->host;
-    size_t n_w = (size_t)s->n_layers * HVQ_LLAMA_N_LINEAR, k = 0;
+    size_t n_w = (size_t)s->n_layers * (size_t)s->n_lin, k = 0;
     save_entry *e = H->calloc(ctx, n_w ? n_w : 1, sizeof *e);
     hvq_tensor_info *ti = H->calloc(ctx, 2 * (n_w ? n_w : 1), sizeof *ti);
     char (*names)[112] = H->calloc(ctx, 2 * (n_w ? n_w : 1), sizeof *names);
@@ -527,11 +480,11 @@ static hvq_status save_imatrix(hvq_ctx *ctx, cal_state *s, const char *path, int
     }
     uint64_t max_n = 1;
     for (int l = 0; l < s->n_layers; l++)
-        for (int w = 0; w < HVQ_LLAMA_N_LINEAR; w++) {
-            const cal_acc *a = &s->acc[(size_t)l * N_SLOTS + (size_t)slot_of((hvq_llama_linear)w)];
+        for (int w = 0; w < s->n_lin; w++) {
+            const cal_acc *a = acc_of(s, l, w);
             if (!a->sum || !a->count)
                 continue;
-            hvq_llama_linear_name(1, l, (hvq_llama_linear)w, e[k].name, sizeof e[k].name);
+            linear_name(s, 1, l, w, e[k].name, sizeof e[k].name);
             e[k].acc = a;
             if (a->n > max_n)
                 max_n = a->n;
@@ -626,6 +579,9 @@ static int shared_take(cal_state *s, const char *model, int64_t windows, int64_t
         s->shared = g_shared;
         s->acc = g_shared->acc;
         s->n_layers = g_shared->n_layers;
+        s->lin = g_shared->lin;
+        s->n_lin = g_shared->n_lin;
+        s->n_slots = g_shared->n_slots;
         took = 1;
     }
     pthread_mutex_unlock(&g_shared_mu);
@@ -644,6 +600,9 @@ static void shared_put(cal_state *s, const char *model, int64_t windows, int64_t
             sh->ctx_len = ctx_len;
             sh->full = s->full;
             sh->n_layers = s->n_layers;
+            sh->lin = s->lin;
+            sh->n_lin = s->n_lin;
+            sh->n_slots = s->n_slots;
             sh->acc = s->acc;
             sh->refs = 1;
             s->shared = g_shared = sh;
@@ -677,14 +636,141 @@ static int shared_saved(cal_shared *sh, const char *path)
     return seen;
 }
 
-static void free_acc(const hvq_host *H, cal_acc *acc, int n_layers)
+static void free_acc(const hvq_host *H, cal_acc *acc, int n_layers, int n_slots)
 {
     if (acc)
-        for (size_t i = 0; i < (size_t)n_layers * N_SLOTS; i++) {
+        for (size_t i = 0; i < (size_t)n_layers * (size_t)n_slots; i++) {
             free(acc[i].sum);
             free(acc[i].full);
         }
     H->free(acc);
+}
+
+/* The GGUF metadata's general.architecture into buf ("" when absent). */
+static void meta_architecture(const hvq_meta *meta, size_t n, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (!meta[i].key || strcmp(meta[i].key, "general.architecture") != 0 || !meta[i].value)
+            continue;
+        hvq_json_doc *doc = hvq_json_parse(meta[i].value, strlen(meta[i].value), 0, NULL);
+        const hvq_json_value *v = doc ? hvq_json_get(hvq_json_root(doc), "value") : NULL;
+        if (v && v->type == HVQ_JSON_STRING && v->len < len)
+            snprintf(buf, len, "%s", v->str);
+        hvq_json_free(doc);
+        return;
+    }
+}
+
+/* The model being compressed, opened by the host (model_open on the
+ * pipeline's input) and built by the model plugin that runs its
+ * architecture (else "llama"): configuration from the GGUF metadata of a
+ * GGUF model, else config.json. */
+static hvq_status open_model(hvq_ctx *ctx, const char *model_path, const hvq_plugin **mp,
+                             void **model)
+{
+    const hvq_host *H = ctx->host;
+    *mp = NULL;
+    *model = NULL;
+    if (!HVQ_HOST_HAS(H, model_plugin) || !HVQ_HOST_HAS(H, detect))
+        return H->error(ctx, HVQ_E_UNSUPPORTED, "calibrate: this hvqconv has no model plugins "
+                        "(host->model_plugin); a newer one is needed");
+    hvq_model *m = H->model_open(ctx, model_path);
+    if (!m) {
+        hvq_status st = H->status(ctx);
+        return st == HVQ_OK ? HVQ_E_INPUT : st;
+    }
+    hvq_model_input in = {.path = model_path, .model = m};
+    char *config = NULL, *config_path = NULL, arch[64] = "";
+    const char *fmt = H->detect(ctx, model_path);
+    hvq_status st = HVQ_OK;
+    if (fmt && strcmp(fmt, "gguf") == 0) {
+        H->model_meta(m, &in.meta, &in.n_meta);
+        meta_architecture(in.meta, in.n_meta, arch, sizeof arch);
+    } else {
+        st = read_config(ctx, model_path, &config, &config_path);
+        if (st == HVQ_OK && !config)
+            st = H->error(ctx, HVQ_E_INPUT,
+                          "%s: calibrate needs the model's configuration: a Hugging Face "
+                          "config.json in the model directory (or beside the file), or a GGUF "
+                          "model; none found",
+                          model_path);
+        in.config_json = config;
+    }
+    if (st == HVQ_OK && arch[0])
+        *mp = H->model_plugin(ctx, NULL, arch);
+    if (st == HVQ_OK && !*mp && !(*mp = H->model_plugin(ctx, "llama", NULL)))
+        st = H->status(ctx);
+    if (st == HVQ_OK && (st = (*mp)->model_open(ctx, NULL, &in, model)) != HVQ_OK) {
+        if (*model)
+            (*mp)->model_close(ctx, *model);
+        *model = NULL;
+    }
+    H->model_close(ctx, m);
+    H->free(config);
+    H->free(config_path);
+    return st;
+}
+
+/* Runs the windows with the hook accumulating into s. */
+static hvq_status run_windows(hvq_ctx *ctx, cal_state *s, const hvq_plugin *mp, void *model,
+                              const int32_t *ids, int64_t windows, int64_t ctx_len, double *nll,
+                              uint64_t *scored)
+{
+    const hvq_host *H = ctx->host;
+    hvq_status st = HVQ_OK;
+    if (!mp->model_set_hook)
+        return H->error(ctx, HVQ_E_UNSUPPORTED, "calibrate: the model plugin '%s' has no "
+                        "activation hook", mp->name);
+    mp->model_set_hook(model, cal_hook, s);
+    for (int64_t w = 0; w < windows && st == HVQ_OK; w++) {
+        st = mp->model_window(ctx, model, ids + (size_t)w * (size_t)ctx_len, (int)ctx_len, nll,
+                              scored);
+        if (st == HVQ_OK && s->hook_failed == 2)
+            st = H->error(ctx, HVQ_E_NOMEM, "calibrate: out of memory");
+        else if (st == HVQ_OK && s->hook_failed)
+            st = H->error(ctx, HVQ_E_INTERNAL,
+                          "calibrate: unexpected activations entering layer %d, %s: %llu "
+                          "columns (earlier: %llu)",
+                          s->fail_layer,
+                          s->fail_which >= 0 && s->fail_which < s->n_lin
+                              ? s->lin[s->fail_which].short_name
+                              : "?",
+                          (unsigned long long)s->fail_dim, (unsigned long long)s->fail_want);
+        H->progress(ctx, (uint64_t)w + 1, (uint64_t)windows);
+    }
+    mp->model_set_hook(model, NULL, NULL);
+    return st;
+}
+
+/* Opens the model, sizes the accumulators from its shape and the plugin's
+ * linear layers, and runs the calibration windows. */
+static hvq_status calibrate(hvq_ctx *ctx, cal_state *s, const char *model_path,
+                            const int32_t *ids, int64_t windows, int64_t ctx_len, double *nll,
+                            uint64_t *scored)
+{
+    const hvq_host *H = ctx->host;
+    const hvq_plugin *mp;
+    void *model;
+    hvq_status st = open_model(ctx, model_path, &mp, &model);
+    if (st != HVQ_OK)
+        return st;
+    hvq_model_info info;
+    mp->model_info(model, &info);
+    s->lin = mp->model_linears;
+    for (s->n_lin = 0, s->n_slots = 0; s->lin[s->n_lin].short_name; s->n_lin++)
+        if (s->lin[s->n_lin].input >= s->n_slots)
+            s->n_slots = s->lin[s->n_lin].input + 1;
+    s->n_layers = info.n_layers;
+    s->acc = H->calloc(ctx, (size_t)(info.n_layers > 0 ? info.n_layers : 1) *
+                                (size_t)(s->n_slots > 0 ? s->n_slots : 1),
+                       sizeof *s->acc);
+    if (!s->acc)
+        st = HVQ_E_NOMEM;
+    else
+        st = run_windows(ctx, s, mp, model, ids, windows, ctx_len, nll, scored);
+    mp->model_close(ctx, model);
+    return st;
 }
 
 /* ---- the plugin ------------------------------------------------------------ */
@@ -740,72 +826,12 @@ static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *m
     }
 
     /* The model being compressed. */
-    cal_model cm = {NULL, model_path};
-    char *config = NULL, *config_path = NULL;
-    hvq_llama *llm = NULL;
-    int gguf = is_gguf_file(model_path);
-    if (!gguf) {
-        st = read_config(ctx, model_path, &config, &config_path);
-        if (st == HVQ_OK && !config)
-            st = H->error(ctx, HVQ_E_INPUT,
-                          "%s: calibrate needs the model's configuration: a Hugging Face "
-                          "config.json in the model directory (or beside the file), or a GGUF "
-                          "model; none found",
-                          model_path);
-    }
-    if (st == HVQ_OK && !(cm.m = H->model_open(ctx, model_path))) {
-        st = H->status(ctx);
-        if (st == HVQ_OK)
-            st = HVQ_E_INPUT;
-    }
-    if (st == HVQ_OK) {
-        hvq_llama_source src = {.config_json = config, .get = cal_get, .ud = &cm,
-                                .what = model_path};
-        if (gguf)
-            H->model_meta(cm.m, &src.gguf_meta, &src.n_gguf_meta);
-        st = hvq_llama_load(ctx, &src, &llm);
-    }
-    if (cm.m)
-        H->model_close(ctx, cm.m);
-    H->free(config);
-    H->free(config_path);
-
-    if (st == HVQ_OK) {
-        const hvq_llama_config *cfg = hvq_llama_get_config(llm);
-        s->n_layers = cfg->n_layers;
-        s->acc = H->calloc(ctx, (size_t)(cfg->n_layers > 0 ? cfg->n_layers : 1) * N_SLOTS,
-                           sizeof *s->acc);
-        if (!s->acc)
-            st = HVQ_E_NOMEM;
-    }
     double nll = 0;
     uint64_t scored = 0;
-    if (st == HVQ_OK) {
-        hvq_llama_set_hook(llm, cal_hook, s);
-        for (int64_t w = 0; w < windows && st == HVQ_OK; w++) {
-            st = hvq_llama_window(ctx, llm, ids + (size_t)w * (size_t)ctx_len, (int)ctx_len, &nll,
-                                  &scored);
-            if (st == HVQ_OK && s->hook_failed == 2)
-                st = H->error(ctx, HVQ_E_NOMEM, "calibrate: out of memory");
-            else if (st == HVQ_OK && s->hook_failed)
-                st = H->error(ctx, HVQ_E_INTERNAL,
-                              "calibrate: unexpected activations entering layer %d, %s: %llu "
-                              "columns (earlier: %llu)",
-                              s->fail_layer,
-                              s->fail_which >= 0 && s->fail_which < HVQ_LLAMA_N_LINEAR
-                                  ? linear_short[s->fail_which]
-                                  : "?",
-                              (unsigned long long)s->fail_dim,
-                              (unsigned long long)s->fail_want);
-            H->progress(ctx, (uint64_t)w + 1, (uint64_t)windows);
-        }
-        hvq_llama_set_hook(llm, NULL, NULL);
-    }
-    hvq_llama_free(llm);
+    st = calibrate(ctx, s, model_path, ids, windows, ctx_len, &nll, &scored);
     H->free(ids);
     if (st != HVQ_OK)
         return st;
-
     uint64_t tokens = (uint64_t)windows * (uint64_t)ctx_len;
     H->log(ctx, HVQ_LOG_INFO,
            "calibrate: calibrated on %llu tokens (%lld windows of %lld) from %s (perplexity "
@@ -819,7 +845,7 @@ static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *m
 }
 
 /* The block and linear layer a tensor name belongs to: 0 when none. */
-static int find_linear(const cal_state *s, const char *name, int *layer, hvq_llama_linear *which)
+static int find_linear(const cal_state *s, const char *name, int *layer, int *which)
 {
     /* Both schemes put the layer number after the first run of text. */
     static const char hf[] = "model.layers.", ll[] = "blk.";
@@ -837,12 +863,12 @@ static int find_linear(const cal_state *s, const char *name, int *layer, hvq_lla
     if (d == p || *d != '.' || l >= s->n_layers)
         return 0;
     for (int g = 0; g < 2; g++)
-        for (int w = 0; w < HVQ_LLAMA_N_LINEAR; w++) {
+        for (int w = 0; w < s->n_lin; w++) {
             char buf[128];
-            hvq_llama_linear_name(g, (int)l, (hvq_llama_linear)w, buf, sizeof buf);
+            linear_name(s, g, (int)l, w, buf, sizeof buf);
             if (strcmp(buf, name) == 0) {
                 *layer = (int)l;
-                *which = (hvq_llama_linear)w;
+                *which = w;
                 return 1;
             }
         }
@@ -875,8 +901,7 @@ static hvq_status acc_for(hvq_ctx *ctx, const cal_state *s, const hvq_tensor_inf
                           uint64_t cols, const cal_acc **acc)
 {
     const hvq_host *H = ctx->host;
-    int layer;
-    hvq_llama_linear which;
+    int layer, which;
     *acc = NULL;
     if (!find_linear(s, t->name, &layer, &which))
         return s->missing_error
@@ -887,11 +912,11 @@ static hvq_status acc_for(hvq_ctx *ctx, const cal_state *s, const hvq_tensor_inf
                               "H = 1 for it",
                               t->name)
                    : HVQ_OK;
-    const cal_acc *a = &s->acc[(size_t)layer * N_SLOTS + (size_t)slot_of(which)];
+    const cal_acc *a = acc_of(s, layer, which);
     if (!a->sum || a->count == 0)
         return H->error(ctx, HVQ_E_INTERNAL,
                         "calibrate: no activations were recorded for tensor '%s' (layer %d, %s)",
-                        t->name, layer, linear_short[which]);
+                        t->name, layer, s->lin[which].short_name);
     if (a->n != cols)
         return H->error(ctx, HVQ_E_INPUT,
                         "calibrate: the diagonal for tensor '%s' has %llu values (the model's "
@@ -979,7 +1004,7 @@ static void cal_close(hvq_ctx *ctx, void *state)
             g_shared = NULL;
         pthread_mutex_unlock(&g_shared_mu);
         if (last) {
-            free_acc(H, sh->acc, sh->n_layers);
+            free_acc(H, sh->acc, sh->n_layers, sh->n_slots);
             for (size_t i = 0; i < sh->n_saved; i++)
                 free(sh->saved[i]);
             free(sh->saved);
@@ -988,7 +1013,7 @@ static void cal_close(hvq_ctx *ctx, void *state)
             free(sh);
         }
     } else
-        free_acc(H, s->acc, s->n_layers);
+        free_acc(H, s->acc, s->n_layers, s->n_slots);
     H->free(s->tokens_path);
     H->free(s);
 }
