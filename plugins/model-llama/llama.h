@@ -11,8 +11,10 @@
  *
  * Ownership: hvq_llama_load copies nothing it does not need and owns every
  * weight array it returns (float32 copies); free with hvq_llama_free.
- * Threads: a model may be run by one caller at a time; it uses up to the
- * given number of threads inside, with results independent of that number.
+ * Threads: a model may be run by one caller at a time; a window runs on
+ * the host's parallel loop (host->parallel_for, up to host->threads), in
+ * chunks that depend only on the shapes, with results independent of the
+ * number of threads.
  */
 #ifndef HVQ_MODEL_LLAMA_H
 #define HVQ_MODEL_LLAMA_H
