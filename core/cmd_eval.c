@@ -9,6 +9,7 @@
 #include "finite.h"
 #include "buf.h"
 #include "json.h"
+#include "tokens.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -151,137 +152,9 @@ static char *yaml_top_scalar(const char *text, const char *key)
  * Tokens
  * ---------------------------------------------------------------------- */
 
-static hvq_status tokens_from_tensor(hvq_ctx *ctx, const char *path, const hvq_tensor *t,
-                                     int32_t **ids, uint64_t *n)
-{
-    const hvq_tensor_info *in = &t->info;
-    if (in->ndim != 1)
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: the token array has %d dimensions; a 1-D array "
-                         "of token ids is needed", path, in->ndim);
-    uint64_t cnt = (uint64_t)in->shape[0];
-    size_t es;
-    switch (in->dtype) {
-    case HVQ_DTYPE_I32: case HVQ_DTYPE_U32: es = 4; break;
-    case HVQ_DTYPE_I64: case HVQ_DTYPE_U64: es = 8; break;
-    case HVQ_DTYPE_I16: case HVQ_DTYPE_U16: es = 2; break;
-    default:
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: token ids must be integers (int32 or int64), "
-                         "not %s", path, in->dtype_name ? in->dtype_name : "?");
-    }
-    if (in->nbytes != cnt * es)
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: the token array's size does not match its shape",
-                         path);
-    int32_t *v = hvq_alloc(ctx, (size_t)(cnt ? cnt : 1) * sizeof *v);
-    if (!v)
-        return HVQ_E_NOMEM;
-    const unsigned char *p = t->data;
-    for (uint64_t i = 0; i < cnt; i++) {
-        int64_t x;
-        switch (in->dtype) {
-        case HVQ_DTYPE_I32: { int32_t y; memcpy(&y, p + i * 4, 4); x = y; break; }
-        case HVQ_DTYPE_U32: { uint32_t y; memcpy(&y, p + i * 4, 4); x = y; break; }
-        case HVQ_DTYPE_I16: { int16_t y; memcpy(&y, p + i * 2, 2); x = y; break; }
-        case HVQ_DTYPE_U16: { uint16_t y; memcpy(&y, p + i * 2, 2); x = y; break; }
-        case HVQ_DTYPE_U64: {
-            uint64_t y;
-            memcpy(&y, p + i * 8, 8);
-            x = y > INT64_MAX ? -1 : (int64_t)y;
-            break;
-        }
-        default: memcpy(&x, p + i * 8, 8); break;
-        }
-        if (x < 0 || x > INT32_MAX) {
-            free(v);
-            return hvq_error(ctx, HVQ_E_INPUT, "%s: token %llu has id %lld, not a token id",
-                             path, (unsigned long long)i, (long long)x);
-        }
-        v[i] = (int32_t)x;
-    }
-    *ids = v;
-    *n = cnt;
-    return HVQ_OK;
-}
-
 hvq_status hvq_eval_read_tokens(hvq_ctx *ctx, const char *path, int32_t **ids, uint64_t *n)
 {
-    *ids = NULL;
-    *n = 0;
-    int odd;
-    FILE *f = hvq_fopen_input(ctx, path, &odd);
-    if (!f)
-        return hvq_error(ctx, odd || errno == ENOENT ? HVQ_E_INPUT : HVQ_E_IO,
-                         "%s: cannot open: %s", path,
-                         odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
-    unsigned char head[6] = {0};
-    size_t hn = fread(head, 1, sizeof head, f);
-    int is_npy = hn == 6 && memcmp(head, "\x93NUMPY", 6) == 0;
-    int is_zip = hn >= 4 && memcmp(head, "PK\x03\x04", 4) == 0;
-    if (!is_npy && !is_zip) {
-        if (!ends_with(path, ".bin")) {
-            fclose(f);
-            return hvq_error(ctx, HVQ_E_INPUT, "%s: not a token file: expected a .npy array (or "
-                             "a one-array .npz) or raw little-endian int32 ids in a .bin file",
-                             path);
-        }
-        /* Raw little-endian int32. */
-        if (fseek(f, 0, SEEK_END) != 0) {
-            fclose(f);
-            return hvq_error(ctx, HVQ_E_IO, "%s: cannot seek: %s", path, strerror(errno));
-        }
-        long size = ftell(f);
-        rewind(f);
-        if (size < 0 || size % 4) {
-            fclose(f);
-            return hvq_error(ctx, HVQ_E_INPUT, "%s: %ld bytes is not a whole number of int32 "
-                             "token ids", path, size);
-        }
-        uint64_t cnt = (uint64_t)size / 4;
-        unsigned char *raw = hvq_alloc(ctx, (size_t)size + 1);
-        int32_t *v = raw ? hvq_alloc(ctx, (size_t)(cnt ? cnt : 1) * sizeof *v) : NULL;
-        if (!v) {
-            free(raw);
-            fclose(f);
-            return HVQ_E_NOMEM;
-        }
-        size_t got = fread(raw, 1, (size_t)size, f);
-        fclose(f);
-        if (got != (size_t)size) {
-            free(raw);
-            free(v);
-            return hvq_error(ctx, HVQ_E_IO, "%s: short read", path);
-        }
-        for (uint64_t i = 0; i < cnt; i++) {
-            const unsigned char *b = raw + i * 4;
-            uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                         (uint32_t)b[3] << 24;
-            if (u > INT32_MAX) {
-                free(raw);
-                free(v);
-                return hvq_error(ctx, HVQ_E_INPUT, "%s: token %llu has a negative id", path,
-                                 (unsigned long long)i);
-            }
-            v[i] = (int32_t)u;
-        }
-        free(raw);
-        *ids = v;
-        *n = cnt;
-        return HVQ_OK;
-    }
-    fclose(f);
-    hvq_model *m = ctx->host->model_open(ctx, path);
-    if (!m)
-        return hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
-    hvq_status st;
-    hvq_tensor_info info;
-    hvq_tensor t;
-    if (ctx->host->model_count(m) != 1)
-        st = hvq_error(ctx, HVQ_E_INPUT, "%s: holds %zu arrays; a token file holds one", path,
-                       ctx->host->model_count(m));
-    else if ((st = ctx->host->model_info(m, 0, &info)) == HVQ_OK &&
-             (st = ctx->host->model_find(ctx, m, info.name, &t)) == HVQ_OK)
-        st = tokens_from_tensor(ctx, path, &t, ids, n);
-    ctx->host->model_close(ctx, m);
-    return st;
+    return hvq_tokens_read(ctx, path, ids, n);
 }
 
 /* ------------------------------------------------------------------------

@@ -61,8 +61,9 @@ hvq_status hvq_eval_model_text(hvq_ctx *ctx, const hvq_registry *reg, const char
                                const char *text_path, const char *tokenizer_path, int ctx_len,
                                int max_windows, const char *config_path, hvq_eval_result *res);
 
-/* Reads a token file (see above) into malloc'd int32 ids (*n of them);
- * ids are checked to be non-negative and to fit an int32. */
+/* Reads a token file (see above; common/tokens.h, the reader calibrate
+ * uses too) into malloc'd int32 ids (*n of them); ids are checked to be
+ * non-negative and to fit an int32. */
 hvq_status hvq_eval_read_tokens(hvq_ctx *ctx, const char *path, int32_t **ids, uint64_t *n);
 
 /* The command. argv[0] is "eval"; returns an exit status (0, 2 bad input,

@@ -3,6 +3,13 @@
 # pass and the tokenizer directly: they compile the plugin's sources in,
 # as the plugin does (no fused multiply-adds).
 libhvqcore_la_SOURCES += core/eval.h core/cmd_eval.c
+libhvqcore_la_LIBADD += libhvqtokens.la
+
+# The one token-file reader, linked by the core (eval) and by the calibrate
+# Hessian source; it goes through the host table only.
+noinst_LTLIBRARIES += libhvqtokens.la
+libhvqtokens_la_SOURCES = common/tokens.c common/tokens.h
+libhvqtokens_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 
 check_PROGRAMS += tests/test_eval
 tests_test_eval_SOURCES = tests/test_eval.c plugins/model-llama/llama.c \

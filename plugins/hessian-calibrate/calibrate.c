@@ -61,6 +61,7 @@
 #include "file.h"
 #include "buf.h"
 #include "json.h"
+#include "tokens.h"
 
 #include <errno.h>
 #include <math.h>
@@ -72,9 +73,7 @@
 
 enum { P_TOKENS, P_WINDOWS, P_CTX, P_SAVE, P_MISSING, P_FULL };
 
-/* The largest token file read (a billion int32 ids would be 4 GB; far more
- * than calibration needs) and config.json. */
-#define CAL_MAX_TOKEN_FILE (4ull << 30)
+/* The largest config.json read. */
 #define CAL_MAX_CONFIG (16u << 20)
 /* Names listed in the closing warning before "and N more". */
 #define CAL_WARN_LIST 10
@@ -172,161 +171,6 @@ static void linear_name(const cal_state *s, int gguf, int l, int w, char *buf, s
     snprintf(buf, len, gguf ? s->lin[w].gguf_name : s->lin[w].hf_name, l);
 }
 
-/* ---- token files ---------------------------------------------------------- */
-
-/* Reads a whole regular file of at most CAL_MAX_TOKEN_FILE bytes. */
-static hvq_status slurp(hvq_ctx *ctx, const char *path, uint64_t limit, const char *what,
-                        unsigned char **buf, size_t *len)
-{
-    const hvq_host *H = ctx->host;
-    *buf = NULL;
-    *len = 0;
-    int odd;
-    FILE *f = hvq_fopen_input(ctx, path, &odd);
-    if (!f)
-        return H->error(ctx, HVQ_E_INPUT, "%s: cannot open %s: %s", path, what,
-                        odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        int e = errno;
-        fclose(f);
-        return H->error(ctx, HVQ_E_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if ((uint64_t)st.st_size > limit) {
-        fclose(f);
-        return H->error(ctx, HVQ_E_INPUT, "%s: %llu bytes, too large for %s", path,
-                        (unsigned long long)st.st_size, what);
-    }
-    size_t n = (size_t)st.st_size;
-    unsigned char *b = H->alloc(ctx, n + 1);
-    if (!b) {
-        fclose(f);
-        return HVQ_E_NOMEM;
-    }
-    size_t got = fread(b, 1, n, f);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (got != n) {
-        H->free(b);
-        if (err)
-            return H->error(ctx, HVQ_E_IO, "%s: cannot read: %s", path, strerror(err));
-        return H->error(ctx, HVQ_E_IO, "%s: the file shrank while being read", path);
-    }
-    b[n] = '\0';
-    *buf = b;
-    *len = n;
-    return HVQ_OK;
-}
-
-/* Token ids from a tensor of any integer type: checked to be >= 0 and to
- * fit an int32 (the vocabulary check comes with the forward pass). */
-static hvq_status ids_from_tensor(hvq_ctx *ctx, const char *path, const hvq_tensor *t,
-                                  int32_t **out, uint64_t *n_out)
-{
-    const hvq_host *H = ctx->host;
-    int size, is_signed;
-    switch (t->info.dtype) {
-    case HVQ_DTYPE_I8: size = 1; is_signed = 1; break;
-    case HVQ_DTYPE_U8: size = 1; is_signed = 0; break;
-    case HVQ_DTYPE_I16: size = 2; is_signed = 1; break;
-    case HVQ_DTYPE_U16: size = 2; is_signed = 0; break;
-    case HVQ_DTYPE_I32: size = 4; is_signed = 1; break;
-    case HVQ_DTYPE_U32: size = 4; is_signed = 0; break;
-    case HVQ_DTYPE_I64: size = 8; is_signed = 1; break;
-    case HVQ_DTYPE_U64: size = 8; is_signed = 0; break;
-    default:
-        return H->error(ctx, HVQ_E_INPUT,
-                        "%s: the array '%s' holds %s; token ids must be integers (int32, "
-                        "int64, uint16, ...)",
-                        path, t->info.name,
-                        t->info.dtype_name ? t->info.dtype_name : H->dtype_name(t->info.dtype));
-    }
-    int flat = 1;
-    for (int d = 0; d + 1 < t->info.ndim; d++)
-        flat &= t->info.shape[d] == 1;
-    if (t->info.ndim < 1 || !flat)
-        return H->error(ctx, HVQ_E_INPUT,
-                        "%s: the array '%s' has %d dimensions; a token file holds one flat (1-D) "
-                        "array of ids",
-                        path, t->info.name, t->info.ndim);
-    uint64_t count = hvq_numel(&t->info);
-    if (count > t->info.nbytes / (uint64_t)size)
-        return H->error(ctx, HVQ_E_INTERNAL, "%s: array '%s' is shorter than its shape", path,
-                        t->info.name);
-    int32_t *ids = H->alloc(ctx, (size_t)(count ? count : 1) * sizeof *ids);
-    if (!ids)
-        return HVQ_E_NOMEM;
-    const unsigned char *base = t->data;
-    for (uint64_t i = 0; i < count; i++) {
-        const unsigned char *p = base + i * (uint64_t)size;
-        uint64_t u = 0;
-        for (int k = 0; k < size; k++)
-            u |= (uint64_t)p[k] << (8 * k);
-        int neg = is_signed && (p[size - 1] & 0x80);
-        if (neg || u > INT32_MAX) {
-            H->free(ids);
-            return H->error(ctx, HVQ_E_INPUT, "%s: token %llu is %s", path,
-                            (unsigned long long)i,
-                            neg ? "negative" : "too large for a token id (over 2^31 - 1)");
-        }
-        ids[i] = (int32_t)u;
-    }
-    *out = ids;
-    *n_out = count;
-    return HVQ_OK;
-}
-
-/* Reads the token file: raw little-endian int32 when its name ends in
- * .bin, else whatever format reads it (a .npy, or a .npz holding one
- * array) through the host. */
-static hvq_status load_tokens(hvq_ctx *ctx, const char *path, int32_t **out, uint64_t *n)
-{
-    const hvq_host *H = ctx->host;
-    size_t plen = strlen(path);
-    *out = NULL;
-    *n = 0;
-    if (plen >= 4 && strcmp(path + plen - 4, ".bin") == 0) {
-        unsigned char *b;
-        size_t len;
-        hvq_status st = slurp(ctx, path, CAL_MAX_TOKEN_FILE, "a token file", &b, &len);
-        if (st != HVQ_OK)
-            return st;
-        if (len % 4 != 0) {
-            H->free(b);
-            return H->error(ctx, HVQ_E_INPUT,
-                            "%s: %zu bytes, not a whole number of int32 token ids (a .bin "
-                            "token file is raw little-endian int32)",
-                            path, len);
-        }
-        hvq_tensor t = {{.name = "ids", .dtype = HVQ_DTYPE_I32, .dtype_name = "I32", .ndim = 1,
-                         .shape = {(int64_t)(len / 4)}, .nbytes = len},
-                        b};
-        st = ids_from_tensor(ctx, path, &t, out, n);
-        H->free(b);
-        return st;
-    }
-    hvq_model *m = H->model_open(ctx, path);
-    if (!m) {
-        hvq_status st = H->status(ctx);
-        return st == HVQ_OK ? HVQ_E_INPUT : st;
-    }
-    hvq_status st;
-    hvq_tensor_info info;
-    size_t count = H->model_count(m);
-    if (count != 1) {
-        st = H->error(ctx, HVQ_E_INPUT,
-                      "%s: %zu arrays; a token file holds exactly one (a 1-D array of ids)",
-                      path, count);
-    } else if ((st = H->model_info(m, 0, &info)) == HVQ_OK) {
-        hvq_tensor t;
-        st = H->model_find(ctx, m, info.name, &t);
-        if (st == HVQ_OK)
-            st = ids_from_tensor(ctx, path, &t, out, n);
-    }
-    H->model_close(ctx, m);
-    return st;
-}
-
 /* ---- the model ------------------------------------------------------------ */
 
 /* config.json of a safetensors model: in the directory, or beside the file.
@@ -357,7 +201,7 @@ static hvq_status read_config(hvq_ctx *ctx, const char *model_path, char **json,
     }
     unsigned char *b;
     size_t len;
-    hvq_status s = slurp(ctx, cfg, CAL_MAX_CONFIG, "a model configuration", &b, &len);
+    hvq_status s = hvq_slurp_input(ctx, cfg, CAL_MAX_CONFIG, "a model configuration", &b, &len);
     if (s != HVQ_OK) {
         H->free(cfg);
         return s;
@@ -797,7 +641,7 @@ static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *m
     /* The tokens first: a wrong file is found before the model is loaded. */
     int32_t *ids = NULL;
     uint64_t n_ids = 0;
-    hvq_status st = load_tokens(ctx, s->tokens_path, &ids, &n_ids);
+    hvq_status st = hvq_tokens_read(ctx, s->tokens_path, &ids, &n_ids);
     if (st != HVQ_OK)
         return st;
     uint64_t avail = n_ids / (uint64_t)ctx_len;

@@ -6,7 +6,7 @@ plugin_LTLIBRARIES += plugins/hessian_calibrate.la
 plugins_hessian_calibrate_la_SOURCES = plugins/hessian-calibrate/calibrate.c
 plugins_hessian_calibrate_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 plugins_hessian_calibrate_la_LDFLAGS = $(PLUGIN_LDFLAGS)
-plugins_hessian_calibrate_la_LIBADD = libhvqjson.la -lm
+plugins_hessian_calibrate_la_LIBADD = libhvqtokens.la libhvqjson.la -lm
 
 # Its tests: agreement with llama.cpp's imatrix for the same text, save and
 # read back, a pipeline end to end, `evaluate:` and compare's PPL column.
