@@ -634,8 +634,69 @@ static void eval_on_signal(int sig)
     hvq_interrupted = sig; /* the signal's number: any nonzero value means interrupted */
 }
 
-int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
-                 const hvq_ctx_opts *gopts)
+/* What eval prints: the result as text or as one JSON object. */
+typedef struct eval_args {
+    const char *model, *tokens, *text, *tokenizer, *config;
+    int ctx_len, max_windows, json;
+} eval_args;
+
+static void print_result(const eval_args *a, const hvq_eval_result *rp, int threads)
+{
+    const hvq_eval_result r = *rp;
+    const char *model = a->model, *tokens = a->tokens, *text = a->text,
+               *tokenizer = a->tokenizer;
+    int json = a->json;
+    uint64_t processed = r.n_windows * (uint64_t)r.ctx_len;
+    double tps = r.seconds > 0 ? (double)processed / r.seconds : 0.0;
+    if (json) {
+        hvq_buf b;
+        hvq_buf_init(&b);
+        hvq_buf_puts(&b, "{\"model\": ");
+        hvq_buf_json_string(&b, model);
+        hvq_buf_puts(&b, ", \"kind\": ");
+        hvq_buf_json_string(&b, r.kind);
+        hvq_buf_puts(&b, tokens ? ", \"tokens_file\": " : ", \"text_file\": ");
+        hvq_buf_json_string(&b, tokens ? tokens : text);
+        if (text) {
+            hvq_buf_puts(&b, ", \"tokenizer\": ");
+            hvq_buf_json_string(&b, tokenizer ? tokenizer : "gguf");
+        }
+        hvq_buf_printf(&b, ", \"tokens_in_file\": %llu, \"ctx\": %d, \"windows\": %llu, "
+                       "\"tokens_scored\": %llu, \"nll\": %.17g, \"ppl\": %.17g, "
+                       "\"seconds\": %.6f, \"load_seconds\": %.6f, "
+                       "\"tokens_per_second\": %.1f, \"threads\": %d}\n",
+                       (unsigned long long)r.n_tokens, r.ctx_len,
+                       (unsigned long long)r.n_windows, (unsigned long long)r.n_scored, r.nll,
+                       r.ppl, r.seconds, r.load_seconds, tps, threads);
+        if (!b.oom)
+            fwrite(b.data, 1, b.len, stdout);
+        hvq_buf_free(&b);
+    } else {
+        printf("model:  %s (%s; %d layers, hidden %d, vocabulary %d)\n", model, r.kind,
+               r.config.n_layers, r.config.hidden, r.config.vocab);
+        if (tokens)
+            printf("tokens: %s (%llu tokens; %llu windows of %d, %llu scored)\n", tokens,
+                   (unsigned long long)r.n_tokens, (unsigned long long)r.n_windows,
+                   r.ctx_len, (unsigned long long)r.n_scored);
+        else
+            printf("text:   %s (%llu tokens by %s; %llu windows of %d, %llu scored)\n",
+                   text, (unsigned long long)r.n_tokens,
+                   tokenizer ? tokenizer : "the model's vocabulary",
+                   (unsigned long long)r.n_windows, r.ctx_len,
+                   (unsigned long long)r.n_scored);
+        printf("mean NLL %.6f nats/token\n", r.nll);
+        printf("PPL %.4f over %llu tokens (%llu windows of %d)\n", r.ppl,
+               (unsigned long long)r.n_scored, (unsigned long long)r.n_windows, r.ctx_len);
+        printf("time: %.2f s (%.0f tokens/s, %d threads; loading %.2f s)\n", r.seconds, tps,
+               threads, r.load_seconds);
+    }
+    fflush(stdout);
+}
+
+/* Parses eval's options into a, opts and dirs; returns -1 to go on, else
+ * the exit status (after --help, --version or a usage error). */
+static int parse_eval_args(int argc, char **argv, eval_args *a, hvq_ctx_opts *opts,
+                           const char **dirs, size_t *n_dirs)
 {
     static const struct option lo[] = {
         {"tokens", required_argument, 0, 'k'},      {"ctx", required_argument, 0, 'c'},
@@ -646,38 +707,29 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
-    hvq_ctx_opts opts = *gopts;
-    opts.threads = 0;
-    const char **dirs = calloc(n_plugin_dirs + (size_t)argc + 1, sizeof *dirs);
-    size_t n_dirs = 0;
-    if (!dirs)
-        return EXIT_OTHER;
-    for (size_t i = 0; i < n_plugin_dirs; i++)
-        dirs[n_dirs++] = plugin_dirs[i];
-    const char *tokens = NULL, *config = NULL, *text = NULL, *tokenizer = NULL;
-    int ctx_len = 256, max_windows = 0, json = 0, c, rc = -1;
+    int c, rc = -1;
     while (rc < 0 && (c = getopt_long(argc, argv, "k:c:w:t:qvhV", lo, NULL)) != -1) {
         switch (c) {
-        case 'k': tokens = optarg; break;
-        case OPT_CONFIG: config = optarg; break;
-        case OPT_TEXT: text = optarg; break;
-        case OPT_TOKENIZER: tokenizer = optarg; break;
-        case OPT_JSON: json = 1; break;
+        case 'k': a->tokens = optarg; break;
+        case OPT_CONFIG: a->config = optarg; break;
+        case OPT_TEXT: a->text = optarg; break;
+        case OPT_TOKENIZER: a->tokenizer = optarg; break;
+        case OPT_JSON: a->json = 1; break;
         case 'c':
-            if (!hvq_parse_count("--ctx", optarg, 2, 1 << 20, &ctx_len))
+            if (!hvq_parse_count("--ctx", optarg, 2, 1 << 20, &a->ctx_len))
                 rc = EXIT_BAD_INPUT;
             break;
         case 'w':
-            if (!hvq_parse_count("--max-windows", optarg, 1, 1L << 30, &max_windows))
+            if (!hvq_parse_count("--max-windows", optarg, 1, 1L << 30, &a->max_windows))
                 rc = EXIT_BAD_INPUT;
             break;
         case 't':
-            if (!hvq_parse_threads(optarg, &opts.threads))
+            if (!hvq_parse_threads(optarg, &opts->threads))
                 rc = EXIT_BAD_INPUT;
             break;
-        case OPT_PLUGIN_DIR: dirs[n_dirs++] = optarg; break;
-        case 'q': opts.quiet = 1; break;
-        case 'v': opts.verbose = 1; break;
+        case OPT_PLUGIN_DIR: dirs[(*n_dirs)++] = optarg; break;
+        case 'q': opts->quiet = 1; break;
+        case 'v': opts->verbose = 1; break;
         case 'h': usage_eval(stdout); rc = EXIT_OK_; break;
         case 'V':
             printf("hvqconv %s (plugin ABI %d)\n", PACKAGE_VERSION, HVQ_ABI_VERSION);
@@ -688,30 +740,51 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
             rc = EXIT_BAD_INPUT;
         }
     }
-    if (rc < 0 && optind >= argc) {
+    if (rc >= 0)
+        return rc;
+    if (optind >= argc) {
         fprintf(stderr, "hvqconv: error: eval needs a model\nTry 'hvqconv eval --help'.\n");
-        rc = EXIT_BAD_INPUT;
-    } else if (rc < 0 && optind + 1 < argc) {
+        return EXIT_BAD_INPUT;
+    }
+    if (optind + 1 < argc) {
         fprintf(stderr, "hvqconv: error: unexpected argument '%s'\nTry 'hvqconv eval --help'.\n",
                 argv[optind + 1]);
-        rc = EXIT_BAD_INPUT;
-    } else if (rc < 0 && !tokens == !text) {
+        return EXIT_BAD_INPUT;
+    }
+    if (!a->tokens == !a->text) {
         fprintf(stderr, "hvqconv: error: eval needs %s\nTry 'hvqconv eval --help'.\n",
-                tokens ? "either --tokens or --text, not both"
-                       : "a token file (--tokens FILE) or a text (--text FILE)");
-        rc = EXIT_BAD_INPUT;
-    } else if (rc < 0 && tokenizer && !text) {
+                a->tokens ? "either --tokens or --text, not both"
+                          : "a token file (--tokens FILE) or a text (--text FILE)");
+        return EXIT_BAD_INPUT;
+    }
+    if (a->tokenizer && !a->text) {
         fprintf(stderr, "hvqconv: error: --tokenizer goes with --text\n"
                         "Try 'hvqconv eval --help'.\n");
-        rc = EXIT_BAD_INPUT;
+        return EXIT_BAD_INPUT;
     }
+    a->model = argv[optind];
+    return -1;
+}
+
+int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
+                 const hvq_ctx_opts *gopts)
+{
+    hvq_ctx_opts opts = *gopts;
+    opts.threads = 0;
+    const char **dirs = calloc(n_plugin_dirs + (size_t)argc + 1, sizeof *dirs);
+    size_t n_dirs = 0;
+    if (!dirs)
+        return EXIT_OTHER;
+    for (size_t i = 0; i < n_plugin_dirs; i++)
+        dirs[n_dirs++] = plugin_dirs[i];
+    eval_args a = {.ctx_len = 256};
+    int rc = parse_eval_args(argc, argv, &a, &opts, dirs, &n_dirs);
     if (rc >= 0) {
         free(dirs);
         return rc;
     }
     if (!opts.threads)
         opts.threads = hvq_default_threads();
-    const char *model = argv[optind];
     hvq_ctx *ctx = hvq_ctx_new(&opts);
     hvq_registry *reg = ctx ? hvq_registry_new() : NULL;
     if (!ctx || !reg) {
@@ -733,62 +806,18 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
     signal(SIGINT, eval_on_signal);
     signal(SIGTERM, eval_on_signal);
     hvq_status st =
-        tokens ? hvq_eval_model(ctx, reg, model, tokens, ctx_len, max_windows, config, &r)
-               : hvq_eval_model_text(ctx, reg, model, text, tokenizer, ctx_len, max_windows,
-                                     config, &r);
+        a.tokens ? hvq_eval_model(ctx, reg, a.model, a.tokens, a.ctx_len, a.max_windows,
+                                  a.config, &r)
+                 : hvq_eval_model_text(ctx, reg, a.model, a.text, a.tokenizer, a.ctx_len,
+                                       a.max_windows, a.config, &r);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (hvq_interrupted) /* stopped anywhere, or between the last check and here */
         st = hvq_interrupt_error(ctx);
-    if (st == HVQ_OK) {
-        uint64_t processed = r.n_windows * (uint64_t)r.ctx_len;
-        double tps = r.seconds > 0 ? (double)processed / r.seconds : 0.0;
-        if (json) {
-            hvq_buf b;
-            hvq_buf_init(&b);
-            hvq_buf_puts(&b, "{\"model\": ");
-            hvq_buf_json_string(&b, model);
-            hvq_buf_puts(&b, ", \"kind\": ");
-            hvq_buf_json_string(&b, r.kind);
-            hvq_buf_puts(&b, tokens ? ", \"tokens_file\": " : ", \"text_file\": ");
-            hvq_buf_json_string(&b, tokens ? tokens : text);
-            if (text) {
-                hvq_buf_puts(&b, ", \"tokenizer\": ");
-                hvq_buf_json_string(&b, tokenizer ? tokenizer : "gguf");
-            }
-            hvq_buf_printf(&b, ", \"tokens_in_file\": %llu, \"ctx\": %d, \"windows\": %llu, "
-                           "\"tokens_scored\": %llu, \"nll\": %.17g, \"ppl\": %.17g, "
-                           "\"seconds\": %.6f, \"load_seconds\": %.6f, "
-                           "\"tokens_per_second\": %.1f, \"threads\": %d}\n",
-                           (unsigned long long)r.n_tokens, r.ctx_len,
-                           (unsigned long long)r.n_windows, (unsigned long long)r.n_scored, r.nll,
-                           r.ppl, r.seconds, r.load_seconds, tps, opts.threads);
-            if (!b.oom)
-                fwrite(b.data, 1, b.len, stdout);
-            hvq_buf_free(&b);
-        } else {
-            printf("model:  %s (%s; %d layers, hidden %d, vocabulary %d)\n", model, r.kind,
-                   r.config.n_layers, r.config.hidden, r.config.vocab);
-            if (tokens)
-                printf("tokens: %s (%llu tokens; %llu windows of %d, %llu scored)\n", tokens,
-                       (unsigned long long)r.n_tokens, (unsigned long long)r.n_windows,
-                       r.ctx_len, (unsigned long long)r.n_scored);
-            else
-                printf("text:   %s (%llu tokens by %s; %llu windows of %d, %llu scored)\n",
-                       text, (unsigned long long)r.n_tokens,
-                       tokenizer ? tokenizer : "the model's vocabulary",
-                       (unsigned long long)r.n_windows, r.ctx_len,
-                       (unsigned long long)r.n_scored);
-            printf("mean NLL %.6f nats/token\n", r.nll);
-            printf("PPL %.4f over %llu tokens (%llu windows of %d)\n", r.ppl,
-                   (unsigned long long)r.n_scored, (unsigned long long)r.n_windows, r.ctx_len);
-            printf("time: %.2f s (%.0f tokens/s, %d threads; loading %.2f s)\n", r.seconds, tps,
-                   opts.threads, r.load_seconds);
-        }
-        fflush(stdout);
-    } else {
+    if (st == HVQ_OK)
+        print_result(&a, &r, opts.threads);
+    else
         hvq_ctx_print_error(ctx);
-    }
     hvq_registry_free(reg);
     hvq_ctx_free(ctx);
     free(dirs);

@@ -88,7 +88,8 @@ static int valid_param_name(const char *s)
         }                                                                     \
     } while (0)
 
-hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
+/* The header, name, kinds, version and summary. */
+static hvq_status validate_header(const hvq_plugin *d, char *why, size_t why_len)
 {
     const uint32_t all = HVQ_KIND_SOURCE | HVQ_KIND_SINK | HVQ_KIND_HESSIAN |
                          HVQ_KIND_IMPORTANCE | HVQ_KIND_CLUSTERER | HVQ_KIND_RESIDUAL |
@@ -132,6 +133,12 @@ hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
         snprintf(why, why_len, "plugin '%s' lacks a version or a summary", d->name);
         return HVQ_E_INPUT;
     }
+    return HVQ_OK;
+}
+
+/* The declared parameters. */
+static hvq_status validate_params(const hvq_plugin *d, char *why, size_t why_len)
+{
     if (d->params) {
         for (size_t i = 0; d->params[i].name; i++) {
             const hvq_param_spec *s = &d->params[i];
@@ -163,6 +170,36 @@ hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
                 }
         }
     }
+    return HVQ_OK;
+}
+
+/* A model plugin: its descriptor reaches the model fields (appended after
+ * the first release), names its architectures and its linear layers, and
+ * has the mandatory callbacks. */
+static hvq_status validate_model(const hvq_plugin *d, char *why, size_t why_len)
+{
+    if (d->struct_size < offsetof(hvq_plugin, tokenizer_close) + sizeof d->tokenizer_close) {
+        snprintf(why, why_len,
+                 "model plugin '%s': descriptor is %u bytes, too short for the model "
+                 "callbacks (built for an older plugin.h?)",
+                 d->name, (unsigned)d->struct_size);
+        return HVQ_E_INPUT;
+    }
+    if (!d->architectures || !*d->architectures || !d->model_linears) {
+        snprintf(why, why_len, "model plugin '%s' lacks its architectures or its "
+                 "model_linears table", d->name);
+        return HVQ_E_INPUT;
+    }
+    NEED(model_open, "model");
+    NEED(model_info, "model");
+    NEED(model_window, "model");
+    NEED(model_close, "model");
+    return HVQ_OK;
+}
+
+/* The mandatory callbacks of each kind declared. */
+static hvq_status validate_callbacks(const hvq_plugin *d, char *why, size_t why_len)
+{
     if (d->kinds & HVQ_KIND_SOURCE) {
         NEED(source_open, "source");
         NEED(source_count, "source");
@@ -198,25 +235,19 @@ hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
         NEED(writer_finish, "writer");
         NEED(writer_close, "writer");
     }
-    if (d->kinds & HVQ_KIND_MODEL) {
-        if (d->struct_size < offsetof(hvq_plugin, tokenizer_close) + sizeof d->tokenizer_close) {
-            snprintf(why, why_len,
-                     "model plugin '%s': descriptor is %u bytes, too short for the model "
-                     "callbacks (built for an older plugin.h?)",
-                     d->name, (unsigned)d->struct_size);
-            return HVQ_E_INPUT;
-        }
-        if (!d->architectures || !*d->architectures || !d->model_linears) {
-            snprintf(why, why_len, "model plugin '%s' lacks its architectures or its "
-                     "model_linears table", d->name);
-            return HVQ_E_INPUT;
-        }
-        NEED(model_open, "model");
-        NEED(model_info, "model");
-        NEED(model_window, "model");
-        NEED(model_close, "model");
-    }
+    if (d->kinds & HVQ_KIND_MODEL)
+        return validate_model(d, why, why_len);
     return HVQ_OK;
+}
+
+hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
+{
+    hvq_status st = validate_header(d, why, why_len);
+    if (st == HVQ_OK)
+        st = validate_params(d, why, why_len);
+    if (st == HVQ_OK)
+        st = validate_callbacks(d, why, why_len);
+    return st;
 }
 
 static const hvq_loaded_plugin *find_clash(const hvq_registry *reg, const hvq_plugin *d)

@@ -304,6 +304,43 @@ static void json_path(hvq_buf *b, const char *path)
     free(copy);
 }
 
+/* Writes the k entries (tensor infos ti: in_sum2 and counts of each) as
+ * a GGUF through the gguf sink. */
+static hvq_status write_imatrix(hvq_ctx *ctx, const char *path, const hvq_meta *meta,
+                                size_t n_meta, const save_entry *e, const hvq_tensor_info *ti,
+                                const float *counts, size_t k, uint64_t max_n)
+{
+    const hvq_host *H = ctx->host;
+    float *sums = H->alloc(ctx, (size_t)max_n * sizeof *sums);
+    if (!sums)
+        return HVQ_E_NOMEM;
+    hvq_status st = HVQ_OK;
+    hvq_sink_handle *sink = H->sink_open_params(ctx, "gguf", path, NULL, meta, n_meta, ti, 2 * k);
+    if (!sink) {
+        st = H->status(ctx);
+        H->free(sums);
+        return st == HVQ_OK ? HVQ_E_IO : st;
+    }
+    for (size_t i = 0; i < k && st == HVQ_OK; i++) {
+        for (uint64_t j = 0; j < e[i].acc->n; j++)
+            sums[j] = (float)e[i].acc->sum[j];
+        hvq_tensor t = {ti[2 * i], sums};
+        st = H->sink_write(ctx, sink, &t);
+        if (st == HVQ_OK) {
+            hvq_tensor c = {ti[2 * i + 1], &counts[i]};
+            st = H->sink_write(ctx, sink, &c);
+        }
+    }
+    if (st == HVQ_OK)
+        st = H->sink_finish(ctx, sink);
+    if (st == HVQ_OK)
+        H->log(ctx, HVQ_LOG_INFO, "calibrate: wrote the importance matrix (%zu weights) to %s",
+               k, path);
+    H->sink_close(ctx, sink);
+    H->free(sums);
+    return st;
+}
+
 static hvq_status save_imatrix(hvq_ctx *ctx, cal_state *s, const char *path, int64_t windows,
                                int64_t ctx_len)
 {
@@ -313,8 +350,6 @@ static hvq_status save_imatrix(hvq_ctx *ctx, cal_state *s, const char *path, int
     hvq_tensor_info *ti = H->calloc(ctx, 2 * (n_w ? n_w : 1), sizeof *ti);
     char (*names)[112] = H->calloc(ctx, 2 * (n_w ? n_w : 1), sizeof *names);
     float *counts = H->calloc(ctx, n_w ? n_w : 1, sizeof *counts);
-    float *sums = NULL;
-    hvq_sink_handle *sink = NULL;
     hvq_buf ds;
     hvq_buf_init(&ds);
     hvq_status st = HVQ_OK;
@@ -364,38 +399,9 @@ static hvq_status save_imatrix(hvq_ctx *ctx, cal_state *s, const char *path, int
         {"imatrix.chunk_count", chunks},
         {"imatrix.chunk_size", size},
     };
-    if (!(sums = H->alloc(ctx, (size_t)max_n * sizeof *sums))) {
-        st = HVQ_E_NOMEM;
-        goto done;
-    }
-    sink = H->sink_open_params(ctx, "gguf", path, NULL, meta, sizeof meta / sizeof meta[0], ti,
-                               2 * k);
-    if (!sink) {
-        st = H->status(ctx);
-        if (st == HVQ_OK)
-            st = HVQ_E_IO;
-        goto done;
-    }
-    for (size_t i = 0; i < k && st == HVQ_OK; i++) {
-        for (uint64_t j = 0; j < e[i].acc->n; j++)
-            sums[j] = (float)e[i].acc->sum[j];
-        hvq_tensor t = {ti[2 * i], sums};
-        st = H->sink_write(ctx, sink, &t);
-        if (st == HVQ_OK) {
-            hvq_tensor c = {ti[2 * i + 1], &counts[i]};
-            st = H->sink_write(ctx, sink, &c);
-        }
-    }
-    if (st == HVQ_OK)
-        st = H->sink_finish(ctx, sink);
-    if (st == HVQ_OK)
-        H->log(ctx, HVQ_LOG_INFO, "calibrate: wrote the importance matrix (%zu weights) to %s",
-               k, path);
+    st = write_imatrix(ctx, path, meta, sizeof meta / sizeof meta[0], e, ti, counts, k, max_n);
 done:
-    if (sink)
-        H->sink_close(ctx, sink);
     hvq_buf_free(&ds);
-    H->free(sums);
     H->free(counts);
     H->free(names);
     H->free(ti);

@@ -550,6 +550,74 @@ static void rope_frequencies(hvq_llama *m, const ll_rope_scaling *sc)
     }
 }
 
+/* The norms and linear layers of block l (names by m's scheme). */
+static hvq_status load_layer(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *m, int l)
+{
+    const hvq_llama_config *c = &m->cfg;
+    int64_t H = c->hidden, I = c->intermediate;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    int g = m->gguf_names;
+    char name[256];
+    hvq_status st;
+    ll_layer *L = &m->layers[l];
+    if (g)
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+    else
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+    if ((st = load_tensor(ctx, src, m, name, H, 0, &L->attn_norm, NULL, 0)) != HVQ_OK)
+        return st;
+    for (int k = 0; k < HVQ_LLAMA_N_LINEAR; k++) {
+        int64_t rows = k == HVQ_LLAMA_Q ? QD
+                       : k == HVQ_LLAMA_K || k == HVQ_LLAMA_V ? KD
+                       : k == HVQ_LLAMA_O || k == HVQ_LLAMA_DOWN ? H
+                                                                  : I;
+        int64_t cols = k == HVQ_LLAMA_O ? QD : k == HVQ_LLAMA_DOWN ? I : H;
+        hvq_llama_linear_name(g, l, (hvq_llama_linear)k, name, sizeof name);
+        if ((st = load_tensor(ctx, src, m, name, rows, cols, &L->w[k], NULL, 0)) != HVQ_OK)
+            return st;
+        if (k == HVQ_LLAMA_O) {
+            if (g)
+                snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+            else
+                snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight",
+                         l);
+            if ((st = load_tensor(ctx, src, m, name, H, 0, &L->ffn_norm, NULL, 0)) != HVQ_OK)
+                return st;
+        }
+    }
+    return HVQ_OK;
+}
+
+/* The rotary frequencies, with the configuration's scaling and, in GGUF
+ * files (Llama 3.1), the per-pair divisors of rope_freqs.weight. */
+static hvq_status load_rope(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *m,
+                            const ll_rope_scaling *sc)
+{
+    const hvq_llama_config *c = &m->cfg;
+    m->inv_freq = calloc((size_t)c->head_dim / 2, sizeof *m->inv_freq);
+    if (!m->inv_freq)
+        return ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
+    rope_frequencies(m, sc);
+    if (!m->gguf_names)
+        return HVQ_OK;
+    float *ff = NULL;
+    hvq_status st = load_tensor(ctx, src, m, "rope_freqs.weight", c->head_dim / 2, 0, &ff, NULL, 1);
+    if (st == HVQ_E_NOTFOUND)
+        return HVQ_OK;
+    if (st != HVQ_OK)
+        return st;
+    for (int i = 0; i < c->head_dim / 2; i++) {
+        if (!(ff[i] > 0) || !isfinite(ff[i])) {
+            free(ff);
+            return ctx->host->error(ctx, HVQ_E_INPUT, "%s: rope_freqs.weight has a "
+                                    "non-positive entry", m->what);
+        }
+        m->inv_freq[i] /= ff[i];
+    }
+    free(ff);
+    return HVQ_OK;
+}
+
 hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama **out)
 {
     *out = NULL;
@@ -582,10 +650,8 @@ hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *
     if (st != HVQ_OK)
         goto fail;
     hvq_llama_config *c = &m->cfg;
-    int64_t H = c->hidden, I = c->intermediate;
-    int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t H = c->hidden;
     int g = m->gguf_names;
-    char name[256];
 
     int64_t vocab = 0;
     st = load_tensor(ctx, src, m, g ? "token_embd.weight" : "model.embed_tokens.weight",
@@ -598,34 +664,9 @@ hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *
         st = ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
         goto fail;
     }
-    for (int l = 0; l < c->n_layers; l++) {
-        ll_layer *L = &m->layers[l];
-        if (g)
-            snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
-        else
-            snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        if ((st = load_tensor(ctx, src, m, name, H, 0, &L->attn_norm, NULL, 0)) != HVQ_OK)
+    for (int l = 0; l < c->n_layers; l++)
+        if ((st = load_layer(ctx, src, m, l)) != HVQ_OK)
             goto fail;
-        for (int k = 0; k < HVQ_LLAMA_N_LINEAR; k++) {
-            int64_t rows = k == HVQ_LLAMA_Q ? QD
-                           : k == HVQ_LLAMA_K || k == HVQ_LLAMA_V ? KD
-                           : k == HVQ_LLAMA_O || k == HVQ_LLAMA_DOWN ? H
-                                                                      : I;
-            int64_t cols = k == HVQ_LLAMA_O ? QD : k == HVQ_LLAMA_DOWN ? I : H;
-            hvq_llama_linear_name(g, l, (hvq_llama_linear)k, name, sizeof name);
-            if ((st = load_tensor(ctx, src, m, name, rows, cols, &L->w[k], NULL, 0)) != HVQ_OK)
-                goto fail;
-            if (k == HVQ_LLAMA_O) {
-                if (g)
-                    snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
-                else
-                    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight",
-                             l);
-                if ((st = load_tensor(ctx, src, m, name, H, 0, &L->ffn_norm, NULL, 0)) != HVQ_OK)
-                    goto fail;
-            }
-        }
-    }
     if ((st = load_tensor(ctx, src, m, g ? "output_norm.weight" : "model.norm.weight", H, 0,
                           &m->out_norm, NULL, 0)) != HVQ_OK)
         goto fail;
@@ -643,33 +684,8 @@ hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *
     }
     if (c->tied)
         m->head = m->embed;
-    m->inv_freq = calloc((size_t)c->head_dim / 2, sizeof *m->inv_freq);
-    if (!m->inv_freq) {
-        st = ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
+    if ((st = load_rope(ctx, src, m, &sc)) != HVQ_OK)
         goto fail;
-    }
-    rope_frequencies(m, &sc);
-    if (g) {
-        /* Llama 3.1 GGUF files carry the scaling as per-pair divisors. */
-        float *ff = NULL;
-        st = load_tensor(ctx, src, m, "rope_freqs.weight", c->head_dim / 2, 0, &ff, NULL, 1);
-        if (st == HVQ_OK) {
-            for (int i = 0; i < c->head_dim / 2; i++) {
-                if (!(ff[i] > 0) || !isfinite(ff[i])) {
-                    free(ff);
-                    st = ctx->host->error(ctx, HVQ_E_INPUT, "%s: rope_freqs.weight has a "
-                                          "non-positive entry", m->what);
-                    goto fail;
-                }
-                m->inv_freq[i] /= ff[i];
-            }
-            free(ff);
-        } else if (st == HVQ_E_NOTFOUND) {
-            st = HVQ_OK;
-        } else {
-            goto fail;
-        }
-    }
     *out = m;
     return HVQ_OK;
 fail:
