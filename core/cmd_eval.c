@@ -1,5 +1,5 @@
-/* Perplexity evaluation (`hvqconv eval`) on the Llama forward pass of
- * common/llama.h; see eval.h. */
+/* Perplexity evaluation (`hvqconv eval`) on a model plugin
+ * (HVQ_KIND_MODEL, e.g. "llama"); see eval.h. */
 #include "config.h"
 
 #include "container.h"
@@ -8,8 +8,8 @@
 #include "file.h"
 #include "finite.h"
 #include "buf.h"
-#include "llama.h"
-#include "llama_tok.h"
+#include "json.h"
+#include "tokens.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -152,188 +152,15 @@ static char *yaml_top_scalar(const char *text, const char *key)
  * Tokens
  * ---------------------------------------------------------------------- */
 
-static hvq_status tokens_from_tensor(hvq_ctx *ctx, const char *path, const hvq_tensor *t,
-                                     int32_t **ids, uint64_t *n)
-{
-    const hvq_tensor_info *in = &t->info;
-    if (in->ndim != 1)
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: the token array has %d dimensions; a 1-D array "
-                         "of token ids is needed", path, in->ndim);
-    uint64_t cnt = (uint64_t)in->shape[0];
-    size_t es;
-    switch (in->dtype) {
-    case HVQ_DTYPE_I32: case HVQ_DTYPE_U32: es = 4; break;
-    case HVQ_DTYPE_I64: case HVQ_DTYPE_U64: es = 8; break;
-    case HVQ_DTYPE_I16: case HVQ_DTYPE_U16: es = 2; break;
-    default:
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: token ids must be integers (int32 or int64), "
-                         "not %s", path, in->dtype_name ? in->dtype_name : "?");
-    }
-    if (in->nbytes != cnt * es)
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: the token array's size does not match its shape",
-                         path);
-    int32_t *v = hvq_alloc(ctx, (size_t)(cnt ? cnt : 1) * sizeof *v);
-    if (!v)
-        return HVQ_E_NOMEM;
-    const unsigned char *p = t->data;
-    for (uint64_t i = 0; i < cnt; i++) {
-        int64_t x;
-        switch (in->dtype) {
-        case HVQ_DTYPE_I32: { int32_t y; memcpy(&y, p + i * 4, 4); x = y; break; }
-        case HVQ_DTYPE_U32: { uint32_t y; memcpy(&y, p + i * 4, 4); x = y; break; }
-        case HVQ_DTYPE_I16: { int16_t y; memcpy(&y, p + i * 2, 2); x = y; break; }
-        case HVQ_DTYPE_U16: { uint16_t y; memcpy(&y, p + i * 2, 2); x = y; break; }
-        case HVQ_DTYPE_U64: {
-            uint64_t y;
-            memcpy(&y, p + i * 8, 8);
-            x = y > INT64_MAX ? -1 : (int64_t)y;
-            break;
-        }
-        default: memcpy(&x, p + i * 8, 8); break;
-        }
-        if (x < 0 || x > INT32_MAX) {
-            free(v);
-            return hvq_error(ctx, HVQ_E_INPUT, "%s: token %llu has id %lld, not a token id",
-                             path, (unsigned long long)i, (long long)x);
-        }
-        v[i] = (int32_t)x;
-    }
-    *ids = v;
-    *n = cnt;
-    return HVQ_OK;
-}
-
 hvq_status hvq_eval_read_tokens(hvq_ctx *ctx, const char *path, int32_t **ids, uint64_t *n)
 {
-    *ids = NULL;
-    *n = 0;
-    int odd;
-    FILE *f = hvq_fopen_input(ctx, path, &odd);
-    if (!f)
-        return hvq_error(ctx, odd || errno == ENOENT ? HVQ_E_INPUT : HVQ_E_IO,
-                         "%s: cannot open: %s", path,
-                         odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
-    unsigned char head[6] = {0};
-    size_t hn = fread(head, 1, sizeof head, f);
-    int is_npy = hn == 6 && memcmp(head, "\x93NUMPY", 6) == 0;
-    int is_zip = hn >= 4 && memcmp(head, "PK\x03\x04", 4) == 0;
-    if (!is_npy && !is_zip) {
-        if (!ends_with(path, ".bin")) {
-            fclose(f);
-            return hvq_error(ctx, HVQ_E_INPUT, "%s: not a token file: expected a .npy array (or "
-                             "a one-array .npz) or raw little-endian int32 ids in a .bin file",
-                             path);
-        }
-        /* Raw little-endian int32. */
-        if (fseek(f, 0, SEEK_END) != 0) {
-            fclose(f);
-            return hvq_error(ctx, HVQ_E_IO, "%s: cannot seek: %s", path, strerror(errno));
-        }
-        long size = ftell(f);
-        rewind(f);
-        if (size < 0 || size % 4) {
-            fclose(f);
-            return hvq_error(ctx, HVQ_E_INPUT, "%s: %ld bytes is not a whole number of int32 "
-                             "token ids", path, size);
-        }
-        uint64_t cnt = (uint64_t)size / 4;
-        unsigned char *raw = hvq_alloc(ctx, (size_t)size + 1);
-        int32_t *v = raw ? hvq_alloc(ctx, (size_t)(cnt ? cnt : 1) * sizeof *v) : NULL;
-        if (!v) {
-            free(raw);
-            fclose(f);
-            return HVQ_E_NOMEM;
-        }
-        size_t got = fread(raw, 1, (size_t)size, f);
-        fclose(f);
-        if (got != (size_t)size) {
-            free(raw);
-            free(v);
-            return hvq_error(ctx, HVQ_E_IO, "%s: short read", path);
-        }
-        for (uint64_t i = 0; i < cnt; i++) {
-            const unsigned char *b = raw + i * 4;
-            uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                         (uint32_t)b[3] << 24;
-            if (u > INT32_MAX) {
-                free(raw);
-                free(v);
-                return hvq_error(ctx, HVQ_E_INPUT, "%s: token %llu has a negative id", path,
-                                 (unsigned long long)i);
-            }
-            v[i] = (int32_t)u;
-        }
-        free(raw);
-        *ids = v;
-        *n = cnt;
-        return HVQ_OK;
-    }
-    fclose(f);
-    hvq_model *m = ctx->host->model_open(ctx, path);
-    if (!m)
-        return hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
-    hvq_status st;
-    hvq_tensor_info info;
-    hvq_tensor t;
-    if (ctx->host->model_count(m) != 1)
-        st = hvq_error(ctx, HVQ_E_INPUT, "%s: holds %zu arrays; a token file holds one", path,
-                       ctx->host->model_count(m));
-    else if ((st = ctx->host->model_info(m, 0, &info)) == HVQ_OK &&
-             (st = ctx->host->model_find(ctx, m, info.name, &t)) == HVQ_OK)
-        st = tokens_from_tensor(ctx, path, &t, ids, n);
-    ctx->host->model_close(ctx, m);
-    return st;
+    return hvq_tokens_read(ctx, path, ids, n);
 }
 
 /* ------------------------------------------------------------------------
- * Tensor suppliers
+ * Tensor supplier for a container (a model file is read by the model
+ * plugin itself, through host->model_find)
  * ---------------------------------------------------------------------- */
-
-typedef struct src_model {
-    hvq_model *m;
-    const char *path;
-} src_model;
-
-static hvq_status get_from_model(void *ud, hvq_ctx *ctx, const char *name, float **data,
-                                 int *ndim, int64_t shape[HVQ_MAX_DIMS])
-{
-    src_model *s = ud;
-    hvq_tensor t;
-    hvq_status st = ctx->host->model_find(ctx, s->m, name, &t);
-    if (st != HVQ_OK)
-        return st;
-    uint64_t numel = hvq_numel(&t.info);
-    size_t es = ctx->host->dtype_size(t.info.dtype);
-    if (t.info.dtype != HVQ_DTYPE_F32 && t.info.dtype != HVQ_DTYPE_F16 &&
-        t.info.dtype != HVQ_DTYPE_BF16 && t.info.dtype != HVQ_DTYPE_F64)
-        return hvq_error(ctx, HVQ_E_UNSUPPORTED, "%s: tensor '%s' has type %s; eval reads F32, "
-                         "F16, BF16, F64 (and GGUF Q8_0, Q4_0)", s->path, name,
-                         t.info.dtype_name ? t.info.dtype_name : "?");
-    if (t.info.nbytes != numel * es)
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: tensor '%s': size does not match its shape",
-                         s->path, name);
-    float *out = hvq_alloc(ctx, (size_t)(numel ? numel : 1) * sizeof *out);
-    if (!out)
-        return HVQ_E_NOMEM;
-    if (t.info.dtype == HVQ_DTYPE_F32)
-        memcpy(out, t.data, (size_t)numel * sizeof *out);
-    else if ((st = ctx->host->convert(ctx, HVQ_DTYPE_F32, out, t.info.dtype, t.data,
-                                      (size_t)numel)) != HVQ_OK) {
-        free(out);
-        return st;
-    }
-    uint64_t bad = hvq_first_nonfinite(out, numel);
-    if (bad < numel) {
-        free(out);
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: tensor '%s': value %llu is not finite (a model "
-                         "with NaN or infinite weights has no perplexity)",
-                         s->path, name, (unsigned long long)bad);
-    }
-    *data = out;
-    *ndim = t.info.ndim;
-    memcpy(shape, t.info.shape, sizeof t.info.shape);
-    return HVQ_OK;
-}
 
 typedef struct src_container {
     hvq_container *c;
@@ -435,168 +262,200 @@ static char *config_for_container(hvq_container *c, const char *path)
  * Evaluation
  * ---------------------------------------------------------------------- */
 
-/* Tokens from a text file: a llama2.c tokenizer file, else the model's
- * GGUF vocabulary. */
-static hvq_status tokenize_text(hvq_ctx *ctx, const char *text_path, const char *tokenizer_path,
-                                const hvq_meta *meta, size_t n_meta, const char *model_path,
-                                int32_t **ids, uint64_t *n)
+/* One evaluation: what is open, released by eval_release. */
+typedef struct eval_run {
+    hvq_ctx *ctx;
+    const hvq_registry *reg;
+    const char *model_path;
+    const char *tokens_path, *text_path; /* one of them */
+    hvq_container *cont;
+    src_container sc;
+    hvq_model *model;
+    const hvq_meta *meta;
+    size_t n_meta;
+    char *config_text, *found_config;
+    const hvq_plugin *mp; /* the model plugin */
+    void *state;          /* its model */
+    int32_t *ids;
+    uint64_t n_ids;
+} eval_run;
+
+static void eval_release(eval_run *r)
 {
-    hvq_tokenizer *tok = NULL;
-    hvq_status st = tokenizer_path ? hvq_tokenizer_load_llama2c(ctx, tokenizer_path, &tok)
-                                   : hvq_tokenizer_from_gguf(ctx, meta, n_meta, model_path, &tok);
-    if (st != HVQ_OK)
-        return st;
-    char *text = NULL;
-    size_t len = 0, cnt = 0;
-    if ((st = read_text(ctx, text_path, 1L << 30, &text, &len)) == HVQ_OK)
-        st = hvq_tokenizer_encode_text(ctx, tok, text, len, ids, &cnt);
-    *n = cnt;
-    free(text);
-    hvq_tokenizer_free(tok);
-    if (st == HVQ_OK && cnt == 0)
-        st = hvq_error(ctx, HVQ_E_INPUT, "%s: no text", text_path);
-    return st;
+    if (r->state)
+        r->mp->model_close(r->ctx, r->state);
+    if (r->model)
+        r->ctx->host->model_close(r->ctx, r->model);
+    hvq_container_close(r->ctx, r->cont);
+    free(r->ids);
+    free(r->config_text);
+    free(r->found_config);
 }
 
-static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *model_path,
-                            const char *tokens_path, const char *text_path,
-                            const char *tokenizer_path, int ctx_len, int max_windows,
-                            const char *config_path, hvq_eval_result *res)
+/* The string GGUF metadata holds under key ({"gguf_type": "string",
+ * "value": ...}) into buf, or 0 when absent or not a string. */
+static int meta_string(const hvq_meta *meta, size_t n, const char *key, char *buf, size_t len)
 {
-    memset(res, 0, sizeof *res);
-    if (ctx_len < 2)
-        return hvq_error(ctx, HVQ_E_INPUT, "the context length must be at least 2 tokens (got "
-                         "%d): the first token of a window is not scored", ctx_len);
-    if (max_windows < 0)
-        return hvq_error(ctx, HVQ_E_INPUT, "the number of windows may not be negative");
-    const hvq_registry *saved = hvq_ctx_registry(ctx);
-    hvq_ctx_set_registry(ctx, reg);
-    double t0 = now_seconds();
-    int32_t *ids = NULL;
-    uint64_t n_ids = 0;
-    char *config_text = NULL, *found_config = NULL;
-    hvq_container *cont = NULL;
-    hvq_model *model = NULL;
-    hvq_llama *llama = NULL;
-    const hvq_meta *meta = NULL;
-    size_t n_meta = 0;
-    src_model sm = {NULL, model_path};
-    src_container sc = {NULL};
-    hvq_llama_source src;
-    memset(&src, 0, sizeof src);
-    src.what = model_path;
-    res->ctx_len = ctx_len;
+    const char *text = meta_value(meta, n, key);
+    hvq_json_doc *doc = text ? hvq_json_parse(text, strlen(text), 0, NULL) : NULL;
+    const hvq_json_value *v = doc ? hvq_json_get(hvq_json_root(doc), "value") : NULL;
+    int ok = v && v->type == HVQ_JSON_STRING && v->len < len;
+    if (ok)
+        snprintf(buf, len, "%s", v->str);
+    hvq_json_free(doc);
+    return ok;
+}
 
-    uint64_t windows = 0;
-    hvq_status st = HVQ_OK;
-    if (tokens_path && (st = hvq_eval_read_tokens(ctx, tokens_path, &ids, &n_ids)) != HVQ_OK)
-        goto done;
-
-    /* The model: a container, else any model file a source plugin reads. */
-    int is_container = container_by_name(model_path);
+/* The model: a container, else any model file a source plugin reads; its
+ * metadata, and the kind res reports. */
+static hvq_status eval_open_model(eval_run *r, hvq_eval_result *res)
+{
+    hvq_ctx *ctx = r->ctx;
+    int is_container = container_by_name(r->model_path);
     if (!is_container) {
-        model = ctx->host->model_open(ctx, model_path);
-        if (!model) {
-            st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
-            goto done;
-        }
-        ctx->host->model_meta(model, &meta, &n_meta);
-        const char *fmt = meta_value(meta, n_meta, "format");
+        r->model = ctx->host->model_open(ctx, r->model_path);
+        if (!r->model)
+            return hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
+        ctx->host->model_meta(r->model, &r->meta, &r->n_meta);
+        const char *fmt = meta_value(r->meta, r->n_meta, "format");
         if (fmt && strcmp(fmt, "hvq") == 0) {
-            ctx->host->model_close(ctx, model);
-            model = NULL;
-            meta = NULL;
-            n_meta = 0;
+            ctx->host->model_close(ctx, r->model);
+            r->model = NULL;
+            r->meta = NULL;
+            r->n_meta = 0;
             is_container = 1;
         }
     }
     if (is_container) {
-        if ((st = hvq_container_open(ctx, reg, model_path, &cont)) != HVQ_OK)
-            goto done;
-        hvq_container_source_meta(cont, &meta, &n_meta);
+        hvq_status st = hvq_container_open(ctx, r->reg, r->model_path, &r->cont);
+        if (st != HVQ_OK)
+            return st;
+        hvq_container_source_meta(r->cont, &r->meta, &r->n_meta);
         snprintf(res->kind, sizeof res->kind, "hvq container");
-        sc.c = cont;
-        src.get = get_from_container;
-        src.ud = &sc;
-    } else {
-        const hvq_loaded_plugin *pl = hvq_registry_detect(reg, ctx, model_path);
-        snprintf(res->kind, sizeof res->kind, "%s", pl ? pl->desc.name : "model");
+        r->sc.c = r->cont;
+        return HVQ_OK;
+    }
+    const char *fmt = ctx->host->detect(ctx, r->model_path);
+    snprintf(res->kind, sizeof res->kind, "%s", fmt ? fmt : "model");
+    hvq_ctx_clear_error(ctx);
+    return HVQ_OK;
+}
+
+/* The model plugin: the one that runs the GGUF metadata's architecture,
+ * else "llama" (which reports a configuration it cannot run). */
+static hvq_status eval_pick_plugin(eval_run *r)
+{
+    hvq_ctx *ctx = r->ctx;
+    char arch[64];
+    r->mp = NULL;
+    if (meta_string(r->meta, r->n_meta, "general.architecture", arch, sizeof arch)) {
+        r->mp = ctx->host->model_plugin(ctx, NULL, arch);
         hvq_ctx_clear_error(ctx);
-        sm.m = model;
-        src.get = get_from_model;
-        src.ud = &sm;
     }
+    if (!r->mp)
+        r->mp = ctx->host->model_plugin(ctx, "llama", NULL);
+    return r->mp ? HVQ_OK : hvq_ctx_status(ctx);
+}
 
-    /* The tokens of a text, once the model's vocabulary is at hand. */
-    if (!tokens_path &&
-        (st = tokenize_text(ctx, text_path, tokenizer_path, meta, n_meta, model_path, &ids,
-                            &n_ids)) != HVQ_OK)
-        goto done;
-    res->n_tokens = n_ids;
-    windows = n_ids / (uint64_t)ctx_len;
-    if (max_windows > 0 && windows > (uint64_t)max_windows)
-        windows = (uint64_t)max_windows;
-    if (windows == 0) {
-        st = hvq_error(ctx, HVQ_E_INPUT, "%s: %llu tokens is less than one window of %d",
-                       tokens_path ? tokens_path : text_path, (unsigned long long)n_ids, ctx_len);
-        goto done;
-    }
+/* Tokens from a text file: a tokenizer file (llama2.c's for "llama"), else
+ * the vocabulary in the model's GGUF metadata. */
+static hvq_status eval_tokenize(eval_run *r, const char *tokenizer_path)
+{
+    hvq_ctx *ctx = r->ctx;
+    const hvq_plugin *mp = r->mp;
+    if (!mp->tokenizer_open || !mp->tokenizer_encode_text || !mp->tokenizer_close)
+        return hvq_error(ctx, HVQ_E_UNSUPPORTED, "%s: the model plugin '%s' has no tokenizer; "
+                         "give --tokens", r->text_path, mp->name);
+    void *tok = NULL;
+    hvq_status st = mp->tokenizer_open(ctx, tokenizer_path, r->meta, r->n_meta, r->model_path,
+                                       &tok);
+    char *text = NULL;
+    size_t len = 0, cnt = 0;
+    if (st == HVQ_OK && (st = read_text(ctx, r->text_path, 1L << 30, &text, &len)) == HVQ_OK)
+        st = mp->tokenizer_encode_text(ctx, tok, text, len, &r->ids, &cnt);
+    r->n_ids = cnt;
+    free(text);
+    if (tok)
+        mp->tokenizer_close(ctx, tok);
+    if (st == HVQ_OK && cnt == 0)
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: no text", r->text_path);
+    return st;
+}
 
-    /* Its configuration. */
+/* The configuration: --config, else GGUF metadata, else a config.json
+ * found beside the model (or the model a container's pipeline read). */
+static hvq_status eval_config(eval_run *r, const char *config_path, hvq_model_input *in)
+{
+    hvq_ctx *ctx = r->ctx;
+    hvq_status st;
     if (config_path) {
-        if ((st = read_text(ctx, config_path, 64L << 20, &config_text, NULL)) != HVQ_OK)
-            goto done;
-        src.config_json = config_text;
-    } else if (has_key(meta, n_meta, "general.architecture")) {
-        src.gguf_meta = meta;
-        src.n_gguf_meta = n_meta;
-    } else {
-        found_config = cont ? config_for_container(cont, model_path) : config_for(model_path);
-        if (!found_config) {
-            st = hvq_error(ctx, HVQ_E_INPUT,
-                           "%s: no model configuration: no config.json %s and no GGUF metadata; "
-                           "give one with --config", model_path,
-                           cont ? "beside the container or the model its pipeline read"
-                                : (is_dir(model_path) ? "in the directory" : "beside the file"));
-            goto done;
-        }
-        if ((st = read_text(ctx, found_config, 64L << 20, &config_text, NULL)) != HVQ_OK)
-            goto done;
-        src.config_json = config_text;
-        hvq_log(ctx, HVQ_LOG_DEBUG, "%s: configuration from %s", model_path, found_config);
+        if ((st = read_text(ctx, config_path, 64L << 20, &r->config_text, NULL)) != HVQ_OK)
+            return st;
+        in->config_json = r->config_text;
+        return HVQ_OK;
     }
-    if ((st = hvq_llama_load(ctx, &src, &llama)) != HVQ_OK)
-        goto done;
-    hvq_llama_set_stop(llama, &hvq_interrupted); /* a window stops within a tile */
-    res->config = *hvq_llama_get_config(llama);
-    /* Tensors are copied: the files are no longer needed. */
-    if (model) {
-        ctx->host->model_close(ctx, model);
-        model = NULL;
+    if (has_key(r->meta, r->n_meta, "general.architecture")) {
+        in->meta = r->meta;
+        in->n_meta = r->n_meta;
+        return HVQ_OK;
     }
-    if (cont) {
-        hvq_container_close(ctx, cont);
-        cont = NULL;
+    r->found_config = r->cont ? config_for_container(r->cont, r->model_path)
+                              : config_for(r->model_path);
+    if (!r->found_config)
+        return hvq_error(ctx, HVQ_E_INPUT,
+                         "%s: no model configuration: no config.json %s and no GGUF metadata; "
+                         "give one with --config", r->model_path,
+                         r->cont ? "beside the container or the model its pipeline read"
+                                 : (is_dir(r->model_path) ? "in the directory"
+                                                          : "beside the file"));
+    if ((st = read_text(ctx, r->found_config, 64L << 20, &r->config_text, NULL)) != HVQ_OK)
+        return st;
+    in->config_json = r->config_text;
+    hvq_log(ctx, HVQ_LOG_DEBUG, "%s: configuration from %s", r->model_path, r->found_config);
+    return HVQ_OK;
+}
+
+/* Builds the model with the plugin; the files are closed once it has its
+ * own copies of the weights. Checks the tokens against its vocabulary. */
+static hvq_status eval_load(eval_run *r, const hvq_model_input *in, hvq_eval_result *res)
+{
+    hvq_ctx *ctx = r->ctx;
+    hvq_status st = r->mp->model_open(ctx, NULL, in, &r->state);
+    if (st != HVQ_OK)
+        return st;
+    if (r->mp->model_set_stop)
+        r->mp->model_set_stop(r->state, &hvq_interrupted); /* a window stops within a tile */
+    r->mp->model_info(r->state, &res->config);
+    if (r->model) {
+        ctx->host->model_close(ctx, r->model);
+        r->model = NULL;
     }
-    for (uint64_t i = 0; i < n_ids; i++)
-        if (ids[i] >= res->config.vocab) {
-            st = hvq_error(ctx, HVQ_E_INPUT,
-                           "%s: token %llu has id %d, outside the model's vocabulary of %d "
-                           "(tokens from another tokenizer?)",
-                           tokens_path ? tokens_path : text_path,
-                           (unsigned long long)i, (int)ids[i], res->config.vocab);
-            goto done;
-        }
+    if (r->cont) {
+        hvq_container_close(ctx, r->cont);
+        r->cont = NULL;
+    }
+    for (uint64_t i = 0; i < r->n_ids; i++)
+        if (r->ids[i] >= res->config.vocab)
+            return hvq_error(ctx, HVQ_E_INPUT,
+                             "%s: token %llu has id %d, outside the model's vocabulary of %d "
+                             "(tokens from another tokenizer?)",
+                             r->tokens_path ? r->tokens_path : r->text_path,
+                             (unsigned long long)i, (int)r->ids[i], res->config.vocab);
     hvq_log(ctx, HVQ_LOG_DEBUG,
             "%s (%s): %d layers, hidden %d, MLP %d, %d heads (%d key/value), vocabulary %d%s",
-            model_path, res->kind, res->config.n_layers, res->config.hidden,
+            r->model_path, res->kind, res->config.n_layers, res->config.hidden,
             res->config.intermediate, res->config.n_heads, res->config.n_kv_heads,
             res->config.vocab, res->config.tied ? ", tied output" : "");
-    double t1 = now_seconds();
-    res->load_seconds = t1 - t0;
+    return HVQ_OK;
+}
 
-    double nll = 0;
+/* Runs the windows, with progress on a terminal; fills res. */
+static hvq_status eval_windows(eval_run *r, uint64_t windows, int ctx_len, hvq_eval_result *res)
+{
+    hvq_ctx *ctx = r->ctx;
+    double t1 = now_seconds(), nll = 0;
     uint64_t scored = 0;
+    hvq_status st = HVQ_OK;
     /* Progress on a terminal: the window and the perplexity so far. */
     int tty = !hvq_ctx_options(ctx)->quiet && isatty(2);
     for (uint64_t w = 0; w < windows; w++) {
@@ -604,7 +463,8 @@ static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *m
             st = hvq_interrupt_error(ctx);
             break;
         }
-        st = hvq_llama_window(ctx, llama, ids + w * (uint64_t)ctx_len, ctx_len, &nll, &scored);
+        st = r->mp->model_window(ctx, r->state, r->ids + w * (uint64_t)ctx_len, ctx_len, &nll,
+                                 &scored);
         if (st != HVQ_OK)
             break;
         if (tty) {
@@ -624,25 +484,76 @@ static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *m
     if (st == HVQ_OK && hvq_interrupted)
         st = hvq_interrupt_error(ctx);
     if (st != HVQ_OK)
-        goto done;
+        return st;
     res->seconds = now_seconds() - t1;
     res->n_windows = windows;
     res->n_scored = scored;
     res->nll = nll / (double)scored;
     res->ppl = exp(res->nll);
-    if (!isfinite(res->nll)) {
-        st = hvq_error(ctx, HVQ_E_INPUT, "%s: the loss is not finite (the forward pass "
-                       "overflows with these weights)", model_path);
-        goto done;
+    if (!isfinite(res->nll))
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: the loss is not finite (the forward pass "
+                         "overflows with these weights)", r->model_path);
+    return HVQ_OK;
+}
+
+/* Everything up to the windows: tokens, model, plugin, configuration. */
+static hvq_status eval_prepare(eval_run *r, const char *tokenizer_path, int ctx_len,
+                               int max_windows, const char *config_path, hvq_eval_result *res,
+                               uint64_t *windows)
+{
+    hvq_ctx *ctx = r->ctx;
+    hvq_status st;
+    if (r->tokens_path &&
+        (st = hvq_eval_read_tokens(ctx, r->tokens_path, &r->ids, &r->n_ids)) != HVQ_OK)
+        return st;
+    if ((st = eval_open_model(r, res)) != HVQ_OK || (st = eval_pick_plugin(r)) != HVQ_OK)
+        return st;
+    /* The tokens of a text, once the model's vocabulary is at hand. */
+    if (!r->tokens_path && (st = eval_tokenize(r, tokenizer_path)) != HVQ_OK)
+        return st;
+    res->n_tokens = r->n_ids;
+    *windows = r->n_ids / (uint64_t)ctx_len;
+    if (max_windows > 0 && *windows > (uint64_t)max_windows)
+        *windows = (uint64_t)max_windows;
+    if (*windows == 0)
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: %llu tokens is less than one window of %d",
+                         r->tokens_path ? r->tokens_path : r->text_path,
+                         (unsigned long long)r->n_ids, ctx_len);
+    hvq_model_input in = {.path = r->model_path, .model = r->model};
+    if (r->cont) {
+        in.get = get_from_container;
+        in.get_ud = &r->sc;
     }
-done:
-    hvq_llama_free(llama);
-    if (model)
-        ctx->host->model_close(ctx, model);
-    hvq_container_close(ctx, cont);
-    free(ids);
-    free(config_text);
-    free(found_config);
+    if ((st = eval_config(r, config_path, &in)) != HVQ_OK)
+        return st;
+    return eval_load(r, &in, res);
+}
+
+static hvq_status eval_core(hvq_ctx *ctx, const hvq_registry *reg, const char *model_path,
+                            const char *tokens_path, const char *text_path,
+                            const char *tokenizer_path, int ctx_len, int max_windows,
+                            const char *config_path, hvq_eval_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (ctx_len < 2)
+        return hvq_error(ctx, HVQ_E_INPUT, "the context length must be at least 2 tokens (got "
+                         "%d): the first token of a window is not scored", ctx_len);
+    if (max_windows < 0)
+        return hvq_error(ctx, HVQ_E_INPUT, "the number of windows may not be negative");
+    const hvq_registry *saved = hvq_ctx_registry(ctx);
+    hvq_ctx_set_registry(ctx, reg);
+    double t0 = now_seconds();
+    eval_run r = {.ctx = ctx, .reg = reg, .model_path = model_path, .tokens_path = tokens_path,
+                  .text_path = text_path};
+    res->ctx_len = ctx_len;
+    uint64_t windows = 0;
+    hvq_status st =
+        eval_prepare(&r, tokenizer_path, ctx_len, max_windows, config_path, res, &windows);
+    if (st == HVQ_OK) {
+        res->load_seconds = now_seconds() - t0;
+        st = eval_windows(&r, windows, ctx_len, res);
+    }
+    eval_release(&r);
     hvq_ctx_set_registry(ctx, saved);
     return st;
 }
@@ -723,8 +634,69 @@ static void eval_on_signal(int sig)
     hvq_interrupted = sig; /* the signal's number: any nonzero value means interrupted */
 }
 
-int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
-                 const hvq_ctx_opts *gopts)
+/* What eval prints: the result as text or as one JSON object. */
+typedef struct eval_args {
+    const char *model, *tokens, *text, *tokenizer, *config;
+    int ctx_len, max_windows, json;
+} eval_args;
+
+static void print_result(const eval_args *a, const hvq_eval_result *rp, int threads)
+{
+    const hvq_eval_result r = *rp;
+    const char *model = a->model, *tokens = a->tokens, *text = a->text,
+               *tokenizer = a->tokenizer;
+    int json = a->json;
+    uint64_t processed = r.n_windows * (uint64_t)r.ctx_len;
+    double tps = r.seconds > 0 ? (double)processed / r.seconds : 0.0;
+    if (json) {
+        hvq_buf b;
+        hvq_buf_init(&b);
+        hvq_buf_puts(&b, "{\"model\": ");
+        hvq_buf_json_string(&b, model);
+        hvq_buf_puts(&b, ", \"kind\": ");
+        hvq_buf_json_string(&b, r.kind);
+        hvq_buf_puts(&b, tokens ? ", \"tokens_file\": " : ", \"text_file\": ");
+        hvq_buf_json_string(&b, tokens ? tokens : text);
+        if (text) {
+            hvq_buf_puts(&b, ", \"tokenizer\": ");
+            hvq_buf_json_string(&b, tokenizer ? tokenizer : "gguf");
+        }
+        hvq_buf_printf(&b, ", \"tokens_in_file\": %llu, \"ctx\": %d, \"windows\": %llu, "
+                       "\"tokens_scored\": %llu, \"nll\": %.17g, \"ppl\": %.17g, "
+                       "\"seconds\": %.6f, \"load_seconds\": %.6f, "
+                       "\"tokens_per_second\": %.1f, \"threads\": %d}\n",
+                       (unsigned long long)r.n_tokens, r.ctx_len,
+                       (unsigned long long)r.n_windows, (unsigned long long)r.n_scored, r.nll,
+                       r.ppl, r.seconds, r.load_seconds, tps, threads);
+        if (!b.oom)
+            fwrite(b.data, 1, b.len, stdout);
+        hvq_buf_free(&b);
+    } else {
+        printf("model:  %s (%s; %d layers, hidden %d, vocabulary %d)\n", model, r.kind,
+               r.config.n_layers, r.config.hidden, r.config.vocab);
+        if (tokens)
+            printf("tokens: %s (%llu tokens; %llu windows of %d, %llu scored)\n", tokens,
+                   (unsigned long long)r.n_tokens, (unsigned long long)r.n_windows,
+                   r.ctx_len, (unsigned long long)r.n_scored);
+        else
+            printf("text:   %s (%llu tokens by %s; %llu windows of %d, %llu scored)\n",
+                   text, (unsigned long long)r.n_tokens,
+                   tokenizer ? tokenizer : "the model's vocabulary",
+                   (unsigned long long)r.n_windows, r.ctx_len,
+                   (unsigned long long)r.n_scored);
+        printf("mean NLL %.6f nats/token\n", r.nll);
+        printf("PPL %.4f over %llu tokens (%llu windows of %d)\n", r.ppl,
+               (unsigned long long)r.n_scored, (unsigned long long)r.n_windows, r.ctx_len);
+        printf("time: %.2f s (%.0f tokens/s, %d threads; loading %.2f s)\n", r.seconds, tps,
+               threads, r.load_seconds);
+    }
+    fflush(stdout);
+}
+
+/* Parses eval's options into a, opts and dirs; returns -1 to go on, else
+ * the exit status (after --help, --version or a usage error). */
+static int parse_eval_args(int argc, char **argv, eval_args *a, hvq_ctx_opts *opts,
+                           const char **dirs, size_t *n_dirs)
 {
     static const struct option lo[] = {
         {"tokens", required_argument, 0, 'k'},      {"ctx", required_argument, 0, 'c'},
@@ -735,38 +707,29 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
-    hvq_ctx_opts opts = *gopts;
-    opts.threads = 0;
-    const char **dirs = calloc(n_plugin_dirs + (size_t)argc + 1, sizeof *dirs);
-    size_t n_dirs = 0;
-    if (!dirs)
-        return EXIT_OTHER;
-    for (size_t i = 0; i < n_plugin_dirs; i++)
-        dirs[n_dirs++] = plugin_dirs[i];
-    const char *tokens = NULL, *config = NULL, *text = NULL, *tokenizer = NULL;
-    int ctx_len = 256, max_windows = 0, json = 0, c, rc = -1;
+    int c, rc = -1;
     while (rc < 0 && (c = getopt_long(argc, argv, "k:c:w:t:qvhV", lo, NULL)) != -1) {
         switch (c) {
-        case 'k': tokens = optarg; break;
-        case OPT_CONFIG: config = optarg; break;
-        case OPT_TEXT: text = optarg; break;
-        case OPT_TOKENIZER: tokenizer = optarg; break;
-        case OPT_JSON: json = 1; break;
+        case 'k': a->tokens = optarg; break;
+        case OPT_CONFIG: a->config = optarg; break;
+        case OPT_TEXT: a->text = optarg; break;
+        case OPT_TOKENIZER: a->tokenizer = optarg; break;
+        case OPT_JSON: a->json = 1; break;
         case 'c':
-            if (!hvq_parse_count("--ctx", optarg, 2, 1 << 20, &ctx_len))
+            if (!hvq_parse_count("--ctx", optarg, 2, 1 << 20, &a->ctx_len))
                 rc = EXIT_BAD_INPUT;
             break;
         case 'w':
-            if (!hvq_parse_count("--max-windows", optarg, 1, 1L << 30, &max_windows))
+            if (!hvq_parse_count("--max-windows", optarg, 1, 1L << 30, &a->max_windows))
                 rc = EXIT_BAD_INPUT;
             break;
         case 't':
-            if (!hvq_parse_threads(optarg, &opts.threads))
+            if (!hvq_parse_threads(optarg, &opts->threads))
                 rc = EXIT_BAD_INPUT;
             break;
-        case OPT_PLUGIN_DIR: dirs[n_dirs++] = optarg; break;
-        case 'q': opts.quiet = 1; break;
-        case 'v': opts.verbose = 1; break;
+        case OPT_PLUGIN_DIR: dirs[(*n_dirs)++] = optarg; break;
+        case 'q': opts->quiet = 1; break;
+        case 'v': opts->verbose = 1; break;
         case 'h': usage_eval(stdout); rc = EXIT_OK_; break;
         case 'V':
             printf("hvqconv %s (plugin ABI %d)\n", PACKAGE_VERSION, HVQ_ABI_VERSION);
@@ -777,30 +740,51 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
             rc = EXIT_BAD_INPUT;
         }
     }
-    if (rc < 0 && optind >= argc) {
+    if (rc >= 0)
+        return rc;
+    if (optind >= argc) {
         fprintf(stderr, "hvqconv: error: eval needs a model\nTry 'hvqconv eval --help'.\n");
-        rc = EXIT_BAD_INPUT;
-    } else if (rc < 0 && optind + 1 < argc) {
+        return EXIT_BAD_INPUT;
+    }
+    if (optind + 1 < argc) {
         fprintf(stderr, "hvqconv: error: unexpected argument '%s'\nTry 'hvqconv eval --help'.\n",
                 argv[optind + 1]);
-        rc = EXIT_BAD_INPUT;
-    } else if (rc < 0 && !tokens == !text) {
+        return EXIT_BAD_INPUT;
+    }
+    if (!a->tokens == !a->text) {
         fprintf(stderr, "hvqconv: error: eval needs %s\nTry 'hvqconv eval --help'.\n",
-                tokens ? "either --tokens or --text, not both"
-                       : "a token file (--tokens FILE) or a text (--text FILE)");
-        rc = EXIT_BAD_INPUT;
-    } else if (rc < 0 && tokenizer && !text) {
+                a->tokens ? "either --tokens or --text, not both"
+                          : "a token file (--tokens FILE) or a text (--text FILE)");
+        return EXIT_BAD_INPUT;
+    }
+    if (a->tokenizer && !a->text) {
         fprintf(stderr, "hvqconv: error: --tokenizer goes with --text\n"
                         "Try 'hvqconv eval --help'.\n");
-        rc = EXIT_BAD_INPUT;
+        return EXIT_BAD_INPUT;
     }
+    a->model = argv[optind];
+    return -1;
+}
+
+int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
+                 const hvq_ctx_opts *gopts)
+{
+    hvq_ctx_opts opts = *gopts;
+    opts.threads = 0;
+    const char **dirs = calloc(n_plugin_dirs + (size_t)argc + 1, sizeof *dirs);
+    size_t n_dirs = 0;
+    if (!dirs)
+        return EXIT_OTHER;
+    for (size_t i = 0; i < n_plugin_dirs; i++)
+        dirs[n_dirs++] = plugin_dirs[i];
+    eval_args a = {.ctx_len = 256};
+    int rc = parse_eval_args(argc, argv, &a, &opts, dirs, &n_dirs);
     if (rc >= 0) {
         free(dirs);
         return rc;
     }
     if (!opts.threads)
         opts.threads = hvq_default_threads();
-    const char *model = argv[optind];
     hvq_ctx *ctx = hvq_ctx_new(&opts);
     hvq_registry *reg = ctx ? hvq_registry_new() : NULL;
     if (!ctx || !reg) {
@@ -822,62 +806,18 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
     signal(SIGINT, eval_on_signal);
     signal(SIGTERM, eval_on_signal);
     hvq_status st =
-        tokens ? hvq_eval_model(ctx, reg, model, tokens, ctx_len, max_windows, config, &r)
-               : hvq_eval_model_text(ctx, reg, model, text, tokenizer, ctx_len, max_windows,
-                                     config, &r);
+        a.tokens ? hvq_eval_model(ctx, reg, a.model, a.tokens, a.ctx_len, a.max_windows,
+                                  a.config, &r)
+                 : hvq_eval_model_text(ctx, reg, a.model, a.text, a.tokenizer, a.ctx_len,
+                                       a.max_windows, a.config, &r);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (hvq_interrupted) /* stopped anywhere, or between the last check and here */
         st = hvq_interrupt_error(ctx);
-    if (st == HVQ_OK) {
-        uint64_t processed = r.n_windows * (uint64_t)r.ctx_len;
-        double tps = r.seconds > 0 ? (double)processed / r.seconds : 0.0;
-        if (json) {
-            hvq_buf b;
-            hvq_buf_init(&b);
-            hvq_buf_puts(&b, "{\"model\": ");
-            hvq_buf_json_string(&b, model);
-            hvq_buf_puts(&b, ", \"kind\": ");
-            hvq_buf_json_string(&b, r.kind);
-            hvq_buf_puts(&b, tokens ? ", \"tokens_file\": " : ", \"text_file\": ");
-            hvq_buf_json_string(&b, tokens ? tokens : text);
-            if (text) {
-                hvq_buf_puts(&b, ", \"tokenizer\": ");
-                hvq_buf_json_string(&b, tokenizer ? tokenizer : "gguf");
-            }
-            hvq_buf_printf(&b, ", \"tokens_in_file\": %llu, \"ctx\": %d, \"windows\": %llu, "
-                           "\"tokens_scored\": %llu, \"nll\": %.17g, \"ppl\": %.17g, "
-                           "\"seconds\": %.6f, \"load_seconds\": %.6f, "
-                           "\"tokens_per_second\": %.1f, \"threads\": %d}\n",
-                           (unsigned long long)r.n_tokens, r.ctx_len,
-                           (unsigned long long)r.n_windows, (unsigned long long)r.n_scored, r.nll,
-                           r.ppl, r.seconds, r.load_seconds, tps, opts.threads);
-            if (!b.oom)
-                fwrite(b.data, 1, b.len, stdout);
-            hvq_buf_free(&b);
-        } else {
-            printf("model:  %s (%s; %d layers, hidden %d, vocabulary %d)\n", model, r.kind,
-                   r.config.n_layers, r.config.hidden, r.config.vocab);
-            if (tokens)
-                printf("tokens: %s (%llu tokens; %llu windows of %d, %llu scored)\n", tokens,
-                       (unsigned long long)r.n_tokens, (unsigned long long)r.n_windows,
-                       r.ctx_len, (unsigned long long)r.n_scored);
-            else
-                printf("text:   %s (%llu tokens by %s; %llu windows of %d, %llu scored)\n",
-                       text, (unsigned long long)r.n_tokens,
-                       tokenizer ? tokenizer : "the model's vocabulary",
-                       (unsigned long long)r.n_windows, r.ctx_len,
-                       (unsigned long long)r.n_scored);
-            printf("mean NLL %.6f nats/token\n", r.nll);
-            printf("PPL %.4f over %llu tokens (%llu windows of %d)\n", r.ppl,
-                   (unsigned long long)r.n_scored, (unsigned long long)r.n_windows, r.ctx_len);
-            printf("time: %.2f s (%.0f tokens/s, %d threads; loading %.2f s)\n", r.seconds, tps,
-                   opts.threads, r.load_seconds);
-        }
-        fflush(stdout);
-    } else {
+    if (st == HVQ_OK)
+        print_result(&a, &r, opts.threads);
+    else
         hvq_ctx_print_error(ctx);
-    }
     hvq_registry_free(reg);
     hvq_ctx_free(ctx);
     free(dirs);

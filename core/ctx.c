@@ -475,6 +475,30 @@ static const char *host_detect(hvq_ctx *ctx, const char *path)
     return pl ? pl->desc.name : NULL;
 }
 
+/* host->model_plugin: a model plugin by name, else by architecture. */
+static const hvq_plugin *host_model_plugin(hvq_ctx *ctx, const char *name,
+                                           const char *architecture)
+{
+    const hvq_registry *reg = priv(ctx)->registry;
+    if (!reg) {
+        hvq_error(ctx, HVQ_E_INTERNAL, "no plugin registry on this context");
+        return NULL;
+    }
+    if (name) {
+        const hvq_loaded_plugin *pl = hvq_registry_find(reg, HVQ_KIND_MODEL, name);
+        if (!pl)
+            hvq_error(ctx, HVQ_E_NOTFOUND, "no model plugin named '%s' (see hvqconv "
+                      "list-plugins; --plugin-dir adds a directory)", name);
+        return pl ? &pl->desc : NULL;
+    }
+    const hvq_loaded_plugin *pl =
+        architecture ? hvq_registry_model_for(reg, architecture) : NULL;
+    if (!pl)
+        hvq_error(ctx, HVQ_E_UNSUPPORTED, "no model plugin runs the architecture '%s' (see "
+                  "hvqconv list-plugins)", architecture ? architecture : "(none)");
+    return pl ? &pl->desc : NULL;
+}
+
 static const hvq_host host_table = {
     .abi_version = HVQ_ABI_VERSION,
     .struct_size = sizeof(hvq_host),
@@ -517,6 +541,7 @@ static const hvq_host host_table = {
     .parallel_for = hvq_parallel_for,
     .detect = host_detect,
     .model_open_as = host_model_open_as,
+    .model_plugin = host_model_plugin,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

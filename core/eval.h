@@ -1,5 +1,7 @@
 /* Perplexity of a Llama-family model over a token file, and the `eval`
- * command (core/cmd_eval.c), on the forward pass of common/llama.h.
+ * command (core/cmd_eval.c), on a model plugin (HVQ_KIND_MODEL: the one
+ * whose architectures list the GGUF metadata's general.architecture, else
+ * "llama"), opened through host->model_plugin; the core has no model code.
  *
  * A model is a safetensors file or model directory, a GGUF file, or an hvq
  * container (decoded tensor by tensor while loading, nothing written). Its
@@ -24,7 +26,7 @@
 #define HVQ_CORE_EVAL_H
 
 #include "ctx.h"
-#include "llama.h"
+#include "plugin.h"
 #include "registry.h"
 
 #include <stdint.h>
@@ -39,7 +41,7 @@ typedef struct hvq_eval_result {
     uint64_t n_tokens;    /* tokens in the file */
     int ctx_len;
     char kind[32];        /* "safetensors", "gguf", "hvq container", ... */
-    hvq_llama_config config;
+    hvq_model_info config;  /* the model plugin's model_info */
 } hvq_eval_result;
 
 /* Evaluates model_path on tokens_path. ctx_len >= 2; max_windows 0 means
@@ -52,15 +54,16 @@ hvq_status hvq_eval_model(hvq_ctx *ctx, const hvq_registry *reg, const char *mod
                           const char *config_path, hvq_eval_result *res);
 
 /* The same on a text: paragraphs separated by blank lines, each tokenized
- * with BOS and the dummy-prefix space (common/llama_tok.h) by the llama2.c
+ * with BOS and the dummy-prefix space (the model plugin's tokenizer_*) by the llama2.c
  * tokenizer.bin at tokenizer_path, or, when NULL, by the SentencePiece
  * vocabulary in the model's GGUF metadata (a container: its source's). */
 hvq_status hvq_eval_model_text(hvq_ctx *ctx, const hvq_registry *reg, const char *model_path,
                                const char *text_path, const char *tokenizer_path, int ctx_len,
                                int max_windows, const char *config_path, hvq_eval_result *res);
 
-/* Reads a token file (see above) into malloc'd int32 ids (*n of them);
- * ids are checked to be non-negative and to fit an int32. */
+/* Reads a token file (see above; common/tokens.h, the reader calibrate
+ * uses too) into malloc'd int32 ids (*n of them); ids are checked to be
+ * non-negative and to fit an int32. */
 hvq_status hvq_eval_read_tokens(hvq_ctx *ctx, const char *path, int32_t **ids, uint64_t *n);
 
 /* The command. argv[0] is "eval"; returns an exit status (0, 2 bad input,

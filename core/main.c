@@ -716,7 +716,7 @@ static int cmd_list(int argc, char **argv, cli *cl)
     printf("%-12s %-14s %-8s %-58s %s\n", "KIND", "NAME", "VERSION", "SUMMARY", "FROM");
     static const uint32_t order[] = {HVQ_KIND_SOURCE, HVQ_KIND_SINK, HVQ_KIND_HESSIAN,
                                      HVQ_KIND_IMPORTANCE, HVQ_KIND_CLUSTERER,
-                                     HVQ_KIND_RESIDUAL, HVQ_KIND_WRITER};
+                                     HVQ_KIND_RESIDUAL, HVQ_KIND_WRITER, HVQ_KIND_MODEL};
     for (size_t o = 0; o < sizeof order / sizeof order[0]; o++)
         for (size_t i = 0; i < hvq_registry_count(reg); i++) {
             const hvq_loaded_plugin *lp = hvq_registry_at(reg, i);
@@ -740,6 +740,8 @@ static void describe_one(const hvq_loaded_plugin *lp)
            lp->desc.summary, lp->desc.license ? lp->desc.license : "unknown", lp->path);
     if (lp->desc.kinds & HVQ_KIND_SINK && lp->desc.extensions)
         printf("  extensions: %s\n", lp->desc.extensions);
+    if (lp->desc.kinds & HVQ_KIND_MODEL && lp->desc.architectures)
+        printf("  architectures: %s\n", lp->desc.architectures);
     if (lp->desc.flags & HVQ_CLUSTERER_RAW)
         printf("  works on raw weights: no row normalization, no sparse residual\n");
     const hvq_param_spec *ps = lp->desc.params;

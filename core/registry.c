@@ -44,7 +44,7 @@ void hvq_registry_free(hvq_registry *reg)
 const char *hvq_kind_names(uint32_t kinds, char *buf, size_t len)
 {
     static const char *const names[] = {"source", "sink", "hessian", "importance",
-                                        "clusterer", "residual", "writer"};
+                                        "clusterer", "residual", "writer", "model"};
     size_t used = 0;
     buf[0] = '\0';
     for (unsigned b = 0; b < sizeof names / sizeof names[0]; b++)
@@ -88,11 +88,12 @@ static int valid_param_name(const char *s)
         }                                                                     \
     } while (0)
 
-hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
+/* The header, name, kinds, version and summary. */
+static hvq_status validate_header(const hvq_plugin *d, char *why, size_t why_len)
 {
     const uint32_t all = HVQ_KIND_SOURCE | HVQ_KIND_SINK | HVQ_KIND_HESSIAN |
                          HVQ_KIND_IMPORTANCE | HVQ_KIND_CLUSTERER | HVQ_KIND_RESIDUAL |
-                         HVQ_KIND_WRITER;
+                         HVQ_KIND_WRITER | HVQ_KIND_MODEL;
     if (d->abi_version != HVQ_ABI_VERSION) {
         snprintf(why, why_len, "built for plugin ABI %u, this hvqconv uses ABI %u",
                  (unsigned)d->abi_version, (unsigned)HVQ_ABI_VERSION);
@@ -132,6 +133,12 @@ hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
         snprintf(why, why_len, "plugin '%s' lacks a version or a summary", d->name);
         return HVQ_E_INPUT;
     }
+    return HVQ_OK;
+}
+
+/* The declared parameters. */
+static hvq_status validate_params(const hvq_plugin *d, char *why, size_t why_len)
+{
     if (d->params) {
         for (size_t i = 0; d->params[i].name; i++) {
             const hvq_param_spec *s = &d->params[i];
@@ -163,6 +170,36 @@ hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
                 }
         }
     }
+    return HVQ_OK;
+}
+
+/* A model plugin: its descriptor reaches the model fields (appended after
+ * the first release), names its architectures and its linear layers, and
+ * has the mandatory callbacks. */
+static hvq_status validate_model(const hvq_plugin *d, char *why, size_t why_len)
+{
+    if (d->struct_size < offsetof(hvq_plugin, tokenizer_close) + sizeof d->tokenizer_close) {
+        snprintf(why, why_len,
+                 "model plugin '%s': descriptor is %u bytes, too short for the model "
+                 "callbacks (built for an older plugin.h?)",
+                 d->name, (unsigned)d->struct_size);
+        return HVQ_E_INPUT;
+    }
+    if (!d->architectures || !*d->architectures || !d->model_linears) {
+        snprintf(why, why_len, "model plugin '%s' lacks its architectures or its "
+                 "model_linears table", d->name);
+        return HVQ_E_INPUT;
+    }
+    NEED(model_open, "model");
+    NEED(model_info, "model");
+    NEED(model_window, "model");
+    NEED(model_close, "model");
+    return HVQ_OK;
+}
+
+/* The mandatory callbacks of each kind declared. */
+static hvq_status validate_callbacks(const hvq_plugin *d, char *why, size_t why_len)
+{
     if (d->kinds & HVQ_KIND_SOURCE) {
         NEED(source_open, "source");
         NEED(source_count, "source");
@@ -198,7 +235,19 @@ hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
         NEED(writer_finish, "writer");
         NEED(writer_close, "writer");
     }
+    if (d->kinds & HVQ_KIND_MODEL)
+        return validate_model(d, why, why_len);
     return HVQ_OK;
+}
+
+hvq_status hvq_plugin_validate(const hvq_plugin *d, char *why, size_t why_len)
+{
+    hvq_status st = validate_header(d, why, why_len);
+    if (st == HVQ_OK)
+        st = validate_params(d, why, why_len);
+    if (st == HVQ_OK)
+        st = validate_callbacks(d, why, why_len);
+    return st;
 }
 
 static const hvq_loaded_plugin *find_clash(const hvq_registry *reg, const hvq_plugin *d)
@@ -434,6 +483,32 @@ const hvq_loaded_plugin *hvq_registry_find(const hvq_registry *reg, uint32_t kin
     for (size_t i = 0; i < reg->n; i++)
         if ((reg->items[i]->desc.kinds & kind) && strcmp(reg->items[i]->desc.name, name) == 0)
             return reg->items[i];
+    return NULL;
+}
+
+/* Whether the space-separated list has the word w. */
+static int list_has_word(const char *list, const char *w)
+{
+    size_t n = strlen(w);
+    for (const char *p = list; n && *p;) {
+        while (*p == ' ')
+            p++;
+        size_t len = strcspn(p, " ");
+        if (len == n && strncmp(p, w, n) == 0)
+            return 1;
+        p += len;
+    }
+    return 0;
+}
+
+const hvq_loaded_plugin *hvq_registry_model_for(const hvq_registry *reg,
+                                                const char *architecture)
+{
+    for (size_t i = 0; i < reg->n; i++) {
+        const hvq_plugin *d = &reg->items[i]->desc;
+        if ((d->kinds & HVQ_KIND_MODEL) && list_has_word(d->architectures, architecture))
+            return reg->items[i];
+    }
     return NULL;
 }
 

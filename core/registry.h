@@ -49,6 +49,9 @@ const hvq_loaded_plugin *hvq_registry_find(const hvq_registry *reg,
 /* Any plugin of any kind with that name (first one). */
 const hvq_loaded_plugin *hvq_registry_find_any(const hvq_registry *reg,
                                                const char *name);
+/* The first model plugin whose architectures list architecture, or NULL. */
+const hvq_loaded_plugin *hvq_registry_model_for(const hvq_registry *reg,
+                                                const char *architecture);
 size_t hvq_registry_count(const hvq_registry *reg);
 const hvq_loaded_plugin *hvq_registry_at(const hvq_registry *reg, size_t i);
 

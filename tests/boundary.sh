@@ -1,14 +1,14 @@
 #!/bin/sh
 # The architecture's boundary, checked on the source tree: plugins,
 # formats and the code they link (common/) reach the core only through the
-# public contract include/hvqconv/plugin.h. Two checks:
+# public contract include/hvqconv/plugin.h. Checks:
 #  1. the compiler, with the include path plugins are built with
 #     ($HVQ_PLUGIN_CPPFLAGS), cannot find any core header;
 #  2. no file there names a core header by a relative path.
-# The core has no model code: no llama_ symbol or tokenizer in core/.
+# 3. the core has no model code: no llama_ symbol or tokenizer in core/.
 set -u
 top=${HVQ_TOP_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
-cc=${CC:-cc}
+cc=${HVQ_CC:-${CC:-cc}}
 fail=0
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/hvq-boundary-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

@@ -81,3 +81,8 @@ tests_test_none_CFLAGS = $(HVQ_TEST_CFLAGS)
 tests_test_none_LDADD = $(HVQ_TEST_LIBS)
 TESTS += tests/test_rtn tests/test_coo16 tests/test_magnitude tests/test_obd \
 	tests/test_uniform tests/test_none
+
+# The architecture's boundary: plugins, formats and common/ cannot reach a
+# core header; the core has no model code.
+dist_check_SCRIPTS = tests/boundary.sh
+TESTS += tests/boundary.sh

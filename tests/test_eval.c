@@ -1,4 +1,4 @@
-/* Perplexity evaluation: the Llama forward pass of common/llama.c against an
+/* Perplexity evaluation: the Llama forward pass of plugins/model-llama/llama.c against an
  * independent float64 numpy reference, the formats and copies of the same
  * model against each other, `hvqconv eval` end to end, thread-count
  * independence, the activation hook, and the errors.
@@ -80,7 +80,7 @@ static const int32_t CHECK_IDS[] = {1,   403, 407, 261, 378, 432, 383, 286,
  * GGUF copies equal the Hugging Face one to within 0.1 %. */
 #define README_REL_TOL 1e-3
 
-int hvq_llama_kernel_check(void); /* common/llama.c, internal */
+int hvq_llama_kernel_check(void); /* plugins/model-llama/llama.c, internal */
 
 /* Under valgrind (make check-valgrind) the shared-data checks run 4 windows
  * instead of 40: memory checking, not the reference figures, which need
@@ -197,7 +197,7 @@ START_TEST(test_numpy_reference)
     ck_assert_int_eq(r.config.n_kv_heads, 4);
     ck_assert_int_eq(r.config.vocab, 512);
     ck_assert_int_eq(r.config.tied, 1);
-    ck_assert_int_eq(r.config.rope_interleaved, 0);
+    ck_assert_int_eq(r.config.gguf_names, 0);
     assert_rel(r.ppl, NUMPY_PPL_256, NUMPY_REL_TOL, "ctx 256 vs numpy");
     ck_assert(fabs(r.ppl - exp(r.nll)) < 1e-12);
 
@@ -626,7 +626,7 @@ typedef struct hook_log {
     float *layer0_q;        /* layer 0's Q input */
 } hook_log;
 
-static void hook(void *ud, int layer, hvq_llama_linear which, const float *x, int n, int in_dim)
+static void hook(void *ud, int layer, int which, const float *x, int n, int in_dim)
 {
     hook_log *h = ud;
     h->calls++;
@@ -1219,7 +1219,7 @@ typedef struct stop_run {
     hvq_status st;
 } stop_run;
 
-static void stop_hook(void *ud, int layer, hvq_llama_linear which, const float *x, int n,
+static void stop_hook(void *ud, int layer, int which, const float *x, int n,
                       int in_dim)
 {
     stop_run *r = ud;
@@ -1417,7 +1417,7 @@ END_TEST
 
 /* ---- the encoder against its reference ------------------------------------ */
 
-/* common/llama_tok.c, internal: hvq_tokenizer_encode that also counts its
+/* plugins/model-llama/llama_tok.c, internal: hvq_tokenizer_encode that also counts its
  * pair lookups and heap steps into *work. */
 hvq_status hvq_tokenizer_encode_work(hvq_ctx *ctx, const hvq_tokenizer *t, const char *text,
                                      size_t len, int bos, int32_t **ids, size_t *n,
@@ -1754,7 +1754,7 @@ START_TEST(test_shared_gguf)
     hvq_eval_result hf = eval_ok(shared("stories260K/hf"), tok, 256, w, NULL, 2);
     hvq_eval_result g32 = eval_ok(shared("stories260K/stories260K.f32.gguf"), tok, 256, w, NULL, 2);
     ck_assert_str_eq(g32.kind, "gguf");
-    ck_assert_int_eq(g32.config.rope_interleaved, 1);
+    ck_assert_int_eq(g32.config.gguf_names, 1);
     ck_assert_int_eq(g32.config.vocab, 512);
     ck_assert_int_eq(g32.config.tied, 1);
     assert_rel(g32.ppl, hf.ppl, README_REL_TOL, "f32.gguf vs hf");
@@ -1780,7 +1780,7 @@ START_TEST(test_shared_gguf)
     hvq_eval_result b = eval_ok(P("g.gguf"), th_src(TOKENS), 256, 0, NULL, 1);
     ck_assert_str_eq(a.kind, "hvq container");
     ck_assert_str_eq(b.kind, "gguf");
-    ck_assert_int_eq(a.config.rope_interleaved, 1);
+    ck_assert_int_eq(a.config.gguf_names, 1);
     ck_assert_msg(a.nll == b.nll, "%.17g vs %.17g", a.nll, b.nll);
 }
 END_TEST

@@ -206,6 +206,25 @@ static hvq_status w_tensor(hvq_ctx *c, void *s, const hvq_result *r)
 }
 
 /* A descriptor with every callback set; kinds chosen by the caller. */
+/* Model callbacks (never called: the descriptor is only validated). */
+static const hvq_model_linear m_linears[] = {{"w", "l.%d.w", "blk.%d.w", 0}, {NULL, NULL, NULL, 0}};
+static hvq_status m_open(hvq_ctx *c, const hvq_params *p, const hvq_model_input *in, void **st)
+{
+    (void)c, (void)p, (void)in, (void)st;
+    return HVQ_E_INTERNAL;
+}
+static void m_info(void *st, hvq_model_info *info)
+{
+    (void)st;
+    memset(info, 0, sizeof *info);
+}
+static hvq_status m_window(hvq_ctx *c, void *st, const int32_t *t, int n, double *nll,
+                           uint64_t *k)
+{
+    (void)c, (void)st, (void)t, (void)n, (void)nll, (void)k;
+    return HVQ_E_INTERNAL;
+}
+
 static hvq_plugin full_desc(uint32_t kinds, const char *name)
 {
     hvq_plugin d = {
@@ -239,6 +258,12 @@ static hvq_plugin full_desc(uint32_t kinds, const char *name)
         .writer_tensor = w_tensor,
         .writer_finish = sk_finish,
         .writer_close = st_close,
+        .architectures = "test",
+        .model_linears = m_linears,
+        .model_open = m_open,
+        .model_info = m_info,
+        .model_window = m_window,
+        .model_close = st_close,
     };
     return d;
 }
@@ -265,7 +290,7 @@ START_TEST(validate_good)
     static const uint32_t kinds[] = {
         HVQ_KIND_SOURCE,     HVQ_KIND_SINK,      HVQ_KIND_SOURCE | HVQ_KIND_SINK,
         HVQ_KIND_HESSIAN,    HVQ_KIND_IMPORTANCE, HVQ_KIND_CLUSTERER,
-        HVQ_KIND_RESIDUAL,   HVQ_KIND_WRITER};
+        HVQ_KIND_RESIDUAL,   HVQ_KIND_WRITER,     HVQ_KIND_MODEL};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         assert_valid(full_desc(kinds[i], "good"));
     /* names: [a-z][a-z0-9_-]*, at most 64 characters */
@@ -354,7 +379,21 @@ END_TEST
 START_TEST(validate_kinds)
 {
     assert_refused(full_desc(0, "x"), "plugin 'x' declares invalid kinds 0x0");
-    assert_refused(full_desc(1u << 7, "x"), "plugin 'x' declares invalid kinds 0x80");
+    assert_refused(full_desc(1u << 8, "x"), "plugin 'x' declares invalid kinds 0x100");
+    /* a model plugin also names its architectures and its linear layers,
+     * and its descriptor reaches the model fields */
+    hvq_plugin m = full_desc(HVQ_KIND_MODEL, "x");
+    m.architectures = "";
+    assert_refused(m, "model plugin 'x' lacks its architectures or its model_linears table");
+    m = full_desc(HVQ_KIND_MODEL, "x");
+    m.model_linears = NULL;
+    assert_refused(m, "model plugin 'x' lacks its architectures or its model_linears table");
+    m = full_desc(HVQ_KIND_MODEL, "x");
+    m.struct_size = (uint32_t)offsetof(hvq_plugin, architectures);
+    char short_why[200];
+    snprintf(short_why, sizeof short_why, "model plugin 'x': descriptor is %u bytes, too short "
+             "for the model callbacks (built for an older plugin.h?)", (unsigned)m.struct_size);
+    assert_refused(m, short_why);
     assert_refused(full_desc(HVQ_KIND_CLUSTERER | (1u << 20), "x"),
                    "plugin 'x' declares invalid kinds 0x100010");
     static const uint32_t bad[] = {
@@ -402,6 +441,10 @@ START_TEST(validate_callbacks)
         N(HVQ_KIND_WRITER, "writer", writer_tensor),
         N(HVQ_KIND_WRITER, "writer", writer_finish),
         N(HVQ_KIND_WRITER, "writer", writer_close),
+        N(HVQ_KIND_MODEL, "model", model_open),
+        N(HVQ_KIND_MODEL, "model", model_info),
+        N(HVQ_KIND_MODEL, "model", model_window),
+        N(HVQ_KIND_MODEL, "model", model_close),
 #undef N
     };
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {

@@ -37,6 +37,7 @@
 #ifndef HVQ_PLUGIN_H
 #define HVQ_PLUGIN_H
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -74,6 +75,7 @@ typedef enum hvq_status {
 /* ------------------------------------------------------------------------
  * Plugin kinds. A descriptor declares one or more kinds as a bit set; only
  * SOURCE and SINK may be combined (a file format usually reads and writes).
+ * MODEL was appended after the first release (see "Model plugins" below).
  * ---------------------------------------------------------------------- */
 typedef enum hvq_kind {
     HVQ_KIND_SOURCE = 1u << 0,     /* reads a model file or directory */
@@ -82,7 +84,9 @@ typedef enum hvq_kind {
     HVQ_KIND_IMPORTANCE = 1u << 3, /* scores the entries of a tensor */
     HVQ_KIND_CLUSTERER = 1u << 4,  /* quantizes the dense body */
     HVQ_KIND_RESIDUAL = 1u << 5,   /* encodes the sparse correction */
-    HVQ_KIND_WRITER = 1u << 6      /* writes the result of a pipeline */
+    HVQ_KIND_WRITER = 1u << 6,     /* writes the result of a pipeline */
+    HVQ_KIND_MODEL = 1u << 7       /* runs a model architecture's forward
+                                      pass (eval, calibration) */
 } hvq_kind;
 
 /* ------------------------------------------------------------------------
@@ -374,6 +378,19 @@ struct hvq_host {
      * set when there is no such source format or it cannot open path.
      * Check HVQ_HOST_HAS before calling. */
     hvq_model *(*model_open_as)(hvq_ctx *ctx, const char *path, const char *format);
+
+    /* The model plugin (HVQ_KIND_MODEL) to run a model with: the one named
+     * name when name is not NULL, else the first (in registry order) whose
+     * `architectures` lists architecture (e.g. "llama", GGUF's
+     * general.architecture or config.json's model_type). Returns the
+     * descriptor as the host keeps it (valid for the whole run, fields past
+     * the plugin's struct_size zero); the caller then calls its model_* and
+     * tokenizer_* callbacks itself, passing its own ctx, and closes what it
+     * opened. NULL with an error set (HVQ_E_NOTFOUND for an unknown name,
+     * HVQ_E_UNSUPPORTED for an architecture no plugin runs; the message
+     * names it). Check HVQ_HOST_HAS before calling: older hosts lack it. */
+    const struct hvq_plugin *(*model_plugin)(hvq_ctx *ctx, const char *name,
+                                             const char *architecture);
 };
 
 /* Whether the host a plugin runs in has the slot `field` (a host built
@@ -478,6 +495,69 @@ typedef struct hvq_writer_setup {
     size_t n_tensors;
     const char *pipeline_yaml;      /* the effective pipeline, as text */
 } hvq_writer_setup;
+
+/* ------------------------------------------------------------------------
+ * Model plugins (HVQ_KIND_MODEL): one architecture's forward pass, used by
+ * `hvqconv eval` (perplexity) and by Hessian sources that run the model
+ * (calibrate), which reach it through host->model_plugin.
+ * ---------------------------------------------------------------------- */
+
+/* Supplies one tensor by name as float32: *data allocated with
+ * ctx->host->alloc (the model plugin releases it with ctx->host->free),
+ * its shape in *ndim and shape[] ([out, in] for a weight). HVQ_E_NOTFOUND,
+ * no message needed, when there is no such tensor. */
+typedef hvq_status (*hvq_model_get_fn)(void *ud, hvq_ctx *ctx, const char *name,
+                                       float **data, int *ndim,
+                                       int64_t shape[HVQ_MAX_DIMS]);
+
+/* What model_open gets. The weights come from `model` (a model file opened
+ * with host->model_open: the plugin looks tensors up with host->model_find
+ * and converts them to what it computes in) or, when model is NULL, from
+ * get (e.g. the host decoding a compressed container tensor by tensor).
+ * The configuration is config_json (Hugging Face config.json text) when
+ * not NULL, else the metadata meta[0..n_meta) (GGUF keys, values as the
+ * gguf source gives them: typed JSON text). Everything is the caller's and
+ * is valid for the model_open call only: the plugin copies what it keeps. */
+typedef struct hvq_model_input {
+    const char *path;           /* the model, for messages */
+    hvq_model *model;           /* or NULL: then get */
+    hvq_model_get_fn get;
+    void *get_ud;
+    const char *config_json;    /* or NULL */
+    const hvq_meta *meta;
+    size_t n_meta;
+} hvq_model_input;
+
+/* The shape of an opened model, as model_info reports it. */
+typedef struct hvq_model_info {
+    const char *architecture;   /* e.g. "llama"; static */
+    int n_layers;
+    int hidden;                 /* model width */
+    int intermediate;           /* MLP width */
+    int n_heads, n_kv_heads, head_dim;
+    int vocab;
+    int tied;                   /* output head is the token embedding */
+    int gguf_names;             /* tensors have llama.cpp (GGUF) names,
+                                   else Hugging Face names */
+} hvq_model_info;
+
+/* The linear layers of one block, in the order the plugin numbers them (a
+ * static table in the descriptor, ended by short_name NULL). Layers with
+ * the same `input` multiply the same activations (q, k and v; gate and
+ * up). Names are printf formats taking the block number once. */
+typedef struct hvq_model_linear {
+    const char *short_name;     /* "q", "gate", ... */
+    const char *hf_name;        /* "model.layers.%d.self_attn.q_proj.weight" */
+    const char *gguf_name;      /* "blk.%d.attn_q.weight" */
+    int input;                  /* 0-based; equal for shared inputs */
+} hvq_model_linear;
+
+/* Called by a model's forward pass, when set, with the activations that
+ * enter linear layer `linear` (an index into model_linears) of block
+ * `layer`: x is n_tokens rows of in_dim float32 values (row-major), valid
+ * for the call. Layers that share an input each get the call. */
+typedef void (*hvq_model_hook_fn)(void *ud, int layer, int linear, const float *x,
+                                  int n_tokens, int in_dim);
 
 /* Descriptor flags. */
 #define HVQ_CLUSTERER_RAW (1u << 0) /* works on the raw weights: no row
@@ -612,6 +692,44 @@ typedef struct hvq_plugin {
      * it only when a clusterer asks (host->hessian_full). */
     hvq_status (*hessian_get_full)(hvq_ctx *ctx, void *state, const hvq_tensor_info *t,
                                    uint64_t rows, uint64_t cols, float *h);
+
+    /* MODEL (appended after the first release; the host refuses a model
+     * plugin whose descriptor stops before tokenizer_close). */
+    const char *architectures;  /* space-separated, e.g. "llama mistral" */
+    const hvq_model_linear *model_linears; /* a block's linear layers */
+    /* Builds a model from in (configuration, then every weight, checked
+     * against it); errors name in->path and the tensor or key. params: the
+     * plugin's declared parameters resolved, or NULL when it declares
+     * none. */
+    hvq_status (*model_open)(hvq_ctx *ctx, const hvq_params *params,
+                             const hvq_model_input *in, void **state); /* [M] */
+    void (*model_info)(void *state, hvq_model_info *info);           /* [M] */
+    /* Runs one window of n tokens (n >= 1; ids checked against the
+     * vocabulary) from an empty cache; adds to *nll the negative
+     * log-likelihood (natural log) of tokens[1..n-1] given their prefixes
+     * and n-1 to *n_scored. The same bits whatever host->threads says.
+     * Stopped (model_set_stop): HVQ_E_IO "interrupted", *nll and *n_scored
+     * untouched. */
+    hvq_status (*model_window)(hvq_ctx *ctx, void *state, const int32_t *tokens,
+                               int n, double *nll, uint64_t *n_scored); /* [M] */
+    /* The activation hook (NULL: none). */
+    void (*model_set_hook)(void *state, hvq_model_hook_fn fn, void *ud);
+    /* When set, a window stops soon after *flag becomes nonzero (a signal
+     * handler's flag). NULL: windows run to the end. */
+    void (*model_set_stop)(void *state, const volatile sig_atomic_t *flag);
+    void (*model_close)(hvq_ctx *ctx, void *state);                  /* [M] */
+    /* The model's tokenizer: from the file path when not NULL (the
+     * plugin's own tokenizer file format), else from the model's metadata
+     * meta[0..n) (what names the model in messages); HVQ_E_NOTFOUND with
+     * a message when there is none. encode_text encodes a whole text as
+     * the plugin's architecture does for evaluation, into *ids allocated
+     * with host->alloc (*n of them). vocab: the number of tokens. */
+    hvq_status (*tokenizer_open)(hvq_ctx *ctx, const char *path, const hvq_meta *meta,
+                                 size_t n, const char *what, void **tok);
+    hvq_status (*tokenizer_encode_text)(hvq_ctx *ctx, void *tok, const char *text,
+                                        size_t len, int32_t **ids, size_t *n);
+    int (*tokenizer_vocab)(void *tok);
+    void (*tokenizer_close)(hvq_ctx *ctx, void *tok);
 
     /* New fields are appended here. */
 } hvq_plugin;

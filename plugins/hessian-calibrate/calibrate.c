@@ -1,6 +1,7 @@
 /* hessian "calibrate": Hessian diagonals computed by running the model being
- * compressed over calibration tokens with the built-in Llama forward pass
- * (common/llama.h), so no other framework is needed.
+ * compressed over calibration tokens with a model plugin (HVQ_KIND_MODEL,
+ * reached through host->model_plugin: the one that runs the GGUF
+ * metadata's architecture, else "llama"), so no other framework is needed.
  *
  * What it computes. For every block l and every linear layer of it, the
  * mean over all calibration tokens of x_j^2, x being the activation row
@@ -22,8 +23,8 @@
  * The model. hessian_open gets the pipeline's input: a safetensors
  * directory or file with config.json (in the directory, or beside the
  * file), or a GGUF file (configuration from its llama.* metadata, RoPE in
- * llama.cpp's order). Tensors are read through the host (model_open) and
- * converted to float32.
+ * llama.cpp's order). The host opens the model (model_open; host->detect
+ * tells a GGUF file) and the model plugin reads its tensors from it.
  *
  * Names. A tensor is matched by its Hugging Face name
  * (model.layers.N.self_attn.q_proj.weight) or its llama.cpp name
@@ -60,7 +61,7 @@
 #include "file.h"
 #include "buf.h"
 #include "json.h"
-#include "llama.h"
+#include "tokens.h"
 
 #include <errno.h>
 #include <math.h>
@@ -72,15 +73,14 @@
 
 enum { P_TOKENS, P_WINDOWS, P_CTX, P_SAVE, P_MISSING, P_FULL };
 
-/* The largest token file read (a billion int32 ids would be 4 GB; far more
- * than calibration needs) and config.json. */
-#define CAL_MAX_TOKEN_FILE (4ull << 30)
+/* The largest config.json read. */
 #define CAL_MAX_CONFIG (16u << 20)
 /* Names listed in the closing warning before "and N more". */
 #define CAL_WARN_LIST 10
 
-/* Accumulators of a block: the inputs of q/k/v, o, gate/up, down. */
-enum { SLOT_ATTN, SLOT_O, SLOT_MLP, SLOT_DOWN, N_SLOTS };
+/* Accumulators of a block: one per distinct input of its linear layers
+ * (the model plugin's model_linears: for Llama the inputs of q/k/v, o,
+ * gate/up, down). */
 
 static const char *const missing_choices[] = {"error", "uniform", NULL};
 
@@ -120,6 +120,8 @@ typedef struct cal_shared {
     int64_t windows, ctx_len;
     int full;
     int n_layers;
+    const hvq_model_linear *lin; /* the model plugin's table */
+    int n_lin, n_slots;
     cal_acc *acc;
     char **saved; /* save: paths written from these statistics */
     size_t n_saved;
@@ -134,7 +136,10 @@ typedef struct cal_state {
     int missing_error;
     int full;         /* accumulate the full matrices */
     int n_layers;
-    cal_acc *acc;     /* n_layers * N_SLOTS */
+    const hvq_model_linear *lin; /* the model plugin's linear layers */
+    int n_lin;        /* entries of lin */
+    int n_slots;      /* distinct inputs among them */
+    cal_acc *acc;     /* n_layers * n_slots */
     cal_shared *shared; /* acc belongs to it (NULL: to this instance) */
     char **missing;   /* tensors that got H = 1 */
     size_t n_missing, cap_missing;
@@ -144,236 +149,29 @@ typedef struct cal_state {
     uint64_t fail_dim, fail_want;
 } cal_state;
 
-static int slot_of(hvq_llama_linear which)
+/* The accumulator of linear layer `linear` of block `layer`. */
+static cal_acc *acc_of(const cal_state *s, int layer, int linear)
 {
-    switch (which) {
-    case HVQ_LLAMA_Q:
-    case HVQ_LLAMA_K:
-    case HVQ_LLAMA_V:
-        return SLOT_ATTN;
-    case HVQ_LLAMA_O:
-        return SLOT_O;
-    case HVQ_LLAMA_GATE:
-    case HVQ_LLAMA_UP:
-        return SLOT_MLP;
-    default:
-        return SLOT_DOWN;
-    }
+    return &s->acc[(size_t)layer * (size_t)s->n_slots + (size_t)s->lin[linear].input];
 }
 
-static const char *const linear_short[HVQ_LLAMA_N_LINEAR] = {"q",    "k",  "v",   "o",
-                                                              "gate", "up", "down"};
-
-/* ---- token files ---------------------------------------------------------- */
-
-/* Reads a whole regular file of at most CAL_MAX_TOKEN_FILE bytes. */
-static hvq_status slurp(hvq_ctx *ctx, const char *path, uint64_t limit, const char *what,
-                        unsigned char **buf, size_t *len)
+/* Whether linear layer `linear` is the first with its input (the hook
+ * counts shared rows once). */
+static int first_of_input(const cal_state *s, int linear)
 {
-    const hvq_host *H = ctx->host;
-    *buf = NULL;
-    *len = 0;
-    int odd;
-    FILE *f = hvq_fopen_input(ctx, path, &odd);
-    if (!f)
-        return H->error(ctx, HVQ_E_INPUT, "%s: cannot open %s: %s", path, what,
-                        odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        int e = errno;
-        fclose(f);
-        return H->error(ctx, HVQ_E_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if ((uint64_t)st.st_size > limit) {
-        fclose(f);
-        return H->error(ctx, HVQ_E_INPUT, "%s: %llu bytes, too large for %s", path,
-                        (unsigned long long)st.st_size, what);
-    }
-    size_t n = (size_t)st.st_size;
-    unsigned char *b = H->alloc(ctx, n + 1);
-    if (!b) {
-        fclose(f);
-        return HVQ_E_NOMEM;
-    }
-    size_t got = fread(b, 1, n, f);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (got != n) {
-        H->free(b);
-        if (err)
-            return H->error(ctx, HVQ_E_IO, "%s: cannot read: %s", path, strerror(err));
-        return H->error(ctx, HVQ_E_IO, "%s: the file shrank while being read", path);
-    }
-    b[n] = '\0';
-    *buf = b;
-    *len = n;
-    return HVQ_OK;
+    for (int w = 0; w < linear; w++)
+        if (s->lin[w].input == s->lin[linear].input)
+            return 0;
+    return 1;
 }
 
-/* Token ids from a tensor of any integer type: checked to be >= 0 and to
- * fit an int32 (the vocabulary check comes with the forward pass). */
-static hvq_status ids_from_tensor(hvq_ctx *ctx, const char *path, const hvq_tensor *t,
-                                  int32_t **out, uint64_t *n_out)
+/* The name of linear layer w of block l in a naming scheme. */
+static void linear_name(const cal_state *s, int gguf, int l, int w, char *buf, size_t len)
 {
-    const hvq_host *H = ctx->host;
-    int size, is_signed;
-    switch (t->info.dtype) {
-    case HVQ_DTYPE_I8: size = 1; is_signed = 1; break;
-    case HVQ_DTYPE_U8: size = 1; is_signed = 0; break;
-    case HVQ_DTYPE_I16: size = 2; is_signed = 1; break;
-    case HVQ_DTYPE_U16: size = 2; is_signed = 0; break;
-    case HVQ_DTYPE_I32: size = 4; is_signed = 1; break;
-    case HVQ_DTYPE_U32: size = 4; is_signed = 0; break;
-    case HVQ_DTYPE_I64: size = 8; is_signed = 1; break;
-    case HVQ_DTYPE_U64: size = 8; is_signed = 0; break;
-    default:
-        return H->error(ctx, HVQ_E_INPUT,
-                        "%s: the array '%s' holds %s; token ids must be integers (int32, "
-                        "int64, uint16, ...)",
-                        path, t->info.name,
-                        t->info.dtype_name ? t->info.dtype_name : H->dtype_name(t->info.dtype));
-    }
-    int flat = 1;
-    for (int d = 0; d + 1 < t->info.ndim; d++)
-        flat &= t->info.shape[d] == 1;
-    if (t->info.ndim < 1 || !flat)
-        return H->error(ctx, HVQ_E_INPUT,
-                        "%s: the array '%s' has %d dimensions; a token file holds one flat (1-D) "
-                        "array of ids",
-                        path, t->info.name, t->info.ndim);
-    uint64_t count = hvq_numel(&t->info);
-    if (count > t->info.nbytes / (uint64_t)size)
-        return H->error(ctx, HVQ_E_INTERNAL, "%s: array '%s' is shorter than its shape", path,
-                        t->info.name);
-    int32_t *ids = H->alloc(ctx, (size_t)(count ? count : 1) * sizeof *ids);
-    if (!ids)
-        return HVQ_E_NOMEM;
-    const unsigned char *base = t->data;
-    for (uint64_t i = 0; i < count; i++) {
-        const unsigned char *p = base + i * (uint64_t)size;
-        uint64_t u = 0;
-        for (int k = 0; k < size; k++)
-            u |= (uint64_t)p[k] << (8 * k);
-        int neg = is_signed && (p[size - 1] & 0x80);
-        if (neg || u > INT32_MAX) {
-            H->free(ids);
-            return H->error(ctx, HVQ_E_INPUT, "%s: token %llu is %s", path,
-                            (unsigned long long)i,
-                            neg ? "negative" : "too large for a token id (over 2^31 - 1)");
-        }
-        ids[i] = (int32_t)u;
-    }
-    *out = ids;
-    *n_out = count;
-    return HVQ_OK;
-}
-
-/* Reads the token file: raw little-endian int32 when its name ends in
- * .bin, else whatever format reads it (a .npy, or a .npz holding one
- * array) through the host. */
-static hvq_status load_tokens(hvq_ctx *ctx, const char *path, int32_t **out, uint64_t *n)
-{
-    const hvq_host *H = ctx->host;
-    size_t plen = strlen(path);
-    *out = NULL;
-    *n = 0;
-    if (plen >= 4 && strcmp(path + plen - 4, ".bin") == 0) {
-        unsigned char *b;
-        size_t len;
-        hvq_status st = slurp(ctx, path, CAL_MAX_TOKEN_FILE, "a token file", &b, &len);
-        if (st != HVQ_OK)
-            return st;
-        if (len % 4 != 0) {
-            H->free(b);
-            return H->error(ctx, HVQ_E_INPUT,
-                            "%s: %zu bytes, not a whole number of int32 token ids (a .bin "
-                            "token file is raw little-endian int32)",
-                            path, len);
-        }
-        hvq_tensor t = {{.name = "ids", .dtype = HVQ_DTYPE_I32, .dtype_name = "I32", .ndim = 1,
-                         .shape = {(int64_t)(len / 4)}, .nbytes = len},
-                        b};
-        st = ids_from_tensor(ctx, path, &t, out, n);
-        H->free(b);
-        return st;
-    }
-    hvq_model *m = H->model_open(ctx, path);
-    if (!m) {
-        hvq_status st = H->status(ctx);
-        return st == HVQ_OK ? HVQ_E_INPUT : st;
-    }
-    hvq_status st;
-    hvq_tensor_info info;
-    size_t count = H->model_count(m);
-    if (count != 1) {
-        st = H->error(ctx, HVQ_E_INPUT,
-                      "%s: %zu arrays; a token file holds exactly one (a 1-D array of ids)",
-                      path, count);
-    } else if ((st = H->model_info(m, 0, &info)) == HVQ_OK) {
-        hvq_tensor t;
-        st = H->model_find(ctx, m, info.name, &t);
-        if (st == HVQ_OK)
-            st = ids_from_tensor(ctx, path, &t, out, n);
-    }
-    H->model_close(ctx, m);
-    return st;
+    snprintf(buf, len, gguf ? s->lin[w].gguf_name : s->lin[w].hf_name, l);
 }
 
 /* ---- the model ------------------------------------------------------------ */
-
-typedef struct cal_model {
-    hvq_model *m;
-    const char *path;
-} cal_model;
-
-/* hvq_llama_get_fn: one tensor by name, converted to float32 (malloc'd). */
-static hvq_status cal_get(void *ud, hvq_ctx *ctx, const char *name, float **data, int *ndim,
-                          int64_t shape[HVQ_MAX_DIMS])
-{
-    const hvq_host *H = ctx->host;
-    cal_model *cm = ud;
-    hvq_tensor t;
-    *data = NULL;
-    hvq_status st = H->model_find(ctx, cm->m, name, &t);
-    if (st != HVQ_OK)
-        return st;
-    if (t.info.dtype != HVQ_DTYPE_F32 && t.info.dtype != HVQ_DTYPE_F16 &&
-        t.info.dtype != HVQ_DTYPE_BF16 && t.info.dtype != HVQ_DTYPE_F64)
-        return H->error(ctx, HVQ_E_UNSUPPORTED,
-                        "%s: tensor '%s' is %s; the forward pass reads F32, F16, BF16, F64 "
-                        "(and GGUF Q8_0/Q4_0)",
-                        cm->path, name,
-                        t.info.dtype_name ? t.info.dtype_name : H->dtype_name(t.info.dtype));
-    uint64_t n = hvq_numel(&t.info);
-    if (n > SIZE_MAX / sizeof(float))
-        return H->error(ctx, HVQ_E_NOMEM, "%s: tensor '%s' is too large", cm->path, name);
-    float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
-    if (!f)
-        return H->error(ctx, HVQ_E_NOMEM, "out of memory reading tensor '%s'", name);
-    st = H->convert(ctx, HVQ_DTYPE_F32, f, t.info.dtype, t.data, (size_t)n);
-    if (st != HVQ_OK) {
-        free(f);
-        return st;
-    }
-    *data = f;
-    *ndim = t.info.ndim;
-    for (int d = 0; d < HVQ_MAX_DIMS; d++)
-        shape[d] = d < t.info.ndim ? t.info.shape[d] : 0;
-    return HVQ_OK;
-}
-
-/* Whether path is a regular file starting with the GGUF magic. */
-static int is_gguf_file(const char *path)
-{
-    int odd;
-    FILE *f = hvq_fopen_input(NULL, path, &odd);
-    char magic[4];
-    if (!f)
-        return 0;
-    int yes = fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
-    fclose(f);
-    return yes;
-}
 
 /* config.json of a safetensors model: in the directory, or beside the file.
  * *json is NULL (no error) when there is none. */
@@ -403,7 +201,7 @@ static hvq_status read_config(hvq_ctx *ctx, const char *model_path, char **json,
     }
     unsigned char *b;
     size_t len;
-    hvq_status s = slurp(ctx, cfg, CAL_MAX_CONFIG, "a model configuration", &b, &len);
+    hvq_status s = hvq_slurp_input(ctx, cfg, CAL_MAX_CONFIG, "a model configuration", &b, &len);
     if (s != HVQ_OK) {
         H->free(cfg);
         return s;
@@ -425,12 +223,11 @@ static void add_outer(double *full, const float *row, int n)
     }
 }
 
-static void cal_hook(void *ud, int layer, hvq_llama_linear which, const float *x, int n_tokens,
-                     int in_dim)
+static void cal_hook(void *ud, int layer, int which, const float *x, int n_tokens, int in_dim)
 {
     cal_state *s = ud;
     /* q/k/v and gate/up see the same rows: count them once. */
-    if (which == HVQ_LLAMA_K || which == HVQ_LLAMA_V || which == HVQ_LLAMA_UP)
+    if (which < 0 || which >= s->n_lin || !first_of_input(s, which))
         return;
     if (s->hook_failed || layer < 0 || layer >= s->n_layers || n_tokens <= 0 || in_dim <= 0) {
         if (!s->hook_failed) {
@@ -442,7 +239,7 @@ static void cal_hook(void *ud, int layer, hvq_llama_linear which, const float *x
         }
         return;
     }
-    cal_acc *a = &s->acc[(size_t)layer * N_SLOTS + (size_t)slot_of(which)];
+    cal_acc *a = acc_of(s, layer, which);
     if (!a->sum) {
         a->sum = calloc((size_t)in_dim, sizeof *a->sum);
         if (!a->sum) {
@@ -507,17 +304,52 @@ static void json_path(hvq_buf *b, const char *path)
     free(copy);
 }
 
+/* Writes the k entries (tensor infos ti: in_sum2 and counts of each) as
+ * a GGUF through the gguf sink. */
+static hvq_status write_imatrix(hvq_ctx *ctx, const char *path, const hvq_meta *meta,
+                                size_t n_meta, const save_entry *e, const hvq_tensor_info *ti,
+                                const float *counts, size_t k, uint64_t max_n)
+{
+    const hvq_host *H = ctx->host;
+    float *sums = H->alloc(ctx, (size_t)max_n * sizeof *sums);
+    if (!sums)
+        return HVQ_E_NOMEM;
+    hvq_status st = HVQ_OK;
+    hvq_sink_handle *sink = H->sink_open_params(ctx, "gguf", path, NULL, meta, n_meta, ti, 2 * k);
+    if (!sink) {
+        st = H->status(ctx);
+        H->free(sums);
+        return st == HVQ_OK ? HVQ_E_IO : st;
+    }
+    for (size_t i = 0; i < k && st == HVQ_OK; i++) {
+        for (uint64_t j = 0; j < e[i].acc->n; j++)
+            sums[j] = (float)e[i].acc->sum[j];
+        hvq_tensor t = {ti[2 * i], sums};
+        st = H->sink_write(ctx, sink, &t);
+        if (st == HVQ_OK) {
+            hvq_tensor c = {ti[2 * i + 1], &counts[i]};
+            st = H->sink_write(ctx, sink, &c);
+        }
+    }
+    if (st == HVQ_OK)
+        st = H->sink_finish(ctx, sink);
+    if (st == HVQ_OK)
+        H->log(ctx, HVQ_LOG_INFO, "calibrate: wrote the importance matrix (%zu weights) to %s",
+               k, path);
+    H->sink_close(ctx, sink);
+    H->free(sums);
+    return st;
+}
+
 static hvq_status save_imatrix(hvq_ctx *ctx, cal_state *s, const char *path, int64_t windows,
                                int64_t ctx_len)
 {
     const hvq_host *H = ctx->host;
-    size_t n_w = (size_t)s->n_layers * HVQ_LLAMA_N_LINEAR, k = 0;
+    size_t n_w = (size_t)s->n_layers * (size_t)s->n_lin, k = 0;
     save_entry *e = H->calloc(ctx, n_w ? n_w : 1, sizeof *e);
     hvq_tensor_info *ti = H->calloc(ctx, 2 * (n_w ? n_w : 1), sizeof *ti);
     char (*names)[112] = H->calloc(ctx, 2 * (n_w ? n_w : 1), sizeof *names);
     float *counts = H->calloc(ctx, n_w ? n_w : 1, sizeof *counts);
-    float *sums = NULL;
-    hvq_sink_handle *sink = NULL;
     hvq_buf ds;
     hvq_buf_init(&ds);
     hvq_status st = HVQ_OK;
@@ -527,11 +359,11 @@ static hvq_status save_imatrix(hvq_ctx *ctx, cal_state *s, const char *path, int
     }
     uint64_t max_n = 1;
     for (int l = 0; l < s->n_layers; l++)
-        for (int w = 0; w < HVQ_LLAMA_N_LINEAR; w++) {
-            const cal_acc *a = &s->acc[(size_t)l * N_SLOTS + (size_t)slot_of((hvq_llama_linear)w)];
+        for (int w = 0; w < s->n_lin; w++) {
+            const cal_acc *a = acc_of(s, l, w);
             if (!a->sum || !a->count)
                 continue;
-            hvq_llama_linear_name(1, l, (hvq_llama_linear)w, e[k].name, sizeof e[k].name);
+            linear_name(s, 1, l, w, e[k].name, sizeof e[k].name);
             e[k].acc = a;
             if (a->n > max_n)
                 max_n = a->n;
@@ -567,38 +399,9 @@ static hvq_status save_imatrix(hvq_ctx *ctx, cal_state *s, const char *path, int
         {"imatrix.chunk_count", chunks},
         {"imatrix.chunk_size", size},
     };
-    if (!(sums = H->alloc(ctx, (size_t)max_n * sizeof *sums))) {
-        st = HVQ_E_NOMEM;
-        goto done;
-    }
-    sink = H->sink_open_params(ctx, "gguf", path, NULL, meta, sizeof meta / sizeof meta[0], ti,
-                               2 * k);
-    if (!sink) {
-        st = H->status(ctx);
-        if (st == HVQ_OK)
-            st = HVQ_E_IO;
-        goto done;
-    }
-    for (size_t i = 0; i < k && st == HVQ_OK; i++) {
-        for (uint64_t j = 0; j < e[i].acc->n; j++)
-            sums[j] = (float)e[i].acc->sum[j];
-        hvq_tensor t = {ti[2 * i], sums};
-        st = H->sink_write(ctx, sink, &t);
-        if (st == HVQ_OK) {
-            hvq_tensor c = {ti[2 * i + 1], &counts[i]};
-            st = H->sink_write(ctx, sink, &c);
-        }
-    }
-    if (st == HVQ_OK)
-        st = H->sink_finish(ctx, sink);
-    if (st == HVQ_OK)
-        H->log(ctx, HVQ_LOG_INFO, "calibrate: wrote the importance matrix (%zu weights) to %s",
-               k, path);
+    st = write_imatrix(ctx, path, meta, sizeof meta / sizeof meta[0], e, ti, counts, k, max_n);
 done:
-    if (sink)
-        H->sink_close(ctx, sink);
     hvq_buf_free(&ds);
-    H->free(sums);
     H->free(counts);
     H->free(names);
     H->free(ti);
@@ -626,6 +429,9 @@ static int shared_take(cal_state *s, const char *model, int64_t windows, int64_t
         s->shared = g_shared;
         s->acc = g_shared->acc;
         s->n_layers = g_shared->n_layers;
+        s->lin = g_shared->lin;
+        s->n_lin = g_shared->n_lin;
+        s->n_slots = g_shared->n_slots;
         took = 1;
     }
     pthread_mutex_unlock(&g_shared_mu);
@@ -644,6 +450,9 @@ static void shared_put(cal_state *s, const char *model, int64_t windows, int64_t
             sh->ctx_len = ctx_len;
             sh->full = s->full;
             sh->n_layers = s->n_layers;
+            sh->lin = s->lin;
+            sh->n_lin = s->n_lin;
+            sh->n_slots = s->n_slots;
             sh->acc = s->acc;
             sh->refs = 1;
             s->shared = g_shared = sh;
@@ -677,14 +486,141 @@ static int shared_saved(cal_shared *sh, const char *path)
     return seen;
 }
 
-static void free_acc(const hvq_host *H, cal_acc *acc, int n_layers)
+static void free_acc(const hvq_host *H, cal_acc *acc, int n_layers, int n_slots)
 {
     if (acc)
-        for (size_t i = 0; i < (size_t)n_layers * N_SLOTS; i++) {
+        for (size_t i = 0; i < (size_t)n_layers * (size_t)n_slots; i++) {
             free(acc[i].sum);
             free(acc[i].full);
         }
     H->free(acc);
+}
+
+/* The GGUF metadata's general.architecture into buf ("" when absent). */
+static void meta_architecture(const hvq_meta *meta, size_t n, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (!meta[i].key || strcmp(meta[i].key, "general.architecture") != 0 || !meta[i].value)
+            continue;
+        hvq_json_doc *doc = hvq_json_parse(meta[i].value, strlen(meta[i].value), 0, NULL);
+        const hvq_json_value *v = doc ? hvq_json_get(hvq_json_root(doc), "value") : NULL;
+        if (v && v->type == HVQ_JSON_STRING && v->len < len)
+            snprintf(buf, len, "%s", v->str);
+        hvq_json_free(doc);
+        return;
+    }
+}
+
+/* The model being compressed, opened by the host (model_open on the
+ * pipeline's input) and built by the model plugin that runs its
+ * architecture (else "llama"): configuration from the GGUF metadata of a
+ * GGUF model, else config.json. */
+static hvq_status open_model(hvq_ctx *ctx, const char *model_path, const hvq_plugin **mp,
+                             void **model)
+{
+    const hvq_host *H = ctx->host;
+    *mp = NULL;
+    *model = NULL;
+    if (!HVQ_HOST_HAS(H, model_plugin) || !HVQ_HOST_HAS(H, detect))
+        return H->error(ctx, HVQ_E_UNSUPPORTED, "calibrate: this hvqconv has no model plugins "
+                        "(host->model_plugin); a newer one is needed");
+    hvq_model *m = H->model_open(ctx, model_path);
+    if (!m) {
+        hvq_status st = H->status(ctx);
+        return st == HVQ_OK ? HVQ_E_INPUT : st;
+    }
+    hvq_model_input in = {.path = model_path, .model = m};
+    char *config = NULL, *config_path = NULL, arch[64] = "";
+    const char *fmt = H->detect(ctx, model_path);
+    hvq_status st = HVQ_OK;
+    if (fmt && strcmp(fmt, "gguf") == 0) {
+        H->model_meta(m, &in.meta, &in.n_meta);
+        meta_architecture(in.meta, in.n_meta, arch, sizeof arch);
+    } else {
+        st = read_config(ctx, model_path, &config, &config_path);
+        if (st == HVQ_OK && !config)
+            st = H->error(ctx, HVQ_E_INPUT,
+                          "%s: calibrate needs the model's configuration: a Hugging Face "
+                          "config.json in the model directory (or beside the file), or a GGUF "
+                          "model; none found",
+                          model_path);
+        in.config_json = config;
+    }
+    if (st == HVQ_OK && arch[0])
+        *mp = H->model_plugin(ctx, NULL, arch);
+    if (st == HVQ_OK && !*mp && !(*mp = H->model_plugin(ctx, "llama", NULL)))
+        st = H->status(ctx);
+    if (st == HVQ_OK && (st = (*mp)->model_open(ctx, NULL, &in, model)) != HVQ_OK) {
+        if (*model)
+            (*mp)->model_close(ctx, *model);
+        *model = NULL;
+    }
+    H->model_close(ctx, m);
+    H->free(config);
+    H->free(config_path);
+    return st;
+}
+
+/* Runs the windows with the hook accumulating into s. */
+static hvq_status run_windows(hvq_ctx *ctx, cal_state *s, const hvq_plugin *mp, void *model,
+                              const int32_t *ids, int64_t windows, int64_t ctx_len, double *nll,
+                              uint64_t *scored)
+{
+    const hvq_host *H = ctx->host;
+    hvq_status st = HVQ_OK;
+    if (!mp->model_set_hook)
+        return H->error(ctx, HVQ_E_UNSUPPORTED, "calibrate: the model plugin '%s' has no "
+                        "activation hook", mp->name);
+    mp->model_set_hook(model, cal_hook, s);
+    for (int64_t w = 0; w < windows && st == HVQ_OK; w++) {
+        st = mp->model_window(ctx, model, ids + (size_t)w * (size_t)ctx_len, (int)ctx_len, nll,
+                              scored);
+        if (st == HVQ_OK && s->hook_failed == 2)
+            st = H->error(ctx, HVQ_E_NOMEM, "calibrate: out of memory");
+        else if (st == HVQ_OK && s->hook_failed)
+            st = H->error(ctx, HVQ_E_INTERNAL,
+                          "calibrate: unexpected activations entering layer %d, %s: %llu "
+                          "columns (earlier: %llu)",
+                          s->fail_layer,
+                          s->fail_which >= 0 && s->fail_which < s->n_lin
+                              ? s->lin[s->fail_which].short_name
+                              : "?",
+                          (unsigned long long)s->fail_dim, (unsigned long long)s->fail_want);
+        H->progress(ctx, (uint64_t)w + 1, (uint64_t)windows);
+    }
+    mp->model_set_hook(model, NULL, NULL);
+    return st;
+}
+
+/* Opens the model, sizes the accumulators from its shape and the plugin's
+ * linear layers, and runs the calibration windows. */
+static hvq_status calibrate(hvq_ctx *ctx, cal_state *s, const char *model_path,
+                            const int32_t *ids, int64_t windows, int64_t ctx_len, double *nll,
+                            uint64_t *scored)
+{
+    const hvq_host *H = ctx->host;
+    const hvq_plugin *mp;
+    void *model;
+    hvq_status st = open_model(ctx, model_path, &mp, &model);
+    if (st != HVQ_OK)
+        return st;
+    hvq_model_info info;
+    mp->model_info(model, &info);
+    s->lin = mp->model_linears;
+    for (s->n_lin = 0, s->n_slots = 0; s->lin[s->n_lin].short_name; s->n_lin++)
+        if (s->lin[s->n_lin].input >= s->n_slots)
+            s->n_slots = s->lin[s->n_lin].input + 1;
+    s->n_layers = info.n_layers;
+    s->acc = H->calloc(ctx, (size_t)(info.n_layers > 0 ? info.n_layers : 1) *
+                                (size_t)(s->n_slots > 0 ? s->n_slots : 1),
+                       sizeof *s->acc);
+    if (!s->acc)
+        st = HVQ_E_NOMEM;
+    else
+        st = run_windows(ctx, s, mp, model, ids, windows, ctx_len, nll, scored);
+    mp->model_close(ctx, model);
+    return st;
 }
 
 /* ---- the plugin ------------------------------------------------------------ */
@@ -711,7 +647,7 @@ static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *m
     /* The tokens first: a wrong file is found before the model is loaded. */
     int32_t *ids = NULL;
     uint64_t n_ids = 0;
-    hvq_status st = load_tokens(ctx, s->tokens_path, &ids, &n_ids);
+    hvq_status st = hvq_tokens_read(ctx, s->tokens_path, &ids, &n_ids);
     if (st != HVQ_OK)
         return st;
     uint64_t avail = n_ids / (uint64_t)ctx_len;
@@ -740,72 +676,12 @@ static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *m
     }
 
     /* The model being compressed. */
-    cal_model cm = {NULL, model_path};
-    char *config = NULL, *config_path = NULL;
-    hvq_llama *llm = NULL;
-    int gguf = is_gguf_file(model_path);
-    if (!gguf) {
-        st = read_config(ctx, model_path, &config, &config_path);
-        if (st == HVQ_OK && !config)
-            st = H->error(ctx, HVQ_E_INPUT,
-                          "%s: calibrate needs the model's configuration: a Hugging Face "
-                          "config.json in the model directory (or beside the file), or a GGUF "
-                          "model; none found",
-                          model_path);
-    }
-    if (st == HVQ_OK && !(cm.m = H->model_open(ctx, model_path))) {
-        st = H->status(ctx);
-        if (st == HVQ_OK)
-            st = HVQ_E_INPUT;
-    }
-    if (st == HVQ_OK) {
-        hvq_llama_source src = {.config_json = config, .get = cal_get, .ud = &cm,
-                                .what = model_path};
-        if (gguf)
-            H->model_meta(cm.m, &src.gguf_meta, &src.n_gguf_meta);
-        st = hvq_llama_load(ctx, &src, &llm);
-    }
-    if (cm.m)
-        H->model_close(ctx, cm.m);
-    H->free(config);
-    H->free(config_path);
-
-    if (st == HVQ_OK) {
-        const hvq_llama_config *cfg = hvq_llama_get_config(llm);
-        s->n_layers = cfg->n_layers;
-        s->acc = H->calloc(ctx, (size_t)(cfg->n_layers > 0 ? cfg->n_layers : 1) * N_SLOTS,
-                           sizeof *s->acc);
-        if (!s->acc)
-            st = HVQ_E_NOMEM;
-    }
     double nll = 0;
     uint64_t scored = 0;
-    if (st == HVQ_OK) {
-        hvq_llama_set_hook(llm, cal_hook, s);
-        for (int64_t w = 0; w < windows && st == HVQ_OK; w++) {
-            st = hvq_llama_window(ctx, llm, ids + (size_t)w * (size_t)ctx_len, (int)ctx_len, &nll,
-                                  &scored);
-            if (st == HVQ_OK && s->hook_failed == 2)
-                st = H->error(ctx, HVQ_E_NOMEM, "calibrate: out of memory");
-            else if (st == HVQ_OK && s->hook_failed)
-                st = H->error(ctx, HVQ_E_INTERNAL,
-                              "calibrate: unexpected activations entering layer %d, %s: %llu "
-                              "columns (earlier: %llu)",
-                              s->fail_layer,
-                              s->fail_which >= 0 && s->fail_which < HVQ_LLAMA_N_LINEAR
-                                  ? linear_short[s->fail_which]
-                                  : "?",
-                              (unsigned long long)s->fail_dim,
-                              (unsigned long long)s->fail_want);
-            H->progress(ctx, (uint64_t)w + 1, (uint64_t)windows);
-        }
-        hvq_llama_set_hook(llm, NULL, NULL);
-    }
-    hvq_llama_free(llm);
+    st = calibrate(ctx, s, model_path, ids, windows, ctx_len, &nll, &scored);
     H->free(ids);
     if (st != HVQ_OK)
         return st;
-
     uint64_t tokens = (uint64_t)windows * (uint64_t)ctx_len;
     H->log(ctx, HVQ_LOG_INFO,
            "calibrate: calibrated on %llu tokens (%lld windows of %lld) from %s (perplexity "
@@ -819,7 +695,7 @@ static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *m
 }
 
 /* The block and linear layer a tensor name belongs to: 0 when none. */
-static int find_linear(const cal_state *s, const char *name, int *layer, hvq_llama_linear *which)
+static int find_linear(const cal_state *s, const char *name, int *layer, int *which)
 {
     /* Both schemes put the layer number after the first run of text. */
     static const char hf[] = "model.layers.", ll[] = "blk.";
@@ -837,12 +713,12 @@ static int find_linear(const cal_state *s, const char *name, int *layer, hvq_lla
     if (d == p || *d != '.' || l >= s->n_layers)
         return 0;
     for (int g = 0; g < 2; g++)
-        for (int w = 0; w < HVQ_LLAMA_N_LINEAR; w++) {
+        for (int w = 0; w < s->n_lin; w++) {
             char buf[128];
-            hvq_llama_linear_name(g, (int)l, (hvq_llama_linear)w, buf, sizeof buf);
+            linear_name(s, g, (int)l, w, buf, sizeof buf);
             if (strcmp(buf, name) == 0) {
                 *layer = (int)l;
-                *which = (hvq_llama_linear)w;
+                *which = w;
                 return 1;
             }
         }
@@ -875,8 +751,7 @@ static hvq_status acc_for(hvq_ctx *ctx, const cal_state *s, const hvq_tensor_inf
                           uint64_t cols, const cal_acc **acc)
 {
     const hvq_host *H = ctx->host;
-    int layer;
-    hvq_llama_linear which;
+    int layer, which;
     *acc = NULL;
     if (!find_linear(s, t->name, &layer, &which))
         return s->missing_error
@@ -887,11 +762,11 @@ static hvq_status acc_for(hvq_ctx *ctx, const cal_state *s, const hvq_tensor_inf
                               "H = 1 for it",
                               t->name)
                    : HVQ_OK;
-    const cal_acc *a = &s->acc[(size_t)layer * N_SLOTS + (size_t)slot_of(which)];
+    const cal_acc *a = acc_of(s, layer, which);
     if (!a->sum || a->count == 0)
         return H->error(ctx, HVQ_E_INTERNAL,
                         "calibrate: no activations were recorded for tensor '%s' (layer %d, %s)",
-                        t->name, layer, linear_short[which]);
+                        t->name, layer, s->lin[which].short_name);
     if (a->n != cols)
         return H->error(ctx, HVQ_E_INPUT,
                         "calibrate: the diagonal for tensor '%s' has %llu values (the model's "
@@ -979,7 +854,7 @@ static void cal_close(hvq_ctx *ctx, void *state)
             g_shared = NULL;
         pthread_mutex_unlock(&g_shared_mu);
         if (last) {
-            free_acc(H, sh->acc, sh->n_layers);
+            free_acc(H, sh->acc, sh->n_layers, sh->n_slots);
             for (size_t i = 0; i < sh->n_saved; i++)
                 free(sh->saved[i]);
             free(sh->saved);
@@ -988,7 +863,7 @@ static void cal_close(hvq_ctx *ctx, void *state)
             free(sh);
         }
     } else
-        free_acc(H, s->acc, s->n_layers);
+        free_acc(H, s->acc, s->n_layers, s->n_slots);
     H->free(s->tokens_path);
     H->free(s);
 }

@@ -28,7 +28,6 @@
 #include "json.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +35,7 @@
 
 #define LL_MAX_LAYERS 4096
 #define LL_MAX_DIM (1 << 24)
+#define LL_MAX_THREADS 256 /* as the host's loop */
 
 /* ------------------------------------------------------------------------
  * The model
@@ -550,6 +550,74 @@ static void rope_frequencies(hvq_llama *m, const ll_rope_scaling *sc)
     }
 }
 
+/* The norms and linear layers of block l (names by m's scheme). */
+static hvq_status load_layer(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *m, int l)
+{
+    const hvq_llama_config *c = &m->cfg;
+    int64_t H = c->hidden, I = c->intermediate;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    int g = m->gguf_names;
+    char name[256];
+    hvq_status st;
+    ll_layer *L = &m->layers[l];
+    if (g)
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+    else
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+    if ((st = load_tensor(ctx, src, m, name, H, 0, &L->attn_norm, NULL, 0)) != HVQ_OK)
+        return st;
+    for (int k = 0; k < HVQ_LLAMA_N_LINEAR; k++) {
+        int64_t rows = k == HVQ_LLAMA_Q ? QD
+                       : k == HVQ_LLAMA_K || k == HVQ_LLAMA_V ? KD
+                       : k == HVQ_LLAMA_O || k == HVQ_LLAMA_DOWN ? H
+                                                                  : I;
+        int64_t cols = k == HVQ_LLAMA_O ? QD : k == HVQ_LLAMA_DOWN ? I : H;
+        hvq_llama_linear_name(g, l, (hvq_llama_linear)k, name, sizeof name);
+        if ((st = load_tensor(ctx, src, m, name, rows, cols, &L->w[k], NULL, 0)) != HVQ_OK)
+            return st;
+        if (k == HVQ_LLAMA_O) {
+            if (g)
+                snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+            else
+                snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight",
+                         l);
+            if ((st = load_tensor(ctx, src, m, name, H, 0, &L->ffn_norm, NULL, 0)) != HVQ_OK)
+                return st;
+        }
+    }
+    return HVQ_OK;
+}
+
+/* The rotary frequencies, with the configuration's scaling and, in GGUF
+ * files (Llama 3.1), the per-pair divisors of rope_freqs.weight. */
+static hvq_status load_rope(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *m,
+                            const ll_rope_scaling *sc)
+{
+    const hvq_llama_config *c = &m->cfg;
+    m->inv_freq = calloc((size_t)c->head_dim / 2, sizeof *m->inv_freq);
+    if (!m->inv_freq)
+        return ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
+    rope_frequencies(m, sc);
+    if (!m->gguf_names)
+        return HVQ_OK;
+    float *ff = NULL;
+    hvq_status st = load_tensor(ctx, src, m, "rope_freqs.weight", c->head_dim / 2, 0, &ff, NULL, 1);
+    if (st == HVQ_E_NOTFOUND)
+        return HVQ_OK;
+    if (st != HVQ_OK)
+        return st;
+    for (int i = 0; i < c->head_dim / 2; i++) {
+        if (!(ff[i] > 0) || !isfinite(ff[i])) {
+            free(ff);
+            return ctx->host->error(ctx, HVQ_E_INPUT, "%s: rope_freqs.weight has a "
+                                    "non-positive entry", m->what);
+        }
+        m->inv_freq[i] /= ff[i];
+    }
+    free(ff);
+    return HVQ_OK;
+}
+
 hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama **out)
 {
     *out = NULL;
@@ -582,10 +650,8 @@ hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *
     if (st != HVQ_OK)
         goto fail;
     hvq_llama_config *c = &m->cfg;
-    int64_t H = c->hidden, I = c->intermediate;
-    int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t H = c->hidden;
     int g = m->gguf_names;
-    char name[256];
 
     int64_t vocab = 0;
     st = load_tensor(ctx, src, m, g ? "token_embd.weight" : "model.embed_tokens.weight",
@@ -598,34 +664,9 @@ hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *
         st = ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
         goto fail;
     }
-    for (int l = 0; l < c->n_layers; l++) {
-        ll_layer *L = &m->layers[l];
-        if (g)
-            snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
-        else
-            snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        if ((st = load_tensor(ctx, src, m, name, H, 0, &L->attn_norm, NULL, 0)) != HVQ_OK)
+    for (int l = 0; l < c->n_layers; l++)
+        if ((st = load_layer(ctx, src, m, l)) != HVQ_OK)
             goto fail;
-        for (int k = 0; k < HVQ_LLAMA_N_LINEAR; k++) {
-            int64_t rows = k == HVQ_LLAMA_Q ? QD
-                           : k == HVQ_LLAMA_K || k == HVQ_LLAMA_V ? KD
-                           : k == HVQ_LLAMA_O || k == HVQ_LLAMA_DOWN ? H
-                                                                      : I;
-            int64_t cols = k == HVQ_LLAMA_O ? QD : k == HVQ_LLAMA_DOWN ? I : H;
-            hvq_llama_linear_name(g, l, (hvq_llama_linear)k, name, sizeof name);
-            if ((st = load_tensor(ctx, src, m, name, rows, cols, &L->w[k], NULL, 0)) != HVQ_OK)
-                goto fail;
-            if (k == HVQ_LLAMA_O) {
-                if (g)
-                    snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
-                else
-                    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight",
-                             l);
-                if ((st = load_tensor(ctx, src, m, name, H, 0, &L->ffn_norm, NULL, 0)) != HVQ_OK)
-                    goto fail;
-            }
-        }
-    }
     if ((st = load_tensor(ctx, src, m, g ? "output_norm.weight" : "model.norm.weight", H, 0,
                           &m->out_norm, NULL, 0)) != HVQ_OK)
         goto fail;
@@ -643,33 +684,8 @@ hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *
     }
     if (c->tied)
         m->head = m->embed;
-    m->inv_freq = calloc((size_t)c->head_dim / 2, sizeof *m->inv_freq);
-    if (!m->inv_freq) {
-        st = ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
+    if ((st = load_rope(ctx, src, m, &sc)) != HVQ_OK)
         goto fail;
-    }
-    rope_frequencies(m, &sc);
-    if (g) {
-        /* Llama 3.1 GGUF files carry the scaling as per-pair divisors. */
-        float *ff = NULL;
-        st = load_tensor(ctx, src, m, "rope_freqs.weight", c->head_dim / 2, 0, &ff, NULL, 1);
-        if (st == HVQ_OK) {
-            for (int i = 0; i < c->head_dim / 2; i++) {
-                if (!(ff[i] > 0) || !isfinite(ff[i])) {
-                    free(ff);
-                    st = ctx->host->error(ctx, HVQ_E_INPUT, "%s: rope_freqs.weight has a "
-                                          "non-positive entry", m->what);
-                    goto fail;
-                }
-                m->inv_freq[i] /= ff[i];
-            }
-            free(ff);
-        } else if (st == HVQ_E_NOTFOUND) {
-            st = HVQ_OK;
-        } else {
-            goto fail;
-        }
-    }
     *out = m;
     return HVQ_OK;
 fail:
@@ -678,10 +694,13 @@ fail:
 }
 
 /* ------------------------------------------------------------------------
- * Threads: a parallel for over [0, n) in contiguous ranges
+ * Threads: the host's parallel loop (host->parallel_for) over [0, n) in
+ * chunks whose size depends only on the job's shape, never on the thread
+ * count; every item is computed whole by one chunk, so the bits do not
+ * depend on how the chunks are spread.
  * ---------------------------------------------------------------------- */
 
-typedef void (*ll_range_fn)(void *arg, int64_t begin, int64_t end, int thread);
+typedef void (*ll_range_fn)(void *arg, int64_t begin, int64_t end);
 
 /* Stopping a window: every worker reads the caller's flag (hvq_llama_set_stop)
  * at each tile of a matrix product, each attention row and each row of
@@ -708,61 +727,31 @@ static int ll_stopped(ll_stop *s)
 typedef struct ll_task {
     ll_range_fn fn;
     void *arg;
-    int64_t begin, end;
-    int thread;
 } ll_task;
 
-static void *ll_thread_main(void *p)
+static void ll_chunk(void *p, uint64_t chunk, uint64_t begin, uint64_t end)
 {
-    ll_task *t = p;
-    t->fn(t->arg, t->begin, t->end, t->thread);
-    return NULL;
+    const ll_task *t = p;
+    (void)chunk;
+    t->fn(t->arg, (int64_t)begin, (int64_t)end);
 }
 
-/* Runs fn over [0, n) split into nt ranges, each a multiple of align (but
- * the last); the calling thread takes the first. Falls back to fewer
- * threads when one cannot be created (the results do not depend on it). */
-static void ll_parallel(int nt, int64_t n, int64_t align, ll_range_fn fn, void *arg)
+/* Work per chunk: at least ~512K multiply-adds (some 50 us, well above the
+ * cost of handing a chunk to a thread). */
+#define LL_CHUNK_WORK 524288.0
+
+/* Runs fn over [0, n) in chunks of items that cost `item_work` each: as
+ * many items as make LL_CHUNK_WORK, rounded up to a multiple of align. */
+static void ll_parallel(hvq_ctx *ctx, int64_t n, int64_t align, double item_work,
+                        ll_range_fn fn, void *arg)
 {
     if (n <= 0)
         return;
-    int64_t units = (n + align - 1) / align;
-    if (nt > units)
-        nt = (int)units;
-    if (nt <= 1) {
-        fn(arg, 0, n, 0);
-        return;
-    }
-    enum { MAXT = 256 };
-    if (nt > MAXT)
-        nt = MAXT;
-    ll_task tasks[MAXT];
-    pthread_t tid[MAXT];
-    int started[MAXT];
-    for (int i = 0; i < nt; i++) {
-        int64_t b = units * i / nt * align, e = units * (i + 1) / nt * align;
-        tasks[i] = (ll_task){fn, arg, b < n ? b : n, e < n ? e : n, i};
-        started[i] = 0;
-    }
-    for (int i = 1; i < nt; i++)
-        started[i] = pthread_create(&tid[i], NULL, ll_thread_main, &tasks[i]) == 0;
-    fn(arg, tasks[0].begin, tasks[0].end, 0);
-    for (int i = 1; i < nt; i++) {
-        if (started[i])
-            pthread_join(tid[i], NULL);
-        else
-            fn(arg, tasks[i].begin, tasks[i].end, i);
-    }
-}
-
-/* Threads for a job of `work` multiply-adds: at least ~512K per thread
- * (some 50 us of work, well above the cost of starting a thread). */
-static int ll_threads_for(int max_threads, double work)
-{
-    double t = work / 524288.0;
-    if (t < 1)
-        return 1;
-    return t < max_threads ? (int)t : max_threads;
+    double want = item_work > 0 ? LL_CHUNK_WORK / item_work : (double)n;
+    int64_t chunk = want >= (double)n ? n : (int64_t)want + 1;
+    chunk = (chunk + align - 1) / align * align;
+    ll_task t = {fn, arg};
+    hvq_host_parallel_for(ctx, (uint64_t)n, (uint64_t)chunk, ll_chunk, &t);
 }
 
 /* ------------------------------------------------------------------------
@@ -966,10 +955,9 @@ typedef struct ll_mm {
 #define LL_TT 32
 #define LL_TO 16
 
-static void ll_mm_range(void *arg, int64_t o0, int64_t o1, int thread)
+static void ll_mm_range(void *arg, int64_t o0, int64_t o1)
 {
     const ll_mm *j = arg;
-    (void)thread;
     for (int64_t ob = o0; ob < o1; ob += LL_TO) {
         int64_t oe = ob + LL_TO < o1 ? ob + LL_TO : o1;
         for (int64_t tb = 0; tb < j->n; tb += LL_TT) {
@@ -981,12 +969,11 @@ static void ll_mm_range(void *arg, int64_t o0, int64_t o1, int thread)
     }
 }
 
-static void ll_matmul(ll_stop *stop, int threads, const float *X, const float *W, float *Y,
+static void ll_matmul(ll_stop *stop, hvq_ctx *ctx, const float *X, const float *W, float *Y,
                       int64_t n, int64_t in, int64_t out)
 {
     ll_mm j = {X, W, Y, n, in, out, ll_kernel(), stop};
-    int nt = ll_threads_for(threads, (double)n * (double)in * (double)out);
-    ll_parallel(nt, out, 4, ll_mm_range, &j);
+    ll_parallel(ctx, out, 4, (double)n * (double)in, ll_mm_range, &j);
 }
 
 /* For the tests: runs every matrix kernel this build and machine have on
@@ -1162,20 +1149,32 @@ static void ll_weighted(float *o, const float *p, const float *v, int64_t stride
 typedef struct ll_attn {
     const float *q, *kt, *v; /* kt: keys transposed, [n_kv][head_dim][n] */
     float *out;
-    float *scratch; /* per thread: n floats */
+    float *scratch; /* n_scratch rows of n floats */
     int64_t n;
     int n_heads, n_kv, hd;
     float scale;
     ll_stop *stop;
+    int n_scratch;  /* the run's threads: no more chunks run at once */
+    atomic_int busy[LL_MAX_THREADS]; /* scratch row i is in use */
 } ll_attn;
 
-/* Items are (head, position) pairs, head-major. */
-static void ll_attn_range(void *arg, int64_t b, int64_t e, int thread)
+/* A free scratch row for a chunk (one exists: at most n_scratch chunks
+ * run at once); its contents never reach a result. */
+static int ll_scratch_take(ll_attn *a)
 {
-    const ll_attn *a = arg;
+    for (int i = 0;; i = (i + 1) % a->n_scratch)
+        if (!atomic_exchange_explicit(&a->busy[i], 1, memory_order_acquire))
+            return i;
+}
+
+/* Items are (head, position) pairs, head-major. */
+static void ll_attn_range(void *arg, int64_t b, int64_t e)
+{
+    ll_attn *a = arg;
     int64_t qs = (int64_t)a->n_heads * a->hd, ks = (int64_t)a->n_kv * a->hd;
     int group = a->n_heads / a->n_kv;
-    float *sc = a->scratch + (int64_t)thread * a->n;
+    int slot = ll_scratch_take(a);
+    float *sc = a->scratch + (int64_t)slot * a->n;
     for (int64_t it = b; it < e && !ll_stopped(a->stop); it++) {
         int h = (int)(it / a->n);
         int64_t i = it % a->n;
@@ -1201,6 +1200,7 @@ static void ll_attn_range(void *arg, int64_t b, int64_t e, int thread)
         ll_weighted(a->out + i * qs + (int64_t)h * a->hd, sc, a->v + (int64_t)kh * a->hd, ks,
                     a->hd, i + 1);
     }
+    atomic_store_explicit(&a->busy[slot], 0, memory_order_release);
 }
 
 typedef struct ll_nll {
@@ -1211,10 +1211,9 @@ typedef struct ll_nll {
     ll_stop *stop;
 } ll_nll;
 
-static void ll_nll_range(void *arg, int64_t b, int64_t e, int thread)
+static void ll_nll_range(void *arg, int64_t b, int64_t e)
 {
     const ll_nll *a = arg;
-    (void)thread;
     for (int64_t r = b; r < e && !ll_stopped(a->stop); r++) {
         const float *l = a->logits + r * a->vocab;
         double mx = l[0];
@@ -1234,6 +1233,7 @@ static void ll_nll_range(void *arg, int64_t b, int64_t e, int thread)
 /* One window's activations (row-major, one row per token). */
 typedef struct ll_run {
     hvq_llama *m;
+    hvq_ctx *ctx;
     int threads;
     int64_t N, QD, KD;
     float *buf; /* everything below but row_nll */
@@ -1242,13 +1242,13 @@ typedef struct ll_run {
     ll_stop stop;
 } ll_run;
 
-static int ll_run_alloc(ll_run *r, hvq_llama *m, int threads, int64_t N)
+static int ll_run_alloc(ll_run *r, hvq_llama *m, hvq_ctx *ctx, int threads, int64_t N)
 {
     const hvq_llama_config *c = &m->cfg;
     int64_t H = c->hidden, I = c->intermediate, V = c->vocab, half = c->head_dim / 2;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
     int64_t lrows = N - 1 < LL_LOGIT_ROWS ? N - 1 : LL_LOGIT_ROWS;
-    *r = (ll_run){.m = m, .threads = threads, .N = N, .QD = QD, .KD = KD};
+    *r = (ll_run){.m = m, .ctx = ctx, .threads = threads, .N = N, .QD = QD, .KD = KD};
     float **part[] = {&r->x, &r->h,   &r->q,    &r->att, &r->k,  &r->v,       &r->g,
                       &r->u, &r->cosv, &r->sinv, &r->kt,  &r->scratch, &r->logits};
     const int64_t floats[] = {N * H, N * H,    N * QD,   N * QD, N * KD, N * KD,    N * I,
@@ -1309,9 +1309,9 @@ static void ll_attention(ll_run *r, int l)
     ll_hook(r, l, HVQ_LLAMA_Q, r->h, H);
     ll_hook(r, l, HVQ_LLAMA_K, r->h, H);
     ll_hook(r, l, HVQ_LLAMA_V, r->h, H);
-    ll_matmul(st, r->threads, r->h, L->w[HVQ_LLAMA_Q], r->q, N, H, QD);
-    ll_matmul(st, r->threads, r->h, L->w[HVQ_LLAMA_K], r->k, N, H, KD);
-    ll_matmul(st, r->threads, r->h, L->w[HVQ_LLAMA_V], r->v, N, H, KD);
+    ll_matmul(st, r->ctx, r->h, L->w[HVQ_LLAMA_Q], r->q, N, H, QD);
+    ll_matmul(st, r->ctx, r->h, L->w[HVQ_LLAMA_K], r->k, N, H, KD);
+    ll_matmul(st, r->ctx, r->h, L->w[HVQ_LLAMA_V], r->v, N, H, KD);
     if (ll_stopped(st))
         return;
     rope(r->q, N, QD, c->n_heads, (int)hd, c->rope_interleaved, r->cosv, r->sinv);
@@ -1319,14 +1319,19 @@ static void ll_attention(ll_run *r, int l)
     for (int64_t t = 0; t < N; t++)
         for (int64_t e = 0; e < KD; e++)
             r->kt[e * N + t] = r->k[t * KD + e];
-    ll_attn aj = {r->q, r->kt, r->v, r->att, r->scratch, N, c->n_heads, c->n_kv_heads, (int)hd,
-                  (float)(1.0 / sqrt((double)hd)), st};
-    ll_parallel(ll_threads_for(r->threads, (double)N * N * QD), (int64_t)c->n_heads * N, 1,
-                ll_attn_range, &aj);
+    ll_attn aj = {.q = r->q, .kt = r->kt, .v = r->v, .out = r->att, .scratch = r->scratch,
+                  .n = N, .n_heads = c->n_heads, .n_kv = c->n_kv_heads, .hd = (int)hd,
+                  .scale = (float)(1.0 / sqrt((double)hd)), .stop = st,
+                  .n_scratch = r->threads};
+    for (int i = 0; i < r->threads; i++)
+        atomic_init(&aj.busy[i], 0);
+    /* An item (a query row) costs about N * head_dim on average. */
+    ll_parallel(r->ctx, (int64_t)c->n_heads * N, 1, (double)N * (double)hd, ll_attn_range,
+                &aj);
     if (ll_stopped(st))
         return;
     ll_hook(r, l, HVQ_LLAMA_O, r->att, QD);
-    ll_matmul(st, r->threads, r->att, L->w[HVQ_LLAMA_O], r->h, N, QD, H);
+    ll_matmul(st, r->ctx, r->att, L->w[HVQ_LLAMA_O], r->h, N, QD, H);
     for (int64_t i = 0; i < N * H; i++)
         r->x[i] += r->h[i];
 }
@@ -1341,14 +1346,14 @@ static void ll_mlp(ll_run *r, int l)
     rmsnorm(r->h, r->x, L->ffn_norm, N, H, c->rms_eps);
     ll_hook(r, l, HVQ_LLAMA_GATE, r->h, H);
     ll_hook(r, l, HVQ_LLAMA_UP, r->h, H);
-    ll_matmul(st, r->threads, r->h, L->w[HVQ_LLAMA_GATE], r->g, N, H, I);
-    ll_matmul(st, r->threads, r->h, L->w[HVQ_LLAMA_UP], r->u, N, H, I);
+    ll_matmul(st, r->ctx, r->h, L->w[HVQ_LLAMA_GATE], r->g, N, H, I);
+    ll_matmul(st, r->ctx, r->h, L->w[HVQ_LLAMA_UP], r->u, N, H, I);
     if (ll_stopped(st))
         return;
     for (int64_t i = 0; i < N * I; i++)
         r->g[i] = r->g[i] / (1.0f + expf(-r->g[i])) * r->u[i];
     ll_hook(r, l, HVQ_LLAMA_DOWN, r->g, I);
-    ll_matmul(st, r->threads, r->g, L->w[HVQ_LLAMA_DOWN], r->h, N, I, H);
+    ll_matmul(st, r->ctx, r->g, L->w[HVQ_LLAMA_DOWN], r->h, N, I, H);
     for (int64_t i = 0; i < N * H; i++)
         r->x[i] += r->h[i];
 }
@@ -1362,10 +1367,9 @@ static void ll_loss(ll_run *r, const int32_t *tokens)
     rmsnorm(r->h, r->x, m->out_norm, N - 1, H, m->cfg.rms_eps);
     for (int64_t r0 = 0; r0 < N - 1 && !ll_stopped(&r->stop); r0 += LL_LOGIT_ROWS) {
         int64_t rows = N - 1 - r0 < LL_LOGIT_ROWS ? N - 1 - r0 : LL_LOGIT_ROWS;
-        ll_matmul(&r->stop, r->threads, r->h + r0 * H, m->head, r->logits, rows, H, V);
+        ll_matmul(&r->stop, r->ctx, r->h + r0 * H, m->head, r->logits, rows, H, V);
         ll_nll nj = {r->logits, tokens + r0 + 1, r->row_nll + r0, V, &r->stop};
-        ll_parallel(ll_threads_for(r->threads, (double)rows * V * 8), rows, 1, ll_nll_range,
-                    &nj);
+        ll_parallel(r->ctx, rows, 1, (double)V * 8, ll_nll_range, &nj);
     }
 }
 
@@ -1385,10 +1389,10 @@ hvq_status hvq_llama_window(hvq_ctx *ctx, hvq_llama *m, const int32_t *tokens, i
     int threads = ctx->host->threads(ctx);
     if (threads < 1)
         threads = 1;
-    if (threads > 256)
-        threads = 256;
+    if (threads > LL_MAX_THREADS)
+        threads = LL_MAX_THREADS;
     ll_run r;
-    if (!ll_run_alloc(&r, m, threads, n))
+    if (!ll_run_alloc(&r, m, ctx, threads, n))
         return ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory (a window of %d tokens)", n);
     if (ll_tables(&r, tokens)) {
         for (int l = 0; l < c->n_layers && !ll_stopped(&r.stop); l++) {

@@ -1,6 +1,7 @@
 /* A CPU forward pass for Llama-family models (Llama 1/2/3, TinyLlama,
- * SmolLM2, Mistral-style), shared by the core (`hvqconv eval`) and the
- * `calibrate` Hessian source (linked statically into each).
+ * SmolLM2, Mistral-style): the inside of the model plugin "llama"
+ * (model.c), which `hvqconv eval` and the `calibrate` Hessian source reach
+ * through host->model_plugin.
  *
  * Model: token embedding; per layer RMSNorm -> attention (RoPE, grouped-
  * query heads, causal softmax) -> residual add -> RMSNorm -> SwiGLU MLP
@@ -10,11 +11,13 @@
  *
  * Ownership: hvq_llama_load copies nothing it does not need and owns every
  * weight array it returns (float32 copies); free with hvq_llama_free.
- * Threads: a model may be run by one caller at a time; it uses up to the
- * given number of threads inside, with results independent of that number.
+ * Threads: a model may be run by one caller at a time; a window runs on
+ * the host's parallel loop (host->parallel_for, up to host->threads), in
+ * chunks that depend only on the shapes, with results independent of the
+ * number of threads.
  */
-#ifndef HVQ_COMMON_LLAMA_H
-#define HVQ_COMMON_LLAMA_H
+#ifndef HVQ_MODEL_LLAMA_H
+#define HVQ_MODEL_LLAMA_H
 
 #include "plugin.h"
 
@@ -89,11 +92,11 @@ hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *
 void hvq_llama_free(hvq_llama *m);
 const hvq_llama_config *hvq_llama_get_config(const hvq_llama *m);
 
-/* Called, when set, with the activations entering a linear layer: x is
- * n_tokens rows of in_dim values (row-major), valid for the call. Q, K and
- * V share one input, as do GATE and UP: the hook is called for each. */
-typedef void (*hvq_llama_hook_fn)(void *ud, int layer, hvq_llama_linear which,
-                                  const float *x, int n_tokens, int in_dim);
+/* Called, when set, with the activations entering a linear layer (which:
+ * an hvq_llama_linear): x is n_tokens rows of in_dim values (row-major),
+ * valid for the call. Q, K and V share one input, as do GATE and UP: the
+ * hook is called for each. */
+typedef hvq_model_hook_fn hvq_llama_hook_fn;
 void hvq_llama_set_hook(hvq_llama *m, hvq_llama_hook_fn fn, void *ud);
 
 /* When set, a window stops soon after *flag becomes nonzero (set by a

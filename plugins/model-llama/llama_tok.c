@@ -274,6 +274,43 @@ static const hvq_json_value *typed(const hvq_meta *meta, size_t n, const char *k
     return *doc ? hvq_json_get(hvq_json_root(*doc), "value") : NULL;
 }
 
+/* Token i of a GGUF vocabulary: its piece ("▁", U+2581, E2 96 81, is
+ * SentencePiece's space), score and whether merges may produce it. */
+static hvq_status gguf_token(hvq_ctx *ctx, hvq_tokenizer *t, size_t i,
+                             const hvq_json_value *toks, const hvq_json_value *scores,
+                             const hvq_json_value *types, const char *what)
+{
+    size_t len;
+    const char *s = hvq_json_string(hvq_json_item(toks, i), &len);
+    if (!s)
+        return ctx->host->error(ctx, HVQ_E_INPUT, "%s: token %zu is not a string", what, i);
+    char *buf = malloc(len + 1);
+    if (!buf)
+        return ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
+    size_t m = 0;
+    for (size_t k = 0; k < len; k++) {
+        if (k + 2 < len && (unsigned char)s[k] == 0xE2 && (unsigned char)s[k + 1] == 0x96 &&
+            (unsigned char)s[k + 2] == 0x81) {
+            buf[m++] = ' ';
+            k += 2;
+        } else {
+            buf[m++] = s[k];
+        }
+    }
+    hvq_status st = set_piece(ctx, t, (int)i, buf, m, what);
+    free(buf);
+    double sc = 0;
+    if (scores && hvq_json_double(hvq_json_item(scores, i), &sc) != 0)
+        sc = 0;
+    t->score[i] = (float)sc;
+    int64_t ty = 1;
+    if (types && hvq_json_int64(hvq_json_item(types, i), &ty) != 0)
+        ty = 1;
+    /* 1 normal, 4 user-defined; 2 unknown, 3 control, 5 unused, 6 byte */
+    t->mergeable[i] = ty == 1 || ty == 4;
+    return st;
+}
+
 hvq_status hvq_tokenizer_from_gguf(hvq_ctx *ctx, const hvq_meta *meta, size_t n_meta,
                                    const char *what, hvq_tokenizer **out)
 {
@@ -312,41 +349,8 @@ hvq_status hvq_tokenizer_from_gguf(hvq_ctx *ctx, const hvq_meta *meta, size_t n_
         st = ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
         goto done;
     }
-    for (size_t i = 0; i < n && st == HVQ_OK; i++) {
-        size_t len;
-        const char *s = hvq_json_string(hvq_json_item(toks, i), &len);
-        if (!s) {
-            st = ctx->host->error(ctx, HVQ_E_INPUT, "%s: token %zu is not a string", what, i);
-            break;
-        }
-        /* "▁" (U+2581, E2 96 81) is SentencePiece's space. */
-        char *buf = malloc(len + 1);
-        if (!buf) {
-            st = ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
-            break;
-        }
-        size_t m = 0;
-        for (size_t k = 0; k < len; k++) {
-            if (k + 2 < len && (unsigned char)s[k] == 0xE2 && (unsigned char)s[k + 1] == 0x96 &&
-                (unsigned char)s[k + 2] == 0x81) {
-                buf[m++] = ' ';
-                k += 2;
-            } else {
-                buf[m++] = s[k];
-            }
-        }
-        st = set_piece(ctx, t, (int)i, buf, m, what);
-        free(buf);
-        double sc = 0;
-        if (scores && hvq_json_double(hvq_json_item(scores, i), &sc) != 0)
-            sc = 0;
-        t->score[i] = (float)sc;
-        int64_t ty = 1;
-        if (types && hvq_json_int64(hvq_json_item(types, i), &ty) != 0)
-            ty = 1;
-        /* 1 normal, 4 user-defined; 2 unknown, 3 control, 5 unused, 6 byte */
-        t->mergeable[i] = ty == 1 || ty == 4;
-    }
+    for (size_t i = 0; i < n && st == HVQ_OK; i++)
+        st = gguf_token(ctx, t, i, toks, scores, types, what);
     if (st != HVQ_OK)
         goto done;
     int64_t v;

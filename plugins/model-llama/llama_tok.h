@@ -14,8 +14,8 @@
  * GGUF file's metadata (tokenizer.ggml.model "llama": tokens, scores,
  * token_type; "▁" stands for a space). Control, unknown and byte tokens
  * are never produced by merges. */
-#ifndef HVQ_COMMON_LLAMA_TOK_H
-#define HVQ_COMMON_LLAMA_TOK_H
+#ifndef HVQ_MODEL_LLAMA_TOK_H
+#define HVQ_MODEL_LLAMA_TOK_H
 
 #include "plugin.h"
 
