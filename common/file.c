@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,4 +46,47 @@ FILE *hvq_fopen_input(hvq_ctx *ctx, const char *path, int *not_regular)
         return fail(fd, errno);
     FILE *f = fdopen(fd, "rb");
     return f ? f : fail(fd, errno);
+}
+
+hvq_status hvq_slurp_input(hvq_ctx *ctx, const char *path, uint64_t limit, const char *what,
+                        unsigned char **buf, size_t *len)
+{
+    const hvq_host *H = ctx->host;
+    *buf = NULL;
+    *len = 0;
+    int odd;
+    FILE *f = hvq_fopen_input(ctx, path, &odd);
+    if (!f)
+        return H->error(ctx, HVQ_E_INPUT, "%s: cannot open %s: %s", path, what,
+                        odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        int e = errno;
+        fclose(f);
+        return H->error(ctx, HVQ_E_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if ((uint64_t)st.st_size > limit) {
+        fclose(f);
+        return H->error(ctx, HVQ_E_INPUT, "%s: %llu bytes, too large for %s", path,
+                        (unsigned long long)st.st_size, what);
+    }
+    size_t n = (size_t)st.st_size;
+    unsigned char *b = H->alloc(ctx, n + 1);
+    if (!b) {
+        fclose(f);
+        return HVQ_E_NOMEM;
+    }
+    size_t got = fread(b, 1, n, f);
+    int err = ferror(f) ? errno : 0;
+    fclose(f);
+    if (got != n) {
+        H->free(b);
+        if (err)
+            return H->error(ctx, HVQ_E_IO, "%s: cannot read: %s", path, strerror(err));
+        return H->error(ctx, HVQ_E_IO, "%s: the file shrank while being read", path);
+    }
+    b[n] = '\0';
+    *buf = b;
+    *len = n;
+    return HVQ_OK;
 }

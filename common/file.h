@@ -25,4 +25,10 @@ int hvq_open_input(hvq_ctx *ctx, const char *path);
  * file is then not recorded as an input). */
 FILE *hvq_fopen_input(hvq_ctx *ctx, const char *path, int *not_regular);
 
+/* Reads a whole regular file of at most limit bytes (what names it in
+ * messages: "a token file") as an input of the run, NUL-terminated, into
+ * *buf (host->alloc) and *len. */
+hvq_status hvq_slurp_input(hvq_ctx *ctx, const char *path, uint64_t limit, const char *what,
+                           unsigned char **buf, size_t *len);
+
 #endif

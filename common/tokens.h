@@ -17,10 +17,5 @@
 /* Reads path into *ids (allocated with host->alloc; *n of them). */
 hvq_status hvq_tokens_read(hvq_ctx *ctx, const char *path, int32_t **ids, uint64_t *n);
 
-/* Reads a whole regular file of at most limit bytes (what names it in
- * messages: "a token file") as an input of the run, NUL-terminated, into
- * *buf (host->alloc) and *len. */
-hvq_status hvq_slurp_input(hvq_ctx *ctx, const char *path, uint64_t limit, const char *what,
-                           unsigned char **buf, size_t *len);
 
 #endif

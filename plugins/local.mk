@@ -52,4 +52,4 @@ plugin_LTLIBRARIES += plugins/hessian_file.la
 plugins_hessian_file_la_SOURCES = plugins/hessian-file/file.c
 plugins_hessian_file_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 plugins_hessian_file_la_LDFLAGS = $(PLUGIN_LDFLAGS)
-plugins_hessian_file_la_LIBADD = -lm
+plugins_hessian_file_la_LIBADD = libhvqjson.la -lm

@@ -23,11 +23,8 @@
 #include "checked.h"
 #include "file.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 /* The longest name accepted, and the largest file (a 70B model's imatrix
  * is a few MB). */
@@ -86,49 +83,6 @@ static int dat_probe(const char *path, const unsigned char *head, size_t head_le
     if (head_len == 0 || !(hvq_ends_with(path, ".dat") || hvq_ends_with(path, ".imatrix")))
         return 0;
     return looks_like_dat(head, head_len) ? 40 : 0;
-}
-
-/* Reads the whole regular file (at most DAT_MAX_FILE bytes), as an input
- * of the run. */
-static hvq_status read_file(hvq_ctx *ctx, const char *path, unsigned char **buf, size_t *len)
-{
-    const hvq_host *H = ctx->host;
-    int odd;
-    FILE *f = hvq_fopen_input(ctx, path, &odd);
-    if (!f)
-        return H->error(ctx, HVQ_E_INPUT, "%s: cannot open: %s", path,
-                        odd ? "not a regular file (a FIFO, a device?)" : strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        int e = errno;
-        fclose(f);
-        return H->error(ctx, HVQ_E_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if ((unsigned long long)st.st_size > DAT_MAX_FILE) {
-        fclose(f);
-        return H->error(ctx, HVQ_E_INPUT,
-                        "%s: %llu bytes, too large for an importance matrix (the limit is 2 GiB)",
-                        path, (unsigned long long)st.st_size);
-    }
-    size_t n = (size_t)st.st_size;
-    unsigned char *b = H->alloc(ctx, n ? n : 1);
-    if (!b) {
-        fclose(f);
-        return HVQ_E_NOMEM;
-    }
-    size_t got = fread(b, 1, n, f);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (got != n) {
-        H->free(b);
-        if (err)
-            return H->error(ctx, HVQ_E_IO, "%s: cannot read: %s", path, strerror(err));
-        return H->error(ctx, HVQ_E_IO, "%s: the file shrank while being read (%zu of %zu bytes)",
-                        path, got, n);
-    }
-    *buf = b;
-    *len = n;
-    return HVQ_OK;
 }
 
 /* "truncated" error for `what` of entry k at the cursor. */
@@ -311,7 +265,7 @@ static hvq_status dat_open(hvq_ctx *ctx, const char *path, void **state)
         return HVQ_E_NOMEM;
     unsigned char *buf = NULL;
     size_t len = 0;
-    hvq_status st = read_file(ctx, path, &buf, &len);
+    hvq_status st = hvq_slurp_input(ctx, path, DAT_MAX_FILE, "an importance matrix", &buf, &len);
     if (st == HVQ_OK)
         st = parse(ctx, s, buf, len);
     H->free(buf);

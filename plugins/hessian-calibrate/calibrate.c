@@ -61,6 +61,7 @@
 #include "file.h"
 #include "buf.h"
 #include "json.h"
+#include "names.h"
 #include "tokens.h"
 
 #include <errno.h>
@@ -141,8 +142,7 @@ typedef struct cal_state {
     int n_slots;      /* distinct inputs among them */
     cal_acc *acc;     /* n_layers * n_slots */
     cal_shared *shared; /* acc belongs to it (NULL: to this instance) */
-    char **missing;   /* tensors that got H = 1 */
-    size_t n_missing, cap_missing;
+    hvq_names missing; /* tensors that got H = 1 */
     /* set by the hook when activations do not fit an accumulator */
     int hook_failed;
     int fail_layer, fail_which;
@@ -725,26 +725,6 @@ static int find_linear(const cal_state *s, const char *name, int *layer, int *wh
     return 0;
 }
 
-static hvq_status note_missing(hvq_ctx *ctx, cal_state *s, const char *name)
-{
-    const hvq_host *H = ctx->host;
-    for (size_t i = 0; i < s->n_missing; i++)
-        if (strcmp(s->missing[i], name) == 0)
-            return HVQ_OK;
-    if (s->n_missing == s->cap_missing) {
-        size_t cap = s->cap_missing ? s->cap_missing * 2 : 8;
-        char **m = H->realloc(ctx, s->missing, cap * sizeof *m);
-        if (!m)
-            return HVQ_E_NOMEM;
-        s->missing = m;
-        s->cap_missing = cap;
-    }
-    if (!(s->missing[s->n_missing] = H->strdup(ctx, name)))
-        return HVQ_E_NOMEM;
-    s->n_missing++;
-    return HVQ_OK;
-}
-
 /* The accumulator of tensor t (cols input columns), checked; *acc = NULL
  * for a tensor that is no linear layer of a block (missing: uniform). */
 static hvq_status acc_for(hvq_ctx *ctx, const cal_state *s, const hvq_tensor_info *t,
@@ -807,7 +787,7 @@ static hvq_status cal_get_h(hvq_ctx *ctx, void *state, const hvq_tensor_info *t,
     if (st != HVQ_OK)
         return st;
     if (!a) {
-        if ((st = note_missing(ctx, s, t->name)) != HVQ_OK)
+        if ((st = hvq_names_add(ctx, &s->missing, t->name)) != HVQ_OK)
             return st;
         for (uint64_t j = 0; j < cols; j++)
             h[j] = 1.0f;
@@ -824,28 +804,16 @@ static void cal_close(hvq_ctx *ctx, void *state)
     cal_state *s = state;
     if (!s)
         return;
-    if (s->n_missing > 0) {
+    if (s->missing.n > 0) {
         char list[CAL_WARN_LIST * 160 + 64];
-        size_t used = 0, shown = s->n_missing < CAL_WARN_LIST ? s->n_missing : CAL_WARN_LIST;
-        list[0] = '\0';
-        for (size_t i = 0; i < shown; i++) {
-            int n = snprintf(list + used, sizeof list - used, "%s'%.120s'", i ? ", " : "",
-                             s->missing[i]);
-            if (n < 0 || (size_t)n >= sizeof list - used)
-                break;
-            used += (size_t)n;
-        }
-        if (s->n_missing > shown)
-            snprintf(list + used, sizeof list - used, " and %zu more", s->n_missing - shown);
+        hvq_names_list(&s->missing, CAL_WARN_LIST, list, sizeof list);
         H->log(ctx, HVQ_LOG_WARN,
                "calibrate: %zu tensor%s %s not a linear layer of a block, H = 1 was used for "
                "%s: %s",
-               s->n_missing, s->n_missing == 1 ? "" : "s", s->n_missing == 1 ? "is" : "are",
-               s->n_missing == 1 ? "it" : "them", list);
+               s->missing.n, s->missing.n == 1 ? "" : "s", s->missing.n == 1 ? "is" : "are",
+               s->missing.n == 1 ? "it" : "them", list);
     }
-    for (size_t i = 0; i < s->n_missing; i++)
-        H->free(s->missing[i]);
-    H->free(s->missing);
+    hvq_names_free(ctx, &s->missing);
     if (s->shared) {
         cal_shared *sh = s->shared;
         pthread_mutex_lock(&g_shared_mu);

@@ -10,11 +10,14 @@
  *   save_file({k: v.float().contiguous() for k, v in H.items()}, "hessian.safetensors")
  *
  * A tensor without a diagonal gets H = 1 (missing: uniform; one warning at
- * the end lists every such tensor) or stops the run (missing: error). A diagonal whose length is not the
- * tensor's input dimension, or holding a negative, NaN or infinite value,
- * is an error naming both.
+ * the end lists them) or stops the run (missing: error). A diagonal whose
+ * length is not the tensor's input dimension, or holding a negative, NaN or
+ * infinite value, is an error naming both.
  */
 #include "plugin.h"
+
+#include "checked.h"
+#include "names.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -36,9 +39,7 @@ typedef struct file_state {
     hvq_model *model;
     char *path;
     int uniform_if_missing;
-    size_t n_missing;
-    char *missing;     /* "a, b, c" for the first few tensors without H */
-    size_t missing_len;
+    hvq_names missing; /* tensors without H */
 } file_state;
 
 static void file_close(hvq_ctx *ctx, void *state);
@@ -71,7 +72,7 @@ static hvq_status file_get(hvq_ctx *ctx, void *state, const hvq_tensor_info *t, 
     hvq_tensor d;
     hvq_status st = H->model_find(ctx, s->model, t->name, &d);
     size_t n = strlen(t->name);
-    if (st == HVQ_E_NOTFOUND && n > 7 && strcmp(t->name + n - 7, ".weight") == 0) {
+    if (st == HVQ_E_NOTFOUND && n > 7 && hvq_ends_with(t->name, ".weight")) {
         char key[1024];
         snprintf(key, sizeof key, "%.*s", (int)(n - 7), t->name);
         st = H->model_find(ctx, s->model, key, &d);
@@ -82,16 +83,8 @@ static hvq_status file_get(hvq_ctx *ctx, void *state, const hvq_tensor_info *t, 
                             "%s: no Hessian diagonal for tensor '%s' (set missing: uniform "
                             "to use H = 1 for it)",
                             s->path, t->name);
-        if (s->n_missing < 10) {
-            size_t add = strlen(t->name) + 2;
-            char *m = H->realloc(ctx, s->missing, s->missing_len + add + 1);
-            if (!m)
-                return HVQ_E_NOMEM;
-            snprintf(m + s->missing_len, add + 1, "%s%s", s->missing_len ? ", " : "", t->name);
-            s->missing = m;
-            s->missing_len += strlen(m + s->missing_len);
-        }
-        s->n_missing++;
+        if ((st = hvq_names_add(ctx, &s->missing, t->name)) != HVQ_OK)
+            return st;
         for (uint64_t j = 0; j < cols; j++)
             h[j] = 1.0f;
         return HVQ_OK;
@@ -106,8 +99,9 @@ static hvq_status file_get(hvq_ctx *ctx, void *state, const hvq_tensor_info *t, 
                         s->path, t->name, (unsigned long long)hvq_numel(&d.info), d.info.ndim,
                         (unsigned long long)cols);
     if (H->convert(ctx, HVQ_DTYPE_F32, h, d.info.dtype, d.data, (size_t)cols) != HVQ_OK)
-        return H->error(ctx, HVQ_E_INPUT, "%s: the diagonal for tensor '%s' is %s, not a float type",
-                        s->path, t->name, d.info.dtype_name ? d.info.dtype_name : "?");
+        return H->error(ctx, HVQ_E_INPUT,
+                        "%s: the diagonal for tensor '%s' is %s, not a float type", s->path,
+                        t->name, d.info.dtype_name ? d.info.dtype_name : "?");
     for (uint64_t j = 0; j < cols; j++)
         if (!(h[j] >= 0.0f) || isinf(h[j]))
             return H->error(ctx, HVQ_E_INPUT,
@@ -121,14 +115,16 @@ static void file_close(hvq_ctx *ctx, void *state)
     file_state *s = state;
     if (!s)
         return;
-    if (s->n_missing)
+    if (s->missing.n) {
+        char list[10 * 160 + 64];
+        hvq_names_list(&s->missing, 10, list, sizeof list);
         ctx->host->log(ctx, HVQ_LOG_WARN,
-                       "%s: no Hessian diagonal for %zu tensor(s), H = 1 used: %s%s", s->path,
-                       s->n_missing, s->missing ? s->missing : "",
-                       s->n_missing > 10 ? ", ..." : "");
+                       "%s: no Hessian diagonal for %zu tensor(s), H = 1 used: %s", s->path,
+                       s->missing.n, list);
+    }
     if (s->model)
         ctx->host->model_close(ctx, s->model);
-    ctx->host->free(s->missing);
+    hvq_names_free(ctx, &s->missing);
     ctx->host->free(s->path);
     ctx->host->free(s);
 }

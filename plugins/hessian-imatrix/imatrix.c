@@ -48,6 +48,7 @@
 
 #include "checked.h"
 #include "json.h"
+#include "names.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -90,8 +91,7 @@ typedef struct imx_state {
     int names;
     imx_entry *e;
     size_t n, cap;
-    char **missing; /* tensors that got H = 1 */
-    size_t n_missing, cap_missing;
+    hvq_names missing; /* tensors that got H = 1 */
 } imx_state;
 
 /* ---- entries ------------------------------------------------------------- */
@@ -493,26 +493,6 @@ static hvq_status imx_open(hvq_ctx *ctx, const hvq_params *params, const char *m
     return load(ctx, s);
 }
 
-static hvq_status note_missing(hvq_ctx *ctx, imx_state *s, const char *name)
-{
-    const hvq_host *H = ctx->host;
-    for (size_t i = 0; i < s->n_missing; i++)
-        if (strcmp(s->missing[i], name) == 0)
-            return HVQ_OK;
-    if (s->n_missing == s->cap_missing) {
-        size_t cap = s->cap_missing ? s->cap_missing * 2 : 16;
-        char **m = H->realloc(ctx, s->missing, cap * sizeof *m);
-        if (!m)
-            return HVQ_E_NOMEM;
-        s->missing = m;
-        s->cap_missing = cap;
-    }
-    if (!(s->missing[s->n_missing] = H->strdup(ctx, name)))
-        return HVQ_E_NOMEM;
-    s->n_missing++;
-    return HVQ_OK;
-}
-
 static hvq_status imx_get(hvq_ctx *ctx, void *state, const hvq_tensor_info *t, uint64_t rows,
                           uint64_t cols, float *h)
 {
@@ -543,7 +523,7 @@ static hvq_status imx_get(hvq_ctx *ctx, void *state, const hvq_tensor_info *t, u
                             "H = 1 for it",
                             s->path, t->name, tried);
         }
-        hvq_status st = note_missing(ctx, s, t->name);
+        hvq_status st = hvq_names_add(ctx, &s->missing, t->name);
         if (st != HVQ_OK)
             return st;
         for (uint64_t j = 0; j < cols; j++)
@@ -565,26 +545,14 @@ static void imx_close(hvq_ctx *ctx, void *state)
     imx_state *s = state;
     if (!s)
         return;
-    if (s->n_missing > 0) {
+    if (s->missing.n > 0) {
         char list[IMX_WARN_LIST * 160 + 64];
-        size_t used = 0, shown = s->n_missing < IMX_WARN_LIST ? s->n_missing : IMX_WARN_LIST;
-        list[0] = '\0';
-        for (size_t i = 0; i < shown; i++) {
-            int n = snprintf(list + used, sizeof list - used, "%s'%.120s'", i ? ", " : "",
-                             s->missing[i]);
-            if (n < 0 || (size_t)n >= sizeof list - used)
-                break;
-            used += (size_t)n;
-        }
-        if (s->n_missing > shown)
-            snprintf(list + used, sizeof list - used, " and %zu more", s->n_missing - shown);
+        hvq_names_list(&s->missing, IMX_WARN_LIST, list, sizeof list);
         H->log(ctx, HVQ_LOG_WARN, "%s: no entry for %zu tensor%s, H = 1 was used for %s: %s",
-               s->path, s->n_missing, s->n_missing == 1 ? "" : "s",
-               s->n_missing == 1 ? "it" : "them", list);
+               s->path, s->missing.n, s->missing.n == 1 ? "" : "s",
+               s->missing.n == 1 ? "it" : "them", list);
     }
-    for (size_t i = 0; i < s->n_missing; i++)
-        H->free(s->missing[i]);
-    H->free(s->missing);
+    hvq_names_free(ctx, &s->missing);
     for (size_t i = 0; i < s->n; i++) {
         H->free(s->e[i].name);
         H->free(s->e[i].diag);
