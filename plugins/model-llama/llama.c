@@ -771,11 +771,46 @@ typedef float ll_v8 __attribute__((vector_size(32)));
     ((((lo)[0] + (lo)[1]) + ((lo)[2] + (lo)[3])) + (((hi)[0] + (hi)[1]) + ((hi)[2] + (hi)[3])))
 #endif
 
+/* The kernels' scalar ends, past the last whole 8 columns: four rows
+ * (W's rows w0 .. w0 + 3 * stride) into y[0..3], and one row. */
+static inline void ll_tail4(const float *x, const float *w0, int64_t stride, int64_t nb,
+                            int64_t in, float r0, float r1, float r2, float r3, float *y)
+{
+    const float *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride;
+    for (int64_t k = nb; k < in; k++) {
+        r0 += x[k] * w0[k];
+        r1 += x[k] * w1[k];
+        r2 += x[k] * w2[k];
+        r3 += x[k] * w3[k];
+    }
+    y[0] = r0;
+    y[1] = r1;
+    y[2] = r2;
+    y[3] = r3;
+}
+
+static inline float ll_tail1(const float *x, const float *w0, int64_t nb, int64_t in, float r0)
+{
+    for (int64_t k = nb; k < in; k++)
+        r0 += x[k] * w0[k];
+    return r0;
+}
+
 /* The kernels: rows [o0, o1) of W against tokens [t0, t1) of X. Four rows
  * at a time share each X row; every element is still its own dot product
  * in the order above. The portable vector kernel holds the eight lanes in
  * two 4-wide vectors (SSE2, NEON), the AVX2 one in one 8-wide vector. */
 #ifdef LL_VECTORS
+/* Eight columns of one row w into the two 4-wide sums. */
+static inline void ll_acc2(ll_v4 xl, ll_v4 xh, const float *w, ll_v4 *l, ll_v4 *h)
+{
+    ll_v4 a, b;
+    memcpy(&a, w, sizeof a);
+    memcpy(&b, w + 4, sizeof b);
+    *l += xl * a;
+    *h += xh * b;
+}
+
 static void ll_kernel_vec(const float *X, const float *W, float *Y, int64_t in, int64_t out,
                           int64_t t0, int64_t t1, int64_t o0, int64_t o1)
 {
@@ -787,39 +822,17 @@ static void ll_kernel_vec(const float *X, const float *W, float *Y, int64_t in, 
             const float *x = X + t * in;
             ll_v4 l0 = {0}, h0 = {0}, l1 = {0}, h1 = {0}, l2 = {0}, h2 = {0}, l3 = {0}, h3 = {0};
             for (int64_t k = 0; k < nb; k += 8) {
-                ll_v4 xl, xh, a, b;
+                ll_v4 xl, xh;
                 memcpy(&xl, x + k, sizeof xl);
                 memcpy(&xh, x + k + 4, sizeof xh);
-                memcpy(&a, w0 + k, sizeof a);
-                memcpy(&b, w0 + k + 4, sizeof b);
-                l0 += xl * a;
-                h0 += xh * b;
-                memcpy(&a, w1 + k, sizeof a);
-                memcpy(&b, w1 + k + 4, sizeof b);
-                l1 += xl * a;
-                h1 += xh * b;
-                memcpy(&a, w2 + k, sizeof a);
-                memcpy(&b, w2 + k + 4, sizeof b);
-                l2 += xl * a;
-                h2 += xh * b;
-                memcpy(&a, w3 + k, sizeof a);
-                memcpy(&b, w3 + k + 4, sizeof b);
-                l3 += xl * a;
-                h3 += xh * b;
+                ll_acc2(xl, xh, w0 + k, &l0, &h0);
+                ll_acc2(xl, xh, w1 + k, &l1, &h1);
+                ll_acc2(xl, xh, w2 + k, &l2, &h2);
+                ll_acc2(xl, xh, w3 + k, &l3, &h3);
             }
             float r0 = LL_COMBINE2(l0, h0), r1 = LL_COMBINE2(l1, h1);
             float r2 = LL_COMBINE2(l2, h2), r3 = LL_COMBINE2(l3, h3);
-            for (int64_t k = nb; k < in; k++) {
-                r0 += x[k] * w0[k];
-                r1 += x[k] * w1[k];
-                r2 += x[k] * w2[k];
-                r3 += x[k] * w3[k];
-            }
-            float *y = Y + t * out + o;
-            y[0] = r0;
-            y[1] = r1;
-            y[2] = r2;
-            y[3] = r3;
+            ll_tail4(x, w0, in, nb, in, r0, r1, r2, r3, Y + t * out + o);
         }
     }
     for (; o < o1; o++) {
@@ -828,18 +841,13 @@ static void ll_kernel_vec(const float *X, const float *W, float *Y, int64_t in, 
             const float *x = X + t * in;
             ll_v4 l0 = {0}, h0 = {0};
             for (int64_t k = 0; k < nb; k += 8) {
-                ll_v4 xl, xh, a, b;
+                ll_v4 xl, xh;
                 memcpy(&xl, x + k, sizeof xl);
                 memcpy(&xh, x + k + 4, sizeof xh);
-                memcpy(&a, w0 + k, sizeof a);
-                memcpy(&b, w0 + k + 4, sizeof b);
-                l0 += xl * a;
-                h0 += xh * b;
+                ll_acc2(xl, xh, w0 + k, &l0, &h0);
             }
             float r0 = LL_COMBINE2(l0, h0);
-            for (int64_t k = nb; k < in; k++)
-                r0 += x[k] * w0[k];
-            Y[t * out + o] = r0;
+            Y[t * out + o] = ll_tail1(x, w0, nb, in, r0);
         }
     }
 }
@@ -872,17 +880,7 @@ __attribute__((target("avx2"))) static void ll_kernel_avx2(const float *X, const
             }
             float r0 = LL_COMBINE(a0), r1 = LL_COMBINE(a1);
             float r2 = LL_COMBINE(a2), r3 = LL_COMBINE(a3);
-            for (int64_t k = nb; k < in; k++) {
-                r0 += x[k] * w0[k];
-                r1 += x[k] * w1[k];
-                r2 += x[k] * w2[k];
-                r3 += x[k] * w3[k];
-            }
-            float *y = Y + t * out + o;
-            y[0] = r0;
-            y[1] = r1;
-            y[2] = r2;
-            y[3] = r3;
+            ll_tail4(x, w0, in, nb, in, r0, r1, r2, r3, Y + t * out + o);
         }
     }
     for (; o < o1; o++) {
@@ -897,9 +895,7 @@ __attribute__((target("avx2"))) static void ll_kernel_avx2(const float *X, const
                 a0 += xv * v0;
             }
             float r0 = LL_COMBINE(a0);
-            for (int64_t k = nb; k < in; k++)
-                r0 += x[k] * w0[k];
-            Y[t * out + o] = r0;
+            Y[t * out + o] = ll_tail1(x, w0, nb, in, r0);
         }
     }
 }
