@@ -696,6 +696,18 @@ static int common_args(int argc, char **argv, cli *cl, const char *cmd, void (*u
     return rc;
 }
 
+/* A context and the plugins, for the commands that only list them; NULL
+ * (nothing to free) when either cannot be made. */
+static hvq_registry *ctx_and_registry(cli *cl, hvq_ctx **ctx)
+{
+    hvq_registry *reg = NULL;
+    if ((*ctx = hvq_ctx_new(&cl->opts)) && !(reg = load_registry(*ctx, cl))) {
+        hvq_ctx_free(*ctx);
+        *ctx = NULL;
+    }
+    return reg;
+}
+
 static int cmd_list(int argc, char **argv, cli *cl)
 {
     int rc = common_args(argc, argv, cl, "list-plugins", usage_list);
@@ -705,14 +717,10 @@ static int cmd_list(int argc, char **argv, cli *cl)
         fprintf(stderr, "hvqconv: error: unexpected argument '%s'\n", argv[optind]);
         return HVQ_EXIT_BAD_INPUT;
     }
-    hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
-    if (!ctx)
+    hvq_ctx *ctx;
+    hvq_registry *reg = ctx_and_registry(cl, &ctx);
+    if (!reg)
         return HVQ_EXIT_OTHER;
-    hvq_registry *reg = load_registry(ctx, cl);
-    if (!reg) {
-        hvq_ctx_free(ctx);
-        return HVQ_EXIT_OTHER;
-    }
     printf("%-12s %-14s %-8s %-58s %s\n", "KIND", "NAME", "VERSION", "SUMMARY", "FROM");
     static const uint32_t order[] = {HVQ_KIND_SOURCE, HVQ_KIND_SINK, HVQ_KIND_HESSIAN,
                                      HVQ_KIND_IMPORTANCE, HVQ_KIND_CLUSTERER,
@@ -779,14 +787,10 @@ static int cmd_describe(int argc, char **argv, cli *cl)
         return HVQ_EXIT_BAD_INPUT;
     }
     const char *name = argv[optind];
-    hvq_ctx *ctx = hvq_ctx_new(&cl->opts);
-    if (!ctx)
+    hvq_ctx *ctx;
+    hvq_registry *reg = ctx_and_registry(cl, &ctx);
+    if (!reg)
         return HVQ_EXIT_OTHER;
-    hvq_registry *reg = load_registry(ctx, cl);
-    if (!reg) {
-        hvq_ctx_free(ctx);
-        return HVQ_EXIT_OTHER;
-    }
     int found = 0;
     for (size_t i = 0; i < hvq_registry_count(reg); i++) {
         const hvq_loaded_plugin *lp = hvq_registry_at(reg, i);
