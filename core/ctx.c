@@ -321,6 +321,14 @@ static hvq_status host_sink_write(hvq_ctx *ctx, hvq_sink_handle *h, const hvq_te
     return h->plugin->desc.sink_write(ctx, h->state, t);
 }
 
+static hvq_status host_sink_control(hvq_ctx *ctx, hvq_sink_handle *h, hvq_sink_control *c)
+{
+    if (!h->plugin->desc.sink_control)
+        return hvq_error(ctx, HVQ_E_UNSUPPORTED, "output format '%s' does not stream (it has no "
+                         "sink_control)", h->plugin->desc.name);
+    return h->plugin->desc.sink_control(ctx, h->state, c);
+}
+
 static hvq_status host_sink_finish(hvq_ctx *ctx, hvq_sink_handle *h)
 {
     hvq_status st = h->plugin->desc.sink_finish(ctx, h->state);
@@ -627,6 +635,7 @@ static const hvq_host host_table = {
     .model_meta = host_model_meta,
     .hessian_full = hvq_cluster_hessian_full,
     .input_open = hvq_input_open,
+    .sink_control = host_sink_control,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

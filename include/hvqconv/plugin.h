@@ -197,6 +197,7 @@ typedef struct hvq_encoded hvq_encoded;         /* defined below */
 typedef struct hvq_cluster_input hvq_cluster_input; /* defined below */
 typedef struct hvq_model hvq_model;             /* a model file opened for a
                                                    plugin by the host */
+typedef struct hvq_sink_control hvq_sink_control; /* defined below */
 
 /* The context passed to every callback. Created and owned by the host; a
  * plugin must not keep it past the call that received it (an instance may
@@ -342,6 +343,16 @@ struct hvq_host {
      * a plugin reads is opened through here. Check struct_size before
      * calling: older hosts lack it. */
     int (*input_open)(hvq_ctx *ctx, const char *path);
+
+    /* Tells a sink opened in streaming mode (safetensors: the option
+     * streaming=true) what the tensors alone do not: where an item (e.g.
+     * an original tensor stored as several tensors) begins, how much
+     * header it may still need, and text to append to the value of the
+     * last metadata key (e.g. a container's index of tensors, known only
+     * as tensors arrive). See hvq_sink_control. HVQ_E_UNSUPPORTED when the
+     * sink has no sink_control. Check struct_size before calling: older
+     * hosts lack it. */
+    hvq_status (*sink_control)(hvq_ctx *ctx, hvq_sink_handle *h, hvq_sink_control *c);
 };
 
 /* ------------------------------------------------------------------------
@@ -438,6 +449,44 @@ typedef struct hvq_writer_setup {
     size_t n_tensors;
     const char *pipeline_yaml;      /* the effective pipeline, as text */
 } hvq_writer_setup;
+
+/* What a writer tells a streaming sink through host->sink_control (the
+ * sink's own sink_control gets it unchanged). A streaming sink learns its
+ * tensors one sink_write at a time, so it reserves header room, writes the
+ * data, and fills the header in at the end. Every field is read on every
+ * call; in this order the sink: takes meta_reserve and meta_pending; when
+ * item is set, begins that item; when meta_append is set, appends it and
+ * fills item_header. */
+struct hvq_sink_control {
+    uint32_t struct_size;      /* sizeof(hvq_sink_control) of the caller */
+    /* A new item begins (NULL: the current one goes on). Its name, its
+     * position among n_items, named in messages and used to suggest a
+     * header reservation. */
+    const char *item;
+    size_t item_index, n_items;
+    /* The data bytes the item's tensors will take together: with shards,
+     * they start the next shard when they fit in one but not in what the
+     * current one has left (0: no such rule). */
+    uint64_t item_bytes;
+    /* An upper bound of the header bytes this item and every later one
+     * will add (their entries and appended metadata): the room the sink
+     * reserves when it must fix a header's size before the end. */
+    uint64_t header_to_come;
+    /* Bytes the last metadata value will still grow by before the end,
+     * counted in every header size from now on. */
+    uint64_t meta_reserve;
+    /* Bytes the current item is about to append to the last metadata
+     * value, counted when the sink checks that a header still has room. */
+    uint64_t meta_pending;
+    /* Text appended to the value of the last metadata key (the first file
+     * of a sharded output), or NULL. The metadata given to sink_open must
+     * not be empty. */
+    const char *meta_append;
+    size_t meta_append_len;
+    /* Out: the header bytes the current item has added so far (its
+     * entries in every file and its escaped metadata text). */
+    uint64_t item_header;
+};
 
 /* Descriptor flags. */
 #define HVQ_CLUSTERER_RAW (1u << 0) /* works on the raw weights: no row
@@ -572,6 +621,10 @@ typedef struct hvq_plugin {
      * it only when a clusterer asks (host->hessian_full). */
     hvq_status (*hessian_get_full)(hvq_ctx *ctx, void *state, const hvq_tensor_info *t,
                                    uint64_t rows, uint64_t cols, float *h);
+
+    /* SINK, optional: what host->sink_control passes on (streaming
+     * sinks). */
+    hvq_status (*sink_control)(hvq_ctx *ctx, void *state, hvq_sink_control *c);
 
     /* New fields are appended here. */
 } hvq_plugin;
