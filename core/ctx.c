@@ -505,14 +505,9 @@ static void host_model_close(hvq_ctx *ctx, hvq_model *m)
     free(m);
 }
 
-static hvq_model *host_model_open(hvq_ctx *ctx, const char *path)
+/* Opens path with the source plugin pl (NULL: none, the error is set). */
+static hvq_model *model_open_with(hvq_ctx *ctx, const hvq_loaded_plugin *pl, const char *path)
 {
-    const hvq_registry *reg = priv(ctx)->registry;
-    if (!reg) {
-        hvq_error(ctx, HVQ_E_INTERNAL, "no plugin registry on this context");
-        return NULL;
-    }
-    const hvq_loaded_plugin *pl = hvq_registry_detect(reg, ctx, path);
     hvq_ctx_add_input(ctx, path);
     if (!pl)
         return NULL;
@@ -551,6 +546,30 @@ static hvq_model *host_model_open(hvq_ctx *ctx, const char *path)
     sort_infos = m->infos; /* qsort has no context argument; single-threaded here */
     qsort(m->by_name, m->n, sizeof *m->by_name, cmp_by_name);
     return m;
+}
+
+static hvq_model *host_model_open(hvq_ctx *ctx, const char *path)
+{
+    const hvq_registry *reg = priv(ctx)->registry;
+    if (!reg) {
+        hvq_error(ctx, HVQ_E_INTERNAL, "no plugin registry on this context");
+        return NULL;
+    }
+    return model_open_with(ctx, hvq_registry_detect(reg, ctx, path), path);
+}
+
+static hvq_model *host_model_open_format(hvq_ctx *ctx, const char *format, const char *path)
+{
+    const hvq_registry *reg = priv(ctx)->registry;
+    if (!reg) {
+        hvq_error(ctx, HVQ_E_INTERNAL, "no plugin registry on this context");
+        return NULL;
+    }
+    const hvq_loaded_plugin *pl = hvq_registry_find(reg, HVQ_KIND_SOURCE, format);
+    if (!pl)
+        hvq_error(ctx, HVQ_E_NOTFOUND, "%s: reading it needs the %s plugin, which is not loaded",
+                  path, format);
+    return model_open_with(ctx, pl, path);
 }
 
 static hvq_status host_model_find(hvq_ctx *ctx, hvq_model *m, const char *name, hvq_tensor *t)
@@ -636,6 +655,7 @@ static const hvq_host host_table = {
     .hessian_full = hvq_cluster_hessian_full,
     .input_open = hvq_input_open,
     .sink_control = host_sink_control,
+    .model_open_format = host_model_open_format,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

@@ -543,6 +543,50 @@ static hvq_status hw_stage(hvq_ctx *ctx, hw_state *s, const char *tensor, const 
     return HVQ_OK;
 }
 
+/* The row scales of a compressed tensor: NAME::scales, F16 [rows]. */
+static hvq_status hw_scales(hvq_ctx *ctx, hw_state *s, const hvq_result *r, hvq_buf *stored,
+                            uint32_t *crc, uint64_t *paper_bits)
+{
+    const hvq_host *H = ctx->host;
+    const char *name = r->original.info.name;
+    hvq_buf *b = &s->tmp;
+    hvq_status st;
+    hvq_buf sname = {0};
+    hvq_buf_puts(&sname, name);
+    hvq_buf_puts(&sname, "::scales");
+    if (sname.oom)
+        return hw_nomem(ctx, s);
+    int added = hw_set_add(ctx, &s->stored, sname.data);
+    if (added <= 0) {
+        st = added == 0 ? H->error(ctx, HVQ_E_UNSUPPORTED,
+                                   "%s: tensor '%s': the stored name '%s' is already taken "
+                                   "by another tensor", s->path, name, sname.data)
+                        : HVQ_E_NOMEM;
+        hvq_buf_free(&sname);
+        return st;
+    }
+    if (r->rows > s->scales_cap) {
+        uint16_t *p = H->realloc(ctx, s->scales, (size_t)r->rows * sizeof *p);
+        if (!p) {
+            hvq_buf_free(&sname);
+            return HVQ_E_NOMEM;
+        }
+        s->scales = p;
+        s->scales_cap = (size_t)r->rows;
+    }
+    st = H->convert(ctx, HVQ_DTYPE_F16, s->scales, HVQ_DTYPE_F32, r->row_scale,
+                    (size_t)r->rows);
+    int64_t shape[1] = {(int64_t)r->rows};
+    hvq_buf_json_string(b, sname.data);
+    hvq_buf_append(stored, ",", 1);
+    hvq_buf_json_string(stored, sname.data);
+    if (st == HVQ_OK)
+        st = hw_put(ctx, s, sname.data, "F16", 1, shape, s->scales, 2 * r->rows, crc);
+    hvq_buf_free(&sname);
+    *paper_bits += 16 * r->rows;
+    return st;
+}
+
 static hvq_status hw_compressed(hvq_ctx *ctx, hw_state *s, const hvq_result *r)
 {
     const hvq_host *H = ctx->host;
@@ -571,39 +615,7 @@ static hvq_status hw_compressed(hvq_ctx *ctx, hw_state *s, const hvq_result *r)
     hvq_buf_putu(b, (unsigned long long)r->cols);
     hvq_buf_puts(b, ",\"scales\":");
     if (r->row_scale) {
-        hvq_buf sname = {0};
-        hvq_buf_puts(&sname, name);
-        hvq_buf_puts(&sname, "::scales");
-        if (sname.oom)
-            return hw_nomem(ctx, s);
-        int added = hw_set_add(ctx, &s->stored, sname.data);
-        if (added <= 0) {
-            st = added == 0 ? H->error(ctx, HVQ_E_UNSUPPORTED,
-                                       "%s: tensor '%s': the stored name '%s' is already taken "
-                                       "by another tensor", s->path, name, sname.data)
-                            : HVQ_E_NOMEM;
-            hvq_buf_free(&sname);
-            return st;
-        }
-        if (r->rows > s->scales_cap) {
-            uint16_t *p = H->realloc(ctx, s->scales, (size_t)r->rows * sizeof *p);
-            if (!p) {
-                hvq_buf_free(&sname);
-                return HVQ_E_NOMEM;
-            }
-            s->scales = p;
-            s->scales_cap = (size_t)r->rows;
-        }
-        st = H->convert(ctx, HVQ_DTYPE_F16, s->scales, HVQ_DTYPE_F32, r->row_scale,
-                        (size_t)r->rows);
-        int64_t shape[1] = {(int64_t)r->rows};
-        hvq_buf_json_string(b, sname.data);
-        hvq_buf_append(&stored, ",", 1);
-        hvq_buf_json_string(&stored, sname.data);
-        if (st == HVQ_OK)
-            st = hw_put(ctx, s, sname.data, "F16", 1, shape, s->scales, 2 * r->rows, &crc);
-        hvq_buf_free(&sname);
-        paper_bits += 16 * r->rows;
+        st = hw_scales(ctx, s, r, &stored, &crc, &paper_bits);
     } else {
         hvq_buf_puts(b, "null");
     }

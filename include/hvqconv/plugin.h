@@ -353,6 +353,13 @@ struct hvq_host {
      * sink has no sink_control. Check struct_size before calling: older
      * hosts lack it. */
     hvq_status (*sink_control)(hvq_ctx *ctx, hvq_sink_handle *h, hvq_sink_control *c);
+
+    /* model_open with the source plugin named format instead of the one
+     * that recognises path (e.g. a container format reading its
+     * safetensors layer, whatever the file holds: a damaged file gets that
+     * source's own message). Check struct_size before calling: older hosts
+     * lack it. */
+    hvq_model *(*model_open_format)(hvq_ctx *ctx, const char *format, const char *path);
 };
 
 /* ------------------------------------------------------------------------
@@ -487,6 +494,57 @@ struct hvq_sink_control {
      * entries in every file and its escaped metadata text). */
     uint64_t item_header;
 };
+
+/* Containers: a SOURCE that reads a container of compressed tensors (the
+ * hvq format, docs/FORMAT.md) describes it with these, through its
+ * container_view and container_part callbacks; the host decodes, checks
+ * the checksums and writes. Strings and arrays are the source's, valid
+ * until source_close. */
+
+/* The clusterer or residual stage of a compressed tensor. */
+typedef struct hvq_container_stage {
+    const char *plugin;      /* plugin name, e.g. "rtn" */
+    const char *version;     /* the version that wrote it */
+    const hvq_meta *attrs;   /* string attributes, in stored order */
+    size_t n_attrs;
+    size_t n_components;
+} hvq_container_stage;
+
+/* One original tensor of a container. */
+typedef struct hvq_container_tensor {
+    const char *name;
+    const char *dtype_name;  /* the original dtype ("F32", "BF16", "F8_E4M3") */
+    hvq_dtype dtype;         /* OPAQUE when hvqconv does not interpret it */
+    int ndim;
+    int64_t shape[HVQ_MAX_DIMS];
+    uint64_t numel;
+    int compressed;          /* 0: stored raw, 1: compressed */
+    uint32_t crc32;          /* as recorded */
+    uint64_t stored_bytes;   /* bytes of every stored tensor of this one */
+    size_t n_stored;         /* its stored tensors (container_part k) */
+    /* Compressed tensors only: */
+    uint64_t rows, cols;
+    int has_scales;          /* row scales present (not a raw clusterer) */
+    hvq_container_stage clusterer, residual;
+    int has_paper_bits;
+    uint64_t paper_bits;     /* the paper's accounting, when recorded */
+} hvq_container_tensor;
+
+/* A whole container, as container_view gives it. */
+typedef struct hvq_container_view {
+    const hvq_container_tensor *tensors; /* every original tensor, in order */
+    size_t n;
+    const hvq_meta *meta;          /* the container's own metadata */
+    size_t n_meta;
+    const hvq_meta *source_meta;   /* the original model's metadata */
+    size_t n_source_meta;
+    uint64_t file_size;            /* bytes of all its files */
+} hvq_container_view;
+
+/* The roles of a stored tensor (container_part). */
+#define HVQ_PART_DATA 0      /* a raw tensor's bytes, or the row scales */
+#define HVQ_PART_CLUSTERER 1 /* a component of the clusterer */
+#define HVQ_PART_RESIDUAL 2  /* a component of the residual coder */
 
 /* Descriptor flags. */
 #define HVQ_CLUSTERER_RAW (1u << 0) /* works on the raw weights: no row
@@ -625,6 +683,18 @@ typedef struct hvq_plugin {
     /* SINK, optional: what host->sink_control passes on (streaming
      * sinks). */
     hvq_status (*sink_control)(hvq_ctx *ctx, void *state, hvq_sink_control *c);
+
+    /* SOURCE, optional (container formats): the container, validated at
+     * source_open (every stored tensor listed once, dtypes, shapes and
+     * sizes consistent); valid until source_close. */
+    const hvq_container_view *(*container_view)(void *state);
+    /* Stored tensor k (0 .. n_stored) of original tensor i: its role
+     * (HVQ_PART_*), its component name for roles CLUSTERER and RESIDUAL
+     * (else NULL), and its description, a raw tensor's as the original
+     * (name, dtype, shape); with read, also its data, valid until the next
+     * call or source_close (without, t->data is NULL). */
+    hvq_status (*container_part)(hvq_ctx *ctx, void *state, size_t i, size_t k, int read,
+                                 hvq_tensor *t, int *role, const char **component);
 
     /* New fields are appended here. */
 } hvq_plugin;
