@@ -1328,6 +1328,77 @@ static const char *st_find_repeat(const char **v, size_t n)
     return NULL;
 }
 
+/* One declared tensor: a name, a safetensors dtype (*type), a shape whose
+ * size in bytes is nbytes. */
+static hvq_status st_check_tensor(hvq_ctx *ctx, const char *path, size_t i,
+                                  const hvq_tensor_info *t, const st_dtype **out)
+{
+    const st_dtype *type;
+    int d;
+    uint64_t numel = 1, bits = 0;
+    char desc[256];
+    if (t->name == NULL)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "declared tensor %zu has no name", i);
+    if (!hvq_json_utf8_valid(t->name, strlen(t->name)))
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor name '%.200s' is not valid UTF-8",
+                       t->name);
+    if (strcmp(t->name, "__metadata__") == 0)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "a tensor cannot be named \"__metadata__\"");
+    if (t->ndim < 0 || t->ndim > HVQ_MAX_DIMS)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': %d dimensions (0..%d allowed)",
+                       t->name, t->ndim, HVQ_MAX_DIMS);
+    for (d = 0; d < t->ndim; d++)
+        if (t->shape[d] < 0)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': shape dimension %d is "
+                           "negative (%lld)",
+                           t->name, d, (long long)t->shape[d]);
+    if (t->dtype == HVQ_DTYPE_OPAQUE) {
+        type = st_dtype_by_name(t->dtype_name);
+        if (type == NULL)
+            return st_fail(ctx, HVQ_E_UNSUPPORTED, path,
+                           "tensor '%.200s': dtype '%.60s' cannot be "
+                           "stored in safetensors",
+                           t->name,
+                           t->dtype_name ? t->dtype_name : "(none)");
+    } else {
+        type = st_dtype_by_enum(t->dtype);
+        if (type == NULL)
+            return st_fail(ctx, HVQ_E_UNSUPPORTED, path,
+                           "tensor '%.200s': dtype %d cannot be stored "
+                           "in safetensors",
+                           t->name, (int)t->dtype);
+    }
+    st_describe(desc, sizeof desc, type->name, t->ndim, t->shape);
+    if (!hvq_shape_numel(t->ndim, t->shape, &numel))
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': the non-zero dimensions of %s "
+                       "multiply past 63 bits",
+                       t->name, desc);
+    if (!st_mul(numel, type->bits, &bits))
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': the byte size of %s does not "
+                       "fit in 64 bits",
+                       t->name, desc);
+    if (bits % 8 != 0)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': %s is not a whole number of "
+                       "bytes",
+                       t->name, desc);
+    if (bits / 8 != t->nbytes)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': declared as %llu bytes but %s "
+                       "needs %llu",
+                       t->name, (unsigned long long)t->nbytes, desc,
+                       (unsigned long long)(bits / 8));
+    *out = type;
+    return HVQ_OK;
+}
+
 static hvq_status st_check_decl(hvq_ctx *ctx, const char *path,
                                 const hvq_meta *meta, size_t n_meta,
                                 const hvq_tensor_info *tensors, size_t n,
@@ -1336,7 +1407,6 @@ static hvq_status st_check_decl(hvq_ctx *ctx, const char *path,
     const char **names;
     const char *rep;
     size_t i;
-    int d;
     hvq_status st = HVQ_OK;
 
     if (n > 0 && tensors == NULL)
@@ -1353,71 +1423,9 @@ static hvq_status st_check_decl(hvq_ctx *ctx, const char *path,
                            "metadata entry '%.200s' is not valid UTF-8",
                            meta[i].key);
     }
-    for (i = 0; i < n; i++) {
-        const hvq_tensor_info *t = &tensors[i];
-        const st_dtype *type;
-        uint64_t numel = 1, bits = 0;
-        char desc[256];
-        if (t->name == NULL)
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "declared tensor %zu has no name", i);
-        if (!hvq_json_utf8_valid(t->name, strlen(t->name)))
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor name '%.200s' is not valid UTF-8",
-                           t->name);
-        if (strcmp(t->name, "__metadata__") == 0)
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "a tensor cannot be named \"__metadata__\"");
-        if (t->ndim < 0 || t->ndim > HVQ_MAX_DIMS)
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor '%.200s': %d dimensions (0..%d allowed)",
-                           t->name, t->ndim, HVQ_MAX_DIMS);
-        for (d = 0; d < t->ndim; d++)
-            if (t->shape[d] < 0)
-                return st_fail(ctx, HVQ_E_INPUT, path,
-                               "tensor '%.200s': shape dimension %d is "
-                               "negative (%lld)",
-                               t->name, d, (long long)t->shape[d]);
-        if (t->dtype == HVQ_DTYPE_OPAQUE) {
-            type = st_dtype_by_name(t->dtype_name);
-            if (type == NULL)
-                return st_fail(ctx, HVQ_E_UNSUPPORTED, path,
-                               "tensor '%.200s': dtype '%.60s' cannot be "
-                               "stored in safetensors",
-                               t->name,
-                               t->dtype_name ? t->dtype_name : "(none)");
-        } else {
-            type = st_dtype_by_enum(t->dtype);
-            if (type == NULL)
-                return st_fail(ctx, HVQ_E_UNSUPPORTED, path,
-                               "tensor '%.200s': dtype %d cannot be stored "
-                               "in safetensors",
-                               t->name, (int)t->dtype);
-        }
-        st_describe(desc, sizeof desc, type->name, t->ndim, t->shape);
-        if (!hvq_shape_numel(t->ndim, t->shape, &numel))
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor '%.200s': the non-zero dimensions of %s "
-                           "multiply past 63 bits",
-                           t->name, desc);
-        if (!st_mul(numel, type->bits, &bits))
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor '%.200s': the byte size of %s does not "
-                           "fit in 64 bits",
-                           t->name, desc);
-        if (bits % 8 != 0)
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor '%.200s': %s is not a whole number of "
-                           "bytes",
-                           t->name, desc);
-        if (bits / 8 != t->nbytes)
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor '%.200s': declared as %llu bytes but %s "
-                           "needs %llu",
-                           t->name, (unsigned long long)t->nbytes, desc,
-                           (unsigned long long)(bits / 8));
-        types[i] = type;
-    }
+    for (i = 0; i < n; i++)
+        if ((st = st_check_tensor(ctx, path, i, &tensors[i], &types[i])) != HVQ_OK)
+            return st;
     /* Unique tensor names, unique metadata keys. */
     names = ctx->host->calloc(ctx, n > n_meta ? n : (n_meta ? n_meta : 1),
                               sizeof *names);
@@ -1667,6 +1675,20 @@ static hvq_status st_open_output(hvq_ctx *ctx, const char *path,
         return HVQ_OK;
     st = ctx->host->status(ctx);
     return st != HVQ_OK ? st : HVQ_E_IO;
+}
+
+/* NAME.EXT.index.json, opened as an atomic output. */
+static hvq_status st_open_index(hvq_ctx *ctx, const char *path, hvq_output **out)
+{
+    size_t len = strlen(path) + sizeof ".index.json";
+    char *ip = ctx->host->alloc(ctx, len);
+    hvq_status st;
+    if (ip == NULL)
+        return HVQ_E_NOMEM;
+    snprintf(ip, len, "%s.index.json", path);
+    st = st_open_output(ctx, ip, out);
+    ctx->host->free(ip);
+    return st;
 }
 
 /* ------------------------------------------------------------------------
@@ -2030,7 +2052,7 @@ static hvq_status sts_write(hvq_ctx *ctx, st_stream *s, const hvq_tensor *t)
     hvq_status st;
     if (s->failed)
         return st_fail(ctx, HVQ_E_INTERNAL, s->path, "write after an earlier write failed");
-    st = st_check_decl(ctx, s->path, NULL, 0, &t->info, 1, &type);
+    st = st_check_tensor(ctx, s->path, 0, &t->info, &type);
     if (st == HVQ_OK && t->data == NULL && t->info.nbytes > 0)
         st = st_fail(ctx, HVQ_E_INTERNAL, s->path, "tensor '%.200s' has no data",
                      t->info.name);
@@ -2177,11 +2199,11 @@ static hvq_status sts_header(hvq_ctx *ctx, st_stream *s, size_t k, size_t n_file
 static hvq_status sts_names(hvq_ctx *ctx, st_stream *s)
 {
     const hvq_host *H = ctx->host;
-    char **names = H->calloc(ctx, s->n_f, sizeof *names), *ipath = NULL;
+    char **names = H->calloc(ctx, s->n_f, sizeof *names);
     hvq_status st = names ? HVQ_OK : HVQ_E_NOMEM;
     hvq_output *index = NULL;
     uint64_t total = 0;
-    size_t k, len = strlen(s->path) + sizeof ".index.json";
+    size_t k;
     for (k = 0; st == HVQ_OK && k < s->n_f; k++) {
         if (!(names[k] = st_shard_path(ctx, s->path, k, s->n_f)))
             st = HVQ_E_NOMEM;
@@ -2189,15 +2211,10 @@ static hvq_status sts_names(hvq_ctx *ctx, st_stream *s)
             st = H->output_rename(ctx, s->f[k].out, names[k]);
         total += s->f[k].data_len;
     }
-    if (st == HVQ_OK && !(ipath = H->alloc(ctx, len)))
-        st = HVQ_E_NOMEM;
-    if (st == HVQ_OK) {
-        snprintf(ipath, len, "%s.index.json", s->path);
-        st = st_open_output(ctx, ipath, &index);
-    }
+    if (st == HVQ_OK)
+        st = st_open_index(ctx, s->path, &index);
     if (st == HVQ_OK)
         st = st_put_index(ctx, index, s->path, total, s->locs, s->n_locs, names);
-    H->free(ipath);
     for (k = 0; names && k < s->n_f; k++)
         H->free(names[k]);
     H->free(names);
@@ -2335,6 +2352,66 @@ static hvq_status sts_create(hvq_ctx *ctx, const char *path, const hvq_params *p
     return sts_add_file(ctx, s);
 }
 
+/* The declarations a sink keeps: names, sizes, their total. */
+static hvq_status st_sink_decl(hvq_ctx *ctx, st_sink *k, const char *path,
+                               const hvq_tensor_info *tensors, size_t n)
+{
+    const hvq_host *h = ctx->host;
+    size_t i;
+    k->host = h;
+    k->path = h->strdup(ctx, path);
+    k->decl = h->calloc(ctx, n ? n : 1, sizeof *k->decl);
+    if (k->path == NULL || k->decl == NULL)
+        return HVQ_E_NOMEM;
+    k->n = n; /* decl is zeroed: st_sink_free copes with a partial fill */
+    for (i = 0; i < n; i++) {
+        k->decl[i].name = h->strdup(ctx, tensors[i].name);
+        if (k->decl[i].name == NULL)
+            return HVQ_E_NOMEM;
+        k->decl[i].nbytes = tensors[i].nbytes;
+        if (!st_add(k->total, tensors[i].nbytes, &k->total))
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "the tensors add up to more than 2^64 bytes");
+    }
+    return HVQ_OK;
+}
+
+/* Every header is known: build them all before creating a file, then open
+ * the outputs (the index last) and write the headers. */
+static hvq_status st_sink_files(hvq_ctx *ctx, st_sink *k, const hvq_meta *meta,
+                                size_t n_meta, const hvq_tensor_info *tensors,
+                                const st_dtype **types, uint64_t max)
+{
+    const hvq_host *h = ctx->host;
+    unsigned char len8[8];
+    hvq_buf b;
+    size_t i, s;
+    hvq_status st = HVQ_OK;
+    hvq_buf_init(&b);
+    for (s = 0; st == HVQ_OK && s < k->n_shards; s++) {
+        st_shard *sh = &k->shards[s];
+        b.len = 0;
+        st = st_build_header(ctx, sh->path, &b, meta, n_meta, tensors, types,
+                             sh->first, sh->end);
+        if (st == HVQ_OK)
+            st = st_open_output(ctx, sh->path, &sh->out);
+        for (i = 0; i < 8; i++)
+            len8[i] = (unsigned char)((uint64_t)b.len >> (8 * i));
+        if (st == HVQ_OK)
+            st = h->output_write(ctx, sh->out, len8, sizeof len8);
+        if (st == HVQ_OK)
+            st = h->output_write(ctx, sh->out, b.data, b.len);
+    }
+    hvq_buf_free(&b);
+    if (st == HVQ_OK && k->n_shards > 1) {
+        st = st_open_index(ctx, k->path, &k->index);
+        if (st == HVQ_OK)
+            h->log(ctx, HVQ_LOG_DEBUG, "%s: %zu shards of at most %llu bytes",
+                   k->path, k->n_shards, (unsigned long long)max);
+    }
+    return st;
+}
+
 static hvq_status st_sink_create_params(hvq_ctx *ctx, const char *path,
                                         const hvq_params *params,
                                         const hvq_meta *meta, size_t n_meta,
@@ -2344,14 +2421,10 @@ static hvq_status st_sink_create_params(hvq_ctx *ctx, const char *path,
     const hvq_host *h = ctx->host;
     st_sink *k = NULL;
     const st_dtype **types = NULL;
-    hvq_buf b;
     uint64_t max = 0;
-    unsigned char len8[8];
-    size_t i, s;
     hvq_status st;
 
     *state = NULL;
-    hvq_buf_init(&b);
     if (path == NULL)
         return h->error(ctx, HVQ_E_INTERNAL, "safetensors: no output path");
     if (params != NULL && params->count > ST_P_SHARD_META &&
@@ -2368,88 +2441,25 @@ static hvq_status st_sink_create_params(hvq_ctx *ctx, const char *path,
                            " (the shards become NAME-00001-of-0000N" ST_EXT
                            " and the index NAME" ST_INDEX_EXT ")");
     }
-
     types = h->calloc(ctx, n ? n : 1, sizeof *types);
     if (types == NULL)
         return HVQ_E_NOMEM;
     st = st_check_decl(ctx, path, meta, n_meta, tensors, n, types);
-    if (st != HVQ_OK)
-        goto fail;
-
-    k = h->calloc(ctx, 1, sizeof *k);
-    if (k == NULL) {
+    if (st == HVQ_OK && (k = h->calloc(ctx, 1, sizeof *k)) == NULL)
         st = HVQ_E_NOMEM;
-        goto fail;
-    }
-    k->host = h;
-    k->path = h->strdup(ctx, path);
-    k->decl = h->calloc(ctx, n ? n : 1, sizeof *k->decl);
-    if (k->path == NULL || k->decl == NULL) {
-        st = HVQ_E_NOMEM;
-        goto fail;
-    }
-    k->n = n; /* decl is zeroed: st_sink_free copes with a partial fill */
-    for (i = 0; i < n; i++) {
-        k->decl[i].name = h->strdup(ctx, tensors[i].name);
-        if (k->decl[i].name == NULL) {
-            st = HVQ_E_NOMEM;
-            goto fail;
-        }
-        k->decl[i].nbytes = tensors[i].nbytes;
-        if (!st_add(k->total, tensors[i].nbytes, &k->total)) {
-            st = st_fail(ctx, HVQ_E_INPUT, path,
-                         "the tensors add up to more than 2^64 bytes");
-            goto fail;
-        }
-    }
-    st = st_plan_shards(ctx, k, path, tensors, n, max);
-    if (st != HVQ_OK)
-        goto fail;
-
-    /* Every header is known now: build them all before creating a file,
-     * then open the outputs (the index last) and write the headers. */
-    for (s = 0; s < k->n_shards; s++) {
-        st_shard *sh = &k->shards[s];
-        b.len = 0;
-        st = st_build_header(ctx, sh->path, &b, meta, n_meta, tensors, types,
-                             sh->first, sh->end);
-        if (st != HVQ_OK)
-            goto fail;
-        st = st_open_output(ctx, sh->path, &sh->out);
-        if (st != HVQ_OK)
-            goto fail;
-        for (i = 0; i < 8; i++)
-            len8[i] = (unsigned char)((uint64_t)b.len >> (8 * i));
-        st = h->output_write(ctx, sh->out, len8, sizeof len8);
-        if (st == HVQ_OK)
-            st = h->output_write(ctx, sh->out, b.data, b.len);
-        if (st != HVQ_OK)
-            goto fail;
-    }
-    if (k->n_shards > 1) {
-        size_t len = strlen(path) + sizeof ".index.json";
-        char *ip = h->alloc(ctx, len);
-        if (ip == NULL) {
-            st = HVQ_E_NOMEM;
-            goto fail;
-        }
-        snprintf(ip, len, "%s.index.json", path);
-        st = st_open_output(ctx, ip, &k->index);
-        h->free(ip);
-        if (st != HVQ_OK)
-            goto fail;
-        h->log(ctx, HVQ_LOG_DEBUG, "%s: %zu shards of at most %llu bytes",
-               path, k->n_shards, (unsigned long long)max);
-    }
-    hvq_buf_free(&b);
+    if (st == HVQ_OK)
+        st = st_sink_decl(ctx, k, path, tensors, n);
+    if (st == HVQ_OK)
+        st = st_plan_shards(ctx, k, path, tensors, n, max);
+    if (st == HVQ_OK)
+        st = st_sink_files(ctx, k, meta, n_meta, tensors, types, max);
     h->free(types);
+    if (st != HVQ_OK) {
+        st_sink_free(k);
+        return st;
+    }
     *state = k;
     return HVQ_OK;
-fail:
-    hvq_buf_free(&b);
-    h->free(types);
-    st_sink_free(k);
-    return st;
 }
 
 /* Without options: one file. */
