@@ -546,58 +546,12 @@ static hvq_status st_read_meta(st_source *s, const char *path,
     return HVQ_OK;
 }
 
-/* Validates one tensor entry of file f (index fi) into *t. */
-static hvq_status st_read_tensor(st_source *s, const st_file *f,
-                                 const hvq_json_member *m, st_tensor *t)
+/* The dimensions of a tensor's "shape" (at most HVQ_MAX_DIMS) into dims:
+ * non-negative integers that fit in 63 bits. */
+static hvq_status st_read_dims(hvq_ctx *ctx, const char *path, const char *name,
+                               const hvq_json_value *shape, int64_t *dims)
 {
-    hvq_ctx *ctx = s->ctx;
-    const char *path = f->path;
-    const char *name = m->key;
-    const hvq_json_value *v = m->value, *dt, *shape, *offs;
-    const hvq_json_member *dup;
-    const st_dtype *type;
-    uint64_t numel = 1, bits, begin, end;
-    size_t d, nd;
-    int nomem;
-    char desc[256];
-
-    if (v->type != HVQ_JSON_OBJECT)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': entry is a %s, expected an object",
-                       name, hvq_json_kind(v));
-    dup = hvq_json_object_duplicate(v, &nomem);
-    if (nomem)
-        return st_nomem(ctx, path);
-    if (dup != NULL)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': key \"%.60s\" appears twice", name,
-                       dup->key);
-
-    dt = hvq_json_get(v, "dtype");
-    if (dt == NULL || dt->type != HVQ_JSON_STRING)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': \"dtype\" is %s%s, expected a "
-                       "string",
-                       name, dt == NULL ? "" : "a ", hvq_json_kind(dt));
-    type = st_dtype_by_name(dt->str);
-    if (type == NULL)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': unknown dtype '%.60s'", name,
-                       dt->str);
-
-    shape = hvq_json_get(v, "shape");
-    if (shape == NULL || shape->type != HVQ_JSON_ARRAY)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': \"shape\" is %s%s, expected an "
-                       "array of integers",
-                       name, shape == NULL ? "" : "a ", hvq_json_kind(shape));
-    nd = shape->count;
-    if (nd > HVQ_MAX_DIMS)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': shape has %zu dimensions, more than "
-                       "the maximum of %d",
-                       name, nd, HVQ_MAX_DIMS);
-    memset(&t->info, 0, sizeof t->info);
+    size_t d, nd = shape->count;
     for (d = 0; d < nd; d++) {
         const hvq_json_value *dim = shape->items[d];
         int64_t x;
@@ -621,8 +575,120 @@ static hvq_status st_read_tensor(st_source *s, const st_file *f,
                            "tensor '%.200s': shape dimension %zu (%.40s) is "
                            "too large",
                            name, d, dim->str);
-        t->info.shape[d] = x;
+        dims[d] = x;
     }
+    return HVQ_OK;
+}
+
+/* A tensor's "data_offsets": [begin, end) of exactly size bytes inside
+ * the data section of f (desc names the dtype and shape). */
+static hvq_status st_read_offsets(hvq_ctx *ctx, const st_file *f, const char *name,
+                                  const hvq_json_value *v, uint64_t size,
+                                  const char *desc, uint64_t *pbegin,
+                                  uint64_t *pend)
+{
+    const char *path = f->path;
+    const hvq_json_value *offs;
+    uint64_t begin, end;
+    offs = hvq_json_get(v, "data_offsets");
+    if (offs == NULL || offs->type != HVQ_JSON_ARRAY || offs->count != 2 ||
+        hvq_json_uint64(offs->items[0], &begin) != 0 ||
+        hvq_json_uint64(offs->items[1], &end) != 0)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': \"data_offsets\" must be [begin, "
+                       "end] with non-negative integers",
+                       name);
+    if (begin > end)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': data_offsets [%llu, %llu] begin "
+                       "after they end",
+                       name, (unsigned long long)begin,
+                       (unsigned long long)end);
+    if (end - begin != size)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': data_offsets [%llu, %llu] hold %llu "
+                       "bytes but %s needs %llu",
+                       name, (unsigned long long)begin,
+                       (unsigned long long)end,
+                       (unsigned long long)(end - begin), desc,
+                       (unsigned long long)size);
+    if (end > f->data_len)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': data_offsets [%llu, %llu] are out "
+                       "of bounds: the data section has %llu bytes",
+                       name, (unsigned long long)begin,
+                       (unsigned long long)end,
+                       (unsigned long long)f->data_len);
+    *pbegin = begin;
+    *pend = end;
+    return HVQ_OK;
+}
+
+/* A tensor's "dtype": a safetensors dtype name. */
+static hvq_status st_read_dtype(hvq_ctx *ctx, const char *path, const char *name,
+                                const hvq_json_value *v, const st_dtype **out)
+{
+    const hvq_json_value *dt = hvq_json_get(v, "dtype");
+    if (dt == NULL || dt->type != HVQ_JSON_STRING)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': \"dtype\" is %s%s, expected a "
+                       "string",
+                       name, dt == NULL ? "" : "a ", hvq_json_kind(dt));
+    *out = st_dtype_by_name(dt->str);
+    if (*out == NULL)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': unknown dtype '%.60s'", name,
+                       dt->str);
+    return HVQ_OK;
+}
+
+/* Validates one tensor entry of file f (index fi) into *t. */
+static hvq_status st_read_tensor(st_source *s, const st_file *f,
+                                 const hvq_json_member *m, st_tensor *t)
+{
+    hvq_ctx *ctx = s->ctx;
+    const char *path = f->path;
+    const char *name = m->key;
+    const hvq_json_value *v = m->value, *shape;
+    const hvq_json_member *dup;
+    const st_dtype *type;
+    uint64_t numel = 1, bits, begin = 0, end = 0;
+    size_t nd;
+    int nomem;
+    char desc[256];
+    hvq_status st;
+
+    if (v->type != HVQ_JSON_OBJECT)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': entry is a %s, expected an object",
+                       name, hvq_json_kind(v));
+    dup = hvq_json_object_duplicate(v, &nomem);
+    if (nomem)
+        return st_nomem(ctx, path);
+    if (dup != NULL)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': key \"%.60s\" appears twice", name,
+                       dup->key);
+
+    if ((st = st_read_dtype(ctx, path, name, v, &type)) != HVQ_OK)
+        return st;
+
+    shape = hvq_json_get(v, "shape");
+    if (shape == NULL || shape->type != HVQ_JSON_ARRAY)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': \"shape\" is %s%s, expected an "
+                       "array of integers",
+                       name, shape == NULL ? "" : "a ", hvq_json_kind(shape));
+    nd = shape->count;
+    if (nd > HVQ_MAX_DIMS)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "tensor '%.200s': shape has %zu dimensions, more than "
+                       "the maximum of %d",
+                       name, nd, HVQ_MAX_DIMS);
+    memset(&t->info, 0, sizeof t->info);
+    st = st_read_dims(ctx, path, name, shape, t->info.shape);
+    if (st != HVQ_OK)
+        return st;
     t->info.ndim = (int)nd;
     st_describe(desc, sizeof desc, type->name, t->info.ndim, t->info.shape);
     if (!hvq_shape_numel(t->info.ndim, t->info.shape, &numel))
@@ -640,35 +706,9 @@ static hvq_status st_read_tensor(st_source *s, const st_file *f,
                        "tensor '%.200s': %s is not a whole number of bytes",
                        name, desc);
 
-    offs = hvq_json_get(v, "data_offsets");
-    if (offs == NULL || offs->type != HVQ_JSON_ARRAY || offs->count != 2 ||
-        hvq_json_uint64(offs->items[0], &begin) != 0 ||
-        hvq_json_uint64(offs->items[1], &end) != 0)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': \"data_offsets\" must be [begin, "
-                       "end] with non-negative integers",
-                       name);
-    if (begin > end)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': data_offsets [%llu, %llu] begin "
-                       "after they end",
-                       name, (unsigned long long)begin,
-                       (unsigned long long)end);
-    if (end - begin != bits / 8)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': data_offsets [%llu, %llu] hold %llu "
-                       "bytes but %s needs %llu",
-                       name, (unsigned long long)begin,
-                       (unsigned long long)end,
-                       (unsigned long long)(end - begin), desc,
-                       (unsigned long long)(bits / 8));
-    if (end > f->data_len)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': data_offsets [%llu, %llu] are out "
-                       "of bounds: the data section has %llu bytes",
-                       name, (unsigned long long)begin,
-                       (unsigned long long)end,
-                       (unsigned long long)f->data_len);
+    st = st_read_offsets(ctx, f, name, v, bits / 8, desc, &begin, &end);
+    if (st != HVQ_OK)
+        return st;
 
     t->info.name = name;
     t->info.dtype = type->dtype;
@@ -679,26 +719,16 @@ static hvq_status st_read_tensor(st_source *s, const st_file *f,
     return HVQ_OK;
 }
 
-/* Maps one safetensors file, validates it and appends its tensors (in
- * data order) to s->tensors. keep_meta: expose its __metadata__. */
-static hvq_status st_load_file(st_source *s, const char *path, int keep_meta)
+/* The header of a mapped file: its length checked, its JSON parsed into
+ * f->doc (*root: an object without a repeated key), f->data placed. */
+static hvq_status st_parse_header(hvq_ctx *ctx, st_file *f, const hvq_json_value **out)
 {
-    hvq_ctx *ctx = s->ctx;
-    st_file *f = NULL;
-    uint64_t n, expect;
+    const char *path = f->path;
     const hvq_json_value *root;
     const hvq_json_member *dup;
     hvq_json_error jerr;
-    size_t i, fi, first, count;
+    uint64_t n;
     int nomem;
-    hvq_status st;
-
-    st = st_map_file(s, path, &f);
-    if (st != HVQ_OK)
-        return st;
-    fi = s->n_files - 1;
-    path = f->path;
-
     n = st_le64(f->map);
     if (n > ST_MAX_HEADER)
         return st_fail(ctx, HVQ_E_INPUT, path,
@@ -741,6 +771,73 @@ static hvq_status st_load_file(st_source *s, const char *path, int keep_meta)
         return st_fail(ctx, HVQ_E_INPUT, path,
                        "duplicate tensor name '%.200s'", dup->key);
     }
+    *out = root;
+    return HVQ_OK;
+}
+
+/* Sorted by offset, the tensors first.. of a file must tile its data
+ * section of data_len bytes. */
+static hvq_status st_check_tiling(hvq_ctx *ctx, st_source *s, const char *path, size_t first,
+                                  uint64_t data_len)
+{
+    size_t i, count;
+    uint64_t expect;
+    count = s->n_tensors - first;
+    if (count > 1)
+        qsort(s->tensors + first, count, sizeof *s->tensors, st_tensor_cmp);
+    expect = 0;
+    for (i = first; i < s->n_tensors; i++) {
+        const st_tensor *t = &s->tensors[i];
+        if (t->begin < expect) {
+            const st_tensor *p = &s->tensors[i - 1];
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': data_offsets [%llu, %llu] "
+                           "overlap tensor '%.200s' [%llu, %llu]",
+                           t->info.name, (unsigned long long)t->begin,
+                           (unsigned long long)t->end, p->info.name,
+                           (unsigned long long)p->begin,
+                           (unsigned long long)p->end);
+        }
+        if (t->begin > expect)
+            return st_fail(ctx, HVQ_E_INPUT, path,
+                           "tensor '%.200s': gap of %llu bytes before its "
+                           "data_offsets [%llu, %llu] (the previous data "
+                           "ends at %llu)",
+                           t->info.name,
+                           (unsigned long long)(t->begin - expect),
+                           (unsigned long long)t->begin,
+                           (unsigned long long)t->end,
+                           (unsigned long long)expect);
+        expect = t->end;
+    }
+    if (expect != data_len)
+        return st_fail(ctx, HVQ_E_INPUT, path,
+                       "the data section has %llu bytes but the tensors "
+                       "cover %llu (%llu bytes unaccounted for)",
+                       (unsigned long long)data_len,
+                       (unsigned long long)expect,
+                       (unsigned long long)(data_len - expect));
+    return HVQ_OK;
+}
+
+/* Maps one safetensors file, validates it and appends its tensors (in
+ * data order) to s->tensors. keep_meta: expose its __metadata__. */
+static hvq_status st_load_file(st_source *s, const char *path, int keep_meta)
+{
+    hvq_ctx *ctx = s->ctx;
+    st_file *f = NULL;
+    const hvq_json_value *root = NULL;
+    size_t i, fi, first, count;
+    hvq_status st;
+
+    st = st_map_file(s, path, &f);
+    if (st != HVQ_OK)
+        return st;
+    fi = s->n_files - 1;
+    path = f->path;
+
+    if ((st = st_parse_header(ctx, f, &root)) != HVQ_OK)
+        return st;
 
     /* Room for every tensor of this file. */
     count = root->count;
@@ -771,43 +868,7 @@ static hvq_status st_load_file(st_source *s, const char *path, int keep_meta)
         s->n_tensors++;
     }
 
-    /* Sorted by offset, the tensors must tile the data section. */
-    count = s->n_tensors - first;
-    if (count > 1)
-        qsort(s->tensors + first, count, sizeof *s->tensors, st_tensor_cmp);
-    expect = 0;
-    for (i = first; i < s->n_tensors; i++) {
-        const st_tensor *t = &s->tensors[i];
-        if (t->begin < expect) {
-            const st_tensor *p = &s->tensors[i - 1];
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor '%.200s': data_offsets [%llu, %llu] "
-                           "overlap tensor '%.200s' [%llu, %llu]",
-                           t->info.name, (unsigned long long)t->begin,
-                           (unsigned long long)t->end, p->info.name,
-                           (unsigned long long)p->begin,
-                           (unsigned long long)p->end);
-        }
-        if (t->begin > expect)
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor '%.200s': gap of %llu bytes before its "
-                           "data_offsets [%llu, %llu] (the previous data "
-                           "ends at %llu)",
-                           t->info.name,
-                           (unsigned long long)(t->begin - expect),
-                           (unsigned long long)t->begin,
-                           (unsigned long long)t->end,
-                           (unsigned long long)expect);
-        expect = t->end;
-    }
-    if (expect != f->data_len)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "the data section has %llu bytes but the tensors "
-                       "cover %llu (%llu bytes unaccounted for)",
-                       (unsigned long long)f->data_len,
-                       (unsigned long long)expect,
-                       (unsigned long long)(f->data_len - expect));
-    return HVQ_OK;
+    return st_check_tiling(ctx, s, path, first, f->data_len);
 }
 
 /* Reads a whole (small) file with the host allocator. */
@@ -911,25 +972,23 @@ static int st_shard_name_ok(const char *n)
     return 1;
 }
 
-static hvq_status st_load_index(st_source *s, const char *index_path)
+/* The index's JSON, its "weight_map" checked: an object of at least one
+ * tensor, each listed once. */
+static hvq_status st_index_map(st_source *s, const char *index_path,
+                               const hvq_json_value **out)
 {
     hvq_ctx *ctx = s->ctx;
-    const hvq_host *h = s->host;
-    char *text = NULL, *dir = NULL, *shard_path = NULL;
-    size_t len = 0, i, k, n, n_shards = 0;
-    const char **shards = NULL;
-    st_mapent *map = NULL;
+    char *text = NULL;
+    size_t len = 0;
     const hvq_json_value *root, *wm;
     const hvq_json_member *dup;
     hvq_json_error jerr;
-    hvq_status st;
     int nomem;
-
-    st = st_slurp(ctx, index_path, &text, &len);
+    hvq_status st = st_slurp(ctx, index_path, &text, &len);
     if (st != HVQ_OK)
         return st;
     s->index_doc = hvq_json_parse(text, len, 0, &jerr);
-    h->free(text);
+    s->host->free(text);
     if (s->index_doc == NULL) {
         if (jerr.status == HVQ_JSON_E_NOMEM)
             return st_nomem(ctx, index_path);
@@ -945,8 +1004,7 @@ static hvq_status st_load_index(st_source *s, const char *index_path)
         return st_fail(ctx, HVQ_E_INPUT, index_path,
                        "\"weight_map\" is %s%s, expected an object",
                        wm == NULL ? "" : "a ", hvq_json_kind(wm));
-    n = wm->count;
-    if (n == 0)
+    if (wm->count == 0)
         return st_fail(ctx, HVQ_E_INPUT, index_path,
                        "\"weight_map\" lists no tensors");
     dup = hvq_json_object_duplicate(wm, &nomem);
@@ -956,107 +1014,126 @@ static hvq_status st_load_index(st_source *s, const char *index_path)
         return st_fail(ctx, HVQ_E_INPUT, index_path,
                        "\"weight_map\" lists tensor '%.200s' twice",
                        dup->key);
+    *out = wm;
+    return HVQ_OK;
+}
 
-    shards = h->calloc(ctx, n, sizeof *shards);
-    map = h->calloc(ctx, n, sizeof *map);
-    if (shards == NULL || map == NULL) {
-        st = HVQ_E_NOMEM;
-        goto out;
-    }
+/* The shard files wm names (checked, unique, sorted, in shards[0 ..
+ * *n_shards)) and map: every tensor with its shard, sorted by name. */
+static hvq_status st_index_shards(hvq_ctx *ctx, const char *index_path,
+                                  const hvq_json_value *wm, const char **shards,
+                                  size_t *n_shards, st_mapent *map)
+{
+    size_t i, n = wm->count, u = 0;
     for (i = 0; i < n; i++) {
         const hvq_json_member *m = &wm->members[i];
-        if (m->value->type != HVQ_JSON_STRING) {
-            st = st_fail(ctx, HVQ_E_INPUT, index_path,
-                         "\"weight_map\" entry of tensor '%.200s' is a %s, "
-                         "expected a shard file name",
-                         m->key, hvq_json_kind(m->value));
-            goto out;
-        }
+        if (m->value->type != HVQ_JSON_STRING)
+            return st_fail(ctx, HVQ_E_INPUT, index_path,
+                           "\"weight_map\" entry of tensor '%.200s' is a %s, "
+                           "expected a shard file name",
+                           m->key, hvq_json_kind(m->value));
         if (strlen(m->value->str) != m->value->len ||
-            !st_shard_name_ok(m->value->str)) {
-            st = st_fail(ctx, HVQ_E_INPUT, index_path,
-                         "\"weight_map\" entry of tensor '%.200s' names the "
-                         "shard '%.200s', which is not a relative path "
-                         "inside the model directory",
-                         m->key, m->value->str);
-            goto out;
-        }
+            !st_shard_name_ok(m->value->str))
+            return st_fail(ctx, HVQ_E_INPUT, index_path,
+                           "\"weight_map\" entry of tensor '%.200s' names the "
+                           "shard '%.200s', which is not a relative path "
+                           "inside the model directory",
+                           m->key, m->value->str);
         shards[i] = m->value->str;
     }
     /* Unique shard names, sorted. */
     qsort(shards, n, sizeof *shards, st_str_cmp);
     for (i = 0; i < n; i++)
-        if (n_shards == 0 || strcmp(shards[i], shards[n_shards - 1]) != 0)
-            shards[n_shards++] = shards[i];
+        if (u == 0 || strcmp(shards[i], shards[u - 1]) != 0)
+            shards[u++] = shards[i];
     for (i = 0; i < n; i++) {
         const hvq_json_member *m = &wm->members[i];
-        const char **hit = bsearch(&m->value->str, shards, n_shards,
+        const char **hit = bsearch(&m->value->str, shards, u,
                                    sizeof *shards, st_str_cmp);
         map[i].name = m->key;
         map[i].shard = (size_t)(hit - shards);
         map[i].found = 0;
     }
     qsort(map, n, sizeof *map, st_mapent_cmp);
+    *n_shards = u;
+    return HVQ_OK;
+}
 
-    dir = st_dirname(index_path);
-    if (dir == NULL) {
-        st = st_nomem(ctx, index_path);
-        goto out;
+/* Shard k (at shard_path): read, and every tensor in it mapped there. */
+static hvq_status st_index_load_shard(st_source *s, const char *index_path,
+                                      const char *shard_path, size_t k,
+                                      const char **shards, st_mapent *map,
+                                      size_t n)
+{
+    hvq_ctx *ctx = s->ctx;
+    size_t first = s->n_tensors, i;
+    struct stat sb;
+    hvq_status st;
+    if (stat(shard_path, &sb) != 0) {
+        int e = errno;
+        return st_fail(ctx,
+                       e == ENOENT || e == ENOTDIR ? HVQ_E_INPUT : HVQ_E_IO,
+                       index_path,
+                       "shard '%.200s' named in \"weight_map\" cannot be "
+                       "opened: %s: %s",
+                       shards[k], shard_path, strerror(e));
     }
-    for (k = 0; k < n_shards; k++) {
-        size_t first = s->n_tensors;
-        struct stat sb;
+    st = st_load_file(s, shard_path, k == 0);
+    if (st != HVQ_OK)
+        return st;
+    for (i = first; i < s->n_tensors; i++) {
+        const char *tn = s->tensors[i].info.name;
+        st_mapent *e = (st_mapent *)st_map_find(map, n, tn);
+        if (e == NULL)
+            return st_fail(ctx, HVQ_E_INPUT, shard_path,
+                           "tensor '%.200s' is not listed in the "
+                           "\"weight_map\" of %s",
+                           tn, index_path);
+        if (e->shard != k)
+            return st_fail(ctx, HVQ_E_INPUT, shard_path,
+                           "tensor '%.200s' is here but %s maps it to "
+                           "shard '%.200s'",
+                           tn, index_path, shards[e->shard]);
+        e->found = 1;
+    }
+    return HVQ_OK;
+}
+
+static hvq_status st_load_index(st_source *s, const char *index_path)
+{
+    hvq_ctx *ctx = s->ctx;
+    const hvq_host *h = s->host;
+    char *dir = NULL, *shard_path = NULL;
+    size_t i, k, n, n_shards = 0;
+    const char **shards = NULL;
+    st_mapent *map = NULL;
+    const hvq_json_value *wm = NULL;
+    hvq_status st = st_index_map(s, index_path, &wm);
+
+    if (st != HVQ_OK)
+        return st;
+    n = wm->count;
+    shards = h->calloc(ctx, n, sizeof *shards);
+    map = h->calloc(ctx, n, sizeof *map);
+    if (shards == NULL || map == NULL)
+        st = HVQ_E_NOMEM;
+    if (st == HVQ_OK)
+        st = st_index_shards(ctx, index_path, wm, shards, &n_shards, map);
+    if (st == HVQ_OK && (dir = st_dirname(index_path)) == NULL)
+        st = st_nomem(ctx, index_path);
+    for (k = 0; st == HVQ_OK && k < n_shards; k++) {
         free(shard_path);
         shard_path = st_join(dir, shards[k]);
-        if (shard_path == NULL) {
-            st = st_nomem(ctx, index_path);
-            goto out;
-        }
-        if (stat(shard_path, &sb) != 0) {
-            int e = errno;
-            st = st_fail(ctx,
-                         e == ENOENT || e == ENOTDIR ? HVQ_E_INPUT
-                                                     : HVQ_E_IO,
-                         index_path,
-                         "shard '%.200s' named in \"weight_map\" cannot be "
-                         "opened: %s: %s",
-                         shards[k], shard_path, strerror(e));
-            goto out;
-        }
-        st = st_load_file(s, shard_path, k == 0);
-        if (st != HVQ_OK)
-            goto out;
-        for (i = first; i < s->n_tensors; i++) {
-            const char *tn = s->tensors[i].info.name;
-            st_mapent *e = (st_mapent *)st_map_find(map, n, tn);
-            if (e == NULL) {
-                st = st_fail(ctx, HVQ_E_INPUT, shard_path,
-                             "tensor '%.200s' is not listed in the "
-                             "\"weight_map\" of %s",
-                             tn, index_path);
-                goto out;
-            }
-            if (e->shard != k) {
-                st = st_fail(ctx, HVQ_E_INPUT, shard_path,
-                             "tensor '%.200s' is here but %s maps it to "
-                             "shard '%.200s'",
-                             tn, index_path, shards[e->shard]);
-                goto out;
-            }
-            e->found = 1;
-        }
+        st = shard_path == NULL ? st_nomem(ctx, index_path)
+                                : st_index_load_shard(s, index_path, shard_path,
+                                                      k, shards, map, n);
     }
-    for (i = 0; i < n; i++) {
-        if (!map[i].found) {
+    for (i = 0; st == HVQ_OK && i < n; i++)
+        if (!map[i].found)
             st = st_fail(ctx, HVQ_E_INPUT, index_path,
                          "tensor '%.200s' is mapped to shard '%.200s' but "
                          "is absent from that shard",
                          map[i].name, shards[map[i].shard]);
-            goto out;
-        }
-    }
-    st = HVQ_OK;
-out:
     free(shard_path);
     free(dir);
     h->free(shards);
