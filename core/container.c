@@ -107,7 +107,11 @@ static hvq_status open_checked(hvq_ctx *ctx, hvq_container *c)
     if (!c->src || !c->src->desc.container_view || !c->src->desc.container_part)
         return cfail(ctx, HVQ_E_NOTFOUND, c,
                      "reading a container needs the hvq source plugin, which is not loaded");
+    /* The source reads the files through the host, with this registry. */
+    const hvq_registry *saved = hvq_ctx_registry(ctx);
+    hvq_ctx_set_registry(ctx, c->reg);
     hvq_status st = named(ctx, c, c->src->desc.source_open(ctx, c->path, &c->state));
+    hvq_ctx_set_registry(ctx, saved);
     if (st != HVQ_OK)
         return st;
     c->v = c->src->desc.container_view(c->state);
