@@ -11,7 +11,10 @@
  * its only *.safetensors file) or a sharded model's *.safetensors.index.json
  * (opened directly, any *.index.json of that shape is read: the shards may
  * have another extension, e.g. a sharded hvq container's *.hvq files).
- * Sink: one file, or shards with an index (max_shard_size).
+ * Sink: one file, or shards with an index (max_shard_size), every tensor
+ * declared up front; or, with streaming=true, tensors added as they come
+ * (the hvq container's writer, formats/hvq): headers reserved and filled
+ * in at the end, shards cut while streaming, sink_control for the rest.
  * Files are mapped read-only; tensor data points into the mapping. Pages a
  * read touched would stay resident until close, so a model read tensor by
  * tensor would end up wholly in memory: each source_read first releases
