@@ -241,39 +241,31 @@ static void out_post(out_thread *w, const hvq_tensor *t)
     pthread_mutex_unlock(&w->mu);
 }
 
-static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *in,
-                             const char *outp, const char *dtype, const char *format,
-                             int64_t max_shard)
+/* One decode: the container, what the sink is told, the buffers, the
+ * writer thread and the seconds spent (-v). */
+typedef struct dec_job {
+    hvq_ctx *ctx;
+    const hvq_registry *reg;
+    hvq_container *c;
+    const char *outp;
+    const hvq_loaded_plugin *sp;
+    hvq_tensor_info *infos;
+    size_t n, n_comp, cap, conv_cap;
+    int two;                  /* two sets of buffers (a writer thread) */
+    float *buf[2];
+    void *conv[2];            /* a tensor converted to F16 or BF16 */
+    hvq_sink_handle *sink;
+    out_thread w;
+    int writer, threaded, slot; /* the writer thread runs, ran; the slot */
+    double t_crc, t_dec, t_conv, t_write, t_wait;
+} dec_job;
+
+/* What the sink is told: every tensor with its output dtype. */
+static void dec_declare(dec_job *j, const char *dtype)
 {
-    const hvq_host *H = ctx->host;
-    if (same_file(in, outp))
-        return hvq_error(ctx, HVQ_E_INPUT, "%s: the output may not be the input", outp);
-    hvq_ctx_add_input(ctx, in);
-    hvq_ctx_name_output(ctx, outp);
-    hvq_container *c = NULL;
-    hvq_status st = hvq_container_open(ctx, reg, in, &c);
-    if (st != HVQ_OK)
-        return st;
-    size_t n = hvq_container_count(c);
-    hvq_tensor_info *infos = hvq_calloc(ctx, n ? n : 1, sizeof *infos);
-    float *buf[2] = {NULL, NULL};
-    void *conv[2] = {NULL, NULL};
-    size_t cap = 0, conv_cap = 0, n_comp = 0;
-    hvq_sink_handle *sink = NULL;
-    out_thread w = {.st = HVQ_OK};
-    int writer = 0; /* the writer thread runs */
-    if (!infos) {
-        st = HVQ_E_NOMEM;
-        goto done;
-    }
-    const hvq_loaded_plugin *sp = choose_sink(ctx, reg, c, outp, format);
-    if (!sp) {
-        st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const hvq_container_tensor *t = hvq_container_info(c, i);
-        hvq_tensor_info *o = &infos[i];
+    for (size_t i = 0; i < j->n; i++) {
+        const hvq_container_tensor *t = hvq_container_info(j->c, i);
+        hvq_tensor_info *o = &j->infos[i];
         o->name = t->name;
         o->ndim = t->ndim;
         memcpy(o->shape, t->shape, sizeof o->shape);
@@ -281,29 +273,33 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
             o->dtype = decode_dtype(dtype, t->dtype);
             o->dtype_name = hvq_dtype_name(o->dtype);
             o->nbytes = t->numel * hvq_dtype_size(o->dtype);
-            if (t->numel > cap)
-                cap = (size_t)t->numel;
-            if (o->dtype != HVQ_DTYPE_F32 && t->numel > conv_cap)
-                conv_cap = (size_t)t->numel;
-            n_comp++;
+            if (t->numel > j->cap)
+                j->cap = (size_t)t->numel;
+            if (o->dtype != HVQ_DTYPE_F32 && t->numel > j->conv_cap)
+                j->conv_cap = (size_t)t->numel;
+            j->n_comp++;
         } else {
             o->dtype = t->dtype;
             o->dtype_name = t->dtype_name;
             o->nbytes = t->stored_bytes;
         }
     }
+}
+
+/* The buffers, the sink and, with threads, the writer thread. */
+static hvq_status dec_open(dec_job *j, int64_t max_shard)
+{
+    hvq_ctx *ctx = j->ctx;
     /* With the writer thread, two sets of buffers: one being written, one
-     * being filled. conv holds a tensor converted to F16 or BF16. */
-    int two = hvq_ctx_options(ctx)->threads > 1 && n_comp > 1;
-    for (int b = 0; b <= two; b++)
-        if ((cap && !(buf[b] = hvq_alloc(ctx, cap * sizeof *buf[b]))) ||
-            (conv_cap && !(conv[b] = hvq_alloc(ctx, conv_cap * 2)))) {
-            st = HVQ_E_NOMEM;
-            goto done;
-        }
+     * being filled. */
+    j->two = hvq_ctx_options(ctx)->threads > 1 && j->n_comp > 1;
+    for (int b = 0; b <= j->two; b++)
+        if ((j->cap && !(j->buf[b] = hvq_alloc(ctx, j->cap * sizeof *j->buf[b]))) ||
+            (j->conv_cap && !(j->conv[b] = hvq_alloc(ctx, j->conv_cap * 2))))
+            return HVQ_E_NOMEM;
     const hvq_meta *meta;
     size_t n_meta;
-    hvq_container_source_meta(c, &meta, &n_meta);
+    hvq_container_source_meta(j->c, &meta, &n_meta);
     /* The shard size is an option of the sink only when given, so formats
      * without it still decode; the host names a format that lacks it. */
     char shard_opt[64];
@@ -312,130 +308,173 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
         snprintf(shard_opt, sizeof shard_opt, "max_shard_size=%lld", (long long)max_shard);
         options[0] = shard_opt;
     }
-    sink = H->sink_open_params(ctx, sp->desc.name, outp, options, meta, n_meta, infos, n);
-    if (!sink) {
-        st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_IO;
-        goto done;
-    }
-    if (two) {
+    j->sink = ctx->host->sink_open_params(ctx, j->sp->desc.name, j->outp, options, meta, n_meta,
+                                          j->infos, j->n);
+    if (!j->sink)
+        return hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_IO;
+    if (j->two) {
         hvq_ctx_opts wo = *hvq_ctx_options(ctx);
-        w.sink = sink;
-        if ((w.ctx = hvq_ctx_new(&wo)) != NULL) {
-            hvq_ctx_set_registry(w.ctx, reg);
-            pthread_mutex_init(&w.mu, NULL);
-            pthread_cond_init(&w.cv, NULL);
-            writer = pthread_create(&w.tid, NULL, out_main, &w) == 0;
-            if (!writer) {
-                pthread_mutex_destroy(&w.mu);
-                pthread_cond_destroy(&w.cv);
+        j->w.sink = j->sink;
+        if ((j->w.ctx = hvq_ctx_new(&wo)) != NULL) {
+            hvq_ctx_set_registry(j->w.ctx, j->reg);
+            pthread_mutex_init(&j->w.mu, NULL);
+            pthread_cond_init(&j->w.cv, NULL);
+            j->writer = pthread_create(&j->w.tid, NULL, out_main, &j->w) == 0;
+            if (!j->writer) {
+                pthread_mutex_destroy(&j->w.mu);
+                pthread_cond_destroy(&j->w.cv);
             }
         }
     }
-    /* Seconds in checksums, reconstruction, conversion, writing (-v). */
-    double t_crc = 0, t_dec = 0, t_conv = 0, t_write = 0, t_wait = 0, t0 = hvq_now(), tl;
-    int slot = 0, threaded = writer;
-    for (size_t i = 0; i < n && st == HVQ_OK; i++) {
-        const hvq_container_tensor *t = hvq_container_info(c, i);
-        hvq_tensor out;
-        if (hvq_interrupted) {
-            st = hvq_interrupt_error(ctx);
-            break;
-        }
-        tl = hvq_now();
-        if ((st = hvq_container_verify(ctx, c, i)) != HVQ_OK)
-            break;
-        t_crc += hvq_now() - tl;
-        tl = hvq_now();
-        if (!t->compressed) {
-            if (writer && (st = out_wait(ctx, &w)) != HVQ_OK)
-                break;
-            t_wait += hvq_now() - tl;
-            tl = hvq_now();
-            if ((st = hvq_container_read_raw(ctx, c, i, &out)) == HVQ_OK) {
-                out.info.dtype = infos[i].dtype; /* as declared to the sink */
-                out.info.dtype_name = infos[i].dtype_name;
-                st = H->sink_write(ctx, sink, &out);
-            }
-            t_write += hvq_now() - tl;
-            continue;
-        }
-        if ((st = hvq_container_read_decoded(ctx, c, i, buf[slot])) != HVQ_OK)
-            break;
-        t_dec += hvq_now() - tl;
-        tl = hvq_now();
-        const void *data = buf[slot];
-        if (infos[i].dtype != HVQ_DTYPE_F32) {
-            st = hvq_convert_parallel(ctx, infos[i].dtype, conv[slot], HVQ_DTYPE_F32, buf[slot],
-                                      t->numel);
-            data = conv[slot];
-        }
-        t_conv += hvq_now() - tl;
-        tl = hvq_now();
-        out.info = infos[i];
-        out.data = data;
-        if (st == HVQ_OK && writer) {
-            if ((st = out_wait(ctx, &w)) == HVQ_OK) /* the other slot is written */
-                out_post(&w, &out);
-            t_wait += hvq_now() - tl;
-            slot = two - slot;
-        } else if (st == HVQ_OK) {
-            st = H->sink_write(ctx, sink, &out);
-            t_write += hvq_now() - tl;
-        }
-        hvq_log(ctx, HVQ_LOG_DEBUG, "decoded '%s'", t->name);
-    }
-    if (writer) {
-        hvq_status ws = out_wait(ctx, &w);
-        if (st == HVQ_OK)
-            st = ws;
-        pthread_mutex_lock(&w.mu);
-        w.stop = 1;
-        pthread_cond_broadcast(&w.cv);
-        pthread_mutex_unlock(&w.mu);
-        pthread_join(w.tid, NULL);
-        pthread_mutex_destroy(&w.mu);
-        pthread_cond_destroy(&w.cv);
-        writer = 0;
-        t_write += w.seconds;
-        /* Outputs belong to the context that opened them, and the writer's
-         * is never committed: a sink that opens a file while writing
-         * (none of hvqconv's do: they open every file at create) would
-         * lose it here, so that fails instead. */
-        if (st == HVQ_OK && hvq_outputs_size(w.ctx, NULL) > 0)
-            st = hvq_error(ctx, HVQ_E_UNSUPPORTED,
-                           "%s: the %s sink opened a file while writing; decode it with "
-                           "--threads 1", outp, sp->desc.name);
-    }
-    if (st == HVQ_OK)
-        st = H->sink_finish(ctx, sink);
-    H->sink_close(ctx, sink);
-    sink = NULL;
+    j->threaded = j->writer;
+    return HVQ_OK;
+}
+
+/* Tensor i: checked, then copied or reconstructed (and converted), then
+ * written or handed to the writer thread. */
+static hvq_status dec_tensor(dec_job *j, size_t i)
+{
+    hvq_ctx *ctx = j->ctx;
+    const hvq_container_tensor *t = hvq_container_info(j->c, i);
+    hvq_tensor out;
+    hvq_status st;
+    if (hvq_interrupted)
+        return hvq_interrupt_error(ctx);
+    double tl = hvq_now();
+    if ((st = hvq_container_verify(ctx, j->c, i)) != HVQ_OK)
+        return st;
+    j->t_crc += hvq_now() - tl;
     tl = hvq_now();
+    if (!t->compressed) {
+        if (j->writer && (st = out_wait(ctx, &j->w)) != HVQ_OK)
+            return st;
+        j->t_wait += hvq_now() - tl;
+        tl = hvq_now();
+        if ((st = hvq_container_read_raw(ctx, j->c, i, &out)) == HVQ_OK) {
+            out.info.dtype = j->infos[i].dtype; /* as declared to the sink */
+            out.info.dtype_name = j->infos[i].dtype_name;
+            st = ctx->host->sink_write(ctx, j->sink, &out);
+        }
+        j->t_write += hvq_now() - tl;
+        return st;
+    }
+    float *buf = j->buf[j->slot];
+    if ((st = hvq_container_read_decoded(ctx, j->c, i, buf)) != HVQ_OK)
+        return st;
+    j->t_dec += hvq_now() - tl;
+    tl = hvq_now();
+    const void *data = buf;
+    if (j->infos[i].dtype != HVQ_DTYPE_F32) {
+        st = hvq_convert_parallel(ctx, j->infos[i].dtype, j->conv[j->slot], HVQ_DTYPE_F32, buf,
+                                  t->numel);
+        data = j->conv[j->slot];
+    }
+    j->t_conv += hvq_now() - tl;
+    tl = hvq_now();
+    out.info = j->infos[i];
+    out.data = data;
+    if (st == HVQ_OK && j->writer) {
+        if ((st = out_wait(ctx, &j->w)) == HVQ_OK) /* the other slot is written */
+            out_post(&j->w, &out);
+        j->t_wait += hvq_now() - tl;
+        j->slot = j->two - j->slot;
+    } else if (st == HVQ_OK) {
+        st = ctx->host->sink_write(ctx, j->sink, &out);
+        j->t_write += hvq_now() - tl;
+    }
+    hvq_log(ctx, HVQ_LOG_DEBUG, "decoded '%s'", t->name);
+    return st;
+}
+
+/* Waits for the writer thread and ends it; st is the run's status so far. */
+static hvq_status dec_stop_writer(dec_job *j, hvq_status st)
+{
+    hvq_status ws = out_wait(j->ctx, &j->w);
+    if (st == HVQ_OK)
+        st = ws;
+    pthread_mutex_lock(&j->w.mu);
+    j->w.stop = 1;
+    pthread_cond_broadcast(&j->w.cv);
+    pthread_mutex_unlock(&j->w.mu);
+    pthread_join(j->w.tid, NULL);
+    pthread_mutex_destroy(&j->w.mu);
+    pthread_cond_destroy(&j->w.cv);
+    j->writer = 0;
+    j->t_write += j->w.seconds;
+    /* Outputs belong to the context that opened them, and the writer's is
+     * never committed: a sink that opens a file while writing (none of
+     * hvqconv's do: they open every file at create) would lose it here, so
+     * that fails instead. */
+    if (st == HVQ_OK && hvq_outputs_size(j->w.ctx, NULL) > 0)
+        st = hvq_error(j->ctx, HVQ_E_UNSUPPORTED,
+                       "%s: the %s sink opened a file while writing; decode it with "
+                       "--threads 1", j->outp, j->sp->desc.name);
+    return st;
+}
+
+/* Finishes the sink and commits the outputs. */
+static hvq_status dec_finish(dec_job *j, hvq_status st, double t0)
+{
+    hvq_ctx *ctx = j->ctx;
+    if (st == HVQ_OK)
+        st = ctx->host->sink_finish(ctx, j->sink);
+    ctx->host->sink_close(ctx, j->sink);
+    j->sink = NULL;
+    double tl = hvq_now();
     if (st == HVQ_OK)
         st = hvq_outputs_commit(ctx);
     if (st == HVQ_OK) {
+        int threads = hvq_ctx_options(ctx)->threads;
         hvq_log(ctx, HVQ_LOG_INFO, "%s: %zu tensors (%zu reconstructed, %zu copied), format %s",
-                outp, n, n_comp, n - n_comp, sp->desc.name);
+                j->outp, j->n, j->n_comp, j->n - j->n_comp, j->sp->desc.name);
         hvq_log(ctx, HVQ_LOG_DEBUG,
                 "%.2f s on %d thread%s: checksums %.2f, reconstruction %.2f, conversion %.2f, "
                 "writing %.2f%s (waited %.2f for it), commit (fsync, rename) %.2f",
-                hvq_now() - t0, hvq_ctx_options(ctx)->threads,
-                hvq_ctx_options(ctx)->threads == 1 ? "" : "s", t_crc, t_dec, t_conv, t_write,
-                threaded ? " in a thread of its own" : "", t_wait, hvq_now() - tl);
+                hvq_now() - t0, threads, threads == 1 ? "" : "s", j->t_crc, j->t_dec, j->t_conv,
+                j->t_write, j->threaded ? " in a thread of its own" : "", j->t_wait,
+                hvq_now() - tl);
     }
-done:
-    if (sink)
-        H->sink_close(ctx, sink);
+    return st;
+}
+
+static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *in,
+                             const char *outp, const char *dtype, const char *format,
+                             int64_t max_shard)
+{
+    if (same_file(in, outp))
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: the output may not be the input", outp);
+    hvq_ctx_add_input(ctx, in);
+    hvq_ctx_name_output(ctx, outp);
+    dec_job j = {.ctx = ctx, .reg = reg, .outp = outp, .w = {.st = HVQ_OK}};
+    hvq_status st = hvq_container_open(ctx, reg, in, &j.c);
+    if (st != HVQ_OK)
+        return st;
+    j.n = hvq_container_count(j.c);
+    if (!(j.infos = hvq_calloc(ctx, j.n ? j.n : 1, sizeof *j.infos)))
+        st = HVQ_E_NOMEM;
+    if (st == HVQ_OK && !(j.sp = choose_sink(ctx, reg, j.c, outp, format)))
+        st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
+    if (st == HVQ_OK) {
+        dec_declare(&j, dtype);
+        st = dec_open(&j, max_shard);
+    }
+    double t0 = hvq_now();
+    for (size_t i = 0; i < j.n && st == HVQ_OK; i++)
+        st = dec_tensor(&j, i);
+    if (j.writer)
+        st = dec_stop_writer(&j, st);
+    if (j.sink)
+        st = dec_finish(&j, st, t0);
     if (st != HVQ_OK)
         hvq_outputs_abort(ctx);
     for (int b = 0; b < 2; b++) {
-        free(buf[b]);
-        free(conv[b]);
+        free(j.buf[b]);
+        free(j.conv[b]);
     }
-    if (w.ctx)
-        hvq_ctx_free(w.ctx);
-    free(infos);
-    hvq_container_close(ctx, c);
+    if (j.w.ctx)
+        hvq_ctx_free(j.w.ctx);
+    free(j.infos);
+    hvq_container_close(ctx, j.c);
     return st;
 }
 
@@ -605,188 +644,225 @@ static double ratio(double a, double b) { return b > 0 ? a / b : 0.0; }
 
 static void json_num(hvq_buf *b, double v) { hvq_buf_printf(b, "%.6g", v); }
 
-static hvq_status inspect_run(hvq_ctx *ctx, const hvq_registry *reg, const char *in, int json)
-{
-    hvq_container *c = NULL;
-    hvq_status st = hvq_container_open(ctx, reg, in, &c);
-    if (st != HVQ_OK)
-        return st;
-    size_t n = hvq_container_count(c);
+/* What inspect reports about an open container. */
+typedef struct insp {
+    hvq_container *c;
+    const char *in;
+    size_t n, n_comp, width;
+    unsigned char *ok;        /* per tensor: its checksum matched */
+    hvq_status bad;           /* the first checksum failure */
+    char *first_bad;          /* and its message */
+    uint64_t total, comp_params, comp_bytes, raw_bytes, paper, fsize;
+    int all_paper;
+    const char *ver, *producer, *srcfmt;
+    char *pname;
+    unsigned long long n_shards;
+} insp;
 
-    /* Checksums first, so each line can say how its tensor fared. */
-    hvq_status bad = HVQ_OK;
-    char *first_bad = NULL;
-    unsigned char *ok = calloc(n ? n : 1, 1);
-    if (!ok) {
-        hvq_container_close(ctx, c);
-        return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < n; i++) {
-        hvq_status vs = hvq_container_verify(ctx, c, i);
-        ok[i] = vs == HVQ_OK;
-        if (vs != HVQ_OK && bad == HVQ_OK) {
-            bad = vs;
-            first_bad = strdup(hvq_ctx_error(ctx));
+/* Checksums first, so each line can say how its tensor fared. */
+static void insp_checksums(hvq_ctx *ctx, insp *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        hvq_status vs = hvq_container_verify(ctx, s->c, i);
+        s->ok[i] = vs == HVQ_OK;
+        if (vs != HVQ_OK && s->bad == HVQ_OK) {
+            s->bad = vs;
+            s->first_bad = strdup(hvq_ctx_error(ctx));
         }
         if (vs != HVQ_OK && vs != HVQ_E_INPUT)
             break; /* an I/O error: stop */
     }
+}
 
-    uint64_t total = 0, comp_params = 0, comp_bytes = 0, raw_bytes = 0, paper = 0;
-    size_t n_comp = 0, width = 4;
-    int all_paper = 1;
-    for (size_t i = 0; i < n; i++) {
-        const hvq_container_tensor *t = hvq_container_info(c, i);
-        total += t->numel;
-        if (strlen(t->name) > width)
-            width = strlen(t->name);
+/* The totals and the container's metadata. */
+static void insp_totals(insp *s)
+{
+    s->width = 4;
+    s->all_paper = 1;
+    for (size_t i = 0; i < s->n; i++) {
+        const hvq_container_tensor *t = hvq_container_info(s->c, i);
+        s->total += t->numel;
+        if (strlen(t->name) > s->width)
+            s->width = strlen(t->name);
         if (t->compressed) {
-            n_comp++;
-            comp_params += t->numel;
-            comp_bytes += t->stored_bytes;
-            paper += t->paper_bits;
-            all_paper &= t->has_paper_bits;
+            s->n_comp++;
+            s->comp_params += t->numel;
+            s->comp_bytes += t->stored_bytes;
+            s->paper += t->paper_bits;
+            s->all_paper &= t->has_paper_bits;
         } else {
-            raw_bytes += t->stored_bytes;
+            s->raw_bytes += t->stored_bytes;
         }
     }
-    const char *ver = hvq_container_meta(c, "hvq.format_version");
-    const char *producer = hvq_container_meta(c, "hvq.producer");
-    const char *srcfmt = hvq_container_meta(c, "hvq.source_format");
-    char *pname = pipeline_name(hvq_container_meta(c, "hvq.pipeline"));
-    uint64_t fsize = hvq_container_file_size(c);
+    s->ver = hvq_container_meta(s->c, "hvq.format_version");
+    s->producer = hvq_container_meta(s->c, "hvq.producer");
+    s->srcfmt = hvq_container_meta(s->c, "hvq.source_format");
+    s->pname = pipeline_name(hvq_container_meta(s->c, "hvq.pipeline"));
+    s->fsize = hvq_container_file_size(s->c);
     /* Sharded containers: "hvq.shard" is "1 of N" (the reader checked it). */
-    const char *shard = hvq_container_meta(c, "hvq.shard");
-    unsigned long long shard_k = 1, n_shards = 1;
-    if (shard && sscanf(shard, "%llu of %llu", &shard_k, &n_shards) != 2)
-        n_shards = 1;
+    const char *shard = hvq_container_meta(s->c, "hvq.shard");
+    unsigned long long shard_k = 1;
+    s->n_shards = 1;
+    if (shard && sscanf(shard, "%llu of %llu", &shard_k, &s->n_shards) != 2)
+        s->n_shards = 1;
+}
 
+/* One tensor of inspect --json. */
+static void insp_json_tensor(hvq_buf *b, const hvq_container_tensor *t, int ok, int first)
+{
+    hvq_buf_puts(b, first ? "\n  {\"name\": " : ",\n  {\"name\": ");
+    hvq_buf_json_string(b, t->name);
+    hvq_buf_puts(b, ", \"shape\": [");
+    for (int d = 0; d < t->ndim; d++)
+        hvq_buf_printf(b, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    hvq_buf_puts(b, "], \"dtype\": ");
+    hvq_buf_json_string(b, t->dtype_name);
+    hvq_buf_printf(b, ", \"params\": %llu, \"encoding\": \"%s\", \"stored_bytes\": %llu, "
+                   "\"bpp_stored\": ", (unsigned long long)t->numel,
+                   t->compressed ? "hvq" : "raw", (unsigned long long)t->stored_bytes);
+    json_num(b, ratio(8.0 * (double)t->stored_bytes, (double)t->numel));
+    if (t->compressed) {
+        hvq_buf_printf(b, ", \"rows\": %llu, \"cols\": %llu, \"row_scales\": %s",
+                       (unsigned long long)t->rows, (unsigned long long)t->cols,
+                       t->has_scales ? "true" : "false");
+        if (t->has_paper_bits) {
+            hvq_buf_printf(b, ", \"paper_bits\": %llu, \"bpp_paper\": ",
+                           (unsigned long long)t->paper_bits);
+            json_num(b, ratio((double)t->paper_bits, (double)t->numel));
+        }
+        hvq_buf_puts(b, ", \"clusterer\": ");
+        json_stage(b, &t->clusterer);
+        hvq_buf_puts(b, ", \"residual\": ");
+        json_stage(b, &t->residual);
+    }
+    hvq_buf_printf(b, ", \"crc32\": %lu, \"checksum_ok\": %s}", (unsigned long)t->crc32,
+                   ok ? "true" : "false");
+}
+
+static void insp_json(hvq_buf *b, const insp *s)
+{
+    hvq_buf_puts(b, "{\"file\": ");
+    hvq_buf_json_string(b, s->in);
+    hvq_buf_printf(b, ", \"file_bytes\": %llu, \"shards\": %llu, \"format_version\": %s, "
+                   "\"producer\": ", (unsigned long long)s->fsize, s->n_shards, s->ver);
+    hvq_buf_json_string(b, s->producer ? s->producer : "");
+    hvq_buf_puts(b, ", \"source_format\": ");
+    hvq_buf_json_string(b, s->srcfmt ? s->srcfmt : "");
+    hvq_buf_puts(b, ", \"pipeline\": ");
+    if (s->pname)
+        hvq_buf_json_string(b, s->pname);
+    else
+        hvq_buf_puts(b, "null");
+    hvq_buf_puts(b, ", \"tensors\": [");
+    for (size_t i = 0; i < s->n; i++)
+        insp_json_tensor(b, hvq_container_info(s->c, i), s->ok[i], i == 0);
+    hvq_buf_printf(b, "\n], \"totals\": {\"tensors\": %zu, \"compressed\": %zu, "
+                   "\"params\": %llu, \"compressed_params\": %llu, "
+                   "\"stored_bytes_compressed\": %llu, \"stored_bytes_raw\": %llu, "
+                   "\"bpp_stored_compressed\": ", s->n, s->n_comp, (unsigned long long)s->total,
+                   (unsigned long long)s->comp_params, (unsigned long long)s->comp_bytes,
+                   (unsigned long long)s->raw_bytes);
+    json_num(b, ratio(8.0 * (double)s->comp_bytes, (double)s->comp_params));
+    if (s->all_paper && s->n_comp) {
+        hvq_buf_puts(b, ", \"bpp_paper_compressed\": ");
+        json_num(b, ratio((double)s->paper, (double)s->comp_params));
+    }
+    hvq_buf_puts(b, ", \"bpp_file\": ");
+    json_num(b, ratio(8.0 * (double)s->fsize, (double)s->total));
+    hvq_buf_printf(b, "}, \"checksums\": \"%s\"", s->bad == HVQ_OK ? "ok" : "mismatch");
+    if (s->first_bad) {
+        hvq_buf_puts(b, ", \"checksum_error\": ");
+        hvq_buf_json_string(b, s->first_bad);
+    }
+    hvq_buf_puts(b, "}\n");
+}
+
+/* One line of the table. */
+static void insp_text_tensor(hvq_buf *b, const insp *s, size_t i)
+{
+    const hvq_container_tensor *t = hvq_container_info(s->c, i);
+    char shape[160];
+    shape_text(shape, sizeof shape, t);
+    char shown[512];
+    hvq_buf_printf(b, "  %-*s %-14s %-5s %-4s %12llu %7.3f  ", (int)s->width,
+                   hvq_printable(t->name, shown, sizeof shown), shape, t->dtype_name,
+                   t->compressed ? "hvq" : "raw", (unsigned long long)t->stored_bytes,
+                   ratio(8.0 * (double)t->stored_bytes, (double)t->numel));
+    if (t->compressed) {
+        stage_text(b, &t->clusterer);
+        hvq_buf_puts(b, " + ");
+        stage_text(b, &t->residual);
+        if (!t->has_scales)
+            hvq_buf_puts(b, " (no row scales)");
+    } else {
+        hvq_buf_puts(b, "-");
+    }
+    hvq_buf_puts(b, s->ok[i] ? "\n" : "  CHECKSUM MISMATCH\n");
+}
+
+static void insp_text(hvq_buf *b, const insp *s)
+{
+    hvq_buf_printf(b, "%s: hvq container, format version %s, %llu bytes", s->in, s->ver,
+                   (unsigned long long)s->fsize);
+    if (s->n_shards > 1)
+        hvq_buf_printf(b, " in %llu shards and an index", s->n_shards);
+    hvq_buf_puts(b, "\n");
+    hvq_buf_printf(b, "  producer:       %s\n", s->producer ? s->producer : "(not recorded)");
+    hvq_buf_printf(b, "  source format:  %s\n", s->srcfmt ? s->srcfmt : "(not recorded)");
+    hvq_buf_printf(b, "  pipeline:       %s\n", s->pname ? s->pname : "(unnamed)");
+    hvq_buf_printf(b, "  tensors:        %zu (%zu compressed, %zu stored raw)\n\n", s->n,
+                   s->n_comp, s->n - s->n_comp);
+    hvq_buf_printf(b, "  %-*s %-14s %-5s %-4s %12s %7s  %s\n", (int)s->width, "NAME", "SHAPE",
+                   "DTYPE", "ENC", "STORED B", "BPP", "CLUSTERER + RESIDUAL");
+    for (size_t i = 0; i < s->n; i++)
+        insp_text_tensor(b, s, i);
+    hvq_buf_printf(b, "\n  parameters:     %llu (%llu in compressed tensors)\n",
+                   (unsigned long long)s->total, (unsigned long long)s->comp_params);
+    hvq_buf_printf(b, "  compressed:     %llu bytes stored, %.4f bits per parameter",
+                   (unsigned long long)s->comp_bytes,
+                   ratio(8.0 * (double)s->comp_bytes, (double)s->comp_params));
+    if (s->all_paper && s->n_comp)
+        hvq_buf_printf(b, " (%.4f in the paper's accounting)",
+                       ratio((double)s->paper, (double)s->comp_params));
+    hvq_buf_printf(b, "\n  raw:            %llu bytes\n", (unsigned long long)s->raw_bytes);
+    hvq_buf_printf(b, "  file:           %llu bytes, %.4f bits per parameter\n",
+                   (unsigned long long)s->fsize, ratio(8.0 * (double)s->fsize, (double)s->total));
+    if (s->bad == HVQ_OK)
+        hvq_buf_printf(b, "  checksums:      OK (%zu tensors)\n", s->n);
+    else
+        hvq_buf_printf(b, "  checksums:      FAILED: %s\n", s->first_bad ? s->first_bad : "");
+}
+
+static hvq_status inspect_run(hvq_ctx *ctx, const hvq_registry *reg, const char *in, int json)
+{
+    insp s = {.in = in, .bad = HVQ_OK};
+    hvq_status st = hvq_container_open(ctx, reg, in, &s.c);
+    if (st != HVQ_OK)
+        return st;
+    s.n = hvq_container_count(s.c);
+    if (!(s.ok = calloc(s.n ? s.n : 1, 1))) {
+        hvq_container_close(ctx, s.c);
+        return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+    }
+    insp_checksums(ctx, &s);
+    insp_totals(&s);
     hvq_buf b;
     hvq_buf_init(&b);
-    if (json) {
-        hvq_buf_puts(&b, "{\"file\": ");
-        hvq_buf_json_string(&b, in);
-        hvq_buf_printf(&b, ", \"file_bytes\": %llu, \"shards\": %llu, \"format_version\": %s, "
-                       "\"producer\": ", (unsigned long long)fsize, n_shards, ver);
-        hvq_buf_json_string(&b, producer ? producer : "");
-        hvq_buf_puts(&b, ", \"source_format\": ");
-        hvq_buf_json_string(&b, srcfmt ? srcfmt : "");
-        hvq_buf_puts(&b, ", \"pipeline\": ");
-        if (pname)
-            hvq_buf_json_string(&b, pname);
-        else
-            hvq_buf_puts(&b, "null");
-        hvq_buf_puts(&b, ", \"tensors\": [");
-        for (size_t i = 0; i < n; i++) {
-            const hvq_container_tensor *t = hvq_container_info(c, i);
-            hvq_buf_puts(&b, i ? ",\n  {\"name\": " : "\n  {\"name\": ");
-            hvq_buf_json_string(&b, t->name);
-            hvq_buf_puts(&b, ", \"shape\": [");
-            for (int d = 0; d < t->ndim; d++)
-                hvq_buf_printf(&b, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
-            hvq_buf_puts(&b, "], \"dtype\": ");
-            hvq_buf_json_string(&b, t->dtype_name);
-            hvq_buf_printf(&b, ", \"params\": %llu, \"encoding\": \"%s\", \"stored_bytes\": %llu, "
-                           "\"bpp_stored\": ", (unsigned long long)t->numel,
-                           t->compressed ? "hvq" : "raw", (unsigned long long)t->stored_bytes);
-            json_num(&b, ratio(8.0 * (double)t->stored_bytes, (double)t->numel));
-            if (t->compressed) {
-                hvq_buf_printf(&b, ", \"rows\": %llu, \"cols\": %llu, \"row_scales\": %s",
-                               (unsigned long long)t->rows, (unsigned long long)t->cols,
-                               t->has_scales ? "true" : "false");
-                if (t->has_paper_bits) {
-                    hvq_buf_printf(&b, ", \"paper_bits\": %llu, \"bpp_paper\": ",
-                                   (unsigned long long)t->paper_bits);
-                    json_num(&b, ratio((double)t->paper_bits, (double)t->numel));
-                }
-                hvq_buf_puts(&b, ", \"clusterer\": ");
-                json_stage(&b, &t->clusterer);
-                hvq_buf_puts(&b, ", \"residual\": ");
-                json_stage(&b, &t->residual);
-            }
-            hvq_buf_printf(&b, ", \"crc32\": %lu, \"checksum_ok\": %s}", (unsigned long)t->crc32,
-                           ok[i] ? "true" : "false");
-        }
-        hvq_buf_printf(&b, "\n], \"totals\": {\"tensors\": %zu, \"compressed\": %zu, "
-                       "\"params\": %llu, \"compressed_params\": %llu, "
-                       "\"stored_bytes_compressed\": %llu, \"stored_bytes_raw\": %llu, "
-                       "\"bpp_stored_compressed\": ", n, n_comp, (unsigned long long)total,
-                       (unsigned long long)comp_params, (unsigned long long)comp_bytes,
-                       (unsigned long long)raw_bytes);
-        json_num(&b, ratio(8.0 * (double)comp_bytes, (double)comp_params));
-        if (all_paper && n_comp) {
-            hvq_buf_puts(&b, ", \"bpp_paper_compressed\": ");
-            json_num(&b, ratio((double)paper, (double)comp_params));
-        }
-        hvq_buf_puts(&b, ", \"bpp_file\": ");
-        json_num(&b, ratio(8.0 * (double)fsize, (double)total));
-        hvq_buf_printf(&b, "}, \"checksums\": \"%s\"", bad == HVQ_OK ? "ok" : "mismatch");
-        if (first_bad) {
-            hvq_buf_puts(&b, ", \"checksum_error\": ");
-            hvq_buf_json_string(&b, first_bad);
-        }
-        hvq_buf_puts(&b, "}\n");
-    } else {
-        hvq_buf_printf(&b, "%s: hvq container, format version %s, %llu bytes", in, ver,
-                       (unsigned long long)fsize);
-        if (n_shards > 1)
-            hvq_buf_printf(&b, " in %llu shards and an index", n_shards);
-        hvq_buf_puts(&b, "\n");
-        hvq_buf_printf(&b, "  producer:       %s\n", producer ? producer : "(not recorded)");
-        hvq_buf_printf(&b, "  source format:  %s\n", srcfmt ? srcfmt : "(not recorded)");
-        hvq_buf_printf(&b, "  pipeline:       %s\n", pname ? pname : "(unnamed)");
-        hvq_buf_printf(&b, "  tensors:        %zu (%zu compressed, %zu stored raw)\n\n", n,
-                       n_comp, n - n_comp);
-        hvq_buf_printf(&b, "  %-*s %-14s %-5s %-4s %12s %7s  %s\n", (int)width, "NAME", "SHAPE",
-                       "DTYPE", "ENC", "STORED B", "BPP", "CLUSTERER + RESIDUAL");
-        for (size_t i = 0; i < n; i++) {
-            const hvq_container_tensor *t = hvq_container_info(c, i);
-            char shape[160];
-            shape_text(shape, sizeof shape, t);
-            char shown[512];
-            hvq_buf_printf(&b, "  %-*s %-14s %-5s %-4s %12llu %7.3f  ", (int)width,
-                           hvq_printable(t->name, shown, sizeof shown), shape,
-                           t->dtype_name, t->compressed ? "hvq" : "raw",
-                           (unsigned long long)t->stored_bytes,
-                           ratio(8.0 * (double)t->stored_bytes, (double)t->numel));
-            if (t->compressed) {
-                stage_text(&b, &t->clusterer);
-                hvq_buf_puts(&b, " + ");
-                stage_text(&b, &t->residual);
-                if (!t->has_scales)
-                    hvq_buf_puts(&b, " (no row scales)");
-            } else {
-                hvq_buf_puts(&b, "-");
-            }
-            hvq_buf_puts(&b, ok[i] ? "\n" : "  CHECKSUM MISMATCH\n");
-        }
-        hvq_buf_printf(&b, "\n  parameters:     %llu (%llu in compressed tensors)\n",
-                       (unsigned long long)total, (unsigned long long)comp_params);
-        hvq_buf_printf(&b, "  compressed:     %llu bytes stored, %.4f bits per parameter",
-                       (unsigned long long)comp_bytes,
-                       ratio(8.0 * (double)comp_bytes, (double)comp_params));
-        if (all_paper && n_comp)
-            hvq_buf_printf(&b, " (%.4f in the paper's accounting)",
-                           ratio((double)paper, (double)comp_params));
-        hvq_buf_printf(&b, "\n  raw:            %llu bytes\n", (unsigned long long)raw_bytes);
-        hvq_buf_printf(&b, "  file:           %llu bytes, %.4f bits per parameter\n",
-                       (unsigned long long)fsize, ratio(8.0 * (double)fsize, (double)total));
-        if (bad == HVQ_OK)
-            hvq_buf_printf(&b, "  checksums:      OK (%zu tensors)\n", n);
-        else
-            hvq_buf_printf(&b, "  checksums:      FAILED: %s\n", first_bad ? first_bad : "");
-    }
+    if (json)
+        insp_json(&b, &s);
+    else
+        insp_text(&b, &s);
     if (b.oom)
         st = hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
     else
         fwrite(b.data, 1, b.len, stdout);
     hvq_buf_free(&b);
-    if (st == HVQ_OK && bad != HVQ_OK)
-        st = hvq_error(ctx, bad, "%s", first_bad ? first_bad : "checksum verification failed");
-    free(first_bad);
-    free(pname);
-    free(ok);
-    hvq_container_close(ctx, c);
+    if (st == HVQ_OK && s.bad != HVQ_OK)
+        st = hvq_error(ctx, s.bad, "%s", s.first_bad ? s.first_bad : "checksum verification failed");
+    free(s.first_bad);
+    free(s.pname);
+    free(s.ok);
+    hvq_container_close(ctx, s.c);
     return st;
 }
 

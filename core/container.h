@@ -1,10 +1,10 @@
 /* Reading hvq containers (docs/FORMAT.md) and the `decode` and `inspect`
  * commands.
  *
- * A container is opened through the safetensors source plugin found in the
- * registry; opening validates the whole "hvq.tensors" index against the
- * stored tensors (names, dtypes, shapes, sizes, every stored tensor listed
- * exactly once). Reading a tensor first checks its CRC-32; decoding a
+ * A container is opened through the source plugin "hvq" (formats/hvq),
+ * which reads its files and validates the whole "hvq.tensors" index against
+ * the stored tensors (names, dtypes, shapes, sizes, every stored tensor
+ * listed exactly once). Reading a tensor first checks its CRC-32; decoding a
  * compressed tensor looks up the clusterer and residual plugins named in
  * the container and reconstructs W_hat bit for bit as the driver did:
  * cluster_decode, residual_decode, then each row times its fp16 scale.
@@ -25,37 +25,12 @@
 
 typedef struct hvq_container hvq_container;
 
-/* The clusterer or residual stage of a compressed tensor. */
-typedef struct hvq_container_stage {
-    const char *plugin;      /* plugin name, e.g. "rtn" */
-    const char *version;     /* the version that wrote it */
-    const hvq_meta *attrs;   /* string attributes, in stored order */
-    size_t n_attrs;
-    size_t n_components;
-} hvq_container_stage;
+/* hvq_container_stage and hvq_container_tensor are in plugin.h: the
+ * source plugin "hvq" (formats/hvq) fills them. */
 
-/* One original tensor. Strings are owned by the container. */
-typedef struct hvq_container_tensor {
-    const char *name;
-    const char *dtype_name;  /* the original dtype ("F32", "BF16", "F8_E4M3") */
-    hvq_dtype dtype;         /* OPAQUE when hvqconv does not interpret it */
-    int ndim;
-    int64_t shape[HVQ_MAX_DIMS];
-    uint64_t numel;
-    int compressed;          /* 0: "raw", 1: "hvq" */
-    uint32_t crc32;          /* as recorded */
-    uint64_t stored_bytes;   /* bytes of every stored tensor of this one */
-    size_t n_stored;
-    /* Compressed tensors only: */
-    uint64_t rows, cols;
-    int has_scales;          /* NAME::scales present (not a raw clusterer) */
-    hvq_container_stage clusterer, residual;
-    int has_paper_bits;
-    uint64_t paper_bits;     /* the paper's accounting, when recorded */
-} hvq_container_tensor;
-
-/* Opens and validates path. reg must hold the safetensors source (and, to
- * decode, the plugins the container names); it must outlive the container.
+/* Opens and validates path through the source plugin "hvq". reg must hold
+ * it (and, to decode, the plugins the container names); it must outlive
+ * the container.
  * HVQ_E_INPUT for anything that is not a valid container of a supported
  * version. */
 hvq_status hvq_container_open(hvq_ctx *ctx, const hvq_registry *reg, const char *path,

@@ -1,5 +1,5 @@
-# The hvq container reader and the decode/inspect commands (core), and
-# their tests. The writer is plugins/writer-hvq; the format is docs/FORMAT.md.
+# Decoding hvq containers and the decode/inspect/verify commands (core), and
+# their tests. The writer and the reader are formats/hvq; the format is docs/FORMAT.md.
 libhvqcore_la_SOURCES += core/container.c core/container.h core/cmd_container.c
 libhvqcore_la_LIBADD += libhvqjson.la
 

@@ -419,7 +419,8 @@ static hvq_model *host_model_open_as(hvq_ctx *ctx, const char *path, const char 
         return NULL;
     const hvq_loaded_plugin *pl = hvq_registry_find(reg, HVQ_KIND_SOURCE, format);
     if (!pl)
-        hvq_error(ctx, HVQ_E_INTERNAL, "%s: no source format '%s' is loaded", path, format);
+        hvq_error(ctx, HVQ_E_NOTFOUND, "%s: reading it needs the %s plugin, which is not loaded",
+                  path, format);
     return model_open_with(ctx, path, pl);
 }
 
@@ -542,6 +543,7 @@ static const hvq_host host_table = {
     .detect = host_detect,
     .model_open_as = host_model_open_as,
     .model_plugin = host_model_plugin,
+    .sink_control = hvq_sink_pass_control,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

@@ -48,6 +48,7 @@ hvq_sink_handle *hvq_sink_open(hvq_ctx *ctx, const char *format, const char *pat
                                const hvq_tensor_info *tensors, size_t n);
 hvq_status hvq_sink_write(hvq_ctx *ctx, hvq_sink_handle *h, const hvq_tensor *t);
 hvq_status hvq_sink_finish(hvq_ctx *ctx, hvq_sink_handle *h);
+hvq_status hvq_sink_pass_control(hvq_ctx *ctx, hvq_sink_handle *h, hvq_sink_control *c);
 void hvq_sink_close(hvq_ctx *ctx, hvq_sink_handle *h);
 /* Frees what output.c keeps on the context: inputs, named outputs. */
 void hvq_inputs_free(hvq_ctx *ctx);

@@ -5,8 +5,11 @@
  * them: the declared tensors (names present, UTF-8 and unique, shapes
  * that obey the shape rule, byte sizes that match typed dtypes), unique
  * metadata keys, and writes in the declared order, each with its data,
- * then a finish after all of them. A sink checks only what its format
- * limits (name lengths, dimensions, dtypes it can store). */
+ * then a finish after all of them. A streaming sink (one with
+ * sink_control) may be opened with no declarations: each write is then
+ * checked as it comes (the same rules, and a name not written before). A
+ * sink checks only what its format limits (name lengths, dimensions,
+ * dtypes it can store). */
 #include "config.h"
 
 #include "ctx_int.h"
@@ -33,8 +36,11 @@ struct hvq_sink_handle {
     char **texts;       /* copies of the option values the above point into */
     size_t n_values;
     char *path;         /* the output, for messages */
-    sink_decl *decl;    /* the declared tensors, in write order */
-    size_t n_decl, next;
+    sink_decl *decl;    /* the declared tensors, in write order; or, for a
+                           streaming sink opened without declarations
+                           (undeclared), the tensors written so far */
+    size_t n_decl, next, cap;
+    int undeclared;
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -227,6 +233,7 @@ hvq_sink_handle *hvq_sink_open_params(hvq_ctx *ctx, const char *format,
     if (!h)
         return NULL;
     h->plugin = pl;
+    h->undeclared = n == 0 && pl->desc.sink_control != NULL;
     if (check_declared(ctx, path, meta, n_meta, tensors, n) != HVQ_OK ||
         keep_declared(ctx, h, path, tensors, n) != HVQ_OK ||
         sink_params(ctx, h, path, options) != HVQ_OK) {
@@ -258,12 +265,49 @@ hvq_sink_handle *hvq_sink_open(hvq_ctx *ctx, const char *format, const char *pat
 /* The write checked against the declaration: the next declared tensor,
  * by name and size, with its data. A sink only ever sees writes in the
  * declared order; after a failed write, nothing more. */
+/* A write to an undeclared (streaming) sink: a tensor as a declared one
+ * would be, under a name not written before. */
+static hvq_status check_streamed(hvq_ctx *ctx, hvq_sink_handle *h, const hvq_tensor *t)
+{
+    hvq_status st = check_one(ctx, h->path, &t->info, h->n_decl);
+    for (size_t i = 0; st == HVQ_OK && i < h->n_decl; i++)
+        if (strcmp(h->decl[i].name, t->info.name) == 0)
+            st = hvq_error(ctx, HVQ_E_INTERNAL, "%s: tensor '%.200s' is written twice",
+                           h->path, t->info.name);
+    if (st == HVQ_OK && !t->data && t->info.nbytes > 0)
+        st = hvq_error(ctx, HVQ_E_INTERNAL, "%s: tensor '%.200s' has no data", h->path,
+                       t->info.name);
+    if (st == HVQ_OK && h->n_decl == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 64;
+        sink_decl *d = realloc(h->decl, cap * sizeof *d);
+        if (!d)
+            return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+        h->decl = d;
+        h->cap = cap;
+    }
+    if (st == HVQ_OK) {
+        sink_decl *d = &h->decl[h->n_decl];
+        if (!(d->name = hvq_strdup(ctx, t->info.name)))
+            return HVQ_E_NOMEM;
+        d->nbytes = t->info.nbytes;
+        h->n_decl++;
+    }
+    return st;
+}
+
 hvq_status hvq_sink_write(hvq_ctx *ctx, hvq_sink_handle *h, const hvq_tensor *t)
 {
     const char *name = t && t->info.name ? t->info.name : "(null)";
     if (h->failed)
         return hvq_error(ctx, HVQ_E_INTERNAL, "%s: write after an earlier write failed",
                          h->path);
+    if (h->undeclared) {
+        hvq_status st = check_streamed(ctx, h, t);
+        if (st == HVQ_OK && (st = h->plugin->desc.sink_write(ctx, h->state, t)) == HVQ_OK)
+            h->next++;
+        h->failed = st != HVQ_OK;
+        return st;
+    }
     if (h->next >= h->n_decl)
         return hvq_error(ctx, HVQ_E_INTERNAL, "%s: tensor '%.200s' written, but all %zu "
                          "declared tensors were already written", h->path, name, h->n_decl);
@@ -289,7 +333,7 @@ hvq_status hvq_sink_finish(hvq_ctx *ctx, hvq_sink_handle *h)
 {
     if (h->failed)
         return hvq_error(ctx, HVQ_E_INTERNAL, "%s: finish after a failed write", h->path);
-    if (h->next != h->n_decl)
+    if (!h->undeclared && h->next != h->n_decl)
         return hvq_error(ctx, HVQ_E_INTERNAL, "%s: only %zu of %zu declared tensors were "
                          "written (missing '%.200s')", h->path, h->next, h->n_decl,
                          h->decl[h->next].name);
@@ -299,6 +343,15 @@ hvq_status hvq_sink_finish(hvq_ctx *ctx, hvq_sink_handle *h)
     else
         h->failed = 1;
     return st;
+}
+
+/* A streaming sink's side channel (host->sink_control), passed on. */
+hvq_status hvq_sink_pass_control(hvq_ctx *ctx, hvq_sink_handle *h, hvq_sink_control *c)
+{
+    if (!h->plugin->desc.sink_control)
+        return hvq_error(ctx, HVQ_E_UNSUPPORTED, "output format '%s' does not stream (it has no "
+                         "sink_control)", h->plugin->desc.name);
+    return h->plugin->desc.sink_control(ctx, h->state, c);
 }
 
 void hvq_sink_close(hvq_ctx *ctx, hvq_sink_handle *h)

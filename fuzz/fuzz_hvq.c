@@ -1,6 +1,6 @@
 /* Fuzz target: an hvq container (docs/FORMAT.md) read the way `hvqconv
- * inspect` and `hvqconv decode` read it: opened and validated through the
- * safetensors source (the whole "hvq.tensors" index against the stored
+ * inspect` and `hvqconv decode` read it: opened and validated by the source
+ * plugin "hvq" (the whole "hvq.tensors" index against the stored
  * tensors), every tensor's CRC-32 checked, pass-through tensors read raw,
  * and every tensor decoded to float32 (compressed ones through the
  * clusterer and residual plugins the container names).
@@ -29,7 +29,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     static const char *const plugins[] = {
-        "formats/.libs/safetensors.so",      "plugins/.libs/clusterer_rtn.so",
+        "formats/.libs/safetensors.so",      "formats/.libs/hvq_reader.so",
+        "plugins/.libs/clusterer_rtn.so",
         "plugins/.libs/clusterer_kmeans.so", "plugins/.libs/residual_coo16.so",
         "plugins/.libs/residual_none.so",    "plugins/.libs/clusterer_ecsq.so",
         NULL};

@@ -634,6 +634,65 @@ START_TEST(test_api)
 }
 END_TEST
 
+/* The source plugin "hvq" (formats/hvq/reader.c) on its own: never chosen
+ * by probe, a plain source of the stored tensors, and a container view in
+ * which every stored tensor is some entry's part exactly once. */
+START_TEST(test_source_plugin)
+{
+    compress_hvq(P("x.hvq"), NULL, 0);
+    hvq_ctx *ctx = th_ctx();
+    hvq_registry *reg = th_registry(ctx);
+    hvq_ctx_set_registry(ctx, reg);
+    const hvq_loaded_plugin *pl = hvq_registry_find(reg, HVQ_KIND_SOURCE, "hvq");
+    ck_assert_ptr_nonnull(pl);
+    ck_assert_ptr_nonnull(pl->desc.container_view);
+    ck_assert_ptr_nonnull(pl->desc.container_part);
+    ck_assert_int_eq(pl->desc.probe(P("x.hvq"), (const unsigned char *)"x", 1), 0);
+    const hvq_loaded_plugin *det = hvq_registry_detect(reg, ctx, P("x.hvq"));
+    ck_assert_ptr_nonnull(det);
+    ck_assert_str_eq(det->desc.name, "safetensors"); /* a container is a safetensors file */
+    void *state = NULL;
+    ck_assert_msg(pl->desc.source_open(ctx, P("x.hvq"), &state) == HVQ_OK, "%s",
+                  hvq_ctx_error(ctx));
+    const hvq_container_view *v = pl->desc.container_view(state);
+    ck_assert_uint_eq(v->n, N_TENSORS);
+    size_t parts = 0;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        const hvq_container_tensor *t = &v->tensors[i];
+        uint64_t sum = 0;
+        for (size_t k = 0; k < t->n_stored; k++) {
+            hvq_tensor part;
+            int role;
+            const char *key;
+            ck_assert_int_eq(pl->desc.container_part(ctx, state, i, k, 1, &part, &role, &key),
+                             HVQ_OK);
+            ck_assert(t->compressed ? role != HVQ_PART_DATA || t->has_scales
+                                    : role == HVQ_PART_DATA);
+            ck_assert(role == HVQ_PART_DATA ? key == NULL : key != NULL);
+            ck_assert(part.data != NULL || part.info.nbytes == 0);
+            sum += part.info.nbytes;
+            parts++;
+        }
+        ck_assert_uint_eq(sum, t->stored_bytes);
+        bytes += sum;
+    }
+    ck_assert_uint_eq(parts, pl->desc.source_count(state));
+    for (size_t i = 0; i < pl->desc.source_count(state); i++) {
+        hvq_tensor_info info;
+        ck_assert_int_eq(pl->desc.source_info(state, i, &info), HVQ_OK);
+        bytes -= info.nbytes;
+    }
+    ck_assert_uint_eq(bytes, 0);
+    ck_assert_int_eq(pl->desc.container_part(ctx, state, v->n, 0, 0, &(hvq_tensor){0},
+                                             &(int){0}, &(const char *){NULL}),
+                     HVQ_E_INTERNAL);
+    pl->desc.source_close(ctx, state);
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+}
+END_TEST
+
 /* ---- inspect -------------------------------------------------------------- */
 
 START_TEST(test_inspect)
@@ -996,6 +1055,7 @@ static Suite *container_suite(void)
     tcase_add_test(t, test_deterministic);
     tcase_add_test(t, test_dtypes);
     tcase_add_test(t, test_api);
+    tcase_add_test(t, test_source_plugin);
     tcase_add_test(t, test_inspect);
     tcase_add_test(t, test_corrupt_checksum);
     tcase_add_test(t, test_not_a_container);

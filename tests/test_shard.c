@@ -221,7 +221,9 @@ static hvq_status write_model(const char *path, const char *max_text)
         ck_assert_str_eq(st->params[0].name, "max_shard_size");
         ck_assert_int_eq(st->params[0].type, HVQ_PARAM_SIZE);
         ck_assert_str_eq(st->params[0].default_value, "0");
-        ck_assert_ptr_null(st->params[1].name);
+        /* the others belong to streaming=true (the hvq writer's), off here */
+        ck_assert_str_eq(st->params[1].name, "streaming");
+        ck_assert_str_eq(st->params[1].default_value, "false");
         hvq_value v;
         char why[256];
         ck_assert_int_eq(hvq_param_parse(&st->params[0], max_text, &v, why, sizeof why), HVQ_OK);

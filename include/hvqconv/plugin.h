@@ -201,6 +201,7 @@ typedef struct hvq_encoded hvq_encoded;         /* defined below */
 typedef struct hvq_cluster_input hvq_cluster_input; /* defined below */
 typedef struct hvq_model hvq_model;             /* a model file opened for a
                                                    plugin by the host */
+typedef struct hvq_sink_control hvq_sink_control; /* defined below */
 
 /* Called by host->parallel_for once per chunk: chunk is its number
  * (0-based), [begin, end) its items. */
@@ -391,6 +392,16 @@ struct hvq_host {
      * names it). Check HVQ_HOST_HAS before calling: older hosts lack it. */
     const struct hvq_plugin *(*model_plugin)(hvq_ctx *ctx, const char *name,
                                              const char *architecture);
+
+    /* Tells a sink opened in streaming mode (safetensors: the option
+     * streaming=true) what the tensors alone do not: where an item (e.g.
+     * an original tensor stored as several tensors) begins, how much
+     * header it may still need, and text to append to the value of the
+     * last metadata key (e.g. a container's index of tensors, known only
+     * as tensors arrive). See hvq_sink_control. HVQ_E_UNSUPPORTED when the
+     * sink has no sink_control. Check struct_size before calling: older
+     * hosts lack it. */
+    hvq_status (*sink_control)(hvq_ctx *ctx, hvq_sink_handle *h, hvq_sink_control *c);
 };
 
 /* Whether the host a plugin runs in has the slot `field` (a host built
@@ -558,6 +569,95 @@ typedef struct hvq_model_linear {
  * for the call. Layers that share an input each get the call. */
 typedef void (*hvq_model_hook_fn)(void *ud, int layer, int linear, const float *x,
                                   int n_tokens, int in_dim);
+
+/* What a writer tells a streaming sink through host->sink_control (the
+ * sink's own sink_control gets it unchanged). A streaming sink learns its
+ * tensors one sink_write at a time, so it reserves header room, writes the
+ * data, and fills the header in at the end. Every field is read on every
+ * call; in this order the sink: takes meta_reserve and meta_pending; when
+ * item is set, begins that item; when meta_append is set, appends it and
+ * fills item_header. */
+struct hvq_sink_control {
+    uint32_t struct_size;      /* sizeof(hvq_sink_control) of the caller */
+    /* A new item begins (NULL: the current one goes on). Its name, its
+     * position among n_items, named in messages and used to suggest a
+     * header reservation. */
+    const char *item;
+    size_t item_index, n_items;
+    /* The data bytes the item's tensors will take together: with shards,
+     * they start the next shard when they fit in one but not in what the
+     * current one has left (0: no such rule). */
+    uint64_t item_bytes;
+    /* An upper bound of the header bytes this item and every later one
+     * will add (their entries and appended metadata): the room the sink
+     * reserves when it must fix a header's size before the end. */
+    uint64_t header_to_come;
+    /* Bytes the last metadata value will still grow by before the end,
+     * counted in every header size from now on. */
+    uint64_t meta_reserve;
+    /* Bytes the current item is about to append to the last metadata
+     * value, counted when the sink checks that a header still has room. */
+    uint64_t meta_pending;
+    /* Text appended to the value of the last metadata key (the first file
+     * of a sharded output), or NULL. The metadata given to sink_open must
+     * not be empty. */
+    const char *meta_append;
+    size_t meta_append_len;
+    /* Out: the header bytes the current item has added so far (its
+     * entries in every file and its escaped metadata text). */
+    uint64_t item_header;
+};
+
+/* Containers: a SOURCE that reads a container of compressed tensors (the
+ * hvq format, docs/FORMAT.md) describes it with these, through its
+ * container_view and container_part callbacks; the host decodes, checks
+ * the checksums and writes. Strings and arrays are the source's, valid
+ * until source_close. */
+
+/* The clusterer or residual stage of a compressed tensor. */
+typedef struct hvq_container_stage {
+    const char *plugin;      /* plugin name, e.g. "rtn" */
+    const char *version;     /* the version that wrote it */
+    const hvq_meta *attrs;   /* string attributes, in stored order */
+    size_t n_attrs;
+    size_t n_components;
+} hvq_container_stage;
+
+/* One original tensor of a container. */
+typedef struct hvq_container_tensor {
+    const char *name;
+    const char *dtype_name;  /* the original dtype ("F32", "BF16", "F8_E4M3") */
+    hvq_dtype dtype;         /* OPAQUE when hvqconv does not interpret it */
+    int ndim;
+    int64_t shape[HVQ_MAX_DIMS];
+    uint64_t numel;
+    int compressed;          /* 0: stored raw, 1: compressed */
+    uint32_t crc32;          /* as recorded */
+    uint64_t stored_bytes;   /* bytes of every stored tensor of this one */
+    size_t n_stored;         /* its stored tensors (container_part k) */
+    /* Compressed tensors only: */
+    uint64_t rows, cols;
+    int has_scales;          /* row scales present (not a raw clusterer) */
+    hvq_container_stage clusterer, residual;
+    int has_paper_bits;
+    uint64_t paper_bits;     /* the paper's accounting, when recorded */
+} hvq_container_tensor;
+
+/* A whole container, as container_view gives it. */
+typedef struct hvq_container_view {
+    const hvq_container_tensor *tensors; /* every original tensor, in order */
+    size_t n;
+    const hvq_meta *meta;          /* the container's own metadata */
+    size_t n_meta;
+    const hvq_meta *source_meta;   /* the original model's metadata */
+    size_t n_source_meta;
+    uint64_t file_size;            /* bytes of all its files */
+} hvq_container_view;
+
+/* The roles of a stored tensor (container_part). */
+#define HVQ_PART_DATA 0      /* a raw tensor's bytes, or the row scales */
+#define HVQ_PART_CLUSTERER 1 /* a component of the clusterer */
+#define HVQ_PART_RESIDUAL 2  /* a component of the residual coder */
 
 /* Descriptor flags. */
 #define HVQ_CLUSTERER_RAW (1u << 0) /* works on the raw weights: no row
@@ -730,6 +830,22 @@ typedef struct hvq_plugin {
                                         size_t len, int32_t **ids, size_t *n);
     int (*tokenizer_vocab)(void *tok);
     void (*tokenizer_close)(hvq_ctx *ctx, void *tok);
+
+    /* SINK, optional: what host->sink_control passes on (streaming
+     * sinks). */
+    hvq_status (*sink_control)(hvq_ctx *ctx, void *state, hvq_sink_control *c);
+
+    /* SOURCE, optional (container formats): the container, validated at
+     * source_open (every stored tensor listed once, dtypes, shapes and
+     * sizes consistent); valid until source_close. */
+    const hvq_container_view *(*container_view)(void *state);
+    /* Stored tensor k (0 .. n_stored) of original tensor i: its role
+     * (HVQ_PART_*), its component name for roles CLUSTERER and RESIDUAL
+     * (else NULL), and its description, a raw tensor's as the original
+     * (name, dtype, shape); with read, also its data, valid until the next
+     * call or source_close (without, t->data is NULL). */
+    hvq_status (*container_part)(hvq_ctx *ctx, void *state, size_t i, size_t k, int read,
+                                 hvq_tensor *t, int *role, const char **component);
 
     /* New fields are appended here. */
 } hvq_plugin;
