@@ -96,11 +96,30 @@ static hvq_status check_one(hvq_ctx *ctx, const char *path, const hvq_tensor_inf
     return HVQ_OK;
 }
 
+/* Metadata entry i: a key and a value, both UTF-8. */
+static hvq_status check_meta(hvq_ctx *ctx, const char *path, const hvq_meta *m, size_t i)
+{
+    if (!m->key || !m->value)
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: metadata entry %zu has no key or value", path,
+                         i);
+    if (!hvq_json_utf8_valid(m->key, strlen(m->key)) ||
+        !hvq_json_utf8_valid(m->value, strlen(m->value)))
+        return hvq_error(ctx, HVQ_E_INPUT, "%s: metadata entry '%.200s' is not valid UTF-8",
+                         path, m->key);
+    return HVQ_OK;
+}
+
 static hvq_status check_declared(hvq_ctx *ctx, const char *path, const hvq_meta *meta,
                                  size_t n_meta, const hvq_tensor_info *tensors, size_t n)
 {
-    if (n > 0 && !tensors)
-        return hvq_error(ctx, HVQ_E_INTERNAL, "%s: no tensor declarations", path);
+    if ((n > 0 && !tensors) || (n_meta > 0 && !meta))
+        return hvq_error(ctx, HVQ_E_INTERNAL, "%s: no %s array", path,
+                         n > 0 && !tensors ? "tensor declaration" : "metadata");
+    for (size_t i = 0; i < n_meta; i++) {
+        hvq_status st = check_meta(ctx, path, &meta[i], i);
+        if (st != HVQ_OK)
+            return st;
+    }
     for (size_t i = 0; i < n; i++) {
         hvq_status st = check_one(ctx, path, &tensors[i], i);
         if (st != HVQ_OK)
@@ -117,7 +136,7 @@ static hvq_status check_declared(hvq_ctx *ctx, const char *path, const hvq_meta 
         st = hvq_error(ctx, HVQ_E_INPUT, "%s: tensor name '%.200s' is declared twice", path,
                        rep);
     for (size_t i = 0; st == HVQ_OK && i < n_meta; i++)
-        v[i] = meta[i].key ? meta[i].key : "";
+        v[i] = meta[i].key;
     if (st == HVQ_OK && (rep = repeated(v, n_meta)))
         st = hvq_error(ctx, HVQ_E_INPUT, "%s: metadata key '%.200s' is given twice", path, rep);
     free(v);

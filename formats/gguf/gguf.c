@@ -1131,18 +1131,7 @@ static hvq_status gg_sink_create(hvq_ctx *ctx, const char *path,
     hvq_buf_init(&o.b);
     if (path == NULL)
         return h->error(ctx, HVQ_E_INTERNAL, "gguf: no output path");
-    if (n_meta > 0 && meta == NULL)
-        return gg_fail(ctx, HVQ_E_INTERNAL, path, "no metadata array");
-    for (i = 0; i < n_meta; i++) {
-        if (meta[i].key == NULL || meta[i].value == NULL)
-            return gg_fail(ctx, HVQ_E_INPUT, path,
-                           "metadata entry %zu has no key or value", i);
-        if (!hvq_json_utf8_valid(meta[i].key, strlen(meta[i].key)) ||
-            !hvq_json_utf8_valid(meta[i].value, strlen(meta[i].value)))
-            return gg_fail(ctx, HVQ_E_INPUT, path,
-                           "metadata entry '%.200s' is not valid UTF-8",
-                           meta[i].key);
-    }
+    /* the host checked the declarations (core/sink.c) */
     types = h->calloc(ctx, n ? n : 1, sizeof *types);
     typed = h->alloc(ctx, n_meta ? n_meta : 1);
     st = types != NULL && typed != NULL ? HVQ_OK : HVQ_E_NOMEM;

@@ -36,6 +36,7 @@
 
 #include "plugin.h"
 #include "buf.h"
+#include "checked.h"
 #include "json.h"
 #include "file.h"
 
@@ -132,27 +133,6 @@ static uint64_t st_le64(const unsigned char *p)
     return v;
 }
 
-static int st_ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-static int st_mul(uint64_t a, uint64_t b, uint64_t *out)
-{
-    if (a != 0 && b > UINT64_MAX / a)
-        return 0;
-    *out = a * b;
-    return 1;
-}
-
-static int st_add(uint64_t a, uint64_t b, uint64_t *out)
-{
-    if (b > UINT64_MAX - a)
-        return 0;
-    *out = a + b;
-    return 1;
-}
 
 /* "F32 [5, 6]" into buf. */
 static const char *st_describe(char *buf, size_t len, const char *dtype,
@@ -260,8 +240,8 @@ static int st_scan_dir(const char *dir, st_dirscan *out)
         return errno ? errno : EIO;
     while ((de = readdir(dp)) != NULL) {
         const char *n = de->d_name;
-        int is_index = st_ends_with(n, ST_INDEX_EXT);
-        int is_file = st_ends_with(n, ST_EXT);
+        int is_index = hvq_ends_with(n, ST_INDEX_EXT);
+        int is_file = hvq_ends_with(n, ST_EXT);
         char *full;
         if (!is_index && !is_file)
             continue;
@@ -349,7 +329,7 @@ static int st_probe(const char *path, const unsigned char *head,
         st_dirscan_free(&d);
         return score;
     }
-    if (st_ends_with(path, ST_INDEX_EXT))
+    if (hvq_ends_with(path, ST_INDEX_EXT))
         return 90;
     {
         uint64_t size = 0;
@@ -374,7 +354,7 @@ static int st_probe(const char *path, const unsigned char *head,
         /* Only the name says safetensors: a low score, so that a damaged
          * file still reaches source_open and gets a precise error rather
          * than "unknown format". */
-        return st_ends_with(path, ST_EXT) ? 10 : 0;
+        return hvq_ends_with(path, ST_EXT) ? 10 : 0;
     }
 }
 
@@ -699,7 +679,7 @@ static hvq_status st_read_tensor(st_source *s, const st_file *f,
                        "tensor '%.200s': shape overflow: the non-zero "
                        "dimensions of %s multiply past 63 bits",
                        name, desc);
-    if (!st_mul(numel, type->bits, &bits))
+    if (!hvq_mul_u64(numel, type->bits, &bits))
         return st_fail(ctx, HVQ_E_INPUT, path,
                        "tensor '%.200s': shape overflow: the byte size of "
                        "%s does not fit in 64 bits",
@@ -1193,7 +1173,7 @@ static hvq_status st_source_open(hvq_ctx *ctx, const char *path,
                          d.n_files);
         }
         st_dirscan_free(&d);
-    } else if (st_ends_with(path, ST_ANY_INDEX_EXT)) {
+    } else if (hvq_ends_with(path, ST_ANY_INDEX_EXT)) {
         /* Any Hugging Face-style index, whatever its shards are called
          * (the hvq container's NAME.hvq.index.json too). */
         st = st_load_index(s, path);
@@ -1390,53 +1370,20 @@ static void st_sink_free(st_sink *k)
     k->host->free(k);
 }
 
-static int st_pchar_cmp(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Sorts v[0..n) and returns a string that occurs twice, or NULL. */
-static const char *st_find_repeat(const char **v, size_t n)
-{
-    size_t i;
-    if (n < 2)
-        return NULL;
-    qsort(v, n, sizeof *v, st_pchar_cmp);
-    for (i = 1; i < n; i++)
-        if (strcmp(v[i], v[i - 1]) == 0)
-            return v[i];
-    return NULL;
-}
-
-/* One declared tensor: a name, a safetensors dtype (*type), a shape whose
- * size in bytes is nbytes. */
+/* What safetensors limits in a tensor the host checked (core/sink.c: a
+ * name, the shape rule, typed byte sizes): a name other than
+ * "__metadata__", a safetensors dtype (*type) and a whole number of
+ * bytes matching nbytes for the sub-byte and opaque ones. */
 static hvq_status st_check_tensor(hvq_ctx *ctx, const char *path, size_t i,
                                   const hvq_tensor_info *t, const st_dtype **out)
 {
     const st_dtype *type;
-    int d;
-    uint64_t numel = 1, bits = 0;
+    uint64_t numel, bits = 0;
     char desc[256];
-    if (t->name == NULL)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "declared tensor %zu has no name", i);
-    if (!hvq_json_utf8_valid(t->name, strlen(t->name)))
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor name '%.200s' is not valid UTF-8",
-                       t->name);
+    (void)i;
     if (strcmp(t->name, "__metadata__") == 0)
         return st_fail(ctx, HVQ_E_INPUT, path,
                        "a tensor cannot be named \"__metadata__\"");
-    if (t->ndim < 0 || t->ndim > HVQ_MAX_DIMS)
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': %d dimensions (0..%d allowed)",
-                       t->name, t->ndim, HVQ_MAX_DIMS);
-    for (d = 0; d < t->ndim; d++)
-        if (t->shape[d] < 0)
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "tensor '%.200s': shape dimension %d is "
-                           "negative (%lld)",
-                           t->name, d, (long long)t->shape[d]);
     if (t->dtype == HVQ_DTYPE_OPAQUE) {
         type = st_dtype_by_name(t->dtype_name);
         if (type == NULL)
@@ -1454,12 +1401,8 @@ static hvq_status st_check_tensor(hvq_ctx *ctx, const char *path, size_t i,
                            t->name, (int)t->dtype);
     }
     st_describe(desc, sizeof desc, type->name, t->ndim, t->shape);
-    if (!hvq_shape_numel(t->ndim, t->shape, &numel))
-        return st_fail(ctx, HVQ_E_INPUT, path,
-                       "tensor '%.200s': the non-zero dimensions of %s "
-                       "multiply past 63 bits",
-                       t->name, desc);
-    if (!st_mul(numel, type->bits, &bits))
+    numel = hvq_numel(t);
+    if (!hvq_mul_u64(numel, type->bits, &bits))
         return st_fail(ctx, HVQ_E_INPUT, path,
                        "tensor '%.200s': the byte size of %s does not "
                        "fit in 64 bits",
@@ -1480,53 +1423,15 @@ static hvq_status st_check_tensor(hvq_ctx *ctx, const char *path, size_t i,
 }
 
 static hvq_status st_check_decl(hvq_ctx *ctx, const char *path,
-                                const hvq_meta *meta, size_t n_meta,
                                 const hvq_tensor_info *tensors, size_t n,
                                 const st_dtype **types)
 {
-    const char **names;
-    const char *rep;
-    size_t i;
-    hvq_status st = HVQ_OK;
-
-    if (n > 0 && tensors == NULL)
-        return st_fail(ctx, HVQ_E_INTERNAL, path, "no tensor declarations");
-    if (n_meta > 0 && meta == NULL)
-        return st_fail(ctx, HVQ_E_INTERNAL, path, "no metadata array");
-    for (i = 0; i < n_meta; i++) {
-        if (meta[i].key == NULL || meta[i].value == NULL)
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "metadata entry %zu has no key or value", i);
-        if (!hvq_json_utf8_valid(meta[i].key, strlen(meta[i].key)) ||
-            !hvq_json_utf8_valid(meta[i].value, strlen(meta[i].value)))
-            return st_fail(ctx, HVQ_E_INPUT, path,
-                           "metadata entry '%.200s' is not valid UTF-8",
-                           meta[i].key);
-    }
-    for (i = 0; i < n; i++)
-        if ((st = st_check_tensor(ctx, path, i, &tensors[i], &types[i])) != HVQ_OK)
+    for (size_t i = 0; i < n; i++) {
+        hvq_status st = st_check_tensor(ctx, path, i, &tensors[i], &types[i]);
+        if (st != HVQ_OK)
             return st;
-    /* Unique tensor names, unique metadata keys. */
-    names = ctx->host->calloc(ctx, n > n_meta ? n : (n_meta ? n_meta : 1),
-                              sizeof *names);
-    if (names == NULL)
-        return HVQ_E_NOMEM;
-    for (i = 0; i < n; i++)
-        names[i] = tensors[i].name;
-    rep = st_find_repeat(names, n);
-    if (rep != NULL)
-        st = st_fail(ctx, HVQ_E_INPUT, path,
-                     "tensor name '%.200s' is declared twice", rep);
-    if (st == HVQ_OK) {
-        for (i = 0; i < n_meta; i++)
-            names[i] = meta[i].key;
-        rep = st_find_repeat(names, n_meta);
-        if (rep != NULL)
-            st = st_fail(ctx, HVQ_E_INPUT, path,
-                         "metadata key '%.200s' is given twice", rep);
     }
-    ctx->host->free(names);
-    return st;
+    return HVQ_OK;
 }
 
 /* The metadata pairs "k":"v",... (no braces). */
@@ -1585,7 +1490,7 @@ static hvq_status st_build_header(hvq_ctx *ctx, const char *path, hvq_buf *b,
     for (i = first; i < end; i++) {
         const hvq_tensor_info *t = &tensors[i];
         uint64_t stop;
-        if (!st_add(off, t->nbytes, &stop))
+        if (!hvq_add_u64(off, t->nbytes, &stop))
             return st_fail(ctx, HVQ_E_INPUT, path,
                            "the tensors add up to more than 2^64 bytes");
         if (i > first || n_meta > 0)
@@ -2129,13 +2034,9 @@ static hvq_status sts_put(hvq_ctx *ctx, st_stream *s, const hvq_tensor *t, const
 static hvq_status sts_write(hvq_ctx *ctx, st_stream *s, const hvq_tensor *t)
 {
     const st_dtype *type = NULL;
-    hvq_status st;
-    if (s->failed)
-        return st_fail(ctx, HVQ_E_INTERNAL, s->path, "write after an earlier write failed");
-    st = st_check_tensor(ctx, s->path, 0, &t->info, &type);
-    if (st == HVQ_OK && t->data == NULL && t->info.nbytes > 0)
-        st = st_fail(ctx, HVQ_E_INTERNAL, s->path, "tensor '%.200s' has no data",
-                     t->info.name);
+    /* the host checked the tensor (name, shape, size, data, not written
+     * before); what safetensors adds: */
+    hvq_status st = st_check_tensor(ctx, s->path, 0, &t->info, &type);
     if (st == HVQ_OK)
         st = sts_put(ctx, s, t, type->name);
     if (st != HVQ_OK)
@@ -2379,10 +2280,7 @@ static void sts_free(const hvq_host *H, st_stream *s)
 static hvq_status sts_meta(hvq_ctx *ctx, st_stream *s, const hvq_meta *meta, size_t n_meta,
                            size_t shard_meta)
 {
-    hvq_status st = st_check_decl(ctx, s->path, meta, n_meta, NULL, 0, NULL);
-    if (st != HVQ_OK)
-        return st;
-    if (n_meta == 0)
+    if (n_meta == 0) /* the host checked the entries */
         return st_fail(ctx, HVQ_E_INTERNAL, s->path, "streaming needs metadata");
     hvq_buf_puts(&s->prefix, "{\"__metadata__\":{");
     st_put_meta(&s->prefix, meta, n_meta - 1);
@@ -2449,7 +2347,7 @@ static hvq_status st_sink_decl(hvq_ctx *ctx, st_sink *k, const char *path,
         if (k->decl[i].name == NULL)
             return HVQ_E_NOMEM;
         k->decl[i].nbytes = tensors[i].nbytes;
-        if (!st_add(k->total, tensors[i].nbytes, &k->total))
+        if (!hvq_add_u64(k->total, tensors[i].nbytes, &k->total))
             return st_fail(ctx, HVQ_E_INPUT, path,
                            "the tensors add up to more than 2^64 bytes");
     }
@@ -2515,7 +2413,7 @@ static hvq_status st_sink_create_params(hvq_ctx *ctx, const char *path,
         max = (uint64_t)params->values[ST_P_MAX_SHARD].i;
     if (max > 0) {
         const char *base = st_basename(path);
-        if (!st_ends_with(base, ST_EXT) || strlen(base) == strlen(ST_EXT))
+        if (!hvq_ends_with(base, ST_EXT) || strlen(base) == strlen(ST_EXT))
             return st_fail(ctx, HVQ_E_INPUT, path,
                            "max_shard_size needs an output name NAME" ST_EXT
                            " (the shards become NAME-00001-of-0000N" ST_EXT
@@ -2524,7 +2422,7 @@ static hvq_status st_sink_create_params(hvq_ctx *ctx, const char *path,
     types = h->calloc(ctx, n ? n : 1, sizeof *types);
     if (types == NULL)
         return HVQ_E_NOMEM;
-    st = st_check_decl(ctx, path, meta, n_meta, tensors, n, types);
+    st = st_check_decl(ctx, path, tensors, n, types);
     if (st == HVQ_OK && (k = h->calloc(ctx, 1, sizeof *k)) == NULL)
         st = HVQ_E_NOMEM;
     if (st == HVQ_OK)
@@ -2567,27 +2465,8 @@ static hvq_status st_sink_write(hvq_ctx *ctx, void *state,
                                 "tensor");
     if (k->streaming)
         return sts_write(ctx, state, t);
-    if (k->failed)
-        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "write after an earlier write failed");
-    if (k->next >= k->n)
-        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "tensor '%.200s' written, but all %zu declared "
-                       "tensors were already written",
-                       t->info.name ? t->info.name : "(null)", k->n);
+    /* The host checked the order, the sizes and the data. */
     want = &k->decl[k->next];
-    if (t->info.name == NULL || strcmp(t->info.name, want->name) != 0 ||
-        t->info.nbytes != want->nbytes)
-        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "expected tensor %zu of %zu to be '%.200s' (%llu "
-                       "bytes), got '%.200s' (%llu bytes)",
-                       k->next + 1, k->n, want->name,
-                       (unsigned long long)want->nbytes,
-                       t->info.name ? t->info.name : "(null)",
-                       (unsigned long long)t->info.nbytes);
-    if (t->data == NULL && want->nbytes > 0)
-        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "tensor '%.200s' has no data", want->name);
     while (k->next >= k->shards[k->cur].end)
         k->cur++;
     p = t->data;
@@ -2614,14 +2493,6 @@ static hvq_status st_sink_finish(hvq_ctx *ctx, void *state)
                                 "safetensors: sink_finish without a sink");
     if (k->streaming)
         return sts_finish(ctx, state);
-    if (k->failed)
-        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "finish after a failed write");
-    if (k->next != k->n)
-        return st_fail(ctx, HVQ_E_INTERNAL, k->path,
-                       "only %zu of %zu declared tensors were written "
-                       "(missing '%.200s')",
-                       k->next, k->n, k->decl[k->next].name);
     if (k->index != NULL) {
         hvq_status st = st_write_index(ctx, k);
         if (st != HVQ_OK) {
