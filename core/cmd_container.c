@@ -2,6 +2,7 @@
  * and a description of a container with its checksums verified. */
 #include "config.h"
 
+#include "cli.h"
 #include "container.h"
 #include "driver.h"
 #include "dtype.h"
@@ -18,17 +19,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
-enum { EXIT_OK_ = 0, EXIT_OTHER = 1, EXIT_BAD_INPUT = 2 };
 enum { OPT_PLUGIN_DIR = 1000, OPT_DTYPE, OPT_FORMAT, OPT_JSON, OPT_MAX_SHARD, OPT_THREADS };
-
-static int exit_for(hvq_status st)
-{
-    switch (st) {
-    case HVQ_OK: case HVQ_WARN: return EXIT_OK_;
-    case HVQ_E_INPUT: case HVQ_E_UNSUPPORTED: case HVQ_E_NOTFOUND: return EXIT_BAD_INPUT;
-    default: return EXIT_OTHER;
-    }
-}
 
 /* Plugin directories: the global ones, then the command's own. */
 typedef struct dirs {
@@ -48,32 +39,21 @@ static int dirs_add(dirs *d, const char *dir)
 
 static hvq_registry *load_registry(hvq_ctx *ctx, const dirs *d)
 {
-    hvq_registry *reg = hvq_registry_new();
-    if (!reg) {
-        fprintf(stderr, "hvqconv: error: out of memory\n");
-        return NULL;
-    }
-    if (hvq_registry_load_default(reg, ctx, d->v, d->n) != HVQ_OK) {
-        hvq_ctx_print_error(ctx);
-        hvq_registry_free(reg);
-        return NULL;
-    }
-    hvq_ctx_set_registry(ctx, reg);
-    return reg;
+    return hvq_cli_registry(ctx, d->v, d->n);
 }
 
 /* Options every command shares; -1 to go on, else an exit status. */
 static int common_opt(int c, dirs *d, hvq_ctx_opts *o, const char *cmd, void (*usage)(FILE *))
 {
     switch (c) {
-    case OPT_PLUGIN_DIR: return dirs_add(d, optarg) ? -1 : EXIT_OTHER;
+    case OPT_PLUGIN_DIR: return dirs_add(d, optarg) ? -1 : HVQ_EXIT_OTHER;
     case 'q': o->quiet = 1; return -1;
     case 'v': o->verbose = 1; return -1;
-    case 'h': usage(stdout); return EXIT_OK_;
-    case 'V': printf("hvqconv %s (plugin ABI %d)\n", PACKAGE_VERSION, HVQ_ABI_VERSION); return EXIT_OK_;
+    case 'h': usage(stdout); return HVQ_EXIT_OK;
+    case 'V': printf("hvqconv %s (plugin ABI %d)\n", PACKAGE_VERSION, HVQ_ABI_VERSION); return HVQ_EXIT_OK;
     default:
         fprintf(stderr, "Try 'hvqconv %s --help'.\n", cmd);
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
 }
 
@@ -94,7 +74,7 @@ typedef hvq_status (*cmd_run_fn)(hvq_ctx *ctx, const hvq_registry *reg, const vo
  * Returns the exit status. */
 static int run_command(hvq_ctx_opts *opts, dirs *d, cmd_run_fn fn, const void *args)
 {
-    int rc = EXIT_OTHER;
+    int rc = HVQ_EXIT_OTHER;
     if (opts->threads < 1)
         opts->threads = hvq_default_threads();
     hvq_ctx *ctx = hvq_ctx_new(opts);
@@ -103,7 +83,7 @@ static int run_command(hvq_ctx_opts *opts, dirs *d, cmd_run_fn fn, const void *a
         hvq_status st = fn(ctx, reg, args);
         if (st != HVQ_OK)
             hvq_ctx_print_error(ctx);
-        rc = exit_for(st);
+        rc = hvq_exit_for(st);
     }
     hvq_ctx_free(ctx);
     hvq_registry_free(reg);
@@ -507,13 +487,13 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
     int c, rc = -1;
     for (size_t i = 0; i < n_plugin_dirs; i++)
         if (!dirs_add(&d, plugin_dirs[i]))
-            rc = EXIT_OTHER;
+            rc = HVQ_EXIT_OTHER;
     while (rc < 0 && (c = getopt_long(argc, argv, "o:t:fqvhV", lo, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
         case 't':
             if (!hvq_parse_threads(optarg, &opts.threads))
-                rc = EXIT_BAD_INPUT;
+                rc = HVQ_EXIT_BAD_INPUT;
             break;
         case 'f': opts.force = 1; break;
         case OPT_FORMAT: format = optarg; break;
@@ -524,7 +504,7 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
             char why[256];
             if (hvq_param_parse(&spec, optarg, &v, why, sizeof why) != HVQ_OK) {
                 fprintf(stderr, "hvqconv: error: --max-shard-size %s: %s\n", optarg, why);
-                rc = EXIT_BAD_INPUT;
+                rc = HVQ_EXIT_BAD_INPUT;
             } else {
                 max_shard = v.i;
             }
@@ -536,7 +516,7 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
                 strcmp(dtype, "f16") != 0 && strcmp(dtype, "bf16") != 0) {
                 fprintf(stderr, "hvqconv: error: --dtype %s: expected same, f32, f16 or bf16\n",
                         dtype);
-                rc = EXIT_BAD_INPUT;
+                rc = HVQ_EXIT_BAD_INPUT;
             }
             break;
         default: rc = common_opt(c, &d, &opts, "decode", usage_decode);
@@ -544,15 +524,15 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
     }
     if (rc < 0 && optind >= argc) {
         fprintf(stderr, "hvqconv: error: decode needs a container\nTry 'hvqconv decode --help'.\n");
-        rc = EXIT_BAD_INPUT;
+        rc = HVQ_EXIT_BAD_INPUT;
     } else if (rc < 0 && optind + 1 < argc) {
         fprintf(stderr, "hvqconv: error: unexpected argument '%s'\nTry 'hvqconv decode --help'.\n",
                 argv[optind + 1]);
-        rc = EXIT_BAD_INPUT;
+        rc = HVQ_EXIT_BAD_INPUT;
     } else if (rc < 0 && !out) {
         fprintf(stderr, "hvqconv: error: decode needs an output (-o PATH)\n"
                         "Try 'hvqconv decode --help'.\n");
-        rc = EXIT_BAD_INPUT;
+        rc = HVQ_EXIT_BAD_INPUT;
     }
     if (rc >= 0) {
         free(d.v);
@@ -890,7 +870,7 @@ int hvq_cmd_inspect(int argc, char **argv, const char *const *plugin_dirs, size_
     int c, rc = -1, json = 0;
     for (size_t i = 0; i < n_plugin_dirs; i++)
         if (!dirs_add(&d, plugin_dirs[i]))
-            rc = EXIT_OTHER;
+            rc = HVQ_EXIT_OTHER;
     while (rc < 0 && (c = getopt_long(argc, argv, "qvhV", lo, NULL)) != -1) {
         if (c == OPT_JSON)
             json = 1;
@@ -900,7 +880,7 @@ int hvq_cmd_inspect(int argc, char **argv, const char *const *plugin_dirs, size_
     if (rc < 0 && optind + 1 != argc) {
         fprintf(stderr, "hvqconv: error: %s\nTry 'hvqconv inspect --help'.\n",
                 optind >= argc ? "inspect needs a container" : "inspect takes one container");
-        rc = EXIT_BAD_INPUT;
+        rc = HVQ_EXIT_BAD_INPUT;
     }
     if (rc >= 0) {
         free(d.v);
@@ -1031,13 +1011,13 @@ int hvq_cmd_verify(int argc, char **argv, const char *const *plugin_dirs, size_t
     int c, rc = -1, json = 0;
     for (size_t i = 0; i < n_plugin_dirs; i++)
         if (!dirs_add(&d, plugin_dirs[i]))
-            rc = EXIT_OTHER;
+            rc = HVQ_EXIT_OTHER;
     while (rc < 0 && (c = getopt_long(argc, argv, "t:qvhV", lo, NULL)) != -1) {
         if (c == OPT_JSON) {
             json = 1;
         } else if (c == 't') {
             if (!hvq_parse_threads(optarg, &opts.threads))
-                rc = EXIT_BAD_INPUT;
+                rc = HVQ_EXIT_BAD_INPUT;
         } else {
             rc = common_opt(c, &d, &opts, "verify", usage_verify);
         }
@@ -1045,7 +1025,7 @@ int hvq_cmd_verify(int argc, char **argv, const char *const *plugin_dirs, size_t
     if (rc < 0 && optind + 1 != argc) {
         fprintf(stderr, "hvqconv: error: %s\nTry 'hvqconv verify --help'.\n",
                 optind >= argc ? "verify needs a container" : "verify takes one container");
-        rc = EXIT_BAD_INPUT;
+        rc = HVQ_EXIT_BAD_INPUT;
     }
     if (rc >= 0) {
         free(d.v);

@@ -2,6 +2,7 @@
  * (HVQ_KIND_MODEL, e.g. "llama"); see eval.h. */
 #include "config.h"
 
+#include "cli.h"
 #include "container.h"
 #include "driver.h"
 #include "eval.h"
@@ -34,12 +35,6 @@ static double now_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
 static int is_dir(const char *p)
@@ -216,7 +211,7 @@ static const char *meta_value(const hvq_meta *meta, size_t n, const char *key)
  * model. */
 static int container_by_name(const char *path)
 {
-    if (ends_with(path, ".hvq") || ends_with(path, ".hvq.index.json"))
+    if (hvq_ends_with(path, ".hvq") || hvq_ends_with(path, ".hvq.index.json"))
         return 1;
     if (!is_dir(path))
         return 0;
@@ -226,9 +221,9 @@ static int container_by_name(const char *path)
     int hvq = 0, st = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (ends_with(e->d_name, ".hvq") || ends_with(e->d_name, ".hvq.index.json"))
+        if (hvq_ends_with(e->d_name, ".hvq") || hvq_ends_with(e->d_name, ".hvq.index.json"))
             hvq = 1;
-        if (ends_with(e->d_name, ".safetensors") || ends_with(e->d_name, ".safetensors.index.json"))
+        if (hvq_ends_with(e->d_name, ".safetensors") || hvq_ends_with(e->d_name, ".safetensors.index.json"))
             st = 1;
     }
     closedir(d);
@@ -578,17 +573,7 @@ hvq_status hvq_eval_model_text(hvq_ctx *ctx, const hvq_registry *reg, const char
  * The command
  * ---------------------------------------------------------------------- */
 
-enum { EXIT_OK_ = 0, EXIT_OTHER = 1, EXIT_BAD_INPUT = 2 };
 enum { OPT_PLUGIN_DIR = 1000, OPT_JSON, OPT_CONFIG, OPT_TEXT, OPT_TOKENIZER };
-
-static int exit_for(hvq_status st)
-{
-    switch (st) {
-    case HVQ_OK: case HVQ_WARN: return EXIT_OK_;
-    case HVQ_E_INPUT: case HVQ_E_UNSUPPORTED: case HVQ_E_NOTFOUND: return EXIT_BAD_INPUT;
-    default: return EXIT_OTHER;
-    }
-}
 
 static void usage_eval(FILE *f)
 {
@@ -717,50 +702,50 @@ static int parse_eval_args(int argc, char **argv, eval_args *a, hvq_ctx_opts *op
         case OPT_JSON: a->json = 1; break;
         case 'c':
             if (!hvq_parse_count("--ctx", optarg, 2, 1 << 20, &a->ctx_len))
-                rc = EXIT_BAD_INPUT;
+                rc = HVQ_EXIT_BAD_INPUT;
             break;
         case 'w':
             if (!hvq_parse_count("--max-windows", optarg, 1, 1L << 30, &a->max_windows))
-                rc = EXIT_BAD_INPUT;
+                rc = HVQ_EXIT_BAD_INPUT;
             break;
         case 't':
             if (!hvq_parse_threads(optarg, &opts->threads))
-                rc = EXIT_BAD_INPUT;
+                rc = HVQ_EXIT_BAD_INPUT;
             break;
         case OPT_PLUGIN_DIR: dirs[(*n_dirs)++] = optarg; break;
         case 'q': opts->quiet = 1; break;
         case 'v': opts->verbose = 1; break;
-        case 'h': usage_eval(stdout); rc = EXIT_OK_; break;
+        case 'h': usage_eval(stdout); rc = HVQ_EXIT_OK; break;
         case 'V':
             printf("hvqconv %s (plugin ABI %d)\n", PACKAGE_VERSION, HVQ_ABI_VERSION);
-            rc = EXIT_OK_;
+            rc = HVQ_EXIT_OK;
             break;
         default:
             fprintf(stderr, "Try 'hvqconv eval --help'.\n");
-            rc = EXIT_BAD_INPUT;
+            rc = HVQ_EXIT_BAD_INPUT;
         }
     }
     if (rc >= 0)
         return rc;
     if (optind >= argc) {
         fprintf(stderr, "hvqconv: error: eval needs a model\nTry 'hvqconv eval --help'.\n");
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
     if (optind + 1 < argc) {
         fprintf(stderr, "hvqconv: error: unexpected argument '%s'\nTry 'hvqconv eval --help'.\n",
                 argv[optind + 1]);
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
     if (!a->tokens == !a->text) {
         fprintf(stderr, "hvqconv: error: eval needs %s\nTry 'hvqconv eval --help'.\n",
                 a->tokens ? "either --tokens or --text, not both"
                           : "a token file (--tokens FILE) or a text (--text FILE)");
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
     if (a->tokenizer && !a->text) {
         fprintf(stderr, "hvqconv: error: --tokenizer goes with --text\n"
                         "Try 'hvqconv eval --help'.\n");
-        return EXIT_BAD_INPUT;
+        return HVQ_EXIT_BAD_INPUT;
     }
     a->model = argv[optind];
     return -1;
@@ -774,7 +759,7 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
     const char **dirs = calloc(n_plugin_dirs + (size_t)argc + 1, sizeof *dirs);
     size_t n_dirs = 0;
     if (!dirs)
-        return EXIT_OTHER;
+        return HVQ_EXIT_OTHER;
     for (size_t i = 0; i < n_plugin_dirs; i++)
         dirs[n_dirs++] = plugin_dirs[i];
     eval_args a = {.ctx_len = 256};
@@ -792,14 +777,14 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
         hvq_registry_free(reg);
         hvq_ctx_free(ctx);
         free(dirs);
-        return EXIT_OTHER;
+        return HVQ_EXIT_OTHER;
     }
     if (hvq_registry_load_default(reg, ctx, dirs, n_dirs) != HVQ_OK) {
         hvq_ctx_print_error(ctx);
         hvq_registry_free(reg);
         hvq_ctx_free(ctx);
         free(dirs);
-        return EXIT_OTHER;
+        return HVQ_EXIT_OTHER;
     }
     hvq_ctx_set_registry(ctx, reg);
     hvq_eval_result r;
@@ -821,5 +806,5 @@ int hvq_cmd_eval(int argc, char **argv, const char *const *plugin_dirs, size_t n
     hvq_registry_free(reg);
     hvq_ctx_free(ctx);
     free(dirs);
-    return exit_for(st);
+    return hvq_exit_for(st);
 }

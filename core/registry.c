@@ -363,12 +363,6 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
 hvq_status hvq_registry_load_dir(hvq_registry *reg, hvq_ctx *ctx, const char *dir)
 {
     DIR *d = opendir(dir);
@@ -379,7 +373,7 @@ hvq_status hvq_registry_load_dir(hvq_registry *reg, hvq_ctx *ctx, const char *di
     struct dirent *e;
     hvq_status st = HVQ_OK;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.' || !ends_with(e->d_name, ".so"))
+        if (e->d_name[0] == '.' || !hvq_ends_with(e->d_name, ".so"))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 32;
@@ -431,7 +425,7 @@ static int running_from_build_tree(void)
         return 0;
     *slash = '\0';
     /* The binary itself, or libtool's .libs copy of it. */
-    if (ends_with(exe, "/.libs"))
+    if (hvq_ends_with(exe, "/.libs"))
         exe[strlen(exe) - 6] = '\0';
     char build[PATH_MAX];
     if (!realpath(HVQ_BUILDDIR, build))
@@ -614,7 +608,7 @@ const hvq_loaded_plugin *hvq_registry_sink_for(const hvq_registry *reg, hvq_ctx 
         snprintf(exts, sizeof exts, "%s", d->extensions);
         char *save = NULL;
         for (char *t = strtok_r(exts, " ", &save); t; t = strtok_r(NULL, " ", &save))
-            if (ends_with(base, t))
+            if (hvq_ends_with(base, t))
                 return reg->items[i];
     }
     char list[1024];

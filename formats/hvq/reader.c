@@ -19,6 +19,8 @@
 #endif
 
 #include "plugin.h"
+
+#include "checked.h"
 #include "file.h"
 #include "json.h"
 
@@ -89,22 +91,6 @@ static hvq_status cfail(hvq_ctx *ctx, hvq_status st, const hr_state *c, const ch
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     return ctx->host->error(ctx, st, "%s: %s", c->path, msg);
-}
-
-static int hr_add(uint64_t a, uint64_t b, uint64_t *out)
-{
-    if (b > UINT64_MAX - a)
-        return 0;
-    *out = a + b;
-    return 1;
-}
-
-static int hr_mul(uint64_t a, uint64_t b, uint64_t *out)
-{
-    if (a != 0 && b > UINT64_MAX / a)
-        return 0;
-    *out = a * b;
-    return 1;
 }
 
 /* A value of the container's own metadata, or NULL. */
@@ -376,7 +362,7 @@ static hvq_status parse_stored(hvq_ctx *ctx, hr_state *c, const hvq_json_value *
             return st;
         t->parts[k].stage = -1;
         uint64_t nb = c->src_info[t->parts[k].src].nbytes;
-        if (!hr_add(p->stored_bytes, nb, &p->stored_bytes))
+        if (!hvq_add_u64(p->stored_bytes, nb, &p->stored_bytes))
             return cfail(ctx, HVQ_E_INPUT, c, "tensor '%s': sizes overflow", tn);
     }
     p->n_stored = t->n_parts;
@@ -420,7 +406,7 @@ static hvq_status parse_compressed(hvq_ctx *ctx, hr_state *c, const hvq_json_val
         return cfail(ctx, HVQ_E_INPUT, c, "tensor '%s': \"rows\" and \"cols\" must be positive "
                      "integers", tn);
     uint64_t rc;
-    if (!hr_mul(p->rows, p->cols, &rc) || rc != p->numel)
+    if (!hvq_mul_u64(p->rows, p->cols, &rc) || rc != p->numel)
         return cfail(ctx, HVQ_E_INPUT, c,
                      "tensor '%s': rows x cols = %llu x %llu does not match the %llu elements of "
                      "its shape", tn, (unsigned long long)p->rows, (unsigned long long)p->cols,
@@ -528,11 +514,6 @@ static hvq_status parse_index(hvq_ctx *ctx, hr_state *c)
     return HVQ_OK;
 }
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
 
 #define CT_INDEX_EXT ".hvq.index.json"
 
@@ -550,8 +531,8 @@ static hvq_status resolve_dir(hvq_ctx *ctx, hr_state *c)
     hvq_status st = HVQ_OK;
     struct dirent *de;
     while (st == HVQ_OK && (de = readdir(dp)) != NULL) {
-        int is_index = ends_with(de->d_name, CT_INDEX_EXT);
-        if (!is_index && !ends_with(de->d_name, ".hvq"))
+        int is_index = hvq_ends_with(de->d_name, CT_INDEX_EXT);
+        if (!is_index && !hvq_ends_with(de->d_name, ".hvq"))
             continue;
         size_t len = strlen(c->path) + strlen(de->d_name) + 2;
         char *full = ctx->host->alloc(ctx, len);
@@ -710,7 +691,7 @@ static hvq_status hr_locate(hvq_ctx *ctx, hr_state *c)
     } else if (!(c->open_path = ctx->host->strdup(ctx, c->path))) {
         return HVQ_E_NOMEM;
     }
-    c->sharded = ends_with(c->open_path, ".index.json");
+    c->sharded = hvq_ends_with(c->open_path, ".index.json");
     c->file_size = (uint64_t)sb.st_size;
     c->n_shards = 1;
     return HVQ_OK;
