@@ -1,6 +1,6 @@
 # Code shared by the core and plugins, linked statically into each.
 noinst_LTLIBRARIES += libhvqjson.la
-libhvqjson_la_SOURCES = common/json.c common/json.h common/crc32.c common/crc32.h common/buf.c common/buf.h \
+libhvqjson_la_SOURCES = common/json.c common/json.h common/buf.c common/buf.h \
 	common/parallel_for.c common/parallel_for.h common/gptq.c common/gptq.h \
 	common/file.c common/file.h common/names.c common/names.h
 libhvqjson_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)

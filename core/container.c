@@ -8,7 +8,6 @@
 #include "config.h"
 
 #include "container.h"
-#include "crc32.h"
 #include "dtype.h"
 #include "finite.h"
 #include "parallel.h"
@@ -18,6 +17,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <zlib.h>
 #include <string.h>
 
 struct hvq_container {
@@ -181,38 +181,10 @@ void hvq_container_source_meta(const hvq_container *c, const hvq_meta **meta, si
     *n = c->v->n_source_meta;
 }
 
-/* CRC-32 in parallel: the CRC of a concatenation follows from the CRCs of
- * its pieces, crc(A B) = crc(A) * x^(8 |B|) + crc(B) modulo the CRC
- * polynomial (the initial and final inversions cancel out), so a large
- * stored tensor is cut into fixed segments whose CRCs the threads compute
- * and which are then combined in order: the same value as one pass. */
-#define CRC_POLY 0xedb88320u
+/* CRC-32 (zlib's) in parallel: a large stored tensor is cut into fixed
+ * segments whose CRCs the threads compute, combined in order with
+ * crc32_combine: the same value as one pass. */
 #define CRC_SEGMENT ((uint64_t)1 << 21)
-
-/* a * b modulo the polynomial, both reflected (bit 31 is x^0). */
-static uint32_t crc_gf_mul(uint32_t a, uint32_t b)
-{
-    uint32_t p = 0;
-    for (int i = 0; i < 32; i++) {
-        if (a & 0x80000000u)
-            p ^= b;
-        a <<= 1;
-        b = (b & 1u) ? (b >> 1) ^ CRC_POLY : b >> 1;
-    }
-    return p;
-}
-
-/* x^(8 n) modulo the polynomial. */
-static uint32_t crc_x8n(uint64_t n)
-{
-    uint32_t r = 0x80000000u, sq = 0x00800000u; /* x^0, x^8 */
-    for (; n; n >>= 1) {
-        if (n & 1)
-            r = crc_gf_mul(r, sq);
-        sq = crc_gf_mul(sq, sq);
-    }
-    return r;
-}
 
 typedef struct crc_job {
     const unsigned char *data;
@@ -223,7 +195,7 @@ typedef struct crc_job {
 static void crc_segment(void *arg, uint64_t chunk, uint64_t begin, uint64_t end)
 {
     crc_job *j = arg;
-    j->seg[chunk] = hvq_crc32(0, j->data + begin, (size_t)(end - begin));
+    j->seg[chunk] = (uint32_t)crc32_z(0, j->data + begin, (z_size_t)(end - begin));
 }
 
 /* crc continued over n bytes of data. */
@@ -234,14 +206,13 @@ static uint32_t crc_parallel(hvq_ctx *ctx, uint32_t crc, const void *data, uint6
     if (nseg <= 1 || hvq_ctx_options(ctx)->threads <= 1 || !seg) {
         if (seg != seg_local)
             free(seg);
-        return hvq_crc32(crc, data, (size_t)n);
+        return (uint32_t)crc32_z(crc, data, (z_size_t)n);
     }
     crc_job j = {data, n, seg};
     hvq_parallel_for(ctx, n, CRC_SEGMENT, crc_segment, &j);
-    uint32_t x_seg = crc_x8n(CRC_SEGMENT);
     for (uint64_t s = 0; s < nseg; s++) {
         uint64_t len = s + 1 < nseg ? CRC_SEGMENT : n - s * CRC_SEGMENT;
-        crc = crc_gf_mul(len == CRC_SEGMENT ? x_seg : crc_x8n(len), crc) ^ seg[s];
+        crc = (uint32_t)crc32_combine(crc, seg[s], (z_off_t)len);
     }
     if (seg != seg_local)
         free(seg);

@@ -6,7 +6,7 @@ libhvqcore_la_LIBADD += libhvqjson.la
 check_PROGRAMS += tests/test_container
 tests_test_container_SOURCES = tests/test_container.c
 tests_test_container_CFLAGS = $(HVQ_TEST_CFLAGS)
-tests_test_container_LDADD = libhvqjson.la $(HVQ_TEST_LIBS)
+tests_test_container_LDADD = libhvqjson.la $(HVQ_TEST_LIBS) $(ZLIB_LIBS)
 TESTS += tests/test_container
 
 dist_noinst_SCRIPTS += tools/hvq_read.py

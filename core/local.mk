@@ -17,8 +17,8 @@ libhvqcore_la_SOURCES = \
 	core/util.c core/util.h \
 	core/signals.c core/signals.h \
 	core/cli.c core/cli.h
-libhvqcore_la_CFLAGS = $(AM_CFLAGS) $(YAML_CFLAGS)
-libhvqcore_la_LIBADD = $(YAML_LIBS)
+libhvqcore_la_CFLAGS = $(AM_CFLAGS) $(YAML_CFLAGS) $(ZLIB_CFLAGS)
+libhvqcore_la_LIBADD = $(YAML_LIBS) $(ZLIB_LIBS)
 
 bin_PROGRAMS += hvqconv
 hvqconv_SOURCES = core/main.c

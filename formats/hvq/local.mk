@@ -3,8 +3,9 @@
 plugin_LTLIBRARIES += formats/hvq.la
 formats_hvq_la_SOURCES = formats/hvq/writer.c
 formats_hvq_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
+formats_hvq_la_CFLAGS = $(AM_CFLAGS) $(ZLIB_CFLAGS)
 formats_hvq_la_LDFLAGS = $(PLUGIN_LDFLAGS)
-formats_hvq_la_LIBADD = libhvqjson.la
+formats_hvq_la_LIBADD = libhvqjson.la $(ZLIB_LIBS)
 
 # The source "hvq": reads containers for decode, inspect, verify, eval.
 plugin_LTLIBRARIES += formats/hvq_reader.la

@@ -26,13 +26,13 @@
 #endif
 
 #include "plugin.h"
-#include "crc32.h"
 #include "buf.h"
 #include "json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #ifndef PACKAGE_VERSION
 #define PACKAGE_VERSION "unknown"
@@ -364,7 +364,7 @@ static hvq_status hw_put(hvq_ctx *ctx, hw_state *s, const char *name, const char
     const unsigned char *p = data;
     for (uint64_t left = n; left > 0;) {
         size_t chunk = left > ((size_t)1 << 30) ? (size_t)1 << 30 : (size_t)left;
-        *crc = hvq_crc32(*crc, p, chunk);
+        *crc = (uint32_t)crc32_z(*crc, p, (z_size_t)chunk);
         p += chunk;
         left -= chunk;
     }
