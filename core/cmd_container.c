@@ -299,7 +299,7 @@ static hvq_status dec_open(dec_job *j, int64_t max_shard)
             hvq_ctx_set_registry(j->w.ctx, j->reg);
             pthread_mutex_init(&j->w.mu, NULL);
             pthread_cond_init(&j->w.cv, NULL);
-            j->writer = pthread_create(&j->w.tid, NULL, out_main, &j->w) == 0;
+            j->writer = hvq_thread_start(&j->w.tid, out_main, &j->w);
             if (!j->writer) {
                 pthread_mutex_destroy(&j->w.mu);
                 pthread_cond_destroy(&j->w.cv);
@@ -376,7 +376,7 @@ static hvq_status dec_stop_writer(dec_job *j, hvq_status st)
     j->w.stop = 1;
     pthread_cond_broadcast(&j->w.cv);
     pthread_mutex_unlock(&j->w.mu);
-    pthread_join(j->w.tid, NULL);
+    hvq_thread_join(j->w.tid);
     pthread_mutex_destroy(&j->w.mu);
     pthread_cond_destroy(&j->w.cv);
     j->writer = 0;

@@ -28,6 +28,13 @@ typedef struct par_job {
     atomic_uint_fast64_t next;
 } par_job;
 
+int hvq_thread_start(pthread_t *tid, void *(*fn)(void *), void *arg)
+{
+    return pthread_create(tid, NULL, fn, arg) == 0;
+}
+
+void hvq_thread_join(pthread_t tid) { pthread_join(tid, NULL); }
+
 static void par_work(par_job *job)
 {
     for (;;) {
@@ -66,13 +73,13 @@ void hvq_parallel_for_n(int threads, uint64_t n_items, uint64_t chunk, hvq_chunk
     pthread_t tid[HVQ_PAR_MAX_THREADS];
     int started = 0;
     for (int t = 1; t < threads; t++) {
-        if (pthread_create(&tid[started], NULL, par_thread, &job) != 0)
+        if (!hvq_thread_start(&tid[started], par_thread, &job))
             break; /* the others (and the caller) take its chunks */
         started++;
     }
     par_work(&job); /* with one thread: every chunk here, in order */
     for (int t = 0; t < started; t++)
-        pthread_join(tid[t], NULL);
+        hvq_thread_join(tid[t]);
 }
 
 void hvq_parallel_for(hvq_ctx *ctx, uint64_t n_items, uint64_t chunk, hvq_chunk_fn fn,

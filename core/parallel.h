@@ -6,6 +6,8 @@
 
 #include "plugin.h"
 
+#include <pthread.h>
+
 #include <stdint.h>
 
 /* Runs fn over every chunk on up to threads (>= 1) threads, the caller
@@ -13,6 +15,12 @@
  * thread, or one chunk, everything runs in the caller, in chunk order. */
 void hvq_parallel_for_n(int threads, uint64_t n_items, uint64_t chunk, hvq_chunk_fn fn,
                         void *arg);
+
+/* A thread of its own for work beside the loop (decode's writer): the one
+ * other place the project starts threads. 1 when it started (join it with
+ * hvq_thread_join), 0 when it could not (the caller does the work itself). */
+int hvq_thread_start(pthread_t *tid, void *(*fn)(void *), void *arg);
+void hvq_thread_join(pthread_t tid);
 
 /* The same on hvq_ctx_options(ctx)->threads (ctx may be NULL: one
  * thread); host->parallel_for. */
