@@ -169,7 +169,9 @@ static void json_stages(hvq_buf *b, const double *sec, int writer_only)
     hvq_buf_puts(b, "}");
 }
 
-void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
+/* The report's head: the pipeline, its input and output, the effective
+ * YAML. */
+static void json_head(hvq_buf *b, const hvq_run_report *rep)
 {
     const hvq_pipeline *p = rep->pipeline;
     hvq_buf_puts(b, "{\n  \"hvqconv\": \"" PACKAGE_VERSION "\",\n  \"pipeline\": ");
@@ -190,69 +192,75 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
     free(yaml);
     hvq_buf_printf(b, ",\n  \"seed\": %llu,\n  \"threads\": %d,\n  \"tensors\": [",
                    (unsigned long long)p->seed, rep->threads);
-    for (size_t i = 0; i < rep->n; i++) {
-        const hvq_tensor_report *t = &rep->t[i];
-        hvq_buf_puts(b, i ? ",\n    {" : "\n    {");
-        hvq_buf_puts(b, "\"name\": ");
-        hvq_buf_json_string(b, t->name);
-        hvq_buf_puts(b, ", \"dtype\": ");
-        hvq_buf_json_string(b, t->dtype);
-        hvq_buf_puts(b, ", \"shape\": [");
-        for (int d = 0; d < t->ndim; d++)
-            hvq_buf_printf(b, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
-        hvq_buf_printf(b, "], \"params\": %llu, \"compressed\": %s",
-                       (unsigned long long)t->params, t->compressed ? "true" : "false");
-        if (!t->compressed) {
-            hvq_buf_puts(b, ", \"passed_through\": ");
-            hvq_buf_json_string(b, t->why_passed ? t->why_passed : "");
-            if (t->error) { /* on_error: passthrough */
-                hvq_buf_puts(b, ", \"fallback\": \"passthrough\", \"error\": ");
-                hvq_buf_json_string(b, t->error);
-            }
-            hvq_buf_puts(b, ", ");
-            json_stages(b, t->stage_seconds, 1);
-            hvq_buf_puts(b, "}");
-            continue;
+}
+
+/* One tensor's entry (its braces included). */
+static void json_tensor(hvq_buf *b, const hvq_tensor_report *t)
+{
+    hvq_buf_puts(b, "{\"name\": ");
+    hvq_buf_json_string(b, t->name);
+    hvq_buf_puts(b, ", \"dtype\": ");
+    hvq_buf_json_string(b, t->dtype);
+    hvq_buf_puts(b, ", \"shape\": [");
+    for (int d = 0; d < t->ndim; d++)
+        hvq_buf_printf(b, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    hvq_buf_printf(b, "], \"params\": %llu, \"compressed\": %s",
+                   (unsigned long long)t->params, t->compressed ? "true" : "false");
+    if (!t->compressed) {
+        hvq_buf_puts(b, ", \"passed_through\": ");
+        hvq_buf_json_string(b, t->why_passed ? t->why_passed : "");
+        if (t->error) { /* on_error: passthrough */
+            hvq_buf_puts(b, ", \"fallback\": \"passthrough\", \"error\": ");
+            hvq_buf_json_string(b, t->error);
         }
-        hvq_buf_puts(b, ", \"hessian\": ");
-        hvq_buf_json_string(b, t->hessian);
-        hvq_buf_puts(b, ", \"importance\": ");
-        hvq_buf_json_string(b, t->importance);
-        hvq_buf_puts(b, ", \"clusterer\": ");
-        hvq_buf_json_string(b, t->clusterer);
-        hvq_buf_puts(b, ", \"residual\": ");
-        hvq_buf_json_string(b, t->residual);
-        if (t->candidate[0]) {
-            hvq_buf_puts(b, ", \"candidate\": ");
-            hvq_buf_json_string(b, t->candidate);
-            hvq_buf_printf(b, ", \"estimated_bytes\": %llu, \"estimated_error\": ",
-                           (unsigned long long)t->est_bytes);
-            json_num(b, t->est_err);
-        }
-        hvq_buf_printf(b, ", \"rows\": %llu, \"cols\": %llu, \"sparse_entries\": %llu",
-                       (unsigned long long)t->rows, (unsigned long long)t->cols,
-                       (unsigned long long)t->n_sparse);
-        hvq_buf_puts(b, ", \"paper_bits\": ");
-        json_num(b, t->paper_bits);
-        hvq_buf_puts(b, ", \"bpp_paper\": ");
-        json_num(b, t->paper_bits / (double)t->params);
-        hvq_buf_printf(b, ", \"stored_bytes\": %llu, \"bpp_stored\": ",
-                       (unsigned long long)t->stored_bytes);
-        json_num(b, (double)t->stored_bytes * 8.0 / (double)t->params);
-        hvq_buf_puts(b, ", \"rel_frobenius_error\": ");
-        json_num(b, t->rel_fro);
-        hvq_buf_puts(b, ", \"rel_hessian_error\": ");
-        json_num(b, t->rel_hessian);
-        hvq_buf_puts(b, ", \"sqnr_db\": ");
-        json_num(b, t->sqnr_db);
-        hvq_buf_puts(b, ", \"max_abs_error_sparse\": ");
-        json_num(b, t->max_abs_err_sparse);
-        hvq_buf_puts(b, ", \"seconds\": ");
-        json_num(b, t->seconds);
         hvq_buf_puts(b, ", ");
-        json_stages(b, t->stage_seconds, 0);
+        json_stages(b, t->stage_seconds, 1);
         hvq_buf_puts(b, "}");
+        return;
     }
+    hvq_buf_puts(b, ", \"hessian\": ");
+    hvq_buf_json_string(b, t->hessian);
+    hvq_buf_puts(b, ", \"importance\": ");
+    hvq_buf_json_string(b, t->importance);
+    hvq_buf_puts(b, ", \"clusterer\": ");
+    hvq_buf_json_string(b, t->clusterer);
+    hvq_buf_puts(b, ", \"residual\": ");
+    hvq_buf_json_string(b, t->residual);
+    if (t->candidate[0]) {
+        hvq_buf_puts(b, ", \"candidate\": ");
+        hvq_buf_json_string(b, t->candidate);
+        hvq_buf_printf(b, ", \"estimated_bytes\": %llu, \"estimated_error\": ",
+                       (unsigned long long)t->est_bytes);
+        json_num(b, t->est_err);
+    }
+    hvq_buf_printf(b, ", \"rows\": %llu, \"cols\": %llu, \"sparse_entries\": %llu",
+                   (unsigned long long)t->rows, (unsigned long long)t->cols,
+                   (unsigned long long)t->n_sparse);
+    hvq_buf_puts(b, ", \"paper_bits\": ");
+    json_num(b, t->paper_bits);
+    hvq_buf_puts(b, ", \"bpp_paper\": ");
+    json_num(b, t->paper_bits / (double)t->params);
+    hvq_buf_printf(b, ", \"stored_bytes\": %llu, \"bpp_stored\": ",
+                   (unsigned long long)t->stored_bytes);
+    json_num(b, (double)t->stored_bytes * 8.0 / (double)t->params);
+    hvq_buf_puts(b, ", \"rel_frobenius_error\": ");
+    json_num(b, t->rel_fro);
+    hvq_buf_puts(b, ", \"rel_hessian_error\": ");
+    json_num(b, t->rel_hessian);
+    hvq_buf_puts(b, ", \"sqnr_db\": ");
+    json_num(b, t->sqnr_db);
+    hvq_buf_puts(b, ", \"max_abs_error_sparse\": ");
+    json_num(b, t->max_abs_err_sparse);
+    hvq_buf_puts(b, ", \"seconds\": ");
+    json_num(b, t->seconds);
+    hvq_buf_puts(b, ", ");
+    json_stages(b, t->stage_seconds, 0);
+    hvq_buf_puts(b, "}");
+}
+
+/* The totals over every tensor. */
+static void json_totals(hvq_buf *b, const hvq_run_report *rep)
+{
     hvq_buf_printf(b, "\n  ],\n  \"totals\": {\"params\": %llu, \"compressed_params\": %llu, "
                       "\"output_bytes\": %llu, \"bpp_paper\": ",
                    (unsigned long long)rep->total_params,
@@ -279,6 +287,12 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
     hvq_buf_puts(b, ", \"peak_rss_mib\": ");
     json_num(b, rep->peak_rss_mib);
     hvq_buf_puts(b, "}");
+}
+
+/* The size allocation (--target-bpw/--target-size), when there was one. */
+static void json_allocation(hvq_buf *b, const hvq_run_report *rep)
+{
+    const hvq_pipeline *p = rep->pipeline;
     if (rep->allocated) {
         hvq_buf_puts(b, ",\n  \"allocation\": {\"target_bpw\": ");
         json_num(b, p->target.bpw > 0 ? p->target.bpw : NAN);
@@ -295,6 +309,17 @@ void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
         json_num(b, rep->alloc_seconds);
         hvq_buf_puts(b, "}");
     }
+}
+
+void hvq_report_json(hvq_buf *b, const hvq_run_report *rep)
+{
+    json_head(b, rep);
+    for (size_t i = 0; i < rep->n; i++) {
+        hvq_buf_puts(b, i ? ",\n    " : "\n    ");
+        json_tensor(b, &rep->t[i]);
+    }
+    json_totals(b, rep);
+    json_allocation(b, rep);
     hvq_buf_puts(b, "\n}\n");
 }
 
