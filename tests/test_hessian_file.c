@@ -42,8 +42,7 @@ static const char *write_diagonals(const char *const *names, const float *const 
             ck_assert_int_eq(ctx->host->convert(ctx, HVQ_DTYPE_F16, buf[k], HVQ_DTYPE_F32, v[k],
                                                 (size_t)n[k]), HVQ_OK);
     }
-    hvq_sink_handle *h =
-        ctx->host->sink_open_params(ctx, "safetensors", path, NULL, NULL, 0, info, count);
+    hvq_sink_handle *h = ctx->host->sink_open(ctx, "safetensors", path, NULL, 0, info, count);
     ck_assert_msg(h != NULL, "%s", hvq_ctx_error(ctx));
     for (size_t k = 0; k < count; k++) {
         hvq_tensor t = {info[k], half ? (const void *)buf[k] : (const void *)v[k]};

@@ -258,6 +258,9 @@ struct hvq_host {
                                size_t n);
     hvq_status (*output_pwrite)(hvq_ctx *ctx, hvq_output *out, const void *buf,
                                 size_t n, uint64_t offset);
+    /* Bytes written so far (output_write's position). Kept for plugins
+     * built against ABI 1: hvqconv's own plugins no longer call it (the
+     * table's entries are never removed or moved). */
     uint64_t (*output_tell)(hvq_output *out);
 
     /* dtype conversion of n elements; F32 <-> F16/BF16/F64 in both
@@ -272,7 +275,8 @@ struct hvq_host {
      * the extension of path) to write path. tensors[] declares every tensor
      * in write order; sink_write must then be called once per tensor in
      * that order. sink_finish completes the file; sink_close releases the
-     * handle (and, without a finish, abandons the output). */
+     * handle (and, without a finish, abandons the output). sink_open is
+     * sink_open_params (below) without options. */
     hvq_sink_handle *(*sink_open)(hvq_ctx *ctx, const char *format,
                                   const char *path, const hvq_meta *meta,
                                   size_t n_meta, const hvq_tensor_info *tensors,
