@@ -1,7 +1,7 @@
 # Code shared by the core and plugins, linked statically into each.
 noinst_LTLIBRARIES += libhvqjson.la
 libhvqjson_la_SOURCES = common/json.c common/json.h common/crc32.c common/crc32.h common/buf.c common/buf.h \
-	common/parallel_for.c common/parallel_for.h common/gptq.c common/gptq.h \
+	common/gptq.c common/gptq.h \
 	common/file.c common/file.h
 libhvqjson_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 EXTRA_DIST += common/f16_round.h common/col_gains.h common/finite.h

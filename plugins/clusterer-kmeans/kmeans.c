@@ -175,7 +175,6 @@ static hvq_status kmeans_encode_body(hvq_ctx *ctx, const hvq_params *params,
     const int accel = params->count > P_ACCEL && strcmp(params->values[P_ACCEL].s, "none") == 0
                           ? KM_ACCEL_NONE
                           : KM_ACCEL_AUTO;
-    const int threads = H->threads(ctx);
 
     if (b < 1 || b > KM_MAX_BLOCK || k_req < 1 || k_req > KM_MAX_CENTROIDS)
         return H->error(ctx, HVQ_E_INTERNAL, "kmeans: parameters out of range");
@@ -242,7 +241,7 @@ static hvq_status kmeans_encode_body(hvq_ctx *ctx, const hvq_params *params,
     }
 
     km_train_opts o = {.b = b, .k = k, .iterations = iterations, .revival = revival,
-                       .threads = threads, .accel = accel, .labels = labels,
+                       .ctx = ctx, .accel = accel, .labels = labels,
                        .progress = kmeans_progress, .progress_arg = ctx};
     if (km_train(sample, m, &o, &rng, cent)) {
         st = nomem(ctx, name);
@@ -290,8 +289,8 @@ static hvq_status kmeans_encode_body(hvq_ctx *ctx, const hvq_params *params,
         goto out;
     }
     km_codebook_set(&cb, cent);
-    km_encode_all(in->x, numel, &cb, cent, bits, ic->data, recon, threads, accel, guess);
-    if (u && km_gptq_scalar(in, cent, k, bits, u, threads, ic->data, recon)) {
+    km_encode_all(in->x, numel, &cb, cent, bits, ic->data, recon, ctx, accel, guess);
+    if (u && km_gptq_scalar(ctx, in, cent, k, bits, u, ic->data, recon)) {
         st = nomem(ctx, name);
         goto out;
     }
@@ -571,8 +570,7 @@ static hvq_status kmeans_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t r
                           i);
             goto out;
         }
-    uint64_t bad = km_decode(ic->data, (unsigned)bits, (uint32_t)k, cv, (int)b, numel, recon,
-                             H->threads(ctx));
+    uint64_t bad = km_decode(ic->data, (unsigned)bits, (uint32_t)k, cv, (int)b, numel, recon, ctx);
     if (bad != UINT64_MAX) {
         /* the index again, for the message (the stream is valid up to it) */
         uint32_t q;

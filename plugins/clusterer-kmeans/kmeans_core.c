@@ -45,7 +45,9 @@
  * and did not pay: the partition is deep where the data are dense, so a
  * 256x256 grid (uniform or logarithmic) left most of the descent to do.
  *
- * Threads split the vectors into fixed chunks; each vector's result is
+ * Every parallel loop runs on the host's thread pool (host->parallel_for,
+ * through hvq_host_parallel_for) in fixed chunks: their sizes depend only
+ * on the data, never on the thread count. Each vector's result is
  * independent of the split, builds are deterministic, and the M-step sums
  * are accumulated by one thread in sample order, so nothing depends on the
  * thread count.
@@ -54,7 +56,6 @@
 
 #include <float.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,51 +282,6 @@ uint32_t km_fit_centroids(uint64_t n, uint32_t k, int shrink)
 
 
 /* ------------------------------------------------------------------------
- * Threads: fixed chunks handed out by an atomic counter.
- * ---------------------------------------------------------------------- */
-
-typedef struct km_par {
-    atomic_size_t next;
-    size_t n;
-    void (*fn)(void *arg, size_t chunk);
-    void *arg;
-} km_par;
-
-static void *km_par_worker(void *p)
-{
-    km_par *q = p;
-    size_t c;
-    while ((c = atomic_fetch_add(&q->next, 1)) < q->n)
-        q->fn(q->arg, c);
-    return NULL;
-}
-
-enum { KM_MAX_THREADS = 256 };
-
-static void km_parallel(int threads, size_t nchunks, void (*fn)(void *, size_t), void *arg)
-{
-    km_par q;
-    atomic_init(&q.next, 0);
-    q.n = nchunks;
-    q.fn = fn;
-    q.arg = arg;
-    if (threads > KM_MAX_THREADS)
-        threads = KM_MAX_THREADS;
-    if ((size_t)threads > nchunks)
-        threads = (int)nchunks;
-    pthread_t th[KM_MAX_THREADS];
-    int started = 0;
-    for (int t = 1; t < threads; t++) {
-        if (pthread_create(&th[started], NULL, km_par_worker, &q) != 0)
-            break; /* fewer threads: same result */
-        started++;
-    }
-    km_par_worker(&q);
-    for (int t = 0; t < started; t++)
-        pthread_join(th[t], NULL);
-}
-
-/* ------------------------------------------------------------------------
  * Codebooks
  * ---------------------------------------------------------------------- */
 
@@ -479,6 +435,11 @@ static const uint32_t km_leaf_max[KM_INDEX_MAX_BLOCK + 1] = {0, 8, 8, 16, UINT32
                                                              UINT32_MAX, UINT32_MAX};
 static const uint32_t km_list_cap[KM_INDEX_MAX_BLOCK + 1] = {0, 0, 0, 64, 64, 64, 64, 64, 64};
 enum { KM_AUTO_MAX_BLOCK = 2, KM_AUTO_MIN_K = 64, KM_SPLIT_DEPTH = 48, KM_HALVE_DEPTH = 24 };
+/* The lists are built serially down to this depth of the partition, then
+ * its subtrees (up to 2^depth) are built in parallel on the host's threads.
+ * A constant, so the index built is the same for every thread count (and
+ * the assignments are exact whatever the index). */
+enum { KM_PLAN_DEPTH = 6 };
 #define KM_INDEX_MAX_BYTES ((size_t)256 << 20)
 
 /* A node, 8 bytes: x goes to node (kid >> 3) + (x[kid & 7] >= split). A
@@ -1064,8 +1025,10 @@ static int km_plan(km_grid *g, km_gscratch *s, uint32_t ni, size_t off, size_t n
     return 0;
 }
 
-static void km_grid_task(void *arg, size_t ti)
+static void km_grid_task(void *arg, uint64_t ti, uint64_t begin, uint64_t end)
 {
+    (void)begin;
+    (void)end;
     km_grid *g = arg;
     km_gbuf *o = &g->chunk[ti];
     o->nb = o->nn = o->nlv = 0;
@@ -1252,7 +1215,7 @@ cut:; /* (a label may not precede a declaration before C23; clang refuses it) */
 }
 
 int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const float *hi,
-                      int accel, int threads)
+                      int accel, hvq_ctx *ctx)
 {
     km_grid *g = cb->grid;
     if (g)
@@ -1315,10 +1278,7 @@ int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const fl
                 s.qs[q] = q;
             }
             s.top = k;
-            uint32_t cut = 3;
-            while ((1u << cut) < (uint32_t)(threads > 1 ? threads : 1) * 16 && cut < 12)
-                cut++;
-            bad = km_plan(g, &s, 0, 0, k, U, INFINITY, cut);
+            bad = km_plan(g, &s, 0, 0, k, U, INFINITY, KM_PLAN_DEPTH);
         }
         km_gs_free(&s);
         if (bad)
@@ -1336,7 +1296,7 @@ int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const fl
     g->max_blocks = KM_INDEX_MAX_BYTES / (8 * sizeof(uint16_t) + sizeof(float));
     atomic_init(&g->blocks, 0);
     atomic_init(&g->failed, 0);
-    km_parallel(threads, nchunk, km_grid_task, g);
+    hvq_host_parallel_for(ctx, nchunk, 1, km_grid_task, g);
     if (atomic_load(&g->failed))
         goto out;
     /* Concatenate, renumbering: chunk ci's nodes follow the partition's
@@ -1908,19 +1868,19 @@ typedef struct km_assign_job {
     float *dist;
 } km_assign_job;
 
-static void km_assign_chunk(void *arg, size_t c)
+static void km_assign_chunk(void *arg, uint64_t c, uint64_t i0, uint64_t i1)
 {
     const km_assign_job *j = arg;
-    size_t i0 = c * KM_CHUNK, i1 = i0 + KM_CHUNK < j->n ? i0 + KM_CHUNK : j->n;
+    (void)c;
     km_assign_fast(j->x + i0 * (size_t)j->cb->b, i1 - i0, j->cb, j->idx + i0,
                    j->dist ? j->dist + i0 : NULL);
 }
 
-int km_assign_threads(const float *x, size_t n, const km_codebook *cb, uint32_t *idx,
-                      float *dist, int threads)
+int km_assign_parallel(const float *x, size_t n, const km_codebook *cb, uint32_t *idx,
+                       float *dist, hvq_ctx *ctx)
 {
     km_assign_job j = {x, n, cb, idx, dist};
-    km_parallel(threads, (n + KM_CHUNK - 1) / KM_CHUNK, km_assign_chunk, &j);
+    hvq_host_parallel_for(ctx, n, KM_CHUNK, km_assign_chunk, &j);
     return 0;
 }
 /* ------------------------------------------------------------------------
@@ -2276,15 +2236,15 @@ static size_t km_nbr_scan(const float *tab4, uint32_t kp4, uint32_t k, uint32_t 
 }
 #endif /* KM_HAVE_VECTORS */
 
-static void km_nbr_chunk(void *arg, size_t ci)
+static void km_nbr_chunk(void *arg, uint64_t ci, uint64_t begin, uint64_t end)
 {
     km_nbr_job *job = arg;
     const km_kd *t = job->t;
     km_nbrs *nb = job->nb;
     const int b = t->b;
     const uint32_t m = nb->m, k = nb->k;
-    uint32_t q0 = (uint32_t)(ci * KM_NBR_CHUNK);
-    uint32_t q1 = q0 + KM_NBR_CHUNK < k ? q0 + KM_NBR_CHUNK : k;
+    uint32_t q0 = (uint32_t)begin, q1 = (uint32_t)end;
+    (void)ci;
     double *hd = malloc((size_t)m * sizeof *hd);
     uint32_t *hq = malloc((size_t)m * sizeof *hq);
     uint32_t *stack = malloc(t->n * sizeof *stack + 1);
@@ -2481,7 +2441,7 @@ out:
     free(cand);
 }
 
-int km_nbrs_build(km_nbrs *nb, const float *c, uint32_t k, int b, int threads)
+int km_nbrs_build(km_nbrs *nb, const float *c, uint32_t k, int b, hvq_ctx *ctx)
 {
     uint32_t m = km_nbr_count(b);
     if (m > k - 1)
@@ -2539,7 +2499,7 @@ int km_nbrs_build(km_nbrs *nb, const float *c, uint32_t k, int b, int threads)
     atomic_init(&job.failed, 0);
     if (km_kd_make(nb->kd, c, k, b))
         return -1;
-    km_parallel(threads, (k + KM_NBR_CHUNK - 1) / KM_NBR_CHUNK, km_nbr_chunk, &job);
+    hvq_host_parallel_for(ctx, k, KM_NBR_CHUNK, km_nbr_chunk, &job);
     return atomic_load(&job.failed) ? -1 : 0;
 }
 
@@ -2844,22 +2804,22 @@ static size_t km_guided_range(const float *x, size_t n, const km_codebook *cb,
     return nr;
 }
 
-static void km_guided_chunk(void *arg, size_t c)
+static void km_guided_chunk(void *arg, uint64_t c, uint64_t i0, uint64_t i1)
 {
     km_guided_job *j = arg;
     const int b = j->cb->b;
-    size_t i0 = c * KM_CHUNK, i1 = i0 + KM_CHUNK < j->n ? i0 + KM_CHUNK : j->n;
+    (void)c;
     size_t nr = km_guided_range(j->x + i0 * (size_t)b, i1 - i0, j->cb, j->nb, j->idx + i0,
                                 j->dist ? j->dist + i0 : NULL);
     atomic_fetch_add(&j->rest, nr);
 }
 
 size_t km_assign_guided(const float *x, size_t n, const km_codebook *cb, const km_nbrs *nb,
-                        uint32_t *idx, float *dist, int threads)
+                        uint32_t *idx, float *dist, hvq_ctx *ctx)
 {
     km_guided_job j = {.x = x, .n = n, .cb = cb, .nb = nb, .idx = idx, .dist = dist};
     atomic_init(&j.rest, 0);
-    km_parallel(threads, (n + KM_CHUNK - 1) / KM_CHUNK, km_guided_chunk, &j);
+    hvq_host_parallel_for(ctx, n, KM_CHUNK, km_guided_chunk, &j);
     return atomic_load(&j.rest);
 }
 
@@ -2917,12 +2877,12 @@ static int64_t km_revive(const float *sample, uint64_t m, const km_train_opts *o
     km_codebook_set(&live, lv);
     /* (an index costs more than it saves on a small subset) */
     if (rs >= 100000)
-        km_codebook_index(&live, lv, lo, hi, o->accel, o->threads);
+        km_codebook_index(&live, lv, lo, hi, o->accel, o->ctx);
     if (km_sample(r, m, rs, pos))
         goto out;
     for (uint64_t s = 0; s < rs; s++)
         memcpy(vec + s * (size_t)b, sample + pos[s] * (size_t)b, (size_t)b * sizeof *vec);
-    km_assign_threads(vec, (size_t)rs, &live, lab, dist, o->threads);
+    km_assign_parallel(vec, (size_t)rs, &live, lab, dist, o->ctx);
     for (uint64_t s = 0; s < rs; s++) {
         rank[s].d = isnan(dist[s]) ? -INFINITY : dist[s];
         rank[s].pad = 0;
@@ -2973,7 +2933,7 @@ int km_train(const float *sample, uint64_t m, const km_train_opts *o, km_rng *r,
     for (uint32_t q = 0; q < k; q++)
         memcpy(cent + (size_t)q * b, sample + perm[q] * (size_t)b, (size_t)b * sizeof *cent);
     km_codebook_set(&cb, cent);
-    km_codebook_index(&cb, cent, lo, hi, o->accel, o->threads);
+    km_codebook_index(&cb, cent, lo, hi, o->accel, o->ctx);
 
     /* Guided assignment pays when the lists are much shorter than the
      * codebook. */
@@ -2982,13 +2942,13 @@ int km_train(const float *sample, uint64_t m, const km_train_opts *o, km_rng *r,
         /* E-step: a full search first; then each vector's previous
          * centroid, certified by the centroids' neighbours */
         if (it == 0 && cb.grid && km_codebook_index_load(&cb) > 0) {
-            km_assign_threads(sample, (size_t)m, &cb, labels, dist, o->threads);
-        } else if (!guided || km_nbrs_build(&nb, cent, k, b, o->threads)) {
-            km_assign_threads(sample, (size_t)m, &cb, labels, dist, o->threads);
+            km_assign_parallel(sample, (size_t)m, &cb, labels, dist, o->ctx);
+        } else if (!guided || km_nbrs_build(&nb, cent, k, b, o->ctx)) {
+            km_assign_parallel(sample, (size_t)m, &cb, labels, dist, o->ctx);
         } else {
             if (it == 0) /* no previous centroids: the k-d tree's guesses */
                 memset(labels, 0xff, (size_t)m * sizeof *labels);
-            km_assign_guided(sample, (size_t)m, &cb, &nb, labels, dist, o->threads);
+            km_assign_guided(sample, (size_t)m, &cb, &nb, labels, dist, o->ctx);
         }
         if (o->objective)
             o->objective[it] = km_sum(dist, m);
@@ -3025,10 +2985,10 @@ int km_train(const float *sample, uint64_t m, const km_train_opts *o, km_rng *r,
     if (o->labels && o->iterations > 0)
         memcpy(o->labels, labels, (size_t)m * sizeof *labels);
     if (o->objective) {
-        if (o->iterations == 0 || !guided || km_nbrs_build(&nb, cent, k, b, o->threads))
-            km_assign_threads(sample, (size_t)m, &cb, labels, dist, o->threads);
+        if (o->iterations == 0 || !guided || km_nbrs_build(&nb, cent, k, b, o->ctx))
+            km_assign_parallel(sample, (size_t)m, &cb, labels, dist, o->ctx);
         else
-            km_assign_guided(sample, (size_t)m, &cb, &nb, labels, dist, o->threads);
+            km_assign_guided(sample, (size_t)m, &cb, &nb, labels, dist, o->ctx);
         o->objective[o->iterations] = km_sum(dist, m);
     }
     rc = 0;
@@ -3059,12 +3019,12 @@ typedef struct km_encode_job {
     const uint32_t *guess; /* its first guesses, or NULL */
 } km_encode_job;
 
-static void km_encode_chunk(void *arg, size_t c)
+static void km_encode_chunk(void *arg, uint64_t c, uint64_t i0, uint64_t i1)
 {
     const km_encode_job *j = arg;
     const int b = j->cb->b;
     uint32_t idx[KM_CHUNK];
-    uint64_t i0 = (uint64_t)c * KM_CHUNK, i1 = i0 + KM_CHUNK < j->n ? i0 + KM_CHUNK : j->n;
+    (void)c;
     uint64_t full_end = i1 < j->nfull ? i1 : j->nfull;
     if (full_end > i0 && j->nb) {
         if (j->guess)
@@ -3093,7 +3053,7 @@ static void km_encode_chunk(void *arg, size_t c)
 }
 
 int km_encode_all(const float *x, uint64_t numel, km_codebook *cb, const float *cvals,
-                  unsigned bits, uint8_t *packed, float *recon, int threads, int accel,
+                  unsigned bits, uint8_t *packed, float *recon, hvq_ctx *ctx, int accel,
                   const uint32_t *guess)
 {
     uint64_t b = (uint64_t)cb->b;
@@ -3116,12 +3076,12 @@ int km_encode_all(const float *x, uint64_t numel, km_codebook *cb, const float *
         }
         /* the index where it pays; else guided search from the k-d
          * tree's guess where the lists are much shorter than the codebook */
-        if (!km_codebook_index(cb, cvals, lo, hi, accel, threads) &&
+        if (!km_codebook_index(cb, cvals, lo, hi, accel, ctx) &&
             km_guided_ok(cb->b, cb->k, accel) &&
-            km_nbrs_build(&nb, cvals, cb->k, cb->b, threads) == 0)
+            km_nbrs_build(&nb, cvals, cb->k, cb->b, ctx) == 0)
             j.nb = &nb;
     }
-    km_parallel(threads, (size_t)((j.n + KM_CHUNK - 1) / KM_CHUNK), km_encode_chunk, &j);
+    hvq_host_parallel_for(ctx, j.n, KM_CHUNK, km_encode_chunk, &j);
     km_nbrs_free(&nb);
     return 0;
 }
@@ -3182,22 +3142,21 @@ static uint64_t km_decode_range(const km_decode_job *j, uint64_t i0, uint64_t i1
     return UINT64_MAX;
 }
 
-static void km_decode_chunk(void *arg, size_t chunk)
+static void km_decode_chunk(void *arg, uint64_t chunk, uint64_t i0, uint64_t i1)
 {
     km_decode_job *j = arg;
-    uint64_t i0 = (uint64_t)chunk * KM_DECODE_CHUNK, i1 = i0 + KM_DECODE_CHUNK;
-    j->bad[chunk] = km_decode_range(j, i0, i1 < j->n ? i1 : j->n);
+    j->bad[chunk] = km_decode_range(j, i0, i1);
 }
 
 uint64_t km_decode(const uint8_t *packed, unsigned bits, uint32_t k, const float *cvals, int b,
-                   uint64_t numel, float *recon, int threads)
+                   uint64_t numel, float *recon, hvq_ctx *ctx)
 {
     uint64_t n = numel / (uint64_t)b + (numel % (uint64_t)b != 0);
     size_t nchunk = (size_t)((n + KM_DECODE_CHUNK - 1) / KM_DECODE_CHUNK);
     km_decode_job j = {packed, bits, k, cvals, b, numel, n, recon, NULL};
-    if (threads <= 1 || nchunk <= 1 || !(j.bad = malloc(nchunk * sizeof *j.bad)))
+    if (nchunk <= 1 || !(j.bad = malloc(nchunk * sizeof *j.bad)))
         return km_decode_range(&j, 0, n); /* in order, on this thread */
-    km_parallel(threads, nchunk, km_decode_chunk, &j);
+    hvq_host_parallel_for(ctx, n, KM_DECODE_CHUNK, km_decode_chunk, &j);
     uint64_t first = UINT64_MAX;
     for (size_t c = 0; c < nchunk; c++)
         if (j.bad[c] < first)
