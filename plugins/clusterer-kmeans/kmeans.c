@@ -30,9 +30,9 @@
  * tensor's seed, in this order: the sample, the initialization, the
  * revival subsets. The result is the same for any number of threads.
  *
- * How it is fast (kmeans_core.c has the details and the proofs). The
- * result is always that of plain Lloyd's with brute-force assignment on
- * the same seed: identical assignments (exact ties to the lowest index),
+ * How it is fast (km_private.h and the km_*.c files have the details and
+ * the proofs). The result is always that of plain Lloyd's with
+ * brute-force assignment on the same seed: identical assignments (exact ties to the lowest index),
  * codebook bytes and reconstruction; the parameter accel = none runs that
  * plain version (for tests and benchmarks), accel = auto (the default)
  * avoids looking at centroids that provably cannot win:
@@ -60,7 +60,8 @@
  *    one (the smallest distance, then the lowest index).
  *  - Brute force otherwise (block sizes above 4, small codebooks, vectors
  *    nothing certifies): AVX2 kernels, 8 centroids x 4 vectors per step.
- *  - Threads split the vectors into fixed chunks and sum in a fixed order.
+ *  - The host's threads (host->parallel_for) run fixed chunks of vectors;
+ *    sums are taken in a fixed order.
  * On 2 cores, a 2048x2048 matrix: High (b 2, K 2048) 0.25 s instead of
  * 1.2 s; Mid (b 4) about 3x faster than brute force (bench/kmeans_bench.c;
  * bench/matrix_bench.sh for the whole driver).

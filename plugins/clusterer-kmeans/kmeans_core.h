@@ -78,7 +78,7 @@ uint32_t km_fit_centroids(uint64_t n, uint32_t k, int shrink);
 
 /* ---- assignment ------------------------------------------------------------ */
 
-/* Search acceleration (see the Speed note in kmeans_core.c): AUTO uses
+/* Search acceleration (see the Speed note in km_private.h): AUTO uses
  * what pays: the exact index for block sizes 1-2 (at least 64 centroids),
  * guided search for block sizes up to 4 (codebooks much larger than the
  * neighbour lists), brute force elsewhere; NONE is brute force always (the
@@ -153,7 +153,7 @@ void km_assign_fast(const float *x, size_t n, const km_codebook *cb, uint32_t *i
 int km_assign_parallel(const float *x, size_t n, const km_codebook *cb, uint32_t *idx,
                        float *dist, hvq_ctx *ctx);
 
-/* Guided assignment (see kmeans_core.c): each centroid's m nearest other
+/* Guided assignment (see km_nbrs.c): each centroid's m nearest other
  * centroids, sorted, with distances (double, rounded to float) and reach
  * (every centroid outside the list is at least that far; +inf when the
  * list holds them all); tab holds the centroids in b rows of k. */
