@@ -686,74 +686,16 @@ static int km_part_add(km_grid *g, const float *blo, const float *bhi, uint32_t 
     return 0;
 }
 
-/* Splits node i at its median centroid (see above), or leaves it a leaf. */
-static int km_part_split(km_grid *g, size_t i)
+/* Moves the want-th smallest of the m centroids o[] by value dim (c: b
+ * values per centroid) to o[want], the smaller ones before it: a three-way
+ * quickselect (km_private.h). */
+void km_select_median(uint32_t *o, uint32_t m, uint32_t want, const float *c, int b, int dim)
 {
-    const int b = g->b;
-    const float *cv = g->cv;
-    km_gpart p = g->part[i];
-    uint32_t m = p.e - p.s;
-    float *bb = g->bb + i * 2 * b;
-    for (int j = 0; j < b; j++) {
-        bb[j] = INFINITY;
-        bb[b + j] = -INFINITY;
-    }
-    for (uint32_t t = p.s; t < p.e; t++)
-        for (int j = 0; j < b; j++) {
-            float v = cv[(size_t)g->ord[t] * b + j];
-            bb[j] = v < bb[j] ? v : bb[j];
-            bb[b + j] = v > bb[b + j] ? v : bb[b + j];
-        }
-    if (m <= 1 || p.depth >= KM_SPLIT_DEPTH)
-        return 0;
-    const float *blo = g->box + i * 2 * b, *bhi = blo + b;
-    uint32_t *o = g->ord + p.s;
-    float split;
-    int dim = -1;
-    /* A box reaching farther beyond its centroids than they spread is
-     * first cut at their bounding box, the empty part a leaf of its own:
-     * a long box next to dense centroids would have a long list. */
-    double spread = 0, tgap;
-    for (int j = 0; j < b; j++)
-        spread = (double)bb[b + j] - (double)bb[j] > spread ? (double)bb[b + j] - (double)bb[j]
-                                                            : spread;
-    tgap = spread;
-    int high = 0;
-    for (int j = 0; j < b; j++) {
-        double gl = (double)bb[j] - (double)blo[j], gh = (double)bhi[j] - (double)bb[b + j];
-        if (gl > tgap) {
-            tgap = gl;
-            dim = j;
-            high = 0;
-        }
-        if (gh > tgap) {
-            tgap = gh;
-            dim = j;
-            high = 1;
-        }
-    }
-    if (dim >= 0) {
-        split = high ? nextafterf(bb[b + dim], INFINITY) : bb[dim];
-        if (blo[dim] < split && split < bhi[dim])
-            goto cut;
-    }
-    /* the widest side of the box among the coordinates that differ */
-    dim = -1;
-    double w = -1;
-    for (int j = 0; j < b; j++)
-        if (bb[b + j] > bb[j] && (double)bhi[j] - (double)blo[j] > w) {
-            w = (double)bhi[j] - (double)blo[j];
-            dim = j;
-        }
-    if (dim < 0)
-        return 0; /* all its centroids coincide */
-    /* the median: quickselect (three-way) of the (m/2)-th smallest */
-    uint32_t want = m / 2;
     for (uint32_t lo_ = 0, hi_ = m; hi_ - lo_ > 1;) {
-        float pv = cv[(size_t)o[lo_ + (hi_ - lo_) / 2] * b + dim];
+        float pv = c[(size_t)o[lo_ + (hi_ - lo_) / 2] * b + dim];
         uint32_t lt = lo_, t = lo_, gt = hi_;
         while (t < gt) {
-            float v = cv[(size_t)o[t] * b + dim];
+            float v = c[(size_t)o[t] * b + dim];
             uint32_t tmp = o[t];
             if (v < pv) {
                 o[t++] = o[lt];
@@ -772,26 +714,117 @@ static int km_part_split(km_grid *g, size_t i)
         else
             break;
     }
-    float rv = cv[(size_t)o[want] * b + dim], lv = -INFINITY;
+}
+
+/* The bounding box bb (lo then hi) of node p's centroids. */
+static void km_part_bbox(const km_grid *g, km_gpart p, float *bb)
+{
+    const int b = g->b;
+    for (int j = 0; j < b; j++) {
+        bb[j] = INFINITY;
+        bb[b + j] = -INFINITY;
+    }
+    for (uint32_t t = p.s; t < p.e; t++)
+        for (int j = 0; j < b; j++) {
+            float v = g->cv[(size_t)g->ord[t] * b + j];
+            bb[j] = v < bb[j] ? v : bb[j];
+            bb[b + j] = v > bb[b + j] ? v : bb[b + j];
+        }
+}
+
+/* A box [blo, bhi] reaching farther beyond its centroids' box bb than they
+ * spread is first cut at bb, the empty part a leaf of its own (a long box
+ * next to dense centroids would have a long list): 1 with *dim and *split
+ * of that cut, else 0. */
+static int km_part_gap_cut(const float *blo, const float *bhi, const float *bb, int b, int *dim,
+                           float *split)
+{
+    double spread = 0, tgap;
+    for (int j = 0; j < b; j++)
+        spread = (double)bb[b + j] - (double)bb[j] > spread ? (double)bb[b + j] - (double)bb[j]
+                                                            : spread;
+    tgap = spread;
+    int high = 0, d = -1;
+    for (int j = 0; j < b; j++) {
+        double gl = (double)bb[j] - (double)blo[j], gh = (double)bhi[j] - (double)bb[b + j];
+        if (gl > tgap) {
+            tgap = gl;
+            d = j;
+            high = 0;
+        }
+        if (gh > tgap) {
+            tgap = gh;
+            d = j;
+            high = 1;
+        }
+    }
+    if (d < 0)
+        return 0;
+    *dim = d;
+    *split = high ? nextafterf(bb[b + d], INFINITY) : bb[d];
+    return blo[d] < *split && *split < bhi[d];
+}
+
+/* The median cut of the m centroids o[] in the box [blo, bhi] (their box
+ * bb) across the widest side among the coordinates that differ: 1 with
+ * *dim and *split, 0 when all its centroids coincide. */
+static int km_part_median_cut(const km_grid *g, uint32_t *o, uint32_t m, const float *blo,
+                              const float *bhi, const float *bb, int *dim, float *split)
+{
+    const int b = g->b;
+    const float *cv = g->cv;
+    int d = -1;
+    double w = -1;
+    for (int j = 0; j < b; j++)
+        if (bb[b + j] > bb[j] && (double)bhi[j] - (double)blo[j] > w) {
+            w = (double)bhi[j] - (double)blo[j];
+            d = j;
+        }
+    if (d < 0)
+        return 0;
+    uint32_t want = m / 2;
+    km_select_median(o, m, want, cv, b, d);
+    float rv = cv[(size_t)o[want] * b + d], lv = -INFINITY;
     for (uint32_t t = 0; t < want; t++) {
-        float v = cv[(size_t)o[t] * b + dim];
+        float v = cv[(size_t)o[t] * b + d];
         lv = v > lv ? v : lv;
     }
     /* lv <= rv: cut between them, so that both sides hold centroids */
-    split = rv;
+    float sp = rv;
     if (lv < rv) {
-        split = 0.5f * lv + 0.5f * rv;
-        if (!(split > lv))
-            split = rv;
+        sp = 0.5f * lv + 0.5f * rv;
+        if (!(sp > lv))
+            sp = rv;
     }
-    if (!(split > bb[dim])) {
+    if (!(sp > bb[d])) {
         /* ties at the median: cut between the smallest and the largest */
-        split = 0.5f * bb[dim] + 0.5f * bb[b + dim];
-        if (!(split > bb[dim]))
-            split = bb[b + dim];
+        sp = 0.5f * bb[d] + 0.5f * bb[b + d];
+        if (!(sp > bb[d]))
+            sp = bb[b + d];
     }
-    split = split < blo[dim] ? blo[dim] : split > bhi[dim] ? bhi[dim] : split;
-cut:; /* (a label may not precede a declaration before C23; clang refuses it) */
+    *dim = d;
+    *split = sp < blo[d] ? blo[d] : sp > bhi[d] ? bhi[d] : sp;
+    return 1;
+}
+
+/* Splits node i at its median centroid (see above), or leaves it a leaf. */
+static int km_part_split(km_grid *g, size_t i)
+{
+    const int b = g->b;
+    const float *cv = g->cv;
+    km_gpart p = g->part[i];
+    uint32_t m = p.e - p.s;
+    float *bb = g->bb + i * 2 * b;
+    km_part_bbox(g, p, bb);
+    if (m <= 1 || p.depth >= KM_SPLIT_DEPTH)
+        return 0;
+    const float *blo = g->box + i * 2 * b, *bhi = blo + b;
+    uint32_t *o = g->ord + p.s;
+    float split;
+    int dim;
+    if (!km_part_gap_cut(blo, bhi, bb, b, &dim, &split) &&
+        !km_part_median_cut(g, o, m, blo, bhi, bb, &dim, &split))
+        return 0;
     /* partition: c < split to the left */
     uint32_t a = 0;
     for (uint32_t t = 0; t < m; t++)
@@ -804,19 +837,15 @@ cut:; /* (a label may not precede a declaration before C23; clang refuses it) */
     if ((a == 0 || a == m) && !(blo[dim] < split && split < bhi[dim]))
         return 0; /* (a median cut clamped to the box's side) */
     float clo[KM_INDEX_MAX_BLOCK], chi[KM_INDEX_MAX_BLOCK];
-    memcpy(clo, blo, (size_t)b * sizeof *blo);
-    memcpy(chi, bhi, (size_t)b * sizeof *bhi);
-    chi[dim] = split;
     uint32_t kid = (uint32_t)g->npart;
-    if (km_part_add(g, clo, chi, p.s, p.s + a, p.depth + 1))
-        return -1;
-    blo = g->box + i * 2 * b; /* may have moved */
-    bhi = blo + b;
-    memcpy(clo, blo, (size_t)b * sizeof *blo);
-    memcpy(chi, bhi, (size_t)b * sizeof *bhi);
-    clo[dim] = split;
-    if (km_part_add(g, clo, chi, p.s + a, p.e, p.depth + 1))
-        return -1;
+    for (int h = 0; h < 2; h++) {
+        blo = g->box + i * 2 * b; /* (may have moved) */
+        memcpy(clo, blo, (size_t)b * sizeof *blo);
+        memcpy(chi, blo + b, (size_t)b * sizeof *bhi);
+        (h ? clo : chi)[dim] = split;
+        if (km_part_add(g, clo, chi, h ? p.s + a : p.s, h ? p.e : p.s + a, p.depth + 1))
+            return -1;
+    }
     g->part[i].kid = kid;
     g->all.node[i].split = split;
     g->all.node[i].kid = kid << 3 | (uint32_t)dim;

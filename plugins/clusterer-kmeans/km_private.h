@@ -235,6 +235,14 @@ struct km_kd {
     float *lbc;
 };
 
+/* Frees p and sets it to NULL. */
+#define KM_FREE_NULL(p) (free(p), (p) = NULL)
+
+/* Moves the want-th smallest of the m centroids o[] by value dim (c: b
+ * values per centroid) to o[want], the smaller ones before it and the
+ * larger after (a three-way quickselect; km_index.c). */
+void km_select_median(uint32_t *o, uint32_t m, uint32_t want, const float *c, int b, int dim);
+
 /* Whether guided search is used for block size b, k centroids and accel. */
 int km_guided_ok(int b, uint32_t k, int accel);
 
