@@ -852,12 +852,11 @@ static int km_part_split(km_grid *g, size_t i)
     return 0;
 }
 
-int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const float *hi,
-                      int accel, hvq_ctx *ctx)
+/* Whether the index may be built for cb's centroids c in the box [lo, hi]
+ * as accel asks (see km_codebook_index). */
+static int km_index_wanted(const km_codebook *cb, const float *c, const float *lo,
+                           const float *hi, int accel)
 {
-    km_grid *g = cb->grid;
-    if (g)
-        g->valid = 0;
     const int b = cb->b;
     const uint32_t k = cb->k;
 #if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
@@ -874,59 +873,55 @@ int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const fl
     for (size_t i = 0; i < (size_t)k * b; i++)
         if (!isfinite(c[i]))
             return 0;
-    if (!g) {
-        g = calloc(1, sizeof *g);
-        if (!g)
-            return 0;
-        cb->grid = g;
-    }
-    km_grid_release(g);
-    g->b = b;
-    g->k = k;
-    g->cv = c;
-    memcpy(g->lo, lo, (size_t)b * sizeof *lo);
-    memcpy(g->hi, hi, (size_t)b * sizeof *hi);
-    g->all.nb = g->all.nn = 0;
+    return 1;
+}
 
-    int rc = -1;
-    /* The partition, breadth first: node i's children follow every node
-     * before them. */
-    g->ord = malloc((size_t)k * sizeof *g->ord);
+/* The partition, breadth first: node i's children follow every node
+ * before them. */
+static int km_grid_partition(km_grid *g)
+{
+    g->ord = malloc((size_t)g->k * sizeof *g->ord);
     if (!g->ord)
-        goto out;
-    for (uint32_t q = 0; q < k; q++)
+        return -1;
+    for (uint32_t q = 0; q < g->k; q++)
         g->ord[q] = q;
-    if (km_part_add(g, lo, hi, 0, k, 0))
-        goto out;
+    if (km_part_add(g, g->lo, g->hi, 0, g->k, 0))
+        return -1;
     for (size_t i = 0; i < g->npart; i++)
         if (km_part_split(g, i))
-            goto out;
-    /* The lists, top down (a child's from its parent's): serially down
-     * to a depth with enough subtrees, then the subtrees in parallel. */
-    {
-        km_gscratch s = {0};
-        int bad = km_gs_reserve(&s, k);
-        if (!bad) {
-            const float *blo = g->box, *bhi = blo + b;
-            float U = INFINITY;
-            for (uint32_t q = 0; q < k; q++) {
-                float d = km_box_max(c + (size_t)q * b, blo, bhi, b);
-                U = d < U ? d : U;
-                s.md[q] = km_box_min(c + (size_t)q * b, blo, bhi, b);
-                s.qs[q] = q;
-            }
-            s.top = k;
-            bad = km_plan(g, &s, 0, 0, k, U, INFINITY, KM_PLAN_DEPTH);
+            return -1;
+    return 0;
+}
+
+/* The lists, top down (a child's from its parent's): serially down to
+ * KM_PLAN_DEPTH (the tasks), then the tasks' subtrees in parallel, each
+ * into its chunk of g. */
+static int km_grid_lists(km_grid *g, hvq_ctx *ctx)
+{
+    const int b = g->b;
+    const uint32_t k = g->k;
+    km_gscratch s = {0};
+    int bad = km_gs_reserve(&s, k);
+    if (!bad) {
+        const float *blo = g->box, *bhi = blo + b;
+        float U = INFINITY;
+        for (uint32_t q = 0; q < k; q++) {
+            float d = km_box_max(g->cv + (size_t)q * b, blo, bhi, b);
+            U = d < U ? d : U;
+            s.md[q] = km_box_min(g->cv + (size_t)q * b, blo, bhi, b);
+            s.qs[q] = q;
         }
-        km_gs_free(&s);
-        if (bad)
-            goto out;
+        s.top = k;
+        bad = km_plan(g, &s, 0, 0, k, U, INFINITY, KM_PLAN_DEPTH);
     }
+    km_gs_free(&s);
+    if (bad)
+        return -1;
     size_t nchunk = g->ntask;
     if (nchunk > g->nchunk) {
         km_gbuf *ch = realloc(g->chunk, nchunk * sizeof *ch);
         if (!ch)
-            goto out;
+            return -1;
         memset(ch + g->nchunk, 0, (nchunk - g->nchunk) * sizeof *ch);
         g->chunk = ch;
         g->nchunk = nchunk;
@@ -935,10 +930,15 @@ int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const fl
     atomic_init(&g->blocks, 0);
     atomic_init(&g->failed, 0);
     hvq_host_parallel_for(ctx, nchunk, 1, km_grid_task, g);
-    if (atomic_load(&g->failed))
-        goto out;
-    /* Concatenate, renumbering: chunk ci's nodes follow the partition's
-     * and the nodes of the chunks before it, and so do its blocks. */
+    return atomic_load(&g->failed) ? -1 : 0;
+}
+
+/* Concatenates the tasks' chunks into g->all, renumbering: chunk ci's
+ * nodes follow the partition's and the nodes of the chunks before it, and
+ * so do its blocks. */
+static int km_grid_concat(km_grid *g)
+{
+    const size_t nchunk = g->ntask;
     size_t total = 0, nodes = g->npart;
     for (size_t ci = 0; ci < nchunk; ci++) {
         total += g->chunk[ci].nb;
@@ -946,7 +946,7 @@ int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const fl
     }
     if (nodes >= (1u << 28) || total >= (1u << 28) || km_gbuf_reserve(&g->all, total) ||
         km_gbuf_nodes(&g->all, nodes))
-        goto out;
+        return -1;
     size_t at = 0, nat = g->npart;
     g->nleaf = 0;
     for (size_t ci = 0; ci < nchunk; ci++) {
@@ -976,49 +976,73 @@ int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const fl
     }
     g->all.nb = total;
     g->all.nn = nodes;
-    /* Steps of the branch-free descent: enough for 9 in 10 leaves. */
-    {
-        uint32_t hist[KM_SPLIT_DEPTH + KM_HALVE_DEPTH + 2] = {0};
-        size_t sp = 0;
-        uint32_t *st = malloc(nodes * 2 * sizeof *st);
-        if (!st)
-            goto out;
-        st[sp++] = 0;
-        st[sp++] = 0;
-        while (sp) {
-            uint32_t d = st[--sp], ni = st[--sp];
-            const km_gnode *nd = &g->all.node[ni];
-            if (KM_ISLEAF(*nd)) {
-                hist[d]++;
-            } else {
-                st[sp++] = (nd->kid >> 3);
-                st[sp++] = d + 1;
-                st[sp++] = (nd->kid >> 3) + 1;
-                st[sp++] = d + 1;
-            }
+    return 0;
+}
+
+/* Steps of the branch-free descent: enough for 9 in 10 leaves. */
+static int km_grid_steps(km_grid *g)
+{
+    uint32_t hist[KM_SPLIT_DEPTH + KM_HALVE_DEPTH + 2] = {0};
+    size_t sp = 0;
+    uint32_t *st = malloc(g->all.nn * 2 * sizeof *st);
+    if (!st)
+        return -1;
+    st[sp++] = 0;
+    st[sp++] = 0;
+    while (sp) {
+        uint32_t d = st[--sp], ni = st[--sp];
+        const km_gnode *nd = &g->all.node[ni];
+        if (KM_ISLEAF(*nd)) {
+            hist[d]++;
+        } else {
+            st[sp++] = (nd->kid >> 3);
+            st[sp++] = d + 1;
+            st[sp++] = (nd->kid >> 3) + 1;
+            st[sp++] = d + 1;
         }
-        free(st);
-        size_t acc = 0;
-        g->steps = 0;
-        while (acc * 10 < g->nleaf * 9)
-            acc += hist[g->steps++];
-        g->steps = g->steps ? g->steps - 1 : 0;
     }
-    float *tab = km_regrow(g->tab, 0, (size_t)k * b * sizeof *tab);
-    if (!tab)
-        goto out;
-    g->tab = tab;
-    for (uint32_t q = 0; q < k; q++)
-        for (int j = 0; j < b; j++)
-            tab[(size_t)j * k + q] = c[(size_t)q * b + j];
-    /* AUTO: brute force when the lists are long anyway. */
-    if (accel == KM_ACCEL_AUTO && (double)total / (double)g->nleaf > 0.5 * cb->nblk)
-        goto out;
-    rc = 0;
-out:
-    km_grid_release(g);
-    if (rc)
+    free(st);
+    size_t acc = 0;
+    g->steps = 0;
+    while (acc * 10 < g->nleaf * 9)
+        acc += hist[g->steps++];
+    g->steps = g->steps ? g->steps - 1 : 0;
+    return 0;
+}
+
+int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const float *hi,
+                      int accel, hvq_ctx *ctx)
+{
+    km_grid *g = cb->grid;
+    if (g)
+        g->valid = 0;
+    const int b = cb->b;
+    const uint32_t k = cb->k;
+    if (!km_index_wanted(cb, c, lo, hi, accel))
         return 0;
-    g->valid = 1;
-    return 1;
+    if (!g) {
+        g = calloc(1, sizeof *g);
+        if (!g)
+            return 0;
+        cb->grid = g;
+    }
+    km_grid_release(g);
+    g->b = b;
+    g->k = k;
+    g->cv = c;
+    memcpy(g->lo, lo, (size_t)b * sizeof *lo);
+    memcpy(g->hi, hi, (size_t)b * sizeof *hi);
+    g->all.nb = g->all.nn = 0;
+    float *tab = NULL;
+    int ok = !km_grid_partition(g) && !km_grid_lists(g, ctx) && !km_grid_concat(g) &&
+             !km_grid_steps(g) && (tab = km_regrow(g->tab, 0, (size_t)k * b * sizeof *tab));
+    if (ok) {
+        g->tab = tab;
+        km_tab_rows(tab, k, c, k, b);
+        /* AUTO: brute force when the lists are long anyway. */
+        ok = !(accel == KM_ACCEL_AUTO && (double)g->all.nb / (double)g->nleaf > 0.5 * cb->nblk);
+    }
+    km_grid_release(g);
+    g->valid = ok;
+    return ok;
 }

@@ -159,10 +159,55 @@ KM_INLINE void km_body(const float *x, size_t n, const int B, const float *soa, 
  * brute force. */
 enum { KM_BATCH = 16 }; /* vectors whose leaves are found before any is searched */
 
-KM_INLINE void km_gbody(const float *x, size_t n, const int B, const km_codebook *cb,
-                        uint32_t *idx, float *dist, km_kernel_fn brute)
+/* The leaves of the m <= KM_BATCH vectors xb: eight descents side by
+ * side (a short batch repeats its last vector), in registers, then each
+ * leaf's list as blocks [t0, t1) with its lim (none for a vector outside
+ * the index's box), and prefetches of the lists. Independent short chains
+ * of loads the processor overlaps. */
+KM_INLINE void km_gleaves(const float *xb, size_t m, const int B, const km_grid *g,
+                          uint32_t *t0, uint32_t *t1, float *lim)
 {
-    const km_grid *g = cb->grid;
+    const km_gnode *node = g->all.node;
+    const km_gleaf *lf = g->all.lf;
+    for (size_t p0 = 0; p0 < m; p0 += 8) {
+        const float *vp[8];
+        uint32_t nq[8];
+        for (int l = 0; l < 8; l++)
+            vp[l] = xb + (p0 + (size_t)l < m ? p0 + (size_t)l : m - 1) * (size_t)B;
+        for (int l = 0; l < 8; l++)
+            nq[l] = 0;
+        for (uint32_t st = 0; st < g->steps; st++) {
+            KM_UNROLL
+            for (int l = 0; l < 8; l++)
+                nq[l] = km_grid_step(node, nq[l], vp[l]);
+        }
+        for (int l = 0; l < 8 && p0 + (size_t)l < m; l++) {
+            size_t p = p0 + (size_t)l;
+            const float *v = vp[l];
+            int inside = 1;
+            KM_UNROLL
+            for (int j = 0; j < B; j++)
+                inside &= v[j] >= g->lo[j] && v[j] <= g->hi[j];
+            if (__builtin_expect(inside, 1)) {
+                uint32_t leaf = km_grid_finish(node, nq[l], v);
+                t0[p] = lf[leaf].first;
+                t1[p] = t0[p] + lf[leaf].count;
+                lim[p] = lf[leaf].lim;
+                __builtin_prefetch(g->all.id + (size_t)t0[p] * 8);
+                __builtin_prefetch(g->all.mn + t0[p]);
+            } else {
+                t0[p] = t1[p] = 0;
+                lim[p] = INFINITY;
+            }
+        }
+    }
+}
+
+/* The nearest centroid of v among the blocks [t, te) of the index's
+ * lists, to *bk and *bd. */
+KM_INLINE void km_gsearch(const float *v, const int B, const km_grid *g, uint32_t t,
+                          uint32_t te, uint32_t *bk, float *bd)
+{
     const km_v8f inf = {INFINITY, INFINITY, INFINITY, INFINITY,
                         INFINITY, INFINITY, INFINITY, INFINITY};
     const km_v8f zero = {0};
@@ -170,94 +215,62 @@ KM_INLINE void km_gbody(const float *x, size_t n, const int B, const km_codebook
     const float *bmn = g->all.mn, *tab = g->tab;
     const uint16_t *bid = g->all.id;
     const size_t k = g->k;
+    km_v8f xs[KM_MAX_BLOCK];
+    KM_UNROLL
+    for (int j = 0; j < B; j++)
+        xs[j] = zero + v[j];
+    km_v8f best = inf;
+    km_v8i bi = maxi;
+    float bs = INFINITY;
+    for (; t < te && !(bmn[t] > bs); t++) {
+        /* (vectors built in registers: lane by lane stores reloaded
+         * whole would stall the loads) */
+        const uint16_t *ids = bid + (size_t)t * 8;
+#if defined(__clang__) || __GNUC__ >= 9
+        km_v8u16 id16;
+        memcpy(&id16, ids, sizeof id16);
+        const km_v8i id = __builtin_convertvector(id16, km_v8i);
+#else
+        const km_v8i id = {ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6], ids[7]};
+#endif
+        const uint32_t q0 = ids[0], q1 = ids[1], q2 = ids[2], q3 = ids[3];
+        const uint32_t q4 = ids[4], q5 = ids[5], q6 = ids[6], q7 = ids[7];
+        km_v8f cj = {tab[q0], tab[q1], tab[q2], tab[q3], tab[q4], tab[q5], tab[q6], tab[q7]};
+        km_v8f tt = cj - xs[0], d = tt * tt;
+        KM_UNROLL
+        for (int j = 1; j < B; j++) {
+            const float *tj = tab + (size_t)j * k;
+            cj = (km_v8f){tj[q0], tj[q1], tj[q2], tj[q3], tj[q4], tj[q5], tj[q6], tj[q7]};
+            tt = cj - xs[j];
+            d = d + tt * tt;
+        }
+        km_v8i mk = (d < best) | ((d == best) & (id < bi));
+        best = (km_v8f)(((km_v8i)best & ~mk) | ((km_v8i)d & mk));
+        bi = (bi & ~mk) | (id & mk);
+        if (t + 1 < te)
+            bs = km_hmin(&best);
+    }
+    *bd = km_hmin(&best);
+    km_v8i at = best == (zero + *bd);
+    km_v8i cand = (bi & at) | (maxi & ~at);
+    *bk = (uint32_t)km_hmin_i(&cand);
+}
+
+KM_INLINE void km_gbody(const float *x, size_t n, const int B, const km_codebook *cb,
+                        uint32_t *idx, float *dist, km_kernel_fn brute)
+{
+    const km_grid *g = cb->grid;
     for (size_t i0 = 0; i0 < n; i0 += KM_BATCH) {
         const size_t m = n - i0 < KM_BATCH ? n - i0 : KM_BATCH;
         const float *xb = x + i0 * (size_t)B;
-        /* the leaves first: independent short chains of loads the
-         * processor overlaps, and prefetches of their lists */
-        const km_gnode *node = g->all.node;
-        const km_gleaf *lf = g->all.lf;
         uint32_t t0[KM_BATCH], t1[KM_BATCH];
         float lim[KM_BATCH];
-        /* eight descents side by side (a short batch repeats its last
-         * vector), in registers */
-        for (size_t p0 = 0; p0 < m; p0 += 8) {
-            const float *vp[8];
-            uint32_t nq[8];
-            for (int l = 0; l < 8; l++)
-                vp[l] = xb + (p0 + (size_t)l < m ? p0 + (size_t)l : m - 1) * (size_t)B;
-            for (int l = 0; l < 8; l++)
-                nq[l] = 0;
-            for (uint32_t st = 0; st < g->steps; st++) {
-                KM_UNROLL
-                for (int l = 0; l < 8; l++)
-                    nq[l] = km_grid_step(node, nq[l], vp[l]);
-            }
-            for (int l = 0; l < 8 && p0 + (size_t)l < m; l++) {
-                size_t p = p0 + (size_t)l;
-                const float *v = vp[l];
-                int inside = 1;
-                KM_UNROLL
-                for (int j = 0; j < B; j++)
-                    inside &= v[j] >= g->lo[j] && v[j] <= g->hi[j];
-                if (__builtin_expect(inside, 1)) {
-                    uint32_t leaf = km_grid_finish(node, nq[l], v);
-                    t0[p] = lf[leaf].first;
-                    t1[p] = t0[p] + lf[leaf].count;
-                    lim[p] = lf[leaf].lim;
-                    __builtin_prefetch(bid + (size_t)t0[p] * 8);
-                    __builtin_prefetch(bmn + t0[p]);
-                } else {
-                    t0[p] = t1[p] = 0;
-                    lim[p] = INFINITY;
-                }
-            }
-        }
+        km_gleaves(xb, m, B, g, t0, t1, lim);
         for (size_t p = 0; p < m; p++) {
             const float *v = xb + p * (size_t)B;
-            km_v8f xs[KM_MAX_BLOCK];
-            KM_UNROLL
-            for (int j = 0; j < B; j++)
-                xs[j] = zero + v[j];
-            km_v8f best = inf;
-            km_v8i bi = maxi;
-            float bs = INFINITY;
-            uint32_t t = t0[p], te = t1[p];
-            for (; t < te && !(bmn[t] > bs); t++) {
-                /* (vectors built in registers: lane by lane stores
-                 * reloaded whole would stall the loads) */
-                const uint16_t *ids = bid + (size_t)t * 8;
-#if defined(__clang__) || __GNUC__ >= 9
-                km_v8u16 id16;
-                memcpy(&id16, ids, sizeof id16);
-                const km_v8i id = __builtin_convertvector(id16, km_v8i);
-#else
-                const km_v8i id = {ids[0], ids[1], ids[2], ids[3],
-                                   ids[4], ids[5], ids[6], ids[7]};
-#endif
-                const uint32_t q0 = ids[0], q1 = ids[1], q2 = ids[2], q3 = ids[3];
-                const uint32_t q4 = ids[4], q5 = ids[5], q6 = ids[6], q7 = ids[7];
-                km_v8f cj = {tab[q0], tab[q1], tab[q2], tab[q3],
-                             tab[q4], tab[q5], tab[q6], tab[q7]};
-                km_v8f tt = cj - xs[0], d = tt * tt;
-                KM_UNROLL
-                for (int j = 1; j < B; j++) {
-                    const float *tj = tab + (size_t)j * k;
-                    cj = (km_v8f){tj[q0], tj[q1], tj[q2], tj[q3],
-                                  tj[q4], tj[q5], tj[q6], tj[q7]};
-                    tt = cj - xs[j];
-                    d = d + tt * tt;
-                }
-                km_v8i mk = (d < best) | ((d == best) & (id < bi));
-                best = (km_v8f)(((km_v8i)best & ~mk) | ((km_v8i)d & mk));
-                bi = (bi & ~mk) | (id & mk);
-                if (t + 1 < te)
-                    bs = km_hmin(&best);
-            }
-            float bd = km_hmin(&best);
-            km_v8i at = best == (zero + bd);
-            km_v8i cand = (bi & at) | (maxi & ~at);
-            uint32_t bk = (uint32_t)km_hmin_i(&cand);
+            uint32_t bk;
+            float bd;
+            km_gsearch(v, B, g, t0[p], t1[p], &bk, &bd);
             if (__builtin_expect(!(bd < lim[p]), 0))
                 brute(v, 1, cb, &bk, &bd);
             idx[i0 + p] = bk;

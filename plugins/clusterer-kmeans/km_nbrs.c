@@ -547,8 +547,8 @@ static int km_nbrs_alloc(km_nbrs *nb, uint32_t k, uint32_t m, int b)
     return 0;
 }
 
-/* tab = the k centroids c (b values each) in b rows of kp, +inf past k. */
-static void km_nbrs_tab(float *tab, uint32_t kp, const float *c, uint32_t k, int b)
+/* km_private.h */
+void km_tab_rows(float *tab, uint32_t kp, const float *c, uint32_t k, int b)
 {
     for (int j = 0; j < b; j++)
         for (uint32_t q = 0; q < kp; q++)
@@ -563,8 +563,8 @@ int km_nbrs_build(km_nbrs *nb, const float *c, uint32_t k, int b, hvq_ctx *ctx)
     int seeded = nb->k == k && nb->m == m && nb->b == b && k > 1;
     if (!seeded && km_nbrs_alloc(nb, k, m, b))
         return -1;
-    km_nbrs_tab(nb->tab, nb->kp, c, k, b);
-    km_nbrs_tab(nb->tab4, nb->kp4, c, k, b);
+    km_tab_rows(nb->tab, nb->kp, c, k, b);
+    km_tab_rows(nb->tab4, nb->kp4, c, k, b);
     if (k == 1) {
         nb->id[0] = 0;
         nb->e[0] = INFINITY;

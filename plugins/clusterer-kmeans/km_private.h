@@ -243,6 +243,10 @@ struct km_kd {
  * larger after (a three-way quickselect; km_index.c). */
 void km_select_median(uint32_t *o, uint32_t m, uint32_t want, const float *c, int b, int dim);
 
+/* tab = the k centroids c (b values each) in b rows of kp (>= k), +inf
+ * past k (km_nbrs.c). */
+void km_tab_rows(float *tab, uint32_t kp, const float *c, uint32_t k, int b);
+
 /* Whether guided search is used for block size b, k centroids and accel. */
 int km_guided_ok(int b, uint32_t k, int accel);
 
