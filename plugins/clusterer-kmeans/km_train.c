@@ -85,6 +85,45 @@ out:
     return moved;
 }
 
+/* The E-step: labels (and dist) of the m sample vectors for the centroids
+ * cent (in cb). full: a full search (the index or brute force); else
+ * guided search where it pays, from the previous labels, or from the k-d
+ * tree's guesses when first. */
+static void km_estep(const km_train_opts *o, const float *sample, uint64_t m, km_codebook *cb,
+                     km_nbrs *nb, const float *cent, int full, int first, uint32_t *labels,
+                     float *dist)
+{
+    if (full || !km_guided_ok(o->b, o->k, o->accel) ||
+        km_nbrs_build(nb, cent, o->k, o->b, o->ctx)) {
+        km_assign_parallel(sample, (size_t)m, cb, labels, dist, o->ctx);
+        return;
+    }
+    if (first) /* no previous centroids */
+        memset(labels, 0xff, (size_t)m * sizeof *labels);
+    km_assign_guided(sample, (size_t)m, cb, nb, labels, dist, o->ctx);
+}
+
+/* The M-step's sums and counts per centroid, in sample order (independent
+ * of the threads); returns the number of dead units (count 0). */
+static uint64_t km_msums(const float *sample, uint64_t m, int b, uint32_t k,
+                         const uint32_t *labels, double *sums, uint64_t *counts)
+{
+    memset(sums, 0, (size_t)k * (size_t)b * sizeof *sums);
+    memset(counts, 0, (size_t)k * sizeof *counts);
+    for (uint64_t i = 0; i < m; i++) {
+        uint32_t q = labels[i];
+        const float *v = sample + i * (size_t)b;
+        double *s = sums + (size_t)q * b;
+        counts[q]++;
+        for (int j = 0; j < b; j++)
+            s[j] += v[j];
+    }
+    uint64_t dead = 0;
+    for (uint32_t q = 0; q < k; q++)
+        dead += counts[q] == 0;
+    return dead;
+}
+
 int km_train(const float *sample, uint64_t m, const km_train_opts *o, km_rng *r, float *cent)
 {
     const int b = o->b;
@@ -114,37 +153,15 @@ int km_train(const float *sample, uint64_t m, const km_train_opts *o, km_rng *r,
     km_codebook_set(&cb, cent);
     km_codebook_index(&cb, cent, lo, hi, o->accel, o->ctx);
 
-    /* Guided assignment pays when the lists are much shorter than the
-     * codebook. */
-    const int guided = km_guided_ok(b, k, o->accel);
     for (int it = 0; it < o->iterations; it++) {
-        /* E-step: a full search first; then each vector's previous
-         * centroid, certified by the centroids' neighbours */
-        if (it == 0 && cb.grid && km_codebook_index_load(&cb) > 0) {
-            km_assign_parallel(sample, (size_t)m, &cb, labels, dist, o->ctx);
-        } else if (!guided || km_nbrs_build(&nb, cent, k, b, o->ctx)) {
-            km_assign_parallel(sample, (size_t)m, &cb, labels, dist, o->ctx);
-        } else {
-            if (it == 0) /* no previous centroids: the k-d tree's guesses */
-                memset(labels, 0xff, (size_t)m * sizeof *labels);
-            km_assign_guided(sample, (size_t)m, &cb, &nb, labels, dist, o->ctx);
-        }
+        /* E-step: a full search first where the index serves it; then each
+         * vector's previous centroid, certified by the centroids'
+         * neighbours */
+        int full = it == 0 && cb.grid && km_codebook_index_load(&cb) > 0;
+        km_estep(o, sample, m, &cb, &nb, cent, full, it == 0, labels, dist);
         if (o->objective)
             o->objective[it] = km_sum(dist, m);
-        /* M-step sums, in sample order (independent of the threads). */
-        memset(sums, 0, (size_t)k * (size_t)b * sizeof *sums);
-        memset(counts, 0, (size_t)k * sizeof *counts);
-        for (uint64_t i = 0; i < m; i++) {
-            uint32_t q = labels[i];
-            const float *v = sample + i * (size_t)b;
-            double *s = sums + (size_t)q * b;
-            counts[q]++;
-            for (int j = 0; j < b; j++)
-                s[j] += v[j];
-        }
-        uint64_t dead = 0;
-        for (uint32_t q = 0; q < k; q++)
-            dead += counts[q] == 0;
+        uint64_t dead = km_msums(sample, m, b, k, labels, sums, counts);
         int64_t moved = 0;
         /* Dead units first: their distances are to the live centroids as
          * they were before this update. */
@@ -164,10 +181,7 @@ int km_train(const float *sample, uint64_t m, const km_train_opts *o, km_rng *r,
     if (o->labels && o->iterations > 0)
         memcpy(o->labels, labels, (size_t)m * sizeof *labels);
     if (o->objective) {
-        if (o->iterations == 0 || !guided || km_nbrs_build(&nb, cent, k, b, o->ctx))
-            km_assign_parallel(sample, (size_t)m, &cb, labels, dist, o->ctx);
-        else
-            km_assign_guided(sample, (size_t)m, &cb, &nb, labels, dist, o->ctx);
+        km_estep(o, sample, m, &cb, &nb, cent, o->iterations == 0, 0, labels, dist);
         o->objective[o->iterations] = km_sum(dist, m);
     }
     rc = 0;
