@@ -13,6 +13,35 @@ static inline float km_dist_tab(const float *v, const float *tab, uint32_t kp, u
     return d;
 }
 
+/* A vector v without a guess: the k-d tree's bucket holding it (its
+ * number returned), *a its first centroid and *bd the distance to it. */
+static inline uint32_t km_bucket_first(const km_nbrs *nb, const float *v, int b, uint32_t *a,
+                                       float *bd)
+{
+    const km_kd *t = nb->kd;
+    uint32_t nd = 0;
+    while (t->nd[nd][2])
+        nd = t->nd[nd][2] + (uint32_t)(v[t->dim[nd]] >= t->split[nd]);
+    *a = t->ord[t->nd[nd][0]];
+    *bd = km_dist_tab(v, nb->tab, nb->kp, *a, b);
+    return nd;
+}
+
+/* The rest of bucket nd against the best so far (*a, *bd), one by one. */
+static inline void km_bucket_scan(const km_nbrs *nb, uint32_t nd, const float *v, int b,
+                                  uint32_t *a, float *bd)
+{
+    const km_kd *t = nb->kd;
+    for (uint32_t u = t->nd[nd][0] + 1; u < t->nd[nd][1]; u++) {
+        uint32_t q = t->ord[u];
+        float d = km_dist_tab(v, nb->tab, nb->kp, q, b);
+        if (d < *bd || (d == *bd && q < *a)) {
+            *bd = d;
+            *a = q;
+        }
+    }
+}
+
 enum { KM_HOPS = 4 };
 
 /* Certifies the guesses of n vectors (a guess >= k: the nearest centroid
@@ -25,7 +54,6 @@ static size_t km_guided_run_plain(const float *x, size_t n, const km_nbrs *nb, u
     const int b = nb->b;
     const uint32_t m = nb->m, k = nb->k, kp = nb->kp;
     const float *tab = nb->tab;
-    const km_kd *t = nb->kd;
     size_t nrest = 0;
     for (size_t i = 0; i < n; i++) {
         const float *v = x + i * (size_t)b;
@@ -33,19 +61,8 @@ static size_t km_guided_run_plain(const float *x, size_t n, const km_nbrs *nb, u
         float bd;
         if (a >= k) {
             /* the bucket's nearest */
-            uint32_t nd = 0;
-            while (t->nd[nd][2])
-                nd = t->nd[nd][2] + (uint32_t)(v[t->dim[nd]] >= t->split[nd]);
-            a = t->ord[t->nd[nd][0]];
-            bd = km_dist_tab(v, tab, kp, a, b);
-            for (uint32_t u = t->nd[nd][0] + 1; u < t->nd[nd][1]; u++) {
-                uint32_t q = t->ord[u];
-                float d = km_dist_tab(v, tab, kp, q, b);
-                if (d < bd || (d == bd && q < a)) {
-                    bd = d;
-                    a = q;
-                }
-            }
+            uint32_t nd = km_bucket_first(nb, v, b, &a, &bd);
+            km_bucket_scan(nb, nd, v, b, &a, &bd);
         } else {
             bd = km_dist_tab(v, tab, kp, a, b);
         }
@@ -169,25 +186,14 @@ KM_INLINE size_t km_vguided_body(const float *x, size_t n, const int B, const km
         float bd;
         if (a >= k) {
             /* the bucket's nearest (as the scalar loop) */
-            uint32_t nd = 0;
-            while (t->nd[nd][2])
-                nd = t->nd[nd][2] + (uint32_t)(v[t->dim[nd]] >= t->split[nd]);
-            a = t->ord[t->nd[nd][0]];
-            bd = km_dist_tab(v, tab, kp, a, B);
+            uint32_t nd = km_bucket_first(nb, v, B, &a, &bd);
             if (t->lb && t->lb[nd] != UINT32_MAX) {
                 /* the bucket's block: the same smallest pair */
                 uint32_t lb = t->lb[nd];
                 km_nbr_best(xs, B, t->lbc + (size_t)lb * (size_t)B * 8, t->lbid + (size_t)lb * 8,
                             1, &bd, &a);
             } else {
-                for (uint32_t u = t->nd[nd][0] + 1; u < t->nd[nd][1]; u++) {
-                    uint32_t q = t->ord[u];
-                    float d = km_dist_tab(v, tab, kp, q, B);
-                    if (d < bd || (d == bd && q < a)) {
-                        bd = d;
-                        a = q;
-                    }
-                }
+                km_bucket_scan(nb, nd, v, B, &a, &bd);
             }
         } else {
             bd = km_dist_tab(v, tab, kp, a, B);

@@ -162,9 +162,7 @@ static int km_gbuf_reserve(km_gbuf *o, size_t nb)
 {
     if (nb <= o->cap)
         return 0;
-    size_t cap = o->cap ? o->cap : 64;
-    while (cap < nb)
-        cap *= 2;
+    size_t cap = km_grow_cap(o->cap, nb, 64);
     const size_t ib = 8 * sizeof(uint16_t);
     uint16_t *id = km_regrow(o->id, o->nb * ib, cap * ib);
     if (id)
@@ -182,16 +180,8 @@ static int km_gbuf_nodes(km_gbuf *o, size_t nn)
 {
     if (nn <= o->ncap)
         return 0;
-    size_t cap = o->ncap ? o->ncap : 64;
-    while (cap < nn)
-        cap *= 2;
-    km_gnode *p = realloc(o->node, cap * sizeof *p);
-    if (p)
-        o->node = p;
-    km_gleaf *lf = realloc(o->lf, cap * sizeof *lf);
-    if (lf)
-        o->lf = lf;
-    if (!p || !lf)
+    size_t cap = km_grow_cap(o->ncap, nn, 64);
+    if (km_realloc(&o->node, cap * sizeof *o->node) || km_realloc(&o->lf, cap * sizeof *o->lf))
         return -1;
     o->ncap = cap;
     return 0;
@@ -297,16 +287,8 @@ typedef struct km_gscratch {
 static int km_gs_reserve(km_gscratch *s, size_t n)
 {
     if (s->top + n > s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 1024;
-        while (cap < s->top + n)
-            cap *= 2;
-        float *md = realloc(s->md, cap * sizeof *md);
-        if (md)
-            s->md = md;
-        uint32_t *qs = realloc(s->qs, cap * sizeof *qs);
-        if (qs)
-            s->qs = qs;
-        if (!md || !qs)
+        size_t cap = km_grow_cap(s->cap, s->top + n, 1024);
+        if (km_realloc(&s->md, cap * sizeof *s->md) || km_realloc(&s->qs, cap * sizeof *s->qs))
             return -1;
         s->cap = cap;
     }
@@ -563,11 +545,9 @@ static int km_lists(km_grid *g, km_gbuf *o, km_gscratch *s, uint32_t ni, size_t 
     const km_gpart *p = &g->part[ni];
     if (!p->kid) {
         if (o->nlv == o->caplv) {
-            size_t cap = o->caplv ? o->caplv * 2 : 64;
-            uint32_t *lv = realloc(o->lv, cap * sizeof *lv);
-            if (!lv)
+            size_t cap = km_grow_cap(o->caplv, o->nlv + 1, 64);
+            if (km_realloc(&o->lv, cap * sizeof *o->lv))
                 return -1;
-            o->lv = lv;
             o->caplv = cap;
         }
         o->lv[o->nlv++] = ni;
@@ -595,24 +575,15 @@ static int km_plan(km_grid *g, km_gscratch *s, uint32_t ni, size_t off, size_t n
     const km_gpart *p = &g->part[ni];
     if (!p->kid || p->depth >= cut) {
         if (g->ntask == g->captask) {
-            size_t cap = g->captask ? g->captask * 2 : 64;
-            km_gtask *t = realloc(g->task, cap * sizeof *t);
-            if (!t)
+            size_t cap = km_grow_cap(g->captask, g->ntask + 1, 64);
+            if (km_realloc(&g->task, cap * sizeof *g->task))
                 return -1;
-            g->task = t;
             g->captask = cap;
         }
         if (g->tn + n > g->captn) {
-            size_t cap = g->captn ? g->captn * 2 : 4096;
-            while (cap < g->tn + n)
-                cap *= 2;
-            float *md = realloc(g->tmd, cap * sizeof *md);
-            if (md)
-                g->tmd = md;
-            uint32_t *qs = realloc(g->tqs, cap * sizeof *qs);
-            if (qs)
-                g->tqs = qs;
-            if (!md || !qs)
+            size_t cap = km_grow_cap(g->captn, g->tn + n, 4096);
+            if (km_realloc(&g->tmd, cap * sizeof *g->tmd) ||
+                km_realloc(&g->tqs, cap * sizeof *g->tqs))
                 return -1;
             g->captn = cap;
         }
@@ -664,17 +635,11 @@ static int km_part_add(km_grid *g, const float *blo, const float *bhi, uint32_t 
 {
     const int b = g->b;
     if (g->npart == g->cappart) {
-        size_t cap = g->cappart ? g->cappart * 2 : 256;
-        km_gpart *p = realloc(g->part, cap * sizeof *p);
-        if (p)
-            g->part = p;
-        float *bx = realloc(g->box, cap * 2 * (size_t)b * sizeof *bx);
-        if (bx)
-            g->box = bx;
-        float *bb = realloc(g->bb, cap * 2 * (size_t)b * sizeof *bb);
-        if (bb)
-            g->bb = bb;
-        if (!p || !bx || !bb || km_gbuf_nodes(&g->all, cap))
+        size_t cap = km_grow_cap(g->cappart, g->npart + 1, 256);
+        if (km_realloc(&g->part, cap * sizeof *g->part) ||
+            km_realloc(&g->box, cap * 2 * (size_t)b * sizeof *g->box) ||
+            km_realloc(&g->bb, cap * 2 * (size_t)b * sizeof *g->bb) ||
+            km_gbuf_nodes(&g->all, cap))
             return -1;
         g->cappart = cap;
     }

@@ -64,20 +64,11 @@ void km_nbrs_free(km_nbrs *nb)
 static int km_kd_node(km_kd *t, uint32_t s, uint32_t e)
 {
     if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 256;
-        uint32_t(*nd)[3] = realloc(t->nd, cap * sizeof *nd);
-        if (nd)
-            t->nd = nd;
-        double *bb = realloc(t->bb, cap * 2 * (size_t)t->b * sizeof *bb);
-        if (bb)
-            t->bb = bb;
-        float *sp = realloc(t->split, cap * sizeof *sp);
-        if (sp)
-            t->split = sp;
-        uint8_t *dm = realloc(t->dim, cap * sizeof *dm);
-        if (dm)
-            t->dim = dm;
-        if (!nd || !bb || !sp || !dm)
+        size_t cap = km_grow_cap(t->cap, t->n + 1, 256);
+        if (km_realloc(&t->nd, cap * sizeof *t->nd) ||
+            km_realloc(&t->bb, cap * 2 * (size_t)t->b * sizeof *t->bb) ||
+            km_realloc(&t->split, cap * sizeof *t->split) ||
+            km_realloc(&t->dim, cap * sizeof *t->dim))
             return -1;
         t->cap = cap;
     }

@@ -235,6 +235,28 @@ struct km_kd {
     float *lbc;
 };
 
+/* A capacity for need entries: cap doubled (first when 0) until it holds
+ * them. */
+static inline size_t km_grow_cap(size_t cap, size_t need, size_t first)
+{
+    cap = cap ? cap * 2 : first;
+    while (cap < need)
+        cap *= 2;
+    return cap;
+}
+
+/* Reallocates the array whose pointer is at pp (of any object type) to
+ * bytes: 0, or -1 when out of memory (the array kept as it was). */
+static inline int km_realloc(void *pp, size_t bytes)
+{
+    void *old, *p;
+    memcpy(&old, pp, sizeof old);
+    if (!(p = realloc(old, bytes)))
+        return -1;
+    memcpy(pp, &p, sizeof p);
+    return 0;
+}
+
 /* Frees p and sets it to NULL. */
 #define KM_FREE_NULL(p) (free(p), (p) = NULL)
 
