@@ -5,12 +5,7 @@
 /* The reference's distance from v to centroid q (tab: b rows of kp). */
 static inline float km_dist_tab(const float *v, const float *tab, uint32_t kp, uint32_t q, int b)
 {
-    float d = 0.0f;
-    for (int j = 0; j < b; j++) {
-        float t = v[j] - tab[(size_t)j * kp + q];
-        d = d + t * t;
-    }
-    return d;
+    return km_dist_strided(v, tab + q, kp, b);
 }
 
 /* A vector v without a guess: the k-d tree's bucket holding it (its
@@ -42,6 +37,15 @@ static inline void km_bucket_scan(const km_nbrs *nb, uint32_t nd, const float *v
     }
 }
 
+/* The radius within which a's neighbours must be checked for a vector at
+ * float distance bd from a: 2r with r >= ||x - c_a||, margins covering
+ * the float sums' rounding (see km_nbrs.c). */
+static inline double km_cert_radius(float bd)
+{
+    double r = sqrt((double)bd * (1 + 0x1p-16) + 0x1p-120);
+    return 2 * r * (1 + 0x1p-16);
+}
+
 enum { KM_HOPS = 4 };
 
 /* Certifies the guesses of n vectors (a guess >= k: the nearest centroid
@@ -68,8 +72,7 @@ static size_t km_guided_run_plain(const float *x, size_t n, const km_nbrs *nb, u
         }
         int done = 0;
         for (int hop = 0; hop <= KM_HOPS && isfinite(bd); hop++) {
-            double r = sqrt((double)bd * (1 + 0x1p-16) + 0x1p-120);
-            double R = 2 * r * (1 + 0x1p-16);
+            double R = km_cert_radius(bd);
             const uint16_t *id = nb->id + (size_t)a * m;
             const float *e = nb->e + (size_t)a * m;
             if (R < (double)nb->reach[a]) {
@@ -200,8 +203,7 @@ KM_INLINE size_t km_vguided_body(const float *x, size_t n, const int B, const km
         }
         int done = 0;
         for (int hop = 0; hop <= KM_HOPS && isfinite(bd); hop++) {
-            double r = sqrt((double)bd * (1 + 0x1p-16) + 0x1p-120);
-            double R = 2 * r * (1 + 0x1p-16);
+            double R = km_cert_radius(bd);
             const float *nc = nb->nc + (size_t)a * m8 * (size_t)B;
             const int32_t *nid = nb->nid + (size_t)a * m8;
             uint32_t bk = a;
@@ -231,7 +233,7 @@ KM_INLINE size_t km_vguided_body(const float *x, size_t n, const int B, const km
     return nrest;
 }
 
-#define KM_VGCASE(B)                                                          \
+#define KM_VGCASE(B, X)                                                       \
     case B:                                                                   \
         return km_vguided_body(x, n, B, nb, idx, dist, rest);
 
@@ -240,10 +242,7 @@ KM_INLINE size_t km_vguided_body(const float *x, size_t n, const int B, const km
                             uint32_t *idx, float *dist, uint32_t *rest)       \
     {                                                                         \
         switch (nb->b) {                                                      \
-            KM_VGCASE(1) KM_VGCASE(2) KM_VGCASE(3) KM_VGCASE(4)               \
-            KM_VGCASE(5) KM_VGCASE(6) KM_VGCASE(7) KM_VGCASE(8)               \
-            KM_VGCASE(9) KM_VGCASE(10) KM_VGCASE(11) KM_VGCASE(12)            \
-            KM_VGCASE(13) KM_VGCASE(14) KM_VGCASE(15) KM_VGCASE(16)           \
+            KM_B16(KM_VGCASE, )                                               \
         default:                                                              \
             return km_guided_run_plain(x, n, nb, idx, dist, rest);            \
         }                                                                     \

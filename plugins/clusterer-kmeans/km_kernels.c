@@ -7,20 +7,18 @@
  * Assignment: the reference
  * ---------------------------------------------------------------------- */
 
-void km_assign_ref(const float *x, size_t n, int b, const float *c, uint32_t k,
-                   uint32_t *idx, float *dist)
+/* The reference's loops over k centroids c, row-major (soa = 0) or in
+ * the codebook's blocks of 8 (soa = 1). */
+static void km_nearest_plain(const float *x, size_t n, int b, const float *c, uint32_t k,
+                             int soa, uint32_t *idx, float *dist)
 {
     for (size_t i = 0; i < n; i++) {
         const float *v = x + i * (size_t)b;
         float best = INFINITY;
         uint32_t bk = 0;
         for (uint32_t q = 0; q < k; q++) {
-            const float *cq = c + (size_t)q * b;
-            float d = 0.0f;
-            for (int j = 0; j < b; j++) {
-                float t = v[j] - cq[j];
-                d = d + t * t;
-            }
+            float d = soa ? km_dist_strided(v, c + (size_t)(q / 8) * (size_t)b * 8 + q % 8, 8, b)
+                          : km_dist_strided(v, c + (size_t)q * b, 1, b);
             if (d < best) {
                 best = d;
                 bk = q;
@@ -30,6 +28,12 @@ void km_assign_ref(const float *x, size_t n, int b, const float *c, uint32_t k,
         if (dist)
             dist[i] = best;
     }
+}
+
+void km_assign_ref(const float *x, size_t n, int b, const float *c, uint32_t k,
+                   uint32_t *idx, float *dist)
+{
+    km_nearest_plain(x, n, b, c, k, 0, idx, dist);
 }
 
 /* ------------------------------------------------------------------------
@@ -280,7 +284,7 @@ KM_INLINE void km_gbody(const float *x, size_t n, const int B, const km_codebook
     }
 }
 
-#define KM_CASE(B)                                                            \
+#define KM_CASE(B, X)                                                         \
     case B:                                                                   \
         km_body(x, n, B, cb->soa, cb->nblk, idx, dist);                       \
         break;
@@ -290,10 +294,7 @@ KM_INLINE void km_gbody(const float *x, size_t n, const int B, const km_codebook
                           uint32_t *idx, float *dist)                         \
     {                                                                         \
         switch (cb->b) {                                                      \
-            KM_CASE(1) KM_CASE(2) KM_CASE(3) KM_CASE(4)                       \
-            KM_CASE(5) KM_CASE(6) KM_CASE(7) KM_CASE(8)                       \
-            KM_CASE(9) KM_CASE(10) KM_CASE(11) KM_CASE(12)                    \
-            KM_CASE(13) KM_CASE(14) KM_CASE(15) KM_CASE(16)                   \
+            KM_B16(KM_CASE, )                                                 \
         default:                                                              \
             break;                                                            \
         }                                                                     \
@@ -309,9 +310,7 @@ KM_INLINE void km_gbody(const float *x, size_t n, const int B, const km_codebook
                           uint32_t *idx, float *dist)                         \
     {                                                                         \
         switch (cb->b) {                                                      \
-            KM_GCASE(1, BRUTE) KM_GCASE(2, BRUTE) KM_GCASE(3, BRUTE)          \
-            KM_GCASE(4, BRUTE) KM_GCASE(5, BRUTE) KM_GCASE(6, BRUTE)          \
-            KM_GCASE(7, BRUTE) KM_GCASE(8, BRUTE)                             \
+            KM_B8(KM_GCASE, BRUTE)                                            \
         default:                                                              \
             BRUTE(x, n, cb, idx, dist);                                       \
             break;                                                            \
@@ -332,27 +331,7 @@ KM_DEFINE_GKERNEL(km_gkernel_avx2, __attribute__((target("avx2"))), km_kernel_av
 static void km_kernel_plain(const float *x, size_t n, const km_codebook *cb, uint32_t *idx,
                             float *dist)
 {
-    int b = cb->b;
-    for (size_t i = 0; i < n; i++) {
-        const float *v = x + i * (size_t)b;
-        float best = INFINITY;
-        uint32_t bk = 0;
-        for (uint32_t q = 0; q < cb->k; q++) {
-            const float *c = cb->soa + (size_t)(q / 8) * (size_t)b * 8 + q % 8;
-            float d = 0.0f;
-            for (int j = 0; j < b; j++) {
-                float t = v[j] - c[j * 8];
-                d = d + t * t;
-            }
-            if (d < best) {
-                best = d;
-                bk = q;
-            }
-        }
-        idx[i] = bk;
-        if (dist)
-            dist[i] = best;
-    }
+    km_nearest_plain(x, n, cb->b, cb->soa, cb->k, 1, idx, dist);
 }
 
 /* The portable index search: km_gbody's steps, one candidate at a time. */
@@ -381,11 +360,7 @@ static void km_gkernel_plain(const float *x, size_t n, const km_codebook *cb, ui
                     break;
                 for (int l = 0; l < 8; l++) {
                     uint32_t q = g->all.id[(size_t)t * 8 + l];
-                    float d = 0.0f;
-                    for (int j = 0; j < b; j++) {
-                        float tt = v[j] - g->tab[(size_t)j * g->k + q];
-                        d = d + tt * tt;
-                    }
+                    float d = km_dist_strided(v, g->tab + q, g->k, b);
                     if (d < bd || (d == bd && q < bk)) {
                         bd = d;
                         bk = q;

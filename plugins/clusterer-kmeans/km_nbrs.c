@@ -310,7 +310,7 @@ KM_INLINE size_t km_scan_body(const float *tab4, uint32_t kp4, uint32_t k, uint3
     return cnt;
 }
 
-#define KM_SCASE(B)                                                           \
+#define KM_SCASE(B, X)                                                        \
     case B:                                                                   \
         return km_scan_body(tab4, kp4, k, q, cq, B, lim, out);
 
@@ -319,10 +319,7 @@ KM_INLINE size_t km_scan_body(const float *tab4, uint32_t kp4, uint32_t k, uint3
                             const float *cq, int b, float lim, uint32_t *out) \
     {                                                                         \
         switch (b) {                                                          \
-            KM_SCASE(1) KM_SCASE(2) KM_SCASE(3) KM_SCASE(4)                   \
-            KM_SCASE(5) KM_SCASE(6) KM_SCASE(7) KM_SCASE(8)                   \
-            KM_SCASE(9) KM_SCASE(10) KM_SCASE(11) KM_SCASE(12)                \
-            KM_SCASE(13) KM_SCASE(14) KM_SCASE(15) KM_SCASE(16)               \
+            KM_B16(KM_SCASE, )                                                \
         default:                                                              \
             return 0;                                                         \
         }                                                                     \

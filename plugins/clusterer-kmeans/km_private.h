@@ -188,29 +188,27 @@ typedef uint16_t km_v8u16 __attribute__((vector_size(16)));
 #define KM_VMIN(a, b) ((km_v8f)(((km_v8i)(a) & ((a) < (b))) | ((km_v8i)(b) & ~((a) < (b)))))
 #define KM_IMIN(a, b) (((a) & ((a) < (b))) | ((b) & ~((a) < (b))))
 
-KM_INLINE float km_hmin(const km_v8f *p)
-{
-    km_v8f v = *p, s;
-    s = KM_SWAP(v, 4, 5, 6, 7, 0, 1, 2, 3);
-    v = KM_VMIN(v, s);
-    s = KM_SWAP(v, 2, 3, 0, 1, 6, 7, 4, 5);
-    v = KM_VMIN(v, s);
-    s = KM_SWAP(v, 1, 0, 3, 2, 5, 4, 7, 6);
-    v = KM_VMIN(v, s);
-    return v[0];
-}
+#define KM_DEFINE_HMIN(NAME, T, R, MIN)                                       \
+    KM_INLINE R NAME(const T *p)                                              \
+    {                                                                         \
+        T v = *p, s;                                                          \
+        s = KM_SWAP(v, 4, 5, 6, 7, 0, 1, 2, 3);                               \
+        v = MIN(v, s);                                                        \
+        s = KM_SWAP(v, 2, 3, 0, 1, 6, 7, 4, 5);                               \
+        v = MIN(v, s);                                                        \
+        s = KM_SWAP(v, 1, 0, 3, 2, 5, 4, 7, 6);                               \
+        v = MIN(v, s);                                                        \
+        return v[0];                                                          \
+    }
+KM_DEFINE_HMIN(km_hmin, km_v8f, float, KM_VMIN)
+KM_DEFINE_HMIN(km_hmin_i, km_v8i, int32_t, KM_IMIN)
 
-KM_INLINE int32_t km_hmin_i(const km_v8i *p)
-{
-    km_v8i v = *p, s;
-    s = KM_SWAP(v, 4, 5, 6, 7, 0, 1, 2, 3);
-    v = KM_IMIN(v, s);
-    s = KM_SWAP(v, 2, 3, 0, 1, 6, 7, 4, 5);
-    v = KM_IMIN(v, s);
-    s = KM_SWAP(v, 1, 0, 3, 2, 5, 4, 7, 6);
-    v = KM_IMIN(v, s);
-    return v[0];
-}
+/* The cases of a switch over the block size b, C(b, X) each: 1 to 8 (the
+ * index's block sizes) or 1 to 16 (every block size), so that each kernel
+ * body is compiled with b a constant. */
+#define KM_B8(C, X) C(1, X) C(2, X) C(3, X) C(4, X) C(5, X) C(6, X) C(7, X) C(8, X)
+#define KM_B16(C, X)                                                          \
+    KM_B8(C, X) C(9, X) C(10, X) C(11, X) C(12, X) C(13, X) C(14, X) C(15, X) C(16, X)
 #endif /* KM_HAVE_VECTORS */
 
 /* ---- guided assignment (km_nbrs.c, km_guided.c) ------------------------ */
@@ -255,6 +253,18 @@ static inline int km_realloc(void *pp, size_t bytes)
         return -1;
     memcpy(pp, &p, sizeof p);
     return 0;
+}
+
+/* The reference's distance from v to the centroid whose value j is
+ * c[j * stride]: d = d + (v_j - c_j)^2 in float, j in order. */
+static inline float km_dist_strided(const float *v, const float *c, size_t stride, int b)
+{
+    float d = 0.0f;
+    for (int j = 0; j < b; j++) {
+        float t = v[j] - c[(size_t)j * stride];
+        d = d + t * t;
+    }
+    return d;
 }
 
 /* Frees p and sets it to NULL. */
