@@ -3,7 +3,7 @@
  *
  * Build from a configured build tree BUILD (after make):
  *   cc -O2 -std=c11 -ffp-contract=off -I SRC/core -I SRC/plugins/clusterer-kmeans \
- *      SRC/bench/kmeans_bench.c SRC/plugins/clusterer-kmeans/kmeans_core.c \
+ *      SRC/bench/kmeans_bench.c SRC/plugins/clusterer-kmeans/km_*.c \
  *      BUILD/.libs/libhvqcore.a -lyaml -ldl -lm -lpthread -o kmeans_bench
  * Run:
  *   ./kmeans_bench BUILD/plugins/.libs/clusterer_kmeans.so [rows cols b K stability
@@ -16,7 +16,7 @@
  * For accel auto, none (brute force) or both, it prints two lines:
  *   plugin  the whole clusterer, run through the plugin (cluster_encode),
  *           wall and CPU time (CPU: every thread of the process);
- *   stages  the same steps run from kmeans_core.c with timers around the
+ *   stages  the same steps run from the km_*.c core with timers around the
  *           training (sample + Lloyd iterations) and the final assignment
  *           (index or neighbour lists built, every vector against the fp16
  *           codebook, packing), the final assignment's rate in vectors/s and
@@ -75,7 +75,7 @@ static const hvq_component *comp(const hvq_encoded *enc, const char *name)
 static int stages(hvq_ctx *ctx, const float *x, uint64_t numel, const long *a, int accel,
                   const hvq_encoded *check)
 {
-    const int b = (int)a[2], threads = (int)a[6];
+    const int b = (int)a[2];
     const uint32_t k = (uint32_t)a[3];
     const uint64_t n = (numel + (uint64_t)b - 1) / (uint64_t)b;
     const uint64_t m = n < (uint64_t)k * (uint64_t)a[4] ? n : (uint64_t)k * (uint64_t)a[4];
@@ -104,7 +104,7 @@ static int stages(hvq_ctx *ctx, const float *x, uint64_t numel, const long *a, i
         guess = malloc(n * sizeof *guess);
     }
     km_train_opts o = {.b = b, .k = k, .iterations = (int)a[5], .revival = 10000,
-                       .threads = threads, .accel = accel, .labels = labels};
+                       .ctx = ctx, .accel = accel, .labels = labels};
     if (km_train(sample, m, &o, &rng, cent))
         return -1;
     if (guess) {
@@ -121,7 +121,7 @@ static int stages(hvq_ctx *ctx, const float *x, uint64_t numel, const long *a, i
         return -1;
     km_codebook_set(&cb, cent);
     double w2 = now(), c2 = cpu();
-    km_encode_all(x, numel, &cb, cent, bits, packed, recon, threads, accel, guess);
+    km_encode_all(x, numel, &cb, cent, bits, packed, recon, ctx, accel, guess);
     double w3 = now(), c3 = cpu();
     const hvq_component *cc = comp(check, "codebook"), *ic = comp(check, "indices");
     int same = cc && ic && memcmp(cc->data, half, (size_t)k * b * 2) == 0 &&

@@ -47,6 +47,33 @@ static float *randn(uint64_t seed, size_t n, double scale)
     return x;
 }
 
+/* A context with the given number of threads (1 to 8), for the core's
+ * parallel loops: made on first use, freed at exit. */
+static hvq_ctx *thread_ctx[9];
+
+static void thread_ctx_free(void)
+{
+    for (int t = 0; t < 9; t++) {
+        hvq_ctx_free(thread_ctx[t]);
+        thread_ctx[t] = NULL;
+    }
+}
+
+static hvq_ctx *tctx(int threads)
+{
+    ck_assert_int_ge(threads, 1);
+    ck_assert_int_le(threads, 8);
+    if (!thread_ctx[threads]) {
+        static int registered;
+        if (!registered++)
+            atexit(thread_ctx_free);
+        hvq_ctx_opts o = {.quiet = 1, .threads = threads};
+        thread_ctx[threads] = hvq_ctx_new(&o);
+        ck_assert_ptr_nonnull(thread_ctx[threads]);
+    }
+    return thread_ctx[threads];
+}
+
 typedef struct fixture {
     hvq_ctx *ctx;
     hvq_registry *reg;
@@ -341,7 +368,7 @@ START_TEST(test_kernels_match_reference)
                     ck_assert(memcmp(ri, fi, n * sizeof *ri) == 0);
                 }
                 memset(fi, 0xff, n * sizeof *fi);
-                km_assign_threads(x, n, &cb, fi, fd, 3);
+                km_assign_parallel(x, n, &cb, fi, fd, tctx(3));
                 ck_assert(memcmp(ri, fi, n * sizeof *ri) == 0);
                 km_codebook_free(&cb);
             }
@@ -454,7 +481,7 @@ START_TEST(test_index_matches_reference)
                  * outside it (brute force) */
                 float lo[KM_MAX_BLOCK], hi[KM_MAX_BLOCK];
                 km_bounds(x, n * 2 / 3, b, lo, hi);
-                built += km_codebook_index(&cb, c, lo, hi, KM_ACCEL_INDEX, 2);
+                built += km_codebook_index(&cb, c, lo, hi, KM_ACCEL_INDEX, tctx(2));
                 for (int kern = 0; kern < nk; kern++) {
                     memset(fi, 0xff, n * sizeof *fi);
                     km_assign_kernel_indexed(kern, x, n, &cb, fi, fd);
@@ -464,7 +491,7 @@ START_TEST(test_index_matches_reference)
                                   km_kernel_name(kern), b, k, mode);
                 }
                 memset(fi, 0xff, n * sizeof *fi);
-                km_assign_threads(x, n, &cb, fi, NULL, 3);
+                km_assign_parallel(x, n, &cb, fi, NULL, tctx(3));
                 ck_assert(memcmp(ri, fi, n * sizeof *ri) == 0);
                 /* set drops the index: brute force again, same answers */
                 km_codebook_set(&cb, c);
@@ -481,12 +508,12 @@ START_TEST(test_index_matches_reference)
         float lo[1] = {-1}, hi[1] = {1}, cv[4] = {0, 0.5f, -0.5f, 1};
         ck_assert_int_eq(km_codebook_init(&cb, 1, 4), 0);
         km_codebook_set(&cb, cv);
-        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_NONE, 1), 0);
-        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_AUTO, 1), 0);
-        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_INDEX, 1), 1);
+        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_NONE, tctx(1)), 0);
+        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_AUTO, tctx(1)), 0);
+        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_INDEX, tctx(1)), 1);
         /* a non-finite box or centroid: no index */
         hi[0] = INFINITY;
-        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_INDEX, 1), 0);
+        ck_assert_int_eq(km_codebook_index(&cb, cv, lo, hi, KM_ACCEL_INDEX, tctx(1)), 0);
         km_codebook_free(&cb);
     }
     free(x);
@@ -526,7 +553,7 @@ START_TEST(test_guided_matches_reference)
                 ck_assert_int_eq(km_codebook_init(&cb, b, k), 0);
                 km_codebook_set(&cb, c);
                 km_nbrs nb = {0};
-                ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, 2), 0);
+                ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, tctx(2)), 0);
                 /* the vector certification and the scalar loop */
                 for (int guess = 0; guess < 8; guess++) {
                     km_guided_vector = guess < 4;
@@ -536,7 +563,7 @@ START_TEST(test_guided_matches_reference)
                                 : guess % 4 == 2 ? ri[i]
                                                  : (uint32_t)km_rng_below(&r, 2 * (uint64_t)k);
                     memset(gd, 0xff, n * sizeof *gd);
-                    km_assign_guided(x, n, &cb, &nb, gi, gd, guess % 4 == 3 ? 3 : 1);
+                    km_assign_guided(x, n, &cb, &nb, gi, gd, tctx(guess % 4 == 3 ? 3 : 1));
                     ck_assert_msg(memcmp(ri, gi, n * sizeof *ri) == 0 &&
                                       memcmp(rd, gd, n * sizeof *rd) == 0,
                                   "guided differs (b=%d k=%u mode=%d guess=%d)", b, k, mode,
@@ -548,9 +575,9 @@ START_TEST(test_guided_matches_reference)
                     c[i] += (float)(0.01 * gauss(&r));
                 km_assign_ref(x, n, b, c, k, ri, rd);
                 km_codebook_set(&cb, c);
-                ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, 1), 0);
+                ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, tctx(1)), 0);
                 memset(gi, 0xff, n * sizeof *gi);
-                km_assign_guided(x, n, &cb, &nb, gi, NULL, 2);
+                km_assign_guided(x, n, &cb, &nb, gi, NULL, tctx(2));
                 ck_assert_msg(memcmp(ri, gi, n * sizeof *ri) == 0,
                               "guided, moved centroids (b=%d k=%u mode=%d)", b, k, mode);
                 km_nbrs_free(&nb);
@@ -641,7 +668,7 @@ START_TEST(test_guided_heavy_tails)
         ck_assert_int_eq(km_codebook_init(&cb, b, k), 0);
         km_codebook_set(&cb, c);
         km_nbrs nb = {0};
-        ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, 2), 0);
+        ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, tctx(2)), 0);
         for (int round = 0; round < 2; round++) {
             for (int guess = 0; guess < 6; guess++) {
                 km_guided_vector = guess < 3;
@@ -650,7 +677,7 @@ START_TEST(test_guided_heavy_tails)
                             : guess % 3 == 1 ? (uint32_t)km_rng_below(&r, k)
                                              : ri[(i * 7) % n];
                 memset(gd, 0xff, n * sizeof *gd);
-                km_assign_guided(x, n, &cb, &nb, gi, gd, 1 + guess % 3);
+                km_assign_guided(x, n, &cb, &nb, gi, gd, tctx(1 + guess % 3));
                 ck_assert_msg(memcmp(ri, gi, n * sizeof *ri) == 0 &&
                                   memcmp(rd, gd, n * sizeof *rd) == 0,
                               "guided, heavy tails (b=%d k=%u round=%d guess=%d)", b, k, round,
@@ -660,10 +687,10 @@ START_TEST(test_guided_heavy_tails)
             /* the index (where it can be built) */
             float lo[KM_MAX_BLOCK], hi[KM_MAX_BLOCK];
             km_bounds(x, n, b, lo, hi);
-            if (km_codebook_index(&cb, c, lo, hi, KM_ACCEL_INDEX, 2)) {
+            if (km_codebook_index(&cb, c, lo, hi, KM_ACCEL_INDEX, tctx(2))) {
                 for (int th = 1; th <= 3; th++) {
                     memset(gi, 0xff, n * sizeof *gi);
-                    km_assign_threads(x, n, &cb, gi, gd, th);
+                    km_assign_parallel(x, n, &cb, gi, gd, tctx(th));
                     ck_assert_msg(memcmp(ri, gi, n * sizeof *ri) == 0 &&
                                       memcmp(rd, gd, n * sizeof *rd) == 0,
                                   "index, heavy tails (b=%d k=%u threads=%d)", b, k, th);
@@ -675,7 +702,7 @@ START_TEST(test_guided_heavy_tails)
                     c[i] += (float)(0.002 * gauss(&r));
             km_assign_ref(x, n, b, c, k, ri, rd);
             km_codebook_set(&cb, c);
-            ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, 2), 0);
+            ck_assert_int_eq(km_nbrs_build(&nb, c, k, b, tctx(2)), 0);
         }
         km_nbrs_free(&nb);
         km_codebook_free(&cb);
@@ -724,7 +751,7 @@ START_TEST(test_train_accel_equivalence)
             uint32_t *labels = malloc(m * sizeof *labels);
             ck_assert(cent[a] && labels);
             km_train_opts o = {.b = b, .k = k, .iterations = IT, .revival = 1000,
-                               .threads = a + 1, .accel = accels[a], .objective = obj[a],
+                               .ctx = tctx(a + 1), .accel = accels[a], .objective = obj[a],
                                .revived = rev[a], .labels = labels};
             km_rng tr;
             km_rng_seed(&tr, 7 + ci);
@@ -863,7 +890,7 @@ START_TEST(test_objective_monotone)
         double obj[IT + 1];
         uint64_t rev[IT];
         km_train_opts o = {.b = B, .k = K, .iterations = IT, .revival = 10000,
-                           .threads = 2, .objective = obj, .revived = rev};
+                           .ctx = tctx(2), .objective = obj, .revived = rev};
         km_rng tr;
         km_rng_seed(&tr, 5);
         ck_assert_int_eq(km_train(s, M, &o, &tr, cent), 0);
@@ -907,7 +934,7 @@ START_TEST(test_revival)
     }
     uint64_t rev[10];
     double obj[11];
-    km_train_opts o = {.b = B, .k = K, .iterations = 10, .revival = 10000, .threads = 1,
+    km_train_opts o = {.b = B, .k = K, .iterations = 10, .revival = 10000, .ctx = tctx(1),
                        .objective = obj, .revived = rev};
     km_rng tr;
     km_rng_seed(&tr, 1);
@@ -1355,7 +1382,7 @@ START_TEST(test_decode_matches_unpack)
                 free(back);
                 for (int t = 1; t <= 3; t++) {
                     memset(got, 0xff, (size_t)numel * sizeof *got);
-                    ck_assert_uint_eq(km_decode(packed, bits, k, cv, b, numel, got, t), UINT64_MAX);
+                    ck_assert_uint_eq(km_decode(packed, bits, k, cv, b, numel, got, tctx(t)), UINT64_MAX);
                     ck_assert_msg(memcmp(got, want, (size_t)numel * sizeof *got) == 0,
                                   "b %d bits %u numel %llu threads %d", b, bits,
                                   (unsigned long long)numel, t);
@@ -1369,7 +1396,7 @@ START_TEST(test_decode_matches_unpack)
                         memset(packed, 0, (size_t)km_packed_bytes(n, bits));
                         km_pack(packed, idx, (size_t)n, bits);
                         for (int t = 1; t <= 3; t++)
-                            ck_assert_uint_eq(km_decode(packed, bits, k, cv, b, numel, got, t),
+                            ck_assert_uint_eq(km_decode(packed, bits, k, cv, b, numel, got, tctx(t)),
                                               at[a]);
                     }
                 }

@@ -1,5 +1,5 @@
 # clusterer "ecsq": entropy-coded scalar quantization, and its tests.
-# libhvqjson.la: common/gptq.c and common/parallel_for.c.
+# libhvqjson.la: common/gptq.c (GPTQ error feedback).
 plugin_LTLIBRARIES += plugins/clusterer_ecsq.la
 plugins_clusterer_ecsq_la_SOURCES = \
 	plugins/clusterer-ecsq/ecsq.c \

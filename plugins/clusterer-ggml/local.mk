@@ -1,7 +1,7 @@
 # clusterer "ggml": llama.cpp's block quantizers, bit-exact, and their tests.
 # -ffp-contract=off: llama.cpp's reference build evaluates every multiply and
 # add separately (no fused multiply-add), and identical bytes need the same.
-# libhvqjson.la: common/parallel_for.c, the row loop on the host's threads.
+# libhvqjson.la: common/gptq.c (GPTQ error feedback).
 plugin_LTLIBRARIES += plugins/clusterer_ggml.la
 plugins_clusterer_ggml_la_SOURCES = \
 	plugins/clusterer-ggml/ggml.c \

@@ -30,9 +30,9 @@
  * tensor's seed, in this order: the sample, the initialization, the
  * revival subsets. The result is the same for any number of threads.
  *
- * How it is fast (kmeans_core.c has the details and the proofs). The
- * result is always that of plain Lloyd's with brute-force assignment on
- * the same seed: identical assignments (exact ties to the lowest index),
+ * How it is fast (km_private.h and the km_*.c files have the details and
+ * the proofs). The result is always that of plain Lloyd's with
+ * brute-force assignment on the same seed: identical assignments (exact ties to the lowest index),
  * codebook bytes and reconstruction; the parameter accel = none runs that
  * plain version (for tests and benchmarks), accel = auto (the default)
  * avoids looking at centroids that provably cannot win:
@@ -60,7 +60,8 @@
  *    one (the smallest distance, then the lowest index).
  *  - Brute force otherwise (block sizes above 4, small codebooks, vectors
  *    nothing certifies): AVX2 kernels, 8 centroids x 4 vectors per step.
- *  - Threads split the vectors into fixed chunks and sum in a fixed order.
+ *  - The host's threads (host->parallel_for) run fixed chunks of vectors;
+ *    sums are taken in a fixed order.
  * On 2 cores, a 2048x2048 matrix: High (b 2, K 2048) 0.25 s instead of
  * 1.2 s; Mid (b 4) about 3x faster than brute force (bench/kmeans_bench.c;
  * bench/matrix_bench.sh for the whole driver).
@@ -160,23 +161,33 @@ static hvq_status nomem(hvq_ctx *ctx, const char *name)
     return ctx->host->error(ctx, HVQ_E_NOMEM, "tensor '%s': kmeans: out of memory", name);
 }
 
-static hvq_status kmeans_encode_body(hvq_ctx *ctx, const hvq_params *params,
-                                     const hvq_cluster_input *in, const double *u,
-                                     float *recon, hvq_encoded *enc)
+/* One tensor's settings, from the parameters and its size. */
+typedef struct km_setup {
+    const char *name;
+    int b, iterations, accel;
+    uint32_t k;                  /* centroids trained (after the fit rule) */
+    uint64_t revival, numel, n;  /* n vectors of b values */
+    uint64_t m, packed_bytes;    /* sample vectors; bytes of the indices */
+    unsigned bits;
+} km_setup;
+
+/* Reads the parameters and checks in (every value finite, sizes): *S. */
+static hvq_status kmeans_setup(hvq_ctx *ctx, const hvq_params *params,
+                               const hvq_cluster_input *in, km_setup *S)
 {
     const hvq_host *H = ctx->host;
     const char *name = in->tensor_name ? in->tensor_name : "?";
     const int b = (int)params->values[P_BLOCK_SIZE].i;
     const uint32_t k_req = (uint32_t)params->values[P_CENTROIDS].i;
-    const int iterations = (int)params->values[P_ITERATIONS].i;
     const uint64_t stability = (uint64_t)params->values[P_STABILITY].i;
     const int shrink = strcmp(params->values[P_FIT].s, "shrink") == 0;
-    const uint64_t revival = (uint64_t)params->values[P_REVIVAL_SAMPLE].i;
-    const int accel = params->count > P_ACCEL && strcmp(params->values[P_ACCEL].s, "none") == 0
-                          ? KM_ACCEL_NONE
-                          : KM_ACCEL_AUTO;
-    const int threads = H->threads(ctx);
-
+    *S = (km_setup){.name = name, .b = b,
+                    .iterations = (int)params->values[P_ITERATIONS].i,
+                    .accel = params->count > P_ACCEL &&
+                                     strcmp(params->values[P_ACCEL].s, "none") == 0
+                                 ? KM_ACCEL_NONE
+                                 : KM_ACCEL_AUTO,
+                    .revival = (uint64_t)params->values[P_REVIVAL_SAMPLE].i};
     if (b < 1 || b > KM_MAX_BLOCK || k_req < 1 || k_req > KM_MAX_CENTROIDS)
         return H->error(ctx, HVQ_E_INTERNAL, "kmeans: parameters out of range");
     if (in->cols && in->rows > UINT64_MAX / in->cols)
@@ -201,23 +212,35 @@ static hvq_status kmeans_encode_body(hvq_ctx *ctx, const hvq_params *params,
                "tensor '%s': %" PRIu64 " vector%s, centroids %" PRIu32 " -> %" PRIu32
                " (fit: shrink)",
                name, n, n == 1 ? "" : "s", k_req, k);
-    const unsigned bits = km_index_bits(k);
-    const uint64_t m = n < (uint64_t)k * stability ? n : (uint64_t)k * stability;
-    const uint64_t packed_bytes = km_packed_bytes(n, bits);
-    if (packed_bytes == UINT64_MAX || m > SIZE_MAX / ((size_t)b * sizeof(float)) ||
-        packed_bytes > (uint64_t)INT64_MAX)
+    S->k = k;
+    S->numel = numel;
+    S->n = n;
+    S->bits = km_index_bits(k);
+    S->m = n < (uint64_t)k * stability ? n : (uint64_t)k * stability;
+    S->packed_bytes = km_packed_bytes(n, S->bits);
+    if (S->packed_bytes == UINT64_MAX || S->m > SIZE_MAX / ((size_t)b * sizeof(float)) ||
+        S->packed_bytes > (uint64_t)INT64_MAX)
         return H->error(ctx, HVQ_E_INPUT, "tensor '%s': too large", name);
+    return HVQ_OK;
+}
 
+/* Trains the codebook on a sample of in's vectors (seeded by in->seed):
+ * cent (k*b values); *guess (NULL, or n first guesses for the final pass:
+ * each sample vector's centroid in training, none elsewhere). */
+static hvq_status kmeans_train_codebook(hvq_ctx *ctx, const hvq_cluster_input *in,
+                                        const km_setup *S, float *cent, uint32_t **guess)
+{
+    const int b = S->b;
+    const uint64_t m = S->m, n = S->n, numel = S->numel;
     hvq_status st = HVQ_OK;
     km_rng rng;
     km_rng_seed(&rng, in->seed);
-    km_codebook cb = {0};
-    uint32_t *labels = NULL, *guess = NULL;
+    uint32_t *labels = NULL;
     uint64_t *pos = malloc((size_t)m * sizeof *pos + 1);
     float *sample = malloc((size_t)m * (size_t)b * sizeof *sample);
-    float *cent = malloc((size_t)k * (size_t)b * sizeof *cent);
-    if (!pos || !sample || !cent || km_sample(&rng, n, m, pos)) {
-        st = nomem(ctx, name);
+    *guess = NULL;
+    if (!pos || !sample || km_sample(&rng, n, m, pos)) {
+        st = nomem(ctx, S->name);
         goto out;
     }
     /* The sample, with the padding of the last vector. */
@@ -231,92 +254,116 @@ static hvq_status kmeans_encode_body(hvq_ctx *ctx, const hvq_params *params,
     }
     /* Each sample vector's centroid in training: first guesses for the
      * final pass's guided search (block sizes where it is used). */
-    if (accel != KM_ACCEL_NONE && b > 2 && iterations > 0 && n <= SIZE_MAX / sizeof *guess) {
+    if (S->accel != KM_ACCEL_NONE && b > 2 && S->iterations > 0 &&
+        n <= SIZE_MAX / sizeof **guess) {
         labels = malloc((size_t)m * sizeof *labels + 1);
-        guess = malloc((size_t)n * sizeof *guess);
-        if (!labels || !guess) {
+        *guess = malloc((size_t)n * sizeof **guess);
+        if (!labels || !*guess) {
             free(labels);
-            free(guess);
-            labels = guess = NULL; /* (not needed for the result) */
+            free(*guess);
+            labels = *guess = NULL; /* (not needed for the result) */
         }
     }
-
-    km_train_opts o = {.b = b, .k = k, .iterations = iterations, .revival = revival,
-                       .threads = threads, .accel = accel, .labels = labels,
+    km_train_opts o = {.b = b, .k = S->k, .iterations = S->iterations, .revival = S->revival,
+                       .ctx = ctx, .accel = S->accel, .labels = labels,
                        .progress = kmeans_progress, .progress_arg = ctx};
     if (km_train(sample, m, &o, &rng, cent)) {
-        st = nomem(ctx, name);
+        st = nomem(ctx, S->name);
         goto out;
     }
-    free(sample);
-    sample = NULL;
-    if (guess) {
-        memset(guess, 0xff, (size_t)n * sizeof *guess);
+    if (*guess) {
+        memset(*guess, 0xff, (size_t)n * sizeof **guess);
         for (uint64_t s = 0; s < m; s++)
-            guess[pos[s]] = labels[s];
+            (*guess)[pos[s]] = labels[s];
     }
+out:
     free(labels);
-    labels = NULL;
     free(pos);
-    pos = NULL;
+    free(sample);
+    return st;
+}
 
-    int64_t cshape[2] = {(int64_t)k, (int64_t)b}, ishape[1] = {(int64_t)packed_bytes};
+/* The component "codebook" (F16) from cent, and cent = the values it
+ * decodes to. */
+static hvq_status kmeans_store_codebook(hvq_ctx *ctx, hvq_encoded *enc, const km_setup *S,
+                                        float *cent)
+{
+    const hvq_host *H = ctx->host;
+    int64_t cshape[2] = {(int64_t)S->k, (int64_t)S->b};
     hvq_component *cbc = H->enc_add(ctx, enc, "codebook", HVQ_DTYPE_F16, 2, cshape,
-                                    (uint64_t)k * (uint64_t)b * 16);
-    if (!cbc) {
-        st = HVQ_E_NOMEM;
-        goto out;
-    }
-    /* The stored codebook and the values it decodes to. */
-    size_t kb = (size_t)k * (size_t)b;
+                                    (uint64_t)S->k * (uint64_t)S->b * 16);
+    if (!cbc)
+        return HVQ_E_NOMEM;
+    size_t kb = (size_t)S->k * (size_t)S->b;
+    hvq_status st;
     if ((st = H->convert(ctx, HVQ_DTYPE_F16, cbc->data, HVQ_DTYPE_F32, cent, kb)) != HVQ_OK ||
         (st = H->convert(ctx, HVQ_DTYPE_F32, cent, HVQ_DTYPE_F16, cbc->data, kb)) != HVQ_OK)
-        goto out;
+        return st;
     for (size_t i = 0; i < kb; i++)
-        if (!isfinite(cent[i])) {
-            st = H->error(ctx, HVQ_E_INPUT,
-                          "tensor '%s': a centroid value exceeds the fp16 range of the "
-                          "codebook",
-                          name);
-            goto out;
-        }
-    hvq_component *ic = H->enc_add(ctx, enc, "indices", HVQ_DTYPE_U8, 1, ishape, n * bits);
+        if (!isfinite(cent[i]))
+            return H->error(ctx, HVQ_E_INPUT,
+                            "tensor '%s': a centroid value exceeds the fp16 range of the "
+                            "codebook",
+                            S->name);
+    return HVQ_OK;
+}
+
+/* The attributes "block_size", "centroids", "index_bits" and "vectors". */
+static hvq_status kmeans_attrs(hvq_ctx *ctx, hvq_encoded *enc, const km_setup *S)
+{
+    const char *const keys[4] = {"block_size", "centroids", "index_bits", "vectors"};
+    const uint64_t vals[4] = {(uint64_t)S->b, S->k, S->bits, S->n};
+    hvq_status st = HVQ_OK;
+    for (int i = 0; i < 4 && st == HVQ_OK; i++) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%" PRIu64, vals[i]);
+        st = ctx->host->enc_attr(ctx, enc, keys[i], buf);
+    }
+    return st;
+}
+
+static hvq_status kmeans_encode_body(hvq_ctx *ctx, const hvq_params *params,
+                                     const hvq_cluster_input *in, const double *u,
+                                     float *recon, hvq_encoded *enc)
+{
+    const hvq_host *H = ctx->host;
+    km_setup S;
+    hvq_status st = kmeans_setup(ctx, params, in, &S);
+    if (st != HVQ_OK)
+        return st;
+    km_codebook cb = {0};
+    uint32_t *guess = NULL;
+    float *cent = malloc((size_t)S.k * (size_t)S.b * sizeof *cent);
+    if (!cent) {
+        st = nomem(ctx, S.name);
+        goto out;
+    }
+    if ((st = kmeans_train_codebook(ctx, in, &S, cent, &guess)) != HVQ_OK ||
+        (st = kmeans_store_codebook(ctx, enc, &S, cent)) != HVQ_OK)
+        goto out;
+    int64_t ishape[1] = {(int64_t)S.packed_bytes};
+    hvq_component *ic = H->enc_add(ctx, enc, "indices", HVQ_DTYPE_U8, 1, ishape, S.n * S.bits);
     if (!ic) {
         st = HVQ_E_NOMEM;
         goto out;
     }
-    if (km_codebook_init(&cb, b, k)) {
-        st = nomem(ctx, name);
+    if (km_codebook_init(&cb, S.b, S.k)) {
+        st = nomem(ctx, S.name);
         goto out;
     }
     km_codebook_set(&cb, cent);
-    km_encode_all(in->x, numel, &cb, cent, bits, ic->data, recon, threads, accel, guess);
-    if (u && km_gptq_scalar(in, cent, k, bits, u, threads, ic->data, recon)) {
-        st = nomem(ctx, name);
+    km_encode_all(in->x, S.numel, &cb, cent, S.bits, ic->data, recon, ctx, S.accel, guess);
+    if (u && km_gptq_scalar(ctx, in, cent, S.k, S.bits, u, ic->data, recon)) {
+        st = nomem(ctx, S.name);
         goto out;
     }
-    H->progress(ctx, (uint64_t)iterations + 1, (uint64_t)iterations + 1);
+    H->progress(ctx, (uint64_t)S.iterations + 1, (uint64_t)S.iterations + 1);
     if (u && (st = H->enc_attr(ctx, enc, "feedback", "gptq")) != HVQ_OK)
         goto out;
-
-    char buf[32];
-    snprintf(buf, sizeof buf, "%d", b);
-    if ((st = H->enc_attr(ctx, enc, "block_size", buf)) != HVQ_OK)
-        goto out;
-    snprintf(buf, sizeof buf, "%" PRIu32, k);
-    if ((st = H->enc_attr(ctx, enc, "centroids", buf)) != HVQ_OK)
-        goto out;
-    snprintf(buf, sizeof buf, "%u", bits);
-    if ((st = H->enc_attr(ctx, enc, "index_bits", buf)) != HVQ_OK)
-        goto out;
-    snprintf(buf, sizeof buf, "%" PRIu64, n);
-    st = H->enc_attr(ctx, enc, "vectors", buf);
+    st = kmeans_attrs(ctx, enc, &S);
 out:
     km_codebook_free(&cb);
-    free(labels);
     free(guess);
-    free(pos);
-    free(sample);
     free(cent);
     return st;
 }
@@ -571,8 +618,7 @@ static hvq_status kmeans_decode(hvq_ctx *ctx, const hvq_encoded *enc, uint64_t r
                           i);
             goto out;
         }
-    uint64_t bad = km_decode(ic->data, (unsigned)bits, (uint32_t)k, cv, (int)b, numel, recon,
-                             H->threads(ctx));
+    uint64_t bad = km_decode(ic->data, (unsigned)bits, (uint32_t)k, cv, (int)b, numel, recon, ctx);
     if (bad != UINT64_MAX) {
         /* the index again, for the message (the stream is valid up to it) */
         uint32_t q;

@@ -5,10 +5,13 @@
  * Lloyd training with dead-unit revival, the bit packing of the indices,
  * and the final encode pass.
  *
- * Nothing here touches the host table, so the tests compile this file
- * directly and check its pieces one by one. Scratch memory comes from
- * malloc; every function that allocates returns 0 on success and -1 when
- * out of memory.
+ * Nothing here touches the host table but its parallel loop: every
+ * function that runs in parallel takes the ctx whose host->parallel_for
+ * (hvq_host_parallel_for) it uses, the project's one thread pool, in fixed
+ * chunks (the results never depend on the thread count). The tests compile
+ * these files directly and check their pieces one by one, with contexts
+ * from the core. Scratch memory comes from malloc; every function that
+ * allocates returns 0 on success and -1 when out of memory.
  *
  * Distances. The distance between a vector x and a centroid c of b values
  * is the float sum  d = 0; for j in 0..b-1: t = x[j] - c[j]; d = d + t*t
@@ -23,6 +26,8 @@
  */
 #ifndef HVQ_KMEANS_CORE_H
 #define HVQ_KMEANS_CORE_H
+
+#include "plugin.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -73,7 +78,7 @@ uint32_t km_fit_centroids(uint64_t n, uint32_t k, int shrink);
 
 /* ---- assignment ------------------------------------------------------------ */
 
-/* Search acceleration (see the Speed note in kmeans_core.c): AUTO uses
+/* Search acceleration (see the Speed note in km_private.h): AUTO uses
  * what pays: the exact index for block sizes 1-2 (at least 64 centroids),
  * guided search for block sizes up to 4 (codebooks much larger than the
  * neighbour lists), brute force elsewhere; NONE is brute force always (the
@@ -114,12 +119,12 @@ void km_bounds(const float *x, size_t n, int b, float *lo, float *hi);
 /* Builds the exact index over the centroids c (the k*b values last given
  * to km_codebook_set) for queries inside the box lo[j] <= x_j <= hi[j]
  * (queries outside it, or non-finite, are answered by brute force), as
- * accel asks, on up to `threads` threads. Returns 1 when the index is in
+ * accel asks, on ctx's threads. Returns 1 when the index is in
  * use, 0 when the assignment functions will use brute force (accel NONE,
  * a block size or codebook where it does not pay, non-finite values, out
  * of memory, ...). The result of any assignment is the same either way. */
 int km_codebook_index(km_codebook *cb, const float *c, const float *lo, const float *hi,
-                      int accel, int threads);
+                      int accel, hvq_ctx *ctx);
 /* Average candidate centroids in a leaf's list, padding included (0
  * without an index): for benchmarks. */
 double km_codebook_index_load(const km_codebook *cb);
@@ -143,12 +148,12 @@ void km_assign_kernel_indexed(int kernel, const float *x, size_t n, const km_cod
                               uint32_t *idx, float *dist);
 void km_assign_fast(const float *x, size_t n, const km_codebook *cb, uint32_t *idx,
                     float *dist);
-/* The same, on up to `threads` threads. The result does not depend on the
- * thread count. */
-int km_assign_threads(const float *x, size_t n, const km_codebook *cb, uint32_t *idx,
-                      float *dist, int threads);
+/* The same, on ctx's threads. The result does not depend on the thread
+ * count. */
+int km_assign_parallel(const float *x, size_t n, const km_codebook *cb, uint32_t *idx,
+                       float *dist, hvq_ctx *ctx);
 
-/* Guided assignment (see kmeans_core.c): each centroid's m nearest other
+/* Guided assignment (see km_nbrs.c): each centroid's m nearest other
  * centroids, sorted, with distances (double, rounded to float) and reach
  * (every centroid outside the list is at least that far; +inf when the
  * list holds them all); tab holds the centroids in b rows of k. */
@@ -175,7 +180,7 @@ typedef struct km_nbrs {
 
 /* Builds (or rebuilds, reusing memory) the lists for the k centroids c
  * (k*b row-major, k <= KM_MAX_CENTROIDS). 0, or -1 when out of memory. */
-int km_nbrs_build(km_nbrs *nb, const float *c, uint32_t k, int b, int threads);
+int km_nbrs_build(km_nbrs *nb, const float *c, uint32_t k, int b, hvq_ctx *ctx);
 void km_nbrs_free(km_nbrs *nb);
 /* idx[i] holds a guess for vector i (any value; one >= k asks for a guess
  * from the k-d tree) and gets its nearest centroid, exactly as km_assign_ref would find it (dist
@@ -183,7 +188,7 @@ void km_nbrs_free(km_nbrs *nb);
  * cannot certify is searched with km_assign_fast. Returns how many were.
  * The result does not depend on the thread count. */
 size_t km_assign_guided(const float *x, size_t n, const km_codebook *cb, const km_nbrs *nb,
-                        uint32_t *idx, float *dist, int threads);
+                        uint32_t *idx, float *dist, hvq_ctx *ctx);
 /* For tests: 0 makes km_assign_guided use its scalar certification loop
  * instead of the vector kernels (the same answers). Default 1. */
 extern int km_guided_vector;
@@ -196,7 +201,7 @@ typedef struct km_train_opts {
     int iterations;         /* Lloyd iterations */
     uint64_t revival;       /* size of the random subset dead units are
                                revived from (capped at m) */
-    int threads;
+    hvq_ctx *ctx;           /* whose threads run the passes */
     int accel;              /* KM_ACCEL_*; 0 (AUTO) when not set */
     /* Optional diagnostics (NULL: not computed). objective[t], t in
      * 0..iterations, is the sum over the sample of the distance to the
@@ -231,7 +236,7 @@ int km_train(const float *sample, uint64_t m, const km_train_opts *o, km_rng *r,
  * case); guess (NULL or n entries, >= k for none) gives first guesses to
  * the guided search. */
 int km_encode_all(const float *x, uint64_t numel, km_codebook *cb, const float *cvals,
-                  unsigned bits, uint8_t *packed, float *recon, int threads, int accel,
+                  unsigned bits, uint8_t *packed, float *recon, hvq_ctx *ctx, int accel,
                   const uint32_t *guess);
 
 /* ---- decoding ----------------------------------------------------------------- */
@@ -239,9 +244,9 @@ int km_encode_all(const float *x, uint64_t numel, km_codebook *cb, const float *
 /* The inverse of the final pass: recon[0..numel) = cvals[index][...] for
  * the n = ceil(numel/b) indices packed at bits each (bits = km_index_bits(k))
  * in packed, cropped to numel; in parallel chunks (each vector alone: the
- * result does not depend on threads). Returns UINT64_MAX, or the first
+ * result does not depend on the threads). Returns UINT64_MAX, or the first
  * vector whose index is k or more (recon is then incomplete). */
 uint64_t km_decode(const uint8_t *packed, unsigned bits, uint32_t k, const float *cvals, int b,
-                   uint64_t numel, float *recon, int threads);
+                   uint64_t numel, float *recon, hvq_ctx *ctx);
 
 #endif

@@ -11,7 +11,6 @@
 
 #include "gptq.h"
 #include "kmeans_core.h"
-#include "parallel_for.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -102,8 +101,8 @@ static void gptq_rows(void *arg, uint64_t chunk, uint64_t r0, uint64_t r1)
     free(skip);
 }
 
-int km_gptq_scalar(const hvq_cluster_input *in, const float *cent, uint32_t k, unsigned bits,
-                   const double *u, int threads, uint8_t *packed, float *recon)
+int km_gptq_scalar(hvq_ctx *ctx, const hvq_cluster_input *in, const float *cent, uint32_t k,
+                   unsigned bits, const double *u, uint8_t *packed, float *recon)
 {
     uint64_t numel = in->rows * in->cols, per = hvq_par_rows(in->cols);
     uint64_t chunks = hvq_parallel_chunks(in->rows, per);
@@ -118,7 +117,7 @@ int km_gptq_scalar(const hvq_cluster_input *in, const float *cent, uint32_t k, u
         /* the plain assignment's indices, kept at the sparse entries */
         km_unpack(packed, (size_t)numel, bits, idx);
         gptq_job j = {in, cent, lv, k, u, idx, recon, nomem};
-        hvq_parallel_for_n(threads, in->rows, per, gptq_rows, &j);
+        hvq_host_parallel_for(ctx, in->rows, per, gptq_rows, &j);
         for (uint64_t c = 0; c < chunks; c++)
             rc |= nomem[c] ? -1 : 0;
     }
