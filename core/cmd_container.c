@@ -858,28 +858,32 @@ static hvq_status inspect_cmd(hvq_ctx *ctx, const hvq_registry *reg, const void 
     return inspect_run(ctx, reg, a->in, a->json);
 }
 
-int hvq_cmd_inspect(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
-                    const hvq_ctx_opts *gopts)
+/* inspect and verify: the options (lo, shorts: --json, and --threads where
+ * the table has it), one container, then cmd on it. */
+static int container_command(int argc, char **argv, const char *const *plugin_dirs,
+                             size_t n_plugin_dirs, const hvq_ctx_opts *gopts, const char *name,
+                             const struct option *lo, const char *shorts,
+                             void (*usage)(FILE *), cmd_run_fn cmd)
 {
-    static const struct option lo[] = {
-        {"json", no_argument, 0, OPT_JSON}, {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
-        {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     hvq_ctx_opts opts = *gopts;
     dirs d = {0};
     int c, rc = -1, json = 0;
     for (size_t i = 0; i < n_plugin_dirs; i++)
         if (!dirs_add(&d, plugin_dirs[i]))
             rc = HVQ_EXIT_OTHER;
-    while (rc < 0 && (c = getopt_long(argc, argv, "qvhV", lo, NULL)) != -1) {
-        if (c == OPT_JSON)
+    while (rc < 0 && (c = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+        if (c == OPT_JSON) {
             json = 1;
-        else
-            rc = common_opt(c, &d, &opts, "inspect", usage_inspect);
+        } else if (c == 't') {
+            if (!hvq_parse_threads(optarg, &opts.threads))
+                rc = HVQ_EXIT_BAD_INPUT;
+        } else {
+            rc = common_opt(c, &d, &opts, name, usage);
+        }
     }
     if (rc < 0 && optind + 1 != argc) {
-        fprintf(stderr, "hvqconv: error: %s\nTry 'hvqconv inspect --help'.\n",
-                optind >= argc ? "inspect needs a container" : "inspect takes one container");
+        fprintf(stderr, "hvqconv: error: %s %s\nTry 'hvqconv %s --help'.\n", name,
+                optind >= argc ? "needs a container" : "takes one container", name);
         rc = HVQ_EXIT_BAD_INPUT;
     }
     if (rc >= 0) {
@@ -887,7 +891,18 @@ int hvq_cmd_inspect(int argc, char **argv, const char *const *plugin_dirs, size_
         return rc;
     }
     const file_args a = {argv[optind], json};
-    return run_command(&opts, &d, inspect_cmd, &a);
+    return run_command(&opts, &d, cmd, &a);
+}
+
+int hvq_cmd_inspect(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
+                    const hvq_ctx_opts *gopts)
+{
+    static const struct option lo[] = {
+        {"json", no_argument, 0, OPT_JSON}, {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
+        {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    return container_command(argc, argv, plugin_dirs, n_plugin_dirs, gopts, "inspect", lo, "qvhV",
+                             usage_inspect, inspect_cmd);
 }
 
 /* ---- verify -------------------------------------------------------------- */
@@ -1006,31 +1021,6 @@ int hvq_cmd_verify(int argc, char **argv, const char *const *plugin_dirs, size_t
         {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
-    hvq_ctx_opts opts = *gopts;
-    dirs d = {0};
-    int c, rc = -1, json = 0;
-    for (size_t i = 0; i < n_plugin_dirs; i++)
-        if (!dirs_add(&d, plugin_dirs[i]))
-            rc = HVQ_EXIT_OTHER;
-    while (rc < 0 && (c = getopt_long(argc, argv, "t:qvhV", lo, NULL)) != -1) {
-        if (c == OPT_JSON) {
-            json = 1;
-        } else if (c == 't') {
-            if (!hvq_parse_threads(optarg, &opts.threads))
-                rc = HVQ_EXIT_BAD_INPUT;
-        } else {
-            rc = common_opt(c, &d, &opts, "verify", usage_verify);
-        }
-    }
-    if (rc < 0 && optind + 1 != argc) {
-        fprintf(stderr, "hvqconv: error: %s\nTry 'hvqconv verify --help'.\n",
-                optind >= argc ? "verify needs a container" : "verify takes one container");
-        rc = HVQ_EXIT_BAD_INPUT;
-    }
-    if (rc >= 0) {
-        free(d.v);
-        return rc;
-    }
-    const file_args a = {argv[optind], json};
-    return run_command(&opts, &d, verify_cmd, &a);
+    return container_command(argc, argv, plugin_dirs, n_plugin_dirs, gopts, "verify", lo,
+                             "t:qvhV", usage_verify, verify_cmd);
 }
