@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,5 +89,41 @@ hvq_status hvq_slurp_input(hvq_ctx *ctx, const char *path, uint64_t limit, const
     b[n] = '\0';
     *buf = b;
     *len = n;
+    return HVQ_OK;
+}
+
+hvq_status hvq_map_input(hvq_ctx *ctx, const char *path, const void **map, size_t *size)
+{
+    const hvq_host *H = ctx->host;
+    struct stat sb;
+    int e, fd = hvq_open_input(ctx, path);
+    *map = NULL;
+    *size = 0;
+    if (fd < 0) {
+        e = errno;
+        return H->error(ctx, e == ENOENT || e == ENOTDIR ? HVQ_E_INPUT : HVQ_E_IO,
+                        "%s: cannot open: %s", path, strerror(e));
+    }
+    if (fstat(fd, &sb) != 0) {
+        e = errno;
+        close(fd);
+        return H->error(ctx, HVQ_E_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > (uint64_t)SIZE_MAX || sb.st_size == 0) {
+        close(fd);
+        if (!S_ISREG(sb.st_mode))
+            return H->error(ctx, HVQ_E_INPUT, "%s: not a regular file", path);
+        return sb.st_size == 0 ? HVQ_OK /* mmap refuses length 0 */
+                               : H->error(ctx, HVQ_E_UNSUPPORTED,
+                                          "%s: file too large to map on this system", path);
+    }
+    void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    e = errno;
+    close(fd);
+    if (m == MAP_FAILED)
+        return H->error(ctx, e == ENOMEM ? HVQ_E_NOMEM : HVQ_E_IO,
+                        "%s: cannot map the file: %s", path, strerror(e));
+    *map = m;
+    *size = (size_t)sb.st_size;
     return HVQ_OK;
 }

@@ -31,4 +31,10 @@ FILE *hvq_fopen_input(hvq_ctx *ctx, const char *path, int *not_regular);
 hvq_status hvq_slurp_input(hvq_ctx *ctx, const char *path, uint64_t limit, const char *what,
                            unsigned char **buf, size_t *len);
 
+/* Maps path (recorded as an input of the run) read-only into *map and
+ * *size; an empty file gives NULL and 0 (the caller reports it as its
+ * format needs). The errors name the file: cannot open or stat, not a
+ * regular file, too large to map, cannot map. munmap it when done. */
+hvq_status hvq_map_input(hvq_ctx *ctx, const char *path, const void **map, size_t *size);
+
 #endif

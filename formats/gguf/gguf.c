@@ -166,24 +166,11 @@ static void gg_show_bytes(char *buf, size_t len, const unsigned char *p,
 static int gg_probe(const char *path, const unsigned char *head,
                     size_t head_len)
 {
-    unsigned char buf[4];
-    struct stat sb;
+    struct stat sb; /* the host gives the head (at most 4096 bytes) */
     if (path == NULL)
         return 0;
     if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
         return 0;
-    if ((head == NULL || head_len < 4) && sb.st_size >= 4) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        ssize_t got;
-        if (fd < 0)
-            return 0;
-        got = read(fd, buf, sizeof buf);
-        close(fd);
-        if (got == (ssize_t)sizeof buf) {
-            head = buf;
-            head_len = sizeof buf;
-        }
-    }
     if (head != NULL && head_len >= 4 && memcmp(head, GG_MAGIC, 4) == 0)
         return 95;
     /* Only the name says GGUF: a low score, so that a damaged file still
@@ -244,44 +231,12 @@ static void gg_source_free(gg_source *s)
 
 static hvq_status gg_map(hvq_ctx *ctx, gg_source *s, const char *path)
 {
-    struct stat sb;
-    int fd, e;
-    void *map;
-
-    fd = hvq_open_input(ctx, path);
-    if (fd < 0) {
-        e = errno;
-        return gg_fail(ctx,
-                       e == ENOENT || e == ENOTDIR ? HVQ_E_INPUT : HVQ_E_IO,
-                       path, "cannot open: %s", strerror(e));
-    }
-    if (fstat(fd, &sb) != 0) {
-        e = errno;
-        close(fd);
-        return gg_fail(ctx, HVQ_E_IO, path, "cannot stat: %s", strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return gg_fail(ctx, HVQ_E_INPUT, path, "not a regular file");
-    }
-    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
-        close(fd);
-        return gg_fail(ctx, HVQ_E_UNSUPPORTED, path,
-                       "file too large to map on this system");
-    }
-    if (sb.st_size == 0) { /* mmap refuses length 0; the reader reports */
-        close(fd);
-        return HVQ_OK;
-    }
-    map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    e = errno;
-    close(fd);
-    if (map == MAP_FAILED)
-        return gg_fail(ctx, e == ENOMEM ? HVQ_E_NOMEM : HVQ_E_IO, path,
-                       "cannot map the file: %s", strerror(e));
+    const void *map = NULL;
+    size_t size = 0;
+    hvq_status st = hvq_map_input(ctx, path, &map, &size); /* 0 bytes: the reader reports */
     s->map = map;
-    s->size = (size_t)sb.st_size;
-    return HVQ_OK;
+    s->size = size;
+    return st;
 }
 
 typedef struct gg_keyref {

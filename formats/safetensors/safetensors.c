@@ -332,23 +332,9 @@ static int st_probe(const char *path, const unsigned char *head,
     if (hvq_ends_with(path, ST_INDEX_EXT))
         return 90;
     {
-        uint64_t size = 0;
-        unsigned char buf[9];
+        uint64_t size = 0; /* the host gives the head (at most 4096 bytes) */
         if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
             size = (uint64_t)sb.st_size;
-        if (head_len < 9 && size >= 9) {
-            /* The host gave too few bytes: read the first nine ourselves. */
-            int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-            ssize_t got;
-            if (fd < 0)
-                return 0;
-            got = read(fd, buf, sizeof buf);
-            close(fd);
-            if (got != (ssize_t)sizeof buf)
-                return 0;
-            head = buf;
-            head_len = sizeof buf;
-        }
         if (head != NULL && st_head_plausible(head, head_len, size))
             return 90;
         /* Only the name says safetensors: a low score, so that a damaged
@@ -426,9 +412,9 @@ static hvq_status st_map_file(st_source *s, const char *path, st_file **out)
 {
     hvq_ctx *ctx = s->ctx;
     st_file *f, *files;
-    struct stat sb;
-    int fd, e;
-    void *map;
+    const void *map = NULL;
+    size_t size = 0;
+    hvq_status st;
 
     files = s->host->realloc(ctx, s->files, (s->n_files + 1) * sizeof *files);
     if (files == NULL)
@@ -440,43 +426,16 @@ static hvq_status st_map_file(st_source *s, const char *path, st_file **out)
     if (f->path == NULL)
         return HVQ_E_NOMEM;
     s->n_files++; /* from here on st_source_free releases it */
-
-    fd = hvq_open_input(ctx, path);
-    if (fd < 0) {
-        e = errno;
-        return st_fail(ctx,
-                       e == ENOENT || e == ENOTDIR ? HVQ_E_INPUT : HVQ_E_IO,
-                       path, "cannot open: %s", strerror(e));
-    }
-    if (fstat(fd, &sb) != 0) {
-        e = errno;
-        close(fd);
-        return st_fail(ctx, HVQ_E_IO, path, "cannot stat: %s", strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return st_fail(ctx, HVQ_E_INPUT, path, "not a regular file");
-    }
-    if (sb.st_size < 8) {
-        close(fd);
+    st = hvq_map_input(ctx, path, &map, &size);
+    if (st != HVQ_OK)
+        return st;
+    f->map = map;
+    f->size = size; /* from here on st_source_free unmaps it */
+    if (size < 8)
         return st_fail(ctx, HVQ_E_INPUT, path,
                        "truncated: the file is %lld bytes, too short for "
                        "the 8-byte header length",
-                       (long long)sb.st_size);
-    }
-    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
-        close(fd);
-        return st_fail(ctx, HVQ_E_UNSUPPORTED, path,
-                       "file too large to map on this system");
-    }
-    map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    e = errno;
-    close(fd);
-    if (map == MAP_FAILED)
-        return st_fail(ctx, e == ENOMEM ? HVQ_E_NOMEM : HVQ_E_IO, path,
-                       "cannot map the file: %s", strerror(e));
-    f->map = map;
-    f->size = (size_t)sb.st_size;
+                       (long long)size);
     *out = f;
     return HVQ_OK;
 }

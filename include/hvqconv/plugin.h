@@ -692,7 +692,8 @@ typedef struct hvq_plugin {
 
     /* SOURCE. probe returns 0..100: how sure it is that path (a file, whose
      * first head_len bytes are head, or a directory, head_len == 0) is its
-     * format. */
+     * format. The host reads the head (4096 bytes, or all of a shorter
+     * file); a probe does not read the file itself. */
     int (*probe)(const char *path, const unsigned char *head, size_t head_len);
     hvq_status (*source_open)(hvq_ctx *ctx, const char *path,
                               void **state);                        /* [M] */
