@@ -84,14 +84,11 @@ static hvq_status check_one(hvq_ctx *ctx, const char *path, const hvq_tensor_inf
         return hvq_error(ctx, HVQ_E_INPUT, "%s: tensor '%.200s': its byte size does not fit "
                          "in 64 bits", path, t->name);
     if (bytes != t->nbytes) {
-        char dims[HVQ_MAX_DIMS * 22 + 3] = "[";
-        for (int d = 0; d < t->ndim; d++)
-            snprintf(dims + strlen(dims), sizeof dims - strlen(dims), "%s%lld", d ? ", " : "",
-                     (long long)t->shape[d]);
-        strcat(dims, "]");
+        char desc[HVQ_MAX_DIMS * 22 + 32];
+        hvq_shape_text(desc, sizeof desc, hvq_dtype_name(t->dtype), t->ndim, t->shape);
         return hvq_error(ctx, HVQ_E_INPUT, "%s: tensor '%.200s': declared as %llu bytes but "
-                         "%s %s needs %llu", path, t->name, (unsigned long long)t->nbytes,
-                         hvq_dtype_name(t->dtype), dims, (unsigned long long)bytes);
+                         "%s needs %llu", path, t->name, (unsigned long long)t->nbytes, desc,
+                         (unsigned long long)bytes);
     }
     return HVQ_OK;
 }

@@ -119,21 +119,6 @@ static int gg_align_up(uint64_t x, uint64_t a, uint64_t *out)
     return hvq_add_u64(x, a - r, out);
 }
 
-/* "Q4_K [172, 64]" (hvq order) into buf. */
-static const char *gg_describe(char *buf, size_t len, const char *type,
-                               int ndim, const int64_t *shape)
-{
-    size_t o;
-    int d;
-    o = (size_t)snprintf(buf, len, "%s [", type);
-    for (d = 0; d < ndim && o < len; d++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%lld", d ? ", " : "",
-                              (long long)shape[d]);
-    if (o < len)
-        snprintf(buf + o, len - o, "]");
-    return buf;
-}
-
 /* A copy of s[0..n) as a C string (host memory); NULL when out of memory. */
 static char *gg_strndup(hvq_ctx *ctx, const unsigned char *s, uint64_t n)
 {
@@ -521,7 +506,7 @@ static hvq_status gg_tensor_layout(gg_reader *r, const gg_source *s, gg_tensor *
     t->info.ndim = (int)nd;
     for (uint32_t d = 0; d < nd; d++)
         t->info.shape[d] = (int64_t)ne[nd - 1 - d];
-    gg_describe(desc, sizeof desc, type->name, t->info.ndim, t->info.shape);
+    hvq_shape_text(desc, sizeof desc, type->name, t->info.ndim, t->info.shape);
     if (!hvq_shape_numel(t->info.ndim, t->info.shape, &numel))
         return gg_fail(ctx, HVQ_E_INPUT, r->path,
                        "tensor '%.200s': the dimensions overflow: the "
@@ -943,7 +928,7 @@ static hvq_status gg_check_tensor(hvq_ctx *ctx, const char *path,
                                ? ctx->host->dtype_name(t->dtype)
                                : "?");
     }
-    gg_describe(desc, sizeof desc, type->name, t->ndim, t->shape);
+    hvq_shape_text(desc, sizeof desc, type->name, t->ndim, t->shape);
     numel = hvq_numel(t); /* the host checked the shape rule */
     if (type->blck > 1 &&
         (t->ndim == 0 || (uint64_t)t->shape[t->ndim - 1] % type->blck != 0))

@@ -134,21 +134,6 @@ static uint64_t st_le64(const unsigned char *p)
 }
 
 
-/* "F32 [5, 6]" into buf. */
-static const char *st_describe(char *buf, size_t len, const char *dtype,
-                               int ndim, const int64_t *shape)
-{
-    size_t o;
-    int d;
-    o = (size_t)snprintf(buf, len, "%s [", dtype);
-    for (d = 0; d < ndim && o < len; d++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%lld", d ? ", " : "",
-                              (long long)shape[d]);
-    if (o < len)
-        snprintf(buf + o, len - o, "]");
-    return buf;
-}
-
 /* Sets the ctx error "PATH: MESSAGE" and returns st. */
 static hvq_status st_fail(hvq_ctx *ctx, hvq_status st, const char *path,
                           const char *fmt, ...)
@@ -632,7 +617,7 @@ static hvq_status st_read_tensor(st_source *s, const st_file *f,
     if (st != HVQ_OK)
         return st;
     t->info.ndim = (int)nd;
-    st_describe(desc, sizeof desc, type->name, t->info.ndim, t->info.shape);
+    hvq_shape_text(desc, sizeof desc, type->name, t->info.ndim, t->info.shape);
     if (!hvq_shape_numel(t->info.ndim, t->info.shape, &numel))
         return st_fail(ctx, HVQ_E_INPUT, path,
                        "tensor '%.200s': shape overflow: the non-zero "
@@ -1359,7 +1344,7 @@ static hvq_status st_check_tensor(hvq_ctx *ctx, const char *path, size_t i,
                            "in safetensors",
                            t->name, (int)t->dtype);
     }
-    st_describe(desc, sizeof desc, type->name, t->ndim, t->shape);
+    hvq_shape_text(desc, sizeof desc, type->name, t->ndim, t->shape);
     numel = hvq_numel(t);
     if (!hvq_mul_u64(numel, type->bits, &bits))
         return st_fail(ctx, HVQ_E_INPUT, path,
