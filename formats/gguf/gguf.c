@@ -76,12 +76,7 @@
  * (the last one too). A GGUF read and written back with the same tensors,
  * types, metadata and alignment is byte-identical to the original.
  */
-#ifdef HAVE_CONFIG_H
-#include <config.h>
-#endif
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
+#include "config.h" /* _GNU_SOURCE, through AC_USE_SYSTEM_EXTENSIONS */
 
 #include "checked.h"
 #include "gguf_local.h"
@@ -98,9 +93,6 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#ifndef O_CLOEXEC
-#define O_CLOEXEC 0
-#endif
 
 #define GG_EXT ".gguf"
 

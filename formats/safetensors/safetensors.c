@@ -27,12 +27,7 @@
  * Everything the plugin needs from hvqconv goes through ctx->host; the only
  * library linked in is the JSON parser (common/json.c).
  */
-#ifdef HAVE_CONFIG_H
-#include <config.h>
-#endif
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
+#include "config.h" /* _GNU_SOURCE, through AC_USE_SYSTEM_EXTENSIONS */
 
 #include "plugin.h"
 #include "buf.h"
@@ -52,9 +47,6 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#ifndef O_CLOEXEC
-#define O_CLOEXEC 0
-#endif
 
 #define ST_MAX_HEADER 100000000ull     /* as the reference implementation */
 #define ST_INDEX_NAME "model.safetensors.index.json"
