@@ -619,18 +619,22 @@ static int next_item(parser *p, char close, const char *expected)
     return -1;
 }
 
-/* The n items of a finished array or object, from the parser's stack into
- * the arena (NULL when n is 0, or on no memory: *nomem set). */
-static void *stack_copy(parser *p, const void *stack, size_t n, size_t size, int *nomem)
+/* The n items of a finished array or object, from the parser's stack
+ * (items base.. of it; the stack may be NULL when n is 0) into the arena
+ * (NULL when n is 0, or on no memory: *nomem set). */
+static void *stack_copy(parser *p, const void *stack, size_t base, size_t n, size_t size,
+                        int *nomem)
 {
     void *out = NULL;
     *nomem = 0;
-    if (n > 0 && (out = arena_alloc(p->doc, n * size)) == NULL) {
+    if (n == 0)
+        return NULL;
+    if ((out = arena_alloc(p->doc, n * size)) == NULL) {
         fail_nomem(p);
         *nomem = 1;
-    } else if (n > 0) {
-        memcpy(out, stack, n * size);
+        return NULL;
     }
+    memcpy(out, (const char *)stack + base * size, n * size);
     return out;
 }
 
@@ -661,7 +665,7 @@ static hvq_json_value *parse_array(parser *p)
     if (v == NULL)
         return NULL;
     v->count = p->vlen - base;
-    v->items = stack_copy(p, p->vstack + base, v->count, sizeof *v->items, &nomem);
+    v->items = stack_copy(p, p->vstack, base, v->count, sizeof *v->items, &nomem);
     if (nomem)
         return NULL;
     p->vlen = base;
@@ -716,7 +720,7 @@ static hvq_json_value *parse_object(parser *p)
     if (v == NULL)
         return NULL;
     v->count = p->mlen - base;
-    v->members = stack_copy(p, p->mstack + base, v->count, sizeof *v->members, &oom);
+    v->members = stack_copy(p, p->mstack, base, v->count, sizeof *v->members, &oom);
     if (oom)
         return NULL;
     p->mlen = base;
