@@ -156,6 +156,13 @@ static void json_num(hvq_buf *b, double v)
         hvq_buf_puts(b, "null");
 }
 
+/* , "key": value (null when not finite). */
+static void json_key_num(hvq_buf *b, const char *key, double v)
+{
+    hvq_buf_printf(b, ", \"%s\": ", key);
+    json_num(b, v);
+}
+
 /* "stage_seconds": {"convert": ..., ...}; only the writer's for a tensor
  * passed through. */
 static void json_stages(hvq_buf *b, const double *sec, int writer_only)
@@ -236,23 +243,16 @@ static void json_tensor(hvq_buf *b, const hvq_tensor_report *t)
     hvq_buf_printf(b, ", \"rows\": %llu, \"cols\": %llu, \"sparse_entries\": %llu",
                    (unsigned long long)t->rows, (unsigned long long)t->cols,
                    (unsigned long long)t->n_sparse);
-    hvq_buf_puts(b, ", \"paper_bits\": ");
-    json_num(b, t->paper_bits);
-    hvq_buf_puts(b, ", \"bpp_paper\": ");
-    json_num(b, t->paper_bits / (double)t->params);
+    json_key_num(b, "paper_bits", t->paper_bits);
+    json_key_num(b, "bpp_paper", t->paper_bits / (double)t->params);
     hvq_buf_printf(b, ", \"stored_bytes\": %llu, \"bpp_stored\": ",
                    (unsigned long long)t->stored_bytes);
     json_num(b, (double)t->stored_bytes * 8.0 / (double)t->params);
-    hvq_buf_puts(b, ", \"rel_frobenius_error\": ");
-    json_num(b, t->rel_fro);
-    hvq_buf_puts(b, ", \"rel_hessian_error\": ");
-    json_num(b, t->rel_hessian);
-    hvq_buf_puts(b, ", \"sqnr_db\": ");
-    json_num(b, t->sqnr_db);
-    hvq_buf_puts(b, ", \"max_abs_error_sparse\": ");
-    json_num(b, t->max_abs_err_sparse);
-    hvq_buf_puts(b, ", \"seconds\": ");
-    json_num(b, t->seconds);
+    json_key_num(b, "rel_frobenius_error", t->rel_fro);
+    json_key_num(b, "rel_hessian_error", t->rel_hessian);
+    json_key_num(b, "sqnr_db", t->sqnr_db);
+    json_key_num(b, "max_abs_error_sparse", t->max_abs_err_sparse);
+    json_key_num(b, "seconds", t->seconds);
     hvq_buf_puts(b, ", ");
     json_stages(b, t->stage_seconds, 0);
     hvq_buf_puts(b, "}");
@@ -270,22 +270,15 @@ static void json_totals(hvq_buf *b, const hvq_run_report *rep)
     hvq_buf_printf(b, ", \"stored_bytes_compressed\": %llu, \"bpp_stored\": ",
                    (unsigned long long)rep->stored_bytes_compressed);
     json_num(b, hvq_report_bpp_stored(rep));
-    hvq_buf_puts(b, ", \"bpp_paper_model\": ");
-    json_num(b, hvq_report_bpp_paper_model(rep));
-    hvq_buf_puts(b, ", \"bpp_file\": ");
-    json_num(b, hvq_report_bpp_file(rep));
-    hvq_buf_puts(b, ", \"rel_frobenius_error\": ");
-    json_num(b, hvq_report_rel_fro(rep));
-    hvq_buf_puts(b, ", \"rel_hessian_error\": ");
-    json_num(b, hvq_report_rel_hessian(rep));
-    hvq_buf_puts(b, ", \"sqnr_db\": ");
-    json_num(b, hvq_report_sqnr_db(rep));
-    hvq_buf_puts(b, ", \"seconds\": ");
-    json_num(b, rep->seconds);
+    json_key_num(b, "bpp_paper_model", hvq_report_bpp_paper_model(rep));
+    json_key_num(b, "bpp_file", hvq_report_bpp_file(rep));
+    json_key_num(b, "rel_frobenius_error", hvq_report_rel_fro(rep));
+    json_key_num(b, "rel_hessian_error", hvq_report_rel_hessian(rep));
+    json_key_num(b, "sqnr_db", hvq_report_sqnr_db(rep));
+    json_key_num(b, "seconds", rep->seconds);
     hvq_buf_puts(b, ", ");
     json_stages(b, rep->stage_seconds, 0);
-    hvq_buf_puts(b, ", \"peak_rss_mib\": ");
-    json_num(b, rep->peak_rss_mib);
+    json_key_num(b, "peak_rss_mib", rep->peak_rss_mib);
     hvq_buf_puts(b, "}");
 }
 

@@ -855,28 +855,19 @@ static void gg_source_close(hvq_ctx *ctx, void *state)
 /* ------------------------------------------------------------------------
  * Sink
  * ---------------------------------------------------------------------- */
-typedef struct gg_decl {
-    char *name;
-    uint64_t nbytes;
-} gg_decl;
-
+/* A sink keeps no copy of the declarations: the host checks every write
+ * against them (core/sink.c), so t->info is the declared tensor. */
 typedef struct gg_sink {
     const hvq_host *host;
     char *path;
     hvq_output *out;
-    gg_decl *decl;
-    size_t n, next;
     uint32_t alignment;
 } gg_sink;
 
 static void gg_sink_free(gg_sink *k)
 {
-    size_t i;
     if (k == NULL)
         return;
-    for (i = 0; i < k->n; i++)
-        k->host->free(k->decl[i].name);
-    k->host->free(k->decl);
     k->host->free(k->path);
     k->host->free(k);
 }
@@ -957,14 +948,12 @@ static hvq_status gg_write_zeros(hvq_ctx *ctx, hvq_output *out, uint64_t n)
 }
 
 /* The sink's state, with its output open (the file not yet written). */
-static hvq_status gg_sink_new(hvq_ctx *ctx, const char *path,
-                              const hvq_tensor_info *tensors, size_t n,
-                              uint32_t alignment, gg_sink **out)
+static hvq_status gg_sink_new(hvq_ctx *ctx, const char *path, uint32_t alignment,
+                              gg_sink **out)
 {
     const hvq_host *h = ctx->host;
     gg_sink *k = h->calloc(ctx, 1, sizeof *k);
     hvq_status st;
-    size_t i;
 
     *out = k;
     if (k == NULL)
@@ -972,16 +961,8 @@ static hvq_status gg_sink_new(hvq_ctx *ctx, const char *path,
     k->host = h;
     k->alignment = alignment;
     k->path = h->strdup(ctx, path);
-    k->decl = h->calloc(ctx, n ? n : 1, sizeof *k->decl);
-    if (k->path == NULL || k->decl == NULL)
+    if (k->path == NULL)
         return HVQ_E_NOMEM;
-    k->n = n; /* decl is zeroed: gg_sink_free copes with a partial fill */
-    for (i = 0; i < n; i++) {
-        k->decl[i].name = h->strdup(ctx, tensors[i].name);
-        if (k->decl[i].name == NULL)
-            return HVQ_E_NOMEM;
-        k->decl[i].nbytes = tensors[i].nbytes;
-    }
     k->out = h->output_open(ctx, path);
     if (k->out != NULL)
         return HVQ_OK;
@@ -1081,7 +1062,7 @@ static hvq_status gg_sink_create(hvq_ctx *ctx, const char *path,
     if (st != HVQ_OK)
         goto fail;
 
-    st = gg_sink_new(ctx, path, tensors, n, alignment, &k);
+    st = gg_sink_new(ctx, path, alignment, &k);
     if (st != HVQ_OK)
         goto fail;
     o.out = k->out;
@@ -1107,15 +1088,11 @@ static hvq_status gg_sink_write(hvq_ctx *ctx, void *state,
                                 const hvq_tensor *t)
 {
     gg_sink *k = state;
-    const gg_decl *want;
-    const unsigned char *p;
-    uint64_t left, padded;
+    const unsigned char *p = t->data;
+    uint64_t nbytes = t->info.nbytes, left = nbytes, padded;
     hvq_status st;
 
     /* The host checked the order, the sizes and the data (host->sink_write). */
-    want = &k->decl[k->next];
-    p = t->data;
-    left = want->nbytes;
     while (left > 0) {
         size_t chunk = left > (1u << 30) ? (size_t)1 << 30 : (size_t)left;
         st = ctx->host->output_write(ctx, k->out, p, chunk);
@@ -1125,13 +1102,9 @@ static hvq_status gg_sink_write(hvq_ctx *ctx, void *state,
         left -= chunk;
     }
     /* Padding to the alignment after every tensor, as ggml writes it. */
-    if (!gg_align_up(want->nbytes, k->alignment, &padded))
-        padded = want->nbytes; /* cannot happen: checked in create */
-    st = gg_write_zeros(ctx, k->out, padded - want->nbytes);
-    if (st != HVQ_OK)
-        return st;
-    k->next++;
-    return HVQ_OK;
+    if (!gg_align_up(nbytes, k->alignment, &padded))
+        padded = nbytes; /* cannot happen: checked in create */
+    return gg_write_zeros(ctx, k->out, padded - nbytes);
 }
 
 static hvq_status gg_sink_finish(hvq_ctx *ctx, void *state)

@@ -932,29 +932,22 @@ static const hvq_param_spec npz_params[] = {
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
-typedef struct npz_decl {
-    char *name;
-    const npy_type *type;
-    int ndim;
-    int64_t shape[HVQ_MAX_DIMS];
-    uint64_t nbytes;
-} npz_decl;
-
 typedef struct npz_sink {
     const hvq_host *host;
     hvq_ctx *ctx;                /* the ctx of the call in progress */
     char *path;
     hvq_output *out;
     struct archive *a;
-    npz_decl *decl;
-    size_t n, next;
+    const npy_type **types;      /* per declared tensor, in write order (the
+                                    host checks each write against the
+                                    declaration, so t->info is the rest) */
+    size_t next;
     int failed, finished, abandoned;
     hvq_status io_status;        /* why the write callback failed */
 } npz_sink;
 
 static void npz_sink_free(npz_sink *k)
 {
-    size_t i;
     if (k == NULL)
         return;
     if (k->a != NULL) {
@@ -964,9 +957,7 @@ static void npz_sink_free(npz_sink *k)
         k->abandoned = !k->finished;
         archive_write_free(k->a);
     }
-    for (i = 0; i < k->n; i++)
-        k->host->free(k->decl[i].name);
-    k->host->free(k->decl);
+    k->host->free((void *)k->types);
     k->host->free(k->path);
     k->host->free(k);
 }
@@ -1065,7 +1056,6 @@ static hvq_status npz_sink_open(hvq_ctx *ctx, const char *path, int compress,
     const hvq_host *h = ctx->host;
     npz_sink *k = NULL;
     const npy_type **types = NULL;
-    size_t i;
     hvq_status st;
 
     *state = NULL;
@@ -1092,24 +1082,12 @@ static hvq_status npz_sink_open(hvq_ctx *ctx, const char *path, int compress,
     k->host = h;
     k->ctx = ctx;
     k->path = h->strdup(ctx, path);
-    k->decl = h->calloc(ctx, n ? n : 1, sizeof *k->decl);
-    if (k->path == NULL || k->decl == NULL) {
+    if (k->path == NULL) {
         st = HVQ_E_NOMEM;
         goto fail;
     }
-    k->n = n; /* decl is zeroed: npz_sink_free copes with a partial fill */
-    for (i = 0; i < n; i++) {
-        npz_decl *dc = &k->decl[i];
-        dc->name = h->strdup(ctx, tensors[i].name);
-        if (dc->name == NULL) {
-            st = HVQ_E_NOMEM;
-            goto fail;
-        }
-        dc->type = types[i];
-        dc->ndim = tensors[i].ndim;
-        memcpy(dc->shape, tensors[i].shape, sizeof dc->shape);
-        dc->nbytes = tensors[i].nbytes;
-    }
+    k->types = types; /* the sink's from here on */
+    types = NULL;
 
     k->out = h->output_open(ctx, path);
     if (k->out == NULL) {
@@ -1146,11 +1124,10 @@ static hvq_status npz_sink_open(hvq_ctx *ctx, const char *path, int compress,
         st = npz_write_failed(ctx, k, "the archive");
         goto fail;
     }
-    h->free(types);
     *state = k;
     return HVQ_OK;
 fail:
-    h->free(types);
+    h->free((void *)types);
     npz_sink_free(k);
     return st;
 }
@@ -1181,7 +1158,6 @@ static hvq_status npz_sink_write(hvq_ctx *ctx, void *state,
                                  const hvq_tensor *t)
 {
     npz_sink *k = state;
-    const npz_decl *want;
     struct archive_entry *e;
     unsigned char *header = NULL;
     size_t hlen;
@@ -1196,10 +1172,8 @@ static hvq_status npz_sink_write(hvq_ctx *ctx, void *state,
                                 "npz: sink_write without a sink or tensor");
     k->ctx = ctx;
     /* The host checked the order, the sizes and the data. */
-    want = &k->decl[k->next];
-
-    hlen = npy_build_header(want->type, want->ndim, want->shape, &header);
-    member = ctx->host->alloc(ctx, strlen(want->name) + sizeof NPY_EXT);
+    hlen = npy_build_header(k->types[k->next], t->info.ndim, t->info.shape, &header);
+    member = ctx->host->alloc(ctx, strlen(t->info.name) + sizeof NPY_EXT);
     e = archive_entry_new();
     if (hlen == 0 || member == NULL || e == NULL) {
         free(header);
@@ -1208,13 +1182,13 @@ static hvq_status npz_sink_write(hvq_ctx *ctx, void *state,
             archive_entry_free(e);
         return npz_fail(ctx, HVQ_E_NOMEM, k->path, NULL, "out of memory");
     }
-    strcpy(member, want->name);
+    strcpy(member, t->info.name);
     strcat(member, NPY_EXT);
     archive_entry_set_pathname_utf8(e, member);
     archive_entry_set_filetype(e, AE_IFREG);
     archive_entry_set_perm(e, 0644);
     archive_entry_set_mtime(e, NPZ_MTIME, 0);
-    archive_entry_set_size(e, (la_int64_t)(hlen + want->nbytes));
+    archive_entry_set_size(e, (la_int64_t)(hlen + t->info.nbytes));
     ctx->host->free(member);
     r = archive_write_header(k->a, e);
     archive_entry_free(e);
@@ -1227,7 +1201,7 @@ static hvq_status npz_sink_write(hvq_ctx *ctx, void *state,
     if (w < 0 || (size_t)w != hlen)
         return npz_write_failed(ctx, k, "an NPY header");
     p = t->data;
-    left = want->nbytes;
+    left = t->info.nbytes;
     while (left > 0) {
         size_t chunk = left > NPZ_CHUNK ? NPZ_CHUNK : (size_t)left;
         w = archive_write_data(k->a, p, chunk);
