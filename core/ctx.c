@@ -544,6 +544,8 @@ static const hvq_host host_table = {
     .model_open_as = host_model_open_as,
     .model_plugin = host_model_plugin,
     .sink_control = hvq_sink_pass_control,
+    .shared_get = hvq_shared_get,
+    .shared_put = hvq_shared_put,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }
@@ -567,6 +569,7 @@ void hvq_ctx_free(hvq_ctx *ctx)
     if (!ctx)
         return;
     hvq_outputs_abort(ctx);
+    hvq_ctx_shared_clear(ctx);
     hvq_inputs_free(ctx);
     free(priv(ctx));
 }

@@ -22,6 +22,10 @@ typedef struct hvq_ctx_opts {
 hvq_ctx *hvq_ctx_new(const hvq_ctx_opts *opts);
 void hvq_ctx_free(hvq_ctx *ctx);
 
+/* Releases the values the run's instances shared (host->shared_put): the
+ * driver calls it when a run ends, hvq_ctx_free for what is left. */
+void hvq_ctx_shared_clear(hvq_ctx *ctx);
+
 /* The host table the core hands to plugins. */
 const hvq_host *hvq_host_table(void);
 

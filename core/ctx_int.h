@@ -1,6 +1,6 @@
 /* The context's private state, shared by the files of the host side:
  * ctx.c (errors, logging, the host table, models), output.c (inputs and
- * atomic outputs) and sink.c (sinks). Nothing outside those includes it. */
+ * atomic outputs), sink.c (sinks) and shared.c (values shared in a run). Nothing outside those includes it. */
 #ifndef HVQ_CORE_CTX_INT_H
 #define HVQ_CORE_CTX_INT_H
 
@@ -15,6 +15,9 @@ typedef struct hvq_input_file {
     char *real; /* its path with every symbolic link resolved */
 } hvq_input_file;
 
+/* A value shared by the instances of a run (shared.c). */
+typedef struct hvq_shared_value hvq_shared_value;
+
 typedef struct ctx_private {
     hvq_ctx pub;
     hvq_ctx_opts opts;
@@ -27,6 +30,8 @@ typedef struct ctx_private {
     size_t n_inputs;
     char **named; /* output paths the user gave (hvq_ctx_name_output) */
     size_t n_named;
+    hvq_shared_value *shared; /* host->shared_put's values (shared.c) */
+    size_t n_shared;
 } ctx_private;
 
 static inline ctx_private *priv(const hvq_ctx *ctx) { return (ctx_private *)ctx->host_private; }
@@ -50,6 +55,10 @@ hvq_status hvq_sink_write(hvq_ctx *ctx, hvq_sink_handle *h, const hvq_tensor *t)
 hvq_status hvq_sink_finish(hvq_ctx *ctx, hvq_sink_handle *h);
 hvq_status hvq_sink_pass_control(hvq_ctx *ctx, hvq_sink_handle *h, hvq_sink_control *c);
 void hvq_sink_close(hvq_ctx *ctx, hvq_sink_handle *h);
+/* shared.c: the host table's shared_get and shared_put. */
+void *hvq_shared_get(hvq_ctx *ctx, const char *key);
+hvq_status hvq_shared_put(hvq_ctx *ctx, const char *key, void *value,
+                          void (*release)(void *value));
 /* Frees what output.c keeps on the context: inputs, named outputs. */
 void hvq_inputs_free(hvq_ctx *ctx);
 

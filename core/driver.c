@@ -1462,6 +1462,7 @@ hvq_status hvq_run_pipeline(hvq_ctx *ctx, const hvq_registry *reg, const hvq_pip
         wp->desc.writer_close(ctx, io.wstate);
     for (size_t i = 0; i < io.rs.n_hess; i++)
         io.rs.hess[i].plugin->desc.hessian_close(ctx, io.rs.hess[i].state);
+    hvq_ctx_shared_clear(ctx);
     src->desc.source_close(ctx, io.sstate);
     if (st != HVQ_OK)
         hvq_outputs_abort(ctx);

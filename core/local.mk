@@ -2,7 +2,7 @@
 noinst_LTLIBRARIES += libhvqcore.la
 libhvqcore_la_SOURCES = \
 	include/hvqconv/plugin.h \
-	core/ctx.c core/ctx.h core/ctx_int.h core/output.c core/sink.c \
+	core/ctx.c core/ctx.h core/ctx_int.h core/output.c core/shared.c core/sink.c \
 	core/registry.c core/registry.h \
 	core/params.c core/params.h \
 	core/pipeline.c core/pipeline.h core/pipeline_int.h \

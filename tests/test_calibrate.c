@@ -726,6 +726,9 @@ START_TEST(pipeline_end_to_end)
     th_assert_contains(out, want);
     snprintf(want, sizeof want, "calibrated on 256 tokens (2 windows of 128) from %s", toks);
     th_assert_contains(err, want);
+    /* ... once: the override's instance borrows the first one's statistics
+     * (host->shared_get) instead of running the model again. */
+    ck_assert_ptr_null(strstr(strstr(err, "calibrated on") + 1, "calibrated on"));
     /* The override is another parameter set: a second instance, whose one
      * warning names the embedding. */
     th_assert_contains(err, "calibrate: 1 tensor is not a linear layer of a block, H = 1 was "

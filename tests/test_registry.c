@@ -1676,6 +1676,43 @@ START_TEST(edit_distance)
 }
 END_TEST
 
+/* host->shared_get/shared_put: values live until the run ends
+ * (hvq_ctx_shared_clear), released newest first, a key once. */
+static int released[3];
+static size_t n_released;
+static void release_int(void *v)
+{
+    released[n_released++] = *(int *)v;
+}
+
+START_TEST(shared_values)
+{
+    hvq_ctx *ctx = hvq_ctx_new(NULL);
+    const hvq_host *H = ctx->host;
+    ck_assert(HVQ_HOST_HAS(H, shared_get) && HVQ_HOST_HAS(H, shared_put));
+    static int one = 1, two = 2, three = 3;
+    n_released = 0;
+    ck_assert_ptr_null(H->shared_get(ctx, "x"));
+    ck_assert_int_eq(H->shared_put(ctx, "x", &one, release_int), HVQ_OK);
+    ck_assert_int_eq(H->shared_put(ctx, "y", &two, release_int), HVQ_OK);
+    ck_assert_ptr_eq(H->shared_get(ctx, "x"), &one);
+    ck_assert_ptr_eq(H->shared_get(ctx, "y"), &two);
+    ck_assert_int_eq(H->shared_put(ctx, "x", &three, release_int), HVQ_E_INPUT);
+    ck_assert_str_eq(hvq_ctx_error(ctx), "shared_put: the key 'x' is taken in this run");
+    ck_assert_int_eq(H->shared_put(ctx, "z", &three, NULL), HVQ_E_INTERNAL);
+    hvq_ctx_shared_clear(ctx); /* the run ends */
+    ck_assert_uint_eq(n_released, 2);
+    ck_assert_int_eq(released[0], 2);
+    ck_assert_int_eq(released[1], 1);
+    ck_assert_ptr_null(H->shared_get(ctx, "x"));
+    /* what a run leaves goes with the context */
+    ck_assert_int_eq(H->shared_put(ctx, "x", &three, release_int), HVQ_OK);
+    hvq_ctx_free(ctx);
+    ck_assert_uint_eq(n_released, 3);
+    ck_assert_int_eq(released[2], 3);
+}
+END_TEST
+
 static Suite *registry_suite(void)
 {
     Suite *s = suite_create("registry");
@@ -1726,6 +1763,7 @@ static Suite *registry_suite(void)
     tcase_add_test(tc, tensor_check);
     tcase_add_test(tc, glob);
     tcase_add_test(tc, edit_distance);
+    tcase_add_test(tc, shared_values);
     suite_add_tcase(s, tc);
     return s;
 }

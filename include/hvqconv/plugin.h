@@ -406,6 +406,19 @@ struct hvq_host {
      * sink has no sink_control. Check struct_size before calling: older
      * hosts lack it. */
     hvq_status (*sink_control)(hvq_ctx *ctx, hvq_sink_handle *h, hvq_sink_control *c);
+
+    /* Values shared by the instances one run opens, under a key the
+     * plugin makes up (begin it with the plugin's name): e.g. statistics a
+     * Hessian source computed once for the several parameter sets of a
+     * pipeline's overrides. shared_get gives the value stored under key in
+     * this run, or NULL. shared_put stores value under key (HVQ_E_INPUT
+     * when the key is taken, HVQ_E_NOMEM); from then on the value is the
+     * host's: it calls release(value) when the run ends, after every
+     * instance of the run closed, and instances only borrow it. Both may
+     * be called from any thread. Check HVQ_HOST_HAS before calling. */
+    void *(*shared_get)(hvq_ctx *ctx, const char *key);
+    hvq_status (*shared_put)(hvq_ctx *ctx, const char *key, void *value,
+                             void (*release)(void *value));
 };
 
 /* Whether the host a plugin runs in has the slot `field` (a host built

@@ -113,24 +113,21 @@ typedef struct cal_acc {
 /* One calibration serves every instance of a run. The base stage and each
  * override that names other parameters (say missing:) open instances of
  * their own, but the statistics depend only on the model, the tokens file,
- * the windows and ctx: the first instance computes them, and later ones
- * with the same four share its accumulators (read-only from then on), so
- * the forward pass runs once and a save: path is written once. */
+ * the windows and ctx: the first instance computes them and hands them to
+ * the host (host->shared_put, under a key naming those four), and later
+ * ones of the run borrow them read-only (host->shared_get), so the forward
+ * pass runs once and a save: path is written once. The host releases them
+ * when the run ends. */
 typedef struct cal_shared {
-    char *model, *tokens;
-    int64_t windows, ctx_len;
-    int full;
+    const hvq_host *host;
     int n_layers;
     const hvq_model_linear *lin; /* the model plugin's table */
     int n_lin, n_slots;
     cal_acc *acc;
-    char **saved; /* save: paths written from these statistics */
+    pthread_mutex_t mu; /* guards saved */
+    char **saved;       /* save: paths written from these statistics */
     size_t n_saved;
-    int refs;
 } cal_shared;
-
-static cal_shared *g_shared;
-static pthread_mutex_t g_shared_mu = PTHREAD_MUTEX_INITIALIZER;
 
 typedef struct cal_state {
     char *tokens_path;
@@ -141,7 +138,7 @@ typedef struct cal_state {
     int n_lin;        /* entries of lin */
     int n_slots;      /* distinct inputs among them */
     cal_acc *acc;     /* n_layers * n_slots */
-    cal_shared *shared; /* acc belongs to it (NULL: to this instance) */
+    cal_shared *shared; /* acc is borrowed from it (NULL: this instance's) */
     hvq_names missing; /* tensors that got H = 1 */
     /* set by the hook when activations do not fit an accumulator */
     int hook_failed;
@@ -409,59 +406,82 @@ done:
     return st;
 }
 
+static void free_acc(const hvq_host *H, cal_acc *acc, int n_layers, int n_slots)
+{
+    if (acc)
+        for (size_t i = 0; i < (size_t)n_layers * (size_t)n_slots; i++) {
+            free(acc[i].sum);
+            free(acc[i].full);
+        }
+    H->free(acc);
+}
+
 /* ---- one calibration per run ---------------------------------------------- */
 
-static int shared_matches(const cal_shared *sh, const char *model, const char *tokens,
-                          int64_t windows, int64_t ctx_len, int full)
+/* The key of the statistics of (model, tokens, windows, ctx_len, full) in
+ * the run's shared values (allocated; NULL when out of memory). */
+static char *shared_key(hvq_ctx *ctx, const cal_state *s, const char *model, int64_t windows,
+                        int64_t ctx_len)
 {
-    return sh && sh->windows == windows && sh->ctx_len == ctx_len && sh->full == full &&
-           strcmp(sh->model, model) == 0 && strcmp(sh->tokens, tokens) == 0;
+    size_t n = strlen(model) + strlen(s->tokens_path) + 96;
+    char *key = ctx->host->alloc(ctx, n);
+    if (key)
+        snprintf(key, n, "calibrate\n%s\n%s\n%lld\n%lld\n%d", model, s->tokens_path,
+                 (long long)windows, (long long)ctx_len, s->full);
+    return key;
 }
 
-/* Takes the run's statistics for (model, tokens, windows, ctx_len) when an
- * earlier instance computed them: 1, with s->acc pointing to them. */
-static int shared_take(cal_state *s, const char *model, int64_t windows, int64_t ctx_len)
+/* Borrows the run's statistics under key when an earlier instance computed
+ * them: 1, with s->acc pointing to them. */
+static int shared_take(hvq_ctx *ctx, cal_state *s, const char *key)
 {
-    int took = 0;
-    pthread_mutex_lock(&g_shared_mu);
-    if (shared_matches(g_shared, model, s->tokens_path, windows, ctx_len, s->full)) {
-        g_shared->refs++;
-        s->shared = g_shared;
-        s->acc = g_shared->acc;
-        s->n_layers = g_shared->n_layers;
-        s->lin = g_shared->lin;
-        s->n_lin = g_shared->n_lin;
-        s->n_slots = g_shared->n_slots;
-        took = 1;
-    }
-    pthread_mutex_unlock(&g_shared_mu);
-    return took;
+    const hvq_host *H = ctx->host;
+    cal_shared *sh = HVQ_HOST_HAS(H, shared_get) ? H->shared_get(ctx, key) : NULL;
+    if (!sh)
+        return 0;
+    s->shared = sh;
+    s->acc = sh->acc;
+    s->n_layers = sh->n_layers;
+    s->lin = sh->lin;
+    s->n_lin = sh->n_lin;
+    s->n_slots = sh->n_slots;
+    return 1;
 }
 
-/* Offers the statistics s computed to later instances (when no others are
- * held; else s keeps them to itself). Out of memory only means no sharing. */
-static void shared_put(cal_state *s, const char *model, int64_t windows, int64_t ctx_len)
+/* host->shared_put's release: at the end of the run. */
+static void shared_release(void *value)
 {
-    pthread_mutex_lock(&g_shared_mu);
-    if (!g_shared) {
-        cal_shared *sh = calloc(1, sizeof *sh);
-        if (sh && (sh->model = strdup(model)) && (sh->tokens = strdup(s->tokens_path))) {
-            sh->windows = windows;
-            sh->ctx_len = ctx_len;
-            sh->full = s->full;
-            sh->n_layers = s->n_layers;
-            sh->lin = s->lin;
-            sh->n_lin = s->n_lin;
-            sh->n_slots = s->n_slots;
-            sh->acc = s->acc;
-            sh->refs = 1;
-            s->shared = g_shared = sh;
-        } else if (sh) {
-            free(sh->model);
-            free(sh);
-        }
+    cal_shared *sh = value;
+    free_acc(sh->host, sh->acc, sh->n_layers, sh->n_slots);
+    for (size_t i = 0; i < sh->n_saved; i++)
+        free(sh->saved[i]);
+    free(sh->saved);
+    pthread_mutex_destroy(&sh->mu);
+    free(sh);
+}
+
+/* Hands the statistics s computed to the host for the run's later
+ * instances; s borrows them from then on. A host without shared values
+ * (an older one) leaves them to s. */
+static hvq_status shared_put(hvq_ctx *ctx, cal_state *s, const char *key)
+{
+    const hvq_host *H = ctx->host;
+    if (!HVQ_HOST_HAS(H, shared_put))
+        return HVQ_OK;
+    cal_shared *sh = calloc(1, sizeof *sh);
+    if (!sh)
+        return H->error(ctx, HVQ_E_NOMEM, "out of memory");
+    *sh = (cal_shared){.host = H, .n_layers = s->n_layers, .lin = s->lin, .n_lin = s->n_lin,
+                       .n_slots = s->n_slots, .acc = s->acc};
+    pthread_mutex_init(&sh->mu, NULL);
+    hvq_status st = H->shared_put(ctx, key, sh, shared_release);
+    if (st != HVQ_OK) {
+        pthread_mutex_destroy(&sh->mu);
+        free(sh);
+        return st;
     }
-    pthread_mutex_unlock(&g_shared_mu);
+    s->shared = sh;
+    return HVQ_OK;
 }
 
 /* Whether path was saved from these statistics already; if not, notes it
@@ -471,7 +491,7 @@ static int shared_saved(cal_shared *sh, const char *path)
     int seen = 0;
     if (!sh)
         return 0;
-    pthread_mutex_lock(&g_shared_mu);
+    pthread_mutex_lock(&sh->mu);
     for (size_t i = 0; i < sh->n_saved && !seen; i++)
         seen = strcmp(sh->saved[i], path) == 0;
     if (!seen) {
@@ -482,18 +502,8 @@ static int shared_saved(cal_shared *sh, const char *path)
                 sh->n_saved++;
         }
     }
-    pthread_mutex_unlock(&g_shared_mu);
+    pthread_mutex_unlock(&sh->mu);
     return seen;
-}
-
-static void free_acc(const hvq_host *H, cal_acc *acc, int n_layers, int n_slots)
-{
-    if (acc)
-        for (size_t i = 0; i < (size_t)n_layers * (size_t)n_slots; i++) {
-            free(acc[i].sum);
-            free(acc[i].full);
-        }
-    H->free(acc);
 }
 
 /* The GGUF metadata's general.architecture into buf ("" when absent). */
@@ -627,6 +637,36 @@ static hvq_status calibrate(hvq_ctx *ctx, cal_state *s, const char *model_path,
 
 static void cal_close(hvq_ctx *ctx, void *state);
 
+/* The calibration tokens: *windows windows of ctx_len (fewer, with a
+ * warning, when the file holds fewer). */
+static hvq_status read_windows(hvq_ctx *ctx, const cal_state *s, int64_t ctx_len,
+                               int64_t *windows, int32_t **ids)
+{
+    const hvq_host *H = ctx->host;
+    uint64_t n_ids = 0;
+    hvq_status st = hvq_tokens_read(ctx, s->tokens_path, ids, &n_ids);
+    if (st != HVQ_OK)
+        return st;
+    uint64_t avail = n_ids / (uint64_t)ctx_len;
+    if (avail == 0) {
+        H->free(*ids);
+        *ids = NULL;
+        return H->error(ctx, HVQ_E_INPUT,
+                        "%s: %llu tokens, fewer than one window of ctx = %lld; use a smaller "
+                        "ctx or a longer file",
+                        s->tokens_path, (unsigned long long)n_ids, (long long)ctx_len);
+    }
+    if ((uint64_t)*windows > avail) {
+        H->log(ctx, HVQ_LOG_WARN,
+               "calibrate: %s holds %llu tokens, %llu windows of %lld; using those instead of "
+               "the %lld asked for",
+               s->tokens_path, (unsigned long long)n_ids, (unsigned long long)avail,
+               (long long)ctx_len, (long long)*windows);
+        *windows = (int64_t)avail;
+    }
+    return HVQ_OK;
+}
+
 static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *model_path,
                            void **state)
 {
@@ -646,30 +686,19 @@ static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *m
 
     /* The tokens first: a wrong file is found before the model is loaded. */
     int32_t *ids = NULL;
-    uint64_t n_ids = 0;
-    hvq_status st = hvq_tokens_read(ctx, s->tokens_path, &ids, &n_ids);
+    hvq_status st = read_windows(ctx, s, ctx_len, &windows, &ids);
     if (st != HVQ_OK)
         return st;
-    uint64_t avail = n_ids / (uint64_t)ctx_len;
-    if (avail == 0) {
-        H->free(ids);
-        return H->error(ctx, HVQ_E_INPUT,
-                        "%s: %llu tokens, fewer than one window of ctx = %lld; use a smaller "
-                        "ctx or a longer file",
-                        s->tokens_path, (unsigned long long)n_ids, (long long)ctx_len);
-    }
-    if ((uint64_t)windows > avail) {
-        H->log(ctx, HVQ_LOG_WARN,
-               "calibrate: %s holds %llu tokens, %llu windows of %lld; using those instead of "
-               "the %lld asked for",
-               s->tokens_path, (unsigned long long)n_ids, (unsigned long long)avail,
-               (long long)ctx_len, (long long)windows);
-        windows = (int64_t)avail;
-    }
 
     /* Computed already in this run (another instance): shared. */
-    if (shared_take(s, model_path, windows, ctx_len)) {
+    char *key = shared_key(ctx, s, model_path, windows, ctx_len);
+    if (!key) {
         H->free(ids);
+        return HVQ_E_NOMEM;
+    }
+    if (shared_take(ctx, s, key)) {
+        H->free(ids);
+        H->free(key);
         if (save && *save && !shared_saved(s->shared, save))
             return save_imatrix(ctx, s, save, windows, ctx_len);
         return HVQ_OK;
@@ -680,15 +709,20 @@ static hvq_status cal_open(hvq_ctx *ctx, const hvq_params *params, const char *m
     uint64_t scored = 0;
     st = calibrate(ctx, s, model_path, ids, windows, ctx_len, &nll, &scored);
     H->free(ids);
-    if (st != HVQ_OK)
+    if (st != HVQ_OK) {
+        H->free(key);
         return st;
+    }
     uint64_t tokens = (uint64_t)windows * (uint64_t)ctx_len;
     H->log(ctx, HVQ_LOG_INFO,
            "calibrate: calibrated on %llu tokens (%lld windows of %lld) from %s (perplexity "
            "on them %.4f)",
            (unsigned long long)tokens, (long long)windows, (long long)ctx_len, s->tokens_path,
            scored ? exp(nll / (double)scored) : NAN);
-    shared_put(s, model_path, windows, ctx_len);
+    st = shared_put(ctx, s, key);
+    H->free(key);
+    if (st != HVQ_OK)
+        return st;
     if (save && *save && !shared_saved(s->shared, save))
         return save_imatrix(ctx, s, save, windows, ctx_len);
     return HVQ_OK;
@@ -814,23 +848,7 @@ static void cal_close(hvq_ctx *ctx, void *state)
                s->missing.n == 1 ? "it" : "them", list);
     }
     hvq_names_free(ctx, &s->missing);
-    if (s->shared) {
-        cal_shared *sh = s->shared;
-        pthread_mutex_lock(&g_shared_mu);
-        int last = --sh->refs == 0;
-        if (last && g_shared == sh)
-            g_shared = NULL;
-        pthread_mutex_unlock(&g_shared_mu);
-        if (last) {
-            free_acc(H, sh->acc, sh->n_layers, sh->n_slots);
-            for (size_t i = 0; i < sh->n_saved; i++)
-                free(sh->saved[i]);
-            free(sh->saved);
-            free(sh->model);
-            free(sh->tokens);
-            free(sh);
-        }
-    } else
+    if (!s->shared) /* else the host's, released when the run ends */
         free_acc(H, s->acc, s->n_layers, s->n_slots);
     H->free(s->tokens_path);
     H->free(s);
