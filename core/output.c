@@ -6,7 +6,7 @@
 #include "config.h"
 
 #include "ctx_int.h"
-#include "json.h"
+#include "registry.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -566,51 +566,42 @@ static int owned_has(const owned *w, const char *path)
     return 0;
 }
 
-/* The text of a small regular file (malloc'd), or NULL. Not read through
- * hvq_input_open: an earlier output's index is not an input of the run, and
- * recording it as one would forbid replacing it. */
-static char *slurp_small(const char *path, size_t *len)
+/* What owned_index gives a sink's sink_index_lists. */
+typedef struct index_walk {
+    owned *w;
+    const char *dir, *index;
+} index_walk;
+
+/* A file an index lists: kept when it is of the index's family. */
+static void index_lists(void *ud, const char *name)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    struct stat sb;
-    char *text = NULL;
-    if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size <= (64 << 20) &&
-        (text = malloc((size_t)sb.st_size + 1)) != NULL &&
-        read(fd, text, (size_t)sb.st_size) == (ssize_t)sb.st_size) {
-        *len = (size_t)sb.st_size;
-    } else {
-        free(text);
-        text = NULL;
-    }
-    if (fd >= 0)
-        close(fd);
-    return text;
+    index_walk *iw = ud;
+    if (name && !strchr(name, '/') && same_family(name, iw->index))
+        owned_add(iw->w, hvq_path_join(iw->dir, name));
 }
 
-/* Adds dir/index (when hvqconv wrote it) and the shards of its family it
- * lists to w. */
-static void owned_index(owned *w, const char *dir, const char *index)
+/* Adds dir/index and the shards of its family it lists to w, when a sink
+ * recognises the index as one hvqconv wrote (sink_index_lists: the host
+ * reads no index itself). */
+static void owned_index(const ctx_private *p, owned *w, const char *dir, const char *index)
 {
     char *path = hvq_path_join(dir, index);
-    size_t len = 0;
-    char *text = path ? slurp_small(path, &len) : NULL;
-    hvq_json_doc *doc = text ? hvq_json_parse(text, len, 0, NULL) : NULL;
-    const hvq_json_value *root = doc ? hvq_json_root(doc) : NULL;
-    const char *by = hvq_json_string(hvq_json_get(hvq_json_get(root, "metadata"),
-                                                  "written_by"), NULL);
-    if (by && strcmp(by, "hvqconv") == 0) {
-        const hvq_json_value *wm = hvq_json_get(root, "weight_map");
-        for (size_t i = 0; i < hvq_json_count(wm); i++) {
-            const char *shard = hvq_json_string(hvq_json_member_at(wm, i)->value, NULL);
-            if (shard && !strchr(shard, '/') && same_family(shard, index))
-                owned_add(w, hvq_path_join(dir, shard));
-        }
-        owned_add(w, path);
-        path = NULL;
+    struct stat sb;
+    if (!path || !p->registry || lstat(path, &sb) != 0) {
+        free(path);
+        return;
     }
-    hvq_json_free(doc);
-    free(text);
-    free(path);
+    index_walk iw = {w, dir, index};
+    int ours = 0;
+    for (size_t i = 0; i < hvq_registry_count(p->registry) && !ours; i++) {
+        const hvq_plugin *d = &hvq_registry_at(p->registry, i)->desc;
+        if ((d->kinds & HVQ_KIND_SINK) && d->sink_index_lists)
+            ours = d->sink_index_lists((hvq_ctx *)&p->pub, path, index_lists, &iw);
+    }
+    if (ours)
+        owned_add(w, path);
+    else
+        free(path);
 }
 
 static void owned_collect(const ctx_private *p, owned *w)
@@ -629,7 +620,7 @@ static void owned_collect(const ctx_private *p, owned *w)
             continue;
         char *index = family_index(base);
         if (index)
-            owned_index(w, dir, index);
+            owned_index(p, w, dir, index);
         free(index);
         free(dir);
         free(base);

@@ -1612,6 +1612,44 @@ static hvq_status st_open_index(hvq_ctx *ctx, const char *path, hvq_output **out
     return st;
 }
 
+/* The largest earlier index sink_index_lists reads. */
+#define ST_MAX_OLD_INDEX (64u << 20)
+
+/* sink_index_lists: an index this sink wrote (st_put_index's metadata
+ * "written_by": "hvqconv") lists its shards. Read without ctx, so it is
+ * not recorded as an input: an earlier output is not read by the run. */
+static int st_index_lists(hvq_ctx *ctx, const char *index_path,
+                          void (*add)(void *ud, const char *name), void *ud)
+{
+    int not_regular = 0, ours = 0;
+    FILE *f = hvq_fopen_input(NULL, index_path, &not_regular);
+    struct stat sb;
+    char *text = NULL;
+    size_t len = 0;
+    (void)ctx;
+    if (f != NULL && fstat(fileno(f), &sb) == 0 && (uint64_t)sb.st_size <= ST_MAX_OLD_INDEX &&
+        (text = malloc((size_t)sb.st_size + 1)) != NULL)
+        len = fread(text, 1, (size_t)sb.st_size, f);
+    if (f != NULL)
+        fclose(f);
+    hvq_json_doc *doc = text ? hvq_json_parse(text, len, 0, NULL) : NULL;
+    const hvq_json_value *root = doc ? hvq_json_root(doc) : NULL;
+    const char *by =
+        hvq_json_string(hvq_json_get(hvq_json_get(root, "metadata"), "written_by"), NULL);
+    if (by != NULL && strcmp(by, "hvqconv") == 0) {
+        const hvq_json_value *wm = hvq_json_get(root, "weight_map");
+        for (size_t i = 0; i < hvq_json_count(wm); i++) {
+            const char *shard = hvq_json_string(hvq_json_member_at(wm, i)->value, NULL);
+            if (shard != NULL)
+                add(ud, shard);
+        }
+        ours = 1;
+    }
+    hvq_json_free(doc);
+    free(text);
+    return ours;
+}
+
 /* ------------------------------------------------------------------------
  * Streaming sink (streaming=true), for writers whose tensors are only
  * known as they arrive (the hvq container, formats/hvq): no tensor is
@@ -2476,6 +2514,7 @@ static const hvq_plugin st_plugin = {
     .extensions = ST_EXT,
     .sink_create_params = st_sink_create_params,
     .sink_control = st_sink_control,
+    .sink_index_lists = st_index_lists,
 };
 
 HVQ_REGISTER_PLUGIN(st_plugin)

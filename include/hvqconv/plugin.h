@@ -865,6 +865,17 @@ typedef struct hvq_plugin {
     hvq_status (*container_part)(hvq_ctx *ctx, void *state, size_t i, size_t k, int read,
                                  hvq_tensor *t, int *role, const char **component);
 
+    /* SINK, optional (sinks that write an output in shards): the files an
+     * earlier output's index lists. An output written in shards is
+     * NAME-#####-of-#####.EXT with an index NAME.EXT.index.json beside
+     * them; --force replaces such files only when hvqconv wrote them.
+     * Given such an index, calls add(ud, name) for every file name it
+     * lists and returns 1 when it is this sink's kind of index and hvqconv
+     * wrote it (its metadata says so); else returns 0 and adds nothing.
+     * The index is read without being recorded as an input of the run. */
+    int (*sink_index_lists)(hvq_ctx *ctx, const char *index_path,
+                            void (*add)(void *ud, const char *name), void *ud);
+
     /* New fields are appended here. */
 } hvq_plugin;
 
