@@ -10,6 +10,7 @@
 #include "finite.h"
 #include "buf.h"
 #include "json.h"
+#include "meta.h"
 #include "tokens.h"
 #include "util.h"
 
@@ -190,22 +191,6 @@ static hvq_status get_from_container(void *ud, hvq_ctx *ctx, const char *name, f
  * Opening a model
  * ---------------------------------------------------------------------- */
 
-static int has_key(const hvq_meta *meta, size_t n, const char *key)
-{
-    for (size_t i = 0; i < n; i++)
-        if (meta[i].key && strcmp(meta[i].key, key) == 0)
-            return 1;
-    return 0;
-}
-
-static const char *meta_value(const hvq_meta *meta, size_t n, const char *key)
-{
-    for (size_t i = 0; i < n; i++)
-        if (meta[i].key && strcmp(meta[i].key, key) == 0)
-            return meta[i].value;
-    return NULL;
-}
-
 /* Whether a path names an hvq container without opening it: *.hvq,
  * *.hvq.index.json, or a directory with such a file and no safetensors
  * model. */
@@ -287,20 +272,6 @@ static void eval_release(eval_run *r)
     free(r->found_config);
 }
 
-/* The string GGUF metadata holds under key ({"gguf_type": "string",
- * "value": ...}) into buf, or 0 when absent or not a string. */
-static int meta_string(const hvq_meta *meta, size_t n, const char *key, char *buf, size_t len)
-{
-    const char *text = meta_value(meta, n, key);
-    hvq_json_doc *doc = text ? hvq_json_parse(text, strlen(text), 0, NULL) : NULL;
-    const hvq_json_value *v = doc ? hvq_json_get(hvq_json_root(doc), "value") : NULL;
-    int ok = v && v->type == HVQ_JSON_STRING && v->len < len;
-    if (ok)
-        snprintf(buf, len, "%s", v->str);
-    hvq_json_free(doc);
-    return ok;
-}
-
 /* The model: a container, else any model file a source plugin reads; its
  * metadata, and the kind res reports. */
 static hvq_status eval_open_model(eval_run *r, hvq_eval_result *res)
@@ -312,7 +283,7 @@ static hvq_status eval_open_model(eval_run *r, hvq_eval_result *res)
         if (!r->model)
             return hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
         ctx->host->model_meta(r->model, &r->meta, &r->n_meta);
-        const char *fmt = meta_value(r->meta, r->n_meta, "format");
+        const char *fmt = hvq_meta_find(r->meta, r->n_meta, "format");
         if (fmt && strcmp(fmt, "hvq") == 0) {
             ctx->host->model_close(ctx, r->model);
             r->model = NULL;
@@ -343,7 +314,7 @@ static hvq_status eval_pick_plugin(eval_run *r)
     hvq_ctx *ctx = r->ctx;
     char arch[64];
     r->mp = NULL;
-    if (meta_string(r->meta, r->n_meta, "general.architecture", arch, sizeof arch)) {
+    if (hvq_meta_string(r->meta, r->n_meta, "general.architecture", arch, sizeof arch)) {
         r->mp = ctx->host->model_plugin(ctx, NULL, arch);
         hvq_ctx_clear_error(ctx);
     }
@@ -389,7 +360,7 @@ static hvq_status eval_config(eval_run *r, const char *config_path, hvq_model_in
         in->config_json = r->config_text;
         return HVQ_OK;
     }
-    if (has_key(r->meta, r->n_meta, "general.architecture")) {
+    if (hvq_meta_find(r->meta, r->n_meta, "general.architecture")) {
         in->meta = r->meta;
         in->n_meta = r->n_meta;
         return HVQ_OK;

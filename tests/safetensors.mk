@@ -1,4 +1,11 @@
-# Tests of the JSON parser and the safetensors plugin.
+# The JSON parser and the typed-metadata lookups (common/).
+check_PROGRAMS += tests/test_json
+tests_test_json_SOURCES = tests/test_json.c
+tests_test_json_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_json_LDADD = libhvqjson.la $(HVQ_TEST_LIBS)
+TESTS += tests/test_json
+
+# The safetensors plugin.
 check_PROGRAMS += tests/test_safetensors
 tests_test_safetensors_SOURCES = tests/test_safetensors.c
 tests_test_safetensors_CFLAGS = $(HVQ_TEST_CFLAGS)

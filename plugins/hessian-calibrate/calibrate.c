@@ -61,6 +61,7 @@
 #include "file.h"
 #include "buf.h"
 #include "json.h"
+#include "meta.h"
 #include "names.h"
 #include "tokens.h"
 
@@ -506,22 +507,6 @@ static int shared_saved(cal_shared *sh, const char *path)
     return seen;
 }
 
-/* The GGUF metadata's general.architecture into buf ("" when absent). */
-static void meta_architecture(const hvq_meta *meta, size_t n, char *buf, size_t len)
-{
-    buf[0] = '\0';
-    for (size_t i = 0; i < n; i++) {
-        if (!meta[i].key || strcmp(meta[i].key, "general.architecture") != 0 || !meta[i].value)
-            continue;
-        hvq_json_doc *doc = hvq_json_parse(meta[i].value, strlen(meta[i].value), 0, NULL);
-        const hvq_json_value *v = doc ? hvq_json_get(hvq_json_root(doc), "value") : NULL;
-        if (v && v->type == HVQ_JSON_STRING && v->len < len)
-            snprintf(buf, len, "%s", v->str);
-        hvq_json_free(doc);
-        return;
-    }
-}
-
 /* The model being compressed, opened by the host (model_open on the
  * pipeline's input) and built by the model plugin that runs its
  * architecture (else "llama"): configuration from the GGUF metadata of a
@@ -546,7 +531,7 @@ static hvq_status open_model(hvq_ctx *ctx, const char *model_path, const hvq_plu
     hvq_status st = HVQ_OK;
     if (fmt && strcmp(fmt, "gguf") == 0) {
         H->model_meta(m, &in.meta, &in.n_meta);
-        meta_architecture(in.meta, in.n_meta, arch, sizeof arch);
+        hvq_meta_string(in.meta, in.n_meta, "general.architecture", arch, sizeof arch);
     } else {
         st = read_config(ctx, model_path, &config, &config_path);
         if (st == HVQ_OK && !config)

@@ -48,6 +48,7 @@
 
 #include "checked.h"
 #include "json.h"
+#include "meta.h"
 #include "names.h"
 
 #include <errno.h>
@@ -174,10 +175,8 @@ static char *meta_string(hvq_ctx *ctx, hvq_model *m, const char *key, int *nomem
     size_t n;
     *nomem = 0;
     H->model_meta(m, &meta, &n);
-    for (size_t i = 0; i < n; i++) {
-        if (!meta[i].key || strcmp(meta[i].key, key) != 0 || !meta[i].value)
-            continue;
-        const char *text = meta[i].value;
+    const char *text = hvq_meta_find(meta, n, key);
+    if (text) {
         char *out = NULL;
         hvq_json_doc *doc = hvq_json_parse(text, strlen(text), 0, NULL);
         if (doc) {
