@@ -7,7 +7,6 @@
 #include "ctx.h"
 #include "util.h"
 
-#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -358,57 +357,28 @@ hvq_status hvq_registry_load_file(hvq_registry *reg, hvq_ctx *ctx, const char *p
     return st;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int is_plugin_file(const char *name) { return hvq_ends_with(name, ".so"); }
 
 hvq_status hvq_registry_load_dir(hvq_registry *reg, hvq_ctx *ctx, const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return HVQ_OK;
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *e;
+    char **names;
+    size_t n;
+    if (hvq_dir_sorted(dir, is_plugin_file, &names, &n) != 0)
+        return errno == ENOMEM ? hvq_error(ctx, HVQ_E_NOMEM, "out of memory") : HVQ_OK;
     hvq_status st = HVQ_OK;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.' || !hvq_ends_with(e->d_name, ".so"))
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 32;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (!nn) {
-                st = hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
-                break;
-            }
-            names = nn;
-        }
-        if (!(names[n] = strdup(e->d_name))) {
-            st = hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
-            break;
-        }
-        n++;
-    }
-    closedir(d);
-    if (n)
-        qsort(names, n, sizeof *names, cmp_str);
-    for (size_t i = 0; i < n; i++) {
-        if (st == HVQ_OK) {
-            char path[PATH_MAX];
-            snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-            if (hvq_registry_load_file(reg, ctx, path) != HVQ_OK) {
-                if (hvq_ctx_status(ctx) == HVQ_E_NOMEM)
-                    st = HVQ_E_NOMEM;
-                else
-                    hvq_log(ctx, HVQ_LOG_WARN, "%s", hvq_ctx_error(ctx));
-                if (st == HVQ_OK)
-                    hvq_ctx_clear_error(ctx);
+    for (size_t i = 0; i < n && st == HVQ_OK; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (hvq_registry_load_file(reg, ctx, path) != HVQ_OK) {
+            if (hvq_ctx_status(ctx) == HVQ_E_NOMEM)
+                st = HVQ_E_NOMEM;
+            else {
+                hvq_log(ctx, HVQ_LOG_WARN, "%s", hvq_ctx_error(ctx));
+                hvq_ctx_clear_error(ctx);
             }
         }
-        free(names[i]);
     }
-    free(names);
+    hvq_names_free_list(names, n);
     return st;
 }
 

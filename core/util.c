@@ -3,6 +3,7 @@
 
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <stdio.h>
@@ -135,4 +136,55 @@ char *hvq_path_join(const char *dir, const char *name)
     if (p)
         snprintf(p, n, "%s/%s", dir, name);
     return p;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void hvq_names_free_list(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+int hvq_dir_sorted(const char *dir, int (*keep)(const char *name), char ***names, size_t *n)
+{
+    *names = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    size_t cap = 0;
+    struct dirent *e;
+    int bad = 0;
+    while (!bad && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || (keep && !keep(e->d_name)))
+            continue;
+        if (*n == cap) {
+            char **grown = realloc(*names, (cap = cap ? 2 * cap : 32) * sizeof *grown);
+            if (!grown) {
+                bad = 1;
+                break;
+            }
+            *names = grown;
+        }
+        if (!((*names)[*n] = strdup(e->d_name)))
+            bad = 1;
+        else
+            (*n)++;
+    }
+    closedir(d);
+    if (bad) {
+        hvq_names_free_list(*names, *n);
+        *names = NULL;
+        *n = 0;
+        errno = ENOMEM;
+        return -1;
+    }
+    if (*n)
+        qsort(*names, *n, sizeof **names, cmp_name);
+    return 0;
 }

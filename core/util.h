@@ -32,6 +32,13 @@ const char *hvq_printable(const char *s, char *buf, size_t cap);
 char *hvq_path_join(const char *dir, const char *name);
 
 
+/* The names in directory dir that keep(name) accepts (every name not
+ * starting with '.' when keep is NULL), sorted by strcmp: *names
+ * (malloc'd, each name too; free with hvq_names_free_list) and *n. 0, or
+ * -1 with errno set (ENOMEM, or opendir's). */
+int hvq_dir_sorted(const char *dir, int (*keep)(const char *name), char ***names, size_t *n);
+void hvq_names_free_list(char **names, size_t n);
+
 /* Seconds since an arbitrary epoch (monotonic). */
 double hvq_now(void);
 

@@ -75,6 +75,24 @@ void hvq_fuzz_check_tensor(const hvq_tensor_info *info, const void *data, int ha
  * context of its own (it calls hvq_fuzz_begin and hvq_fuzz_end). */
 void hvq_fuzz_read_model(const char *source, const char *path);
 
+/* A target that reads one file of a format as `hvqconv run` does: loads
+ * the plugin (a file of the build tree), writes the input as SCRATCH/name
+ * and reads it with hvq_fuzz_read_model. */
+#define HVQ_FUZZ_READ_TARGET(plugin_file, format, name)                      \
+    int LLVMFuzzerInitialize(int *argc, char ***argv)                         \
+    {                                                                         \
+        (void)argc;                                                           \
+        (void)argv;                                                           \
+        static const char *const plugins[] = {plugin_file, NULL};             \
+        hvq_fuzz_init(plugins);                                               \
+        return 0;                                                             \
+    }                                                                         \
+    int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)              \
+    {                                                                         \
+        hvq_fuzz_read_model(format, hvq_fuzz_write(name, data, size));        \
+        return 0;                                                             \
+    }
+
 /* Aborts with a message (a contract violation found by a target). */
 void hvq_fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 

@@ -6,17 +6,4 @@
 
 #include "fuzz.h"
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    static const char *const plugins[] = {"formats/.libs/npz.so", NULL};
-    hvq_fuzz_init(plugins);
-    return 0;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-    hvq_fuzz_read_model("npz", hvq_fuzz_write("input.npy", data, size));
-    return 0;
-}
+HVQ_FUZZ_READ_TARGET("formats/.libs/npz.so", "npz", "input.npy")

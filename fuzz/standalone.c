@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "fuzz.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -56,11 +57,6 @@ static int run_file(const char *path)
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* missing_ok: a directory that does not exist is no error. */
 static int run_path(const char *path, int missing_ok)
 {
@@ -73,43 +69,20 @@ static int run_path(const char *path, int missing_ok)
     }
     if (!S_ISDIR(sb.st_mode))
         return run_file(path);
-    DIR *d = opendir(path);
-    if (!d) {
+    char **names;
+    size_t n;
+    if (hvq_dir_sorted(path, NULL, &names, &n) != 0) {
         fprintf(stderr, "%s: %s\n", path, strerror(errno));
         return 1;
     }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *e;
     int bad = 0;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        if (n == cap) {
-            char **nn = realloc(names, (cap = cap ? 2 * cap : 64) * sizeof *names);
-            if (!nn) {
-                bad = 1;
-                break;
-            }
-            names = nn;
-        }
-        if (!(names[n] = strdup(e->d_name))) {
-            bad = 1;
-            break;
-        }
-        n++;
-    }
-    closedir(d);
-    if (n)
-        qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
         char p[PATH_MAX];
         snprintf(p, sizeof p, "%s/%s", path, names[i]);
         if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode))
             bad |= run_file(p);
-        free(names[i]);
     }
-    free(names);
+    hvq_names_free_list(names, n);
     return bad;
 }
 
