@@ -15,17 +15,7 @@ Hessian-weighted relative error sum_j H_j sum_i e_ij^2 / sum_j H_j sum_i W_ij^2.
 import argparse, json, math, os, struct, time
 import numpy as np
 
-
-def read_safetensors(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    hdr = json.loads(b[8:8 + n])
-    hdr.pop("__metadata__", None)
-    out = {}
-    for k, v in hdr.items():
-        s, e = v["data_offsets"]
-        out[k] = np.frombuffer(b[8 + n + s:8 + n + e], dtype="<f4").reshape(v["shape"])
-    return out
+from llama_numpy import read_safetensors  # bench/, beside this script
 
 
 def nearest(x, c, chunk=8192):

@@ -1,5 +1,38 @@
-# Shared by bench/run.sh and bench/matrix_bench.sh (sourced; needs SRC, DIR
-# and NCPU set).
+# Shared by the bench scripts (sourced once SRC is set; bench_init once
+# DIR is).
+
+nl='
+'
+
+# The options rd_matrices.sh and rd_model.sh share, each with a value:
+# bench_rd_opt "$@" sets its variable and returns 0 when $1 is one.
+bench_rd_opt() {
+    case $1 in
+    --hvq) HVQ_LIST="$HVQ_LIST$2$nl" ;;
+    --types) TYPES=$2 ;;
+    --llamacpp) LLAMACPP_BIN=$2 ;;
+    --threads) THREADS=$2 ;;
+    --dir) DIR=$2 ;;
+    *) return 1 ;;
+    esac
+}
+
+# After the options: the default pipelines, and "none" for no pipelines or
+# no llama.cpp types.
+bench_rd_defaults() {
+    [ -n "$HVQ_LIST" ] || HVQ_LIST="pipelines/mid.yaml${nl}pipelines/high-fidelity.yaml${nl}pipelines/int4-g32.yaml$nl"
+    [ "$HVQ_LIST" != "none$nl" ] || HVQ_LIST=
+    [ "$TYPES" != none ] || TYPES=
+}
+
+# NCPU (the online CPUs), THREADS (when not given: NCPU), and DIR made and
+# absolute.
+bench_init() {
+    NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+    [ -n "${THREADS:-}" ] || THREADS=$NCPU
+    mkdir -p "$DIR"
+    DIR=$(cd "$DIR" && pwd)
+}
 
 # HVQCONV: the given one, else a build: in the source tree when it is
 # configured there, else in $DIR/build (configured on first use; make is

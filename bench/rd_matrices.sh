@@ -45,34 +45,24 @@ IMATRIX=
 LLAMACPP_BIN=${LLAMACPP_BIN:-/tmp/llamacpp-tools/bin}
 NO_LLAMA=0
 HVQ_LIST=
-nl='
-'
+. "$SRC/bench/lib.sh"
 while [ $# -gt 0 ]; do
+    ! bench_rd_opt "$@" || { shift 2; continue; }
     case $1 in
-    --hvq) HVQ_LIST="$HVQ_LIST$2$nl"; shift ;;
-    --types) TYPES=$2; shift ;;
     --layers) LAYERS=$2; shift ;;
     --seed) SEED=$2; shift ;;
     --imatrix) IMATRIX=$2; shift ;;
-    --llamacpp) LLAMACPP_BIN=$2; shift ;;
     --no-llama) NO_LLAMA=1 ;;
-    --threads) THREADS=$2; shift ;;
-    --dir) DIR=$2; shift ;;
     -h|--help) sed -n '2,$p' "$0" | sed '/^set -eu/,$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/rd_matrices.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
-[ -n "$HVQ_LIST" ] || HVQ_LIST="pipelines/mid.yaml${nl}pipelines/high-fidelity.yaml${nl}pipelines/int4-g32.yaml$nl"
-[ "$HVQ_LIST" = "none$nl" ] && HVQ_LIST=
-[ "$TYPES" = none ] && TYPES=
+bench_rd_defaults
 [ -n "$IMATRIX" ] || IMATRIX=$SRC/../shared/data/imatrix/tinyllama-1.1b.imatrix.dat
 [ -f "$IMATRIX" ] || { echo "bench: no importance matrix $IMATRIX (--imatrix FILE)" >&2; exit 1; }
 IMATRIX=$(cd "$(dirname "$IMATRIX")" && pwd)/$(basename "$IMATRIX")
-NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd)
-. "$SRC/bench/lib.sh"
+bench_init
 bench_python
 if [ "$NO_LLAMA" = 1 ]; then HAVE_LLAMA=0; else bench_llamacpp; fi
 [ -z "$HVQ_LIST" ] || bench_hvqconv

@@ -35,25 +35,18 @@ THREADS=2
 TYPES="Q3_K_M Q4_0 Q4_K_M Q5_K_M Q6_K Q8_0"
 LLAMACPP_BIN=${LLAMACPP_BIN:-/tmp/llamacpp-tools/bin}
 HVQ_LIST=
-nl='
-'
+. "$SRC/bench/lib.sh"
 while [ $# -gt 0 ]; do
+    ! bench_rd_opt "$@" || { shift 2; continue; }
     case $1 in
-    --hvq) HVQ_LIST="$HVQ_LIST$2$nl"; shift ;;
-    --types) TYPES=$2; shift ;;
     --data) DATA=$2; shift ;;
-    --llamacpp) LLAMACPP_BIN=$2; shift ;;
     --ctx) CTX=$2; shift ;;
-    --threads) THREADS=$2; shift ;;
-    --dir) DIR=$2; shift ;;
     -h|--help) sed -n '2,$p' "$0" | sed '/^set -eu/,$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/rd_model.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
-[ -n "$HVQ_LIST" ] || HVQ_LIST="pipelines/mid.yaml${nl}pipelines/high-fidelity.yaml${nl}pipelines/int4-g32.yaml$nl"
-[ "$HVQ_LIST" = "none$nl" ] && HVQ_LIST=
-[ "$TYPES" = none ] && TYPES=
+bench_rd_defaults
 [ -n "$DATA" ] || DATA=$SRC/../shared/data
 MODEL=$DATA/stories260K/stories260K.f32.gguf
 IMATRIX=$DATA/stories260K/imatrix.gguf
@@ -63,10 +56,7 @@ for f in "$MODEL" "$IMATRIX" "$TEXT"; do
 done
 MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
 IMATRIX=$(dirname "$MODEL")/imatrix.gguf
-NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd)
-. "$SRC/bench/lib.sh"
+bench_init
 bench_python
 [ -x "$LLAMACPP_BIN/llama-perplexity" ] && [ -x "$LLAMACPP_BIN/llama-quantize" ] || {
     echo "bench: rd_model.sh needs llama.cpp's llama-perplexity and llama-quantize in $LLAMACPP_BIN" >&2

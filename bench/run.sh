@@ -36,12 +36,8 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-[ -n "$THREADS" ] || THREADS=$NCPU
-mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd)
-
 . "$SRC/bench/lib.sh"
+bench_init
 bench_hvqconv   # sets HVQCONV (building one unless given)
 bench_synth     # sets SYNTH
 
