@@ -413,8 +413,7 @@ static hvq_status load(hvq_ctx *ctx, imx_state *s)
                         "plugin (no host model_open_as)", s->path);
     const char *format = H->detect(ctx, s->path);
     int gguf = format && strcmp(format, "gguf") == 0;
-    hvq_model *m = gguf ? H->model_open(ctx, s->path)
-                        : H->model_open_as(ctx, s->path, "imatrix-dat");
+    hvq_model *m = H->model_open_as(ctx, s->path, gguf ? "gguf" : "imatrix-dat");
     if (!m) {
         hvq_status st = H->status(ctx);
         return st == HVQ_OK ? HVQ_E_INPUT : st;
