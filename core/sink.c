@@ -41,6 +41,10 @@ struct hvq_sink_handle {
                            (undeclared), the tensors written so far */
     size_t n_decl, next, cap;
     int undeclared;
+    size_t *seen;       /* undeclared: a hash table of the names written,
+                           1 + their index in decl (0: empty), at most half
+                           full */
+    size_t seen_cap;    /* a power of two (0: none yet) */
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -166,6 +170,7 @@ static void sink_handle_free(hvq_sink_handle *h)
     for (size_t i = 0; i < h->n_decl; i++)
         free(h->decl[i].name);
     free(h->decl);
+    free(h->seen);
     free(h->path);
     free(h);
 }
@@ -278,18 +283,62 @@ hvq_sink_handle *hvq_sink_open(hvq_ctx *ctx, const char *format, const char *pat
     return hvq_sink_open_params(ctx, format, path, NULL, meta, n_meta, tensors, n);
 }
 
-/* The write checked against the declaration: the next declared tensor,
- * by name and size, with its data. A sink only ever sees writes in the
- * declared order; after a failed write, nothing more. */
+/* ---- names a streaming sink has written ---------------------------------- */
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t x = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        x = (x ^ (unsigned char)*s) * 1099511628211ull;
+    return x;
+}
+
+/* The slot of name in h->seen: its entry when it was written (non-zero),
+ * else the empty slot it would take; NULL when the table is empty. */
+static size_t *seen_find(const struct hvq_sink_handle *h, const char *name)
+{
+    if (!h->seen_cap)
+        return NULL;
+    size_t mask = h->seen_cap - 1, i = (size_t)name_hash(name) & mask;
+    while (h->seen[i] && strcmp(h->decl[h->seen[i] - 1].name, name) != 0)
+        i = (i + 1) & mask;
+    return &h->seen[i];
+}
+
+/* name's entry when it was written, else NULL. */
+static size_t *seen_slot(const struct hvq_sink_handle *h, const char *name)
+{
+    size_t *slot = seen_find(h, name);
+    return slot && *slot ? slot : NULL;
+}
+
+/* Adds the last of h->decl (n_decl - 1) to the table, growing it first
+ * when it would be more than half full. 0 when out of memory. */
+static int seen_add(struct hvq_sink_handle *h)
+{
+    if (2 * h->n_decl > h->seen_cap) {
+        size_t cap = h->seen_cap ? 2 * h->seen_cap : 128;
+        size_t *grown = calloc(cap, sizeof *grown);
+        if (!grown)
+            return 0;
+        free(h->seen);
+        h->seen = grown;
+        h->seen_cap = cap;
+        for (size_t k = 0; k + 1 < h->n_decl; k++)
+            *seen_find(h, h->decl[k].name) = k + 1;
+    }
+    *seen_find(h, h->decl[h->n_decl - 1].name) = h->n_decl;
+    return 1;
+}
+
 /* A write to an undeclared (streaming) sink: a tensor as a declared one
  * would be, under a name not written before. */
 static hvq_status check_streamed(hvq_ctx *ctx, hvq_sink_handle *h, const hvq_tensor *t)
 {
     hvq_status st = check_one(ctx, h->path, &t->info, h->n_decl);
-    for (size_t i = 0; st == HVQ_OK && i < h->n_decl; i++)
-        if (strcmp(h->decl[i].name, t->info.name) == 0)
-            st = hvq_error(ctx, HVQ_E_INTERNAL, "%s: tensor '%.200s' is written twice",
-                           h->path, t->info.name);
+    if (st == HVQ_OK && seen_slot(h, t->info.name) != NULL)
+        st = hvq_error(ctx, HVQ_E_INTERNAL, "%s: tensor '%.200s' is written twice",
+                       h->path, t->info.name);
     if (st == HVQ_OK && !t->data && t->info.nbytes > 0)
         st = hvq_error(ctx, HVQ_E_INTERNAL, "%s: tensor '%.200s' has no data", h->path,
                        t->info.name);
@@ -307,6 +356,8 @@ static hvq_status check_streamed(hvq_ctx *ctx, hvq_sink_handle *h, const hvq_ten
             return HVQ_E_NOMEM;
         d->nbytes = t->info.nbytes;
         h->n_decl++;
+        if (!seen_add(h))
+            return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
     }
     return st;
 }

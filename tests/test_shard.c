@@ -396,6 +396,33 @@ START_TEST(sink_through_host)
 }
 END_TEST
 
+/* A streaming sink (no declarations) refuses a name written before, found
+ * among many (the host's table of names grows past its first size). */
+START_TEST(sink_streaming_names)
+{
+    static const char *const opts[] = {"streaming=true", NULL};
+    hvq_sink_handle *h = g_ctx->host->sink_open_params(g_ctx, "safetensors",
+                                                       P("s.safetensors"), opts, META, 1,
+                                                       NULL, 0);
+    ck_assert_msg(h != NULL, "%s", hvq_ctx_error(g_ctx));
+    float v = 1.0f;
+    char name[32];
+    hvq_tensor t = {.info = {.name = name, .dtype = HVQ_DTYPE_F32, .dtype_name = "F32",
+                             .ndim = 1, .shape = {1}, .nbytes = 4},
+                    .data = &v};
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "t.%d", i);
+        ck_assert_msg(g_ctx->host->sink_write(g_ctx, h, &t) == HVQ_OK, "%s",
+                      hvq_ctx_error(g_ctx));
+    }
+    snprintf(name, sizeof name, "t.%d", 17);
+    ck_assert_int_eq(g_ctx->host->sink_write(g_ctx, h, &t), HVQ_E_INTERNAL);
+    th_assert_contains(hvq_ctx_error(g_ctx), "tensor 't.17' is written twice");
+    g_ctx->host->sink_close(g_ctx, h);
+    hvq_outputs_abort(g_ctx);
+}
+END_TEST
+
 START_TEST(sink_failures)
 {
     /* A name that does not end in .safetensors cannot be sharded. */
@@ -1009,6 +1036,7 @@ static Suite *shard_suite(void)
     tcase_add_test(t, sink_greedy_shards);
     tcase_add_test(t, sink_through_host);
     tcase_add_test(t, sink_failures);
+    tcase_add_test(t, sink_streaming_names);
     tcase_add_test(t, hvq_writer_header_cut);
     suite_add_tcase(s, t);
     t = tcase_create("cli");
