@@ -1,0 +1,217 @@
+/* llama.cpp's block types written natively into GGUF, through the real
+ * binary on the demo model: a ggml pipeline whose dequant writer writes
+ * GGUF stores the clusterer's blocks byte for byte (compared with the
+ * blocks the same pipeline stores in an hvq container), with llama-
+ * quantize's fallbacks and one summary warning, and general.file_type.
+ * Bad inputs exit 2 with a message and leave nothing behind. */
+#include "config.h"
+
+#include "container.h"
+#include "ctx.h"
+#include "registry.h"
+#include "stage.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *g_dir;
+
+static void setup(void) { g_dir = th_tmpdir("gguf-native"); }
+
+static void teardown(void)
+{
+    th_rmtree(g_dir);
+    free(g_dir);
+}
+
+static const char *P(const char *name) { return th_join(g_dir, name); }
+
+/* Runs hvqconv with args (NULL-terminated); returns the exit status, the
+ * standard error in *err (freed by the caller). */
+static int hvq_run(const char *const *args, char **err)
+{
+    char *out = NULL;
+    int rc = th_run(&out, err, args);
+    free(out);
+    return rc;
+}
+
+/* The number of lines of text that contain what. */
+static int count_lines(const char *text, const char *what)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, what)) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* pipelines/q4_0.yaml on the demo model with clusterer type `type`, to out
+ * (a .gguf with the dequant writer in dtype `type`, or an .hvq). */
+static int run_q(const char *type, const char *out, char **err)
+{
+    char ct[64], wd[64], rep[4096];
+    snprintf(ct, sizeof ct, "stages.clusterer.type=%s", type);
+    snprintf(rep, sizeof rep, "%s.json", out);
+    snprintf(wd, sizeof wd, "stages.writer.dtype=%s", type);
+    int gguf = strstr(out, ".gguf") != NULL;
+    const char *args[] = {"run", th_src("pipelines/q4_0.yaml"), "--input",
+                          th_src("models/stories260K"), "--output", out, "--report",
+                          rep, "--set", ct, "--set",
+                          gguf ? "stages.writer.plugin=dequant" : "stages.writer.plugin=hvq",
+                          gguf ? "--set" : NULL, wd, NULL};
+    return hvq_run(args, err);
+}
+
+/* general.file_type of the GGUF at path is LLAMA_FTYPE_MOSTLY_* ftype. */
+static void expect_file_type(const char *path, unsigned ftype)
+{
+    char want[64];
+    snprintf(want, sizeof want, "{\"gguf_type\":\"uint32\",\"value\":%u}", ftype);
+    hvq_ctx *ctx = th_ctx();
+    hvq_registry *reg = th_registry(ctx);
+    hvq_model *m = ctx->host->model_open(ctx, path);
+    ck_assert_msg(m != NULL, "%s", hvq_ctx_error(ctx));
+    ck_assert_str_eq(th_model_meta(ctx, m, "general.file_type"), want);
+    ctx->host->model_close(ctx, m);
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+}
+
+/* Every compressed tensor of the container: its clusterer's "blocks"
+ * equal the GGUF tensor's bytes (for a type the gguf source reads as it
+ * is, not Q4_0 or Q8_0, which it reads as F32). Returns the number
+ * compared. */
+static size_t compare_blocks(const char *hvq, const char *gguf)
+{
+    hvq_ctx *ctx = th_ctx();
+    hvq_registry *reg = th_registry(ctx);
+    hvq_ctx_set_registry(ctx, reg);
+    const hvq_loaded_plugin *pl = hvq_registry_find(reg, HVQ_KIND_SOURCE, "hvq");
+    void *state = NULL;
+    ck_assert_msg(pl->desc.source_open(ctx, hvq, &state) == HVQ_OK, "%s", hvq_ctx_error(ctx));
+    const hvq_container_view *v = pl->desc.container_view(state);
+    hvq_model *m = ctx->host->model_open(ctx, gguf);
+    ck_assert_msg(m != NULL, "%s", hvq_ctx_error(ctx));
+    size_t compared = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        const hvq_container_tensor *t = &v->tensors[i];
+        hvq_tensor g;
+        ck_assert_int_eq(ctx->host->model_find(ctx, m, t->name, &g), HVQ_OK);
+        if (!t->compressed) { /* passed through as it was */
+            ck_assert_int_eq(g.info.dtype, t->dtype);
+            continue;
+        }
+        for (size_t k = 0; k < t->n_stored; k++) {
+            hvq_tensor part;
+            int role;
+            const char *key;
+            ck_assert_int_eq(pl->desc.container_part(ctx, state, i, k, 1, &part, &role, &key),
+                             HVQ_OK);
+            if (role != HVQ_PART_CLUSTERER || strcmp(key, "blocks") != 0)
+                continue;
+            ck_assert_int_eq(g.info.dtype, HVQ_DTYPE_OPAQUE);
+            ck_assert_uint_eq(g.info.nbytes, part.info.nbytes);
+            ck_assert_msg(memcmp(g.data, part.data, (size_t)part.info.nbytes) == 0,
+                          "%s: the GGUF bytes are not the clusterer's blocks", t->name);
+            compared++;
+        }
+    }
+    ctx->host->model_close(ctx, m);
+    pl->desc.source_close(ctx, state);
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+    return compared;
+}
+
+/* q4_K on the demo model, whose rows (64 and 172 values) fit no block of
+ * 256: every compressed tensor falls back to Q5_0 as llama-quantize does,
+ * one warning says so, and the GGUF holds the clusterer's Q5_0 blocks. */
+START_TEST(k_type_pipeline_writes_the_clusterers_blocks)
+{
+    char *err = NULL;
+    ck_assert_int_eq(run_q("q4_K", P("q.hvq"), &err), 0);
+    free(err);
+    ck_assert_msg(run_q("q4_K", P("q.gguf"), &err) == 0, "%s", err);
+    ck_assert_int_eq(count_lines(err, "warning:"), 1);
+    th_assert_contains(err, "30 of 30 quantized tensors have rows that fit no Q4_K block of 256 "
+                            "(e.g. 'model.layers.0.self_attn.q_proj.weight', rows of 64); "
+                            "written as Q5_0 (30) instead, as llama-quantize falls back");
+    free(err);
+    ck_assert_uint_eq(compare_blocks(P("q.hvq"), P("q.gguf")), 30);
+    expect_file_type(P("q.gguf"), 14); /* LLAMA_FTYPE_MOSTLY_Q4_K_S */
+}
+END_TEST
+
+/* q4_0: no fallback (the down projections are excluded by the pipeline),
+ * no warning, the Q4_0 tensors read back (as F32) as the container
+ * decodes them, LLAMA_FTYPE_MOSTLY_Q4_0. */
+START_TEST(q4_0_pipeline_matches_the_container)
+{
+    char *err = NULL;
+    ck_assert_int_eq(run_q("q4_0", P("q.hvq"), &err), 0);
+    free(err);
+    ck_assert_msg(run_q("q4_0", P("q.gguf"), &err) == 0, "%s", err);
+    ck_assert_int_eq(count_lines(err, "warning:"), 0);
+    free(err);
+    const char *dec[] = {"decode", P("q.hvq"), "-o", P("d.safetensors"),
+                         "--dtype", "f32", "-q", NULL};
+    ck_assert_int_eq(hvq_run(dec, &err), 0);
+    free(err);
+    hvq_ctx *ctx = th_ctx();
+    hvq_registry *reg = th_registry(ctx);
+    hvq_ctx_set_registry(ctx, reg);
+    hvq_model *g = ctx->host->model_open(ctx, P("q.gguf"));
+    hvq_model *d = ctx->host->model_open(ctx, P("d.safetensors"));
+    ck_assert_ptr_nonnull(g);
+    ck_assert_ptr_nonnull(d);
+    const char *name = "model.layers.3.mlp.up_proj.weight";
+    hvq_tensor a, b;
+    ck_assert_int_eq(ctx->host->model_find(ctx, g, name, &a), HVQ_OK);
+    float *copy = malloc((size_t)a.info.nbytes);
+    memcpy(copy, a.data, (size_t)a.info.nbytes);
+    ck_assert_int_eq(ctx->host->model_find(ctx, d, name, &b), HVQ_OK);
+    ck_assert_uint_eq(a.info.nbytes, b.info.nbytes);
+    ck_assert(memcmp(copy, b.data, (size_t)b.info.nbytes) == 0);
+    free(copy);
+    ctx->host->model_close(ctx, g);
+    ctx->host->model_close(ctx, d);
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+    expect_file_type(P("q.gguf"), 2);
+}
+END_TEST
+
+START_TEST(non_gguf_outputs_exit_2)
+{
+    char *err = NULL;
+    char *dir = th_tmpdir("gguf-native-bad");
+    const char *bad3[] = {"run", th_src("pipelines/q8_0.yaml"), "--input",
+                          th_src("models/stories260K"), "--output", th_join(dir, "z.npz"),
+                          "--report", th_join(dir, "z.json"), "--set",
+                          "stages.writer.plugin=dequant", "--set", "stages.writer.dtype=q8_0",
+                          "-q", NULL};
+    ck_assert_int_eq(hvq_run(bad3, &err), 2);
+    th_assert_contains(err, "z.npz: writer dequant: dtype q8_0 writes llama.cpp blocks, which "
+                            "only GGUF stores");
+    free(err);
+    th_assert_dir_holds(dir, (const char *)NULL);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("gguf-native");
+    TCase *tc = tcase_create("binary");
+    tcase_set_timeout(tc, 300);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, k_type_pipeline_writes_the_clusterers_blocks);
+    tcase_add_test(tc, q4_0_pipeline_matches_the_container);
+    tcase_add_test(tc, non_gguf_outputs_exit_2);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return th_run_suite(suite()); }
