@@ -6,6 +6,7 @@
 #include "container.h"
 #include "driver.h"
 #include "dtype.h"
+#include "ggml_native.h"
 #include "parallel.h"
 #include "params.h"
 #include "util.h"
@@ -103,7 +104,12 @@ static void usage_decode(FILE *f)
           "  -o, --output PATH     the file to write (required)\n"
           "      --dtype TYPE      element type of reconstructed tensors: same (default:\n"
           "                        the original's when F32, F16 or BF16, else F32), f32,\n"
-          "                        f16 or bf16 (rounded to nearest even)\n"
+          "                        f16 or bf16 (rounded to nearest even); or, for a GGUF\n"
+          "                        output, a llama.cpp block type: q8_0 (8.5 bits per\n"
+          "                        weight), q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_K..q6_K,\n"
+          "                        iq4_xs, quantized as llama-quantize does without an\n"
+          "                        importance matrix (rows that fit no block fall back\n"
+          "                        as llama-quantize's do, with one warning)\n"
           "      --format NAME     output format (a sink plugin, e.g. safetensors);\n"
           "                        default: from OUTPUT's extension, else the container's\n"
           "                        source format\n"
@@ -230,6 +236,8 @@ typedef struct dec_job {
     const char *outp;
     const hvq_loaded_plugin *sp;
     hvq_tensor_info *infos;
+    const hvq_ggml_type *ggml;   /* --dtype a llama.cpp block type, else NULL */
+    const hvq_ggml_type **types; /* per tensor, after fallback (NULL: F16) */
     size_t n, n_comp, cap, conv_cap;
     int two;                  /* two sets of buffers (a writer thread) */
     float *buf[2];
@@ -237,12 +245,15 @@ typedef struct dec_job {
     hvq_sink_handle *sink;
     out_thread w;
     int writer, threaded, slot; /* the writer thread runs, ran; the slot */
+    hvq_ggml_meta meta;       /* with --dtype a ggml type */
     double t_crc, t_dec, t_conv, t_write, t_wait;
 } dec_job;
 
-/* What the sink is told: every tensor with its output dtype. */
+/* What the sink is told: every tensor with its output dtype, or as ggml
+ * blocks of j->ggml (after llama-quantize's fallback, with one warning). */
 static void dec_declare(dec_job *j, const char *dtype)
 {
+    hvq_ggml_fallbacks fb = {0};
     for (size_t i = 0; i < j->n; i++) {
         const hvq_container_tensor *t = hvq_container_info(j->c, i);
         hvq_tensor_info *o = &j->infos[i];
@@ -250,11 +261,19 @@ static void dec_declare(dec_job *j, const char *dtype)
         o->ndim = t->ndim;
         memcpy(o->shape, t->shape, sizeof o->shape);
         if (t->compressed) {
-            o->dtype = decode_dtype(dtype, t->dtype);
-            o->dtype_name = hvq_dtype_name(o->dtype);
-            o->nbytes = t->numel * hvq_dtype_size(o->dtype);
+            if (j->ggml) {
+                j->types[i] = hvq_ggml_declare(o, j->ggml);
+                hvq_ggml_fallback_note(&fb, o->name, o->ndim ? o->shape[o->ndim - 1] : 1,
+                                       j->ggml, j->types[i]);
+            } else {
+                o->dtype = decode_dtype(dtype, t->dtype);
+                o->dtype_name = hvq_dtype_name(o->dtype);
+                o->nbytes = t->numel * hvq_dtype_size(o->dtype);
+            }
             if (t->numel > j->cap)
                 j->cap = (size_t)t->numel;
+            /* conv holds 2 bytes a value: F16, BF16, and every ggml type
+             * offered (Q8_0, the widest, 34 bytes per 32 values) */
             if (o->dtype != HVQ_DTYPE_F32 && t->numel > j->conv_cap)
                 j->conv_cap = (size_t)t->numel;
             j->n_comp++;
@@ -264,6 +283,8 @@ static void dec_declare(dec_job *j, const char *dtype)
             o->nbytes = t->stored_bytes;
         }
     }
+    if (j->ggml)
+        hvq_ggml_fallback_warn(j->ctx, &fb, j->outp, j->ggml);
 }
 
 /* The buffers, the sink and, with threads, the writer thread. */
@@ -280,6 +301,12 @@ static hvq_status dec_open(dec_job *j, int64_t max_shard)
     const hvq_meta *meta;
     size_t n_meta;
     hvq_container_source_meta(j->c, &meta, &n_meta);
+    if (j->ggml) { /* general.file_type */
+        if (!hvq_ggml_meta_init(&j->meta, meta, n_meta, j->ggml))
+            return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+        meta = j->meta.meta;
+        n_meta = j->meta.n;
+    }
     /* The shard size is an option of the sink only when given, so formats
      * without it still decode; the host names a format that lacks it. */
     char shard_opt[64];
@@ -344,7 +371,10 @@ static hvq_status dec_tensor(dec_job *j, size_t i)
     j->t_dec += hvq_now() - tl;
     tl = hvq_now();
     const void *data = buf;
-    if (j->infos[i].dtype != HVQ_DTYPE_F32) {
+    if (j->ggml) {
+        st = hvq_ggml_quantize(ctx, &j->infos[i], j->types[i], buf, j->conv[j->slot]);
+        data = j->conv[j->slot];
+    } else if (j->infos[i].dtype != HVQ_DTYPE_F32) {
         st = hvq_convert_parallel(ctx, j->infos[i].dtype, j->conv[j->slot], HVQ_DTYPE_F32, buf,
                                   t->numel);
         data = j->conv[j->slot];
@@ -430,10 +460,16 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
     if (st != HVQ_OK)
         return st;
     j.n = hvq_container_count(j.c);
-    if (!(j.infos = hvq_calloc(ctx, j.n ? j.n : 1, sizeof *j.infos)))
+    j.ggml = hvq_ggml_type_find(dtype);
+    if (!(j.infos = hvq_calloc(ctx, j.n ? j.n : 1, sizeof *j.infos)) ||
+        (j.ggml && !(j.types = hvq_calloc(ctx, j.n ? j.n : 1, sizeof *j.types))))
         st = HVQ_E_NOMEM;
     if (st == HVQ_OK && !(j.sp = choose_sink(ctx, reg, j.c, outp, format)))
         st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
+    if (st == HVQ_OK && j.ggml && strcmp(j.sp->desc.name, "gguf") != 0)
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: --dtype %s writes llama.cpp blocks, which only "
+                       "GGUF stores, and this output is %s; write a .gguf file (or --format "
+                       "gguf), or choose f32, f16 or bf16", outp, dtype, j.sp->desc.name);
     if (st == HVQ_OK) {
         dec_declare(&j, dtype);
         st = dec_open(&j, max_shard);
@@ -454,6 +490,8 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
     if (j.w.ctx)
         hvq_ctx_free(j.w.ctx);
     free(j.infos);
+    free(j.types);
+    hvq_ggml_meta_free(&j.meta);
     hvq_container_close(ctx, j.c);
     return st;
 }
@@ -513,8 +551,11 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
         case OPT_DTYPE:
             dtype = optarg;
             if (strcmp(dtype, "same") != 0 && strcmp(dtype, "f32") != 0 &&
-                strcmp(dtype, "f16") != 0 && strcmp(dtype, "bf16") != 0) {
-                fprintf(stderr, "hvqconv: error: --dtype %s: expected same, f32, f16 or bf16\n",
+                strcmp(dtype, "f16") != 0 && strcmp(dtype, "bf16") != 0 &&
+                !hvq_ggml_type_find(dtype)) {
+                fprintf(stderr, "hvqconv: error: --dtype %s: expected same, f32, f16, bf16 or "
+                                "a llama.cpp block type for GGUF (q8_0, q4_0, q4_1, q5_0, "
+                                "q5_1, iq4_nl, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_xs)\n",
                         dtype);
                 rc = HVQ_EXIT_BAD_INPUT;
             }

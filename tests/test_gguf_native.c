@@ -2,8 +2,10 @@
  * binary on the demo model: a ggml pipeline whose dequant writer writes
  * GGUF stores the clusterer's blocks byte for byte (compared with the
  * blocks the same pipeline stores in an hvq container), with llama-
- * quantize's fallbacks and one summary warning, and general.file_type.
- * Bad inputs exit 2 with a message and leave nothing behind. */
+ * quantize's fallbacks and one summary warning, and general.file_type;
+ * `hvqconv decode --dtype q8_0` turns a HAS-VQ container into Q8_0 blocks
+ * equal to the ggml clusterer's Q8_0 of the reconstruction. Bad inputs
+ * exit 2 with a message and leave nothing behind. */
 #include "config.h"
 
 #include "container.h"
@@ -182,10 +184,103 @@ START_TEST(q4_0_pipeline_matches_the_container)
 }
 END_TEST
 
-START_TEST(non_gguf_outputs_exit_2)
+/* decode --dtype q8_0 of a HAS-VQ container (pipelines/mid.yaml): every
+ * reconstructed tensor whose rows fit blocks of 32 is the ggml
+ * clusterer's Q8_0 of the reconstruction, the down projections (rows of
+ * 172) are F16 with one warning, the same bytes on 1 and 2 threads. */
+START_TEST(decode_q8_0_of_a_has_vq_container)
 {
     char *err = NULL;
+    const char *run[] = {"run", th_src("pipelines/mid.yaml"), "--input",
+                         th_src("models/stories260K"), "--output", P("m.hvq"), "--report",
+                         P("m.json"), "-q", NULL};
+    ck_assert_int_eq(hvq_run(run, &err), 0);
+    free(err);
+    const char *dec[] = {"decode", P("m.hvq"), "-o", P("m.gguf"),
+                         "--dtype", "q8_0", "-t", "2", NULL};
+    ck_assert_msg(hvq_run(dec, &err) == 0, "%s", err);
+    ck_assert_int_eq(count_lines(err, "warning:"), 1);
+    th_assert_contains(err, "5 of 35 quantized tensors have rows that fit no Q8_0 block of 32 "
+                            "(e.g. 'model.layers.0.mlp.down_proj.weight', rows of 172); "
+                            "written as F16 (5) instead");
+    free(err);
+    const char *dec1[] = {"decode", P("m.hvq"), "-o", P("m1.gguf"),
+                          "--dtype", "q8_0", "-t", "1", "-q", NULL};
+    ck_assert_int_eq(hvq_run(dec1, &err), 0);
+    free(err);
+    ck_assert(th_same_bytes(P("m.gguf"), P("m1.gguf")));
+    const char *f32[] = {"decode", P("m.hvq"), "-o", P("m.safetensors"),
+                         "--dtype", "f32", "-q", NULL};
+    ck_assert_int_eq(hvq_run(f32, &err), 0);
+    free(err);
+
+    th_stage c;
+    const char *kv[] = {"type=q8_0", "weights=none", NULL};
+    th_stage_init(&c, HVQ_KIND_CLUSTERER, "ggml", kv);
+    hvq_ctx *ctx = c.ctx;
+    hvq_model *g = ctx->host->model_open(ctx, P("m.gguf"));
+    hvq_model *d = ctx->host->model_open(ctx, P("m.safetensors"));
+    ck_assert_ptr_nonnull(g);
+    ck_assert_ptr_nonnull(d);
+    static const char *const names[] = {"model.layers.0.self_attn.q_proj.weight",
+                                        "model.layers.4.mlp.gate_proj.weight",
+                                        "model.layers.2.mlp.down_proj.weight"};
+    for (int i = 0; i < 3; i++) {
+        hvq_tensor a, b;
+        ck_assert_int_eq(ctx->host->model_find(ctx, d, names[i], &b), HVQ_OK);
+        uint64_t rows = (uint64_t)b.info.shape[0], cols = (uint64_t)b.info.shape[1];
+        float *w = malloc(rows * cols * sizeof *w), *want = malloc(rows * cols * sizeof *want);
+        float *h = malloc(cols * sizeof *h);
+        memcpy(w, b.data, rows * cols * sizeof *w);
+        for (uint64_t j = 0; j < cols; j++)
+            h[j] = 1.0f;
+        ck_assert_int_eq(ctx->host->model_find(ctx, g, names[i], &a), HVQ_OK);
+        if (cols % 32 == 0) {
+            hvq_cluster_input in = {.tensor_name = names[i], .x = w, .rows = rows, .cols = cols,
+                                    .hessian = h};
+            ck_assert_int_eq(th_stage_encode(&c, &in, want), HVQ_OK);
+            ck_assert_int_eq(a.info.dtype, HVQ_DTYPE_F32); /* Q8_0, read as F32 */
+            ck_assert(memcmp(a.data, want, rows * cols * 4) == 0);
+        } else {
+            uint16_t *f16 = malloc(rows * cols * 2);
+            ck_assert_int_eq(ctx->host->convert(ctx, HVQ_DTYPE_F16, f16, HVQ_DTYPE_F32, w,
+                                                rows * cols), HVQ_OK);
+            ck_assert_int_eq(a.info.dtype, HVQ_DTYPE_F16);
+            ck_assert(memcmp(a.data, f16, rows * cols * 2) == 0);
+            free(f16);
+        }
+        free(w);
+        free(want);
+        free(h);
+    }
+    ctx->host->model_close(ctx, g);
+    ctx->host->model_close(ctx, d);
+    th_stage_fini(&c);
+    expect_file_type(P("m.gguf"), 7);
+}
+END_TEST
+
+START_TEST(bad_dtype_and_non_gguf_outputs_exit_2)
+{
+    char *err = NULL;
+    const char *run[] = {"run", th_src("pipelines/q8_0.yaml"), "--input",
+                         th_src("models/stories260K"), "--output", P("x.hvq"), "--report",
+                         P("x.json"), "-q", NULL};
+    ck_assert_int_eq(hvq_run(run, &err), 0);
+    free(err);
     char *dir = th_tmpdir("gguf-native-bad");
+    const char *bad1[] = {"decode", P("x.hvq"), "-o",
+                          th_join(dir, "y.gguf"), "--dtype", "q9_0", NULL};
+    ck_assert_int_eq(hvq_run(bad1, &err), 2);
+    th_assert_contains(err, "--dtype q9_0: expected same, f32, f16, bf16 or a llama.cpp block "
+                            "type for GGUF (q8_0");
+    free(err);
+    const char *bad2[] = {"decode", P("x.hvq"), "-o",
+                          th_join(dir, "y.safetensors"), "--dtype", "q8_0", NULL};
+    ck_assert_int_eq(hvq_run(bad2, &err), 2);
+    th_assert_contains(err, "y.safetensors: --dtype q8_0 writes llama.cpp blocks, which only "
+                            "GGUF stores, and this output is safetensors");
+    free(err);
     const char *bad3[] = {"run", th_src("pipelines/q8_0.yaml"), "--input",
                           th_src("models/stories260K"), "--output", th_join(dir, "z.npz"),
                           "--report", th_join(dir, "z.json"), "--set",
@@ -209,7 +304,8 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, k_type_pipeline_writes_the_clusterers_blocks);
     tcase_add_test(tc, q4_0_pipeline_matches_the_container);
-    tcase_add_test(tc, non_gguf_outputs_exit_2);
+    tcase_add_test(tc, decode_q8_0_of_a_has_vq_container);
+    tcase_add_test(tc, bad_dtype_and_non_gguf_outputs_exit_2);
     suite_add_tcase(s, tc);
     return s;
 }
