@@ -296,6 +296,118 @@ START_TEST(bad_dtype_and_non_gguf_outputs_exit_2)
 }
 END_TEST
 
+/* ---- against llama-quantize's bytes (tests/data/ggml) --------------------
+ * The fixtures' weights written as a GGUF model and their importance
+ * values as a file of diagonals; a ggml pipeline with the dequant writer
+ * in the same type then writes, for every tensor, the very blocks
+ * llama-quantize wrote (K types: tok_embd_24x512, rows of 512; the other
+ * tensors, rows of 64, in the K type's fallback type, whose fixture is
+ * llama-quantize's own of that type). */
+static const struct {
+    const char *name;
+    int64_t rows, cols;
+} fx[] = {{"blk.0.attn_q.weight", 64, 64},
+          {"blk.1.ffn_gate.weight", 172, 64},
+          {"blk.4.attn_v.weight", 32, 64},
+          {"tok_embd_24x512", 24, 512}};
+enum { N_FX = sizeof fx / sizeof fx[0] };
+
+static void *fixture(const char *name, const char *suffix, size_t *n)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "tests/data/ggml/%s.%s", name, suffix);
+    void *d = th_read_file(th_src(rel), n);
+    ck_assert_msg(d != NULL, "cannot read %s", rel);
+    return d;
+}
+
+/* Writes n tensors (2-D weights, or with diag their 1-D diagonals) through
+ * the host's sink `format` to path. */
+static void write_fixtures(const char *path, const char *format, int diag)
+{
+    hvq_ctx *ctx = th_ctx();
+    hvq_registry *reg = th_registry(ctx);
+    hvq_tensor_info info[N_FX];
+    void *data[N_FX];
+    for (int i = 0; i < N_FX; i++) {
+        size_t n;
+        data[i] = fixture(fx[i].name, diag ? "imatrix.f32" : "f32", &n);
+        info[i] = (hvq_tensor_info){.name = fx[i].name, .dtype = HVQ_DTYPE_F32,
+                                    .dtype_name = "F32", .ndim = diag ? 1 : 2, .nbytes = n,
+                                    .shape = {diag ? fx[i].cols : fx[i].rows, fx[i].cols}};
+    }
+    hvq_sink_handle *h =
+        ctx->host->sink_open_params(ctx, format, path, NULL, NULL, 0, info, N_FX);
+    ck_assert_msg(h != NULL, "%s", hvq_ctx_error(ctx));
+    for (int i = 0; i < N_FX; i++) {
+        hvq_tensor t = {info[i], data[i]};
+        ck_assert_int_eq(ctx->host->sink_write(ctx, h, &t), HVQ_OK);
+        free(data[i]);
+    }
+    ck_assert_int_eq(ctx->host->sink_finish(ctx, h), HVQ_OK);
+    ctx->host->sink_close(ctx, h);
+    ck_assert_int_eq(hvq_outputs_commit(ctx), HVQ_OK);
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+}
+
+/* Whether the bytes of fixture TENSOR.TYPE.MODE.bin occur in file. */
+static int holds_fixture(const char *file, size_t n_file, const char *tensor, const char *type,
+                         const char *mode)
+{
+    char suffix[64];
+    size_t n;
+    snprintf(suffix, sizeof suffix, "%s.%s.bin", type, mode);
+    void *want = fixture(tensor, suffix, &n);
+    int found = memmem(file, n_file, want, n) != NULL;
+    free(want);
+    return found;
+}
+
+static const char *const k_fallback[][2] = {
+    {"q2_K", "q4_0"}, {"q3_K", "q4_0"}, {"q4_K", "q5_0"},
+    {"q5_K", "q5_1"}, {"q6_K", "q8_0"}, {"iq4_xs", "iq4_nl"},
+    {"q4_0", NULL},   {"q4_1", NULL},   {"q5_0", NULL},
+    {"q5_1", NULL},   {"q8_0", NULL},   {"iq4_nl", NULL}};
+
+START_TEST(native_blocks_are_llama_quantize_s)
+{
+    const char *type = k_fallback[_i / 2][0], *fb = k_fallback[_i / 2][1];
+    const char *mode = _i % 2 ? "imatrix" : "none";
+    write_fixtures(P("in.gguf"), "gguf", 0);
+    write_fixtures(P("h.safetensors"), "safetensors", 1);
+    char hess[512], yaml[2048];
+    if (_i % 2) /* the importance values as the Hessian */
+        snprintf(hess, sizeof hess, "{ plugin: file, path: %s }", P("h.safetensors"));
+    else
+        snprintf(hess, sizeof hess, "{ plugin: uniform }");
+    snprintf(yaml, sizeof yaml,
+             "input: %s\noutput: %s\nselect: { include: [\"*\"] }\nstages:\n"
+             "  hessian: %s\n  importance: { plugin: magnitude }\n"
+             "  clusterer: { plugin: ggml, type: %s, weights: %s }\n"
+             "  residual: { plugin: none }\n  writer: { plugin: dequant, dtype: %s }\n",
+             P("in.gguf"), P("out.gguf"), hess, type, _i % 2 ? "hessian" : "none", type);
+    th_write_file(P("p.yaml"), yaml, strlen(yaml));
+    char *err = NULL;
+    const char *run[] = {"run", P("p.yaml"), "-q", NULL};
+    ck_assert_msg(hvq_run(run, &err) == 0, "%s\n%s", yaml, err);
+    free(err);
+    size_t n;
+    char *file = th_read_file(P("out.gguf"), &n);
+    ck_assert_ptr_nonnull(file);
+    for (int i = 0; i < N_FX; i++) {
+        int k = fx[i].cols % 256 == 0;
+        const char *want = fb && !k ? fb : type;
+        if (!fb && k)
+            continue; /* no fixture of the 32-wide types for rows of 512 */
+        ck_assert_msg(holds_fixture(file, n, fx[i].name, want, mode),
+                      "%s (%s, %s): not llama-quantize's %s blocks", fx[i].name, type, mode,
+                      want);
+    }
+    free(file);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("gguf-native");
@@ -306,6 +418,7 @@ static Suite *suite(void)
     tcase_add_test(tc, q4_0_pipeline_matches_the_container);
     tcase_add_test(tc, decode_q8_0_of_a_has_vq_container);
     tcase_add_test(tc, bad_dtype_and_non_gguf_outputs_exit_2);
+    tcase_add_loop_test(tc, native_blocks_are_llama_quantize_s, 0, 24);
     suite_add_tcase(s, tc);
     return s;
 }
