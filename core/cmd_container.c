@@ -284,7 +284,7 @@ static void dec_declare(dec_job *j, const char *dtype)
         }
     }
     if (j->ggml)
-        hvq_ggml_fallback_warn(j->ctx, &fb, j->outp, j->ggml);
+        hvq_ggml_fallback_warn(j->ctx, &fb, j->outp);
 }
 
 /* The buffers, the sink and, with threads, the writer thread. */

@@ -544,6 +544,7 @@ static const hvq_host host_table = {
     .model_open_as = host_model_open_as,
     .model_plugin = host_model_plugin,
     .sink_control = hvq_sink_pass_control,
+    .writer_stage_param = hvq_writer_stage_param,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

@@ -139,11 +139,11 @@ void hvq_ggml_fallback_note(hvq_ggml_fallbacks *f, const char *name, int64_t row
     if (f->n++ == 0) {
         f->example = name;
         f->example_row = row;
+        f->example_type = t;
     }
 }
 
-void hvq_ggml_fallback_warn(hvq_ctx *ctx, const hvq_ggml_fallbacks *f, const char *what,
-                            const hvq_ggml_type *t)
+void hvq_ggml_fallback_warn(hvq_ctx *ctx, const hvq_ggml_fallbacks *f, const char *what)
 {
     if (f->n == 0)
         return;
@@ -156,6 +156,7 @@ void hvq_ggml_fallback_warn(hvq_ctx *ctx, const hvq_ggml_fallbacks *f, const cha
                    "%s: %zu of %zu quantized tensors have rows that fit no %s block of %d "
                    "(e.g. '%s', rows of %lld); written as %s instead, as llama-quantize "
                    "falls back",
-                   what, f->n, f->n_total, t->ggml, t->block, f->example,
+                   what, f->n, f->n_total, f->example_type->ggml, f->example_type->block,
+                   f->example,
                    (long long)f->example_row, as);
 }

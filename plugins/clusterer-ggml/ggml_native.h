@@ -55,13 +55,13 @@ typedef struct hvq_ggml_fallbacks {
     const char *type[4];
     const char *example;      /* the first tensor that fell back */
     int64_t example_row;
+    const hvq_ggml_type *example_type; /* its target */
 } hvq_ggml_fallbacks;
 
 /* Records that the tensor named name, rows of row values, took ft for t. */
 void hvq_ggml_fallback_note(hvq_ggml_fallbacks *f, const char *name, int64_t row,
                             const hvq_ggml_type *t, const hvq_ggml_type *ft);
 /* Logs the summary warning, when any fell back; what names the output. */
-void hvq_ggml_fallback_warn(hvq_ctx *ctx, const hvq_ggml_fallbacks *f, const char *what,
-                            const hvq_ggml_type *t);
+void hvq_ggml_fallback_warn(hvq_ctx *ctx, const hvq_ggml_fallbacks *f, const char *what);
 
 #endif

@@ -4,12 +4,16 @@
  *
  * dtype a llama.cpp block type (q8_0, q4_0, ..., q4_K; GGUF output only):
  * the compressed tensors are written as ggml blocks of that type, so
- * llama.cpp runs the file at its compressed size. A tensor the ggml
- * clusterer encoded as exactly that type (no column gains, no residual) is
+ * llama.cpp runs the file at its compressed size. dtype native: each
+ * tensor the ggml clusterer encodes in the clusterer's type for it (asked
+ * of the host at open: host->writer_stage_param, overrides applied), the
+ * others in their source type, as with same. A tensor the ggml clusterer
+ * encoded as exactly its declared type (no column gains, no residual) is
  * written as its blocks, byte for byte; any other is quantized from its
  * reconstruction with the same quantizers (ggml's reference, without
  * importance weights). Rows that fit no block fall back as llama-quantize
- * does (ggml_native.h), with one warning; general.file_type is set. */
+ * does (ggml_native.h), with one warning; general.file_type is set to the
+ * type that holds the most parameters. */
 #include "plugin.h"
 #include "ggml_native.h"
 
@@ -21,15 +25,16 @@ enum { P_DTYPE, P_FORMAT, P_MAX_SHARD, P_SINK_OPTIONS };
 
 enum { MAX_SINK_OPTIONS = 16 };
 
-static const char *const dtype_choices[] = {"same", "f32",  "f16",  "bf16", "q4_0",
-                                            "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl",
-                                            "q2_K", "q3_K", "q4_K", "q5_K", "q6_K",
-                                            "iq4_xs", NULL};
+static const char *const dtype_choices[] = {"same", "f32",  "f16",  "bf16", "native",
+                                            "q4_0", "q4_1", "q5_0", "q5_1", "q8_0",
+                                            "iq4_nl", "q2_K", "q3_K", "q4_K", "q5_K",
+                                            "q6_K", "iq4_xs", NULL};
 
 static const hvq_param_spec dequant_params[] = {
     {"dtype", HVQ_PARAM_CHOICE, "same", 0, 0, dtype_choices,
      "element type of reconstructed tensors; same = the source tensor's; a llama.cpp "
-     "block type (q8_0, q4_0, q4_K, ...) writes ggml blocks (GGUF output only)"},
+     "block type (q8_0, q4_0, q4_K, ...) writes ggml blocks (GGUF output only); native = "
+     "the ggml clusterer's own type for the tensors it encodes (GGUF only), same for others"},
     {"format", HVQ_PARAM_STRING, "", 0, 0, NULL,
      "output format (a sink plugin name); empty = from the output's extension"},
     {"max_shard_size", HVQ_PARAM_SIZE, "0", 0, 0, NULL,
@@ -48,9 +53,11 @@ typedef struct dequant_state {
     size_t n, next;
     void *buf;              /* conversion buffer */
     size_t buf_len;
-    /* dtype a ggml type: */
-    const hvq_ggml_type *ggml;   /* the target, else NULL */
+    /* dtype a ggml type, or native: */
+    int ggml_out;                /* the output is GGUF blocks */
     const hvq_ggml_type **types; /* per tensor, after fallback (NULL: F16) */
+    unsigned char *as_ggml;      /* per tensor: written by types[i] */
+    const hvq_ggml_type *main;   /* the type of the most parameters */
     hvq_ggml_meta meta;          /* the metadata with general.file_type */
     size_t n_blocks, n_quantized; /* written as the clusterer's blocks, or not */
 } dequant_state;
@@ -67,32 +74,64 @@ static hvq_dtype out_dtype(const char *choice, hvq_dtype src)
 
 static void dequant_close(hvq_ctx *ctx, void *state);
 
-/* What the sink is told of every tensor: compressed ones in the output
- * dtype, or as ggml blocks of s->ggml (after fallback, with one warning). */
+/* The ggml type tensor i is written in: dtype's, or with native the ggml
+ * clusterer's type for it (NULL: not encoded by it, or no such host). */
+static const hvq_ggml_type *target(hvq_ctx *ctx, const char *dtype,
+                                   const hvq_writer_setup *setup, size_t i)
+{
+    if (strcmp(dtype, "native") != 0)
+        return hvq_ggml_type_find(dtype);
+    const hvq_host *H = ctx->host;
+    if (!HVQ_HOST_HAS(H, writer_stage_param))
+        return NULL;
+    const char *pl = H->writer_stage_param(ctx, setup, i, "clusterer", NULL);
+    if (!pl || strcmp(pl, "ggml") != 0)
+        return NULL;
+    const char *type = H->writer_stage_param(ctx, setup, i, "clusterer", "type");
+    return type ? hvq_ggml_type_find(type) : NULL;
+}
+
+/* What the sink is told of every tensor: compressed ones as ggml blocks of
+ * their target (after fallback, with one warning), or in the output
+ * dtype; s->main, the target of the most parameters. */
 static hvq_status declare(hvq_ctx *ctx, dequant_state *s, const char *dtype,
                           const hvq_writer_setup *setup)
 {
     const hvq_host *H = ctx->host;
     hvq_ggml_fallbacks fb = {0};
-    if (s->ggml && !(s->types = H->calloc(ctx, s->n ? s->n : 1, sizeof *s->types)))
+    uint64_t params[16] = {0}; /* per target type, in the order first seen */
+    const hvq_ggml_type *seen[16] = {NULL};
+    if (!(s->types = H->calloc(ctx, s->n ? s->n : 1, sizeof *s->types)) ||
+        !(s->as_ggml = H->calloc(ctx, s->n ? s->n : 1, 1)))
         return HVQ_E_NOMEM;
     for (size_t i = 0; i < s->n; i++) {
         hvq_tensor_info *o = &s->infos[i];
         *o = setup->tensors[i];
-        if (!setup->compressed[i])
-            continue;
-        if (s->ggml) {
-            s->types[i] = hvq_ggml_declare(o, s->ggml);
-            hvq_ggml_fallback_note(&fb, o->name, o->ndim ? o->shape[o->ndim - 1] : 1, s->ggml,
+        const hvq_ggml_type *t = setup->compressed[i] ? target(ctx, dtype, setup, i) : NULL;
+        if (t) {
+            s->as_ggml[i] = 1;
+            s->types[i] = hvq_ggml_declare(o, t);
+            hvq_ggml_fallback_note(&fb, o->name, o->ndim ? o->shape[o->ndim - 1] : 1, t,
                                    s->types[i]);
-            continue;
+            size_t k = 0; /* at most 12 types */
+            while (seen[k] && seen[k] != t)
+                k++;
+            seen[k] = t;
+            params[k] += hvq_numel(o);
+        } else if (setup->compressed[i]) {
+            hvq_dtype dt = out_dtype(dtype, setup->tensors[i].dtype);
+            o->dtype = dt;
+            o->dtype_name = H->dtype_name(dt);
+            o->nbytes = hvq_numel(o) * H->dtype_size(dt);
         }
-        hvq_dtype dt = out_dtype(dtype, setup->tensors[i].dtype);
-        o->dtype = dt;
-        o->dtype_name = H->dtype_name(dt);
-        o->nbytes = hvq_numel(o) * H->dtype_size(dt);
     }
-    hvq_ggml_fallback_warn(ctx, &fb, setup->output_path, s->ggml);
+    uint64_t most = 0;
+    for (size_t k = 0; seen[k]; k++)
+        if (params[k] > most) {
+            most = params[k];
+            s->main = seen[k];
+        }
+    hvq_ggml_fallback_warn(ctx, &fb, setup->output_path);
     return HVQ_OK;
 }
 
@@ -153,8 +192,8 @@ static hvq_status dequant_open(hvq_ctx *ctx, const hvq_params *params,
         return HVQ_E_NOMEM;
     *state = s; /* the host closes it, also after a failure */
     s->n = setup->n_tensors;
-    s->ggml = hvq_ggml_type_find(dtype);
-    hvq_status st = s->ggml ? check_gguf(ctx, dtype, fmt, setup->output_path) : HVQ_OK;
+    s->ggml_out = hvq_ggml_type_find(dtype) || strcmp(dtype, "native") == 0;
+    hvq_status st = s->ggml_out ? check_gguf(ctx, dtype, fmt, setup->output_path) : HVQ_OK;
     if (st != HVQ_OK)
         return st;
     if (!(s->infos = H->calloc(ctx, s->n ? s->n : 1, sizeof *s->infos)))
@@ -163,8 +202,8 @@ static hvq_status dequant_open(hvq_ctx *ctx, const hvq_params *params,
         return st;
     const hvq_meta *meta = setup->source_meta;
     size_t n_meta = setup->n_source_meta;
-    if (s->ggml) {
-        if (!hvq_ggml_meta_init(&s->meta, meta, n_meta, s->ggml))
+    if (s->main) {
+        if (!hvq_ggml_meta_init(&s->meta, meta, n_meta, s->main))
             return H->error(ctx, HVQ_E_NOMEM, "dequant: out of memory");
         meta = s->meta.meta;
         n_meta = s->meta.n;
@@ -216,7 +255,7 @@ static hvq_status dequant_tensor(hvq_ctx *ctx, void *state, const hvq_result *r)
         return H->sink_write(ctx, s->sink, &r->original);
     hvq_tensor t;
     t.info = *info;
-    if (s->ggml && (t.data = own_blocks(ctx, r, s->types[i], info->nbytes)) != NULL) {
+    if (s->as_ggml[i] && (t.data = own_blocks(ctx, r, s->types[i], info->nbytes)) != NULL) {
         s->n_blocks++;
         return H->sink_write(ctx, s->sink, &t);
     }
@@ -229,7 +268,7 @@ static hvq_status dequant_tensor(hvq_ctx *ctx, void *state, const hvq_result *r)
         s->buf_len = need;
     }
     hvq_status st;
-    if (s->ggml) {
+    if (s->as_ggml[i]) {
         st = hvq_ggml_quantize(ctx, info, s->types[i], r->recon, s->buf);
         s->n_quantized++;
     } else {
@@ -245,11 +284,11 @@ static hvq_status dequant_tensor(hvq_ctx *ctx, void *state, const hvq_result *r)
 static hvq_status dequant_finish(hvq_ctx *ctx, void *state)
 {
     dequant_state *s = state;
-    if (s->ggml)
+    if (s->main)
         ctx->host->log(ctx, HVQ_LOG_INFO,
-                       "dequant: %s: %zu tensors written as the ggml clusterer's blocks, %zu "
-                       "quantized from their reconstruction",
-                       s->ggml->ggml, s->n_blocks, s->n_quantized);
+                       "dequant: %zu tensors written as the ggml clusterer's blocks, %zu "
+                       "quantized from their reconstruction (mostly %s)",
+                       s->n_blocks, s->n_quantized, s->main->ggml);
     return ctx->host->sink_finish(ctx, s->sink);
 }
 
@@ -262,6 +301,7 @@ static void dequant_close(hvq_ctx *ctx, void *state)
         ctx->host->sink_close(ctx, s->sink);
     ctx->host->free(s->infos);
     ctx->host->free(s->types);
+    ctx->host->free(s->as_ggml);
     hvq_ggml_meta_free(&s->meta);
     ctx->host->free(s->buf);
     ctx->host->free(s);
