@@ -136,7 +136,8 @@ END_TEST
 
 /* q4_0: no fallback (the down projections are excluded by the pipeline),
  * no warning, the Q4_0 tensors read back (as F32) as the container
- * decodes them, LLAMA_FTYPE_MOSTLY_Q4_0. */
+ * decodes them, LLAMA_FTYPE_MOSTLY_Q4_0; decode --dtype native or q4_0 of
+ * the container writes the container's blocks: the very same file. */
 START_TEST(q4_0_pipeline_matches_the_container)
 {
     char *err = NULL;
@@ -170,6 +171,15 @@ START_TEST(q4_0_pipeline_matches_the_container)
     hvq_registry_free(reg);
     hvq_ctx_free(ctx);
     expect_file_type(P("q.gguf"), 2);
+    /* decoding the container: its blocks as they are, the very file */
+    static const char *const dts[] = {"native", "q4_0"};
+    for (int k = 0; k < 2; k++) {
+        const char *d2[] = {"decode", P("q.hvq"), "-o", P("d.gguf"), "--dtype", dts[k], "-f",
+                            "-q", NULL};
+        ck_assert_int_eq(hvq_run(d2, &err), 0);
+        free(err);
+        ck_assert_msg(th_same_bytes(P("d.gguf"), P("q.gguf")), "decode --dtype %s", dts[k]);
+    }
 }
 END_TEST
 
@@ -304,8 +314,8 @@ START_TEST(bad_dtype_and_non_gguf_outputs_exit_2)
     const char *bad1[] = {"decode", P("x.hvq"), "-o",
                           th_join(dir, "y.gguf"), "--dtype", "q9_0", NULL};
     ck_assert_int_eq(hvq_run(bad1, &err), 2);
-    th_assert_contains(err, "--dtype q9_0: expected same, f32, f16, bf16 or a llama.cpp block "
-                            "type for GGUF (q8_0");
+    th_assert_contains(err, "--dtype q9_0: expected same, f32, f16, bf16, or for GGUF native "
+                            "or a llama.cpp block type (q8_0");
     free(err);
     const char *bad2[] = {"decode", P("x.hvq"), "-o",
                           th_join(dir, "y.safetensors"), "--dtype", "q8_0", NULL};

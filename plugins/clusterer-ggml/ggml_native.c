@@ -87,6 +87,27 @@ hvq_status hvq_ggml_quantize(hvq_ctx *ctx, const hvq_tensor_info *o, const hvq_g
     return HVQ_OK;
 }
 
+void hvq_ggml_mix_add(hvq_ggml_mix *m, const hvq_ggml_type *t, uint64_t params)
+{
+    size_t k = 0;
+    while (k < 15 && m->type[k] && m->type[k] != t)
+        k++;
+    m->type[k] = t;
+    m->params[k] += params;
+}
+
+const hvq_ggml_type *hvq_ggml_mix_main(const hvq_ggml_mix *m)
+{
+    const hvq_ggml_type *best = NULL;
+    uint64_t most = 0;
+    for (size_t k = 0; k < 16 && m->type[k]; k++)
+        if (!best || m->params[k] > most) {
+            most = m->params[k];
+            best = m->type[k];
+        }
+    return best;
+}
+
 #define KEY_FTYPE "general.file_type"
 #define KEY_QVERSION "general.quantization_version"
 

@@ -47,6 +47,17 @@ typedef struct hvq_ggml_meta {
 int hvq_ggml_meta_init(hvq_ggml_meta *g, const hvq_meta *meta, size_t n, const hvq_ggml_type *t);
 void hvq_ggml_meta_free(hvq_ggml_meta *g);
 
+/* The types of a file, by parameters: general.file_type is that of the
+ * type holding the most (the first to reach it on a tie). */
+typedef struct hvq_ggml_mix {
+    const hvq_ggml_type *type[16]; /* in the order first added; 12 at most */
+    uint64_t params[16];
+} hvq_ggml_mix;
+
+void hvq_ggml_mix_add(hvq_ggml_mix *m, const hvq_ggml_type *t, uint64_t params);
+/* NULL when nothing was added. */
+const hvq_ggml_type *hvq_ggml_mix_main(const hvq_ggml_mix *m);
+
 /* The fallbacks of a declaration, for the one summary warning: "3 of 35
  * tensors ... written as F16 (3)". Counts by type; text is the sentence. */
 typedef struct hvq_ggml_fallbacks {

@@ -99,8 +99,7 @@ static hvq_status declare(hvq_ctx *ctx, dequant_state *s, const char *dtype,
 {
     const hvq_host *H = ctx->host;
     hvq_ggml_fallbacks fb = {0};
-    uint64_t params[16] = {0}; /* per target type, in the order first seen */
-    const hvq_ggml_type *seen[16] = {NULL};
+    hvq_ggml_mix mix = {{NULL}, {0}};
     if (!(s->types = H->calloc(ctx, s->n ? s->n : 1, sizeof *s->types)) ||
         !(s->as_ggml = H->calloc(ctx, s->n ? s->n : 1, 1)))
         return HVQ_E_NOMEM;
@@ -113,11 +112,7 @@ static hvq_status declare(hvq_ctx *ctx, dequant_state *s, const char *dtype,
             s->types[i] = hvq_ggml_declare(o, t);
             hvq_ggml_fallback_note(&fb, o->name, o->ndim ? o->shape[o->ndim - 1] : 1, t,
                                    s->types[i]);
-            size_t k = 0; /* at most 12 types */
-            while (seen[k] && seen[k] != t)
-                k++;
-            seen[k] = t;
-            params[k] += hvq_numel(o);
+            hvq_ggml_mix_add(&mix, t, hvq_numel(o));
         } else if (setup->compressed[i]) {
             hvq_dtype dt = out_dtype(dtype, setup->tensors[i].dtype);
             o->dtype = dt;
@@ -125,12 +120,7 @@ static hvq_status declare(hvq_ctx *ctx, dequant_state *s, const char *dtype,
             o->nbytes = hvq_numel(o) * H->dtype_size(dt);
         }
     }
-    uint64_t most = 0;
-    for (size_t k = 0; seen[k]; k++)
-        if (params[k] > most) {
-            most = params[k];
-            s->main = seen[k];
-        }
+    s->main = hvq_ggml_mix_main(&mix);
     hvq_ggml_fallback_warn(ctx, &fb, setup->output_path);
     return HVQ_OK;
 }
