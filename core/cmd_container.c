@@ -6,6 +6,7 @@
 #include "container.h"
 #include "driver.h"
 #include "dtype.h"
+#include "ggml_native.h"
 #include "parallel.h"
 #include "params.h"
 #include "util.h"
@@ -103,7 +104,15 @@ static void usage_decode(FILE *f)
           "  -o, --output PATH     the file to write (required)\n"
           "      --dtype TYPE      element type of reconstructed tensors: same (default:\n"
           "                        the original's when F32, F16 or BF16, else F32), f32,\n"
-          "                        f16 or bf16 (rounded to nearest even)\n"
+          "                        f16 or bf16 (rounded to nearest even); or, for a GGUF\n"
+          "                        output, a llama.cpp block type: q8_0 (8.5 bits per\n"
+          "                        weight), q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_K..q6_K,\n"
+          "                        iq4_xs, quantized as llama-quantize does without an\n"
+          "                        importance matrix (rows that fit no block fall back\n"
+          "                        as llama-quantize's do, with one warning); tensors\n"
+          "                        the ggml clusterer stored in that type are written\n"
+          "                        as its blocks; native: each tensor the ggml\n"
+          "                        clusterer stored as its blocks, the others as same\n"
           "      --format NAME     output format (a sink plugin, e.g. safetensors);\n"
           "                        default: from OUTPUT's extension, else the container's\n"
           "                        source format\n"
@@ -230,6 +239,10 @@ typedef struct dec_job {
     const char *outp;
     const hvq_loaded_plugin *sp;
     hvq_tensor_info *infos;
+    int ggml_out;                /* --dtype native or a llama.cpp block type */
+    const hvq_ggml_type **types; /* per tensor, after fallback (NULL: F16) */
+    unsigned char *how;          /* per tensor: DEC_FLOAT, DEC_QUANT, DEC_BLOCKS */
+    const hvq_ggml_type *main;   /* the ggml type of the most parameters */
     size_t n, n_comp, cap, conv_cap;
     int two;                  /* two sets of buffers (a writer thread) */
     float *buf[2];
@@ -237,33 +250,82 @@ typedef struct dec_job {
     hvq_sink_handle *sink;
     out_thread w;
     int writer, threaded, slot; /* the writer thread runs, ran; the slot */
+    hvq_ggml_meta meta;       /* with --dtype a ggml type */
     double t_crc, t_dec, t_conv, t_write, t_wait;
 } dec_job;
 
-/* What the sink is told: every tensor with its output dtype. */
+enum { DEC_FLOAT, DEC_QUANT, DEC_BLOCKS };
+
+/* The value of attribute key of a container stage, or NULL. */
+static const char *stage_attr(const hvq_container_stage *s, const char *key)
+{
+    for (size_t a = 0; a < s->n_attrs; a++)
+        if (strcmp(s->attrs[a].key, key) == 0)
+            return s->attrs[a].value;
+    return NULL;
+}
+
+/* The ggml type compressed tensor t is written in (NULL: a float dtype):
+ * --dtype's, or with native the type the ggml clusterer stored it in. */
+static const hvq_ggml_type *dec_target(const hvq_container_tensor *t, const char *dtype)
+{
+    if (strcmp(dtype, "native") != 0)
+        return hvq_ggml_type_find(dtype);
+    const char *type = strcmp(t->clusterer.plugin, "ggml") == 0
+                           ? stage_attr(&t->clusterer, "type") : NULL;
+    return type ? hvq_ggml_type_find(type) : NULL;
+}
+
+/* Whether t's stored blocks are what it is declared as (type ft): the ggml
+ * clusterer's, of that type, without column gains or a residual. */
+static int own_blocks(const hvq_container_tensor *t, const hvq_ggml_type *ft)
+{
+    const char *type = stage_attr(&t->clusterer, "type");
+    return ft && strcmp(t->clusterer.plugin, "ggml") == 0 && type &&
+           strcmp(type, ft->name) == 0 && !stage_attr(&t->clusterer, "col_exponent") &&
+           t->residual.n_components == 0;
+}
+
+/* What the sink is told: every tensor with its output dtype, or as ggml
+ * blocks (after llama-quantize's fallback, with one warning); j->main. */
 static void dec_declare(dec_job *j, const char *dtype)
 {
+    hvq_ggml_fallbacks fb = {0};
+    hvq_ggml_mix mix = {{NULL}, {0}};
     for (size_t i = 0; i < j->n; i++) {
         const hvq_container_tensor *t = hvq_container_info(j->c, i);
         hvq_tensor_info *o = &j->infos[i];
         o->name = t->name;
         o->ndim = t->ndim;
         memcpy(o->shape, t->shape, sizeof o->shape);
-        if (t->compressed) {
-            o->dtype = decode_dtype(dtype, t->dtype);
+        const hvq_ggml_type *tt = t->compressed && j->ggml_out ? dec_target(t, dtype) : NULL;
+        if (tt) {
+            j->types[i] = hvq_ggml_declare(o, tt);
+            j->how[i] = own_blocks(t, j->types[i]) ? DEC_BLOCKS : DEC_QUANT;
+            hvq_ggml_fallback_note(&fb, o->name, o->ndim ? o->shape[o->ndim - 1] : 1, tt,
+                                   j->types[i]);
+            hvq_ggml_mix_add(&mix, tt, t->numel);
+        } else if (t->compressed) {
+            o->dtype = decode_dtype(strcmp(dtype, "native") == 0 ? "same" : dtype, t->dtype);
             o->dtype_name = hvq_dtype_name(o->dtype);
             o->nbytes = t->numel * hvq_dtype_size(o->dtype);
-            if (t->numel > j->cap)
-                j->cap = (size_t)t->numel;
-            if (o->dtype != HVQ_DTYPE_F32 && t->numel > j->conv_cap)
-                j->conv_cap = (size_t)t->numel;
-            j->n_comp++;
         } else {
             o->dtype = t->dtype;
             o->dtype_name = t->dtype_name;
             o->nbytes = t->stored_bytes;
         }
+        if (t->compressed) {
+            if (t->numel > j->cap)
+                j->cap = (size_t)t->numel;
+            /* conv holds 2 bytes a value: F16, BF16, and every ggml type
+             * offered (Q8_0, the widest, 34 bytes per 32 values) */
+            if (o->dtype != HVQ_DTYPE_F32 && t->numel > j->conv_cap)
+                j->conv_cap = (size_t)t->numel;
+            j->n_comp++;
+        }
     }
+    j->main = hvq_ggml_mix_main(&mix);
+    hvq_ggml_fallback_warn(j->ctx, &fb, j->outp);
 }
 
 /* The buffers, the sink and, with threads, the writer thread. */
@@ -280,6 +342,12 @@ static hvq_status dec_open(dec_job *j, int64_t max_shard)
     const hvq_meta *meta;
     size_t n_meta;
     hvq_container_source_meta(j->c, &meta, &n_meta);
+    if (j->main) { /* general.file_type */
+        if (!hvq_ggml_meta_init(&j->meta, meta, n_meta, j->main))
+            return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
+        meta = j->meta.meta;
+        n_meta = j->meta.n;
+    }
     /* The shard size is an option of the sink only when given, so formats
      * without it still decode; the host names a format that lacks it. */
     char shard_opt[64];
@@ -325,14 +393,20 @@ static hvq_status dec_tensor(dec_job *j, size_t i)
         return st;
     j->t_crc += hvq_now() - tl;
     tl = hvq_now();
-    if (!t->compressed) {
+    if (!t->compressed || j->how[i] == DEC_BLOCKS) { /* the stored bytes */
         if (j->writer && (st = out_wait(ctx, &j->w)) != HVQ_OK)
             return st;
         j->t_wait += hvq_now() - tl;
         tl = hvq_now();
-        if ((st = hvq_container_read_raw(ctx, j->c, i, &out)) == HVQ_OK) {
-            out.info.dtype = j->infos[i].dtype; /* as declared to the sink */
-            out.info.dtype_name = j->infos[i].dtype_name;
+        st = t->compressed ? hvq_container_read_component(ctx, j->c, i, "blocks", &out)
+                           : hvq_container_read_raw(ctx, j->c, i, &out);
+        if (st == HVQ_OK && out.info.nbytes != j->infos[i].nbytes)
+            st = hvq_error(ctx, HVQ_E_INPUT, "%s: tensor '%s': its blocks are %llu bytes, "
+                           "not the %llu its type needs", hvq_container_path(j->c), t->name,
+                           (unsigned long long)out.info.nbytes,
+                           (unsigned long long)j->infos[i].nbytes);
+        if (st == HVQ_OK) {
+            out.info = j->infos[i]; /* as declared to the sink */
             st = ctx->host->sink_write(ctx, j->sink, &out);
         }
         j->t_write += hvq_now() - tl;
@@ -344,7 +418,10 @@ static hvq_status dec_tensor(dec_job *j, size_t i)
     j->t_dec += hvq_now() - tl;
     tl = hvq_now();
     const void *data = buf;
-    if (j->infos[i].dtype != HVQ_DTYPE_F32) {
+    if (j->how[i] == DEC_QUANT) {
+        st = hvq_ggml_quantize(ctx, &j->infos[i], j->types[i], buf, j->conv[j->slot]);
+        data = j->conv[j->slot];
+    } else if (j->infos[i].dtype != HVQ_DTYPE_F32) {
         st = hvq_convert_parallel(ctx, j->infos[i].dtype, j->conv[j->slot], HVQ_DTYPE_F32, buf,
                                   t->numel);
         data = j->conv[j->slot];
@@ -430,10 +507,17 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
     if (st != HVQ_OK)
         return st;
     j.n = hvq_container_count(j.c);
-    if (!(j.infos = hvq_calloc(ctx, j.n ? j.n : 1, sizeof *j.infos)))
+    j.ggml_out = hvq_ggml_type_find(dtype) || strcmp(dtype, "native") == 0;
+    if (!(j.infos = hvq_calloc(ctx, j.n ? j.n : 1, sizeof *j.infos)) ||
+        !(j.types = hvq_calloc(ctx, j.n ? j.n : 1, sizeof *j.types)) ||
+        !(j.how = hvq_calloc(ctx, j.n ? j.n : 1, 1)))
         st = HVQ_E_NOMEM;
     if (st == HVQ_OK && !(j.sp = choose_sink(ctx, reg, j.c, outp, format)))
         st = hvq_ctx_status(ctx) ? hvq_ctx_status(ctx) : HVQ_E_INPUT;
+    if (st == HVQ_OK && j.ggml_out && strcmp(j.sp->desc.name, "gguf") != 0)
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: --dtype %s writes llama.cpp blocks, which only "
+                       "GGUF stores, and this output is %s; write a .gguf file (or --format "
+                       "gguf), or choose f32, f16 or bf16", outp, dtype, j.sp->desc.name);
     if (st == HVQ_OK) {
         dec_declare(&j, dtype);
         st = dec_open(&j, max_shard);
@@ -454,6 +538,9 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
     if (j.w.ctx)
         hvq_ctx_free(j.w.ctx);
     free(j.infos);
+    free(j.types);
+    free(j.how);
+    hvq_ggml_meta_free(&j.meta);
     hvq_container_close(ctx, j.c);
     return st;
 }
@@ -513,8 +600,12 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
         case OPT_DTYPE:
             dtype = optarg;
             if (strcmp(dtype, "same") != 0 && strcmp(dtype, "f32") != 0 &&
-                strcmp(dtype, "f16") != 0 && strcmp(dtype, "bf16") != 0) {
-                fprintf(stderr, "hvqconv: error: --dtype %s: expected same, f32, f16 or bf16\n",
+                strcmp(dtype, "f16") != 0 && strcmp(dtype, "bf16") != 0 &&
+                strcmp(dtype, "native") != 0 && !hvq_ggml_type_find(dtype)) {
+                fprintf(stderr, "hvqconv: error: --dtype %s: expected same, f32, f16, bf16, "
+                                "or for GGUF native or a llama.cpp block type (q8_0, q4_0, "
+                                "q4_1, q5_0, q5_1, iq4_nl, q2_K, q3_K, q4_K, q5_K, q6_K, "
+                                "iq4_xs)\n",
                         dtype);
                 rc = HVQ_EXIT_BAD_INPUT;
             }

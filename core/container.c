@@ -258,6 +258,25 @@ hvq_status hvq_container_read_raw(hvq_ctx *ctx, hvq_container *c, size_t i, hvq_
     return read_part(ctx, c, i, 0, 1, out, &role, &key);
 }
 
+hvq_status hvq_container_read_component(hvq_ctx *ctx, hvq_container *c, size_t i,
+                                        const char *name, hvq_tensor *out)
+{
+    hvq_status st = hvq_container_verify(ctx, c, i);
+    if (st != HVQ_OK)
+        return st;
+    const hvq_container_tensor *t = &c->v->tensors[i];
+    for (size_t k = 0; t->compressed && k < t->n_stored; k++) {
+        int role;
+        const char *key;
+        if ((st = read_part(ctx, c, i, k, 0, out, &role, &key)) != HVQ_OK)
+            return st;
+        if (role == HVQ_PART_CLUSTERER && strcmp(key, name) == 0)
+            return read_part(ctx, c, i, k, 1, out, &role, &key);
+    }
+    return hvq_error(ctx, HVQ_E_INTERNAL, "%s: tensor '%s' has no clusterer component '%s'",
+                     c->path, t->name, name);
+}
+
 /* The hvq_encoded of one stage (HVQ_PART_CLUSTERER or _RESIDUAL): copies
  * of the stored components. */
 static hvq_status build_enc(hvq_ctx *ctx, hvq_container *c, size_t i, int which,

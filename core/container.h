@@ -58,6 +58,12 @@ hvq_status hvq_container_verify(hvq_ctx *ctx, hvq_container *c, size_t i);
  * CRC first. */
 hvq_status hvq_container_read_raw(hvq_ctx *ctx, hvq_container *c, size_t i, hvq_tensor *t);
 
+/* Component name of compressed tensor i's clusterer, as stored (e.g. the
+ * ggml clusterer's "blocks"). t->data stays valid until the next read or
+ * close. Checks the CRC first. */
+hvq_status hvq_container_read_component(hvq_ctx *ctx, hvq_container *c, size_t i,
+                                        const char *name, hvq_tensor *out);
+
 /* Tensor i as float32 (numel values): a compressed tensor is
  * reconstructed; a pass-through F32/F16/BF16/F64 tensor is converted;
  * other pass-through tensors give HVQ_E_UNSUPPORTED. Checks the CRC first.

@@ -546,6 +546,7 @@ static const hvq_host host_table = {
     .sink_control = hvq_sink_pass_control,
     .shared_get = hvq_shared_get,
     .shared_put = hvq_shared_put,
+    .writer_stage_param = hvq_writer_stage_param,
 };
 
 const hvq_host *hvq_host_table(void) { return &host_table; }

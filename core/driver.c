@@ -1351,23 +1351,61 @@ static hvq_status write_report(hvq_ctx *ctx, const hvq_pipeline *p, const hvq_ru
     return st;
 }
 
+/* What writer_open may ask through host->writer_stage_param: the setup
+ * first (the plugin's pointer is this one), then the run. */
+typedef struct writer_call {
+    hvq_writer_setup setup;
+    const run_io *io;
+} writer_call;
+
+/* The writer_open call running on this thread. */
+static _Thread_local const writer_call *tl_writer;
+
+const char *hvq_writer_stage_param(hvq_ctx *ctx, const hvq_writer_setup *setup, size_t i,
+                                   const char *stage, const char *key)
+{
+    const writer_call *w = tl_writer;
+    if (!setup || !stage || !w || &w->setup != setup || i >= w->io->n || !w->io->selected[i])
+        return NULL;
+    int s = 0;
+    while (s < HVQ_STAGE_WRITER && strcmp(hvq_stage_name(s), stage) != 0)
+        s++;
+    const hvq_loaded_plugin *pl;
+    hvq_params par;
+    if (s == HVQ_STAGE_WRITER ||
+        hvq_pipeline_stage_cand(ctx, w->io->p, s, w->io->infos[i].name,
+                                w->io->choice ? w->io->choice[i] : -1, &pl, &par) != HVQ_OK)
+        return NULL;
+    if (!key)
+        return pl->desc.name;
+    for (size_t k = 0; k < par.count; k++)
+        if (strcmp(par.specs[k].name, key) == 0)
+            return par.values[k].s;
+    return NULL;
+}
+
 /* Opens the writer (*opened: its close is due) with the effective pipeline
  * recorded (into *yaml, freed by the caller). */
 static hvq_status open_writer(run_io *io, char **yaml, int *opened)
 {
     const hvq_pipeline *p = io->p;
     *yaml = hvq_pipeline_record(p, io->src->desc.name, io->src->desc.version);
-    hvq_writer_setup setup = {
-        .output_path = p->output, .source_path = p->input, .source_format = io->src->desc.name,
-        .tensors = io->infos, .compressed = io->selected, .n_tensors = io->n,
-        .pipeline_yaml = *yaml ? *yaml : "",
-    };
+    writer_call call = {
+        .setup = {.output_path = p->output, .source_path = p->input,
+                  .source_format = io->src->desc.name, .tensors = io->infos,
+                  .compressed = io->selected, .n_tensors = io->n,
+                  .pipeline_yaml = *yaml ? *yaml : ""},
+        .io = io};
     if (io->src->desc.source_meta)
-        io->src->desc.source_meta(io->sstate, &setup.source_meta, &setup.n_source_meta);
+        io->src->desc.source_meta(io->sstate, &call.setup.source_meta,
+                                  &call.setup.n_source_meta);
     const hvq_stage_cfg *wc = &p->stages[HVQ_STAGE_WRITER];
     hvq_params wpar = {wc->n_values, wc->values, io->wp->desc.params};
     *opened = 1;
-    return io->wp->desc.writer_open(io->ctx, &wpar, &setup, &io->wstate);
+    tl_writer = &call;
+    hvq_status st = io->wp->desc.writer_open(io->ctx, &wpar, &call.setup, &io->wstate);
+    tl_writer = NULL;
+    return st;
 }
 
 /* Every tensor through the writer, then its finish. */

@@ -115,4 +115,9 @@ hvq_status hvq_top_k(hvq_ctx *ctx, const float *score, uint64_t n, uint64_t k,
  * (as the driver made it) is in, from the pipeline's hessian stage. */
 hvq_status hvq_cluster_hessian_full(hvq_ctx *ctx, const hvq_cluster_input *in, float *h);
 
+/* host->writer_stage_param: what the run will use for a compressed tensor,
+ * asked from within writer_open. */
+const char *hvq_writer_stage_param(hvq_ctx *ctx, const hvq_writer_setup *setup, size_t i,
+                                   const char *stage, const char *key);
+
 #endif

@@ -362,3 +362,14 @@ int th_run_suite(Suite *s)
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
+
+const char *th_model_meta(hvq_ctx *ctx, hvq_model *m, const char *key)
+{
+    const hvq_meta *meta;
+    size_t n;
+    ctx->host->model_meta(m, &meta, &n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(meta[i].key, key) == 0)
+            return meta[i].value;
+    return NULL;
+}

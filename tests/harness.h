@@ -77,6 +77,9 @@ void th_assert_dir_holds(const char *dir, ...);
 void th_copy_file(const char *from, const char *to, size_t max_bytes);
 /* Whether files a and b hold the same bytes. */
 int th_same_bytes(const char *a, const char *b);
+/* The value of metadata key of a model opened with host->model_open (the
+ * format's own encoding: typed JSON text for GGUF), or NULL. */
+const char *th_model_meta(hvq_ctx *ctx, hvq_model *m, const char *key);
 
 /* ck_assert that haystack contains needle, printing both on failure. */
 #define th_assert_contains(haystack, needle)                                  \

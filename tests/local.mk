@@ -55,7 +55,7 @@ TESTS += tests/test_hessian_file
 check_PROGRAMS += tests/test_writer_dequant
 tests_test_writer_dequant_SOURCES = tests/test_writer_dequant.c
 tests_test_writer_dequant_CFLAGS = $(HVQ_TEST_CFLAGS)
-tests_test_writer_dequant_LDADD = $(HVQ_TEST_LIBS)
+tests_test_writer_dequant_LDADD = $(HVQ_TEST_LIBS) -lm
 TESTS += tests/test_writer_dequant
 
 # One test file per small stage plugin, in the stage harness.
@@ -86,3 +86,11 @@ TESTS += tests/test_rtn tests/test_coo16 tests/test_magnitude tests/test_obd \
 # core header; the core has no model code.
 dist_check_SCRIPTS = tests/boundary.sh
 TESTS += tests/boundary.sh
+
+# llama.cpp's block types written natively into GGUF (the dequant writer
+# and decode --dtype q8_0), through the real binary on the demo model.
+check_PROGRAMS += tests/test_gguf_native
+tests_test_gguf_native_SOURCES = tests/test_gguf_native.c
+tests_test_gguf_native_CFLAGS = $(HVQ_TEST_CFLAGS)
+tests_test_gguf_native_LDADD = $(HVQ_TEST_LIBS)
+TESTS += tests/test_gguf_native

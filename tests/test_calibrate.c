@@ -408,13 +408,7 @@ END_TEST
 /* The typed JSON text of a GGUF metadata key of m, or NULL. */
 static const char *meta_of(hvq_model *m, const char *key)
 {
-    const hvq_meta *meta;
-    size_t n;
-    ctx->host->model_meta(m, &meta, &n);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(meta[i].key, key) == 0)
-            return meta[i].value;
-    return NULL;
+    return th_model_meta(ctx, m, key);
 }
 
 START_TEST(save_reads_back)

@@ -363,7 +363,38 @@ END_TEST
 
 /* K types: 256-value super-blocks; decode == recon (in encode), a zero
  * super-block is all zero bytes in Q6_K, rows of 64 are refused. */
-START_TEST(k_types_round_trip_and_refuse_short_rows)
+/* The fallback types of the K types, in the order of the test below. */
+static const char *const fallbacks[] = {"q4_0", "q4_0", "q5_0", "q5_1", "q8_0", "iq4_nl"};
+
+/* encode_on for a type whose rows fall back: the encoding is checked as
+ * the fallback type's (the attribute names the type used). */
+static hvq_status fallback_encode(const char *type, const char *mode, const float *x,
+                                  uint64_t rows, uint64_t cols, const float *h, float *recon,
+                                  hvq_encoded *enc)
+{
+    char tkv[32], wkv[32];
+    snprintf(tkv, sizeof tkv, "type=%s", type);
+    snprintf(wkv, sizeof wkv, "weights=%s", mode);
+    const char *kv[] = {tkv, wkv, NULL};
+    th_params tp;
+    th_params_make(&tp, ggml, kv);
+    hvq_cluster_input in = {.tensor_name = "t", .x = x, .rows = rows, .cols = cols,
+                            .hessian = h, .seed = 1};
+    hvq_encoded_init(enc);
+    hvq_status st = ggml->cluster_encode(ctx, &tp.p, &in, recon, enc);
+    if (st == HVQ_OK) {
+        const char *used = ctx->host->enc_attr_get(enc, "type");
+        const hvq_component *c = ctx->host->enc_get(enc, "blocks");
+        ck_assert_uint_eq(c->nbytes, rows * cols / block_size(used) * block_bytes(used));
+        float *dec = malloc(rows * cols * sizeof *dec);
+        ck_assert_int_eq(ggml->cluster_decode(ctx, enc, rows, cols, dec), HVQ_OK);
+        ck_assert(memcmp(dec, recon, rows * cols * sizeof *dec) == 0);
+        free(dec);
+    }
+    return st;
+}
+
+START_TEST(k_types_round_trip_and_fall_back_on_short_rows)
 {
     enum { R = 4, C = 512 };
     static float x[R * C], recon[R * C], h[C];
@@ -383,8 +414,16 @@ START_TEST(k_types_round_trip_and_refuse_short_rows)
             for (int i = 0; i < 210 && t == 4; i++)
                 ck_assert_uint_eq(b[i], 0);
             hvq_encoded_clear(&enc);
-            ck_assert_int_eq(encode(names[t], modes[m], x, 8, 64, h, recon, &enc), HVQ_E_INPUT);
-            th_assert_contains(hvq_ctx_error(ctx), "block size 256");
+            /* rows of 64: llama-quantize's fallback type, whole */
+            ck_assert_int_eq(fallback_encode(names[t], modes[m], x, 8, 64, h, recon, &enc),
+                             HVQ_OK);
+            ck_assert_str_eq(ctx->host->enc_attr_get(&enc, "type"), fallbacks[t]);
+            hvq_encoded_clear(&enc);
+            /* rows of 48 fit no fallback either (llama-quantize: F16) */
+            ck_assert_int_eq(fallback_encode(names[t], modes[m], x, 8, 48, h, recon, &enc),
+                             HVQ_E_INPUT);
+            th_assert_contains(hvq_ctx_error(ctx), "block size 256 (llama-quantize stores such "
+                                                   "a tensor as F16; exclude it)");
             hvq_ctx_clear_error(ctx);
             hvq_encoded_clear(&enc);
         }
@@ -687,7 +726,7 @@ static Suite *suite(void)
     tcase_add_test(tc, q8_0_and_q4_1_hand_blocks);
     tcase_add_test(tc, zero_blocks_follow_llama_cpp);
     tcase_add_test(tc, random_rows_follow_the_reference_formulas);
-    tcase_add_test(tc, k_types_round_trip_and_refuse_short_rows);
+    tcase_add_test(tc, k_types_round_trip_and_fall_back_on_short_rows);
     tcase_add_test(tc, threads_give_the_same_bytes);
     tcase_add_test(tc, threads_report_the_first_bad_row);
     tcase_add_test(tc, refuses_rows_that_fit_no_block_and_huge_values);

@@ -1035,6 +1035,114 @@ START_TEST(gguf_dequant)
 }
 END_TEST
 
+/* ggml block types written through the host's sink (OPAQUE with the ggml
+ * type name as dtype_name): the type ids and the aligned offsets in the
+ * header, Q8_0 and Q4_0 read back as F32 by the source, the K types byte
+ * for byte, and a declared size that is not rows * blocks per row * block
+ * bytes refused with the numbers. */
+START_TEST(gguf_sink_ggml_blocks)
+{
+    enum { NB = 6 };
+    static const struct {
+        const char *name, *type;
+        uint32_t id;
+        int64_t rows, cols;
+        size_t bytes;
+    } ts[] = {
+        {"q8", "Q8_0", 8, 3, 64, NB * 34},   {"q4", "Q4_0", 2, 3, 64, NB * 18},
+        {"q4k", "Q4_K", 12, 2, 256, 2 * 144}, {"q6k", "Q6_K", 14, 1, 512, 2 * 210},
+        {"q5_0", "Q5_0", 6, 1, 32, 22},
+    };
+    enum { N = sizeof ts / sizeof ts[0] };
+    unsigned char data[N][600];
+    hvq_tensor_info info[N];
+    const hvq_host *H = g_ctx->host;
+    const char *p = tmp("blocks.gguf");
+    hvq_sink_handle *hs;
+    size_t i, j;
+
+    memset(info, 0, sizeof info);
+    for (i = 0; i < N; i++) {
+        for (j = 0; j < sizeof data[i]; j++)
+            data[i][j] = (unsigned char)(i * 13 + j * 5 + 1);
+        if (i < 2) /* finite fp16 scales for the dequantized types */
+            for (j = 0; j < NB; j++) {
+                size_t at = j * (i == 0 ? 34 : 18);
+                data[i][at] = (unsigned char)(scales[j] & 0xff);
+                data[i][at + 1] = (unsigned char)(scales[j] >> 8 & 0x3f);
+            }
+        info[i].name = ts[i].name;
+        info[i].dtype = HVQ_DTYPE_OPAQUE;
+        info[i].dtype_name = ts[i].type;
+        info[i].ndim = 2;
+        info[i].shape[0] = ts[i].rows;
+        info[i].shape[1] = ts[i].cols;
+        info[i].nbytes = ts[i].bytes;
+    }
+    info[4].nbytes = 21; /* wrong: one Q5_0 block is 22 bytes */
+    ck_assert_ptr_null(H->sink_open_params(g_ctx, "gguf", p, NULL, NULL, 0, info, N));
+    th_assert_contains(hvq_ctx_error(g_ctx),
+                       "tensor 'q5_0': declared as 21 bytes but Q5_0 [1, 32] needs 22");
+    ck_assert(!th_exists(p));
+    info[4].nbytes = 22;
+    hs = H->sink_open_params(g_ctx, "gguf", p, NULL, NULL, 0, info, N);
+    ck_assert_msg(hs != NULL, "%s", hvq_ctx_error(g_ctx));
+    for (i = 0; i < N; i++) {
+        hvq_tensor t = {info[i], data[i]};
+        ck_assert_int_eq(H->sink_write(g_ctx, hs, &t), HVQ_OK);
+    }
+    ck_assert_int_eq(H->sink_finish(g_ctx, hs), HVQ_OK);
+    H->sink_close(g_ctx, hs);
+    ck_assert_int_eq(hvq_outputs_commit(g_ctx), HVQ_OK);
+
+    /* the header: after each name, n_dims, ne[0], ne[1], the type id and an
+     * offset that is a multiple of 32 */
+    size_t n;
+    char *f = th_read_file(p, &n);
+    ck_assert_ptr_nonnull(f);
+    for (i = 0; i < N; i++) {
+        size_t k, len = strlen(ts[i].name);
+        for (k = 8; k + len + 32 < n; k++) /* the name after its length */
+            if (memcmp(f + k, ts[i].name, len) == 0 && (unsigned char)f[k - 8] == len)
+                break;
+        ck_assert(k + len + 32 < n);
+        const unsigned char *q = (const unsigned char *)f + k + len + 4 + 16;
+        uint32_t id = (uint32_t)q[0] | (uint32_t)q[1] << 8;
+        uint64_t off = 0;
+        for (j = 0; j < 8; j++)
+            off |= (uint64_t)q[4 + j] << (8 * j);
+        ck_assert_uint_eq(id, ts[i].id);
+        ck_assert_uint_eq(off % 32, 0);
+    }
+    free(f);
+
+    void *src = open_ok(p);
+    for (i = 0; i < N; i++) {
+        hvq_tensor x;
+        ck_assert_int_eq(gg->source_read(g_ctx, src, i, &x), HVQ_OK);
+        ck_assert_int_eq(x.info.shape[0], ts[i].rows);
+        ck_assert_int_eq(x.info.shape[1], ts[i].cols);
+        if (i >= 2) {
+            ck_assert_int_eq(x.info.dtype, HVQ_DTYPE_OPAQUE);
+            ck_assert_str_eq(x.info.dtype_name, ts[i].type);
+            ck_assert(memcmp(x.data, data[i], ts[i].bytes) == 0);
+            continue;
+        }
+        ck_assert_int_eq(x.info.dtype, HVQ_DTYPE_F32);
+        for (j = 0; j < (size_t)(ts[i].rows * ts[i].cols); j++) {
+            const unsigned char *b = data[i] + j / 32 * (i == 0 ? 34 : 18);
+            float d = ref_half((uint16_t)(b[0] | b[1] << 8)), want;
+            if (i == 0)
+                want = d * (float)(int8_t)b[2 + j % 32];
+            else
+                want = d * (float)((j % 32 < 16 ? b[2 + j % 16] & 15 : b[2 + j % 16] >> 4) - 8);
+            ck_assert(memcmp(&want, (const float *)x.data + j, 4) == 0);
+        }
+    }
+    gg->source_close(g_ctx, src);
+}
+END_TEST
+
 /* Every other ggml type passes through byte for byte; integer and F64
  * tensors map to hvq's types. */
 START_TEST(gguf_opaque_passthrough)
@@ -1986,6 +2094,7 @@ static Suite *suite(void)
     tcase_add_test(tc, gguf_sink_order);
     tcase_add_test(tc, gguf_dequant);
     tcase_add_test(tc, gguf_opaque_passthrough);
+    tcase_add_test(tc, gguf_sink_ggml_blocks);
     tcase_add_test(tc, gguf_versions_alignment);
     tcase_add_test(tc, gguf_base_is_valid);
     tcase_add_loop_test(tc, gguf_corrupt, 0, N_BAD);

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <zlib.h>
 
 #ifndef PACKAGE_VERSION
@@ -288,6 +289,14 @@ static hvq_status hw_open(hvq_ctx *ctx, const hvq_params *params, const hvq_writ
     if (H->struct_size < offsetof(hvq_host, sink_control) + sizeof H->sink_control)
         return H->error(ctx, HVQ_E_UNSUPPORTED, "%s: writer 'hvq' needs a host with "
                         "sink_control (a newer hvqconv)", setup->output_path);
+    size_t plen = strlen(setup->output_path);
+    if (plen >= 5 && strcasecmp(setup->output_path + plen - 5, ".gguf") == 0)
+        return H->error(ctx, HVQ_E_INPUT,
+                        "%s: writer 'hvq' writes an hvq container (a safetensors file), not "
+                        "GGUF; for a GGUF llama.cpp runs, add --set stages.writer.plugin=dequant "
+                        "--set stages.writer.dtype=native (the ggml clusterer's blocks as they "
+                        "are) or a block type such as q8_0",
+                        setup->output_path);
     hw_state *s = H->calloc(ctx, 1, sizeof *s);
     if (!s)
         return HVQ_E_NOMEM;

@@ -202,6 +202,8 @@ typedef struct hvq_cluster_input hvq_cluster_input; /* defined below */
 typedef struct hvq_model hvq_model;             /* a model file opened for a
                                                    plugin by the host */
 typedef struct hvq_sink_control hvq_sink_control; /* defined below */
+struct hvq_writer_setup;                        /* defined below (the
+                                                   typedef hvq_writer_setup) */
 
 /* Called by host->parallel_for once per chunk: chunk is its number
  * (0-based), [begin, end) its items. */
@@ -419,6 +421,19 @@ struct hvq_host {
     void *(*shared_get)(hvq_ctx *ctx, const char *key);
     hvq_status (*shared_put)(hvq_ctx *ctx, const char *key, void *value,
                              void (*release)(void *value));
+
+    /* For a writer that declares its output before the tensors arrive
+     * (e.g. the clusterer's own block types into GGUF): what the run will
+     * use for compressed tensor i of the setup its writer_open call
+     * received (overrides and a size target's choice applied), as text:
+     * the plugin of stage `stage` ("hessian", "importance", "clusterer",
+     * "residual") when key is NULL, else the resolved value of that
+     * plugin's parameter key. NULL (no error set) when tensor i is not
+     * compressed, there is no such stage or parameter, or setup is not the
+     * one of the writer_open call running on this thread. Valid for the
+     * run. Check HVQ_HOST_HAS before calling: older hosts lack it. */
+    const char *(*writer_stage_param)(hvq_ctx *ctx, const struct hvq_writer_setup *setup,
+                                      size_t i, const char *stage, const char *key);
 };
 
 /* Whether the host a plugin runs in has the slot `field` (a host built

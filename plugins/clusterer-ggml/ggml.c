@@ -17,9 +17,12 @@
  *            auto:    hessian, unless every H is exactly 1 (no imatrix, or
  *                     a tensor the imatrix has no entry for).
  *
- * A row whose length is not a multiple of the block size is refused
- * (llama-quantize falls back to another type for such tensors; exclude
- * them in the pipeline).
+ * A row whose length is not a multiple of the block size takes
+ * llama-quantize's fallback type (ggml_native.h: q4_K -> q5_0, q6_K ->
+ * q8_0, ...; the attribute "type" then names the type used), as the dequant
+ * writer declares it for GGUF; where llama-quantize would fall back to F16
+ * (the types with blocks of 32, or a fallback that does not fit either)
+ * the tensor is refused: exclude it in the pipeline.
  *
  * Rows are quantized (and decoded) on up to host->threads(ctx) threads, in
  * fixed chunks of rows; the bytes do not depend on the count.
@@ -50,6 +53,7 @@
 #include "finite.h"
 #include "gptq.h"
 #include "ggml_gptq.h"
+#include "ggml_native.h"
 #include "ggml_quants.h"
 
 #include <math.h>
@@ -269,11 +273,17 @@ static hvq_status ggml_encode(hvq_ctx *ctx, const hvq_params *params,
     const hvq_ggml_type *t = hvq_ggml_type_find(params->values[P_TYPE].s);
     if (!t)
         return H->error(ctx, HVQ_E_INTERNAL, "ggml: unknown type '%s'", params->values[P_TYPE].s);
-    if (in->cols % (uint64_t)t->block != 0)
+    const hvq_ggml_type *ft = hvq_ggml_fallback(t, (int64_t)in->cols);
+    if (!ft)
         return H->error(ctx, HVQ_E_INPUT,
                         "tensor '%s': rows of %llu columns are not a multiple of the %s block "
-                        "size %d",
+                        "size %d (llama-quantize stores such a tensor as F16; exclude it)",
                         in->tensor_name, (unsigned long long)in->cols, t->name, t->block);
+    if (ft != t)
+        H->log(ctx, HVQ_LOG_DEBUG, "tensor '%s': rows of %llu columns fit no %s block; %s, as "
+               "llama-quantize falls back", in->tensor_name, (unsigned long long)in->cols,
+               t->name, ft->name);
+    t = ft;
     const float *qw = t->uses_weights ? choose_weights(params->values[P_WEIGHTS].s, in) : NULL;
     uint64_t row_bytes = in->cols / (uint64_t)t->block * t->block_bytes;
     int64_t shape[2] = {(int64_t)in->rows, (int64_t)row_bytes};

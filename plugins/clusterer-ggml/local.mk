@@ -2,19 +2,31 @@
 # -ffp-contract=off: llama.cpp's reference build evaluates every multiply and
 # add separately (no fused multiply-add), and identical bytes need the same.
 # libhvqjson.la: common/gptq.c (GPTQ error feedback).
-plugin_LTLIBRARIES += plugins/clusterer_ggml.la
-plugins_clusterer_ggml_la_SOURCES = \
-	plugins/clusterer-ggml/ggml.c \
+# libhvqggml.la: the quantizers and the native GGUF helpers
+# (ggml_native.c), linked into the clusterer, the dequant writer and the
+# core (`hvqconv decode --dtype q8_0`), so all three write the same blocks.
+noinst_LTLIBRARIES += libhvqggml.la
+libhvqggml_la_SOURCES = \
 	plugins/clusterer-ggml/ggml_quants.c \
 	plugins/clusterer-ggml/ggml_kquants.c \
 	plugins/clusterer-ggml/ggml_iquants.c \
-	plugins/clusterer-ggml/ggml_gptq.c \
-	plugins/clusterer-ggml/ggml_gptq.h \
+	plugins/clusterer-ggml/ggml_native.c \
+	plugins/clusterer-ggml/ggml_native.h \
 	plugins/clusterer-ggml/ggml_quants.h
+libhvqggml_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
+libhvqggml_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
+libhvqggml_la_LIBADD = -lm
+GGML_CPPFLAGS = -I$(top_srcdir)/plugins/clusterer-ggml
+
+plugin_LTLIBRARIES += plugins/clusterer_ggml.la
+plugins_clusterer_ggml_la_SOURCES = \
+	plugins/clusterer-ggml/ggml.c \
+	plugins/clusterer-ggml/ggml_gptq.c \
+	plugins/clusterer-ggml/ggml_gptq.h
 plugins_clusterer_ggml_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 plugins_clusterer_ggml_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
 plugins_clusterer_ggml_la_LDFLAGS = $(PLUGIN_LDFLAGS)
-plugins_clusterer_ggml_la_LIBADD = libhvqjson.la -lm
+plugins_clusterer_ggml_la_LIBADD = libhvqggml.la libhvqjson.la -lm
 
 check_PROGRAMS += tests/test_ggml
 tests_test_ggml_SOURCES = tests/test_ggml.c
