@@ -1124,6 +1124,21 @@ static void rope(float *x, int64_t n, int64_t stride, int heads, int hd, int int
     }
 }
 
+#ifdef LL_VECTORS
+/* The attention's four-lane step: a[i] += s[i] * (the four floats at
+ * x + i * step), i < 4, each lane its own multiply and add. ll_scores
+ * steps across 16 adjacent keys (step 4, one query value for all), and
+ * ll_weighted down four value rows (step stride, four weights). */
+static inline void ll_madd4(ll_v4 a[4], const float s[4], const float *x, int64_t step)
+{
+    for (int i = 0; i < 4; i++) {
+        ll_v4 xv;
+        memcpy(&xv, x + i * step, sizeof xv);
+        a[i] += s[i] * xv;
+    }
+}
+#endif
+
 /* sc[j] = sum over d (in order) of q[d] * kt[d * stride + j], j < n. */
 static void ll_scores(float *sc, const float *q, const float *kt, int64_t stride, int hd,
                       int64_t n)
@@ -1131,23 +1146,12 @@ static void ll_scores(float *sc, const float *q, const float *kt, int64_t stride
     int64_t j = 0;
 #ifdef LL_VECTORS
     for (; j + 16 <= n; j += 16) {
-        ll_v4 c0 = {0, 0, 0, 0}, c1 = c0, c2 = c0, c3 = c0;
+        ll_v4 c[4] = {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
         for (int d = 0; d < hd; d++) {
-            const float *k = kt + d * stride + j;
-            ll_v4 k0, k1, k2, k3;
-            memcpy(&k0, k, sizeof k0);
-            memcpy(&k1, k + 4, sizeof k1);
-            memcpy(&k2, k + 8, sizeof k2);
-            memcpy(&k3, k + 12, sizeof k3);
-            c0 += q[d] * k0;
-            c1 += q[d] * k1;
-            c2 += q[d] * k2;
-            c3 += q[d] * k3;
+            const float qd[4] = {q[d], q[d], q[d], q[d]};
+            ll_madd4(c, qd, kt + d * stride + j, 4);
         }
-        memcpy(sc + j, &c0, sizeof c0);
-        memcpy(sc + j + 4, &c1, sizeof c1);
-        memcpy(sc + j + 8, &c2, sizeof c2);
-        memcpy(sc + j + 12, &c3, sizeof c3);
+        memcpy(sc + j, c, sizeof c);
     }
     for (; j + 4 <= n; j += 4) {
         ll_v4 acc = {0, 0, 0, 0};
@@ -1177,20 +1181,10 @@ static void ll_weighted(float *o, const float *p, const float *v, int64_t stride
     int d = 0;
 #ifdef LL_VECTORS
     for (; d + 4 <= hd; d += 4) {
-        ll_v4 a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t j = 0; j < nb; j += 4) {
-            const float *vj = v + j * stride + d;
-            ll_v4 v0, v1, v2, v3;
-            memcpy(&v0, vj, sizeof v0);
-            memcpy(&v1, vj + stride, sizeof v1);
-            memcpy(&v2, vj + 2 * stride, sizeof v2);
-            memcpy(&v3, vj + 3 * stride, sizeof v3);
-            a0 += p[j] * v0;
-            a1 += p[j + 1] * v1;
-            a2 += p[j + 2] * v2;
-            a3 += p[j + 3] * v3;
-        }
-        ll_v4 acc = (a0 + a1) + (a2 + a3);
+        ll_v4 a[4] = {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
+        for (int64_t j = 0; j < nb; j += 4)
+            ll_madd4(a, p + j, v + j * stride + d, stride);
+        ll_v4 acc = (a[0] + a[1]) + (a[2] + a[3]);
         for (int64_t j = nb; j < n; j++) {
             ll_v4 vv;
             memcpy(&vv, v + j * stride + d, sizeof vv);
