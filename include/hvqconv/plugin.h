@@ -389,7 +389,8 @@ struct hvq_host {
      * `architectures` lists architecture (e.g. "llama", GGUF's
      * general.architecture or config.json's model_type). Returns the
      * descriptor as the host keeps it (valid for the whole run, fields past
-     * the plugin's struct_size zero); the caller then calls its model_* and
+     * the plugin's struct_size zero, struct_size what the copy holds: check
+     * an appended member with HVQ_PLUGIN_HAS); the caller then calls its model_* and
      * tokenizer_* callbacks itself, passing its own ctx, and closes what it
      * opened. NULL with an error set (HVQ_E_NOTFOUND for an unknown name,
      * HVQ_E_UNSUPPORTED for an architecture no plugin runs; the message
