@@ -36,7 +36,10 @@
  *   - evaluate: parsing, --set, validation errors and the YAML round trip;
  *   - compare's PPL column (uncompressed row first, 4.236 for the demo
  *     model on the first 40 windows), --no-eval, the JSON report, the
- *     first pipeline's evaluation used for every row, and run --eval. */
+ *     first pipeline's evaluation used for every row, and run --eval;
+ *   - the layer-major pass calibrate uses (model_windows, model_open_lazy):
+ *     the same hook sums and NLL bits as window by window, and a lazy model
+ *     holding one block's weights at a time. */
 #include "config.h"
 
 #include "eval.h"

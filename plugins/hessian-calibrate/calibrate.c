@@ -24,7 +24,11 @@
  * directory or file with config.json (in the directory, or beside the
  * file), or a GGUF file (configuration from its llama.* metadata, RoPE in
  * llama.cpp's order). The host opens the model (model_open; host->detect
- * tells a GGUF file) and the model plugin reads its tensors from it.
+ * tells a GGUF file) and the model plugin reads its tensors from it. When
+ * the plugin can (model_open_lazy, model_windows), it reads them block by
+ * block as a layer-major pass reaches them: every window through block l,
+ * then block l + 1, so one block's weights are held at a time instead of
+ * the whole model in float32; the sums are the same bits either way.
  *
  * Names. A tensor is matched by its Hugging Face name
  * (model.layers.N.self_attn.q_proj.weight) or its llama.cpp name

@@ -12,6 +12,11 @@
  *              x += (silu(h Wgate^T) * (h Wup^T)) Wdown^T
  *   logits = (rmsnorm(x) * out_norm) Wout^T, then the log-softmax in double.
  *
+ * Several windows run layer-major (hvq_llama_windows): each window keeps
+ * its own x, and block l runs for every window in turn before block l + 1,
+ * so a lazily loaded model (hvq_llama_load_lazy) reads one block's weights
+ * at a time; one window is the same computation, whatever the grouping.
+ *
  * Determinism: every output element of a matrix product is one dot product
  * computed by one thread in a fixed order (eight interleaved partial sums
  * combined pairwise, then the tail), whatever the number of threads and
