@@ -1072,6 +1072,7 @@ typedef struct pass_log {
     int ahead;           /* a call came after a later block was read */
     hvq_model *hm;       /* the supplier's model */
     int gets, top_block; /* tensors supplied; highest block asked for */
+    const char *absent;  /* a tensor the supplier says is not there */
 } pass_log;
 
 static void pass_hook(void *ud, int layer, int which, const float *x, int n_tokens, int in_dim)
@@ -1095,6 +1096,8 @@ static hvq_status pass_get(void *ud, hvq_ctx *c, const char *name, float **data,
 {
     pass_log *g = ud;
     hvq_tensor t;
+    if (g->absent && strcmp(name, g->absent) == 0)
+        return HVQ_E_NOTFOUND;
     hvq_status st = c->host->model_find(c, g->hm, name, &t);
     if (st != HVQ_OK)
         return st;
@@ -1224,6 +1227,39 @@ START_TEST(one_block_at_a_time)
 }
 END_TEST
 
+/* A lazy model missing a tensor of block 2 opens (only the embedding is
+ * read), and the pass that reaches the block fails with model_open's
+ * message, leaves *nll and *n_scored alone and holds no weights after. */
+START_TEST(lazy_error_mid_pass)
+{
+    int32_t *ids;
+    uint64_t n_ids;
+    ck_assert_int_eq(hvq_eval_read_tokens(ctx, th_src(TOKENS), &ids, &n_ids), HVQ_OK);
+    pass_log *g = calloc(1, sizeof *g);
+    g->hm = ctx->host->model_open(ctx, th_src(MODEL));
+    g->absent = "model.layers.2.mlp.up_proj.weight";
+    char *cfg = th_read_file(th_src(MODEL "/config.json"), NULL);
+    hvq_llama_source src = {cfg, NULL, 0, pass_get, g, "demo"};
+    hvq_llama *m = NULL;
+    ck_assert_int_eq(hvq_llama_load(ctx, &src, &m), HVQ_E_INPUT);
+    char eager[512];
+    snprintf(eager, sizeof eager, "%s", hvq_ctx_error(ctx));
+    ck_assert_msg(hvq_llama_load_lazy(ctx, &src, &m) == HVQ_OK, "%s", hvq_ctx_error(ctx));
+    free(cfg);
+    double nll = 1.5;
+    uint64_t scored = 7;
+    ck_assert_int_eq(hvq_llama_windows(ctx, m, ids, 2, 32, &nll, &scored), HVQ_E_INPUT);
+    ck_assert_str_eq(hvq_ctx_error(ctx), eager);
+    th_assert_contains(hvq_ctx_error(ctx), "no tensor 'model.layers.2.mlp.up_proj.weight'");
+    ck_assert(nll == 1.5 && scored == 7);
+    ck_assert_uint_eq(hvq_llama_weights_held(m), 0);
+    hvq_llama_free(m);
+    ctx->host->model_close(ctx, g->hm);
+    free(g);
+    free(ids);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("calibrate");
@@ -1244,6 +1280,7 @@ int main(void)
     tcase_add_test(tc, run_eval);
     tcase_add_test(tc, layer_major_same);
     tcase_add_test(tc, one_block_at_a_time);
+    tcase_add_test(tc, lazy_error_mid_pass);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
