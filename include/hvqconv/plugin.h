@@ -390,9 +390,9 @@ struct hvq_host {
      * general.architecture or config.json's model_type). Returns the
      * descriptor as the host keeps it (valid for the whole run, fields past
      * the plugin's struct_size zero, struct_size what the copy holds: check
-     * an appended member with HVQ_PLUGIN_HAS); the caller then calls its model_* and
-     * tokenizer_* callbacks itself, passing its own ctx, and closes what it
-     * opened. NULL with an error set (HVQ_E_NOTFOUND for an unknown name,
+     * an appended member with HVQ_PLUGIN_HAS); the caller then calls its
+     * model_* and tokenizer_* callbacks itself, passing its own ctx, and
+     * closes what it opened. NULL with an error set (HVQ_E_NOTFOUND for an unknown name,
      * HVQ_E_UNSUPPORTED for an architecture no plugin runs; the message
      * names it). Check HVQ_HOST_HAS before calling: older hosts lack it. */
     const struct hvq_plugin *(*model_plugin)(hvq_ctx *ctx, const char *name,
@@ -861,9 +861,11 @@ typedef struct hvq_plugin {
      * the pass reaches them, converted then and freed after: in->model
      * (or in->get and in->get_ud) is kept and must stay valid, the file
      * open, until model_close; the rest of *in is copied as model_open
-     * does. The configuration and the token embedding are read here (so
-     * model_info is complete), and an error in a later tensor is reported
-     * by the window that reaches it, with model_open's message. */
+     * does. The configuration and what the pass needs first (for llama,
+     * the token embedding) are read here, so model_info is complete but
+     * for `tied` when the configuration does not say it (known after the
+     * first pass); an error in a later tensor is reported by the pass that
+     * reaches it, with model_open's message. */
     hvq_status (*model_open_lazy)(hvq_ctx *ctx, const hvq_params *params,
                                   const hvq_model_input *in, void **state);
     /* Runs n_windows windows of n tokens each, window w being
