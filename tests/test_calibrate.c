@@ -1114,6 +1114,22 @@ static hvq_status pass_get(void *ud, hvq_ctx *c, const char *name, float **data,
     return HVQ_OK;
 }
 
+/* A counting supplier over the demo model for hvq_llama_load(_lazy): a
+ * new log (g->hm open), the configuration text in *cfg and the demo
+ * tokens in *ids (free the three). */
+static hvq_llama_source pass_source(pass_log **g, char **cfg, int32_t **ids)
+{
+    uint64_t n_ids;
+    ck_assert_int_eq(hvq_eval_read_tokens(ctx, th_src(TOKENS), ids, &n_ids), HVQ_OK);
+    ck_assert_uint_ge(n_ids, 128);
+    *g = calloc(1, sizeof **g);
+    ck_assert_ptr_nonnull(*g);
+    (*g)->hm = ctx->host->model_open(ctx, th_src(MODEL));
+    ck_assert_ptr_nonnull((*g)->hm);
+    *cfg = th_read_file(th_src(MODEL "/config.json"), NULL);
+    return (hvq_llama_source){*cfg, NULL, 0, pass_get, *g, "demo"};
+}
+
 /* The demo model through the llama plugin's descriptor: opened as `how`
  * says (0 model_open + model_window per window, 1 model_open +
  * model_windows, 2 model_open_lazy + model_windows), windows of n tokens
@@ -1186,14 +1202,10 @@ END_TEST
 START_TEST(one_block_at_a_time)
 {
     int32_t *ids;
-    uint64_t n_ids;
-    ck_assert_int_eq(hvq_eval_read_tokens(ctx, th_src(TOKENS), &ids, &n_ids), HVQ_OK);
-    pass_log *g = calloc(1, sizeof *g);
+    pass_log *g;
+    char *cfg;
+    hvq_llama_source src = pass_source(&g, &cfg, &ids);
     double(*first)[HVQ_LLAMA_N_LINEAR][FFN] = malloc(sizeof g->sum);
-    g->hm = ctx->host->model_open(ctx, th_src(MODEL));
-    ck_assert_ptr_nonnull(g->hm);
-    char *cfg = th_read_file(th_src(MODEL "/config.json"), NULL);
-    hvq_llama_source src = {cfg, NULL, 0, pass_get, g, "demo"};
     hvq_llama *m = NULL;
     ck_assert_msg(hvq_llama_load_lazy(ctx, &src, &m) == HVQ_OK, "%s", hvq_ctx_error(ctx));
     free(cfg);
@@ -1233,13 +1245,10 @@ END_TEST
 START_TEST(lazy_error_mid_pass)
 {
     int32_t *ids;
-    uint64_t n_ids;
-    ck_assert_int_eq(hvq_eval_read_tokens(ctx, th_src(TOKENS), &ids, &n_ids), HVQ_OK);
-    pass_log *g = calloc(1, sizeof *g);
-    g->hm = ctx->host->model_open(ctx, th_src(MODEL));
+    pass_log *g;
+    char *cfg;
+    hvq_llama_source src = pass_source(&g, &cfg, &ids);
     g->absent = "model.layers.2.mlp.up_proj.weight";
-    char *cfg = th_read_file(th_src(MODEL "/config.json"), NULL);
-    hvq_llama_source src = {cfg, NULL, 0, pass_get, g, "demo"};
     hvq_llama *m = NULL;
     ck_assert_int_eq(hvq_llama_load(ctx, &src, &m), HVQ_E_INPUT);
     char eager[512];
