@@ -270,9 +270,13 @@ static hvq_status add_desc(hvq_registry *reg, hvq_ctx *ctx, const hvq_plugin *ra
         return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
     /* Read the header first: the size field says how much else is there. */
     size_t n = raw->struct_size < sizeof(hvq_plugin) ? raw->struct_size : sizeof(hvq_plugin);
-    if (raw->abi_version == HVQ_ABI_VERSION && n >= HVQ_PLUGIN_MIN_SIZE)
+    if (raw->abi_version == HVQ_ABI_VERSION && n >= HVQ_PLUGIN_MIN_SIZE) {
         memcpy(&lp->desc, raw, n);
-    else
+        /* What the copy holds: a caller handed it (host->model_plugin)
+         * checks a member with HVQ_PLUGIN_HAS, which must not reach past
+         * this host's descriptor for a plugin built with a longer one. */
+        lp->desc.struct_size = (uint32_t)n;
+    } else
         memcpy(&lp->desc, raw, 2 * sizeof(uint32_t));
     if (hvq_plugin_validate(&lp->desc, why, sizeof why) != HVQ_OK) {
         free(lp);

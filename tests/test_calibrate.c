@@ -36,7 +36,10 @@
  *   - evaluate: parsing, --set, validation errors and the YAML round trip;
  *   - compare's PPL column (uncompressed row first, 4.236 for the demo
  *     model on the first 40 windows), --no-eval, the JSON report, the
- *     first pipeline's evaluation used for every row, and run --eval. */
+ *     first pipeline's evaluation used for every row, and run --eval;
+ *   - the layer-major pass calibrate uses (model_windows, model_open_lazy):
+ *     the same hook sums and NLL bits as window by window, and a lazy model
+ *     holding one block's weights at a time. */
 #include "config.h"
 
 #include "eval.h"
@@ -1051,6 +1054,218 @@ START_TEST(run_eval)
 }
 END_TEST
 
+/* ---- layer-major passes: model_windows and model_open_lazy ------------- */
+
+/* What the hook saw, per block and linear layer: the sum of x^2 per column
+ * (in the order the calls came) and the rows; with a lazy hvq_llama, the
+ * weights it held at each call and the highest block its supplier had
+ * been asked for. */
+typedef struct pass_log {
+    double sum[N_LAYERS][HVQ_LLAMA_N_LINEAR][FFN];
+    uint64_t rows[N_LAYERS][HVQ_LLAMA_N_LINEAR];
+    const hvq_llama *m;
+    size_t block_floats; /* what m may hold during a block */
+    int held_bad;        /* a call saw m hold anything else */
+    int ahead;           /* a call came after a later block was read */
+    hvq_model *hm;       /* the supplier's model */
+    int gets, top_block; /* tensors supplied; highest block asked for */
+    const char *absent;  /* a tensor the supplier says is not there */
+} pass_log;
+
+static void pass_hook(void *ud, int layer, int which, const float *x, int n_tokens, int in_dim)
+{
+    pass_log *g = ud;
+    ck_assert(layer >= 0 && layer < N_LAYERS && which >= 0 && which < HVQ_LLAMA_N_LINEAR);
+    ck_assert_int_eq(in_dim, cols_of((hvq_llama_linear)which));
+    for (int t = 0; t < n_tokens; t++)
+        for (int j = 0; j < in_dim; j++)
+            g->sum[layer][which][j] += (double)x[t * in_dim + j] * x[t * in_dim + j];
+    g->rows[layer][which] += (uint64_t)n_tokens;
+    if (g->m && hvq_llama_weights_held(g->m) != g->block_floats)
+        g->held_bad = 1;
+    if (g->m && g->top_block != layer)
+        g->ahead = 1;
+}
+
+/* A tensor supplier over the demo model (float32) that counts. */
+static hvq_status pass_get(void *ud, hvq_ctx *c, const char *name, float **data, int *ndim,
+                           int64_t shape[HVQ_MAX_DIMS])
+{
+    pass_log *g = ud;
+    hvq_tensor t;
+    if (g->absent && strcmp(name, g->absent) == 0)
+        return HVQ_E_NOTFOUND;
+    hvq_status st = c->host->model_find(c, g->hm, name, &t);
+    if (st != HVQ_OK)
+        return st;
+    ck_assert_int_eq(t.info.dtype, HVQ_DTYPE_F32);
+    *data = malloc(t.info.nbytes);
+    ck_assert_ptr_nonnull(*data);
+    memcpy(*data, t.data, t.info.nbytes);
+    *ndim = t.info.ndim;
+    memcpy(shape, t.info.shape, sizeof t.info.shape);
+    g->gets++;
+    int l;
+    if (sscanf(name, "model.layers.%d.", &l) == 1 && l > g->top_block)
+        g->top_block = l;
+    return HVQ_OK;
+}
+
+/* A counting supplier over the demo model for hvq_llama_load(_lazy): a
+ * new log (g->hm open), the configuration text in *cfg and the demo
+ * tokens in *ids (free the three). */
+static hvq_llama_source pass_source(pass_log **g, char **cfg, int32_t **ids)
+{
+    uint64_t n_ids;
+    ck_assert_int_eq(hvq_eval_read_tokens(ctx, th_src(TOKENS), ids, &n_ids), HVQ_OK);
+    ck_assert_uint_ge(n_ids, 128);
+    *g = calloc(1, sizeof **g);
+    ck_assert_ptr_nonnull(*g);
+    (*g)->hm = ctx->host->model_open(ctx, th_src(MODEL));
+    ck_assert_ptr_nonnull((*g)->hm);
+    *cfg = th_read_file(th_src(MODEL "/config.json"), NULL);
+    return (hvq_llama_source){*cfg, NULL, 0, pass_get, *g, "demo"};
+}
+
+/* The demo model through the llama plugin's descriptor: opened as `how`
+ * says (0 model_open + model_window per window, 1 model_open +
+ * model_windows, 2 model_open_lazy + model_windows), windows of n tokens
+ * with the hook logging into g; the negative log-likelihood in *nll. */
+static void plugin_pass(hvq_ctx *c, int how, const int32_t *ids, int windows, int n,
+                        pass_log *g, double *nll, uint64_t *scored)
+{
+    hvq_registry *r = th_registry(c);
+    const hvq_plugin *mp = th_plugin(r, HVQ_KIND_MODEL, "llama");
+    ck_assert(HVQ_PLUGIN_HAS(mp, model_open_lazy) && HVQ_PLUGIN_HAS(mp, model_windows));
+    hvq_model *hm = c->host->model_open(c, th_src(MODEL));
+    ck_assert_ptr_nonnull(hm);
+    char *cfg = th_read_file(th_src(MODEL "/config.json"), NULL);
+    hvq_model_input in = {.path = th_src(MODEL), .model = hm, .config_json = cfg};
+    void *st = NULL;
+    ck_assert_msg((how == 2 ? mp->model_open_lazy : mp->model_open)(c, NULL, &in, &st) ==
+                      HVQ_OK, "%s", hvq_ctx_error(c));
+    free(cfg); /* the plugin keeps none of *in but the model */
+    mp->model_set_hook(st, pass_hook, g);
+    if (how == 0)
+        for (int w = 0; w < windows; w++)
+            ck_assert_int_eq(mp->model_window(c, st, ids + w * n, n, nll, scored), HVQ_OK);
+    else
+        ck_assert_msg(mp->model_windows(c, st, ids, windows, n, nll, scored) == HVQ_OK, "%s",
+                      hvq_ctx_error(c));
+    mp->model_close(c, st);
+    c->host->model_close(c, hm);
+    hvq_registry_free(r);
+}
+
+/* Layer-major (every window through block l, then l + 1), with the
+ * weights held or read block by block, gives the hook the same sums and
+ * the same negative log-likelihood, bit for bit, as window after window;
+ * with 1 and 3 threads. */
+START_TEST(layer_major_same)
+{
+    int32_t *ids;
+    uint64_t n_ids;
+    ck_assert_int_eq(hvq_eval_read_tokens(ctx, th_src(TOKENS), &ids, &n_ids), HVQ_OK);
+    enum { W = 3, N = 96 };
+    ck_assert_uint_ge(n_ids, W * N);
+    pass_log *g = calloc(4, sizeof *g);
+    double nll[4] = {0.25, 0.25, 0.25, 0.25}; /* added to, as calibrate's running sum */
+    uint64_t scored[4] = {0};
+    for (int k = 0; k < 4; k++) {
+        hvq_ctx_opts o = {.quiet = 1, .threads = k == 3 ? 3 : 1};
+        hvq_ctx *c = hvq_ctx_new(&o);
+        plugin_pass(c, k == 3 ? 2 : k, ids, W, N, &g[k], &nll[k], &scored[k]);
+        hvq_ctx_free(c);
+    }
+    for (int k = 1; k < 4; k++) {
+        ck_assert_msg(memcmp(g[k].sum, g[0].sum, sizeof g[0].sum) == 0, "pass %d: sums differ", k);
+        ck_assert(memcmp(g[k].rows, g[0].rows, sizeof g[0].rows) == 0);
+        ck_assert_msg(memcmp(&nll[k], &nll[0], sizeof nll[0]) == 0, "pass %d: nll %.17g vs %.17g",
+                      k, nll[k], nll[0]);
+        ck_assert_uint_eq(scored[k], scored[0]);
+    }
+    ck_assert_uint_eq(scored[0], W * (N - 1));
+    ck_assert_uint_eq(g[0].rows[N_LAYERS - 1][HVQ_LLAMA_DOWN], W * N);
+    ck_assert(nll[0] > 0.25);
+    free(g);
+    free(ids);
+}
+END_TEST
+
+/* A lazily opened model holds the embedding after opening, during block l
+ * only block l's weights (its supplier not yet asked for block l + 1), and
+ * nothing after the pass; every tensor is read once a pass (the tied head
+ * reads the embedding again). A second pass gives the same bits. */
+START_TEST(one_block_at_a_time)
+{
+    int32_t *ids;
+    pass_log *g;
+    char *cfg;
+    hvq_llama_source src = pass_source(&g, &cfg, &ids);
+    double(*first)[HVQ_LLAMA_N_LINEAR][FFN] = malloc(sizeof g->sum);
+    hvq_llama *m = NULL;
+    ck_assert_msg(hvq_llama_load_lazy(ctx, &src, &m) == HVQ_OK, "%s", hvq_ctx_error(ctx));
+    free(cfg);
+    ck_assert_uint_eq(hvq_llama_weights_held(m), 512 * HIDDEN);
+    ck_assert_int_eq(g->gets, 1);
+    g->m = m;
+    g->block_floats = 2 * HIDDEN + 2 * 64 * 64 + 2 * 32 * 64 + 3 * FFN * HIDDEN; /* q, o; k, v */
+    hvq_llama_set_hook(m, pass_hook, g);
+    double nll[2] = {0, 0};
+    uint64_t scored = 0;
+    for (int k = 0; k < 2; k++) {
+        if (k) {
+            memcpy(first, g->sum, sizeof g->sum);
+            memset(g->sum, 0, sizeof g->sum);
+        }
+        g->top_block = -1;
+        ck_assert_int_eq(hvq_llama_windows(ctx, m, ids, 2, 64, &nll[k], &scored), HVQ_OK);
+        ck_assert_int_eq(g->held_bad, 0);
+        ck_assert_int_eq(g->ahead, 0);
+        ck_assert_int_eq(g->top_block, N_LAYERS - 1);
+        ck_assert_uint_eq(hvq_llama_weights_held(m), 0);
+        ck_assert_int_eq(g->gets, (k + 1) * (1 + N_LAYERS * 9 + 2));
+    }
+    ck_assert(memcmp(first, g->sum, sizeof g->sum) == 0);
+    ck_assert(nll[0] == nll[1] && nll[0] > 0);
+    hvq_llama_free(m);
+    ctx->host->model_close(ctx, g->hm);
+    free(first);
+    free(g);
+    free(ids);
+}
+END_TEST
+
+/* A lazy model missing a tensor of block 2 opens (only the embedding is
+ * read), and the pass that reaches the block fails with model_open's
+ * message, leaves *nll and *n_scored alone and holds no weights after. */
+START_TEST(lazy_error_mid_pass)
+{
+    int32_t *ids;
+    pass_log *g;
+    char *cfg;
+    hvq_llama_source src = pass_source(&g, &cfg, &ids);
+    g->absent = "model.layers.2.mlp.up_proj.weight";
+    hvq_llama *m = NULL;
+    ck_assert_int_eq(hvq_llama_load(ctx, &src, &m), HVQ_E_INPUT);
+    char eager[512];
+    snprintf(eager, sizeof eager, "%s", hvq_ctx_error(ctx));
+    ck_assert_msg(hvq_llama_load_lazy(ctx, &src, &m) == HVQ_OK, "%s", hvq_ctx_error(ctx));
+    free(cfg);
+    double nll = 1.5;
+    uint64_t scored = 7;
+    ck_assert_int_eq(hvq_llama_windows(ctx, m, ids, 2, 32, &nll, &scored), HVQ_E_INPUT);
+    ck_assert_str_eq(hvq_ctx_error(ctx), eager);
+    th_assert_contains(hvq_ctx_error(ctx), "no tensor 'model.layers.2.mlp.up_proj.weight'");
+    ck_assert(nll == 1.5 && scored == 7);
+    ck_assert_uint_eq(hvq_llama_weights_held(m), 0);
+    hvq_llama_free(m);
+    ctx->host->model_close(ctx, g->hm);
+    free(g);
+    free(ids);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("calibrate");
@@ -1069,6 +1284,9 @@ int main(void)
     tcase_add_test(tc, compare_ppl);
     tcase_add_test(tc, compare_first_evaluation);
     tcase_add_test(tc, run_eval);
+    tcase_add_test(tc, layer_major_same);
+    tcase_add_test(tc, one_block_at_a_time);
+    tcase_add_test(tc, lazy_error_mid_pass);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -391,9 +391,10 @@ struct hvq_host {
      * `architectures` lists architecture (e.g. "llama", GGUF's
      * general.architecture or config.json's model_type). Returns the
      * descriptor as the host keeps it (valid for the whole run, fields past
-     * the plugin's struct_size zero); the caller then calls its model_* and
-     * tokenizer_* callbacks itself, passing its own ctx, and closes what it
-     * opened. NULL with an error set (HVQ_E_NOTFOUND for an unknown name,
+     * the plugin's struct_size zero, struct_size what the copy holds: check
+     * an appended member with HVQ_PLUGIN_HAS); the caller then calls its
+     * model_* and tokenizer_* callbacks itself, passing its own ctx, and
+     * closes what it opened. NULL with an error set (HVQ_E_NOTFOUND for an unknown name,
      * HVQ_E_UNSUPPORTED for an architecture no plugin runs; the message
      * names it). Check HVQ_HOST_HAS before calling: older hosts lack it. */
     const struct hvq_plugin *(*model_plugin)(hvq_ctx *ctx, const char *name,
@@ -891,6 +892,34 @@ typedef struct hvq_plugin {
     int (*sink_index_lists)(hvq_ctx *ctx, const char *index_path,
                             void (*add)(void *ud, const char *name), void *ud);
 
+    /* MODEL, optional: calibration layer-major (check HVQ_PLUGIN_HAS
+     * before calling either; a plugin that has model_open_lazy has
+     * model_windows too). */
+    /* model_open, except that the weights of the blocks and of the output
+     * head are not read here but by model_windows (and model_window) when
+     * the pass reaches them, converted then and freed after: in->model
+     * (or in->get and in->get_ud) is kept and must stay valid, the file
+     * open, until model_close; the rest of *in is copied as model_open
+     * does. The configuration and what the pass needs first (for llama,
+     * the token embedding) are read here, so model_info is complete but
+     * for `tied` when the configuration does not say it (known after the
+     * first pass); an error in a later tensor is reported by the pass that
+     * reaches it, with model_open's message. */
+    hvq_status (*model_open_lazy)(hvq_ctx *ctx, const hvq_params *params,
+                                  const hvq_model_input *in, void **state);
+    /* Runs n_windows windows of n tokens each, window w being
+     * tokens[w*n .. w*n+n), layer-major: block l for every window in
+     * window order, then block l + 1; the output head last. The hook
+     * sees block l's inputs for window 0, then window 1, ... . Adds to
+     * *nll each window's negative log-likelihood in window order, and
+     * n_windows * (n - 1) to *n_scored: the same bits as model_window
+     * called for each window in turn. Holds n_windows * n * hidden
+     * activations; a model opened with model_open_lazy holds the weights
+     * of one block at a time (or the embedding, or the head). Errors and
+     * stopping as model_window. */
+    hvq_status (*model_windows)(hvq_ctx *ctx, void *state, const int32_t *tokens,
+                                int n_windows, int n, double *nll, uint64_t *n_scored);
+
     /* New fields are appended here. */
 } hvq_plugin;
 
@@ -898,6 +927,14 @@ typedef struct hvq_plugin {
  * writer_close. */
 #define HVQ_PLUGIN_MIN_SIZE                                                   \
     (offsetof(hvq_plugin, writer_close) + sizeof(void (*)(hvq_ctx *, void *)))
+
+/* Whether a descriptor (a plugin's, or the copy host->model_plugin
+ * returns) has the member `field` set: a caller checks it before calling
+ * a member appended after the first release (the model members past
+ * tokenizer_close and later). */
+#define HVQ_PLUGIN_HAS(desc, field)                                           \
+    ((desc)->struct_size >= offsetof(hvq_plugin, field) + sizeof((desc)->field) \
+     && (desc)->field != NULL)
 
 /* Put first in a descriptor's initializer. */
 #define HVQ_PLUGIN_HEADER                                                     \

@@ -24,7 +24,11 @@
  * directory or file with config.json (in the directory, or beside the
  * file), or a GGUF file (configuration from its llama.* metadata, RoPE in
  * llama.cpp's order). The host opens the model (model_open; host->detect
- * tells a GGUF file) and the model plugin reads its tensors from it.
+ * tells a GGUF file) and the model plugin reads its tensors from it. When
+ * the plugin can (model_open_lazy, model_windows), it reads them block by
+ * block as a layer-major pass reaches them: every window through block l,
+ * then block l + 1, so one block's weights are held at a time instead of
+ * the whole model in float32; the sums are the same bits either way.
  *
  * Names. A tensor is matched by its Hugging Face name
  * (model.layers.N.self_attn.q_proj.weight) or its llama.cpp name
@@ -77,6 +81,9 @@ enum { P_TOKENS, P_WINDOWS, P_CTX, P_SAVE, P_MISSING, P_FULL };
 
 /* The largest config.json read. */
 #define CAL_MAX_CONFIG (16u << 20)
+/* The activations one layer-major pass holds at most (windows of ctx x
+ * hidden floats; at least one window). */
+#define CAL_ACTIVATIONS ((int64_t)1 << 30)
 /* Names listed in the closing warning before "and N more". */
 #define CAL_WARN_LIST 10
 
@@ -507,16 +514,26 @@ static int shared_saved(cal_shared *sh, const char *path)
     return seen;
 }
 
+/* Whether the model plugin runs windows layer-major reading one block's
+ * weights at a time (model_open_lazy and model_windows). */
+static int lazy_plugin(const hvq_plugin *mp)
+{
+    return HVQ_PLUGIN_HAS(mp, model_open_lazy) && HVQ_PLUGIN_HAS(mp, model_windows);
+}
+
 /* The model being compressed, opened by the host (model_open on the
  * pipeline's input) and built by the model plugin that runs its
  * architecture (else "llama"): configuration from the GGUF metadata of a
- * GGUF model, else config.json. */
+ * GGUF model, else config.json. A plugin that can opens it lazily: then
+ * *file is the host's model, which must stay open until model_close (the
+ * caller closes it after); else *file is NULL. */
 static hvq_status open_model(hvq_ctx *ctx, const char *model_path, const hvq_plugin **mp,
-                             void **model)
+                             void **model, hvq_model **file)
 {
     const hvq_host *H = ctx->host;
     *mp = NULL;
     *model = NULL;
+    *file = NULL;
     if (!HVQ_HOST_HAS(H, model_plugin) || !HVQ_HOST_HAS(H, detect))
         return H->error(ctx, HVQ_E_UNSUPPORTED, "calibrate: this hvqconv has no model plugins "
                         "(host->model_plugin); a newer one is needed");
@@ -546,18 +563,48 @@ static hvq_status open_model(hvq_ctx *ctx, const char *model_path, const hvq_plu
         *mp = H->model_plugin(ctx, NULL, arch);
     if (st == HVQ_OK && !*mp && !(*mp = H->model_plugin(ctx, "llama", NULL)))
         st = H->status(ctx);
-    if (st == HVQ_OK && (st = (*mp)->model_open(ctx, NULL, &in, model)) != HVQ_OK) {
+    int lazy = st == HVQ_OK && lazy_plugin(*mp);
+    if (st == HVQ_OK)
+        st = lazy ? (*mp)->model_open_lazy(ctx, NULL, &in, model)
+                  : (*mp)->model_open(ctx, NULL, &in, model);
+    if (st != HVQ_OK) {
         if (*model)
             (*mp)->model_close(ctx, *model);
         *model = NULL;
+        lazy = 0;
     }
-    H->model_close(ctx, m);
+    if (lazy)
+        *file = m;
+    else
+        H->model_close(ctx, m);
     H->free(config);
     H->free(config_path);
     return st;
 }
 
-/* Runs the windows with the hook accumulating into s. */
+/* What the hook reported after a pass: an error status, or HVQ_OK. */
+static hvq_status hook_status(hvq_ctx *ctx, const cal_state *s)
+{
+    const hvq_host *H = ctx->host;
+    if (s->hook_failed == 2)
+        return H->error(ctx, HVQ_E_NOMEM, "calibrate: out of memory");
+    if (s->hook_failed)
+        return H->error(ctx, HVQ_E_INTERNAL,
+                        "calibrate: unexpected activations entering layer %d, %s: %llu "
+                        "columns (earlier: %llu)",
+                        s->fail_layer,
+                        s->fail_which >= 0 && s->fail_which < s->n_lin
+                            ? s->lin[s->fail_which].short_name
+                            : "?",
+                        (unsigned long long)s->fail_dim, (unsigned long long)s->fail_want);
+    return HVQ_OK;
+}
+
+/* Runs the windows with the hook accumulating into s: layer-major with
+ * model_windows when the plugin has it, as many windows a call as keep
+ * their activations within CAL_ACTIVATIONS bytes (every accumulator still
+ * sees the windows in order, so the sums are the same bits), else window
+ * by window. */
 static hvq_status run_windows(hvq_ctx *ctx, cal_state *s, const hvq_plugin *mp, void *model,
                               const int32_t *ids, int64_t windows, int64_t ctx_len, double *nll,
                               uint64_t *scored)
@@ -568,21 +615,27 @@ static hvq_status run_windows(hvq_ctx *ctx, cal_state *s, const hvq_plugin *mp, 
         return H->error(ctx, HVQ_E_UNSUPPORTED, "calibrate: the model plugin '%s' has no "
                         "activation hook", mp->name);
     mp->model_set_hook(model, cal_hook, s);
-    for (int64_t w = 0; w < windows && st == HVQ_OK; w++) {
-        st = mp->model_window(ctx, model, ids + (size_t)w * (size_t)ctx_len, (int)ctx_len, nll,
-                              scored);
-        if (st == HVQ_OK && s->hook_failed == 2)
-            st = H->error(ctx, HVQ_E_NOMEM, "calibrate: out of memory");
-        else if (st == HVQ_OK && s->hook_failed)
-            st = H->error(ctx, HVQ_E_INTERNAL,
-                          "calibrate: unexpected activations entering layer %d, %s: %llu "
-                          "columns (earlier: %llu)",
-                          s->fail_layer,
-                          s->fail_which >= 0 && s->fail_which < s->n_lin
-                              ? s->lin[s->fail_which].short_name
-                              : "?",
-                          (unsigned long long)s->fail_dim, (unsigned long long)s->fail_want);
-        H->progress(ctx, (uint64_t)w + 1, (uint64_t)windows);
+    if (HVQ_PLUGIN_HAS(mp, model_windows)) {
+        hvq_model_info info;
+        mp->model_info(model, &info);
+        int64_t row = ctx_len * (info.hidden > 0 ? info.hidden : 1) * (int64_t)sizeof(float);
+        int64_t batch = CAL_ACTIVATIONS / row > 0 ? CAL_ACTIVATIONS / row : 1;
+        for (int64_t w = 0; w < windows && st == HVQ_OK; w += batch) {
+            int64_t k = windows - w < batch ? windows - w : batch;
+            st = mp->model_windows(ctx, model, ids + (size_t)w * (size_t)ctx_len, (int)k,
+                                   (int)ctx_len, nll, scored);
+            if (st == HVQ_OK)
+                st = hook_status(ctx, s);
+            H->progress(ctx, (uint64_t)(w + k), (uint64_t)windows);
+        }
+    } else {
+        for (int64_t w = 0; w < windows && st == HVQ_OK; w++) {
+            st = mp->model_window(ctx, model, ids + (size_t)w * (size_t)ctx_len, (int)ctx_len,
+                                  nll, scored);
+            if (st == HVQ_OK)
+                st = hook_status(ctx, s);
+            H->progress(ctx, (uint64_t)w + 1, (uint64_t)windows);
+        }
     }
     mp->model_set_hook(model, NULL, NULL);
     return st;
@@ -597,7 +650,8 @@ static hvq_status calibrate(hvq_ctx *ctx, cal_state *s, const char *model_path,
     const hvq_host *H = ctx->host;
     const hvq_plugin *mp;
     void *model;
-    hvq_status st = open_model(ctx, model_path, &mp, &model);
+    hvq_model *file;
+    hvq_status st = open_model(ctx, model_path, &mp, &model, &file);
     if (st != HVQ_OK)
         return st;
     hvq_model_info info;
@@ -615,6 +669,8 @@ static hvq_status calibrate(hvq_ctx *ctx, cal_state *s, const char *model_path,
     else
         st = run_windows(ctx, s, mp, model, ids, windows, ctx_len, nll, scored);
     mp->model_close(ctx, model);
+    if (file)
+        H->model_close(ctx, file);
     return st;
 }
 

@@ -12,6 +12,11 @@
  *              x += (silu(h Wgate^T) * (h Wup^T)) Wdown^T
  *   logits = (rmsnorm(x) * out_norm) Wout^T, then the log-softmax in double.
  *
+ * Several windows run layer-major (hvq_llama_windows): each window keeps
+ * its own x, and block l runs for every window in turn before block l + 1,
+ * so a lazily loaded model (hvq_llama_load_lazy) reads one block's weights
+ * at a time; one window is the same computation, whatever the grouping.
+ *
  * Determinism: every output element of a matrix product is one dot product
  * computed by one thread in a fixed order (eight interleaved partial sums
  * combined pairwise, then the tail), whatever the number of threads and
@@ -55,6 +60,10 @@ struct hvq_llama {
     float *head;       /* [vocab, hidden]; == embed when tied */
     ll_layer *layers;
     double *inv_freq;  /* head_dim / 2 rotary frequencies */
+    int lazy;          /* hvq_llama_load_lazy: the pass reads the weights */
+    int tied_known;    /* the configuration says whether the head is tied */
+    hvq_llama_get_fn get; /* the tensor supplier (kept while lazy) */
+    void *ud;
     hvq_llama_hook_fn hook;
     void *hook_ud;
     const volatile sig_atomic_t *stop; /* hvq_llama_set_stop */
@@ -91,23 +100,54 @@ void hvq_llama_set_hook(hvq_llama *m, hvq_llama_hook_fn fn, void *ud)
 
 void hvq_llama_set_stop(hvq_llama *m, const volatile sig_atomic_t *flag) { m->stop = flag; }
 
-void hvq_llama_free(hvq_llama *m)
+/* Frees block l's weights. */
+static void ll_drop_layer(ll_layer *L)
 {
-    if (!m)
-        return;
-    if (m->layers) {
-        for (int l = 0; l < m->cfg.n_layers; l++) {
-            free(m->layers[l].attn_norm);
-            free(m->layers[l].ffn_norm);
-            for (int k = 0; k < HVQ_LLAMA_N_LINEAR; k++)
-                free(m->layers[l].w[k]);
-        }
-        free(m->layers);
-    }
+    free(L->attn_norm);
+    free(L->ffn_norm);
+    for (int k = 0; k < HVQ_LLAMA_N_LINEAR; k++)
+        free(L->w[k]);
+    memset(L, 0, sizeof *L);
+}
+
+/* Frees every weight (a lazy model after a pass): what a pass needs is
+ * read again when it reaches it. */
+static void ll_unload(hvq_llama *m)
+{
+    if (m->layers)
+        for (int l = 0; l < m->cfg.n_layers; l++)
+            ll_drop_layer(&m->layers[l]);
     if (m->head != m->embed)
         free(m->head);
     free(m->embed);
     free(m->out_norm);
+    m->head = m->embed = m->out_norm = NULL;
+}
+
+size_t hvq_llama_weights_held(const hvq_llama *m)
+{
+    const hvq_llama_config *c = &m->cfg;
+    int64_t H = c->hidden, I = c->intermediate;
+    int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
+    const int64_t lin[HVQ_LLAMA_N_LINEAR] = {QD * H, KD * H, KD * H, H * QD, I * H, I * H, H * I};
+    size_t n = 0;
+    for (int l = 0; m->layers && l < c->n_layers; l++) {
+        const ll_layer *L = &m->layers[l];
+        n += (L->attn_norm ? (size_t)H : 0) + (L->ffn_norm ? (size_t)H : 0);
+        for (int k = 0; k < HVQ_LLAMA_N_LINEAR; k++)
+            n += L->w[k] ? (size_t)lin[k] : 0;
+    }
+    n += m->embed ? (size_t)c->vocab * (size_t)H : 0;
+    n += m->head && m->head != m->embed ? (size_t)c->vocab * (size_t)H : 0;
+    return n + (m->out_norm ? (size_t)H : 0);
+}
+
+void hvq_llama_free(hvq_llama *m)
+{
+    if (!m)
+        return;
+    ll_unload(m);
+    free(m->layers);
     free(m->inv_freq);
     free(m->what);
     free(m);
@@ -447,15 +487,14 @@ static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
 
 /* Loads tensor name, expecting shape [d0] (d1 == 0) or [d0, d1]; d0 == -1
  * accepts any first dimension, returned in *got0. */
-static hvq_status load_tensor(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *m,
-                              const char *name, int64_t d0, int64_t d1, float **out,
-                              int64_t *got0, int optional)
+static hvq_status load_tensor(hvq_ctx *ctx, hvq_llama *m, const char *name, int64_t d0,
+                              int64_t d1, float **out, int64_t *got0, int optional)
 {
     float *data = NULL;
     int ndim = 0;
     int64_t shape[HVQ_MAX_DIMS] = {0};
     *out = NULL;
-    hvq_status st = src->get(src->ud, ctx, name, &data, &ndim, shape);
+    hvq_status st = m->get(m->ud, ctx, name, &data, &ndim, shape);
     if (st == HVQ_E_NOTFOUND) {
         free(data);
         if (optional)
@@ -551,7 +590,7 @@ static void rope_frequencies(hvq_llama *m, const ll_rope_scaling *sc)
 }
 
 /* The norms and linear layers of block l (names by m's scheme). */
-static hvq_status load_layer(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *m, int l)
+static hvq_status load_layer(hvq_ctx *ctx, hvq_llama *m, int l)
 {
     const hvq_llama_config *c = &m->cfg;
     int64_t H = c->hidden, I = c->intermediate;
@@ -564,7 +603,7 @@ static hvq_status load_layer(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llam
         snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
     else
         snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-    if ((st = load_tensor(ctx, src, m, name, H, 0, &L->attn_norm, NULL, 0)) != HVQ_OK)
+    if ((st = load_tensor(ctx, m, name, H, 0, &L->attn_norm, NULL, 0)) != HVQ_OK)
         return st;
     for (int k = 0; k < HVQ_LLAMA_N_LINEAR; k++) {
         int64_t rows = k == HVQ_LLAMA_Q ? QD
@@ -573,7 +612,7 @@ static hvq_status load_layer(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llam
                                                                   : I;
         int64_t cols = k == HVQ_LLAMA_O ? QD : k == HVQ_LLAMA_DOWN ? I : H;
         hvq_llama_linear_name(g, l, (hvq_llama_linear)k, name, sizeof name);
-        if ((st = load_tensor(ctx, src, m, name, rows, cols, &L->w[k], NULL, 0)) != HVQ_OK)
+        if ((st = load_tensor(ctx, m, name, rows, cols, &L->w[k], NULL, 0)) != HVQ_OK)
             return st;
         if (k == HVQ_LLAMA_O) {
             if (g)
@@ -581,7 +620,7 @@ static hvq_status load_layer(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llam
             else
                 snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight",
                          l);
-            if ((st = load_tensor(ctx, src, m, name, H, 0, &L->ffn_norm, NULL, 0)) != HVQ_OK)
+            if ((st = load_tensor(ctx, m, name, H, 0, &L->ffn_norm, NULL, 0)) != HVQ_OK)
                 return st;
         }
     }
@@ -590,8 +629,7 @@ static hvq_status load_layer(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llam
 
 /* The rotary frequencies, with the configuration's scaling and, in GGUF
  * files (Llama 3.1), the per-pair divisors of rope_freqs.weight. */
-static hvq_status load_rope(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *m,
-                            const ll_rope_scaling *sc)
+static hvq_status load_rope(hvq_ctx *ctx, hvq_llama *m, const ll_rope_scaling *sc)
 {
     const hvq_llama_config *c = &m->cfg;
     m->inv_freq = calloc((size_t)c->head_dim / 2, sizeof *m->inv_freq);
@@ -601,7 +639,7 @@ static hvq_status load_rope(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama
     if (!m->gguf_names)
         return HVQ_OK;
     float *ff = NULL;
-    hvq_status st = load_tensor(ctx, src, m, "rope_freqs.weight", c->head_dim / 2, 0, &ff, NULL, 1);
+    hvq_status st = load_tensor(ctx, m, "rope_freqs.weight", c->head_dim / 2, 0, &ff, NULL, 1);
     if (st == HVQ_E_NOTFOUND)
         return HVQ_OK;
     if (st != HVQ_OK)
@@ -618,7 +656,70 @@ static hvq_status load_rope(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama
     return HVQ_OK;
 }
 
-hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama **out)
+/* The configuration, from config.json or the GGUF metadata, checked. */
+static hvq_status ll_config(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *m,
+                            ll_rope_scaling *sc)
+{
+    hvq_status st;
+    if (src->config_json) {
+        st = parse_config_json(ctx, m->what, src->config_json, &m->cfg, &m->tied_known, sc);
+        m->gguf_names = 0;
+    } else if (src->gguf_meta || src->n_gguf_meta) {
+        st = parse_gguf_meta(ctx, m->what, src->gguf_meta, src->n_gguf_meta, &m->cfg, sc);
+        m->gguf_names = 1;
+    } else {
+        st = ctx->host->error(ctx, HVQ_E_INPUT, "%s: no configuration (config.json or GGUF "
+                              "metadata)", m->what);
+    }
+    return st == HVQ_OK ? check_config(ctx, m) : st;
+}
+
+/* The token embedding, unless held; the first read sets the vocabulary
+ * when the configuration left it out. */
+static hvq_status load_embed(hvq_ctx *ctx, hvq_llama *m)
+{
+    if (m->embed)
+        return HVQ_OK;
+    int64_t vocab = 0;
+    hvq_status st = load_tensor(ctx, m, m->gguf_names ? "token_embd.weight"
+                                                      : "model.embed_tokens.weight",
+                                m->cfg.vocab ? m->cfg.vocab : -1, m->cfg.hidden, &m->embed,
+                                &vocab, 0);
+    if (st == HVQ_OK)
+        m->cfg.vocab = (int)vocab;
+    return st;
+}
+
+/* The final norm and the output head: a tensor of its own, else (absent,
+ * or tied by the configuration) the token embedding. */
+static hvq_status load_head(hvq_ctx *ctx, hvq_llama *m)
+{
+    hvq_llama_config *c = &m->cfg;
+    int g = m->gguf_names;
+    hvq_status st = load_tensor(ctx, m, g ? "output_norm.weight" : "model.norm.weight",
+                                c->hidden, 0, &m->out_norm, NULL, 0);
+    if (st != HVQ_OK)
+        return st;
+    if (!(m->tied_known && c->tied)) {
+        st = load_tensor(ctx, m, g ? "output.weight" : "lm_head.weight", c->vocab, c->hidden,
+                         &m->head, NULL, 1);
+        if (st != HVQ_OK && st != HVQ_E_NOTFOUND)
+            return st;
+        c->tied = st == HVQ_E_NOTFOUND;
+    }
+    if (c->tied) {
+        if ((st = load_embed(ctx, m)) != HVQ_OK)
+            return st;
+        m->head = m->embed;
+    }
+    return HVQ_OK;
+}
+
+/* hvq_llama_load and hvq_llama_load_lazy: a lazy model reads the
+ * configuration, the embedding and the rotary frequencies here, the rest
+ * when a pass reaches it. */
+static hvq_status ll_open(hvq_ctx *ctx, const hvq_llama_source *src, int lazy,
+                          hvq_llama **out)
 {
     *out = NULL;
     if (!src || !src->get)
@@ -626,71 +727,47 @@ hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama *
     hvq_llama *m = calloc(1, sizeof *m);
     if (!m)
         return ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
-    hvq_status st = HVQ_OK;
     const char *what = src->what ? src->what : "model";
     if (!(m->what = malloc(strlen(what) + 1))) {
         free(m);
         return ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
     }
     strcpy(m->what, what);
+    m->get = src->get;
+    m->ud = src->ud;
+    m->lazy = lazy;
     ll_rope_scaling sc = {0, 1.0, 1.0, 4.0, 8192.0};
-    int tied_known = 0;
-    if (src->config_json) {
-        st = parse_config_json(ctx, m->what, src->config_json, &m->cfg, &tied_known, &sc);
-        m->gguf_names = 0;
-    } else if (src->gguf_meta || src->n_gguf_meta) {
-        st = parse_gguf_meta(ctx, m->what, src->gguf_meta, src->n_gguf_meta, &m->cfg, &sc);
-        m->gguf_names = 1;
-    } else {
-        st = ctx->host->error(ctx, HVQ_E_INPUT, "%s: no configuration (config.json or GGUF "
-                              "metadata)", m->what);
-    }
+    hvq_status st = ll_config(ctx, src, m, &sc);
     if (st == HVQ_OK)
-        st = check_config(ctx, m);
-    if (st != HVQ_OK)
-        goto fail;
-    hvq_llama_config *c = &m->cfg;
-    int64_t H = c->hidden;
-    int g = m->gguf_names;
-
-    int64_t vocab = 0;
-    st = load_tensor(ctx, src, m, g ? "token_embd.weight" : "model.embed_tokens.weight",
-                     c->vocab ? c->vocab : -1, H, &m->embed, &vocab, 0);
-    if (st != HVQ_OK)
-        goto fail;
-    c->vocab = (int)vocab;
-    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
-    if (!m->layers) {
+        st = load_embed(ctx, m);
+    if (st == HVQ_OK && !(m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers)))
         st = ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory");
-        goto fail;
+    for (int l = 0; st == HVQ_OK && !lazy && l < m->cfg.n_layers; l++)
+        st = load_layer(ctx, m, l);
+    if (st == HVQ_OK && !lazy)
+        st = load_head(ctx, m);
+    if (st == HVQ_OK)
+        st = load_rope(ctx, m, &sc);
+    if (st != HVQ_OK) {
+        hvq_llama_free(m);
+        return st;
     }
-    for (int l = 0; l < c->n_layers; l++)
-        if ((st = load_layer(ctx, src, m, l)) != HVQ_OK)
-            goto fail;
-    if ((st = load_tensor(ctx, src, m, g ? "output_norm.weight" : "model.norm.weight", H, 0,
-                          &m->out_norm, NULL, 0)) != HVQ_OK)
-        goto fail;
-    if (!(tied_known && c->tied)) {
-        st = load_tensor(ctx, src, m, g ? "output.weight" : "lm_head.weight", c->vocab, H,
-                         &m->head, NULL, 1);
-        if (st == HVQ_E_NOTFOUND) {
-            c->tied = 1;
-            st = HVQ_OK;
-        } else if (st != HVQ_OK) {
-            goto fail;
-        } else {
-            c->tied = 0;
-        }
+    if (!lazy) { /* the caller's, valid for this call only */
+        m->get = NULL;
+        m->ud = NULL;
     }
-    if (c->tied)
-        m->head = m->embed;
-    if ((st = load_rope(ctx, src, m, &sc)) != HVQ_OK)
-        goto fail;
     *out = m;
     return HVQ_OK;
-fail:
-    hvq_llama_free(m);
-    return st;
+}
+
+hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama **out)
+{
+    return ll_open(ctx, src, 0, out);
+}
+
+hvq_status hvq_llama_load_lazy(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama **out)
+{
+    return ll_open(ctx, src, 1, out);
 }
 
 /* ------------------------------------------------------------------------
@@ -1052,6 +1129,21 @@ static void rope(float *x, int64_t n, int64_t stride, int heads, int hd, int int
     }
 }
 
+#ifdef LL_VECTORS
+/* The attention's four-lane step: a[i] += s[i] * (the four floats at
+ * x + i * step), i < 4, each lane its own multiply and add. ll_scores
+ * steps across 16 adjacent keys (step 4, one query value for all), and
+ * ll_weighted down four value rows (step stride, four weights). */
+static inline void ll_madd4(ll_v4 a[4], const float s[4], const float *x, int64_t step)
+{
+    for (int i = 0; i < 4; i++) {
+        ll_v4 xv;
+        memcpy(&xv, x + i * step, sizeof xv);
+        a[i] += s[i] * xv;
+    }
+}
+#endif
+
 /* sc[j] = sum over d (in order) of q[d] * kt[d * stride + j], j < n. */
 static void ll_scores(float *sc, const float *q, const float *kt, int64_t stride, int hd,
                       int64_t n)
@@ -1059,23 +1151,12 @@ static void ll_scores(float *sc, const float *q, const float *kt, int64_t stride
     int64_t j = 0;
 #ifdef LL_VECTORS
     for (; j + 16 <= n; j += 16) {
-        ll_v4 c0 = {0, 0, 0, 0}, c1 = c0, c2 = c0, c3 = c0;
+        ll_v4 c[4] = {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
         for (int d = 0; d < hd; d++) {
-            const float *k = kt + d * stride + j;
-            ll_v4 k0, k1, k2, k3;
-            memcpy(&k0, k, sizeof k0);
-            memcpy(&k1, k + 4, sizeof k1);
-            memcpy(&k2, k + 8, sizeof k2);
-            memcpy(&k3, k + 12, sizeof k3);
-            c0 += q[d] * k0;
-            c1 += q[d] * k1;
-            c2 += q[d] * k2;
-            c3 += q[d] * k3;
+            const float qd[4] = {q[d], q[d], q[d], q[d]};
+            ll_madd4(c, qd, kt + d * stride + j, 4);
         }
-        memcpy(sc + j, &c0, sizeof c0);
-        memcpy(sc + j + 4, &c1, sizeof c1);
-        memcpy(sc + j + 8, &c2, sizeof c2);
-        memcpy(sc + j + 12, &c3, sizeof c3);
+        memcpy(sc + j, c, sizeof c);
     }
     for (; j + 4 <= n; j += 4) {
         ll_v4 acc = {0, 0, 0, 0};
@@ -1105,20 +1186,10 @@ static void ll_weighted(float *o, const float *p, const float *v, int64_t stride
     int d = 0;
 #ifdef LL_VECTORS
     for (; d + 4 <= hd; d += 4) {
-        ll_v4 a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t j = 0; j < nb; j += 4) {
-            const float *vj = v + j * stride + d;
-            ll_v4 v0, v1, v2, v3;
-            memcpy(&v0, vj, sizeof v0);
-            memcpy(&v1, vj + stride, sizeof v1);
-            memcpy(&v2, vj + 2 * stride, sizeof v2);
-            memcpy(&v3, vj + 3 * stride, sizeof v3);
-            a0 += p[j] * v0;
-            a1 += p[j + 1] * v1;
-            a2 += p[j + 2] * v2;
-            a3 += p[j + 3] * v3;
-        }
-        ll_v4 acc = (a0 + a1) + (a2 + a3);
+        ll_v4 a[4] = {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
+        for (int64_t j = 0; j < nb; j += 4)
+            ll_madd4(a, p + j, v + j * stride + d, stride);
+        ll_v4 acc = (a[0] + a[1]) + (a[2] + a[3]);
         for (int64_t j = nb; j < n; j++) {
             ll_v4 vv;
             memcpy(&vv, v + j * stride + d, sizeof vv);
@@ -1226,29 +1297,34 @@ static void ll_nll_range(void *arg, int64_t b, int64_t e)
 #define LL_LOGIT_ROWS 64
 #define LL_TABLE_ROWS 4096 /* positions of the RoPE tables between two checks */
 
-/* One window's activations (row-major, one row per token). */
+/* The activations of W windows of N tokens (row-major, one row per
+ * token): xs holds every window's residual stream, x points at the one
+ * being run; the rest is scratch one window at a time reuses. */
 typedef struct ll_run {
     hvq_llama *m;
     hvq_ctx *ctx;
     int threads;
-    int64_t N, QD, KD;
+    int64_t N, W, QD, KD;
     float *buf; /* everything below but row_nll */
-    float *x, *h, *q, *att, *k, *v, *g, *u, *cosv, *sinv, *kt, *scratch, *logits;
+    float *xs, *x, *h, *q, *att, *k, *v, *g, *u, *cosv, *sinv, *kt, *scratch, *logits;
     double *row_nll;
     ll_stop stop;
 } ll_run;
 
-static int ll_run_alloc(ll_run *r, hvq_llama *m, hvq_ctx *ctx, int threads, int64_t N)
+static int ll_run_alloc(ll_run *r, hvq_llama *m, hvq_ctx *ctx, int threads, int64_t N,
+                        int64_t W)
 {
     const hvq_llama_config *c = &m->cfg;
     int64_t H = c->hidden, I = c->intermediate, V = c->vocab, half = c->head_dim / 2;
     int64_t QD = (int64_t)c->n_heads * c->head_dim, KD = (int64_t)c->n_kv_heads * c->head_dim;
     int64_t lrows = N - 1 < LL_LOGIT_ROWS ? N - 1 : LL_LOGIT_ROWS;
-    *r = (ll_run){.m = m, .ctx = ctx, .threads = threads, .N = N, .QD = QD, .KD = KD};
-    float **part[] = {&r->x, &r->h,   &r->q,    &r->att, &r->k,  &r->v,       &r->g,
-                      &r->u, &r->cosv, &r->sinv, &r->kt,  &r->scratch, &r->logits};
-    const int64_t floats[] = {N * H, N * H,    N * QD,   N * QD, N * KD, N * KD,    N * I,
-                              N * I, N * half, N * half, N * KD, threads * N, lrows * V};
+    *r = (ll_run){.m = m, .ctx = ctx, .threads = threads, .N = N, .W = W, .QD = QD, .KD = KD};
+    if ((double)W * (double)N * (double)H > (double)(SIZE_MAX / sizeof(float) / 2))
+        return 0;
+    float **part[] = {&r->xs, &r->h,   &r->q,    &r->att, &r->k,  &r->v,       &r->g,
+                      &r->u,  &r->cosv, &r->sinv, &r->kt,  &r->scratch, &r->logits};
+    const int64_t floats[] = {W * N * H, N * H,    N * QD,   N * QD, N * KD, N * KD,    N * I,
+                              N * I,     N * half, N * half, N * KD, threads * N, lrows * V};
     size_t total = 0;
     for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++)
         total += (size_t)floats[i];
@@ -1264,18 +1340,20 @@ static int ll_run_alloc(ll_run *r, hvq_llama *m, hvq_ctx *ctx, int threads, int6
         *part[i] = p;
         p += floats[i];
     }
+    r->x = r->xs;
     r->stop.flag = m->stop;
     atomic_init(&r->stop.seen, 0);
     return 1;
 }
 
-/* The embeddings and the RoPE tables; 0 when stopped. */
+/* The embeddings of every window's tokens and the RoPE tables (every
+ * window has N positions); 0 when stopped. */
 static int ll_tables(ll_run *r, const int32_t *tokens)
 {
     const hvq_llama *m = r->m;
     int64_t H = m->cfg.hidden, half = m->cfg.head_dim / 2;
-    for (int64_t t = 0; t < r->N; t++)
-        memcpy(r->x + t * H, m->embed + (int64_t)tokens[t] * H, (size_t)H * sizeof(float));
+    for (int64_t t = 0; t < r->W * r->N; t++)
+        memcpy(r->xs + t * H, m->embed + (int64_t)tokens[t] * H, (size_t)H * sizeof(float));
     for (int64_t t = 0; t < r->N; t++) {
         if (t % LL_TABLE_ROWS == 0 && ll_stopped(&r->stop))
             return 0;
@@ -1369,47 +1447,116 @@ static void ll_loss(ll_run *r, const int32_t *tokens)
     }
 }
 
-hvq_status hvq_llama_window(hvq_ctx *ctx, hvq_llama *m, const int32_t *tokens, int n,
-                            double *nll, uint64_t *n_scored)
+/* Block l for every window in order; a lazy model reads the block's
+ * weights first and frees them after. */
+static hvq_status ll_blocks(ll_run *r)
 {
-    const hvq_llama_config *c = &m->cfg;
+    hvq_llama *m = r->m;
+    int64_t NH = r->N * m->cfg.hidden;
+    for (int l = 0; l < m->cfg.n_layers && !ll_stopped(&r->stop); l++) {
+        hvq_status st = m->lazy ? load_layer(r->ctx, m, l) : HVQ_OK;
+        for (int64_t w = 0; w < r->W && st == HVQ_OK && !ll_stopped(&r->stop); w++) {
+            r->x = r->xs + w * NH;
+            ll_attention(r, l);
+            if (!ll_stopped(&r->stop))
+                ll_mlp(r, l);
+        }
+        if (m->lazy)
+            ll_drop_layer(&m->layers[l]);
+        if (st != HVQ_OK)
+            return st;
+    }
+    return HVQ_OK;
+}
+
+/* The whole pass: embeddings, the blocks, then the head window by window,
+ * adding each window's negative log-likelihood to *acc in window order. */
+static hvq_status ll_pass(ll_run *r, const int32_t *tokens, double *acc)
+{
+    hvq_llama *m = r->m;
+    hvq_status st = load_embed(r->ctx, m);
+    if (st != HVQ_OK || !ll_tables(r, tokens))
+        return st;
+    if (m->lazy) { /* the head reads it again when tied */
+        free(m->embed);
+        m->embed = NULL;
+    }
+    if ((st = ll_blocks(r)) != HVQ_OK || ll_stopped(&r->stop))
+        return st;
+    if (m->lazy && (st = load_head(r->ctx, m)) != HVQ_OK)
+        return st;
+    for (int64_t w = 0; w < r->W && !ll_stopped(&r->stop); w++) {
+        r->x = r->xs + w * r->N * m->cfg.hidden;
+        ll_loss(r, tokens + w * r->N);
+        double sum = 0;
+        for (int64_t i = 0; i < r->N - 1; i++)
+            sum += r->row_nll[i];
+        *acc += sum;
+    }
+    return HVQ_OK;
+}
+
+/* Token ids against the vocabulary. */
+static hvq_status ll_check_tokens(hvq_ctx *ctx, const hvq_llama *m, const int32_t *tokens,
+                                  int n_windows, int n)
+{
     if (n < 1)
         return ctx->host->error(ctx, HVQ_E_INPUT, "%s: a window needs at least one token",
                                 m->what);
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab)
+    if (n_windows < 1)
+        return ctx->host->error(ctx, HVQ_E_INPUT, "%s: no windows to run", m->what);
+    for (int w = 0; w < n_windows; w++)
+        for (int i = 0; i < n; i++) {
+            int32_t t = tokens[(size_t)w * (size_t)n + (size_t)i];
+            if (t >= 0 && t < m->cfg.vocab)
+                continue;
+            if (n_windows == 1)
+                return ctx->host->error(ctx, HVQ_E_INPUT,
+                                        "%s: token id %ld at position %d of the window is "
+                                        "outside the vocabulary of %d tokens", m->what, (long)t,
+                                        i, m->cfg.vocab);
             return ctx->host->error(ctx, HVQ_E_INPUT,
-                                    "%s: token id %ld at position %d of the window is outside "
-                                    "the vocabulary of %d tokens", m->what, (long)tokens[i], i,
-                                    c->vocab);
+                                    "%s: token id %ld at position %d of window %d is outside "
+                                    "the vocabulary of %d tokens", m->what, (long)t, i, w,
+                                    m->cfg.vocab);
+        }
+    return HVQ_OK;
+}
+
+hvq_status hvq_llama_windows(hvq_ctx *ctx, hvq_llama *m, const int32_t *tokens, int n_windows,
+                             int n, double *nll, uint64_t *n_scored)
+{
+    hvq_status st = ll_check_tokens(ctx, m, tokens, n_windows, n);
+    if (st != HVQ_OK)
+        return st;
     int threads = ctx->host->threads(ctx);
     if (threads < 1)
         threads = 1;
     if (threads > LL_MAX_THREADS)
         threads = LL_MAX_THREADS;
     ll_run r;
-    if (!ll_run_alloc(&r, m, ctx, threads, n))
-        return ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory (a window of %d tokens)", n);
-    if (ll_tables(&r, tokens)) {
-        for (int l = 0; l < c->n_layers && !ll_stopped(&r.stop); l++) {
-            ll_attention(&r, l);
-            if (!ll_stopped(&r.stop))
-                ll_mlp(&r, l);
-        }
-        if (!ll_stopped(&r.stop))
-            ll_loss(&r, tokens);
-    }
-    hvq_status st = HVQ_OK;
-    if (ll_stopped(&r.stop)) {
+    if (!ll_run_alloc(&r, m, ctx, threads, n, n_windows))
+        return n_windows == 1
+                   ? ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory (a window of %d tokens)", n)
+                   : ctx->host->error(ctx, HVQ_E_NOMEM, "out of memory (%d windows of %d tokens)",
+                                      n_windows, n);
+    double acc = *nll;
+    st = ll_pass(&r, tokens, &acc);
+    if (st == HVQ_OK && ll_stopped(&r.stop)) {
         st = ctx->host->error(ctx, HVQ_E_IO, "interrupted");
-    } else {
-        double sum = 0;
-        for (int64_t i = 0; i < r.N - 1; i++)
-            sum += r.row_nll[i];
-        *nll += sum;
-        *n_scored += (uint64_t)(r.N - 1);
+    } else if (st == HVQ_OK) {
+        *nll = acc;
+        *n_scored += (uint64_t)n_windows * (uint64_t)(r.N - 1);
     }
+    if (m->lazy)
+        ll_unload(m);
     free(r.buf);
     free(r.row_nll);
     return st;
+}
+
+hvq_status hvq_llama_window(hvq_ctx *ctx, hvq_llama *m, const int32_t *tokens, int n,
+                            double *nll, uint64_t *n_scored)
+{
+    return hvq_llama_windows(ctx, m, tokens, 1, n, nll, n_scored);
 }

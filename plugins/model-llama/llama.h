@@ -11,6 +11,7 @@
  *
  * Ownership: hvq_llama_load copies nothing it does not need and owns every
  * weight array it returns (float32 copies); free with hvq_llama_free.
+ * hvq_llama_load_lazy reads the weights block by block as a pass runs.
  * Threads: a model may be run by one caller at a time; a window runs on
  * the host's parallel loop (host->parallel_for, up to host->threads), in
  * chunks that depend only on the shapes, with results independent of the
@@ -89,7 +90,16 @@ typedef struct hvq_llama hvq_llama;
  * metadata, else Hugging Face names; shapes against the configuration).
  * Errors name the model and the tensor or key. */
 hvq_status hvq_llama_load(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama **out);
+/* hvq_llama_load reading only the configuration, the token embedding (for
+ * the vocabulary) and the rotary frequencies: a pass (hvq_llama_windows,
+ * hvq_llama_window) reads each block's weights when it reaches the block
+ * and frees them after it, the embedding and the head likewise, so src->get
+ * and src->ud must stay valid until hvq_llama_free. The configuration's
+ * `tied` is known after the first pass when it does not say. */
+hvq_status hvq_llama_load_lazy(hvq_ctx *ctx, const hvq_llama_source *src, hvq_llama **out);
 void hvq_llama_free(hvq_llama *m);
+/* The float32 weight values the model holds now (for the tests). */
+size_t hvq_llama_weights_held(const hvq_llama *m);
 const hvq_llama_config *hvq_llama_get_config(const hvq_llama *m);
 
 /* Called, when set, with the activations entering a linear layer (which:
@@ -115,5 +125,14 @@ void hvq_llama_set_stop(hvq_llama *m, const volatile sig_atomic_t *flag);
  * thread joined and nothing left allocated. */
 hvq_status hvq_llama_window(hvq_ctx *ctx, hvq_llama *m, const int32_t *tokens, int n,
                             double *nll, uint64_t *n_scored);
+
+/* n_windows windows of n tokens (window w: tokens[w*n .. w*n+n)) run
+ * layer-major: block l for every window in order, then block l + 1, the
+ * head last; the hook sees block l's inputs for window 0, 1, ... . The
+ * same bits as hvq_llama_window on each window in turn: *nll gets each
+ * window's sum in window order, *n_scored n_windows * (n - 1). Holds
+ * n_windows * n * hidden floats of activations. */
+hvq_status hvq_llama_windows(hvq_ctx *ctx, hvq_llama *m, const int32_t *tokens, int n_windows,
+                             int n, double *nll, uint64_t *n_scored);
 
 #endif

@@ -5,8 +5,10 @@
  *
  * Weights come from a model the host opened (host->model_find, converted
  * to float32 by host->convert and checked to be finite) or from the
- * caller's supplier (a decoded container). The configuration is
- * config.json text or GGUF metadata, as llama.h describes. */
+ * caller's supplier (a decoded container); opened lazily
+ * (model_open_lazy), block by block as model_windows reaches them. The
+ * configuration is config.json text or GGUF metadata, as llama.h
+ * describes. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
@@ -81,28 +83,62 @@ static hvq_status get_from_model(void *ud, hvq_ctx *ctx, const char *name, float
     return HVQ_OK;
 }
 
+/* An opened model. A lazy one keeps its tensor supplier (the host's model,
+ * or the caller's get) for the passes: src and path live here. */
+typedef struct lm_state {
+    hvq_llama *m;
+    lm_source src;
+    char *path;
+} lm_state;
+
+static void lm_close(hvq_ctx *ctx, void *state)
+{
+    lm_state *s = state;
+    if (!s)
+        return;
+    hvq_llama_free(s->m);
+    ctx->host->free(s->path);
+    ctx->host->free(s);
+}
+
+static hvq_status lm_open_as(hvq_ctx *ctx, const hvq_model_input *in, int lazy, void **state)
+{
+    const hvq_host *H = ctx->host;
+    *state = NULL;
+    if (!in->model && !in->get)
+        return H->error(ctx, HVQ_E_INTERNAL, "%s: no model and no tensor supplier",
+                        in->path ? in->path : "model");
+    lm_state *s = H->calloc(ctx, 1, sizeof *s);
+    if (!s)
+        return HVQ_E_NOMEM;
+    *state = s;
+    if (in->path && !(s->path = H->strdup(ctx, in->path)))
+        return HVQ_E_NOMEM;
+    s->src = (lm_source){in->model, s->path};
+    hvq_llama_source src = {in->config_json, in->config_json ? NULL : in->meta,
+                            in->config_json ? 0 : in->n_meta,
+                            in->model ? get_from_model : in->get,
+                            in->model ? (void *)&s->src : in->get_ud, in->path};
+    return lazy ? hvq_llama_load_lazy(ctx, &src, &s->m) : hvq_llama_load(ctx, &src, &s->m);
+}
+
 static hvq_status lm_open(hvq_ctx *ctx, const hvq_params *params, const hvq_model_input *in,
                           void **state)
 {
     (void)params;
-    *state = NULL;
-    lm_source ms = {in->model, in->path};
-    hvq_llama_source src = {in->config_json, in->config_json ? NULL : in->meta,
-                            in->config_json ? 0 : in->n_meta,
-                            in->model ? get_from_model : in->get,
-                            in->model ? (void *)&ms : in->get_ud, in->path};
-    if (!src.get)
-        return ctx->host->error(ctx, HVQ_E_INTERNAL, "%s: no model and no tensor supplier",
-                                in->path ? in->path : "model");
-    hvq_llama *m = NULL;
-    hvq_status st = hvq_llama_load(ctx, &src, &m);
-    *state = m;
-    return st;
+    return lm_open_as(ctx, in, 0, state);
+}
+
+static hvq_status lm_open_lazy(hvq_ctx *ctx, const hvq_params *params,
+                               const hvq_model_input *in, void **state)
+{
+    (void)params;
+    return lm_open_as(ctx, in, 1, state);
 }
 
 static void lm_info(void *state, hvq_model_info *info)
 {
-    const hvq_llama_config *c = hvq_llama_get_config(state);
+    const hvq_llama_config *c = hvq_llama_get_config(((lm_state *)state)->m);
     memset(info, 0, sizeof *info);
     info->architecture = "llama";
     info->n_layers = c->n_layers;
@@ -119,23 +155,23 @@ static void lm_info(void *state, hvq_model_info *info)
 static hvq_status lm_window(hvq_ctx *ctx, void *state, const int32_t *tokens, int n,
                             double *nll, uint64_t *n_scored)
 {
-    return hvq_llama_window(ctx, state, tokens, n, nll, n_scored);
+    return hvq_llama_window(ctx, ((lm_state *)state)->m, tokens, n, nll, n_scored);
+}
+
+static hvq_status lm_windows(hvq_ctx *ctx, void *state, const int32_t *tokens, int n_windows,
+                             int n, double *nll, uint64_t *n_scored)
+{
+    return hvq_llama_windows(ctx, ((lm_state *)state)->m, tokens, n_windows, n, nll, n_scored);
 }
 
 static void lm_set_hook(void *state, hvq_model_hook_fn fn, void *ud)
 {
-    hvq_llama_set_hook(state, fn, ud);
+    hvq_llama_set_hook(((lm_state *)state)->m, fn, ud);
 }
 
 static void lm_set_stop(void *state, const volatile sig_atomic_t *flag)
 {
-    hvq_llama_set_stop(state, flag);
-}
-
-static void lm_close(hvq_ctx *ctx, void *state)
-{
-    (void)ctx;
-    hvq_llama_free(state);
+    hvq_llama_set_stop(((lm_state *)state)->m, flag);
 }
 
 static hvq_status tok_open(hvq_ctx *ctx, const char *path, const hvq_meta *meta, size_t n,
@@ -182,6 +218,8 @@ static const hvq_plugin llama_plugin = {
     .tokenizer_encode_text = tok_encode_text,
     .tokenizer_vocab = tok_vocab,
     .tokenizer_close = tok_close,
+    .model_open_lazy = lm_open_lazy,
+    .model_windows = lm_windows,
 };
 
 HVQ_REGISTER_PLUGIN(llama_plugin)
