@@ -137,11 +137,11 @@ static hvq_registry *load_registry(hvq_ctx *ctx, const cli *c)
 
 static int add_plugin_dir(cli *c, const char *dir)
 {
-    const char **d = realloc(c->plugin_dirs, (c->n_plugin_dirs + 1) * sizeof *d);
-    if (!d)
+    hvq_cli_dirs d = {c->plugin_dirs, c->n_plugin_dirs};
+    if (!hvq_cli_dirs_add(&d, dir))
         return 0;
-    d[c->n_plugin_dirs++] = dir;
-    c->plugin_dirs = d;
+    c->plugin_dirs = d.v;
+    c->n_plugin_dirs = d.n;
     return 1;
 }
 
