@@ -36,6 +36,10 @@ int hvq_cli_common_opt(int c, hvq_cli_dirs *d, hvq_ctx_opts *o, const char *cmd,
 typedef hvq_status (*hvq_cli_run_fn)(hvq_ctx *ctx, const hvq_registry *reg, const void *args);
 int hvq_cli_run(hvq_ctx_opts *opts, hvq_cli_dirs *d, hvq_cli_run_fn fn, const void *args);
 
+/* The `convert` command (cmd_convert.c). */
+int hvq_cmd_convert(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
+                    const hvq_ctx_opts *gopts);
+
 /* Whether a and b exist and are one file. */
 int hvq_cli_same_file(const char *a, const char *b);
 

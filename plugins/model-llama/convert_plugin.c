@@ -230,15 +230,15 @@ static hvq_status lc_open_to_gguf(hvq_ctx *ctx, lc_state *s, const hvq_convert_s
  * GGUF metadata -> Hugging Face config.json
  * ---------------------------------------------------------------------- */
 
-/* A number of the GGUF metadata, def when absent (def < 0: required). */
+/* A number of the GGUF metadata, def when absent (required: an error). */
 static hvq_status lc_meta_num(hvq_ctx *ctx, const hvq_convert_setup *s, const char *key,
-                              double def, double *out)
+                              int required, double def, double *out)
 {
     hvq_json_doc *doc = NULL;
     const hvq_json_value *v = hvq_meta_typed(s->meta, s->n_meta, key, &doc, NULL, NULL);
     int bad = v && hvq_json_double(v, out) != 0;
     hvq_json_free(doc);
-    if (bad || (!v && def < 0))
+    if (bad || (!v && required))
         return ctx->host->error(ctx, HVQ_E_INPUT, "%s: metadata '%s' is %s", s->path, key,
                                 bad ? "not a number" : "missing (a llama model needs it)");
     if (!v)
@@ -261,19 +261,18 @@ static hvq_status lc_cfg_meta(hvq_ctx *ctx, const hvq_convert_setup *s, lc_cfg *
     hvq_status st = HVQ_OK;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && st == HVQ_OK; i++) {
         double v;
-        st = lc_meta_num(ctx, s, keys[i].key, keys[i].def == -2 ? -0.5 : keys[i].def, &v);
-        if (keys[i].def == -2 && v < 0)
-            v = -1;
+        double def = keys[i].def < 0 ? -1 : keys[i].def;
+        st = lc_meta_num(ctx, s, keys[i].key, keys[i].def == -1, def, &v);
         if (st == HVQ_OK && (v != (double)(int64_t)v || v > 2147483647.0 ||
-                             (keys[i].def == -1 && v < 1)))
+                             (keys[i].def == -1 && v < 1) || (keys[i].def != -2 && v < 0)))
             st = ctx->host->error(ctx, HVQ_E_INPUT, "%s: metadata '%s' is %g, not a positive "
                                   "whole number", s->path, keys[i].key, v);
         *dst[i] = (int64_t)v;
     }
     if (st == HVQ_OK &&
-        (st = lc_meta_num(ctx, s, "llama.attention.layer_norm_rms_epsilon", 1e-5, &c->eps)) ==
+        (st = lc_meta_num(ctx, s, "llama.attention.layer_norm_rms_epsilon", 0, 1e-5, &c->eps)) ==
             HVQ_OK)
-        st = lc_meta_num(ctx, s, "llama.rope.freq_base", 10000.0, &c->theta);
+        st = lc_meta_num(ctx, s, "llama.rope.freq_base", 0, 10000.0, &c->theta);
     if (st != HVQ_OK)
         return st;
     if (!c->n_kv)
@@ -292,6 +291,23 @@ static const char *lc_torch_dtype(hvq_dtype t)
     return t == HVQ_DTYPE_F16 ? "float16" : t == HVQ_DTYPE_BF16 ? "bfloat16" : "float32";
 }
 
+/* A float32 value with the fewest digits that read back to it (1e-05,
+ * not 9.99999975e-06). */
+static void lc_put_f32(hvq_buf *b, double v)
+{
+    char t[32];
+    if (v == (double)(int64_t)v && v > -1e15 && v < 1e15) {
+        hvq_buf_printf(b, "%.1f", v); /* 10000.0 */
+        return;
+    }
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(t, sizeof t, "%.*g", digits, v);
+        if ((float)strtod(t, NULL) == (float)v)
+            break;
+    }
+    hvq_buf_puts(b, t);
+}
+
 static void lc_config_json(hvq_buf *b, const lc_cfg *c, hvq_dtype dtype)
 {
     hvq_buf_puts(b, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n"
@@ -305,7 +321,11 @@ static void lc_config_json(hvq_buf *b, const lc_cfg *c, hvq_dtype dtype)
         hvq_buf_printf(b, "  \"vocab_size\": %lld,\n", (long long)c->vocab);
     if (c->ctx_len)
         hvq_buf_printf(b, "  \"max_position_embeddings\": %lld,\n", (long long)c->ctx_len);
-    hvq_buf_printf(b, "  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n", c->eps, c->theta);
+    hvq_buf_puts(b, "  \"rms_norm_eps\": ");
+    lc_put_f32(b, c->eps);
+    hvq_buf_puts(b, ",\n  \"rope_theta\": ");
+    lc_put_f32(b, c->theta);
+    hvq_buf_puts(b, ",\n");
     static const char *const id_keys[3] = {"bos_token_id", "eos_token_id", "pad_token_id"};
     for (int i = 0; i < 3; i++)
         if (c->ids[i] >= 0)
