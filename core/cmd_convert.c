@@ -332,9 +332,9 @@ static hvq_status conv_meta(conv_job *j, const hvq_meta **meta, size_t *n)
     static const hvq_meta pt[] = {{"format", "pt"}};
     if (j->mp && j->to_gguf)
         return j->mp->convert_meta(j->ctx, j->ms, meta, n);
-    if (j->mp) {
+    if (j->mp) { /* safetensors' own; other formats get none */
         *meta = pt;
-        *n = 1;
+        *n = strcmp(j->sink, "safetensors") == 0;
         return HVQ_OK;
     }
     j->ctx->host->model_meta(j->m, meta, n);
@@ -430,6 +430,9 @@ static hvq_status conv_write_file(conv_job *j, const char *name, const void *dat
 static hvq_status conv_files(conv_job *j)
 {
     hvq_status st = HVQ_OK;
+    if (!j->dir_out && j->mp && !j->to_gguf)
+        hvq_log(j->ctx, HVQ_LOG_WARN, "%s: config.json and tokenizer files are written only "
+                "into a directory output (OUT/)", j->a->out);
     if (!j->dir_out)
         return HVQ_OK;
     if (j->mp && !j->to_gguf) {
