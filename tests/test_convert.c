@@ -340,6 +340,20 @@ START_TEST(test_tok_spm)
     hvq_json_free(dt);
     hvq_json_free(ds);
     hvq_json_free(dy);
+    /* written back as tokenizer.model and read again: the same metadata */
+    hvq_buf back;
+    hvq_buf_init(&back);
+    ck_assert_int_eq(hvq_llama_tok_model(ctx, m.v, m.n, "m.gguf", &back), HVQ_OK);
+    th_write_file(th_join(dir, "back.model"), back.data, back.len);
+    hvq_buf_free(&back);
+    hvq_llama_meta m2 = {0};
+    ck_assert_int_eq(hvq_llama_tok_spm(ctx, th_join(dir, "back.model"), &m2), HVQ_OK);
+    ck_assert_uint_eq(m2.n, m.n);
+    for (size_t i = 0; i < m.n; i++) {
+        ck_assert_str_eq(m2.v[i].key, m.v[i].key);
+        ck_assert_str_eq(m2.v[i].value, m.v[i].value);
+    }
+    hvq_llama_meta_free(&m2);
     hvq_llama_meta_free(&m);
     /* cut inside a piece: refused, the file named */
     th_write_file(th_join(dir, "cut.model"), b, 9);
@@ -487,9 +501,9 @@ START_TEST(test_cli_roundtrip)
     convert_ok(th_src(MODEL), g1, "--tokenizer", th_src(TOKENIZER));
     convert_ok(g1, hf, NULL, NULL);
     th_assert_dir_holds(th_join(dir, "stories260K"), "config.json", "generation_config.json",
-                        "model.safetensors", (const char *)NULL);
+                        "model.safetensors", "tokenizer.model", (const char *)NULL);
     assert_same_tensors(th_src(MODEL), th_join(dir, "stories260K"));
-    convert_ok(th_join(dir, "stories260K"), g2, "--tokenizer", th_src(TOKENIZER));
+    convert_ok(th_join(dir, "stories260K"), g2, NULL, NULL); /* its tokenizer.model */
     ck_assert(th_same_bytes(g1, g2));
     /* --dtype: weights f16, GGUF norms kept F32 */
     convert_ok(th_src(MODEL), th_join(dir, "h.gguf"), "--dtype", "f16");

@@ -63,6 +63,12 @@ hvq_status hvq_llama_tok_bpe(hvq_ctx *ctx, const char *path, const int64_t ids[3
 hvq_status hvq_llama_tok_json(hvq_ctx *ctx, const hvq_meta *meta, size_t n, const char *what,
                               hvq_buf *out);
 
+/* A GGUF vocabulary (tokenizer.ggml.model "llama") back to a SentencePiece
+ * tokenizer.model (BPE with byte fallback, identity normalizer) into out.
+ * HVQ_E_NOTFOUND when the metadata holds no such vocabulary. */
+hvq_status hvq_llama_tok_model(hvq_ctx *ctx, const hvq_meta *meta, size_t n, const char *what,
+                               hvq_buf *out);
+
 /* The plugin's convert_* callbacks (convert_plugin.c). */
 hvq_status hvq_llama_convert_open(hvq_ctx *ctx, const hvq_convert_setup *setup, void **state);
 hvq_status hvq_llama_convert_tensor(hvq_ctx *ctx, void *state, const hvq_tensor_info *in,

@@ -370,16 +370,22 @@ static hvq_status lc_open_to_hf(hvq_ctx *ctx, lc_state *s, const hvq_convert_set
     hvq_buf_puts(&b, "  \"_from_model_config\": true\n}\n");
     if ((st = lc_add_file(ctx, s, "generation_config.json", &b)) != HVQ_OK)
         return st;
-    hvq_buf_init(&b);
-    st = hvq_llama_tok_json(ctx, su->meta, su->n_meta, su->path, &b);
-    if (st == HVQ_OK)
-        return lc_add_file(ctx, s, "tokenizer.json", &b);
-    hvq_buf_free(&b);
-    if (st != HVQ_E_NOTFOUND)
-        return st;
-    ctx->host->log(ctx, HVQ_LOG_WARN, "%s: its vocabulary is not written as a Hugging Face "
-                   "tokenizer file (only byte-level BPE, tokenizer.ggml.model \"gpt2\", is; "
-                   "copy the model's tokenizer.model beside the output)", su->path);
+    /* the vocabulary as the file its kind has: tokenizer.json for a
+     * byte-level BPE, tokenizer.model for a SentencePiece one */
+    static const char *const names[2] = {"tokenizer.json", "tokenizer.model"};
+    for (int k = 0; k < 2; k++) {
+        hvq_buf_init(&b);
+        st = (k ? hvq_llama_tok_model : hvq_llama_tok_json)(ctx, su->meta, su->n_meta, su->path,
+                                                             &b);
+        if (st == HVQ_OK)
+            return lc_add_file(ctx, s, names[k], &b);
+        hvq_buf_free(&b);
+        if (st != HVQ_E_NOTFOUND)
+            return st;
+    }
+    ctx->host->log(ctx, HVQ_LOG_WARN, "%s: no vocabulary written (tokenizer.ggml.model is "
+                   "neither \"gpt2\" nor \"llama\"): copy the model's tokenizer files beside "
+                   "the output", su->path);
     return HVQ_OK;
 }
 

@@ -533,3 +533,125 @@ hvq_status hvq_llama_tok_json(hvq_ctx *ctx, const hvq_meta *meta, size_t n, cons
     hvq_json_free(dm);
     return st;
 }
+
+/* ------------------------------------------------------------------------
+ * GGUF "llama" vocabulary -> SentencePiece tokenizer.model
+ * ---------------------------------------------------------------------- */
+
+static void pbw_varint(hvq_buf *b, uint64_t v)
+{
+    do {
+        char c = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        hvq_buf_append(b, &c, 1);
+        v >>= 7;
+    } while (v);
+}
+
+static void pbw_int(hvq_buf *b, int field, int64_t v)
+{
+    pbw_varint(b, (uint64_t)field << 3);
+    pbw_varint(b, (uint64_t)v); /* negative int32: ten bytes, as protobuf does */
+}
+
+static void pbw_bytes(hvq_buf *b, int field, const char *s, size_t n)
+{
+    pbw_varint(b, (uint64_t)field << 3 | 2);
+    pbw_varint(b, n);
+    hvq_buf_append(b, s, n);
+}
+
+/* One SentencePiece message: piece 1, score 2 (fixed32), type 3. */
+static void spm_write_piece(hvq_buf *b, const char *piece, size_t n, double score, int64_t type)
+{
+    hvq_buf m;
+    hvq_buf_init(&m);
+    pbw_bytes(&m, 1, piece, n);
+    float f = (float)score;
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    pbw_varint(&m, 2 << 3 | 5);
+    for (int i = 0; i < 4; i++) {
+        char c = (char)(u >> (8 * i));
+        hvq_buf_append(&m, &c, 1);
+    }
+    if (type != 1) /* NORMAL, protobuf's default, is left out */
+        pbw_int(&m, 3, type);
+    pbw_bytes(b, 1, m.data ? m.data : "", m.len);
+    if (m.oom)
+        b->oom = 1;
+    hvq_buf_free(&m);
+}
+
+/* trainer_spec (BPE, byte fallback, the ids) and normalizer_spec (identity,
+ * the dummy prefix as the metadata says, whitespace kept and escaped). */
+static void spm_write_specs(hvq_buf *b, const hvq_meta *meta, size_t n)
+{
+    static const char *const keys[4] = {"tokenizer.ggml.unknown_token_id",
+                                        "tokenizer.ggml.bos_token_id",
+                                        "tokenizer.ggml.eos_token_id",
+                                        "tokenizer.ggml.padding_token_id"};
+    static const int64_t defaults[4] = {0, 1, 2, -1};
+    hvq_buf t;
+    hvq_buf_init(&t);
+    pbw_int(&t, 3, 2);  /* model_type BPE */
+    pbw_int(&t, 35, 1); /* byte_fallback */
+    for (int i = 0; i < 4; i++) {
+        hvq_json_doc *doc = NULL;
+        int64_t id = defaults[i];
+        if (hvq_json_int64(hvq_meta_typed(meta, n, keys[i], &doc, NULL, NULL), &id) != 0)
+            id = defaults[i];
+        hvq_json_free(doc);
+        pbw_int(&t, 40 + i, id);
+    }
+    pbw_bytes(b, 2, t.data ? t.data : "", t.len);
+    hvq_buf_free(&t);
+    hvq_json_doc *doc = NULL;
+    const hvq_json_value *sp = hvq_meta_typed(meta, n, "tokenizer.ggml.add_space_prefix", &doc,
+                                              NULL, NULL);
+    hvq_buf_init(&t);
+    pbw_bytes(&t, 1, "identity", 8);
+    pbw_int(&t, 3, hvq_json_bool(sp) != 0); /* absent: true */
+    pbw_int(&t, 4, 0);
+    pbw_int(&t, 5, 1);
+    hvq_json_free(doc);
+    pbw_bytes(b, 3, t.data ? t.data : "", t.len);
+    hvq_buf_free(&t);
+}
+
+hvq_status hvq_llama_tok_model(hvq_ctx *ctx, const hvq_meta *meta, size_t n, const char *what,
+                               hvq_buf *b)
+{
+    char model[16];
+    if (!hvq_meta_string(meta, n, "tokenizer.ggml.model", model, sizeof model) ||
+        strcmp(model, "llama") != 0)
+        return HVQ_E_NOTFOUND;
+    hvq_json_doc *dt = NULL, *ds = NULL, *dy = NULL;
+    const hvq_json_value *tok = hvq_meta_typed(meta, n, "tokenizer.ggml.tokens", &dt, NULL, NULL);
+    const hvq_json_value *sc = hvq_meta_typed(meta, n, "tokenizer.ggml.scores", &ds, NULL, NULL);
+    const hvq_json_value *ty = hvq_meta_typed(meta, n, "tokenizer.ggml.token_type", &dy, NULL,
+                                              NULL);
+    size_t count = hvq_json_count(tok);
+    hvq_status st = HVQ_OK;
+    if (!tok || tok->type != HVQ_JSON_ARRAY || hvq_json_count(sc) != count ||
+        hvq_json_count(ty) != count)
+        st = ctx->host->error(ctx, HVQ_E_INPUT, "%s: a \"llama\" vocabulary whose tokens, scores "
+                              "and token types do not match", what);
+    for (size_t i = 0; st == HVQ_OK && i < count; i++) {
+        size_t len;
+        const char *p = hvq_json_string(hvq_json_item(tok, i), &len);
+        double score = 0;
+        int64_t type = 1;
+        if (!p || hvq_json_double(hvq_json_item(sc, i), &score) != 0 ||
+            hvq_json_int64(hvq_json_item(ty, i), &type) != 0 || type < 1 || type > 6)
+            st = ctx->host->error(ctx, HVQ_E_INPUT, "%s: token %zu of the vocabulary is not a "
+                                  "string with a score and a type", what, i);
+        else
+            spm_write_piece(b, p, len, score, type);
+    }
+    if (st == HVQ_OK)
+        spm_write_specs(b, meta, n);
+    hvq_json_free(dt);
+    hvq_json_free(ds);
+    hvq_json_free(dy);
+    return st;
+}
