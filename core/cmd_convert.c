@@ -263,6 +263,9 @@ static hvq_status conv_mapping(conv_job *j)
 {
     hvq_ctx *ctx = j->ctx;
     int src_gguf = strcmp(j->src_format, "gguf") == 0, dst_gguf = strcmp(j->sink, "gguf") == 0;
+    if ((j->a->tokenizer || j->a->config) && (j->a->raw || src_gguf || !dst_gguf))
+        hvq_log(ctx, HVQ_LOG_WARN, "%s ignored: it serves a Hugging Face model's conversion to "
+                "GGUF", j->a->tokenizer ? "--tokenizer" : "--config");
     if (j->a->raw || src_gguf == dst_gguf)
         return HVQ_OK;
     j->to_gguf = dst_gguf;
