@@ -20,77 +20,9 @@
 #include <unistd.h>
 #include <yaml.h>
 
-enum { OPT_PLUGIN_DIR = 1000, OPT_DTYPE, OPT_FORMAT, OPT_JSON, OPT_MAX_SHARD, OPT_THREADS };
-
-/* Plugin directories: the global ones, then the command's own. */
-typedef struct dirs {
-    const char **v;
-    size_t n;
-} dirs;
-
-static int dirs_add(dirs *d, const char *dir)
-{
-    const char **v = realloc(d->v, (d->n + 1) * sizeof *v);
-    if (!v)
-        return 0;
-    v[d->n++] = dir;
-    d->v = v;
-    return 1;
-}
-
-static hvq_registry *load_registry(hvq_ctx *ctx, const dirs *d)
-{
-    return hvq_cli_registry(ctx, d->v, d->n);
-}
-
-/* Options every command shares; -1 to go on, else an exit status. */
-static int common_opt(int c, dirs *d, hvq_ctx_opts *o, const char *cmd, void (*usage)(FILE *))
-{
-    switch (c) {
-    case OPT_PLUGIN_DIR: return dirs_add(d, optarg) ? -1 : HVQ_EXIT_OTHER;
-    case 'q': o->quiet = 1; return -1;
-    case 'v': o->verbose = 1; return -1;
-    case 'h': usage(stdout); return HVQ_EXIT_OK;
-    case 'V': printf("hvqconv %s (plugin ABI %d)\n", PACKAGE_VERSION, HVQ_ABI_VERSION); return HVQ_EXIT_OK;
-    default:
-        fprintf(stderr, "Try 'hvqconv %s --help'.\n", cmd);
-        return HVQ_EXIT_BAD_INPUT;
-    }
-}
-
-static int same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-           sa.st_ino == sb.st_ino;
-}
+enum { OPT_PLUGIN_DIR = HVQ_CLI_OPT_PLUGIN_DIR, OPT_DTYPE, OPT_FORMAT, OPT_JSON, OPT_MAX_SHARD, OPT_THREADS };
 
 /* ---- decode -------------------------------------------------------------- */
-
-/* What a command runs once its options are parsed. */
-typedef hvq_status (*cmd_run_fn)(hvq_ctx *ctx, const hvq_registry *reg, const void *args);
-
-/* Sets up a context (threads defaulting to every core) and the plugin
- * registry, runs fn, prints its error and frees everything, d included.
- * Returns the exit status. */
-static int run_command(hvq_ctx_opts *opts, dirs *d, cmd_run_fn fn, const void *args)
-{
-    int rc = HVQ_EXIT_OTHER;
-    if (opts->threads < 1)
-        opts->threads = hvq_default_threads();
-    hvq_ctx *ctx = hvq_ctx_new(opts);
-    hvq_registry *reg = ctx ? load_registry(ctx, d) : NULL;
-    if (reg) {
-        hvq_status st = fn(ctx, reg, args);
-        if (st != HVQ_OK)
-            hvq_ctx_print_error(ctx);
-        rc = hvq_exit_for(st);
-    }
-    hvq_ctx_free(ctx);
-    hvq_registry_free(reg);
-    free(d->v);
-    return rc;
-}
 
 static void usage_decode(FILE *f)
 {
@@ -498,7 +430,7 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
                              const char *outp, const char *dtype, const char *format,
                              int64_t max_shard)
 {
-    if (same_file(in, outp))
+    if (hvq_cli_same_file(in, outp))
         return hvq_error(ctx, HVQ_E_INPUT, "%s: the output may not be the input", outp);
     hvq_ctx_add_input(ctx, in);
     hvq_ctx_name_output(ctx, outp);
@@ -568,12 +500,12 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     hvq_ctx_opts opts = *gopts;
-    dirs d = {0};
+    hvq_cli_dirs d = {0};
     const char *out = NULL, *dtype = "same", *format = NULL;
     int64_t max_shard = 0;
     int c, rc = -1;
     for (size_t i = 0; i < n_plugin_dirs; i++)
-        if (!dirs_add(&d, plugin_dirs[i]))
+        if (!hvq_cli_dirs_add(&d, plugin_dirs[i]))
             rc = HVQ_EXIT_OTHER;
     while (rc < 0 && (c = getopt_long(argc, argv, "o:t:fqvhV", lo, NULL)) != -1) {
         switch (c) {
@@ -610,7 +542,7 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
                 rc = HVQ_EXIT_BAD_INPUT;
             }
             break;
-        default: rc = common_opt(c, &d, &opts, "decode", usage_decode);
+        default: rc = hvq_cli_common_opt(c, &d, &opts, "decode", usage_decode);
         }
     }
     if (rc < 0 && optind >= argc) {
@@ -630,7 +562,7 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
         return rc;
     }
     const decode_args a = {argv[optind], out, dtype, format, max_shard};
-    return run_command(&opts, &d, decode_cmd, &a);
+    return hvq_cli_run(&opts, &d, decode_cmd, &a);
 }
 
 /* ---- inspect ------------------------------------------------------------- */
@@ -954,13 +886,13 @@ static hvq_status inspect_cmd(hvq_ctx *ctx, const hvq_registry *reg, const void 
 static int container_command(int argc, char **argv, const char *const *plugin_dirs,
                              size_t n_plugin_dirs, const hvq_ctx_opts *gopts, const char *name,
                              const struct option *lo, const char *shorts,
-                             void (*usage)(FILE *), cmd_run_fn cmd)
+                             void (*usage)(FILE *), hvq_cli_run_fn cmd)
 {
     hvq_ctx_opts opts = *gopts;
-    dirs d = {0};
+    hvq_cli_dirs d = {0};
     int c, rc = -1, json = 0;
     for (size_t i = 0; i < n_plugin_dirs; i++)
-        if (!dirs_add(&d, plugin_dirs[i]))
+        if (!hvq_cli_dirs_add(&d, plugin_dirs[i]))
             rc = HVQ_EXIT_OTHER;
     while (rc < 0 && (c = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
         if (c == OPT_JSON) {
@@ -969,7 +901,7 @@ static int container_command(int argc, char **argv, const char *const *plugin_di
             if (!hvq_parse_threads(optarg, &opts.threads))
                 rc = HVQ_EXIT_BAD_INPUT;
         } else {
-            rc = common_opt(c, &d, &opts, name, usage);
+            rc = hvq_cli_common_opt(c, &d, &opts, name, usage);
         }
     }
     if (rc < 0 && optind + 1 != argc) {
@@ -982,7 +914,7 @@ static int container_command(int argc, char **argv, const char *const *plugin_di
         return rc;
     }
     const file_args a = {argv[optind], json};
-    return run_command(&opts, &d, cmd, &a);
+    return hvq_cli_run(&opts, &d, cmd, &a);
 }
 
 int hvq_cmd_inspect(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,

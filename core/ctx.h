@@ -15,6 +15,8 @@ typedef struct hvq_ctx_opts {
     int verbose;  /* DEBUG logs */
     int threads;  /* >= 1 */
     int force;    /* allow replacing an existing output */
+    int make_dirs; /* create an output's missing parent directories (and
+                      remove them again when the run fails) */
 } hvq_ctx_opts;
 
 /* A new context with the host table attached; NULL only when out of

@@ -31,6 +31,9 @@ typedef struct ctx_private {
     char **named; /* output paths the user gave (hvq_ctx_name_output) */
     size_t n_named;
     hvq_shared_value *shared; /* host->shared_put's values (shared.c) */
+    char **made_dirs; /* directories output_open created, outermost first;
+                         removed again when the run's outputs are abandoned */
+    size_t n_made_dirs;
     size_t n_shared;
 } ctx_private;
 

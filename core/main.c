@@ -43,6 +43,7 @@ static void usage_main(FILE *f)
           "  list-plugins        list the plugins found, with kind, version and origin\n"
           "  describe NAME       show a plugin's parameters (type, default, range, help)\n"
           "  decode FILE.hvq     decode an hvq container into a model file (-o OUTPUT)\n"
+          "  convert IN OUT      convert a model between formats and layouts, uncompressed\n"
           "  inspect FILE.hvq    describe an hvq container and verify its checksums\n"
           "  verify FILE.hvq     check an hvq container's structure and every checksum\n"
           "  eval MODEL          perplexity of a Llama-family model on a token file\n"
@@ -137,11 +138,11 @@ static hvq_registry *load_registry(hvq_ctx *ctx, const cli *c)
 
 static int add_plugin_dir(cli *c, const char *dir)
 {
-    const char **d = realloc(c->plugin_dirs, (c->n_plugin_dirs + 1) * sizeof *d);
-    if (!d)
+    hvq_cli_dirs d = {c->plugin_dirs, c->n_plugin_dirs};
+    if (!hvq_cli_dirs_add(&d, dir))
         return 0;
-    d[c->n_plugin_dirs++] = dir;
-    c->plugin_dirs = d;
+    c->plugin_dirs = d.v;
+    c->n_plugin_dirs = d.n;
     return 1;
 }
 
@@ -848,6 +849,11 @@ int main(int argc, char **argv)
         else if (strcmp(cmd, "decode") == 0) {
             hvq_signals_polling(1);
             rc = hvq_cmd_decode(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
+            hvq_signals_polling(0);
+        }
+        else if (strcmp(cmd, "convert") == 0) {
+            hvq_signals_polling(1);
+            rc = hvq_cmd_convert(sub_argc, sub_argv, cl.plugin_dirs, cl.n_plugin_dirs, &cl.opts);
             hvq_signals_polling(0);
         }
         else if (strcmp(cmd, "inspect") == 0)

@@ -227,6 +227,8 @@ static void named_clear(ctx_private *p)
     p->n_named = 0;
 }
 
+static void made_dirs_clear(ctx_private *p, int remove);
+
 void hvq_inputs_free(hvq_ctx *ctx)
 {
     ctx_private *p = priv(ctx);
@@ -236,6 +238,7 @@ void hvq_inputs_free(hvq_ctx *ctx)
     free(p->inputs);
     p->inputs = NULL;
     p->n_inputs = 0;
+    made_dirs_clear(p, 0);
 }
 
 /* The input that writing path would replace (the same file, or the same
@@ -358,6 +361,51 @@ static void warn_leftovers(hvq_ctx *ctx, const hvq_output *o, const char *base)
     free(prefix);
 }
 
+/* Forgets the directories made for this run's outputs; with remove, first
+ * removes them again (innermost first; one that is not empty stays). */
+static void made_dirs_clear(ctx_private *p, int remove)
+{
+    for (size_t i = p->n_made_dirs; i-- > 0;) {
+        if (remove)
+            rmdir(p->made_dirs[i]);
+        free(p->made_dirs[i]);
+    }
+    free(p->made_dirs);
+    p->made_dirs = NULL;
+    p->n_made_dirs = 0;
+}
+
+/* Creates the missing parent directories of path (as mkdir -p), recording
+ * each so that a failed run removes it. 0 with errno set on failure. */
+static int make_parents(ctx_private *p, const char *path)
+{
+    char *dir = strdup(path);
+    if (!dir)
+        return 0;
+    char *slash = strrchr(dir, '/');
+    int ok = 1;
+    for (char *c = dir + 1; ok && slash && c <= slash; c++) {
+        if (*c != '/')
+            continue;
+        *c = '\0';
+        struct stat sb;
+        if (stat(dir, &sb) != 0 && errno == ENOENT) {
+            char **v = realloc(p->made_dirs, (p->n_made_dirs + 1) * sizeof *v);
+            if (v)
+                p->made_dirs = v;
+            if (!v || mkdir(dir, 0777) != 0 || !(v[p->n_made_dirs] = strdup(dir)))
+                ok = 0;
+            else
+                p->n_made_dirs++;
+        }
+        *c = '/';
+    }
+    int e = errno;
+    free(dir);
+    errno = e;
+    return ok;
+}
+
 hvq_output *hvq_output_open(hvq_ctx *ctx, const char *final_path)
 {
     ctx_private *p = priv(ctx);
@@ -372,6 +420,11 @@ hvq_output *hvq_output_open(hvq_ctx *ctx, const char *final_path)
         }
     if (check_destination(ctx, final_path, 1) != HVQ_OK)
         return NULL;
+    if (p->opts.make_dirs && !make_parents(p, final_path)) {
+        hvq_error(ctx, errno == ENOMEM ? HVQ_E_NOMEM : HVQ_E_INPUT,
+                  "%s: cannot create its directory: %s", final_path, strerror(errno));
+        return NULL;
+    }
     hvq_output *o = hvq_calloc(ctx, 1, sizeof *o);
     char *base = NULL;
     if (!o || !(o->final_path = hvq_strdup(ctx, final_path)) ||
@@ -505,6 +558,7 @@ void hvq_outputs_abort(hvq_ctx *ctx)
         p->outputs = o->next;
         output_free(o);
     }
+    made_dirs_clear(p, 1); /* a committed run cleared the list */
 }
 
 /* ---- what --force may replace ------------------------------------------ */
@@ -915,6 +969,8 @@ hvq_status hvq_outputs_commit(hvq_ctx *ctx)
     }
     if (st != HVQ_OK)
         rollback(ctx);
+    else
+        made_dirs_clear(p, 0); /* the outputs are in them now */
     unlock_dirs(locks, n_locks);
     owned_free(&w);
     hvq_outputs_abort(ctx); /* closes and frees; removes what was not placed */

@@ -193,6 +193,14 @@ static hvq_status validate_model(const hvq_plugin *d, char *why, size_t why_len)
     NEED(model_info, "model");
     NEED(model_window, "model");
     NEED(model_close, "model");
+    /* convert (fields past struct_size read as zero): all six or none */
+    int n_convert = !!d->convert_open + !!d->convert_tensor + !!d->convert_rows +
+                    !!d->convert_meta + !!d->convert_file + !!d->convert_close;
+    if (n_convert != 0 && n_convert != 6) {
+        snprintf(why, why_len, "model plugin '%s' has %d of the six convert callbacks "
+                 "(convert_open ... convert_close: all or none)", d->name, n_convert);
+        return HVQ_E_INPUT;
+    }
     return HVQ_OK;
 }
 

@@ -12,7 +12,8 @@ FUZZ_PROGS = \
 	fuzz/fuzz_npz \
 	fuzz/fuzz_imatrix \
 	fuzz/fuzz_yaml \
-	fuzz/fuzz_hvq
+	fuzz/fuzz_hvq \
+	fuzz/fuzz_tokenizer
 
 # Shared by every target; no per-target compiler flags, so each object is
 # built once.
@@ -50,6 +51,9 @@ fuzz_fuzz_yaml_LDFLAGS = $(FUZZ_LDFLAGS)
 fuzz_fuzz_hvq_SOURCES = fuzz/fuzz_hvq.c $(FUZZ_COMMON)
 fuzz_fuzz_hvq_LDADD = $(FUZZ_LDADD)
 fuzz_fuzz_hvq_LDFLAGS = $(FUZZ_LDFLAGS)
+fuzz_fuzz_tokenizer_SOURCES = fuzz/fuzz_tokenizer.c $(FUZZ_COMMON)
+fuzz_fuzz_tokenizer_LDADD = $(FUZZ_LDADD)
+fuzz_fuzz_tokenizer_LDFLAGS = $(FUZZ_LDFLAGS)
 
 # `make fuzz`: the targets and the plugins they load.
 fuzz: $(plugin_LTLIBRARIES) $(FUZZ_PROGS:=$(EXEEXT))

@@ -700,6 +700,41 @@ typedef struct hvq_container_view {
                                        corrected in the raw domain) */
 
 /* ------------------------------------------------------------------------
+ * Conversion between model layouts (`hvqconv convert`), offered by a model
+ * plugin: Hugging Face names and rotate-half q/k rows on one side,
+ * llama.cpp's names, interleaved q/k rows and GGUF metadata on the other.
+ * ---------------------------------------------------------------------- */
+
+/* What convert_open gets; the caller's, valid for the convert_open call
+ * only (the plugin copies what it keeps). */
+typedef struct hvq_convert_setup {
+    int to_gguf;                /* 1: Hugging Face -> llama.cpp (GGUF);
+                                   0: llama.cpp (GGUF) -> Hugging Face */
+    const char *path;           /* the input, for messages */
+    const char *config_json;    /* to_gguf: config.json text (never NULL) */
+    const char *config_path;    /* where it was read, for messages */
+    const hvq_meta *meta;       /* !to_gguf: the GGUF metadata */
+    size_t n_meta;
+    const char *model_dir;      /* to_gguf: the directory that may hold
+                                   tokenizer.json / tokenizer.model (NULL:
+                                   none) */
+    const char *tokenizer;      /* a tokenizer file given by the user
+                                   (the plugin's own format), or NULL */
+    const hvq_tensor_info *tensors; /* the input's tensors */
+    size_t n_tensors;
+    hvq_dtype dtype;            /* the output's weight type (general.file_type) */
+} hvq_convert_setup;
+
+/* What convert_tensor says about one input tensor. */
+typedef struct hvq_convert_tensor {
+    const char *name;           /* output name; the plugin's, valid until
+                                   convert_close; NULL: drop the tensor */
+    int reorder;                /* 1: its rows go through convert_rows */
+    hvq_dtype keep;             /* OPAQUE: the type --dtype asks for; else
+                                   this type (e.g. F32 for GGUF norms) */
+} hvq_convert_tensor;
+
+/* ------------------------------------------------------------------------
  * The descriptor. Fields are grouped by kind; a plugin fills the header,
  * the metadata and the callbacks of its kind(s). Mandatory callbacks per
  * kind are marked [M]; the host refuses a plugin that lacks one.
@@ -919,6 +954,26 @@ typedef struct hvq_plugin {
      * stopping as model_window. */
     hvq_status (*model_windows)(hvq_ctx *ctx, void *state, const int32_t *tokens,
                                 int n_windows, int n, double *nll, uint64_t *n_scored);
+
+    /* MODEL, optional (convert; all six or none): one architecture's
+     * conversion between Hugging Face and llama.cpp layouts.
+     * convert_open parses the configuration (and the tokenizer) of
+     * setup; convert_tensor maps one input tensor (HVQ_E_UNSUPPORTED with
+     * a message for a tensor it cannot place); convert_rows writes in's
+     * rows in their new order to out (in->info.nbytes bytes, any dtype: a
+     * row is nbytes / shape[0] bytes); convert_meta gives the output's
+     * metadata (GGUF keys as typed JSON text; for Hugging Face output,
+     * none); convert_file gives extra file k of the output directory
+     * (config.json, tokenizer files: a name and its bytes, valid until
+     * convert_close), HVQ_E_NOTFOUND past the last. */
+    hvq_status (*convert_open)(hvq_ctx *ctx, const hvq_convert_setup *setup, void **state);
+    hvq_status (*convert_tensor)(hvq_ctx *ctx, void *state, const hvq_tensor_info *in,
+                                 hvq_convert_tensor *out);
+    hvq_status (*convert_rows)(hvq_ctx *ctx, void *state, const hvq_tensor *in, void *out);
+    hvq_status (*convert_meta)(hvq_ctx *ctx, void *state, const hvq_meta **meta, size_t *n);
+    hvq_status (*convert_file)(hvq_ctx *ctx, void *state, size_t k, const char **name,
+                               const void **data, size_t *len);
+    void (*convert_close)(hvq_ctx *ctx, void *state);
 
     /* New fields are appended here. */
 } hvq_plugin;

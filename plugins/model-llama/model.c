@@ -15,6 +15,7 @@
 
 #include "plugin.h"
 
+#include "convert.h"
 #include "finite.h"
 #include "llama.h"
 #include "llama_tok.h"
@@ -204,7 +205,8 @@ static const hvq_plugin llama_plugin = {
     .name = "llama",
     .version = "1.0.0",
     .summary = "Llama-family forward pass (Llama 1/2/3, TinyLlama, SmolLM2, Mistral) in "
-               "float32, and its SentencePiece tokenizer",
+               "float32, its SentencePiece tokenizer, and conversion between Hugging Face and "
+               "llama.cpp (GGUF) layouts",
     .license = "MIT",
     .architectures = "llama mistral",
     .model_linears = llama_linears,
@@ -220,6 +222,12 @@ static const hvq_plugin llama_plugin = {
     .tokenizer_close = tok_close,
     .model_open_lazy = lm_open_lazy,
     .model_windows = lm_windows,
+    .convert_open = hvq_llama_convert_open,
+    .convert_tensor = hvq_llama_convert_tensor,
+    .convert_rows = hvq_llama_convert_rows,
+    .convert_meta = hvq_llama_convert_meta,
+    .convert_file = hvq_llama_convert_file,
+    .convert_close = hvq_llama_convert_close,
 };
 
 HVQ_REGISTER_PLUGIN(llama_plugin)
