@@ -452,16 +452,17 @@ def _rtn(c, st, rows, cols, out):
     sc = _f16(_comp(c, st, "scales", "F16", rows * ng)).reshape(rows, ng)
     m = _f16(_comp(c, st, "mins", "F16", rows * ng)).reshape(rows, ng) if asym else \
         np.zeros((rows, ng), np.float32)
-    lut = np.empty((256, 2), np.float32)  # byte -> (low, high) q as float32
-    b = np.arange(256)
-    lut[:, 0], lut[:, 1] = b & 15, b >> 4
+    q = np.empty(2 * lev.size, np.uint8)
+    np.bitwise_and(lev, 15, out=q[0::2])
+    np.right_shift(lev, 4, out=q[1::2])
     if not asym:
-        lut -= 8
-    q = lut[lev].reshape(-1)[:n]
+        q = q.view(np.int8)
+        q -= 8
+    q = q[:n]
     valid = (sc > 0) & np.isfinite(sc)
     s = np.where(valid, sc, np.float32(0))
     out2 = out.reshape(rows, cols)
-    out2[...] = q.reshape(rows, cols)
+    out2[...] = q.reshape(rows, cols)  # exact: -8..15 as float32
     _per_group(out2, s, gs, _mul)  # (float)q * scale ...
     _per_group(out2, m, gs, lambda v, x: np.add(v, x, out=v))  # ... + m
     if not valid.all():  # scale not > 0 or not finite: recon = m exactly
@@ -563,29 +564,38 @@ def _fifth(qh):
     return np.unpackbits(qh, axis=1, bitorder="little")
 
 
+def _mul_into(q, scale, y):
+    """y = (float)q * scale (float32): the codes converted first (exact),
+    then one contiguous float32 product (faster than a mixed-type ufunc)."""
+    np.multiply(q.astype(np.float32), scale, out=y)
+
+
 def _ggml_legacy(t, blk, y):
+    nb = blk.shape[0]
     d = _f16(blk[:, 0:2])[:, None]
     if t == "q8_0":
-        np.multiply(blk[:, 2:34].view(np.int8), d, out=y)
+        _mul_into(blk[:, 2:34].view(np.int8), d, y)
         return
-    if t in ("q4_0", "iq4_nl"):
-        lut = _KVALUES if t == "iq4_nl" else np.arange(-8, 8, dtype=np.float32)
+    if t == "iq4_nl":
         qs = blk[:, 2:18]
-        np.multiply(lut[qs & 15], d, out=y[:, :16])
-        np.multiply(lut[qs >> 4], d, out=y[:, 16:])
+        np.multiply(_KVALUES[qs & 15], d, out=y[:, :16])
+        np.multiply(_KVALUES[qs >> 4], d, out=y[:, 16:])
         return
-    if t == "q4_1":
-        m = _f16(blk[:, 2:4])[:, None]
-        q = _nibbles(blk[:, 4:20])
-    elif t == "q5_0":
-        q = _nibbles(blk[:, 6:22]) | (_fifth(blk[:, 2:6]) << 4)
-        q = q.astype(np.int16) - 16
-    else:  # q5_1
-        m = _f16(blk[:, 2:4])[:, None]
-        q = _nibbles(blk[:, 8:24]) | (_fifth(blk[:, 4:8]) << 4)
-    np.multiply(q, d, out=y, casting="unsafe")
-    if t in ("q4_1", "q5_1"):
-        np.add(y, m, out=y)
+    at = 4 if t in ("q4_1", "q5_1") else 2  # the codes or qh
+    five = t in ("q5_0", "q5_1")
+    qs = np.ascontiguousarray(blk[:, at + 4 * five:at + 4 * five + 16])
+    q = np.empty((nb, 32), np.uint8)
+    np.bitwise_and(qs, 15, out=q[:, :16])
+    np.right_shift(qs, 4, out=q[:, 16:])
+    if five:
+        q |= _fifth(blk[:, at:at + 4]) << 4
+    if t in ("q4_0", "q5_0"):
+        q = q.view(np.int8)
+        q -= 16 if five else 8  # (float)(q - half) * d
+        _mul_into(q, d, y)
+    else:  # (float)q * d + m
+        _mul_into(q, d, y)
+        np.add(y, _f16(blk[:, 2:4])[:, None], out=y)
 
 
 def _k_scale_min(sc12):
@@ -616,7 +626,7 @@ def _ggml_k45(blk, y, five):
         hb = np.unpackbits(qh[:, None, :], axis=1, bitorder="little")  # (nb, 8, 32)
         codes += (hb.reshape(nb, 4, 2, 32) << 4)
     y4 = y.reshape(nb, 8, 32)
-    np.multiply(codes.reshape(nb, 8, 32), d1[:, :, None], out=y4, casting="unsafe")
+    _mul_into(codes.reshape(nb, 8, 32), d1[:, :, None], y4)
     np.subtract(y4, m1[:, :, None], out=y4)
 
 
@@ -635,8 +645,7 @@ def _ggml_q6_k(blk, y):
         for i, q in enumerate(qs):
             qf = (q.astype(np.int8) - np.int8(32)).reshape(nb, 2, 16)
             # sc index: 8h + is + 2i, is = l / 16
-            np.multiply(ds[:, 8 * h + 2 * i:8 * h + 2 * i + 2, None], qf, out=y6[:, h, i],
-                        casting="unsafe")
+            _mul_into(qf, ds[:, 8 * h + 2 * i:8 * h + 2 * i + 2, None], y6[:, h, i])
 
 
 _V = np.arange(256) if np else None
@@ -655,7 +664,7 @@ def _ggml_q3_k(blk, y):
     code = (q[:, (v // 128) * 32 + v % 32] >> (2 * ((v // 32) % 4)).astype(np.uint8)) & 3
     hbit = (hm[:, v % 32] >> (v // 32).astype(np.uint8)) & 1
     val = code.astype(np.int8) - np.where(hbit != 0, 0, 4).astype(np.int8)
-    np.multiply(dl[:, v // 16], val, out=y, casting="unsafe")
+    _mul_into(val, dl[:, v // 16], y)
 
 
 def _ggml_q2_k(blk, y):
@@ -665,7 +674,7 @@ def _ggml_q2_k(blk, y):
     ml = mn[:, None] * (sc >> 4).astype(np.float32)
     v = _V
     code = (qs[:, (v // 128) * 32 + v % 32] >> (2 * ((v // 32) % 4)).astype(np.uint8)) & 3
-    np.multiply(dl[:, v // 16], code, out=y, casting="unsafe")
+    _mul_into(code, dl[:, v // 16], y)
     np.subtract(y, ml[:, v // 16], out=y)
 
 
@@ -848,8 +857,7 @@ def _ecsq(c, st, rows, cols, out):
             q = None
         if q is None:
             raise ValueError("ecsq: stream %d of %d is corrupt" % (s, ns))
-        np.multiply(np.array(q, np.int32), step[0], out=out[r0 * cols:r1 * cols],
-                    casting="unsafe")
+        _mul_into(np.array(q, np.int32), step[0], out[r0 * cols:r1 * cols])
     if cg is not None:
         out2 = out.reshape(rows, cols)
         np.divide(out2, cg, out=out2)
