@@ -728,106 +728,76 @@ def _ggml(c, st, rows, cols, out):
 
 _ECSQ_ROWS = 1 << 20
 _MAX_EXP = 24
+_MANT = 2 + _MAX_EXP
 
 
 def _ecsq_stream(buf, count):
-    """count levels from one stream (bytes); None when it is corrupt."""
+    """count levels from one stream (bytes); None when it is corrupt.
+
+    One adaptive probability (of a 0, 12 bits) per context, all in P: 0 the
+    nonzero bit, 1 the sign, 2 + k the exponent's bit k, _MANT + 3 k + c the
+    mantissa's first two bits (c = 0, then 1 + the first bit); the
+    mantissa's other bits at probability 1/2."""
     buf = bytes(buf) + bytes(8)  # reads past the end give 0 (refused at the end)
     nbytes = len(buf) - 8
-    code = int.from_bytes(buf[0:4], "big")
-    pos = 4
-    rng = 0xffffffff
-    zero = sign = 2048
-    exp = [2048] * _MAX_EXP
-    mant = [[2048, 2048, 2048] for _ in range(_MAX_EXP)]
+    code, pos, rng = int.from_bytes(buf[0:4], "big"), 4, 0xffffffff
+    P = [2048] * (_MANT + 3 * _MAX_EXP)
     out = [0] * count
     TOP = 1 << 24
-    for i in range(count):
-        # nonzero bit
-        bound = (rng >> 12) * zero
+    i = ix = 0
+    while i < count:
+        p = P[ix]
+        bound = (rng >> 12) * p
         if code < bound:
             rng = bound
-            zero += (4096 - zero) >> 6
-            while rng < TOP:
-                rng <<= 8
-                code = ((code << 8) | buf[pos]) & 0xffffffff
-                pos += 1
-            continue  # level 0
-        code -= bound
-        rng -= bound
-        zero -= zero >> 6
-        while rng < TOP:
-            rng <<= 8
-            code = ((code << 8) | buf[pos]) & 0xffffffff
-            pos += 1
-        # sign
-        bound = (rng >> 12) * sign
-        if code < bound:
-            rng = bound
-            sign += (4096 - sign) >> 6
-            neg = 0
+            P[ix] = p + ((4096 - p) >> 6)
+            bit = 0
         else:
             code -= bound
             rng -= bound
-            sign -= sign >> 6
-            neg = 1
+            P[ix] = p - (p >> 6)
+            bit = 1
         while rng < TOP:
             rng <<= 8
             code = ((code << 8) | buf[pos]) & 0xffffffff
             pos += 1
-        # exponent: ones up to a zero
-        k = 0
-        while True:
-            p = exp[k]
-            bound = (rng >> 12) * p
-            if code < bound:
-                rng = bound
-                exp[k] = p + ((4096 - p) >> 6)
-                bit = 0
+        if ix == 0:  # nonzero?
+            if bit:
+                ix = 1
             else:
-                code -= bound
-                rng -= bound
-                exp[k] = p - (p >> 6)
-                bit = 1
-            while rng < TOP:
-                rng <<= 8
-                code = ((code << 8) | buf[pos]) & 0xffffffff
-                pos += 1
-            if not bit:
-                break
-            k += 1
-            if k == _MAX_EXP:
-                return None
-        v = 1
-        ctx = 0
-        mk = mant[k]
-        for j in range(k):
-            if j < 2:
-                p = mk[ctx]
-                bound = (rng >> 12) * p
-                if code < bound:
-                    rng = bound
-                    mk[ctx] = p + ((4096 - p) >> 6)
-                    bit = 0
-                else:
-                    code -= bound
-                    rng -= bound
-                    mk[ctx] = p - (p >> 6)
-                    bit = 1
-            else:
-                rng >>= 1
-                if code >= rng:
-                    code -= rng
-                    bit = 1
-                else:
-                    bit = 0
-            while rng < TOP:
-                rng <<= 8
-                code = ((code << 8) | buf[pos]) & 0xffffffff
-                pos += 1
-            ctx = 1 + bit
+                i += 1  # out[i] stays 0
+            continue
+        if ix == 1:  # the sign
+            neg, k, ix = bit, 0, 2
+            continue
+        if ix < _MANT:  # the exponent: ones up to a zero
+            if bit:
+                k += 1
+                if k == _MAX_EXP:
+                    return None
+                ix = 2 + k
+                continue
+            v, j = 1, 0
+        else:  # a mantissa bit with a context
             v = (v << 1) | bit
+            j += 1
+        if j < k and j < 2:
+            ix = _MANT + 3 * k + (1 + bit if j else 0)
+            continue
+        for j in range(j, k):  # the rest at probability 1/2
+            rng >>= 1
+            if code >= rng:
+                code -= rng
+                v = (v << 1) | 1
+            else:
+                v <<= 1
+            while rng < TOP:
+                rng <<= 8
+                code = ((code << 8) | buf[pos]) & 0xffffffff
+                pos += 1
         out[i] = -v if neg else v
+        i += 1
+        ix = 0
     if pos != nbytes:
         return None
     return out
