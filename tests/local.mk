@@ -86,3 +86,9 @@ TESTS += tests/test_rtn tests/test_coo16 tests/test_magnitude tests/test_obd \
 # core header; the core has no model code.
 dist_check_SCRIPTS = tests/boundary.sh
 TESTS += tests/boundary.sh
+
+# python/hvqconv.py against hvqconv decode, bit for bit, on every pipeline
+# and encoding; bad input. Skipped without python3 and numpy.
+dist_check_SCRIPTS += tests/pyload.sh
+TESTS += tests/pyload.sh
+EXTRA_DIST += tests/pyload_check.py
