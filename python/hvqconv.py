@@ -471,24 +471,23 @@ def _rtn(c, st, rows, cols, out):
 
 
 def _unpack_indices(stream, bits, count):
-    """count indices of `bits` (1..16) bits, LSB first, as int64."""
+    """count indices of `bits` (1..16) bits, LSB first, as intp."""
     if bits == 8:
         return stream[:count].astype(np.intp)
     if bits == 16:
         return np.ascontiguousarray(stream[:2 * count]).view("<u2").astype(np.intp)
     groups = (count + 7) // 8  # 8 indices take exactly `bits` bytes
-    pad = np.zeros(groups * bits + 3, np.uint8)
+    pad = np.zeros(groups * bits + 4, np.uint8)
     pad[:stream.size] = stream
+    # the little-endian 32-bit word at every byte offset (an overlapping
+    # view, nothing copied); index j of each group of 8 starts in byte
+    # (j * bits) / 8 of the group, at bit (j * bits) % 8, within 23 bits
+    words = np.ndarray((groups * bits + 1,), dtype="<u4", buffer=pad, strides=(1,))
     out = np.empty(groups * 8, np.intp)
-    mask = (1 << bits) - 1
+    mask = np.uint32((1 << bits) - 1)
     for j in range(8):
-        at = j * bits
-        b0, sh = at >> 3, at & 7
-        w = pad[b0:b0 + groups * bits:bits].astype(np.uint32)
-        w |= pad[b0 + 1:b0 + 1 + groups * bits:bits].astype(np.uint32) << 8
-        if sh + bits > 16:
-            w |= pad[b0 + 2:b0 + 2 + groups * bits:bits].astype(np.uint32) << 16
-        w >>= sh
+        b0, sh = (j * bits) >> 3, (j * bits) & 7
+        w = words[b0:b0 + groups * bits:bits] >> np.uint32(sh)
         w &= mask
         out[j::8] = w
     return out[:count]
@@ -521,13 +520,17 @@ def _kmeans(c, st, rows, cols, out):
     cb = cb.reshape(k, b)
     # a centroid as one wide integer: a 1-D gather of whole rows
     wide = {1: np.uint32, 2: np.uint64}.get(b)
-    if wide is not None:
+    if wide is not None and nvec * b == n:  # straight into out
+        np.take(cb.view(wide).reshape(k), idx, out=out.view(wide))
+        vals = None
+    elif wide is not None:
         vals = cb.view(wide).reshape(k)[idx].view(np.float32)
     elif b % 2 == 0:
         vals = cb.view(np.uint64)[idx].view(np.float32)
     else:
         vals = cb[idx]
-    out[:] = vals.reshape(-1)[:n]
+    if vals is not None:
+        out[:] = vals.reshape(-1)[:n]
     if "scale" in a:
         if a["scale"] not in ("max", "rms"):
             raise ValueError("kmeans: unknown scale '%s'" % a["scale"])

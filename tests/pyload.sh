@@ -110,6 +110,12 @@ compress kmeans-b3-rice "$tmp/base.yaml" "$S" --set $C.plugin=kmeans --set $C.bl
 compress ecsq-gains "$tmp/base.yaml" "$S" --set $C.plugin=ecsq --set $C.bits=4 \
     --set $C.col_exponent=0.5 --set stages.residual.plugin=rice &&
     same ecsq-gains "$tmp/ecsq-gains.hvq"
+# a 3x5 matrix: an odd count (the last 2-value vector and the last byte
+# of nibbles cut short)
+sed 's/"\*proj.weight"/"*small.weight"/' "$tmp/base.yaml" >"$tmp/odd.yaml"
+compress kmeans-odd "$tmp/odd.yaml" "$S" --set $C.plugin=kmeans --set $C.block_size=2 \
+    --set $C.centroids=4 --set $C.fit=shrink && same kmeans-odd "$tmp/kmeans-odd.hvq"
+compress rtn-odd "$tmp/odd.yaml" "$S" --set $C.plugin=rtn && same rtn-odd "$tmp/rtn-odd.hvq"
 mkdir -p "$tmp/sharded"
 compress sharded/m "$tmp/base.yaml" "$S" --set $C.type=q6_K \
     --set stages.writer.max_shard_size=20000 &&
