@@ -517,20 +517,15 @@ def _kmeans(c, st, rows, cols, out):
             bad = int(np.argmax(idx >= k))
             raise ValueError("kmeans: index %d of vector %d is out of range (%d centroids)"
                              % (idx[bad], bad, k))
-    cb = cb.reshape(k, b)
-    # a centroid as one wide integer: a 1-D gather of whole rows
-    wide = {1: np.uint32, 2: np.uint64}.get(b)
-    if wide is not None and nvec * b == n:  # straight into out
-        np.take(cb.view(wide).reshape(k), idx, out=out.view(wide))
-        vals = None
-    elif wide is not None:
-        vals = cb.view(wide).reshape(k)[idx].view(np.float32)
-    elif b % 2 == 0:
-        vals = cb.view(np.uint64)[idx].view(np.float32)
-    else:
-        vals = cb[idx]
-    if vals is not None:
-        out[:] = vals.reshape(-1)[:n]
+    # centroid idx[i] copied to vector i: each centroid one opaque item of
+    # 4 b bytes (bits untouched); mode clip is only there to spare numpy
+    # its bounds-checking copy: every index was checked above
+    item = np.dtype((np.void, 4 * b))
+    cbv = cb.view(item)
+    if nvec * b == n:
+        np.take(cbv, idx, out=out.view(item), mode="clip")
+    else:  # the last vector cut short
+        out[:] = np.take(cbv, idx, mode="clip").view(np.float32)[:n]
     if "scale" in a:
         if a["scale"] not in ("max", "rms"):
             raise ValueError("kmeans: unknown scale '%s'" % a["scale"])
