@@ -12,14 +12,14 @@ map; the decoders are vectorized numpy. What a tensor decodes to:
 * compressed ("hvq") tensors: float32, reconstructed with exactly the
   float32 operations of hvqconv's C decoders, in the same order (so the
   bit patterns equal `hvqconv decode --dtype f32`'s);
-* pass-through ("raw") tensors of a float dtype: float32 (F32 as stored;
-  F16 and BF16 widened exactly, so the values equal `hvqconv decode`'s
-  F16/BF16 output; F64 rounded to nearest, as hvqconv does); with
-  raw="stored" they keep their stored numpy dtype (BF16, which numpy lacks,
-  as its uint16 bits);
-* raw tensors of any other dtype: their stored integer or bool dtype;
-  types numpy has no type for (F8_*, F4, F6_*, and dtypes of other
-  formats, stored as U8) as uint8 bytes, as the container stores them.
+* pass-through ("raw") F32, F16 and BF16 tensors: float32 (F16 and BF16
+  widened exactly, so the values equal `hvqconv decode`'s F16/BF16
+  output); with raw="stored" they keep their stored numpy dtype (BF16,
+  which numpy lacks, as its uint16 bits);
+* raw tensors of any other dtype as stored, as `hvqconv decode` writes
+  them: F64 as float64, integers and bool as such; types numpy has no type
+  for (F8_*, F4, F6_*, and dtypes of other formats, stored as U8) as uint8
+  bytes.
 
 Encodings: clusterers rtn, kmeans (all scale modes), ggml (q4_0, q4_1,
 q5_0, q5_1, q8_0, iq4_nl, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_xs) and ecsq;
@@ -65,27 +65,24 @@ class FormatError(Exception):
 
 # ---- safetensors -----------------------------------------------------------
 
-# dtype name: (bytes per element, numpy type or None for opaque bytes)
+# dtype name: (bits per element, numpy type or None for opaque bytes)
 _DTYPES = {
-    "F64": (8, "<f8"), "I64": (8, "<i8"), "U64": (8, "<u8"), "C64": (8, "<c8"),
-    "F32": (4, "<f4"), "I32": (4, "<i4"), "U32": (4, "<u4"),
-    "F16": (2, "<f2"), "BF16": (2, "<u2"), "I16": (2, "<i2"), "U16": (2, "<u2"),
-    "BOOL": (1, "?"), "I8": (1, "i1"), "U8": (1, "u1"),
-    "F8_E4M3": (1, None), "F8_E5M2": (1, None), "F8_E8M0": (1, None),
-    "F4": (0.5, None), "F6_E2M3": (0.75, None), "F6_E3M2": (0.75, None),
+    "F64": (64, "<f8"), "I64": (64, "<i8"), "U64": (64, "<u8"), "C64": (64, "<c8"),
+    "F32": (32, "<f4"), "I32": (32, "<i4"), "U32": (32, "<u4"),
+    "F16": (16, "<f2"), "BF16": (16, "<u2"), "I16": (16, "<i2"), "U16": (16, "<u2"),
+    "BOOL": (8, "?"), "I8": (8, "i1"), "U8": (8, "u1"),
+    "F8_E4M3": (8, None), "F8_E5M2": (8, None), "F8_E8M0": (8, None),
+    "F4": (4, None), "F6_E2M3": (6, None), "F6_E3M2": (6, None),
 }
-_FLOATS = ("F32", "F16", "BF16", "F64")
 
 
 def _nbytes(dtype, shape):
-    n = 1
+    """The bytes of a stored tensor; None when a sub-byte type does not
+    fill whole bytes."""
+    bits = _DTYPES[dtype][0]
     for d in shape:
-        n *= d
-    size = _DTYPES[dtype][0]
-    b = n * size
-    if b != int(b):
-        return None
-    return int(b)
+        bits *= d
+    return None if bits % 8 else bits // 8
 
 
 class _File:
@@ -365,7 +362,7 @@ class Container:
                               % (self.path, e["name"], len(s)))
         dtype = self.stored[s[0]][1]
         a = self._array(s[0])
-        if dtype in _FLOATS and raw == "float32":
+        if dtype in ("F16", "BF16") and raw == "float32":
             if dtype == "BF16":
                 a = (a.astype(np.uint32) << 16).view(np.float32)
             else:

@@ -3,13 +3,14 @@
 # demo model compressed with every pipeline in pipelines/ (int4-* with the
 # hvq writer; best and best-fast sized to 4.8 bits per weight, which gives
 # ecsq), and a small random model (tests/pyload_check.py synth, 512- and
-# 768-column matrices, F16, BF16 and I64 tensors passing through, a
-# Hessian file) with every ggml block type, rtn asymmetric with short last
-# groups, k-means with per-group and column gains, ecsq with column gains,
-# the rice and coo16 residuals, and a sharded container (through its index
-# and its directory). Then bad input: a truncated file, a corrupt header, a
-# checksum mismatch, a missing shard, a single shard, a plain safetensors
-# file: each exits 2 with a message naming the file, without a traceback.
+# 768-column matrices, F16, BF16, F64, integer, bool and F8 tensors passing
+# through, a Hessian file) with every ggml block type, rtn asymmetric with
+# short last groups, k-means with per-group and column gains, ecsq with
+# column gains, the rice and coo16 residuals, a 3x5 matrix, and a sharded
+# container (through its index and its directory). Then bad input: a
+# truncated file, a corrupt header, a checksum mismatch, a missing shard, a
+# single shard, a plain safetensors file: each exits 2 with a message
+# naming the file, without a traceback.
 # Skipped (77) without python3 and numpy.
 set -u
 top=${HVQ_TOP_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}

@@ -10,9 +10,10 @@ imported from HVQ_TOP_SRCDIR or from beside this file's parent).
       tensor differs.
   pyload_check.py synth OUT.safetensors
       a small random model whose matrices have 512 columns (the 256-value
-      super-blocks of llama.cpp's K types fit), with F16, BF16 and I64
-      tensors to pass through, and beside it OUT.hessian.safetensors: a
-      diagonal per matrix (log-normal, so column gains are not all 1).
+      super-blocks of llama.cpp's K types fit), with F16, BF16, F64, I64,
+      I32, BOOL and F8_E4M3 tensors to pass through, and beside it
+      OUT.hessian.safetensors: a diagonal per matrix (log-normal, so column
+      gains are not all 1).
 """
 import json
 import os
@@ -34,7 +35,8 @@ def read_safetensors(path):
     header.pop("__metadata__", None)
     out = {}
     types = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8", "I64": "<i8",
-             "I32": "<i4", "U8": "u1", "I8": "i1", "U16": "<u2", "BOOL": "?"}
+             "I32": "<i4", "U8": "u1", "I8": "i1", "U16": "<u2", "BOOL": "?",
+             "F8_E4M3": "u1"}
     for name, t in header.items():
         b, e = t["data_offsets"]
         a = np.frombuffer(blob[8 + n + b:8 + n + e], dtype=types[t["dtype"]])
@@ -60,10 +62,7 @@ def compare(container, decoded):
                                                           r.shape))
             bad += 1
             continue
-        if r.dtype == np.float32:
-            same = np.array_equal(g.view(np.uint32), r.view(np.uint32))
-        else:
-            same = np.array_equal(g, r)
+        same = g.tobytes() == r.tobytes()  # bit for bit, NaNs included
         if not same:
             diff = np.flatnonzero(g.reshape(-1).view(np.uint8) != r.reshape(-1).view(np.uint8))
             print("FAIL: %s: differs (first differing byte %d)" % (name, diff[0]))
@@ -88,6 +87,10 @@ def synth(path):
     bf = (rng.standard_normal(64).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
     tensors["embed.bf16"] = ("BF16", bf)
     tensors["position_ids"] = ("I64", np.arange(10, dtype=np.int64))
+    tensors["rope.f64"] = ("F64", rng.standard_normal((4, 3)))
+    tensors["mask.bool"] = ("BOOL", rng.integers(0, 2, 7).astype(bool))
+    tensors["ids.i32"] = ("I32", rng.integers(-5, 5, (2, 2)).astype(np.int32))
+    tensors["scale.f8"] = ("F8_E4M3", rng.integers(0, 256, 6).astype(np.uint8))
     hess = {k: ("F32", np.exp(1.2 * rng.standard_normal(a.shape[1])).astype(np.float32))
             for k, (dt, a) in tensors.items() if a.ndim == 2}
     write_safetensors(path, {"format": "pt"}, tensors)
