@@ -41,7 +41,6 @@ problem:
 import json
 import mmap
 import os
-import re
 import sys
 import time
 import zlib
@@ -165,9 +164,6 @@ class _File:
 
 # ---- the container ---------------------------------------------------------
 
-_SHARD_RE = re.compile(r"-\d{5,}-of-\d{5,}\.hvq$")
-
-
 def _find(path):
     """The file to open for path: a .hvq file, an index, or a directory's
     only *.hvq.index.json (else its only *.hvq)."""
@@ -211,7 +207,7 @@ class Container:
         else:
             f = _File(file)
             self.files.append(f)
-            if "hvq.shard" in f.meta or _SHARD_RE.search(file):
+            if "hvq.shard" in f.meta:
                 raise FormatError("%s: one shard of a sharded container: open its "
                                   "*.hvq.index.json or its directory" % file)
             for name, t in f.tensors.items():
@@ -643,11 +639,10 @@ def _ggml_q6_k(blk, y):
             _mul_into(qf, ds[:, 8 * h + 2 * i:8 * h + 2 * i + 2, None], y6[:, h, i])
 
 
-_V = np.arange(256) if np else None
+_V = np.arange(256) if np else None  # the value index of a 256-value super-block
 
 
 def _ggml_q3_k(blk, y):
-    nb = blk.shape[0]
     hm, q, sc = blk[:, 0:32], blk[:, 32:96], blk[:, 96:108]
     d = _f16(blk[:, 108:110])
     j = np.arange(16)
