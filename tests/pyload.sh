@@ -25,6 +25,8 @@ if [ -z "$PY" ]; then
     exit 77
 fi
 export HVQ_TOP_SRCDIR=$top
+PYTHONDONTWRITEBYTECODE=1 # nothing written into the source tree
+export PYTHONDONTWRITEBYTECODE
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/hvq-pyload-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 fail=0
