@@ -91,10 +91,8 @@ bench_model() {
 # ---- for the rate-distortion benchmarks (rd_matrices.sh, rd_model.sh) ----
 
 # PY: a python3 that imports numpy ($PYTHON, else python3, else
-# /usr/bin/python3), with llama.cpp's gguf-py importable: $GGUF_PY, else
-# $LLAMACPP_BIN/../src/gguf-py (where build_llamacpp_tools.sh puts the
-# source), else an installed gguf package (pip install gguf).
-bench_python() {
+# /usr/bin/python3); exits when there is none.
+bench_numpy() {
     PY=
     for p in ${PYTHON:-} python3 /usr/bin/python3; do
         if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import numpy' 2>/dev/null; then
@@ -103,6 +101,13 @@ bench_python() {
         fi
     done
     [ -n "$PY" ] || { echo "bench: needs python3 with numpy (apt-get install python3-numpy)" >&2; exit 1; }
+}
+
+# PY as bench_numpy sets it, with llama.cpp's gguf-py importable: $GGUF_PY, else
+# $LLAMACPP_BIN/../src/gguf-py (where build_llamacpp_tools.sh puts the
+# source), else an installed gguf package (pip install gguf).
+bench_python() {
+    bench_numpy
     gp=${GGUF_PY:-$LLAMACPP_BIN/../src/gguf-py}
     if [ -d "$gp/gguf" ]; then
         PYTHONPATH=$(cd "$gp" && pwd)${PYTHONPATH:+:$PYTHONPATH}

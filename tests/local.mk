@@ -94,3 +94,9 @@ tests_test_gguf_native_SOURCES = tests/test_gguf_native.c
 tests_test_gguf_native_CFLAGS = $(HVQ_TEST_CFLAGS)
 tests_test_gguf_native_LDADD = $(HVQ_TEST_LIBS)
 TESTS += tests/test_gguf_native
+
+# python/hvqconv.py against hvqconv decode, bit for bit, on every pipeline
+# and encoding; bad input. Skipped without python3 and numpy.
+dist_check_SCRIPTS += tests/pyload.sh
+TESTS += tests/pyload.sh
+EXTRA_DIST += tests/pyload_check.py

@@ -1,10 +1,11 @@
 #!/bin/sh
 # Installs what hvqconv needs to build and test on Debian 12 (or Ubuntu):
-# a C toolchain, autotools, libyaml, libarchive, zlib and Check; and clang with
-# its runtime libraries (libFuzzer, ASan, UBSan) for the fuzz targets.
+# a C toolchain, autotools, libyaml, libarchive, zlib and Check; clang with
+# its runtime libraries (libFuzzer, ASan, UBSan) for the fuzz targets; and
+# python3 with numpy for python/hvqconv.py and its test (tests/pyload.sh).
 # Idempotent.
 set -eu
-pkgs="build-essential autoconf automake libtool pkg-config libyaml-dev libarchive-dev zlib1g-dev check clang libclang-rt-dev"
+pkgs="build-essential autoconf automake libtool pkg-config libyaml-dev libarchive-dev zlib1g-dev check clang libclang-rt-dev python3 python3-numpy"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

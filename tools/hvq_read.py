@@ -6,6 +6,8 @@ rtn and kmeans and the residuals coo16, rice and none. A sharded container is re
 through its NAME.hvq.index.json or its directory.
 
   hvq_read.py MODEL.hvq|NAME.hvq.index.json|DIR [-o OUT.safetensors] [--compare REF.safetensors]
+
+A reference, slow by design; python/hvqconv.py is the fast numpy loader.
 """
 import argparse, glob, json, os, struct, sys, zlib
 from array import array
