@@ -31,6 +31,7 @@
 
 #include "llama.h"
 #include "json.h"
+#include "meta.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -306,26 +307,16 @@ typedef struct ll_gguf {
 static const hvq_json_value *gguf_value(hvq_ctx *ctx, const ll_gguf *g, const char *key,
                                         hvq_json_doc **doc, const char **type, hvq_status *st)
 {
-    *doc = NULL;
+    int bad;
+    const hvq_json_value *v = hvq_meta_typed(g->meta, g->n, key, doc, type, &bad);
     *st = HVQ_OK;
-    for (size_t i = 0; i < g->n; i++) {
-        if (!g->meta[i].key || strcmp(g->meta[i].key, key) != 0 || !g->meta[i].value)
-            continue;
-        hvq_json_error je;
-        *doc = hvq_json_parse(g->meta[i].value, strlen(g->meta[i].value), 0, &je);
-        const hvq_json_value *r = *doc ? hvq_json_root(*doc) : NULL;
-        *type = hvq_json_string(hvq_json_get(r, "gguf_type"), NULL);
-        const hvq_json_value *v = hvq_json_get(r, "value");
-        if (!*type || !v) {
-            hvq_json_free(*doc);
-            *doc = NULL;
-            *st = ctx->host->error(ctx, HVQ_E_INPUT,
-                                   "%s: metadata '%s' is not a typed GGUF value", g->what, key);
-            return NULL;
-        }
-        return v;
+    if (bad) {
+        hvq_json_free(*doc);
+        *doc = NULL;
+        *st = ctx->host->error(ctx, HVQ_E_INPUT, "%s: metadata '%s' is not a typed GGUF value",
+                               g->what, key);
     }
-    return NULL;
+    return v;
 }
 
 /* An integer key "ARCH.suffix": 0 when absent and not required. */

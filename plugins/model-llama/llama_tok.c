@@ -6,6 +6,7 @@
 #include "llama_tok.h"
 #include "file.h"
 #include "json.h"
+#include "meta.h"
 
 #include <errno.h>
 #include <math.h>
@@ -254,24 +255,11 @@ hvq_status hvq_tokenizer_load_llama2c(hvq_ctx *ctx, const char *path, hvq_tokeni
 
 /* ---- GGUF metadata -------------------------------------------------------- */
 
-static const char *meta_find(const hvq_meta *meta, size_t n, const char *key)
-{
-    for (size_t i = 0; i < n; i++)
-        if (meta[i].key && strcmp(meta[i].key, key) == 0)
-            return meta[i].value;
-    return NULL;
-}
-
 /* The "value" of a typed GGUF entry, parsed; NULL when absent or bad. */
 static const hvq_json_value *typed(const hvq_meta *meta, size_t n, const char *key,
                                    hvq_json_doc **doc)
 {
-    *doc = NULL;
-    const char *text = meta_find(meta, n, key);
-    if (!text)
-        return NULL;
-    *doc = hvq_json_parse(text, strlen(text), 0, NULL);
-    return *doc ? hvq_json_get(hvq_json_root(*doc), "value") : NULL;
+    return hvq_meta_typed(meta, n, key, doc, NULL, NULL);
 }
 
 /* Token i of a GGUF vocabulary: its piece ("▁", U+2581, E2 96 81, is
