@@ -319,16 +319,27 @@ static const hvq_json_value *gguf_value(hvq_ctx *ctx, const ll_gguf *g, const ch
     return v;
 }
 
+/* The longest metadata key an architecture's value is looked up under. */
+#define LL_KEY_LEN 160
+
+/* gguf_value of the architecture's key "ARCH.suffix" (its name into key). */
+static const hvq_json_value *arch_value(hvq_ctx *ctx, const ll_gguf *g, const char *suffix,
+                                        char key[LL_KEY_LEN], hvq_json_doc **doc,
+                                        const char **type, hvq_status *st)
+{
+    snprintf(key, LL_KEY_LEN, "%s.%s", g->arch, suffix);
+    return gguf_value(ctx, g, key, doc, type, st);
+}
+
 /* An integer key "ARCH.suffix": 0 when absent and not required. */
 static hvq_status gguf_int(hvq_ctx *ctx, const ll_gguf *g, const char *suffix, int required,
                            int *out)
 {
-    char key[160];
-    snprintf(key, sizeof key, "%s.%s", g->arch, suffix);
+    char key[LL_KEY_LEN];
     hvq_json_doc *doc;
     const char *type;
     hvq_status st;
-    const hvq_json_value *v = gguf_value(ctx, g, key, &doc, &type, &st);
+    const hvq_json_value *v = arch_value(ctx, g, suffix, key, &doc, &type, &st);
     if (st != HVQ_OK)
         return st;
     if (!v) {
@@ -355,12 +366,11 @@ static hvq_status gguf_int(hvq_ctx *ctx, const ll_gguf *g, const char *suffix, i
 /* A float key; *out untouched when absent. */
 static hvq_status gguf_float(hvq_ctx *ctx, const ll_gguf *g, const char *suffix, double *out)
 {
-    char key[160];
-    snprintf(key, sizeof key, "%s.%s", g->arch, suffix);
+    char key[LL_KEY_LEN];
     hvq_json_doc *doc;
     const char *type;
     hvq_status st;
-    const hvq_json_value *v = gguf_value(ctx, g, key, &doc, &type, &st);
+    const hvq_json_value *v = arch_value(ctx, g, suffix, key, &doc, &type, &st);
     if (st != HVQ_OK || !v)
         return st;
     double d;
@@ -1133,6 +1143,19 @@ static inline void ll_madd4(ll_v4 a[4], const float s[4], const float *x, int64_
         a[i] += s[i] * xv;
     }
 }
+
+/* acc + the sum over k from k0 to k1 - 1, in order, of c[k] * (the four
+ * floats at x + k * step): the four-wide tails of both. */
+static inline ll_v4 ll_axpy4(ll_v4 acc, const float *c, const float *x, int64_t step,
+                             int64_t k0, int64_t k1)
+{
+    for (int64_t k = k0; k < k1; k++) {
+        ll_v4 xv;
+        memcpy(&xv, x + k * step, sizeof xv);
+        acc += c[k] * xv;
+    }
+    return acc;
+}
 #endif
 
 /* sc[j] = sum over d (in order) of q[d] * kt[d * stride + j], j < n. */
@@ -1150,12 +1173,7 @@ static void ll_scores(float *sc, const float *q, const float *kt, int64_t stride
         memcpy(sc + j, c, sizeof c);
     }
     for (; j + 4 <= n; j += 4) {
-        ll_v4 acc = {0, 0, 0, 0};
-        for (int d = 0; d < hd; d++) {
-            ll_v4 kv;
-            memcpy(&kv, kt + d * stride + j, sizeof kv);
-            acc += q[d] * kv;
-        }
+        ll_v4 acc = ll_axpy4((ll_v4){0, 0, 0, 0}, q, kt + j, stride, 0, hd);
         memcpy(sc + j, &acc, sizeof acc);
     }
 #endif
@@ -1180,12 +1198,7 @@ static void ll_weighted(float *o, const float *p, const float *v, int64_t stride
         ll_v4 a[4] = {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}};
         for (int64_t j = 0; j < nb; j += 4)
             ll_madd4(a, p + j, v + j * stride + d, stride);
-        ll_v4 acc = (a[0] + a[1]) + (a[2] + a[3]);
-        for (int64_t j = nb; j < n; j++) {
-            ll_v4 vv;
-            memcpy(&vv, v + j * stride + d, sizeof vv);
-            acc += p[j] * vv;
-        }
+        ll_v4 acc = ll_axpy4((a[0] + a[1]) + (a[2] + a[3]), p, v + d, stride, nb, n);
         memcpy(o + d, &acc, sizeof acc);
     }
 #endif
