@@ -243,3 +243,15 @@ int ecsq_decode(const uint8_t *buf, size_t len, uint64_t rows, uint64_t cols, in
     free(m);
     return rc == 0 && d.pos == d.len ? 0 : -1;
 }
+
+int hvq_ecsq_decode_f32(const uint8_t *buf, size_t len, uint64_t count, float step, float *out)
+{
+    int32_t *q = count <= SIZE_MAX / sizeof *q - 1 ? malloc((size_t)count * sizeof *q + 1) : NULL;
+    if (!q)
+        return -2;
+    int rc = ecsq_decode(buf, len, 1, count, q) != 0 ? -1 : 0;
+    for (uint64_t i = 0; i < count && rc == 0; i++)
+        out[i] = (float)q[i] * step;
+    free(q);
+    return rc;
+}
