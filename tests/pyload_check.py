@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The Python half of tests/pyload.sh (needs numpy; python/hvqconv.py is
-imported from HVQ_TOP_SRCDIR or from beside this file's parent).
+imported from $HVQ_PYLOAD_MODULE_DIR when set, else from HVQ_TOP_SRCDIR
+or from beside this file's parent).
 
   pyload_check.py compare CONTAINER DECODED.safetensors
       python/hvqconv.py's load(CONTAINER) against what `hvqconv decode
@@ -23,7 +24,7 @@ import sys
 import numpy as np
 
 top = os.environ.get("HVQ_TOP_SRCDIR") or os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, os.path.join(top, "python"))
+sys.path.insert(0, os.environ.get("HVQ_PYLOAD_MODULE_DIR") or os.path.join(top, "python"))
 import hvqconv  # noqa: E402
 
 
