@@ -24,9 +24,17 @@ map; the decoders are vectorized numpy. What a tensor decodes to:
 Encodings: clusterers rtn, kmeans (all scale modes), ggml (q4_0, q4_1,
 q5_0, q5_1, q8_0, iq4_nl, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_xs) and ecsq;
 residuals none, coo16 and rice. All are vectorized except ecsq, whose
-adaptive range code is sequential by construction: it is decoded in plain
-Python, correctly but about a hundred times slower than the rest (about a
-million weights a second). An encoding this module does not know (a
+adaptive range code is sequential by construction (each stream of about a
+million levels bit after bit, numpy has nothing to vectorize): its streams
+are decoded by hvqconv's own C decoder, the function hvq_ecsq_decode_f32
+that the ecsq plugin (clusterer_ecsq.so) exports, called with ctypes on a
+few threads (ctypes lets go of the GIL). The plugin is looked for where
+hvqconv looks: each directory of $HVQ_PLUGIN_PATH, then the build tree
+when this is the source tree's copy, then the plugin directory make
+install put it in (written into the installed copy). When it cannot be
+loaded (or $HVQCONV_PURE_PYTHON is set) the same code is decoded in plain
+Python, bit for bit the same but about a hundred times slower (half a
+million weights a second), with one RuntimeWarning saying why. An encoding this module does not know (a
 plugin outside hvqconv's repository) raises FormatError naming the tensor
 and the plugin; it never returns data it cannot vouch for.
 
