@@ -9,8 +9,8 @@
 # column gains, the rice and coo16 residuals, a 3x5 matrix, and a sharded
 # container (through its index and its directory). Then bad input: a
 # truncated file, a corrupt header, a checksum mismatch, a missing shard, a
-# single shard, a plain safetensors file: each exits 2 with a message
-# naming the file, without a traceback.
+# single shard, a plain safetensors file, a corrupt ecsq stream: each exits
+# 2 with a message naming the file, without a traceback.
 # ecsq decodes through the build tree's ecsq plugin (its C decoder, with
 # ctypes: checked to be the one used), then again in plain Python (the
 # fallback, forced with HVQCONV_PURE_PYTHON, and with no plugin to be
@@ -204,6 +204,14 @@ one=$(ls "$tmp"/sharded/m-00002-of-*.hvq)
 bad one-shard "$one" "one shard of a sharded container"
 rm -f "$one"
 bad missing-shard "$tmp/sharded/m.hvq.index.json" "is missing"
+# a corrupt ecsq stream (its checksum right): the C decoder and the plain
+# Python one both refuse it
+$check ecsq-corrupt "$tmp/ecsq-gains.hvq" "$tmp/ecsq-bad.hvq" >/dev/null
+bad ecsq-corrupt "$tmp/ecsq-bad.hvq" "stream 0 of [0-9]* is corrupt"
+HVQCONV_PURE_PYTHON=1
+export HVQCONV_PURE_PYTHON
+bad ecsq-corrupt-pure "$tmp/ecsq-bad.hvq" "stream 0 of [0-9]* is corrupt"
+unset HVQCONV_PURE_PYTHON
 # as a library: one exception class
 if out=$($PY -c '
 import sys
