@@ -893,16 +893,26 @@ def _ecsq(c, st, rows, cols, out):
             raise TypeError("ecsq: the output is not a contiguous float32 array")
         base, dst = streams.ctypes.data, out.ctypes.data
 
-        def one(s):
+        def one(s):  # a stream on a worker thread, its column gains and check too
             r0, r1 = s * per, min(rows, (s + 1) * per)
-            return fn(base + int(offs[s]), int(lengths[s]), (r1 - r0) * cols, float(step[0]),
-                      dst + 4 * r0 * cols)
+            rc = fn(base + int(offs[s]), int(lengths[s]), (r1 - r0) * cols, float(step[0]),
+                    dst + 4 * r0 * cols)
+            if rc == 0:
+                part = out[r0 * cols:r1 * cols]
+                if cg is not None:
+                    part2 = part.reshape(r1 - r0, cols)
+                    np.divide(part2, cg, out=part2)
+                rc = 0 if np.isfinite(part).all() else 1
+            return rc
         rcs = list(_ecsq_pool().map(one, range(ns))) if ns > 1 else [one(s) for s in range(ns)]
         for s, rc in enumerate(rcs):
             if rc == -2:
                 raise MemoryError("ecsq: out of memory")
-            if rc != 0:
+            if rc < 0:
                 raise ValueError("ecsq: stream %d of %d is corrupt" % (s, ns))
+        if any(rcs):
+            raise ValueError("ecsq: a decoded value is beyond what a float holds")
+        return
     for s in range(0 if fn else ns):  # the plain Python decoder
         r0, r1 = s * per, min(rows, (s + 1) * per)
         try:
