@@ -19,9 +19,10 @@
 #
 #   --layers N    the model's layers (default 2: 0.23 B parameters)
 #   --threads N   hvqconv's --threads (default: every core)
-#   --only LIST   the pipelines (default: every one but best and best-fast,
-#                 whose ecsq tensors decode in plain Python, about 0.5 M
-#                 weights a second: add them to measure that)
+#   --only LIST   the pipelines (default: every one but best, whose
+#                 tensors are ecsq as best-fast's; ecsq decodes through the
+#                 ecsq plugin's C decoder, or with HVQCONV_PURE_PYTHON=1 in
+#                 plain Python, about 0.5 M weights a second)
 #   --no-check    skip hvqconv decode and the comparison
 #   --dir DIR     where the model, containers and a build go
 #                 (default /tmp/hvqconv-bench; reused when there)
@@ -31,7 +32,7 @@ set -eu
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 DIR=/tmp/hvqconv-bench LAYERS=2 SEED=1 CHECK=1
-ONLY=int4-rtn,int4-g32,int4-g128,q4_0,q4_1,q8_0,mid,high-fidelity
+ONLY=int4-rtn,int4-g32,int4-g128,q4_0,q4_1,q8_0,mid,high-fidelity,best-fast
 NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 THREADS=$NCPU
 while [ $# -gt 0 ]; do
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
         eval "$opt=\$2"
         shift ;;
     --no-check) CHECK=0 ;;
-    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/pyload.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -99,7 +100,7 @@ for _ in range(3):
     best, comp_best = min(best, t), min(comp_best, tc)
     total, gb = sum(a.size for a in w.values()), sum(a.nbytes for a in w.values()) / 1e9
     del w
-    if t > 20:  # ecsq (plain Python): once is enough
+    if t > 20:  # ecsq in plain Python (the fallback): once is enough
         break
 print("%.2f %.3f %.1f %.1f" % (gb, best, total / best / 1e6, comp / comp_best / 1e6))
 EOF

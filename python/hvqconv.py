@@ -24,9 +24,17 @@ map; the decoders are vectorized numpy. What a tensor decodes to:
 Encodings: clusterers rtn, kmeans (all scale modes), ggml (q4_0, q4_1,
 q5_0, q5_1, q8_0, iq4_nl, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_xs) and ecsq;
 residuals none, coo16 and rice. All are vectorized except ecsq, whose
-adaptive range code is sequential by construction: it is decoded in plain
-Python, correctly but about a hundred times slower than the rest (about a
-million weights a second). An encoding this module does not know (a
+adaptive range code is sequential by construction (each stream of about a
+million levels bit after bit, numpy has nothing to vectorize): its streams
+are decoded by hvqconv's own C decoder, the function hvq_ecsq_decode_f32
+that the ecsq plugin (clusterer_ecsq.so) exports, called with ctypes on a
+few threads (ctypes lets go of the GIL). The plugin is looked for where
+hvqconv looks: each directory of $HVQ_PLUGIN_PATH, then the build tree
+when this is the source tree's copy, then the plugin directory make
+install put it in (written into the installed copy). When it cannot be
+loaded (or $HVQCONV_PURE_PYTHON is set) the same code is decoded in plain
+Python, bit for bit the same but about a hundred times slower (half a
+million weights a second), with one RuntimeWarning saying why. An encoding this module does not know (a
 plugin outside hvqconv's repository) raises FormatError naming the tensor
 and the plugin; it never returns data it cannot vouch for.
 
@@ -38,11 +46,14 @@ problem:
 
     python3 hvqconv.py MODEL.hvq [--list] [--tensor NAME]...
 """
+import ctypes
 import json
 import mmap
 import os
 import sys
+import threading
 import time
+import warnings
 import zlib
 
 try:
@@ -717,6 +728,73 @@ def _ggml(c, st, rows, cols, out):
 # ecsq: the adaptive binary range code of plugins/clusterer-ecsq/ecsq_code.c ----
 
 _ECSQ_ROWS = 1 << 20
+
+# Where make install puts hvqconv's plugins: set in the installed copy of
+# this module (python/local.mk substitutes it); None in the source tree.
+_PLUGINDIR = None
+_ECSQ_LIB = "clusterer_ecsq"
+_native = {}  # "fn": the C decoder or None, "why": why not, "pool": threads
+_native_lock = threading.Lock()
+
+
+def _plugin_dirs():
+    """Where to look for the ecsq plugin, in hvqconv's order: each directory
+    of $HVQ_PLUGIN_PATH, then the build tree when this module is the source
+    tree's (python/ beside plugins/), then the installed plugin directory."""
+    dirs = [d for d in os.environ.get("HVQ_PLUGIN_PATH", "").split(os.pathsep) if d]
+    here = os.path.dirname(os.path.abspath(__file__))
+    dirs.append(os.path.join(os.path.dirname(here), "plugins", ".libs"))
+    if _PLUGINDIR:
+        dirs.append(_PLUGINDIR)
+    return dirs
+
+
+def _ecsq_native():
+    """hvq_ecsq_decode_f32 of the ecsq plugin (plugins/clusterer-ecsq/
+    ecsq_code.h: the C decoder of hvqconv itself) through ctypes, or None
+    (then _native["why"] says why, warned once) when $HVQCONV_PURE_PYTHON
+    is set or no plugin loads."""
+    with _native_lock:
+        if "fn" not in _native:
+            _native["fn"], _native["why"] = _ecsq_load()
+            if not _native["fn"]:
+                warnings.warn("hvqconv.py: ecsq tensors decode in plain Python, about half a "
+                              "million weights a second, a hundred times slower than through "
+                              "hvqconv's ecsq plugin: %s" % _native["why"], RuntimeWarning,
+                              stacklevel=2)
+        return _native["fn"]
+
+
+def _ecsq_load():
+    if os.environ.get("HVQCONV_PURE_PYTHON"):
+        return None, "HVQCONV_PURE_PYTHON is set"
+    tried = []
+    for d in _plugin_dirs():
+        for ext in (".so", ".dylib", ".dll"):
+            path = os.path.join(d, _ECSQ_LIB + ext)
+            if not os.path.isfile(path):
+                continue
+            try:
+                fn = ctypes.CDLL(path).hvq_ecsq_decode_f32
+            except (OSError, AttributeError) as x:
+                tried.append("%s: %s" % (path, x))
+                continue
+            fn.restype = ctypes.c_int
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64, ctypes.c_float,
+                           ctypes.c_void_p]
+            return fn, None
+    return None, "; ".join(tried) if tried else (
+        "no %s plugin in %s (set HVQ_PLUGIN_PATH to hvqconv's plugin directory)"
+        % (_ECSQ_LIB, ", ".join(_plugin_dirs())))
+
+
+def _ecsq_pool():
+    """Threads for the C decoder's streams (ctypes releases the GIL)."""
+    with _native_lock:
+        if "pool" not in _native:
+            from concurrent.futures import ThreadPoolExecutor
+            _native["pool"] = ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1)))
+        return _native["pool"]
 _MAX_EXP = 24
 _MANT = 2 + _MAX_EXP
 
@@ -809,7 +887,33 @@ def _ecsq(c, st, rows, cols, out):
     offs = np.concatenate(([0], np.cumsum(lengths)))
     if offs[-1] != streams.size:
         raise ValueError("ecsq: the stream lengths do not add up to %d bytes" % streams.size)
-    for s in range(ns):
+    fn = _ecsq_native()
+    if fn:
+        if not (out.flags.c_contiguous and out.dtype == np.float32):
+            raise TypeError("ecsq: the output is not a contiguous float32 array")
+        base, dst = streams.ctypes.data, out.ctypes.data
+
+        def one(s):  # a stream on a worker thread, its column gains and check too
+            r0, r1 = s * per, min(rows, (s + 1) * per)
+            rc = fn(base + int(offs[s]), int(lengths[s]), (r1 - r0) * cols, float(step[0]),
+                    dst + 4 * r0 * cols)
+            if rc == 0:
+                part = out[r0 * cols:r1 * cols]
+                if cg is not None:
+                    part2 = part.reshape(r1 - r0, cols)
+                    np.divide(part2, cg, out=part2)
+                rc = 0 if np.isfinite(part).all() else 1
+            return rc
+        rcs = list(_ecsq_pool().map(one, range(ns))) if ns > 1 else [one(s) for s in range(ns)]
+        for s, rc in enumerate(rcs):
+            if rc == -2:
+                raise MemoryError("ecsq: out of memory")
+            if rc < 0:
+                raise ValueError("ecsq: stream %d of %d is corrupt" % (s, ns))
+        if any(rcs):
+            raise ValueError("ecsq: a decoded value is beyond what a float holds")
+        return
+    for s in range(0 if fn else ns):  # the plain Python decoder
         r0, r1 = s * per, min(rows, (s + 1) * per)
         try:
             q = _ecsq_stream(streams[offs[s]:offs[s + 1]], (r1 - r0) * cols)

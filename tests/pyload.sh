@@ -9,8 +9,12 @@
 # column gains, the rice and coo16 residuals, a 3x5 matrix, and a sharded
 # container (through its index and its directory). Then bad input: a
 # truncated file, a corrupt header, a checksum mismatch, a missing shard, a
-# single shard, a plain safetensors file: each exits 2 with a message
-# naming the file, without a traceback.
+# single shard, a plain safetensors file, a corrupt ecsq stream: each exits
+# 2 with a message naming the file, without a traceback.
+# ecsq decodes through the build tree's ecsq plugin (its C decoder, with
+# ctypes: checked to be the one used), then again in plain Python (the
+# fallback, forced with HVQCONV_PURE_PYTHON, and with no plugin to be
+# found), which must give the same bits and warn once, saying why.
 # Skipped (77) without python3 and numpy.
 set -u
 top=${HVQ_TOP_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -25,13 +29,16 @@ if [ -z "$PY" ]; then
     exit 77
 fi
 export HVQ_TOP_SRCDIR=$top
+# where hvqconv.py finds the ecsq plugin (a VPATH build's is not beside
+# python/); hvqconv itself is not given it (it finds the build tree)
+pyenv="env HVQ_PLUGIN_PATH=$build/plugins/.libs"
 PYTHONDONTWRITEBYTECODE=1 # nothing written into the source tree
 export PYTHONDONTWRITEBYTECODE
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/hvq-pyload-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 fail=0
-check="$PY $top/tests/pyload_check.py"
-loader="$PY $top/python/hvqconv.py"
+check="$pyenv $PY $top/tests/pyload_check.py"
+loader="$pyenv $PY $top/python/hvqconv.py"
 
 # same NAME CONTAINER: decode, then compare
 same() {
@@ -113,6 +120,45 @@ compress kmeans-b3-rice "$tmp/base.yaml" "$S" --set $C.plugin=kmeans --set $C.bl
 compress ecsq-gains "$tmp/base.yaml" "$S" --set $C.plugin=ecsq --set $C.bits=4 \
     --set $C.col_exponent=0.5 --set stages.residual.plugin=rice &&
     same ecsq-gains "$tmp/ecsq-gains.hvq"
+
+# ---- ecsq: the C decoder is the one used; the plain Python fallback ------
+if out=$($pyenv $PY -c '
+import sys
+sys.path.insert(0, sys.argv[1])
+import hvqconv
+fn = hvqconv._ecsq_native()
+print("C decoder" if fn else "no C decoder: %s" % hvqconv._native["why"])
+sys.exit(0 if fn else 1)
+' "$top/python" 2>&1); then
+    echo "PASS: ecsq-native: $out"
+else
+    echo "FAIL: ecsq-native: $out"
+    fail=1
+fi
+mkdir -p "$tmp/py"
+cp "$top/python/hvqconv.py" "$tmp/py/"
+for n in best-fast ecsq-gains; do
+    "$hvq" decode "$tmp/$n.hvq" -o "$tmp/$n.dec.safetensors" --dtype f32 -f -q
+    for how in forced no-plugin; do
+        if [ $how = forced ]; then
+            out=$(HVQCONV_PURE_PYTHON=1 $check compare "$tmp/$n.hvq" "$tmp/$n.dec.safetensors" 2>&1)
+            rc=$? why="HVQCONV_PURE_PYTHON is set"
+        else
+            out=$(HVQ_PYLOAD_MODULE_DIR=$tmp/py HVQ_PLUGIN_PATH=$tmp/none $PY \
+                "$top/tests/pyload_check.py" compare "$tmp/$n.hvq" "$tmp/$n.dec.safetensors" 2>&1)
+            rc=$? why="no clusterer_ecsq plugin in $tmp/none"
+        fi
+        if [ $rc -eq 0 ] && [ "$(echo "$out" | grep -c 'decode in plain Python')" = 1 ] &&
+            echo "$out" | grep -q "$why" && echo "$out" | grep -q ", 0 differ"; then
+            echo "PASS: $n-pure-$how: $(echo "$out" | tail -n 1)"
+        else
+            echo "FAIL: $n-pure-$how: exit $rc, expected one warning naming \"$why\":"
+            echo "$out"
+            fail=1
+        fi
+    done
+    rm -f "$tmp/$n.dec.safetensors"
+done
 # a 3x5 matrix: an odd count (the last 2-value vector and the last byte
 # of nibbles cut short)
 sed 's/"\*proj.weight"/"*small.weight"/' "$tmp/base.yaml" >"$tmp/odd.yaml"
@@ -158,6 +204,14 @@ one=$(ls "$tmp"/sharded/m-00002-of-*.hvq)
 bad one-shard "$one" "one shard of a sharded container"
 rm -f "$one"
 bad missing-shard "$tmp/sharded/m.hvq.index.json" "is missing"
+# a corrupt ecsq stream (its checksum right): the C decoder and the plain
+# Python one both refuse it
+$check ecsq-corrupt "$tmp/ecsq-gains.hvq" "$tmp/ecsq-bad.hvq" >/dev/null
+bad ecsq-corrupt "$tmp/ecsq-bad.hvq" "stream 0 of [0-9]* is corrupt"
+HVQCONV_PURE_PYTHON=1
+export HVQCONV_PURE_PYTHON
+bad ecsq-corrupt-pure "$tmp/ecsq-bad.hvq" "stream 0 of [0-9]* is corrupt"
+unset HVQCONV_PURE_PYTHON
 # as a library: one exception class
 if out=$($PY -c '
 import sys

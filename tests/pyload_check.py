@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The Python half of tests/pyload.sh (needs numpy; python/hvqconv.py is
-imported from HVQ_TOP_SRCDIR or from beside this file's parent).
+imported from $HVQ_PYLOAD_MODULE_DIR when set, else from HVQ_TOP_SRCDIR
+or from beside this file's parent).
 
   pyload_check.py compare CONTAINER DECODED.safetensors
       python/hvqconv.py's load(CONTAINER) against what `hvqconv decode
@@ -14,16 +15,21 @@ imported from HVQ_TOP_SRCDIR or from beside this file's parent).
       I32, BOOL and F8_E4M3 tensors to pass through, and beside it
       OUT.hessian.safetensors: a diagonal per matrix (log-normal, so column
       gains are not all 1).
+  pyload_check.py ecsq-corrupt CONTAINER OUT
+      CONTAINER with the first stream of its first ecsq tensor all 0xff
+      bytes (an exponent that never ends) and that tensor's checksum made
+      to match: a stream only the ecsq decoder can find corrupt.
 """
 import json
 import os
 import struct
 import sys
+import zlib
 
 import numpy as np
 
 top = os.environ.get("HVQ_TOP_SRCDIR") or os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, os.path.join(top, "python"))
+sys.path.insert(0, os.environ.get("HVQ_PYLOAD_MODULE_DIR") or os.path.join(top, "python"))
 import hvqconv  # noqa: E402
 
 
@@ -111,9 +117,39 @@ def write_safetensors(path, meta, tensors):
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
+def ecsq_corrupt(src, dst):
+    with open(src, "rb") as f:
+        blob = bytearray(f.read())
+    n = struct.unpack_from("<Q", blob)[0]
+    header = json.loads(blob[8:8 + n])
+    meta = header["__metadata__"]
+    entries = json.loads(meta["hvq.tensors"])
+    e = next(e for e in entries if e["encoding"] == "hvq" and
+             any(s.endswith("::clusterer.streams") for s in e["stored"]))
+    lengths = next(s for s in e["stored"] if s.endswith("::clusterer.lengths"))
+    streams = next(s for s in e["stored"] if s.endswith("::clusterer.streams"))
+    b = 8 + n + header[lengths]["data_offsets"][0]
+    first = struct.unpack_from("<I", blob, b)[0]
+    b = 8 + n + header[streams]["data_offsets"][0]
+    blob[b:b + first] = b"\xff" * first
+    crc = 0
+    for s in e["stored"]:
+        b, end = header[s]["data_offsets"]
+        crc = zlib.crc32(blob[8 + n + b:8 + n + end], crc)
+    e["crc32"] = crc
+    meta["hvq.tensors"] = json.dumps(entries)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(dst, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + blob[8 + n:])
+    print(e["name"])
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "compare":
         sys.exit(compare(sys.argv[2], sys.argv[3]))
     if len(sys.argv) == 3 and sys.argv[1] == "synth":
         sys.exit(synth(sys.argv[2]))
+    if len(sys.argv) == 4 and sys.argv[1] == "ecsq-corrupt":
+        sys.exit(ecsq_corrupt(sys.argv[2], sys.argv[3]))
     sys.exit(__doc__)

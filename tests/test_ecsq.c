@@ -13,6 +13,7 @@
 #include "harness.h"
 
 #include <check.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,39 @@ START_TEST(code_survives_garbage)
     /* all ones: the exponent never ends, refused at ECSQ_MAX_EXP */
     memset(b, 0xff, sizeof b);
     ck_assert_int_eq(ecsq_decode(b, sizeof b, 1, 1, q), -1);
+}
+END_TEST
+
+/* hvq_ecsq_decode_f32, the entry point python/hvqconv.py calls: (float)q *
+ * step for a stream that decodes, -1 for one that does not; and the built
+ * plugin exports it under that name. */
+START_TEST(decode_f32_is_the_levels_times_the_step)
+{
+    fh_rng = 13;
+    enum { N = 5000 };
+    static int32_t q[N], d[N];
+    static float out[N];
+    const float step = 0.0123f;
+    make_levels(q, N, 1);
+    uint8_t *b;
+    size_t len;
+    ck_assert_int_eq(ecsq_encode(q, 1, N, &b, &len), 0);
+    ck_assert_int_eq(hvq_ecsq_decode_f32(b, len, N, step, out), 0);
+    ck_assert_int_eq(ecsq_decode(b, len, 50, N / 50, d), 0);
+    for (int i = 0; i < N; i++) {
+        float want = (float)d[i] * step;
+        ck_assert_mem_eq(&out[i], &want, sizeof want);
+    }
+    ck_assert_int_eq(hvq_ecsq_decode_f32(b, len - 1, N, step, out), -1);
+    ck_assert_int_eq(hvq_ecsq_decode_f32(b, len, N + 1, step, out), -1);
+    free(b);
+    char so[4096];
+    snprintf(so, sizeof so, "%s/plugins/.libs/clusterer_ecsq.so", th_builddir());
+    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(h != NULL, "%s", dlerror());
+    ck_assert_msg(dlsym(h, "hvq_ecsq_decode_f32") != NULL, "%s exports no hvq_ecsq_decode_f32",
+                  so);
+    dlclose(h);
 }
 END_TEST
 
@@ -568,6 +602,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, code_round_trips_at_its_information_content);
     tcase_add_test(tc, code_survives_garbage);
+    tcase_add_test(tc, decode_f32_is_the_levels_times_the_step);
     tcase_add_test(tc, step_search_hits_the_entropy);
     tcase_add_test(tc, entropy_counts_the_levels);
     tcase_add_test(tc, quantizer_follows_the_definitions);

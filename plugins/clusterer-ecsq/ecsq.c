@@ -119,17 +119,9 @@ static void encode_stream(void *arg, uint64_t s, uint64_t r0, uint64_t r1)
 static void decode_stream(void *arg, uint64_t s, uint64_t r0, uint64_t r1)
 {
     const ecsq_job *j = arg;
-    int32_t *q = malloc((size_t)((r1 - r0) * j->cols) * sizeof *q + 1);
-    if (!q)
-        j->fail[s] = 1;
-    else
-        j->fail[s] = ecsq_decode(j->data + j->offs[s], (size_t)(j->offs[s + 1] - j->offs[s]),
-                                 r1 - r0, j->cols, q) != 0
-                         ? 2
-                         : 0;
-    for (uint64_t i = 0; i < (r1 - r0) * j->cols && !j->fail[s]; i++)
-        j->recon[r0 * j->cols + i] = (float)q[i] * j->step;
-    free(q);
+    int rc = hvq_ecsq_decode_f32(j->data + j->offs[s], (size_t)(j->offs[s + 1] - j->offs[s]),
+                                 (r1 - r0) * j->cols, j->step, j->recon + r0 * j->cols);
+    j->fail[s] = rc == -2 ? 1 : rc != 0 ? 2 : 0;
 }
 
 /* Stores the coded streams of j (n of them) as "lengths" and "streams". */

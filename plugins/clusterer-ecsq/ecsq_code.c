@@ -171,20 +171,19 @@ static inline uint8_t next_byte(dec *d)
     return 0;
 }
 
+/* Branch-free but for the renormalisation (a 0 and a 1 are about as
+ * likely, so a branch on the bit is mispredicted half the time): the same
+ * arithmetic as the encoder's, selected by a mask. */
 static inline unsigned dec_bit(dec *d, uint16_t *p)
 {
-    uint32_t bound = (d->range >> PROB_BITS) * *p;
-    unsigned bit;
-    if (d->code < bound) {
-        d->range = bound;
-        *p = (uint16_t)(*p + ((PROB_ONE - *p) >> ADAPT));
-        bit = 0;
-    } else {
-        d->code -= bound;
-        d->range -= bound;
-        *p = (uint16_t)(*p - (*p >> ADAPT));
-        bit = 1;
-    }
+    uint32_t pv = *p, range = d->range;
+    uint32_t bound = (range >> PROB_BITS) * pv;
+    unsigned bit = d->code >= bound;
+    uint32_t mask = 0u - (uint32_t)bit;
+    d->code -= bound & mask;
+    d->range = bound + ((range - bound - bound) & mask); /* bound, or range - bound */
+    uint32_t p0 = pv + ((PROB_ONE - pv) >> ADAPT), p1 = pv - (pv >> ADAPT);
+    *p = (uint16_t)(p0 ^ ((p0 ^ p1) & mask));
     while (d->range < TOP) {
         d->range <<= 8;
         d->code = (d->code << 8) | next_byte(d);
@@ -242,4 +241,16 @@ int ecsq_decode(const uint8_t *buf, size_t len, uint64_t rows, uint64_t cols, in
             rc = -1;
     free(m);
     return rc == 0 && d.pos == d.len ? 0 : -1;
+}
+
+int hvq_ecsq_decode_f32(const uint8_t *buf, size_t len, uint64_t count, float step, float *out)
+{
+    int32_t *q = count <= SIZE_MAX / sizeof *q - 1 ? malloc((size_t)count * sizeof *q + 1) : NULL;
+    if (!q)
+        return -2;
+    int rc = ecsq_decode(buf, len, 1, count, q) != 0 ? -1 : 0;
+    for (uint64_t i = 0; i < count && rc == 0; i++)
+        out[i] = (float)q[i] * step;
+    free(q);
+    return rc;
 }

@@ -43,4 +43,12 @@ int ecsq_encode(const int32_t *q, uint64_t rows, uint64_t cols, uint8_t **out, s
  * stream that decodes is accepted whatever its bytes. */
 int ecsq_decode(const uint8_t *buf, size_t len, uint64_t rows, uint64_t cols, int32_t *q);
 
+/* Decodes count levels from buf[0..len) as out[i] = (float)q[i] * step,
+ * the float32 product of the format. Returns 0, -1 when the stream is
+ * corrupt (as ecsq_decode; out is then partly written or not at all), -2
+ * when out of memory. The plugin's decoder and, exported from the plugin
+ * under this name with this signature (a stable entry point, no host
+ * needed), python/hvqconv.py's through ctypes. */
+int hvq_ecsq_decode_f32(const uint8_t *buf, size_t len, uint64_t count, float step, float *out);
+
 #endif

@@ -9,7 +9,10 @@ plugins_clusterer_ecsq_la_SOURCES = \
 	plugins/clusterer-ecsq/ecsq_quant.h
 plugins_clusterer_ecsq_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 
-plugins_clusterer_ecsq_la_LDFLAGS = $(PLUGIN_LDFLAGS)
+# Besides the plugin's entry, hvq_ecsq_decode_f32 (ecsq_code.h), the one
+# function python/hvqconv.py calls through ctypes to decode the streams.
+plugins_clusterer_ecsq_la_LDFLAGS = -module -avoid-version -shared -no-undefined \
+	-export-symbols-regex '^hvq_(plugin_entry|ecsq_decode_f32)$$'
 plugins_clusterer_ecsq_la_LIBADD = libhvqjson.la -lm
 
 # The code against a bit-level reference and corrupt streams, the quantizer
