@@ -14,6 +14,7 @@
  *     as with coo16, in a smaller container. */
 #include "config.h"
 
+#include "params.h"
 #include "rice_code.h"
 #include "stage.h"
 
