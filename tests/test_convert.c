@@ -525,6 +525,56 @@ START_TEST(test_cli_roundtrip)
 }
 END_TEST
 
+/* --dtype q8_0: the weight matrices (the embedding too) as Q8_0 blocks,
+ * the very blocks the ggml clusterer gives (pipelines/q8_0.yaml to a GGUF
+ * output, on the F32 GGUF of the same model), the down projections (rows
+ * of 172) F16 with one warning, the norms F32, general.file_type 7. */
+START_TEST(test_cli_q8_0)
+{
+    char *dir = th_tmpdir("convert-q8");
+    char *err = NULL;
+    convert_ok(th_src(MODEL), th_join(dir, "f.gguf"), "--tokenizer", th_src(TOKENIZER));
+    ck_assert_int_eq(th_hvq(NULL, &err, "convert", th_src(MODEL), th_join(dir, "q.gguf"),
+                            "--tokenizer", th_src(TOKENIZER), "--dtype", "q8_0",
+                            (const char *)NULL), 0);
+    th_assert_contains(err, "5 of 36 quantized tensors have rows that fit no Q8_0 block of 32 "
+                            "(e.g. 'blk.0.ffn_down.weight', rows of 172); written as F16 (5)");
+    free(err);
+    ck_assert_int_eq(th_hvq(NULL, &err, "run", th_src("pipelines/q8_0.yaml"), "-q", "--input",
+                            th_join(dir, "f.gguf"), "--output", th_join(dir, "r.gguf"),
+                            "--report", "", (const char *)NULL), 0);
+    free(err);
+    static const char *const same[] = {"blk.0.attn_q.weight", "blk.2.attn_k.weight",
+                                       "blk.4.ffn_up.weight", "blk.3.ffn_gate.weight"};
+    hvq_ctx *ctx = th_ctx();
+    hvq_registry *reg = th_registry(ctx);
+    const hvq_host *H = ctx->host;
+    hvq_model *q = H->model_open(ctx, th_join(dir, "q.gguf"));
+    hvq_model *r = H->model_open(ctx, th_join(dir, "r.gguf"));
+    ck_assert_msg(q && r, "%s", hvq_ctx_error(ctx));
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        hvq_tensor a, b;
+        ck_assert_int_eq(H->model_find(ctx, r, same[i], &b), HVQ_OK);
+        void *copy = malloc(b.info.nbytes);
+        memcpy(copy, b.data, b.info.nbytes);
+        ck_assert_int_eq(H->model_find(ctx, q, same[i], &a), HVQ_OK);
+        ck_assert_uint_eq(a.info.nbytes, b.info.nbytes);
+        ck_assert_msg(memcmp(a.data, copy, a.info.nbytes) == 0, "%s differs", same[i]);
+        free(copy);
+    }
+    ck_assert_str_eq(th_model_meta(ctx, q, "general.file_type"),
+                     "{\"gguf_type\":\"uint32\",\"value\":7}");
+    H->model_close(ctx, q);
+    H->model_close(ctx, r);
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+    ck_assert_int_eq(tensor_type(th_join(dir, "q.gguf"), "blk.1.ffn_down.weight"), HVQ_DTYPE_F16);
+    ck_assert_int_eq(tensor_type(th_join(dir, "q.gguf"), "blk.1.ffn_norm.weight"), HVQ_DTYPE_F32);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 /* convert exits with status 2, saying needle, and leaves nothing. */
 static void convert_fails(const char *needle, const char *const *args)
 {
@@ -557,9 +607,11 @@ START_TEST(test_cli_errors)
     convert_fails("config.json", (const char *const[]){nocfg, th_join(dir, "o1/x.gguf"), NULL});
     convert_fails("--raw", (const char *const[]){nocfg, th_join(dir, "o1/x.gguf"), NULL});
     /* --dtype */
-    convert_fails("--dtype q8_0: not available yet",
-                  (const char *const[]){src, th_join(dir, "o1/x.gguf"), "--dtype", "q8_0", NULL});
-    convert_fails("expected same, f32, f16 or bf16",
+    convert_fails("x.safetensors: --dtype q8_0 writes llama.cpp blocks, which only GGUF "
+                  "stores, and this output is safetensors",
+                  (const char *const[]){src, th_join(dir, "o1/x.safetensors"), "--dtype", "q8_0",
+                                        NULL});
+    convert_fails("expected same, f32, f16, bf16 or (GGUF output) q8_0",
                   (const char *const[]){src, th_join(dir, "o1/x.gguf"), "--dtype", "int4", NULL});
     /* a corrupt tokenizer.json or config.json, named */
     th_write_file(th_join(src, "tokenizer.json"), "{\"model\": [", 11);
@@ -667,6 +719,7 @@ static Suite *convert_suite(void)
     tcase_add_test(tc, test_tok_spm);
     tcase_add_test(tc, test_tok_bpe);
     tcase_add_test(tc, test_cli_roundtrip);
+    tcase_add_test(tc, test_cli_q8_0);
     tcase_add_test(tc, test_cli_errors);
     tcase_add_test(tc, test_make_dirs);
     tcase_add_test(tc, test_shared_reference);
