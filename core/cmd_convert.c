@@ -206,7 +206,7 @@ static hvq_status conv_config(conv_job *j)
 
 /* The architecture config.json names: model_type, else the first of
  * architectures without its class suffix ("LlamaForCausalLM": "llama"). */
-static void conv_model_type(const char *text, char *arch, size_t len, hvq_json_error *je)
+void hvq_config_model_type(const char *text, char *arch, size_t len, hvq_json_error *je)
 {
     hvq_json_doc *doc = hvq_json_parse(text, strlen(text), 0, je);
     const hvq_json_value *r = doc ? hvq_json_root(doc) : NULL;
@@ -261,7 +261,7 @@ static hvq_status conv_arch(conv_job *j, char *arch, size_t len)
                          "FILE, or convert the tensors as they are with --raw", j->a->in,
                          j->config_path);
     hvq_json_error je = {0};
-    conv_model_type(j->config_text, arch, len, &je);
+    hvq_config_model_type(j->config_text, arch, len, &je);
     if (je.message[0])
         return hvq_error(j->ctx, HVQ_E_INPUT, "%s: not valid JSON: %s", j->config_path,
                          je.message);

@@ -174,7 +174,7 @@ START_TEST(q4_0_pipeline_matches_the_container)
     /* decoding the container: its blocks as they are, the very file */
     static const char *const dts[] = {"native", "q4_0"};
     for (int k = 0; k < 2; k++) {
-        const char *d2[] = {"decode", P("q.hvq"), "-o", P("d.gguf"), "--dtype", dts[k], "-f",
+        const char *d2[] = {"decode", P("q.hvq"), "-o", P("d.gguf"), "--raw", "--dtype", dts[k], "-f",
                             "-q", NULL};
         ck_assert_int_eq(hvq_run(d2, &err), 0);
         free(err);
@@ -269,7 +269,7 @@ START_TEST(decode_q8_0_of_a_has_vq_container)
                          P("m.json"), "-q", NULL};
     ck_assert_int_eq(hvq_run(run, &err), 0);
     free(err);
-    const char *dec[] = {"decode", P("m.hvq"), "-o", P("m.gguf"),
+    const char *dec[] = {"decode", P("m.hvq"), "-o", P("m.gguf"), "--raw",
                          "--dtype", "q8_0", "-t", "2", NULL};
     ck_assert_msg(hvq_run(dec, &err) == 0, "%s", err);
     ck_assert_int_eq(count_lines(err, "warning:"), 1);
@@ -277,7 +277,7 @@ START_TEST(decode_q8_0_of_a_has_vq_container)
                             "(e.g. 'model.layers.0.mlp.down_proj.weight', rows of 172); "
                             "written as F16 (5) instead");
     free(err);
-    const char *dec1[] = {"decode", P("m.hvq"), "-o", P("m1.gguf"),
+    const char *dec1[] = {"decode", P("m.hvq"), "-o", P("m1.gguf"), "--raw",
                           "--dtype", "q8_0", "-t", "1", "-q", NULL};
     ck_assert_int_eq(hvq_run(dec1, &err), 0);
     free(err);
