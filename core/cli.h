@@ -43,4 +43,11 @@ int hvq_cmd_convert(int argc, char **argv, const char *const *plugin_dirs, size_
 /* Whether a and b exist and are one file. */
 int hvq_cli_same_file(const char *a, const char *b);
 
+/* The architecture a Hugging Face config.json names into arch: its
+ * model_type, else the first of architectures without its class suffix
+ * ("LlamaForCausalLM": "llama"); "" when neither; je->message set when the
+ * text is not JSON (core/cmd_convert.c). */
+struct hvq_json_error;
+void hvq_config_model_type(const char *text, char *arch, size_t len, struct hvq_json_error *je);
+
 #endif

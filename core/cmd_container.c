@@ -7,6 +7,8 @@
 #include "driver.h"
 #include "dtype.h"
 #include "ggml_native.h"
+#include "file.h"
+#include "json.h"
 #include "parallel.h"
 #include "params.h"
 #include "util.h"
@@ -20,7 +22,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
-enum { OPT_PLUGIN_DIR = HVQ_CLI_OPT_PLUGIN_DIR, OPT_DTYPE, OPT_FORMAT, OPT_JSON, OPT_MAX_SHARD, OPT_THREADS };
+enum { OPT_PLUGIN_DIR = HVQ_CLI_OPT_PLUGIN_DIR, OPT_DTYPE, OPT_FORMAT, OPT_JSON, OPT_MAX_SHARD, OPT_THREADS,
+       OPT_CONFIG, OPT_TOKENIZER, OPT_RAW };
 
 /* ---- decode -------------------------------------------------------------- */
 
@@ -45,6 +48,14 @@ static void usage_decode(FILE *f)
           "                        the ggml clusterer stored in that type are written\n"
           "                        as its blocks; native: each tensor the ggml\n"
           "                        clusterer stored as its blocks, the others as same\n"
+          "      --config FILE     GGUF output of a container made from a Hugging Face\n"
+          "                        model: its config.json (default: beside or in the\n"
+          "                        model the pipeline read); a Llama-family model is\n"
+          "                        then mapped to llama.cpp's layout as `convert` maps it\n"
+          "      --tokenizer FILE  with it, a llama2.c tokenizer.bin (default: the\n"
+          "                        tokenizer.model or tokenizer.json beside config.json)\n"
+          "      --raw             GGUF output: the tensors' names and rows as the\n"
+          "                        container has them (no mapping)\n"
           "      --format NAME     output format (a sink plugin, e.g. safetensors);\n"
           "                        default: from OUTPUT's extension, else the container's\n"
           "                        source format\n"
@@ -184,6 +195,12 @@ typedef struct dec_job {
     int writer, threaded, slot; /* the writer thread runs, ran; the slot */
     hvq_ggml_meta meta;       /* with --dtype a ggml type */
     double t_crc, t_dec, t_conv, t_write, t_wait;
+    /* GGUF from a Hugging Face source: the model plugin's mapping */
+    const hvq_plugin *mp;
+    void *ms;
+    unsigned char *reorder;   /* per tensor: rows through convert_rows */
+    char *map_config, *map_text; /* the configuration read, kept until close */
+    hvq_tensor_info *src_infos; /* the tensors as the source had them */
 } dec_job;
 
 enum { DEC_FLOAT, DEC_QUANT, DEC_BLOCKS };
@@ -227,7 +244,7 @@ static void dec_declare(dec_job *j, const char *dtype)
     for (size_t i = 0; i < j->n; i++) {
         const hvq_container_tensor *t = hvq_container_info(j->c, i);
         hvq_tensor_info *o = &j->infos[i];
-        o->name = t->name;
+        o->name = o->name ? o->name : t->name; /* the mapping's, when set */
         o->ndim = t->ndim;
         memcpy(o->shape, t->shape, sizeof o->shape);
         const hvq_ggml_type *tt = t->compressed && j->ggml_out ? dec_target(t, dtype) : NULL;
@@ -260,6 +277,142 @@ static void dec_declare(dec_job *j, const char *dtype)
     hvq_ggml_fallback_warn(j->ctx, &fb, j->outp);
 }
 
+/* The options decode passes to the mapping. */
+typedef struct dec_map_args {
+    const char *config, *tokenizer;
+    int raw;                  /* --raw: names and rows as they are */
+} dec_map_args;
+
+/* The configuration of a container's source: --config, else config.json
+ * beside or in the model its pipeline read; NULL text when none. */
+static hvq_status dec_config(dec_job *j, const char *in, const dec_map_args *m, char **path,
+                             char **text)
+{
+    *text = NULL;
+    *path = m->config ? strdup(m->config) : hvq_container_config_path(j->c, in);
+    if (!*path)
+        return HVQ_OK;
+    unsigned char *t = NULL;
+    size_t len;
+    hvq_status st = hvq_slurp_input(j->ctx, *path, 64u << 20, "a configuration", &t, &len);
+    *text = (char *)t;
+    return st;
+}
+
+/* The mapping opened (mp's convert_open on the source's tensors), then
+ * every tensor's name and row order; a tensor it drops is refused. */
+static hvq_status dec_map_open(dec_job *j, const char *in, const hvq_plugin *mp,
+                               const char *tokenizer)
+{
+    hvq_ctx *ctx = j->ctx;
+    if (!(j->src_infos = hvq_calloc(ctx, j->n ? j->n : 1, sizeof *j->src_infos)) ||
+        !(j->reorder = hvq_calloc(ctx, j->n ? j->n : 1, 1)))
+        return HVQ_E_NOMEM;
+    for (size_t i = 0; i < j->n; i++) {
+        const hvq_container_tensor *t = hvq_container_info(j->c, i);
+        hvq_tensor_info *o = &j->src_infos[i];
+        o->name = t->name;
+        o->dtype = t->dtype;
+        o->dtype_name = t->dtype_name;
+        o->ndim = t->ndim;
+        memcpy(o->shape, t->shape, sizeof o->shape);
+        o->nbytes = t->compressed ? t->numel * hvq_dtype_size(t->dtype) : t->stored_bytes;
+    }
+    char *dir = strdup(j->map_config);
+    char *slash = dir ? strrchr(dir, '/') : NULL;
+    if (slash)
+        *slash = '\0';
+    hvq_convert_setup su = {1, in, j->map_text, j->map_config, NULL, 0,
+                            slash ? dir : ".", tokenizer, j->src_infos, j->n, HVQ_DTYPE_F32};
+    hvq_status st = mp->convert_open(ctx, &su, &j->ms);
+    free(dir);
+    if (st != HVQ_OK)
+        return st;
+    j->mp = mp;
+    hvq_log(ctx, HVQ_LOG_INFO, "%s: a %s model (%s), mapped to llama.cpp's layout by the model "
+            "plugin '%s'", in, mp->name, j->map_config, mp->name);
+    return HVQ_OK;
+}
+
+/* The declared tensors under the mapping's names. */
+static hvq_status dec_rename(dec_job *j)
+{
+    for (size_t i = 0; j->mp && i < j->n; i++) {
+        hvq_convert_tensor ct = {j->src_infos[i].name, 0, HVQ_DTYPE_OPAQUE};
+        hvq_status st = j->mp->convert_tensor(j->ctx, j->ms, &j->src_infos[i], &ct);
+        if (st != HVQ_OK)
+            return st;
+        if (!ct.name)
+            return hvq_error(j->ctx, HVQ_E_UNSUPPORTED, "%s: tensor '%s' has no place in "
+                             "llama.cpp's layout; decode to safetensors and convert that",
+                             hvq_container_path(j->c), j->src_infos[i].name);
+        j->infos[i].name = ct.name;
+        j->reorder[i] = (unsigned char)ct.reorder;
+    }
+    return HVQ_OK;
+}
+
+/* Tensor i's rows in the mapping's order (data: info's bytes, any dtype
+ * or blocks) into *out (malloc'd; NULL when its rows stay as they are). */
+static hvq_status dec_reorder(dec_job *j, size_t i, const hvq_tensor_info *info,
+                              const void *data, void **out)
+{
+    *out = NULL;
+    if (!j->mp || !j->reorder[i])
+        return HVQ_OK;
+    if (!(*out = hvq_alloc(j->ctx, info->nbytes ? info->nbytes : 1)))
+        return HVQ_E_NOMEM;
+    hvq_tensor in = {*info, data};
+    in.info.name = j->src_infos[i].name; /* the mapping knows it by the source's name */
+    return j->mp->convert_rows(j->ctx, j->ms, &in, *out);
+}
+
+/* The same for compressed tensor i decoded into buf (F32), in place. */
+static hvq_status dec_reorder_f32(dec_job *j, size_t i, float *buf)
+{
+    hvq_tensor_info info = j->src_infos ? j->src_infos[i] : (hvq_tensor_info){0};
+    info.dtype = HVQ_DTYPE_F32;
+    info.nbytes = hvq_numel(&info) * sizeof *buf;
+    void *rows = NULL;
+    hvq_status st = dec_reorder(j, i, &info, buf, &rows);
+    if (rows && st == HVQ_OK)
+        memcpy(buf, rows, info.nbytes);
+    free(rows);
+    return st;
+}
+
+/* Decoding to GGUF a container read from a Hugging Face model: its
+ * architecture's model plugin maps names, q/k rows and metadata, the very
+ * convert callbacks `hvqconv convert` calls. Without a configuration or a
+ * plugin that maps the architecture, the tensors go as they are. */
+static hvq_status dec_mapping(dec_job *j, const char *in, const dec_map_args *m)
+{
+    hvq_ctx *ctx = j->ctx;
+    const char *src = hvq_container_meta(j->c, "hvq.source_format");
+    if (m->raw || strcmp(j->sp->desc.name, "gguf") != 0 || (src && strcmp(src, "gguf") == 0))
+        return HVQ_OK;
+    char arch[128] = "";
+    hvq_status st = dec_config(j, in, m, &j->map_config, &j->map_text);
+    const char *path = j->map_config, *text = j->map_text;
+    hvq_json_error je = {0};
+    if (st == HVQ_OK && text)
+        hvq_config_model_type(text, arch, sizeof arch, &je);
+    if (st == HVQ_OK && je.message[0])
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: not valid JSON: %s", path, je.message);
+    const hvq_plugin *mp = st == HVQ_OK && arch[0] ? ctx->host->model_plugin(ctx, NULL, arch)
+                                                   : NULL;
+    if (st == HVQ_OK)
+        hvq_ctx_clear_error(ctx);
+    if (st == HVQ_OK && (!mp || !HVQ_PLUGIN_HAS(mp, convert_open)))
+        hvq_log(ctx, HVQ_LOG_WARN, "%s: %s; the tensors keep the source's names and the GGUF "
+                "file has no architecture llama.cpp knows (give the model's config.json with "
+                "--config FILE)", in, !text ? "no config.json beside the model the container "
+                "was made from" : "no model plugin maps its architecture to llama.cpp's layout");
+    else if (st == HVQ_OK)
+        st = dec_map_open(j, in, mp, m->tokenizer);
+    return st;
+}
+
 /* The buffers, the sink and, with threads, the writer thread. */
 static hvq_status dec_open(dec_job *j, int64_t max_shard)
 {
@@ -274,6 +427,9 @@ static hvq_status dec_open(dec_job *j, int64_t max_shard)
     const hvq_meta *meta;
     size_t n_meta;
     hvq_container_source_meta(j->c, &meta, &n_meta);
+    hvq_status st = j->mp ? j->mp->convert_meta(ctx, j->ms, &meta, &n_meta) : HVQ_OK;
+    if (st != HVQ_OK)
+        return st;
     if (j->main) { /* general.file_type */
         if (!hvq_ggml_meta_init(&j->meta, meta, n_meta, j->main))
             return hvq_error(ctx, HVQ_E_NOMEM, "out of memory");
@@ -337,15 +493,19 @@ static hvq_status dec_tensor(dec_job *j, size_t i)
                            "not the %llu its type needs", hvq_container_path(j->c), t->name,
                            (unsigned long long)out.info.nbytes,
                            (unsigned long long)j->infos[i].nbytes);
-        if (st == HVQ_OK) {
+        void *rows = NULL;
+        if (st == HVQ_OK && (st = dec_reorder(j, i, &j->infos[i], out.data, &rows)) == HVQ_OK) {
             out.info = j->infos[i]; /* as declared to the sink */
+            out.data = rows ? rows : out.data;
             st = ctx->host->sink_write(ctx, j->sink, &out);
         }
+        free(rows);
         j->t_write += hvq_now() - tl;
         return st;
     }
     float *buf = j->buf[j->slot];
-    if ((st = hvq_container_read_decoded(ctx, j->c, i, buf)) != HVQ_OK)
+    if ((st = hvq_container_read_decoded(ctx, j->c, i, buf)) != HVQ_OK ||
+        (st = dec_reorder_f32(j, i, buf)) != HVQ_OK)
         return st;
     j->t_dec += hvq_now() - tl;
     tl = hvq_now();
@@ -428,7 +588,7 @@ static hvq_status dec_finish(dec_job *j, hvq_status st, double t0)
 
 static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *in,
                              const char *outp, const char *dtype, const char *format,
-                             int64_t max_shard)
+                             int64_t max_shard, const dec_map_args *map)
 {
     if (hvq_cli_same_file(in, outp))
         return hvq_error(ctx, HVQ_E_INPUT, "%s: the output may not be the input", outp);
@@ -450,9 +610,13 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
         st = hvq_error(ctx, HVQ_E_INPUT, "%s: --dtype %s writes llama.cpp blocks, which only "
                        "GGUF stores, and this output is %s; write a .gguf file (or --format "
                        "gguf), or choose f32, f16 or bf16", outp, dtype, j.sp->desc.name);
+    if (st == HVQ_OK)
+        st = dec_mapping(&j, in, map);
     if (st == HVQ_OK) {
-        dec_declare(&j, dtype);
-        st = dec_open(&j, max_shard);
+        if ((st = dec_rename(&j)) == HVQ_OK) {
+            dec_declare(&j, dtype);
+            st = dec_open(&j, max_shard);
+        }
     }
     double t0 = hvq_now();
     for (size_t i = 0; i < j.n && st == HVQ_OK; i++)
@@ -473,6 +637,12 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
     free(j.types);
     free(j.how);
     hvq_ggml_meta_free(&j.meta);
+    if (j.mp)
+        j.mp->convert_close(ctx, j.ms);
+    free(j.reorder);
+    free(j.src_infos);
+    free(j.map_config);
+    free(j.map_text);
     hvq_container_close(ctx, j.c);
     return st;
 }
@@ -480,12 +650,26 @@ static hvq_status decode_run(hvq_ctx *ctx, const hvq_registry *reg, const char *
 typedef struct {
     const char *in, *out, *dtype, *format;
     int64_t max_shard;
+    dec_map_args map;
 } decode_args;
 
 static hvq_status decode_cmd(hvq_ctx *ctx, const hvq_registry *reg, const void *args)
 {
     const decode_args *a = args;
-    return decode_run(ctx, reg, a->in, a->out, a->dtype, a->format, a->max_shard);
+    return decode_run(ctx, reg, a->in, a->out, a->dtype, a->format, a->max_shard, &a->map);
+}
+
+/* Whether --dtype names a choice of decode's; else says why. */
+static int decode_dtype_ok(const char *dtype)
+{
+    if (strcmp(dtype, "same") == 0 || strcmp(dtype, "f32") == 0 || strcmp(dtype, "f16") == 0 ||
+        strcmp(dtype, "bf16") == 0 || strcmp(dtype, "native") == 0 || hvq_ggml_type_find(dtype))
+        return 1;
+    fprintf(stderr, "hvqconv: error: --dtype %s: expected same, f32, f16, bf16, or for GGUF "
+                    "native or a llama.cpp block type (q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, "
+                    "q2_K, q3_K, q4_K, q5_K, q6_K, iq4_xs)\n",
+            dtype);
+    return 0;
 }
 
 int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t n_plugin_dirs,
@@ -495,6 +679,9 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
         {"output", required_argument, 0, 'o'}, {"dtype", required_argument, 0, OPT_DTYPE},
         {"format", required_argument, 0, OPT_FORMAT}, {"force", no_argument, 0, 'f'},
         {"max-shard-size", required_argument, 0, OPT_MAX_SHARD},
+        {"config", required_argument, 0, OPT_CONFIG},
+        {"tokenizer", required_argument, 0, OPT_TOKENIZER},
+        {"raw", no_argument, 0, OPT_RAW},
         {"threads", required_argument, 0, 't'},
         {"plugin-dir", required_argument, 0, OPT_PLUGIN_DIR},
         {"quiet", no_argument, 0, 'q'}, {"verbose", no_argument, 0, 'v'},
@@ -502,6 +689,7 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
     hvq_ctx_opts opts = *gopts;
     hvq_cli_dirs d = {0};
     const char *out = NULL, *dtype = "same", *format = NULL;
+    dec_map_args map = {NULL, NULL, 0};
     int64_t max_shard = 0;
     int c, rc = -1;
     for (size_t i = 0; i < n_plugin_dirs; i++)
@@ -516,6 +704,9 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
             break;
         case 'f': opts.force = 1; break;
         case OPT_FORMAT: format = optarg; break;
+        case OPT_CONFIG: map.config = optarg; break;
+        case OPT_TOKENIZER: map.tokenizer = optarg; break;
+        case OPT_RAW: map.raw = 1; break;
         case OPT_MAX_SHARD: {
             static const hvq_param_spec spec = {"max-shard-size", HVQ_PARAM_SIZE, "0", 0, 0,
                                                 NULL, NULL};
@@ -530,17 +721,8 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
             break;
         }
         case OPT_DTYPE:
-            dtype = optarg;
-            if (strcmp(dtype, "same") != 0 && strcmp(dtype, "f32") != 0 &&
-                strcmp(dtype, "f16") != 0 && strcmp(dtype, "bf16") != 0 &&
-                strcmp(dtype, "native") != 0 && !hvq_ggml_type_find(dtype)) {
-                fprintf(stderr, "hvqconv: error: --dtype %s: expected same, f32, f16, bf16, "
-                                "or for GGUF native or a llama.cpp block type (q8_0, q4_0, "
-                                "q4_1, q5_0, q5_1, iq4_nl, q2_K, q3_K, q4_K, q5_K, q6_K, "
-                                "iq4_xs)\n",
-                        dtype);
+            if (!decode_dtype_ok(dtype = optarg))
                 rc = HVQ_EXIT_BAD_INPUT;
-            }
             break;
         default: rc = hvq_cli_common_opt(c, &d, &opts, "decode", usage_decode);
         }
@@ -561,7 +743,7 @@ int hvq_cmd_decode(int argc, char **argv, const char *const *plugin_dirs, size_t
         free(d.v);
         return rc;
     }
-    const decode_args a = {argv[optind], out, dtype, format, max_shard};
+    const decode_args a = {argv[optind], out, dtype, format, max_shard, map};
     return hvq_cli_run(&opts, &d, decode_cmd, &a);
 }
 

@@ -12,6 +12,7 @@
 #include "json.h"
 #include "meta.h"
 #include "file.h"
+#include "ggml_native.h"
 #include "params.h"
 #include "util.h"
 
@@ -25,18 +26,22 @@
 enum { OPT_DTYPE = HVQ_CLI_OPT_PLUGIN_DIR + 1, OPT_FORMAT, OPT_MAX_SHARD, OPT_TOKENIZER,
        OPT_CONFIG, OPT_RAW };
 
-/* --dtype: the one table of choices. A type a sink cannot write yet is
- * listed with the reason (q8_0: the GGUF sink's Q8_0 joins here). */
+/* --dtype: the one table of choices. A type a sink cannot write yet would
+ * be listed with the reason. q8_0: llama.cpp's blocks (GGUF only), for
+ * the weight matrices, with libhvqggml's quantizers (those of decode
+ * --dtype q8_0 and of the ggml clusterer); the other tensors keep their
+ * type, as llama-quantize keeps them. */
 static const struct conv_dtype {
     const char *name;
     hvq_dtype type;           /* OPAQUE: each tensor keeps its own */
     const char *unavailable;  /* why it cannot be chosen, or NULL */
+    const char *ggml;         /* a llama.cpp block type for the weights, or NULL */
 } conv_dtypes[] = {
-    {"same", HVQ_DTYPE_OPAQUE, NULL},
-    {"f32", HVQ_DTYPE_F32, NULL},
-    {"f16", HVQ_DTYPE_F16, NULL},
-    {"bf16", HVQ_DTYPE_BF16, NULL},
-    {"q8_0", HVQ_DTYPE_OPAQUE, "not available yet: the GGUF sink does not write Q8_0 blocks"},
+    {"same", HVQ_DTYPE_OPAQUE, NULL, NULL},
+    {"f32", HVQ_DTYPE_F32, NULL, NULL},
+    {"f16", HVQ_DTYPE_F16, NULL, NULL},
+    {"bf16", HVQ_DTYPE_BF16, NULL, NULL},
+    {"q8_0", HVQ_DTYPE_OPAQUE, NULL, "q8_0"},
 };
 
 /* The --dtype entry named name, or NULL after printing why. */
@@ -49,7 +54,8 @@ static const struct conv_dtype *conv_dtype_parse(const char *name)
             fprintf(stderr, "hvqconv: error: --dtype %s: %s\n", name, conv_dtypes[i].unavailable);
             return NULL;
         }
-    fprintf(stderr, "hvqconv: error: --dtype %s: expected same, f32, f16 or bf16\n", name);
+    fprintf(stderr, "hvqconv: error: --dtype %s: expected same, f32, f16, bf16 or (GGUF "
+            "output) q8_0\n", name);
     return NULL;
 }
 
@@ -88,6 +94,14 @@ typedef struct conv_job {
     int to_gguf;
     char *config_text, *config_path;
     hvq_sink_handle *sk;
+    /* --dtype a llama.cpp block type: per output tensor, whether it is
+     * quantized and its type after llama-quantize's fallback (NULL: F16) */
+    unsigned char *as_ggml;
+    const hvq_ggml_type **gtypes;
+    const hvq_ggml_type *gmain; /* the type of the most parameters */
+    hvq_ggml_fallbacks fb;
+    hvq_ggml_mix mix;
+    hvq_ggml_meta gmeta;        /* the metadata with general.file_type */
 } conv_job;
 
 static int is_dir(const char *p)
@@ -148,7 +162,9 @@ static hvq_status conv_input(conv_job *j)
     j->out_info = hvq_calloc(ctx, j->n ? j->n : 1, sizeof *j->out_info);
     j->reorder = hvq_calloc(ctx, j->n ? j->n : 1, 1);
     j->drop = hvq_calloc(ctx, j->n ? j->n : 1, 1);
-    if (!j->in_info || !j->out_info || !j->reorder || !j->drop)
+    j->as_ggml = hvq_calloc(ctx, j->n ? j->n : 1, 1);
+    j->gtypes = hvq_calloc(ctx, j->n ? j->n : 1, sizeof *j->gtypes);
+    if (!j->in_info || !j->out_info || !j->reorder || !j->drop || !j->as_ggml || !j->gtypes)
         return HVQ_E_NOMEM;
     for (size_t i = 0; i < j->n; i++) {
         hvq_status st = H->model_info(j->m, i, &j->in_info[i]);
@@ -190,7 +206,7 @@ static hvq_status conv_config(conv_job *j)
 
 /* The architecture config.json names: model_type, else the first of
  * architectures without its class suffix ("LlamaForCausalLM": "llama"). */
-static void conv_model_type(const char *text, char *arch, size_t len, hvq_json_error *je)
+void hvq_config_model_type(const char *text, char *arch, size_t len, hvq_json_error *je)
 {
     hvq_json_doc *doc = hvq_json_parse(text, strlen(text), 0, je);
     const hvq_json_value *r = doc ? hvq_json_root(doc) : NULL;
@@ -245,7 +261,7 @@ static hvq_status conv_arch(conv_job *j, char *arch, size_t len)
                          "FILE, or convert the tensors as they are with --raw", j->a->in,
                          j->config_path);
     hvq_json_error je = {0};
-    conv_model_type(j->config_text, arch, len, &je);
+    hvq_config_model_type(j->config_text, arch, len, &je);
     if (je.message[0])
         return hvq_error(j->ctx, HVQ_E_INPUT, "%s: not valid JSON: %s", j->config_path,
                          je.message);
@@ -294,6 +310,23 @@ static hvq_status conv_mapping(conv_job *j)
     return mp->convert_open(ctx, &su, &j->ms);
 }
 
+/* --dtype a llama.cpp block type: output tensor k, when llama-quantize
+ * would quantize it (a floating-point matrix whose name ends in "weight"),
+ * declared as that type's blocks, or its fallback. */
+static void conv_declare_ggml(conv_job *j, size_t k)
+{
+    hvq_tensor_info *o = &j->out_info[k];
+    size_t len = strlen(o->name);
+    if (!hvq_dtype_is_float(o->dtype) || o->ndim < 2 || len < 6 ||
+        strcmp(o->name + len - 6, "weight") != 0)
+        return;
+    const hvq_ggml_type *t = hvq_ggml_type_find(j->a->dtype->ggml);
+    j->as_ggml[k] = 1;
+    j->gtypes[k] = hvq_ggml_declare(o, t);
+    hvq_ggml_fallback_note(&j->fb, o->name, o->shape[o->ndim - 1], t, j->gtypes[k]);
+    hvq_ggml_mix_add(&j->mix, t, hvq_numel(o));
+}
+
 /* The output's tensors: names (mapped or as they are), dropped ones left
  * out, every floating-point tensor in --dtype's type unless the mapping
  * keeps it in another. */
@@ -324,6 +357,12 @@ static hvq_status conv_declare(conv_job *j)
             o->dtype_name = hvq_dtype_name(t);
             o->nbytes = hvq_numel(o) * hvq_dtype_size(t);
         }
+        if (j->a->dtype->ggml && ct.keep == HVQ_DTYPE_OPAQUE)
+            conv_declare_ggml(j, j->n_out - 1);
+    }
+    if (j->a->dtype->ggml) {
+        hvq_ggml_fallback_warn(j->ctx, &j->fb, j->tensor_path);
+        j->gmain = hvq_ggml_mix_main(&j->mix);
     }
     return HVQ_OK;
 }
@@ -333,6 +372,15 @@ static hvq_status conv_declare(conv_job *j)
 static hvq_status conv_meta(conv_job *j, const hvq_meta **meta, size_t *n)
 {
     static const hvq_meta pt[] = {{"format", "pt"}};
+    if (j->gmain) { /* blocks: general.file_type theirs */
+        j->gmain = NULL;
+        hvq_status st = conv_meta(j, meta, n);
+        if (st == HVQ_OK && !hvq_ggml_meta_init(&j->gmeta, *meta, *n, hvq_ggml_mix_main(&j->mix)))
+            st = hvq_error(j->ctx, HVQ_E_NOMEM, "out of memory");
+        *meta = j->gmeta.meta;
+        *n = j->gmeta.n;
+        return st;
+    }
     if (j->mp && j->to_gguf)
         return j->mp->convert_meta(j->ctx, j->ms, meta, n);
     if (j->mp) { /* safetensors' own; other formats get none */
@@ -357,16 +405,16 @@ static hvq_status conv_tensor(conv_job *j, size_t i, size_t k)
     const hvq_tensor_info *o = &j->out_info[k];
     uint64_t numel = hvq_numel(&t.info);
     const void *src = t.data;
-    void *rows = NULL, *mid = NULL, *conv = NULL;
+    void *rows = NULL, *mid = NULL, *conv = NULL, *blocks = NULL;
     if (j->reorder[i]) {
         if (!(rows = hvq_alloc(ctx, t.info.nbytes ? t.info.nbytes : 1)))
             return HVQ_E_NOMEM;
         st = j->mp->convert_rows(ctx, j->ms, &t, rows);
         src = rows;
     }
-    hvq_dtype from = t.info.dtype;
-    if (st == HVQ_OK && from != o->dtype) {
-        if (from != HVQ_DTYPE_F32 && o->dtype != HVQ_DTYPE_F32) {
+    hvq_dtype from = t.info.dtype, to = j->as_ggml[k] ? HVQ_DTYPE_F32 : o->dtype;
+    if (st == HVQ_OK && from != to) {
+        if (from != HVQ_DTYPE_F32 && to != HVQ_DTYPE_F32) {
             if (!(mid = hvq_alloc(ctx, numel * 4 + 1)))
                 st = HVQ_E_NOMEM;
             else if ((st = H->convert(ctx, HVQ_DTYPE_F32, mid, from, src, numel)) == HVQ_OK) {
@@ -374,10 +422,16 @@ static hvq_status conv_tensor(conv_job *j, size_t i, size_t k)
                 from = HVQ_DTYPE_F32;
             }
         }
-        if (st == HVQ_OK && !(conv = hvq_alloc(ctx, o->nbytes + 1)))
+        if (st == HVQ_OK && !(conv = hvq_alloc(ctx, numel * hvq_dtype_size(to) + 1)))
             st = HVQ_E_NOMEM;
-        if (st == HVQ_OK && (st = H->convert(ctx, o->dtype, conv, from, src, numel)) == HVQ_OK)
+        if (st == HVQ_OK && (st = H->convert(ctx, to, conv, from, src, numel)) == HVQ_OK)
             src = conv;
+    }
+    if (st == HVQ_OK && j->as_ggml[k]) { /* F32 by now: into blocks */
+        if (!(blocks = hvq_alloc(ctx, o->nbytes + 1)))
+            st = HVQ_E_NOMEM;
+        else if ((st = hvq_ggml_quantize(ctx, o, j->gtypes[k], src, blocks)) == HVQ_OK)
+            src = blocks;
     }
     if (st == HVQ_OK) {
         hvq_tensor out = {*o, src};
@@ -386,6 +440,7 @@ static hvq_status conv_tensor(conv_job *j, size_t i, size_t k)
     free(rows);
     free(mid);
     free(conv);
+    free(blocks);
     return st;
 }
 
@@ -476,6 +531,9 @@ static void conv_free(conv_job *j)
     free(j->out_info);
     free(j->reorder);
     free(j->drop);
+    free(j->as_ggml);
+    free(j->gtypes);
+    hvq_ggml_meta_free(&j->gmeta);
     free(j->out_dir);
     free(j->tensor_path);
     free(j->model_dir);
@@ -490,6 +548,9 @@ static hvq_status convert_run(hvq_ctx *ctx, const hvq_registry *reg, const void 
     if (st == HVQ_OK && j.dir_out && strcmp(j.sink, "safetensors") != 0)
         st = hvq_error(ctx, HVQ_E_INPUT, "%s: a directory output is a Hugging Face model, "
                        "whose weights are safetensors (not --format %s)", j.a->out, j.sink);
+    if (st == HVQ_OK && j.a->dtype->ggml && strcmp(j.sink, "gguf") != 0)
+        st = hvq_error(ctx, HVQ_E_INPUT, "%s: --dtype %s writes llama.cpp blocks, which only "
+                       "GGUF stores, and this output is %s", j.a->out, j.a->dtype->name, j.sink);
     if (st == HVQ_OK) {
         hvq_ctx_name_output(ctx, j.tensor_path);
         st = conv_input(&j);
@@ -530,7 +591,10 @@ static void usage_convert(FILE *f)
           "  -o, --output PATH     the output (instead of the second argument)\n"
           "      --dtype TYPE      every floating-point tensor as: same (default), f32,\n"
           "                        f16 or bf16 (rounded to nearest even); GGUF norms stay\n"
-          "                        F32 as llama.cpp's converter keeps them\n"
+          "                        F32 as llama.cpp's converter keeps them; q8_0 (GGUF\n"
+          "                        output): the weight matrices as llama.cpp's Q8_0\n"
+          "                        blocks (llama-quantize's rounding; rows that fit no\n"
+          "                        block of 32 as F16), the other tensors as they are\n"
           "      --format NAME     output format (a sink plugin); default: OUT's extension\n"
           "      --max-shard-size SIZE\n"
           "                        write shards of at most SIZE bytes and an index (500MB)\n"

@@ -215,9 +215,7 @@ static int container_by_name(const char *path)
     return hvq && !st;
 }
 
-/* The config.json for a safetensors-sourced container: beside or in the
- * pipeline's input, then beside the container. */
-static char *config_for_container(hvq_container *c, const char *path)
+char *hvq_container_config_path(hvq_container *c, const char *path)
 {
     char *input = yaml_top_scalar(hvq_container_meta(c, "hvq.pipeline"), "input");
     char *found = NULL;
@@ -365,7 +363,7 @@ static hvq_status eval_config(eval_run *r, const char *config_path, hvq_model_in
         in->n_meta = r->n_meta;
         return HVQ_OK;
     }
-    r->found_config = r->cont ? config_for_container(r->cont, r->model_path)
+    r->found_config = r->cont ? hvq_container_config_path(r->cont, r->model_path)
                               : config_for(r->model_path);
     if (!r->found_config)
         return hvq_error(ctx, HVQ_E_INPUT,

@@ -45,6 +45,12 @@ const hvq_container_tensor *hvq_container_info(const hvq_container *c, size_t i)
 /* A value of the container's own safetensors metadata ("hvq.producer",
  * "hvq.pipeline", ...), or NULL. */
 const char *hvq_container_meta(const hvq_container *c, const char *key);
+/* The config.json for a safetensors-sourced container at path (malloc'd,
+ * or NULL when there is none): beside or in the model its pipeline read
+ * (hvq.pipeline's input:, relative to the current directory, else to the
+ * container's), then beside the container (core/cmd_eval.c). */
+char *hvq_container_config_path(hvq_container *c, const char *path);
+
 /* The source model's metadata (hvq.source_metadata), in stored order. */
 void hvq_container_source_meta(const hvq_container *c, const hvq_meta **meta, size_t *n);
 

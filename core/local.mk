@@ -7,7 +7,7 @@ libhvqcore_la_SOURCES = \
 	core/params.c core/params.h \
 	core/pipeline.c core/pipeline.h core/pipeline_int.h \
 	core/pipeline_yaml.c core/pipeline_load.c core/pipeline_set.c \
-	core/pipeline_check.c core/pipeline_emit.c \
+	core/pipeline_check.c core/pipeline_emit.c core/pipeline_writer.c \
 	core/dtype.c core/dtype.h \
 	core/driver.c core/driver.h \
 	core/alloc.c core/alloc.h \

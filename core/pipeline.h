@@ -158,6 +158,15 @@ hvq_status hvq_pipeline_set(hvq_ctx *ctx, hvq_pipeline *p,
 hvq_status hvq_pipeline_validate(hvq_ctx *ctx, hvq_pipeline *p,
                                  const hvq_registry *reg);
 
+/* The writer for p's output (called by hvq_pipeline_validate): when the
+ * output's extension names a format the pipeline's writer does not write
+ * (its writer_formats), the first writer that writes the pipeline's
+ * encodings into that format as they are (writer_keeps) takes its place,
+ * set as by --set and said in one INFO line; when none does, HVQ_E_INPUT
+ * naming the output, the writer and the way out. */
+hvq_status hvq_pipeline_fit_writer(hvq_ctx *ctx, hvq_pipeline *p,
+                                   const hvq_registry *reg);
+
 /* The effective plugin and parameters of stage for one tensor, with
  * overrides applied (first match wins). values points into storage owned
  * by the pipeline; valid until hvq_pipeline_free (or the next

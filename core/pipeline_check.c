@@ -330,6 +330,8 @@ hvq_status hvq_pipeline_validate(hvq_ctx *ctx, hvq_pipeline *p,
         }
     }
     st = validate_target(ctx, p);
+    if (st == HVQ_OK)
+        st = hvq_pipeline_fit_writer(ctx, p, reg);
     if (st != HVQ_OK)
         goto fail;
     return HVQ_OK;

@@ -462,8 +462,7 @@ const hvq_loaded_plugin *hvq_registry_find(const hvq_registry *reg, uint32_t kin
     return NULL;
 }
 
-/* Whether the space-separated list has the word w. */
-static int list_has_word(const char *list, const char *w)
+int hvq_list_has_word(const char *list, const char *w)
 {
     size_t n = strlen(w);
     for (const char *p = list; n && *p;) {
@@ -482,7 +481,7 @@ const hvq_loaded_plugin *hvq_registry_model_for(const hvq_registry *reg,
 {
     for (size_t i = 0; i < reg->n; i++) {
         const hvq_plugin *d = &reg->items[i]->desc;
-        if ((d->kinds & HVQ_KIND_MODEL) && list_has_word(d->architectures, architecture))
+        if ((d->kinds & HVQ_KIND_MODEL) && hvq_list_has_word(d->architectures, architecture))
             return reg->items[i];
     }
     return NULL;
@@ -577,8 +576,7 @@ const hvq_loaded_plugin *hvq_registry_detect(const hvq_registry *reg, hvq_ctx *c
     return best;
 }
 
-const hvq_loaded_plugin *hvq_registry_sink_for(const hvq_registry *reg, hvq_ctx *ctx,
-                                               const char *path)
+const hvq_loaded_plugin *hvq_registry_sink_of(const hvq_registry *reg, const char *path)
 {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
@@ -593,6 +591,15 @@ const hvq_loaded_plugin *hvq_registry_sink_for(const hvq_registry *reg, hvq_ctx 
             if (hvq_ends_with(base, t))
                 return reg->items[i];
     }
+    return NULL;
+}
+
+const hvq_loaded_plugin *hvq_registry_sink_for(const hvq_registry *reg, hvq_ctx *ctx,
+                                               const char *path)
+{
+    const hvq_loaded_plugin *sink = hvq_registry_sink_of(reg, path);
+    if (sink)
+        return sink;
     char list[1024];
     list_kind(reg, HVQ_KIND_SINK, list, sizeof list);
     hvq_error(ctx, HVQ_E_INPUT,

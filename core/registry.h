@@ -60,6 +60,8 @@ const hvq_loaded_plugin *hvq_registry_at(const hvq_registry *reg, size_t i);
 const char *hvq_registry_suggest(const hvq_registry *reg, uint32_t kind,
                                  const char *name);
 
+/* Whether the space-separated list has the word w. */
+int hvq_list_has_word(const char *list, const char *w);
 /* "source", "sink", "source,sink", "clusterer", ... into buf. */
 const char *hvq_kind_names(uint32_t kinds, char *buf, size_t len);
 
@@ -72,6 +74,8 @@ hvq_status hvq_registry_probe(const hvq_registry *reg, hvq_ctx *ctx, const char 
 /* The same, or NULL with an error listing the supported formats. */
 const hvq_loaded_plugin *hvq_registry_detect(const hvq_registry *reg,
                                              hvq_ctx *ctx, const char *path);
+/* The sink whose extensions match path's, or NULL (no error). */
+const hvq_loaded_plugin *hvq_registry_sink_of(const hvq_registry *reg, const char *path);
 /* The sink whose extensions match path's, or NULL with an error. */
 const hvq_loaded_plugin *hvq_registry_sink_for(const hvq_registry *reg,
                                                hvq_ctx *ctx, const char *path);

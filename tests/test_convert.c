@@ -525,6 +525,135 @@ START_TEST(test_cli_roundtrip)
 }
 END_TEST
 
+/* Tensors names[0..n) of models a and b have the same type, size and
+ * bytes. */
+static void assert_same_named(hvq_ctx *ctx, hvq_model *ma, hvq_model *mb,
+                              const char *const *names, size_t n)
+{
+    const hvq_host *H = ctx->host;
+    for (size_t i = 0; i < n; i++) {
+        hvq_tensor a, b;
+        ck_assert_int_eq(H->model_find(ctx, mb, names[i], &b), HVQ_OK);
+        void *copy = malloc(b.info.nbytes + 1);
+        memcpy(copy, b.data, b.info.nbytes);
+        ck_assert_int_eq(H->model_find(ctx, ma, names[i], &a), HVQ_OK);
+        ck_assert_int_eq(a.info.dtype, b.info.dtype);
+        ck_assert_uint_eq(a.info.nbytes, b.info.nbytes);
+        ck_assert_msg(memcmp(a.data, copy, a.info.nbytes) == 0, "%s differs", names[i]);
+        free(copy);
+    }
+}
+
+/* --dtype q8_0: the weight matrices (the embedding too) as Q8_0 blocks,
+ * the very blocks the ggml clusterer gives (pipelines/q8_0.yaml to a GGUF
+ * output, on the F32 GGUF of the same model), the down projections (rows
+ * of 172) F16 with one warning, the norms F32, general.file_type 7. */
+START_TEST(test_cli_q8_0)
+{
+    char *dir = th_tmpdir("convert-q8");
+    char *err = NULL;
+    convert_ok(th_src(MODEL), th_join(dir, "f.gguf"), "--tokenizer", th_src(TOKENIZER));
+    ck_assert_int_eq(th_hvq(NULL, &err, "convert", th_src(MODEL), th_join(dir, "q.gguf"),
+                            "--tokenizer", th_src(TOKENIZER), "--dtype", "q8_0",
+                            (const char *)NULL), 0);
+    th_assert_contains(err, "5 of 36 quantized tensors have rows that fit no Q8_0 block of 32 "
+                            "(e.g. 'blk.0.ffn_down.weight', rows of 172); written as F16 (5)");
+    free(err);
+    ck_assert_int_eq(th_hvq(NULL, &err, "run", th_src("pipelines/q8_0.yaml"), "-q", "--input",
+                            th_join(dir, "f.gguf"), "--output", th_join(dir, "r.gguf"),
+                            "--report", "", (const char *)NULL), 0);
+    free(err);
+    static const char *const same[] = {"blk.0.attn_q.weight", "blk.2.attn_k.weight",
+                                       "blk.4.ffn_up.weight", "blk.3.ffn_gate.weight"};
+    hvq_ctx *ctx = th_ctx();
+    hvq_registry *reg = th_registry(ctx);
+    const hvq_host *H = ctx->host;
+    hvq_model *q = H->model_open(ctx, th_join(dir, "q.gguf"));
+    hvq_model *r = H->model_open(ctx, th_join(dir, "r.gguf"));
+    ck_assert_msg(q && r, "%s", hvq_ctx_error(ctx));
+    assert_same_named(ctx, q, r, same, sizeof same / sizeof same[0]);
+    ck_assert_str_eq(th_model_meta(ctx, q, "general.file_type"),
+                     "{\"gguf_type\":\"uint32\",\"value\":7}");
+    H->model_close(ctx, q);
+    H->model_close(ctx, r);
+    hvq_registry_free(reg);
+    hvq_ctx_free(ctx);
+    ck_assert_int_eq(tensor_type(th_join(dir, "q.gguf"), "blk.1.ffn_down.weight"), HVQ_DTYPE_F16);
+    ck_assert_int_eq(tensor_type(th_join(dir, "q.gguf"), "blk.1.ffn_norm.weight"), HVQ_DTYPE_F32);
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* decode to .gguf of a container compressed from the Hugging Face model
+ * (pipelines/q8_0.yaml; its config.json found beside the input the
+ * pipeline recorded): the llama model plugin's mapping, the same that
+ * convert applies, so decoding to safetensors and converting that gives
+ * the same tensors (q/k rows permuted, the stored Q8_0 blocks' rows too
+ * with --dtype q8_0) and the same architecture and tokenizer metadata
+ * (general.name aside: decode names the model by its directory). A bad
+ * --config is refused with exit 2, nothing left. */
+START_TEST(test_decode_hf_container_to_gguf)
+{
+    char *dir = th_tmpdir("convert-dec");
+    char *err = NULL;
+    ck_assert_int_eq(th_hvq(NULL, &err, "run", th_src("pipelines/q8_0.yaml"), "-q", "--input",
+                            th_src(MODEL), "--output", th_join(dir, "c.hvq"), "--report", "",
+                            (const char *)NULL), 0);
+    free(err);
+    ck_assert_int_eq(th_hvq(NULL, &err, "decode", "-q", th_join(dir, "c.hvq"), "-o",
+                            th_join(dir, "c.safetensors"), (const char *)NULL), 0);
+    free(err);
+    static const char *const dtypes[] = {"same", "q8_0"};
+    for (int k = 0; k < 2; k++) {
+        char d[512], g[512];
+        snprintf(d, sizeof d, "%s/d-%s.gguf", dir, dtypes[k]);
+        snprintf(g, sizeof g, "%s/g-%s.gguf", dir, dtypes[k]);
+        ck_assert_int_eq(th_hvq(NULL, &err, "decode", th_join(dir, "c.hvq"), "-o", d, "--dtype",
+                                dtypes[k], "--tokenizer", th_src(TOKENIZER), (const char *)NULL),
+                         0);
+        th_assert_contains(err, "mapped to llama.cpp's layout by the model plugin 'llama'");
+        free(err);
+        ck_assert_int_eq(th_hvq(NULL, &err, "convert", "-q", th_join(dir, "c.safetensors"), g,
+                                "--config", th_src(MODEL "/config.json"), "--tokenizer",
+                                th_src(TOKENIZER), "--dtype", k ? "q8_0" : "same",
+                                (const char *)NULL), 0);
+        free(err);
+        if (!k) /* q8_0: decode quantizes the compressed tensors, convert all weights */
+            assert_same_tensors(d, g);
+        hvq_ctx *ctx = th_ctx();
+        hvq_registry *reg = th_registry(ctx);
+        hvq_model *md = ctx->host->model_open(ctx, d), *mg = ctx->host->model_open(ctx, g);
+        ck_assert_msg(md && mg, "%s", hvq_ctx_error(ctx));
+        static const char *const qk[] = {"blk.0.attn_q.weight", "blk.3.attn_k.weight",
+                                         "blk.1.attn_v.weight", "blk.4.ffn_up.weight",
+                                         "blk.2.attn_norm.weight"};
+        assert_same_named(ctx, md, mg, qk, sizeof qk / sizeof qk[0]);
+        static const char *const keys[] = {"general.architecture", "llama.block_count",
+                                           "llama.rope.dimension_count", "tokenizer.ggml.model",
+                                           "tokenizer.ggml.tokens", "general.file_type"};
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+            const char *a = th_model_meta(ctx, md, keys[i]);
+            ck_assert_msg(a != NULL, "%s", keys[i]);
+            ck_assert_str_eq(a, th_model_meta(ctx, mg, keys[i]));
+        }
+        ctx->host->model_close(ctx, md);
+        ctx->host->model_close(ctx, mg);
+        hvq_registry_free(reg);
+        hvq_ctx_free(ctx);
+    }
+    th_write_file(th_join(dir, "bad.json"), "{\"model_type\": ", 15);
+    ck_assert_int_eq(th_hvq(NULL, &err, "decode", th_join(dir, "c.hvq"), "-o",
+                            th_join(dir, "x.gguf"), "--config", th_join(dir, "bad.json"),
+                            (const char *)NULL), 2);
+    th_assert_contains(err, "bad.json: not valid JSON");
+    free(err);
+    ck_assert(!th_exists(th_join(dir, "x.gguf")));
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 /* convert exits with status 2, saying needle, and leaves nothing. */
 static void convert_fails(const char *needle, const char *const *args)
 {
@@ -557,9 +686,11 @@ START_TEST(test_cli_errors)
     convert_fails("config.json", (const char *const[]){nocfg, th_join(dir, "o1/x.gguf"), NULL});
     convert_fails("--raw", (const char *const[]){nocfg, th_join(dir, "o1/x.gguf"), NULL});
     /* --dtype */
-    convert_fails("--dtype q8_0: not available yet",
-                  (const char *const[]){src, th_join(dir, "o1/x.gguf"), "--dtype", "q8_0", NULL});
-    convert_fails("expected same, f32, f16 or bf16",
+    convert_fails("x.safetensors: --dtype q8_0 writes llama.cpp blocks, which only GGUF "
+                  "stores, and this output is safetensors",
+                  (const char *const[]){src, th_join(dir, "o1/x.safetensors"), "--dtype", "q8_0",
+                                        NULL});
+    convert_fails("expected same, f32, f16, bf16 or (GGUF output) q8_0",
                   (const char *const[]){src, th_join(dir, "o1/x.gguf"), "--dtype", "int4", NULL});
     /* a corrupt tokenizer.json or config.json, named */
     th_write_file(th_join(src, "tokenizer.json"), "{\"model\": [", 11);
@@ -667,6 +798,8 @@ static Suite *convert_suite(void)
     tcase_add_test(tc, test_tok_spm);
     tcase_add_test(tc, test_tok_bpe);
     tcase_add_test(tc, test_cli_roundtrip);
+    tcase_add_test(tc, test_cli_q8_0);
+    tcase_add_test(tc, test_decode_hf_container_to_gguf);
     tcase_add_test(tc, test_cli_errors);
     tcase_add_test(tc, test_make_dirs);
     tcase_add_test(tc, test_shared_reference);

@@ -174,11 +174,85 @@ START_TEST(q4_0_pipeline_matches_the_container)
     /* decoding the container: its blocks as they are, the very file */
     static const char *const dts[] = {"native", "q4_0"};
     for (int k = 0; k < 2; k++) {
-        const char *d2[] = {"decode", P("q.hvq"), "-o", P("d.gguf"), "--dtype", dts[k], "-f",
+        const char *d2[] = {"decode", P("q.hvq"), "-o", P("d.gguf"), "--raw", "--dtype", dts[k], "-f",
                             "-q", NULL};
         ck_assert_int_eq(hvq_run(d2, &err), 0);
         free(err);
         ck_assert_msg(th_same_bytes(P("d.gguf"), P("q.gguf")), "decode --dtype %s", dts[k]);
+    }
+}
+END_TEST
+
+/* A pipeline whose encodings no writer puts into GGUF as they are (k-means;
+ * ggml with a residual on top; ggml overridden by k-means for some
+ * tensors; ggml with column gains) is refused before anything runs: exit
+ * 2, the message naming the output, the writer and the way out, nothing
+ * left behind. */
+START_TEST(gguf_output_no_writer_keeps_the_encodings)
+{
+    static const char *const sets[][3] = {
+        {"stages.clusterer.plugin=kmeans", "stages.clusterer.centroids=16", "'kmeans'"},
+        {"stages.residual.plugin=coo16", "stages.residual.sparsity=0.01", "'ggml'"},
+        {"stages.clusterer.col_exponent=0.5", "seed=1", "'ggml'"},
+    };
+    char *dir = th_tmpdir("gguf-native-keep");
+    for (int k = 0; k < 4; k++) {
+        char yaml[1024], *err = NULL;
+        snprintf(yaml, sizeof yaml,
+                 "input: %s\nselect: { include: [\"*proj.weight\"] }\n"
+                 "stages:\n  clusterer: { plugin: ggml, type: q4_0 }\n"
+                 "  writer: { plugin: hvq }\n%s",
+                 th_src("models/stories260K"),
+                 k == 3 ? "overrides:\n  - match: \"*v_proj*\"\n    clusterer: { plugin: "
+                          "kmeans, centroids: 16 }\n" : "");
+        th_write_file(th_join(dir, "p.yaml"), yaml, strlen(yaml));
+        const char *run[] = {"run", th_join(dir, "p.yaml"), "--output", th_join(dir, "y.gguf"),
+                             "--report", th_join(dir, "y.json"),
+                             "--set", k < 3 ? sets[k][0] : "seed=2",
+                             "--set", k < 3 ? sets[k][1] : "seed=3", NULL};
+        ck_assert_int_eq(hvq_run(run, &err), 2);
+        th_assert_contains(err, "y.gguf: writer 'hvq' does not write gguf (it writes "
+                                "safetensors), and no writer writes this pipeline's encodings "
+                                "(clusterer ");
+        th_assert_contains(err, k < 3 ? sets[k][2] : "'ggml', 'kmeans'");
+        th_assert_contains(err, "`hvqconv decode OUT.hvq -o MODEL.gguf --dtype q8_0`");
+        free(err);
+        ck_assert(!th_exists(th_join(dir, "y.gguf")) && !th_exists(th_join(dir, "y.json")));
+    }
+    th_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* pipelines/q4_1.yaml (and q5_1) on a GGUF in llama.cpp's layout, to a
+ * .gguf: the pipeline's hvq writer gives way to the dequant writer, and
+ * its evaluate: step runs on the GGUF (Q4_1 and Q5_1 blocks read through
+ * libhvqggml's dequantizers), the same perplexity as on the container. */
+START_TEST(eval_of_a_q4_1_gguf_output)
+{
+    static const char *const types[] = {"stages.clusterer.type=q4_1",
+                                        "stages.clusterer.type=q5_1"};
+    char *out = NULL, *err = NULL;
+    const char *conv[] = {"convert", th_src("models/stories260K"), P("m.gguf"), "-q", NULL};
+    ck_assert_msg(th_run(&out, &err, conv) == 0, "%s", err);
+    free(out);
+    free(err);
+    for (int t = 0; t < 2; t++) {
+        char *ppl[2];
+        for (int g = 0; g < 2; g++) {
+            const char *run[] = {"run", th_src("pipelines/q4_1.yaml"), "--input", P("m.gguf"),
+                                 "--output", P(g ? "e.gguf" : "e.hvq"), "--report", "",
+                                 "--set", types[t], "--eval", "-f", NULL};
+            ck_assert_msg(th_run(&out, &err, run) == 0, "%s", err);
+            char *at = strstr(out, "perplexity of the output: ");
+            ck_assert_msg(at != NULL, "%s", out);
+            ppl[g] = strndup(at, strcspn(at, "\n"));
+            free(out);
+            free(err);
+        }
+        ck_assert_str_eq(ppl[0], ppl[1]);
+        free(ppl[0]);
+        free(ppl[1]);
     }
 }
 END_TEST
@@ -195,7 +269,7 @@ START_TEST(decode_q8_0_of_a_has_vq_container)
                          P("m.json"), "-q", NULL};
     ck_assert_int_eq(hvq_run(run, &err), 0);
     free(err);
-    const char *dec[] = {"decode", P("m.hvq"), "-o", P("m.gguf"),
+    const char *dec[] = {"decode", P("m.hvq"), "-o", P("m.gguf"), "--raw",
                          "--dtype", "q8_0", "-t", "2", NULL};
     ck_assert_msg(hvq_run(dec, &err) == 0, "%s", err);
     ck_assert_int_eq(count_lines(err, "warning:"), 1);
@@ -203,7 +277,7 @@ START_TEST(decode_q8_0_of_a_has_vq_container)
                             "(e.g. 'model.layers.0.mlp.down_proj.weight', rows of 172); "
                             "written as F16 (5) instead");
     free(err);
-    const char *dec1[] = {"decode", P("m.hvq"), "-o", P("m1.gguf"),
+    const char *dec1[] = {"decode", P("m.hvq"), "-o", P("m1.gguf"), "--raw",
                           "--dtype", "q8_0", "-t", "1", "-q", NULL};
     ck_assert_int_eq(hvq_run(dec1, &err), 0);
     free(err);
@@ -263,7 +337,8 @@ END_TEST
  * overrides included (q8_0 for the value projections, q4_K, falling back
  * to Q5_0, for the gate projections, q4_0 for the rest), the blocks as the
  * container stores them; general.file_type of the type with the most
- * parameters (Q4_0). The hvq writer refuses a .gguf output. */
+ * parameters (Q4_0). Named with the hvq writer, a .gguf output is written
+ * by the dequant writer in dtype native. */
 START_TEST(native_follows_the_clusterers_types)
 {
     char yaml[2048];
@@ -290,15 +365,23 @@ START_TEST(native_follows_the_clusterers_types)
     ck_assert_uint_eq(compare_blocks(P("n.hvq"), P("n.gguf")), 30);
     expect_file_type(P("n.gguf"), 2);
 
+    /* the hvq writer does not write GGUF: the dequant writer in dtype
+     * native, which keeps these blocks, writes it instead, said once; the
+     * same file, the record and report naming the writer that ran */
     char *err = NULL;
-    const char *bad[] = {"run", P("n.yaml"), "--output", P("x.gguf"), "--report", P("x.json"),
+    const char *hvq[] = {"run", P("n.yaml"), "--output", P("x.gguf"), "--report", P("x.json"),
                          "--set", "stages.writer.plugin=hvq", NULL};
-    ck_assert_int_eq(hvq_run(bad, &err), 2);
-    th_assert_contains(err, "x.gguf: writer 'hvq' writes an hvq container (a safetensors file), "
-                            "not GGUF; for a GGUF llama.cpp runs, add --set "
-                            "stages.writer.plugin=dequant --set stages.writer.dtype=native");
+    ck_assert_msg(hvq_run(hvq, &err) == 0, "%s", err);
+    ck_assert_int_eq(count_lines(err, "does not write gguf"), 1);
+    th_assert_contains(err, "x.gguf: writer 'hvq' does not write gguf; writing it with writer "
+                            "'dequant', dtype=native, which keeps the pipeline's encodings as "
+                            "they are");
     free(err);
-    ck_assert(!th_exists(P("x.gguf")) && !th_exists(P("x.json")));
+    ck_assert(th_same_bytes(P("x.gguf"), P("n.gguf")));
+    char *rep = th_read_file(P("x.json"), NULL);
+    th_assert_contains(rep, "\"writer\": \"dequant\"");
+    th_assert_contains(rep, "writer:\\n    plugin: dequant\\n    dtype: native\\n");
+    free(rep);
 }
 END_TEST
 
@@ -460,6 +543,8 @@ static Suite *suite(void)
     tcase_add_test(tc, q4_0_pipeline_matches_the_container);
     tcase_add_test(tc, decode_q8_0_of_a_has_vq_container);
     tcase_add_test(tc, native_follows_the_clusterers_types);
+    tcase_add_test(tc, gguf_output_no_writer_keeps_the_encodings);
+    tcase_add_test(tc, eval_of_a_q4_1_gguf_output);
     tcase_add_test(tc, bad_dtype_and_non_gguf_outputs_exit_2);
     tcase_add_loop_test(tc, native_blocks_are_llama_quantize_s, 0, 24);
     suite_add_tcase(s, tc);

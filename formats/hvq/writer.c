@@ -739,6 +739,11 @@ static const hvq_plugin hw_plugin = {
     .writer_tensor = hw_tensor,
     .writer_finish = hw_finish,
     .writer_close = hw_close,
+    .writer_formats = "safetensors",
+    .writer_elsewhere = "Write the container (an output named .hvq) and decode it to GGUF with "
+                        "`hvqconv decode OUT.hvq -o MODEL.gguf --dtype q8_0` (or f16), or write "
+                        "the reconstruction directly with --set stages.writer.plugin=dequant "
+                        "(--set stages.writer.dtype=q8_0 for llama.cpp blocks)",
 };
 
 HVQ_REGISTER_PLUGIN(hw_plugin)

@@ -975,6 +975,31 @@ typedef struct hvq_plugin {
                                const void **data, size_t *len);
     void (*convert_close)(hvq_ctx *ctx, void *state);
 
+    /* WRITER, optional: which outputs a writer writes, and which writer
+     * the host runs instead when the output is not one of them (see
+     * docs/plugins.md, "Which writer writes an output").
+     * writer_formats: the output formats (sink plugin names,
+     * space-separated) this writer writes; an output whose extension is
+     * another sink's is not this writer's. NULL: any. */
+    const char *writer_formats;
+    /* What a user whose output is in another format can do instead (one
+     * sentence, for the host's error); NULL: nothing to add. */
+    const char *writer_elsewhere;
+    /* Whether this writer writes, into an output of sink format `format`,
+     * the encodings a pipeline's stages give AS THEY ARE (without
+     * decompressing them): the settings of stages.writer (KEY=VALUE,
+     * NULL-terminated, static) that do so, or NULL. The pipeline is read
+     * through config: for stage "clusterer", "residual", ... and k = 0, 1,
+     * ..., every configuration that stage may take for a compressed tensor
+     * (the stage's own, each candidate's and each override's): the
+     * plugin's name when key is NULL, else the effective value of its
+     * parameter key as text (NULL when it has none); NULL past the last
+     * k. */
+    const char *const *(*writer_keeps)(hvq_ctx *ctx, const char *format,
+                                       const char *(*config)(void *ud, const char *stage,
+                                                             size_t k, const char *key),
+                                       void *ud);
+
     /* New fields are appended here. */
 } hvq_plugin;
 

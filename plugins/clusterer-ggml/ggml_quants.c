@@ -448,6 +448,14 @@ static const hvq_ggml_type types[] = {
     {"iq4_xs", "IQ4_XS", 256, 136, 1, hvq_ggml_iq4_xs_row, hvq_ggml_iq4_xs_dequant, NULL},
 };
 
+const hvq_ggml_type *hvq_ggml_type_find_ggml(const char *ggml)
+{
+    for (size_t i = 0; ggml && i < sizeof types / sizeof types[0]; i++)
+        if (strcmp(types[i].ggml, ggml) == 0)
+            return &types[i];
+    return NULL;
+}
+
 const hvq_ggml_type *hvq_ggml_type_find(const char *name)
 {
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)

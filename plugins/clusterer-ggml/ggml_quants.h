@@ -33,6 +33,9 @@ typedef struct hvq_ggml_type {
 
 /* The type called name (the plugin's choice value), or NULL. */
 const hvq_ggml_type *hvq_ggml_type_find(const char *name);
+/* The type ggml calls ggml ("Q4_1", "Q4_K": a GGUF tensor's dtype_name),
+ * or NULL. */
+const hvq_ggml_type *hvq_ggml_type_find_ggml(const char *ggml);
 
 /* IEEE half <-> float, rounding to nearest even: the project's one
  * conversion (common/f16.h), the same bits as ggml's for every finite value

@@ -19,6 +19,7 @@
 #include "finite.h"
 #include "llama.h"
 #include "llama_tok.h"
+#include "ggml_quants.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,53 @@ typedef struct lm_source {
     const char *path;
 } lm_source;
 
+/* t (F32, F16, BF16 or F64) as float32 into *data (host->alloc). */
+static hvq_status to_f32(hvq_ctx *ctx, const char *path, const char *name, const hvq_tensor *t,
+                         float **data)
+{
+    const hvq_host *H = ctx->host;
+    uint64_t numel = hvq_numel(&t->info);
+    if (t->info.nbytes != numel * H->dtype_size(t->info.dtype) ||
+        numel > SIZE_MAX / sizeof(float))
+        return H->error(ctx, HVQ_E_INPUT, "%s: tensor '%s': size does not match its shape",
+                        path, name);
+    float *out = H->alloc(ctx, (size_t)(numel ? numel : 1) * sizeof *out);
+    if (!out)
+        return HVQ_E_NOMEM;
+    hvq_status st = HVQ_OK;
+    if (t->info.dtype == HVQ_DTYPE_F32)
+        memcpy(out, t->data, (size_t)numel * sizeof *out);
+    else
+        st = H->convert(ctx, HVQ_DTYPE_F32, out, t->info.dtype, t->data, (size_t)numel);
+    if (st != HVQ_OK) {
+        H->free(out);
+        return st;
+    }
+    *data = out;
+    return HVQ_OK;
+}
+
+/* t, stored as llama.cpp blocks of type gt (a GGUF tensor other than Q8_0
+ * and Q4_0, which the gguf source gives as F32), dequantized into *data
+ * (host->alloc) with ggml's reference dequantizers (libhvqggml). */
+static hvq_status from_blocks(hvq_ctx *ctx, const char *path, const char *name,
+                              const hvq_tensor *t, const hvq_ggml_type *gt, float **data)
+{
+    const hvq_host *H = ctx->host;
+    uint64_t numel = hvq_numel(&t->info);
+    int64_t row = t->info.ndim ? t->info.shape[t->info.ndim - 1] : 1;
+    if (row % gt->block != 0 || t->info.nbytes != numel / (uint64_t)gt->block * gt->block_bytes ||
+        numel > SIZE_MAX / sizeof(float) || !t->data)
+        return H->error(ctx, HVQ_E_INPUT, "%s: tensor '%s': %s blocks do not match its shape",
+                        path, name, gt->ggml);
+    float *out = H->alloc(ctx, (size_t)(numel ? numel : 1) * sizeof *out);
+    if (!out)
+        return HVQ_E_NOMEM;
+    gt->dequantize_row(t->data, out, (int64_t)numel);
+    *data = out;
+    return HVQ_OK;
+}
+
 /* hvq_llama_get_fn over a host-opened model: one tensor by name as
  * float32 (malloc'd), refused when a value is not finite. */
 static hvq_status get_from_model(void *ud, hvq_ctx *ctx, const char *name, float **data,
@@ -53,32 +101,27 @@ static hvq_status get_from_model(void *ud, hvq_ctx *ctx, const char *name, float
     if (st != HVQ_OK)
         return st;
     uint64_t numel = hvq_numel(&t.info);
-    if (t.info.dtype != HVQ_DTYPE_F32 && t.info.dtype != HVQ_DTYPE_F16 &&
-        t.info.dtype != HVQ_DTYPE_BF16 && t.info.dtype != HVQ_DTYPE_F64)
+    const hvq_ggml_type *gt = hvq_ggml_type_find_ggml(t.info.dtype_name);
+    if (gt)
+        st = from_blocks(ctx, s->path, name, &t, gt, data);
+    else if (t.info.dtype != HVQ_DTYPE_F32 && t.info.dtype != HVQ_DTYPE_F16 &&
+             t.info.dtype != HVQ_DTYPE_BF16 && t.info.dtype != HVQ_DTYPE_F64)
         return H->error(ctx, HVQ_E_UNSUPPORTED, "%s: tensor '%s' has type %s; the forward pass "
-                        "reads F32, F16, BF16, F64 (and GGUF Q8_0, Q4_0)", s->path, name,
+                        "reads F32, F16, BF16, F64 and llama.cpp's block types (Q8_0, Q4_0, "
+                        "Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K, IQ4_XS)", s->path, name,
                         t.info.dtype_name ? t.info.dtype_name : H->dtype_name(t.info.dtype));
-    if (t.info.nbytes != numel * H->dtype_size(t.info.dtype) || numel > SIZE_MAX / sizeof(float))
-        return H->error(ctx, HVQ_E_INPUT, "%s: tensor '%s': size does not match its shape",
-                        s->path, name);
-    float *out = H->alloc(ctx, (size_t)(numel ? numel : 1) * sizeof *out);
-    if (!out)
-        return HVQ_E_NOMEM;
-    if (t.info.dtype == HVQ_DTYPE_F32)
-        memcpy(out, t.data, (size_t)numel * sizeof *out);
-    else if ((st = H->convert(ctx, HVQ_DTYPE_F32, out, t.info.dtype, t.data, (size_t)numel)) !=
-             HVQ_OK) {
-        H->free(out);
+    else
+        st = to_f32(ctx, s->path, name, &t, data);
+    if (st != HVQ_OK)
         return st;
-    }
-    uint64_t bad = hvq_first_nonfinite(out, numel);
+    uint64_t bad = hvq_first_nonfinite(*data, numel);
     if (bad < numel) {
-        H->free(out);
+        H->free(*data);
+        *data = NULL;
         return H->error(ctx, HVQ_E_INPUT, "%s: tensor '%s': value %llu is not finite (a model "
                         "with NaN or infinite weights cannot be run)",
                         s->path, name, (unsigned long long)bad);
     }
-    *data = out;
     *ndim = t.info.ndim;
     memcpy(shape, t.info.shape, sizeof t.info.shape);
     return HVQ_OK;

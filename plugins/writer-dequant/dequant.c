@@ -18,6 +18,7 @@
 #include "ggml_native.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -297,6 +298,30 @@ static void dequant_close(hvq_ctx *ctx, void *state)
     ctx->host->free(s);
 }
 
+/* writer_keeps: into GGUF, dtype native writes every compressed tensor as
+ * its blocks, byte for byte, when every clusterer the pipeline may use is
+ * ggml without column gains and no residual correction is added on top. */
+static const char *const *dequant_keeps(hvq_ctx *ctx, const char *format,
+                                        const char *(*config)(void *ud, const char *stage,
+                                                              size_t k, const char *key),
+                                        void *ud)
+{
+    static const char *const native[] = {"dtype=native", NULL};
+    (void)ctx;
+    if (strcmp(format, "gguf") != 0)
+        return NULL;
+    const char *pl;
+    for (size_t k = 0; (pl = config(ud, "clusterer", k, NULL)); k++) {
+        const char *a = config(ud, "clusterer", k, "col_exponent");
+        if (strcmp(pl, "ggml") != 0 || (a && strtod(a, NULL) != 0.0))
+            return NULL;
+    }
+    for (size_t k = 0; (pl = config(ud, "residual", k, NULL)); k++)
+        if (strcmp(pl, "none") != 0)
+            return NULL;
+    return native;
+}
+
 static const hvq_plugin dequant_plugin = {
     HVQ_PLUGIN_HEADER,
     .kinds = HVQ_KIND_WRITER,
@@ -310,6 +335,7 @@ static const hvq_plugin dequant_plugin = {
     .writer_tensor = dequant_tensor,
     .writer_finish = dequant_finish,
     .writer_close = dequant_close,
+    .writer_keeps = dequant_keeps,
 };
 
 HVQ_REGISTER_PLUGIN(dequant_plugin)
