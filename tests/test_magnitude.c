@@ -4,6 +4,8 @@
 
 #include "stage.h"
 
+#include <stdlib.h>
+
 #include <math.h>
 
 static float magnitude_ref(float w, float h)

@@ -154,8 +154,9 @@ static void fault_off(void)
         char *out_ = NULL, *err_ = NULL;                                             \
         int rc_ = th_hvq(&out_, &err_, __VA_ARGS__, (const char *)NULL);             \
         ck_assert_msg(rc_ == (want), "exit %d, want %d:\n%s", rc_, (want), err_);    \
-        if ((needle) != NULL)                                                        \
-            th_assert_contains(err_, (const char *)(needle));                        \
+        const char *needle_ = (needle);                                              \
+        if (needle_ != NULL)                                                         \
+            th_assert_contains(err_, needle_);                                       \
         free(out_);                                                                  \
         free(err_);                                                                  \
     } while (0)
