@@ -4,9 +4,8 @@
 
 #include "stage.h"
 
-#include <stdlib.h>
-
 #include <math.h>
+#include <stdlib.h>
 
 static float magnitude_ref(float w, float h)
 {
