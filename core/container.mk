@@ -2,9 +2,8 @@
 # their tests. The writer and the reader are formats/hvq; the format is docs/FORMAT.md.
 libhvqcore_la_SOURCES += core/container.c core/container.h core/cmd_container.c
 libhvqcore_la_LIBADD += libhvqjson.la
-# decode --dtype q8_0 (and the other ggml types): the ggml clusterer's
-# quantizers and native GGUF helpers (plugins/clusterer-ggml/ggml_native.h)
-libhvqcore_la_CPPFLAGS = $(AM_CPPFLAGS) $(GGML_CPPFLAGS)
+# decode and convert to llama.cpp block types: the quantizers the ggml
+# clusterer uses too (common/ggml_native.h)
 libhvqcore_la_LIBADD += libhvqggml.la
 
 check_PROGRAMS += tests/test_container

@@ -27,7 +27,6 @@ plugins_residual_none_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 
 plugins_writer_dequant_la_SOURCES = plugins/writer-dequant/dequant.c
 plugins_writer_dequant_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
-plugins_writer_dequant_la_CPPFLAGS += $(GGML_CPPFLAGS)
 plugins_writer_dequant_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 plugins_writer_dequant_la_LIBADD = libhvqggml.la
 

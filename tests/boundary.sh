@@ -6,6 +6,9 @@
 #     ($HVQ_PLUGIN_CPPFLAGS), cannot find any core header;
 #  2. no file there names a core header by a relative path.
 # 3. the core has no model code: no llama_ symbol or tokenizer in core/.
+# 4. the core reaches plugins only through the registry: its build rules
+#    name no file or include directory of plugins/ or formats/, and no core
+#    file includes one by path.
 set -u
 top=${HVQ_TOP_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
 cc=${HVQ_CC:-${CC:-cc}}
@@ -40,5 +43,18 @@ if [ -n "$models" ]; then
     echo "FAIL: model code in the core: $models"
     fail=1
 fi
-[ $fail = 0 ] && echo "ok: plugins see only plugin.h; no model code in core/"
+# the core's own rules (libhvqcore_la_*, hvqconv_*), continuation lines
+# joined; tests may compile a plugin's sources against their reference
+into=$( (awk '/\\$/ { sub(/\\$/, ""); line = line $0; next }
+              { line = line $0; print FILENAME ": " line; line = "" }' \
+        "$top"/core/*.mk "$top"/core/local.mk |
+    grep -E ': *(libhvqcore_la|hvqconv)_[A-Z_]+ *\+?=' | grep -E '(plugins|formats)/';
+    grep -nE '#[[:space:]]*include[[:space:]]*[<"]([^>"]*/)?(plugins|formats)/' \
+    "$top"/core/*.c "$top"/core/*.h) || true)
+if [ -n "$into" ]; then
+    echo "FAIL: the core reaches into a plugin's files:"
+    echo "$into"
+    fail=1
+fi
+[ $fail = 0 ] && echo "ok: plugins see only plugin.h; no model code in core/; the core builds no plugin code"
 exit $fail

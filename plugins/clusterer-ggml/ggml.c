@@ -2,7 +2,7 @@
  *
  * Works on the raw weights (HVQ_CLUSTERER_RAW). Blocks (32 values; 256 for
  * the K types and IQ4_XS) run along each row; the row's blocks are
- * quantized exactly as llama-quantize quantizes them (ggml_quants.c,
+ * quantized exactly as llama-quantize quantizes them (common/ggml_quants.c,
  * ggml_kquants.c, ggml_iquants.c) and stored byte for byte in ggml's block
  * layout, so a writer can put them into a GGUF file as they are.
  *

@@ -1,23 +1,8 @@
 # clusterer "ggml": llama.cpp's block quantizers, bit-exact, and their tests.
 # -ffp-contract=off: llama.cpp's reference build evaluates every multiply and
 # add separately (no fused multiply-add), and identical bytes need the same.
-# libhvqjson.la: common/gptq.c (GPTQ error feedback).
-# libhvqggml.la: the quantizers and the native GGUF helpers
-# (ggml_native.c), linked into the clusterer, the dequant writer and the
-# core (`hvqconv decode --dtype q8_0`), so all three write the same blocks.
-noinst_LTLIBRARIES += libhvqggml.la
-libhvqggml_la_SOURCES = \
-	plugins/clusterer-ggml/ggml_quants.c \
-	plugins/clusterer-ggml/ggml_kquants.c \
-	plugins/clusterer-ggml/ggml_iquants.c \
-	plugins/clusterer-ggml/ggml_native.c \
-	plugins/clusterer-ggml/ggml_native.h \
-	plugins/clusterer-ggml/ggml_quants.h
-libhvqggml_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
-libhvqggml_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
-libhvqggml_la_LIBADD = -lm
-GGML_CPPFLAGS = -I$(top_srcdir)/plugins/clusterer-ggml
-
+# libhvqjson.la: common/gptq.c (GPTQ error feedback); libhvqggml.la: the
+# quantizers themselves (common/ggml_*.c).
 plugin_LTLIBRARIES += plugins/clusterer_ggml.la
 plugins_clusterer_ggml_la_SOURCES = \
 	plugins/clusterer-ggml/ggml.c \
@@ -39,9 +24,7 @@ EXTRA_DIST += tests/data/ggml
 # references written from the definition
 check_PROGRAMS += tests/test_gptq
 tests_test_gptq_SOURCES = tests/test_gptq.c tests/full_hessian.c tests/full_hessian.h \
-	plugins/clusterer-ggml/ggml_quants.c \
-	plugins/clusterer-ggml/ggml_kquants.c \
-	plugins/clusterer-ggml/ggml_iquants.c
+	common/ggml_quants.c common/ggml_kquants.c common/ggml_iquants.c
 tests_test_gptq_CFLAGS = $(HVQ_TEST_CFLAGS) -ffp-contract=off -I$(top_srcdir)/common \
 	-I$(top_srcdir)/plugins/clusterer-ggml
 tests_test_gptq_LDADD = $(HVQ_TEST_LIBS) libhvqjson.la -lm

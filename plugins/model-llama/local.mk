@@ -11,7 +11,7 @@ plugins_model_llama_la_SOURCES = plugins/model-llama/model.c \
 	plugins/model-llama/llama_tok.c plugins/model-llama/llama_tok.h \
 	plugins/model-llama/convert.c plugins/model-llama/convert.h \
 	plugins/model-llama/convert_plugin.c plugins/model-llama/tok_gguf.c
-plugins_model_llama_la_CPPFLAGS = $(PLUGIN_CPPFLAGS) $(GGML_CPPFLAGS)
+plugins_model_llama_la_CPPFLAGS = $(PLUGIN_CPPFLAGS)
 plugins_model_llama_la_CFLAGS = $(AM_CFLAGS) -ffp-contract=off
 plugins_model_llama_la_LDFLAGS = $(PLUGIN_LDFLAGS)
 plugins_model_llama_la_LIBADD = libhvqggml.la libhvqjson.la -lm
