@@ -13,6 +13,7 @@
 #include "registry.h"
 #include "stage.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,12 +238,16 @@ START_TEST(eval_of_a_q4_1_gguf_output)
     ck_assert_msg(th_run(&out, &err, conv) == 0, "%s", err);
     free(out);
     free(err);
+    /* the pipeline's token file, wherever the build tree is (VPATH) */
+    char toks[PATH_MAX + 32];
+    snprintf(toks, sizeof toks, "evaluate.tokens=%s",
+             th_src("models/stories260K/tinystories-10k.tok512.npy"));
     for (int t = 0; t < 2; t++) {
         char *ppl[2];
         for (int g = 0; g < 2; g++) {
             const char *run[] = {"run", th_src("pipelines/q4_1.yaml"), "--input", P("m.gguf"),
                                  "--output", P(g ? "e.gguf" : "e.hvq"), "--report", "",
-                                 "--set", types[t], "--eval", "-f", NULL};
+                                 "--set", types[t], "--set", toks, "--eval", "-f", NULL};
             ck_assert_msg(th_run(&out, &err, run) == 0, "%s", err);
             char *at = strstr(out, "perplexity of the output: ");
             ck_assert_msg(at != NULL, "%s", out);
