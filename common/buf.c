@@ -128,7 +128,8 @@ void hvq_buf_json_stringn(hvq_buf *b, const char *s, size_t n)
             run = i + 1;
         }
     }
-    hvq_buf_append(b, s + run, n - run);
+    if (n > run) /* s may be NULL when n is 0 */
+        hvq_buf_append(b, s + run, n - run);
     hvq_buf_append(b, "\"", 1);
 }
 

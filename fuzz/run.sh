@@ -20,7 +20,7 @@ set -euo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
 seconds=60 runs=0 jobs=1 build=/tmp/hvqconv-fuzz totals=0 nobuild=0
-all_targets="safetensors safetensors_index gguf npy npz imatrix yaml hvq"
+all_targets="safetensors safetensors_index gguf npy npz imatrix yaml hvq tokenizer"
 targets=""
 while [ $# -gt 0 ]; do
     case $1 in
